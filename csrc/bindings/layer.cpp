@@ -1,0 +1,99 @@
+// Bindings of the single-layer kernels. Inputs arrive C-contiguous with the exact dtype
+// (jacgeom._validation); outputs are allocated here, then the GIL is released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "jacgeom/layer.hpp"
+
+namespace py = pybind11;
+using jacgeom::index_t;
+
+namespace {
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style>;
+
+template <class T>
+carray<T> derivatives(const carray<T>& Z, int code, double param) {
+    if (!jacgeom::activation_supported(code)) throw py::value_error("unsupported activation code");
+    std::vector<py::ssize_t> shape(Z.shape(), Z.shape() + Z.ndim());
+    carray<T> D(shape);
+    const T* z = Z.data();
+    T* d = D.mutable_data();
+    const index_t count = static_cast<index_t>(Z.size());
+    py::gil_scoped_release release;
+    jacgeom::derivatives<T>(z, d, count, code, static_cast<T>(param));
+    return D;
+}
+
+struct Dims {
+    index_t B, m, n;
+};
+
+template <class T>
+Dims dims(const carray<T>& W, const carray<T>& D) {
+    if (W.ndim() != 2 || D.ndim() != 2 || D.shape(1) != W.shape(0))
+        throw py::value_error("expected W (m, n) and D (B, m)");
+    return {D.shape(0), W.shape(0), W.shape(1)};
+}
+
+template <class T>
+carray<T> jacobian(const carray<T>& W, const carray<T>& D) {
+    const Dims s = dims(W, D);
+    carray<T> J({s.B, s.m, s.n});
+    const T *w = W.data(), *d = D.data();
+    T* j = J.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::jacobian<T>(w, d, j, s.B, s.m, s.n);
+    return J;
+}
+
+template <class T>
+carray<T> pullback(const carray<T>& W, const carray<T>& D) {
+    const Dims s = dims(W, D);
+    carray<T> G({s.B, s.n, s.n});
+    const T *w = W.data(), *d = D.data();
+    T* g = G.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::pullback<T>(w, d, g, s.B, s.m, s.n);
+    return G;
+}
+
+template <class T>
+carray<T> singular_values(const carray<T>& W, const carray<T>& D) {
+    const Dims s = dims(W, D);
+    carray<T> S({s.B, std::min(s.m, s.n)});
+    const T *w = W.data(), *d = D.data();
+    T* out = S.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::singular_values<T>(w, d, out, s.B, s.m, s.n);
+    return S;
+}
+
+template <class T>
+carray<T> log_volume(const carray<T>& W, const carray<T>& D) {
+    const Dims s = dims(W, D);
+    if (s.m < s.n) throw py::value_error("log_volume needs m >= n");
+    carray<T> V({s.B});
+    const T *w = W.data(), *d = D.data();
+    T* out = V.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::log_volume<T>(w, d, out, s.B, s.m, s.n);
+    return V;
+}
+
+template <class T>
+void define_all(py::module_& m) {
+    m.def("derivatives", &derivatives<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
+    m.def("jacobian", &jacobian<T>, py::arg("W"), py::arg("D"));
+    m.def("pullback_metric", &pullback<T>, py::arg("W"), py::arg("D"));
+    m.def("singular_values", &singular_values<T>, py::arg("W"), py::arg("D"));
+    m.def("log_volume", &log_volume<T>, py::arg("W"), py::arg("D"));
+}
+
+}  // namespace
+
+void register_layer(py::module_& m) {
+    define_all<double>(m);
+    define_all<float>(m);
+}

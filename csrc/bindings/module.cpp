@@ -1,0 +1,13 @@
+// jacgeom._core: registers one area per function; validation lives in the Python layer.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void register_runtime(py::module_& m);
+void register_layer(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "jacgeom's compiled kernels (private; use the jacgeom package)";
+    register_runtime(m);
+    register_layer(m);
+}

@@ -1,0 +1,49 @@
+// Thread count and the BLAS/LAPACK pointers taken from scipy's Cython capsules.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "jacgeom/lapack.hpp"
+#include "jacgeom/parallel.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class Fn>
+Fn* capsule_pointer(const py::dict& table, const char* name) {
+    if (!table.contains(name)) throw py::value_error(std::string("scipy does not export ") + name);
+    py::object obj = table[name];
+    PyObject* cap = obj.ptr();
+    if (!PyCapsule_CheckExact(cap)) throw py::type_error(std::string(name) + " is not a capsule");
+    void* ptr = PyCapsule_GetPointer(cap, PyCapsule_GetName(cap));
+    if (!ptr) throw py::error_already_set();
+    return reinterpret_cast<Fn*>(ptr);
+}
+
+template <class T>
+void fill(const py::dict& blas, const py::dict& lapack, char prefix) {
+    auto& r = jacgeom::lapack::routines<T>();
+    const std::string p(1, prefix);
+    r.syrk = capsule_pointer<jacgeom::lapack::syrk_t<T>>(blas, (p + "syrk").c_str());
+    r.gesdd = capsule_pointer<jacgeom::lapack::gesdd_t<T>>(lapack, (p + "gesdd").c_str());
+    r.geqrf = capsule_pointer<jacgeom::lapack::geqrf_t<T>>(lapack, (p + "geqrf").c_str());
+    r.trtri = capsule_pointer<jacgeom::lapack::trtri_t<T>>(lapack, (p + "trtri").c_str());
+}
+
+}  // namespace
+
+void register_runtime(py::module_& m) {
+    m.def(
+        "register_lapack",
+        [](const py::dict& blas, const py::dict& lapack) {
+            fill<double>(blas, lapack, 'd');
+            fill<float>(blas, lapack, 's');
+        },
+        py::arg("blas_capi"), py::arg("lapack_capi"),
+        "Take BLAS/LAPACK from scipy.linalg.cython_blas/cython_lapack __pyx_capi__ tables.");
+    m.def(
+        "set_num_threads", [](int n) { jacgeom::num_threads_setting().store(n < 1 ? 1 : n); },
+        py::arg("n"));
+    m.def("get_num_threads", []() { return jacgeom::num_threads_setting().load(); });
+}

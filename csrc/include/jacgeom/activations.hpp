@@ -1,0 +1,77 @@
+// Activation derivatives phi'(z), one switch shared by every C++ kernel.
+// The codes match jacgeom.activations.CODES. Every branch is finite for every finite z:
+// large arguments go through exp(-|z|), which underflows to 0, never through exp(|z|).
+#pragma once
+
+#include <cmath>
+
+namespace jacgeom {
+
+enum ActivationCode : int {
+    kIdentity = 0,
+    kRelu = 1,
+    kLeakyRelu = 2,
+    kSigmoid = 3,
+    kTanh = 4,
+    kGelu = 5,
+    kGeluTanh = 6,
+    kSoftplus = 7,
+    kElu = 8,
+    kSilu = 9,
+};
+
+inline bool activation_supported(int code) { return code >= kIdentity && code <= kSilu; }
+
+template <class T>
+inline T stable_sigmoid(T z) {
+    const T e = std::exp(-std::fabs(z));
+    return z >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+
+// s(z) (1 - s(z)) = e / (1 + e)^2 with e = exp(-|z|).
+template <class T>
+inline T sigmoid_derivative(T z) {
+    const T e = std::exp(-std::fabs(z));
+    return e / ((T(1) + e) * (T(1) + e));
+}
+
+template <class T>
+inline T derivative(int code, T p, T z) {
+    switch (code) {
+        case kIdentity:
+            return T(1);
+        case kRelu:
+            return z > T(0) ? T(1) : T(0);
+        case kLeakyRelu:
+            return z > T(0) ? T(1) : p;
+        case kSigmoid:
+            return sigmoid_derivative(z);
+        case kTanh: {
+            const T e = std::exp(T(-2) * std::fabs(z));
+            return T(4) * e / ((T(1) + e) * (T(1) + e));
+        }
+        case kGelu: {
+            // Phi(z) + z pdf(z); z clipped at 40 where pdf(z) is 0 in double anyway.
+            const T zc = std::fmin(std::fmax(z, T(-40)), T(40));
+            const T cdf = T(0.5) * std::erfc(-z * T(0.70710678118654752440));
+            return cdf + zc * std::exp(T(-0.5) * zc * zc) * T(0.39894228040143267794);
+        }
+        case kGeluTanh: {
+            const T zc = std::fmin(std::fmax(z, T(-30)), T(30));
+            const T c = T(0.79788456080286535588);
+            const T u = c * (zc + T(0.044715) * zc * zc * zc);
+            const T du = c * (T(1) + T(3 * 0.044715) * zc * zc);
+            return stable_sigmoid(T(2) * u) + zc * T(2) * sigmoid_derivative(T(2) * u) * du;
+        }
+        case kSoftplus:
+            return stable_sigmoid(z * p);
+        case kElu:
+            return z > T(0) ? T(1) : p * std::exp(std::fmin(z, T(0)));
+        case kSilu:
+            return stable_sigmoid(z) + z * sigmoid_derivative(z);
+        default:
+            return T(NAN);
+    }
+}
+
+}  // namespace jacgeom

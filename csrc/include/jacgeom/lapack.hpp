@@ -1,0 +1,44 @@
+// BLAS / LAPACK entry points taken from scipy.linalg.cython_blas / cython_lapack.
+// The pointers are read from their __pyx_capi__ capsules at import (bindings/lapack.cpp),
+// so the process has one BLAS, the one scipy ships, and nothing is linked by hand.
+// Fortran conventions: column-major, every argument by pointer, 32-bit integers.
+#pragma once
+
+#include <stdexcept>
+
+namespace jacgeom::lapack {
+
+template <class T>
+using syrk_t = void(const char*, const char*, const int*, const int*, const T*, const T*,
+                    const int*, const T*, T*, const int*);
+template <class T>
+using gesdd_t = void(const char*, const int*, const int*, T*, const int*, T*, T*, const int*,
+                     T*, const int*, T*, const int*, int*, int*);
+template <class T>
+using geqrf_t = void(const int*, const int*, T*, const int*, T*, T*, const int*, int*);
+template <class T>
+using trtri_t = void(const char*, const char*, const int*, T*, const int*, int*);
+
+template <class T>
+struct Routines {
+    syrk_t<T>* syrk = nullptr;
+    gesdd_t<T>* gesdd = nullptr;
+    geqrf_t<T>* geqrf = nullptr;
+    trtri_t<T>* trtri = nullptr;
+};
+
+template <class T>
+inline Routines<T>& routines() {
+    static Routines<T> r;
+    return r;
+}
+
+template <class T>
+inline const Routines<T>& get() {
+    const Routines<T>& r = routines<T>();
+    if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri)
+        throw std::runtime_error("jacgeom._core: LAPACK routines were not registered");
+    return r;
+}
+
+}  // namespace jacgeom::lapack

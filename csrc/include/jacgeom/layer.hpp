@@ -1,0 +1,223 @@
+// Single-layer kernels on precomputed derivatives d = phi'(z).
+// Layout: W (m, n) row-major, D (B, m) row-major, outputs row-major. Index arithmetic is
+// 64-bit throughout; LAPACK sees at most one (m, n) matrix at a time (32-bit is enough there).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "activations.hpp"
+#include "lapack.hpp"
+#include "parallel.hpp"
+
+namespace jacgeom {
+
+using index_t = std::int64_t;
+
+// d = phi'(z) elementwise. Cost: a few flops per element, memory-bound.
+template <class T>
+void derivatives(const T* Z, T* D, index_t count, int code, T param) {
+    parallel_for(count, 1 << 14, [&](index_t, index_t begin, index_t end) {
+        for (index_t i = begin; i < end; ++i) D[i] = derivative<T>(code, param, Z[i]);
+    });
+}
+
+// J[b, i, :] = d[b, i] * W[i, :]. Writes B*m*n elements once: bandwidth-bound.
+template <class T>
+void jacobian(const T* W, const T* D, T* J, index_t B, index_t m, index_t n) {
+    parallel_for(B * m, 64, [&](index_t, index_t begin, index_t end) {
+        for (index_t r = begin; r < end; ++r) {
+            const T di = D[r];
+            T* out = J + r * n;
+            const T* w = W + (r % m) * n;
+            if (di == T(0)) {
+                std::memset(out, 0, sizeof(T) * static_cast<size_t>(n));
+            } else {
+                for (index_t j = 0; j < n; ++j) out[j] = di * w[j];
+            }
+        }
+    });
+}
+
+// Rows of D W with d_i != 0, compacted. Rows with d_i == 0 are exactly zero in D W and
+// contribute nothing to J^T J or to the non-zero singular values, so every kernel below
+// works on the k x n compacted matrix (k = number of non-zero d_i), which for relu halves
+// the work on average. Row-major (k, n) unless col_major, then column-major with ld = k.
+template <class T>
+index_t gather_rows(const T* W, const T* d, index_t m, index_t n, T* out, bool col_major) {
+    index_t k = 0;
+    for (index_t i = 0; i < m; ++i) k += d[i] != T(0);
+    index_t r = 0;
+    for (index_t i = 0; i < m; ++i) {
+        const T di = d[i];
+        if (di == T(0)) continue;
+        const T* w = W + i * n;
+        if (col_major) {
+            for (index_t j = 0; j < n; ++j) out[r + j * k] = di * w[j];
+        } else {
+            T* o = out + r * n;
+            for (index_t j = 0; j < n; ++j) o[j] = di * w[j];
+        }
+        ++r;
+    }
+    return k;
+}
+
+// G_b = W^T D_b^2 W = A^T A with A the compacted rows: one syrk per sample, k n^2 flops
+// (half a gemm), then the upper triangle mirrored. Never forms the (B, m, n) Jacobian.
+template <class T>
+void pullback(const T* W, const T* D, T* G, index_t B, index_t m, index_t n) {
+    const auto& L = lapack::get<T>();
+    parallel_for(B, 1, [&](index_t, index_t begin, index_t end) {
+        std::vector<T> A(static_cast<size_t>(std::max<index_t>(1, m * n)));
+        for (index_t b = begin; b < end; ++b) {
+            T* g = G + b * n * n;
+            const index_t k = gather_rows(W, D + b * m, m, n, A.data(), false);
+            if (k == 0 || n == 0) {
+                std::fill(g, g + n * n, T(0));
+                continue;
+            }
+            const int nn = static_cast<int>(n), kk = static_cast<int>(k);
+            const T one = 1, zero = 0;
+            // Row-major A (k, n) is column-major A^T (n, k): syrk('N') gives A^T A.
+            L.syrk("U", "N", &nn, &kk, &one, A.data(), &nn, &zero, g, &nn);
+            for (index_t j = 0; j < n; ++j)
+                for (index_t i = 0; i < j; ++i) g[j + i * n] = g[i + j * n];
+        }
+    });
+}
+
+// Workspace for singular values of a column-major (rows, cols) matrix, values only.
+template <class T>
+struct SvdWorkspace {
+    std::vector<T> work;
+    std::vector<int> iwork;
+    SvdWorkspace(index_t rows, index_t cols) {
+        const auto& L = lapack::get<T>();
+        const int r = static_cast<int>(std::max<index_t>(1, rows));
+        const int c = static_cast<int>(std::max<index_t>(1, cols));
+        int lwork = -1, info = 0, one = 1;
+        T query = 0, dummy = 0;
+        iwork.resize(static_cast<size_t>(8 * std::min(r, c)));
+        L.gesdd("N", &r, &c, &dummy, &r, &dummy, &dummy, &one, &dummy, &one, &query, &lwork,
+                iwork.data(), &info);
+        work.resize(static_cast<size_t>(std::max<T>(query, T(1))) + 1);
+    }
+    // Values of the column-major (rows, cols) matrix A (destroyed), descending, into s.
+    // Returns LAPACK's info; s is NaN-filled when it is non-zero.
+    int run(T* A, index_t rows, index_t cols, index_t lda, T* s) {
+        const auto& L = lapack::get<T>();
+        const int r = static_cast<int>(rows), c = static_cast<int>(cols);
+        const int ld = static_cast<int>(std::max<index_t>(1, lda));
+        int lwork = static_cast<int>(work.size()), info = 0, one = 1;
+        T dummy = 0;
+        L.gesdd("N", &r, &c, A, &ld, s, &dummy, &one, &dummy, &one, work.data(), &lwork,
+                iwork.data(), &info);
+        if (info != 0) std::fill(s, s + std::min(rows, cols), std::numeric_limits<T>::quiet_NaN());
+        return info;
+    }
+};
+
+// Singular values of D_b W for every sample, descending, (B, min(m, n)). Values of the
+// compacted k x n matrix, then min(m, n) - min(k, n) exact zeros. gesdd with jobz = 'N'.
+template <class T>
+void singular_values(const T* W, const T* D, T* S, index_t B, index_t m, index_t n) {
+    const index_t p = std::min(m, n);
+    parallel_for(B, 1, [&](index_t, index_t begin, index_t end) {
+        std::vector<T> A(static_cast<size_t>(std::max<index_t>(1, m * n)));
+        SvdWorkspace<T> svd(n, m);
+        for (index_t b = begin; b < end; ++b) {
+            T* s = S + b * p;
+            std::fill(s, s + p, T(0));
+            const index_t k = gather_rows(W, D + b * m, m, n, A.data(), false);
+            if (k == 0 || n == 0) continue;
+            // Row-major (k, n) = column-major (n, k): same singular values.
+            svd.run(A.data(), n, k, n, s);
+        }
+    });
+}
+
+// log volume = 0.5 log det(J^T J) = sum log sigma_i(J), -inf when rank(J) < n with numpy's
+// matrix_rank tolerance sigma_max * max(m, n) * eps. Requires m >= n.
+//
+// Method: k < n non-zero rows -> -inf exactly. Otherwise Householder QR of the compacted
+// A (k x n) = Q R (2 k n^2 - 2/3 n^3 flops), |det R| = prod sigma_i(A). Full rank is
+// certified when the lower bound sigma_min >= 1 / ||R^-1||_F (R^-1 by trtri, n^3 / 3 flops)
+// exceeds 8 times the upper bound of the tolerance, ||R||_F * max(m, n) * eps (the factor
+// covers the rounding of QR and of the inverse). Otherwise the singular values of R decide
+// exactly as numpy would (gesdd, about 4x the cost), which only happens near rank deficiency.
+template <class T>
+void log_volume(const T* W, const T* D, T* out, index_t B, index_t m, index_t n) {
+    const T eps = std::numeric_limits<T>::epsilon();
+    const T tol_scale = static_cast<T>(std::max(m, n)) * eps;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    parallel_for(B, 1, [&](index_t, index_t begin, index_t end) {
+        const auto& L = lapack::get<T>();
+        std::vector<T> A(static_cast<size_t>(std::max<index_t>(1, m * n)));
+        std::vector<T> R(static_cast<size_t>(std::max<index_t>(1, n * n)));
+        std::vector<T> Rinv(R.size()), tau(static_cast<size_t>(std::max<index_t>(1, n))), s(tau.size());
+        SvdWorkspace<T> svd(n, n);
+        int lwork = -1, info = 0;
+        {
+            const int mm = static_cast<int>(std::max<index_t>(1, m)), nn = static_cast<int>(std::max<index_t>(1, n));
+            T query = 0;
+            L.geqrf(&mm, &nn, A.data(), &mm, tau.data(), &query, &lwork, &info);
+            lwork = static_cast<int>(std::max<T>(query, T(1))) + 1;
+        }
+        std::vector<T> work(static_cast<size_t>(lwork));
+        for (index_t b = begin; b < end; ++b) {
+            if (n == 0) {
+                out[b] = T(0);
+                continue;
+            }
+            const index_t k = gather_rows(W, D + b * m, m, n, A.data(), true);
+            if (k < n) {
+                out[b] = ninf;
+                continue;
+            }
+            const int kk = static_cast<int>(k), nn = static_cast<int>(n);
+            L.geqrf(&kk, &nn, A.data(), &kk, tau.data(), work.data(), &lwork, &info);
+            T fro2 = 0, logdet = 0;
+            for (index_t j = 0; j < n; ++j) {
+                for (index_t i = 0; i < n; ++i) {
+                    const T v = i <= j ? A[i + j * k] : T(0);
+                    R[i + j * n] = v;
+                    fro2 += v * v;
+                }
+                logdet += std::log(std::fabs(A[j + j * k]));
+            }
+            std::copy(R.begin(), R.end(), Rinv.begin());
+            L.trtri("U", "N", &nn, Rinv.data(), &nn, &info);
+            bool certified = false;
+            if (info == 0) {
+                T inv2 = 0;
+                for (index_t j = 0; j < n; ++j)
+                    for (index_t i = 0; i <= j; ++i) inv2 += Rinv[i + j * n] * Rinv[i + j * n];
+                const T lower = T(1) / std::sqrt(inv2);
+                certified = lower > T(8) * std::sqrt(fro2) * tol_scale;
+            }
+            if (certified) {
+                out[b] = logdet;
+                continue;
+            }
+            if (svd.run(R.data(), n, n, n, s.data()) != 0) {
+                out[b] = std::numeric_limits<T>::quiet_NaN();
+                continue;
+            }
+            const T tol = s[0] * tol_scale;
+            T total = 0;
+            bool full = true;
+            for (index_t i = 0; i < n; ++i) {
+                full = full && s[static_cast<size_t>(i)] > tol;
+                total += std::log(s[static_cast<size_t>(i)]);
+            }
+            out[b] = full ? total : ninf;
+        }
+    });
+}
+
+}  // namespace jacgeom

@@ -1,0 +1,35 @@
+"""jacgeom: what pointwise activations do to the geometry of neural networks.
+
+A layer F(x) = phi(W x + b) has Jacobian D_phi(z) W with D_phi = diag(phi'(z)). jacgeom
+computes it and what follows from it (pullback metrics, spectra, volumes, ranks) exactly
+and fast, for many samples at once, on three backends: C++ ("cpp"), Numba ("numba") and the
+readable numpy reference ("numpy").
+"""
+
+from ._backends import backends, get_num_threads, set_num_threads
+from .activations import Activation, activation, activation_names
+from .layer import (
+    layer_derivatives,
+    layer_jacobian,
+    layer_singular_values,
+    log_volume,
+    preactivations,
+    pullback_metric,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "activation",
+    "activation_names",
+    "backends",
+    "get_num_threads",
+    "layer_derivatives",
+    "layer_jacobian",
+    "layer_singular_values",
+    "log_volume",
+    "preactivations",
+    "pullback_metric",
+    "set_num_threads",
+]

@@ -1,0 +1,24 @@
+"""Numba kernels: the same kernels as csrc/include/jacgeom/, compiled with numba.njit.
+
+Every kernel takes C-contiguous arrays of one float dtype (validated by the public API) and
+parallelises over samples with prange; LAPACK calls go through numba's np.linalg, which uses
+scipy's LAPACK.
+"""
+
+from .layer import (
+    derivatives,
+    derivatives_custom,
+    jacobian,
+    log_volume,
+    pullback_metric,
+    singular_values,
+)
+
+__all__ = [
+    "derivatives",
+    "derivatives_custom",
+    "jacobian",
+    "log_volume",
+    "pullback_metric",
+    "singular_values",
+]

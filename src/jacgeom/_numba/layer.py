@@ -1,0 +1,219 @@
+"""Numba single-layer kernels on precomputed derivatives d = phi'(z).
+
+Layout: W (m, n), D (B, m), C-contiguous, one dtype. Rows with d_i = 0 are skipped: they
+are exactly zero in D W, so the compacted k x n matrix has the same Gram matrix and the same
+non-zero singular values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from . import lapack
+
+FloatArray = NDArray[np.floating[Any]]
+
+_OPTS: dict[str, Any] = {"cache": True, "nogil": True}
+
+
+@numba.njit(inline="always", **_OPTS)
+def _stable_sigmoid(z: float) -> float:
+    e = math.exp(-abs(z))
+    return 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+
+
+@numba.njit(inline="always", **_OPTS)
+def _sigmoid_derivative(z: float) -> float:
+    e = math.exp(-abs(z))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+@numba.njit(**_OPTS)
+def _derivative(code: int, p: float, z: float) -> float:
+    # Codes as in jacgeom.activations.CODES; branches mirror activations.hpp.
+    if code == 0:
+        return 1.0
+    if code == 1:
+        return 1.0 if z > 0 else 0.0
+    if code == 2:
+        return 1.0 if z > 0 else p
+    if code == 3:
+        return _sigmoid_derivative(z)
+    if code == 4:
+        e = math.exp(-2.0 * abs(z))
+        return 4.0 * e / ((1.0 + e) * (1.0 + e))
+    if code == 5:
+        zc = min(max(z, -40.0), 40.0)
+        cdf = 0.5 * math.erfc(-z * 0.70710678118654752440)
+        return cdf + zc * math.exp(-0.5 * zc * zc) * 0.39894228040143267794
+    if code == 6:
+        zc = min(max(z, -30.0), 30.0)
+        c = 0.79788456080286535588
+        u = c * (zc + 0.044715 * zc * zc * zc)
+        du = c * (1.0 + 3 * 0.044715 * zc * zc)
+        return _stable_sigmoid(2.0 * u) + zc * 2.0 * _sigmoid_derivative(2.0 * u) * du
+    if code == 7:
+        bz = z * p
+        return _stable_sigmoid(bz)
+    if code == 8:
+        return 1.0 if z > 0 else p * math.exp(min(z, 0.0))
+    if code == 9:
+        return _stable_sigmoid(z) + z * _sigmoid_derivative(z)
+    return math.nan
+
+
+@numba.njit(parallel=True, **_OPTS)
+def _derivatives(Z: FloatArray, code: int, p: float, D: FloatArray) -> None:
+    z = Z.ravel()
+    d = D.ravel()
+    for i in numba.prange(z.size):
+        d[i] = _derivative(code, p, float(z[i]))
+
+
+def derivatives(Z: FloatArray, code: int, p: float) -> FloatArray:
+    """phi'(Z) elementwise for a built-in activation code; same shape and dtype as Z."""
+    D = np.empty_like(Z)
+    _derivatives(Z, code, p, D)
+    return D
+
+
+@numba.njit(**_OPTS)
+def _derivatives_custom(Z: FloatArray, dphi: Callable[[float], float], D: FloatArray) -> None:
+    z = Z.ravel()
+    d = D.ravel()
+    for i in range(z.size):
+        d[i] = dphi(float(z[i]))
+
+
+_custom_cache: dict[Callable[[float], float], Any] = {}
+
+
+def derivatives_custom(Z: FloatArray, dphi: Callable[[float], float]) -> FloatArray:
+    """phi'(Z) for a custom scalar Python derivative, compiled with numba.njit once."""
+    jitted = _custom_cache.get(dphi)
+    if jitted is None:
+        jitted = numba.njit(dphi)
+        _custom_cache[dphi] = jitted
+    D = np.empty_like(Z)
+    _derivatives_custom(Z, jitted, D)
+    return D
+
+
+@numba.njit(parallel=True, **_OPTS)
+def _jacobian(W: FloatArray, D: FloatArray, J: FloatArray) -> None:
+    B, m = D.shape
+    n = W.shape[1]
+    for b in numba.prange(B):
+        for i in range(m):
+            di = D[b, i]
+            for j in range(n):
+                J[b, i, j] = di * W[i, j]
+
+
+def jacobian(W: FloatArray, D: FloatArray) -> FloatArray:
+    """J[b] = diag(D[b]) W, shape (B, m, n)."""
+    J = np.empty((D.shape[0], W.shape[0], W.shape[1]), dtype=W.dtype)
+    _jacobian(W, D, J)
+    return J
+
+
+@numba.njit(inline="always", **_OPTS)
+def _gather(W: FloatArray, d: FloatArray, A: FloatArray) -> int:
+    m, n = W.shape
+    k = 0
+    for i in range(m):
+        di = d[i]
+        if di != 0:
+            for j in range(n):
+                A[k, j] = di * W[i, j]
+            k += 1
+    return k
+
+
+@numba.njit(parallel=True, **_OPTS)
+def _pullback(W: FloatArray, D: FloatArray, G: FloatArray) -> None:
+    B = D.shape[0]
+    m, n = W.shape
+    for b in numba.prange(B):
+        A = np.empty((m, n), dtype=W.dtype)
+        k = _gather(W, D[b], A)
+        if k == 0 or n == 0:
+            G[b] = 0
+        else:
+            Ak = A[:k]
+            G[b] = Ak.T @ Ak
+
+
+def pullback_metric(W: FloatArray, D: FloatArray) -> FloatArray:
+    """G[b] = W^T diag(D[b])^2 W, shape (B, n, n)."""
+    G = np.empty((D.shape[0], W.shape[1], W.shape[1]), dtype=W.dtype)
+    _pullback(W, D, G)
+    return G
+
+
+def _gesdd(dtype: np.dtype[Any]) -> Any:
+    return lapack.dgesdd if dtype == np.float64 else lapack.sgesdd
+
+
+@numba.njit(parallel=True, **_OPTS)
+def _singular_values(W: FloatArray, D: FloatArray, gesdd: Any, jobz: Any, S: FloatArray) -> None:
+    B = D.shape[0]
+    m, n = W.shape
+    p = min(m, n)
+    for b in numba.prange(B):
+        A = np.empty((m, n), dtype=W.dtype)
+        k = _gather(W, D[b], A)
+        S[b] = 0
+        if k > 0 and n > 0:
+            s = np.empty(min(k, n), dtype=W.dtype)
+            if lapack.svd_values(gesdd, A[:k], s, jobz) != 0:
+                s[:] = np.nan
+            S[b, : min(k, p)] = s
+
+
+def singular_values(W: FloatArray, D: FloatArray) -> FloatArray:
+    """Singular values of diag(D[b]) W, descending, shape (B, min(m, n))."""
+    S = np.empty((D.shape[0], min(W.shape)), dtype=W.dtype)
+    _singular_values(W, D, _gesdd(W.dtype), lapack.JOBZ_N, S)
+    return S
+
+
+@numba.njit(parallel=True, **_OPTS)
+def _log_volume(
+    W: FloatArray, D: FloatArray, eps: float, gesdd: Any, jobz: Any, out: FloatArray
+) -> None:
+    B = D.shape[0]
+    m, n = W.shape
+    for b in numba.prange(B):
+        if n == 0:
+            out[b] = 0
+            continue
+        A = np.empty((m, n), dtype=W.dtype)
+        k = _gather(W, D[b], A)
+        if k < n:
+            out[b] = -np.inf
+            continue
+        s = np.empty(n, dtype=W.dtype)
+        if lapack.svd_values(gesdd, A[:k], s, jobz) != 0:
+            out[b] = np.nan
+            continue
+        tol = s[0] * max(m, n) * eps
+        total = 0.0
+        full = True
+        for i in range(n):
+            full = full and s[i] > tol
+            total += math.log(s[i]) if s[i] > 0 else -np.inf
+        out[b] = total if full else -np.inf
+
+
+def log_volume(W: FloatArray, D: FloatArray) -> FloatArray:
+    """0.5 log det(W^T D[b]^2 W), -inf where rank < n (numpy's matrix_rank tolerance)."""
+    out = np.empty(D.shape[0], dtype=W.dtype)
+    _log_volume(W, D, float(np.finfo(W.dtype).eps), _gesdd(W.dtype), lapack.JOBZ_N, out)
+    return out

@@ -1,0 +1,129 @@
+"""One place for the dtype, shape and finiteness checks of every public function.
+
+Policy (the same for every kernel):
+
+- float32 and float64 stay as they are; integer and bool become float64; float16 becomes
+  float32; complex, object, string and other dtypes raise TypeError naming the argument.
+- Several float arguments are computed in their common type (float32 with float64 gives
+  float64).
+- Shapes are checked before any kernel runs; messages name the argument, the shape given and
+  the shape expected.
+- ``check_finite=True`` rejects NaN and Inf with ValueError.
+- Kernels receive C-contiguous arrays of the exact dtype; a copy is made only when the input
+  is not already one, so inputs are never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.floating[Any]]
+
+
+def as_float_array(value: Any, name: str) -> FloatArray:
+    """Convert ``value`` to a float32 or float64 ndarray following the dtype policy."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a real numeric array, could not convert: {exc}") from exc
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype.itemsize < 4:
+            return arr.astype(np.float32)
+        if arr.dtype.itemsize > 8:
+            raise TypeError(f"{name} has dtype {arr.dtype}; expected float32 or float64")
+        return arr
+    if kind in "biu":
+        return arr.astype(np.float64)
+    raise TypeError(
+        f"{name} has dtype {arr.dtype}; expected a real floating, integer or bool array"
+    )
+
+
+def common_dtype(*arrays: FloatArray | None) -> np.dtype[Any]:
+    """The floating dtype all arguments are computed in."""
+    return np.result_type(*[a.dtype for a in arrays if a is not None])
+
+
+def to_kernel(arr: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
+    """C-contiguous, native byte order, exact dtype; copies only when needed."""
+    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+
+
+def check_finite_arrays(check: bool, **arrays: FloatArray | None) -> None:
+    if not check:
+        return
+    for name, arr in arrays.items():
+        if arr is not None and arr.size and not np.isfinite(arr).all():
+            raise ValueError(
+                f"{name} contains NaN or Inf; pass check_finite=False to compute anyway"
+            )
+
+
+def check_ndim(arr: FloatArray, name: str, allowed: tuple[int, ...], expected: str) -> None:
+    if arr.ndim not in allowed:
+        raise ValueError(
+            f"{name} has {arr.ndim} dimension(s) (shape {arr.shape}); expected {expected}"
+        )
+
+
+def layer_inputs(
+    W: Any, X: Any, b: Any, check_finite: bool
+) -> tuple[FloatArray, FloatArray, FloatArray | None, bool]:
+    """Validate (W, X, b) of a single layer.
+
+    Returns
+    -------
+    W : (m, n) C-contiguous
+    X : (B, n) C-contiguous (a 1-D X becomes one row)
+    b : (m,) C-contiguous or None
+    squeeze : bool
+        True when X was 1-D, so results drop the batch axis.
+    """
+    Wf = as_float_array(W, "W")
+    Xf = as_float_array(X, "X")
+    bf = None if b is None else as_float_array(b, "b")
+    check_ndim(Wf, "W", (2,), "a 2-D weight matrix of shape (m, n)")
+    m, n = Wf.shape
+    check_ndim(Xf, "X", (1, 2), f"a 1-D sample of shape ({n},) or a batch of shape (B, {n})")
+    squeeze = Xf.ndim == 1
+    X2 = Xf[None, :] if squeeze else Xf
+    if X2.shape[1] != n:
+        want = f"({n},)" if squeeze else f"(B, {n})"
+        raise ValueError(
+            f"X has shape {Xf.shape} but W has {n} columns; expected X of shape {want}"
+        )
+    if bf is not None and bf.shape != (m,):
+        raise ValueError(f"b has shape {bf.shape} but W has {m} rows; expected b of shape ({m},)")
+    dtype = common_dtype(Wf, X2, bf)
+    check_finite_arrays(check_finite, W=Wf, X=X2, b=bf)
+    return (
+        to_kernel(Wf, dtype),
+        to_kernel(X2, dtype),
+        None if bf is None else to_kernel(bf, dtype),
+        squeeze,
+    )
+
+
+def tolerances(tol: Any, rtol: Any) -> tuple[float | None, float | None]:
+    """Validate the rank tolerances (numpy.linalg.matrix_rank's meaning)."""
+    if tol is not None and rtol is not None:
+        raise ValueError("tol and rtol cannot both be given; pass one of them")
+    out = []
+    for name, value in (("tol", tol), ("rtol", rtol)):
+        if value is None:
+            out.append(None)
+            continue
+        if isinstance(value, (bool, np.bool_)) or not np.isscalar(value):
+            raise TypeError(f"{name} must be a real scalar or None, got {type(value).__name__}")
+        v = float(value)
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        out.append(v)
+    return out[0], out[1]

@@ -1,0 +1,428 @@
+"""The activation registry shared by every backend.
+
+Each built-in activation has a numerically stable numpy implementation of phi and phi'
+(this module imports numpy only, so the reference implementation can use it), an integer
+code that the Numba and C++ kernels switch on, and three documented properties:
+
+``strictly_monotone``
+    phi is strictly increasing on the whole real line, so with W of full column rank the
+    layer x -> phi(W x + b) is injective.
+``smooth``
+    phi is continuously differentiable (C1).
+``derivative_can_vanish``
+    phi'(z) = 0 for some finite z, so a row of D_phi W can be deleted exactly.
+
+Derivative conventions (they decide exact ranks): relu'(0) = 0 and leaky_relu'(0) = alpha,
+i.e. the derivative at the kink is that of the left half-line.
+
+The derivatives are finite and free of overflow warnings for every finite input: large
+arguments are handled through exp(-|z|), which underflows to 0 harmlessly, never through
+exp(|z|) or z**2 unclipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Activation", "activation", "activation_names"]
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_TANH_C = math.sqrt(2.0 / math.pi)
+_GELU_TANH_A = 0.044715
+# Beyond |z| = 40 the Gaussian density is below 1e-347 (0 in float64), and beyond |z| = 30
+# the tanh-approximated gelu is exactly 0 or 1 in float64: clipping there changes nothing
+# but keeps z**2 and z**3 from overflowing.
+_GELU_CLIP = 40.0
+_GELU_TANH_CLIP = 30.0
+
+# Integer codes shared with csrc/include/jacgeom/activations.hpp and jacgeom._numba.
+CODES: dict[str, int] = {
+    "identity": 0,
+    "relu": 1,
+    "leaky_relu": 2,
+    "sigmoid": 3,
+    "tanh": 4,
+    "gelu": 5,
+    "gelu_tanh": 6,
+    "softplus": 7,
+    "elu": 8,
+    "silu": 9,
+}
+CUSTOM_CODE = -1
+
+FloatArray = NDArray[np.floating[Any]]
+
+
+def _exp_neg_abs(z: FloatArray) -> FloatArray:
+    return np.exp(-np.abs(z))
+
+
+def _sigmoid(z: FloatArray) -> FloatArray:
+    e = _exp_neg_abs(z)
+    one = np.ones_like(e)
+    return np.where(z >= 0, one / (one + e), e / (one + e))
+
+
+def _sigmoid_derivative(z: FloatArray) -> FloatArray:
+    # s(1 - s) = e / (1 + e)^2 with e = exp(-|z|): symmetric and never overflows.
+    e = _exp_neg_abs(z)
+    return e / ((1 + e) * (1 + e))
+
+
+def _erfc(x: FloatArray) -> FloatArray:
+    # numpy has no erfc; math.erfc element by element is exact to double precision.
+    out = np.frompyfunc(math.erfc, 1, 1)(x)
+    return np.asarray(out, dtype=x.dtype)
+
+
+def _std_normal_cdf(z: FloatArray) -> FloatArray:
+    return 0.5 * _erfc(-z * z.dtype.type(_SQRT_HALF))
+
+
+def _d_identity(z: FloatArray, p: float) -> FloatArray:
+    return np.ones_like(z)
+
+
+def _f_identity(z: FloatArray, p: float) -> FloatArray:
+    return z.copy()
+
+
+def _d_relu(z: FloatArray, p: float) -> FloatArray:
+    return (z > 0).astype(z.dtype)
+
+
+def _f_relu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z, z.dtype.type(0))
+
+
+def _d_leaky_relu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z.dtype.type(1), z.dtype.type(p))
+
+
+def _f_leaky_relu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z, z * z.dtype.type(p))
+
+
+def _d_sigmoid(z: FloatArray, p: float) -> FloatArray:
+    return _sigmoid_derivative(z)
+
+
+def _f_sigmoid(z: FloatArray, p: float) -> FloatArray:
+    return _sigmoid(z)
+
+
+def _d_tanh(z: FloatArray, p: float) -> FloatArray:
+    # 1 - tanh(z)^2 = sech(z)^2 = 4 e / (1 + e)^2 with e = exp(-2|z|): no cancellation.
+    # exp(-|z|)^2 rather than exp(-2|z|): 2|z| overflows at the top of the float range.
+    e = _exp_neg_abs(z)
+    e = e * e
+    return 4 * e / ((1 + e) * (1 + e))
+
+
+def _f_tanh(z: FloatArray, p: float) -> FloatArray:
+    return np.tanh(z)
+
+
+def _d_gelu(z: FloatArray, p: float) -> FloatArray:
+    zc = np.clip(z, -_GELU_CLIP, _GELU_CLIP)
+    density = np.exp(-0.5 * zc * zc) * z.dtype.type(_INV_SQRT_2PI)
+    return _std_normal_cdf(z) + zc * density
+
+
+def _f_gelu(z: FloatArray, p: float) -> FloatArray:
+    return z * _std_normal_cdf(z)
+
+
+def _gelu_tanh_u(z: FloatArray) -> tuple[FloatArray, FloatArray]:
+    zc = np.clip(z, -_GELU_TANH_CLIP, _GELU_TANH_CLIP)
+    return zc, z.dtype.type(_GELU_TANH_C) * (zc + z.dtype.type(_GELU_TANH_A) * zc * zc * zc)
+
+
+def _d_gelu_tanh(z: FloatArray, p: float) -> FloatArray:
+    # phi = z * s(2u); phi' = s(2u) + z * 2 s(2u) s(-2u) * u'(z), written with the stable
+    # sigmoid and its derivative so that neither 1 + tanh(u) nor z**3 loses anything.
+    zc, u = _gelu_tanh_u(z)
+    du = z.dtype.type(_GELU_TANH_C) * (1 + z.dtype.type(3 * _GELU_TANH_A) * zc * zc)
+    return _sigmoid(2 * u) + zc * 2 * _sigmoid_derivative(2 * u) * du
+
+
+def _f_gelu_tanh(z: FloatArray, p: float) -> FloatArray:
+    _, u = _gelu_tanh_u(z)
+    return z * _sigmoid(2 * u)
+
+
+def _d_softplus(z: FloatArray, p: float) -> FloatArray:
+    # beta * z may overflow to +-inf; the stable sigmoid maps +-inf to 1 and 0 without warnings.
+    with np.errstate(over="ignore"):
+        bz = z * z.dtype.type(p)
+    return _sigmoid(bz)
+
+
+def _f_softplus(z: FloatArray, p: float) -> FloatArray:
+    with np.errstate(over="ignore"):
+        bz = z * z.dtype.type(p)
+    return (np.maximum(bz, 0) + np.log1p(_exp_neg_abs(bz))) / z.dtype.type(p)
+
+
+def _d_elu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z.dtype.type(1), z.dtype.type(p) * np.exp(np.minimum(z, 0)))
+
+
+def _f_elu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z, z.dtype.type(p) * np.expm1(np.minimum(z, 0)))
+
+
+def _d_silu(z: FloatArray, p: float) -> FloatArray:
+    # s(z) (1 + z (1 - s(z))) = s(z) + z s(z)(1 - s(z)), the last factor as e / (1 + e)^2.
+    return _sigmoid(z) + z * _sigmoid_derivative(z)
+
+
+def _f_silu(z: FloatArray, p: float) -> FloatArray:
+    return z * _sigmoid(z)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    phi: Callable[[FloatArray, float], FloatArray]
+    dphi: Callable[[FloatArray, float], FloatArray]
+    strictly_monotone: bool
+    smooth: bool
+    derivative_can_vanish: bool
+    parameter: str | None = None
+    default: float = 0.0
+
+
+_REGISTRY: dict[str, _Spec] = {
+    "identity": _Spec(_f_identity, _d_identity, True, True, False),
+    "relu": _Spec(_f_relu, _d_relu, False, False, True),
+    "leaky_relu": _Spec(_f_leaky_relu, _d_leaky_relu, True, False, False, "alpha", 0.01),
+    "sigmoid": _Spec(_f_sigmoid, _d_sigmoid, True, True, False),
+    "tanh": _Spec(_f_tanh, _d_tanh, True, True, False),
+    "gelu": _Spec(_f_gelu, _d_gelu, False, True, True),
+    "gelu_tanh": _Spec(_f_gelu_tanh, _d_gelu_tanh, False, True, True),
+    "softplus": _Spec(_f_softplus, _d_softplus, True, True, False, "beta", 1.0),
+    "elu": _Spec(_f_elu, _d_elu, True, False, False, "alpha", 1.0),
+    "silu": _Spec(_f_silu, _d_silu, False, True, True),
+}
+
+
+def activation_names() -> list[str]:
+    """Names of the built-in activations, in registry order."""
+    return list(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A pointwise activation phi with its derivative phi' and its geometric properties.
+
+    Build one with :func:`activation` (built-ins) or :meth:`Activation.custom`.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, or the name given to a custom activation.
+    parameter : float
+        The activation's one parameter (alpha of leaky_relu and elu, beta of softplus);
+        0.0 when it has none.
+    strictly_monotone, smooth, derivative_can_vanish : bool
+        See the module docstring.
+    code : int
+        Integer code used by the compiled kernels; -1 for a custom activation.
+    """
+
+    name: str
+    parameter: float
+    strictly_monotone: bool
+    smooth: bool
+    derivative_can_vanish: bool
+    code: int
+    scalar_phi: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
+    scalar_dphi: Callable[[float], float] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_custom(self) -> bool:
+        """True for an activation built from Python scalar functions."""
+        return self.code == CUSTOM_CODE
+
+    def phi(self, z: Any) -> FloatArray:
+        """phi(z), elementwise.
+
+        Parameters
+        ----------
+        z : (...) array_like of float
+
+        Returns
+        -------
+        (...) ndarray, same floating dtype as z (float64 for integer input)
+        """
+        zz = _as_float(z)
+        if self.is_custom:
+            return _apply_scalar(self.scalar_phi, zz)
+        return _REGISTRY[self.name].phi(zz, self.parameter)
+
+    def derivative(self, z: Any) -> FloatArray:
+        """phi'(z), elementwise, finite for every finite z.
+
+        Parameters
+        ----------
+        z : (...) array_like of float
+
+        Returns
+        -------
+        (...) ndarray, same floating dtype as z (float64 for integer input)
+        """
+        zz = _as_float(z)
+        if self.is_custom:
+            return _apply_scalar(self.scalar_dphi, zz)
+        return _REGISTRY[self.name].dphi(zz, self.parameter)
+
+    @classmethod
+    def custom(
+        cls,
+        phi: Callable[[float], float],
+        dphi: Callable[[float], float],
+        *,
+        name: str = "custom",
+        strictly_monotone: bool = False,
+        smooth: bool = False,
+        derivative_can_vanish: bool = True,
+    ) -> Activation:
+        """An activation from two scalar Python functions.
+
+        The properties default to the cautious answers (not monotone, not smooth, phi' may
+        vanish). The Numba backend compiles ``phi`` and ``dphi`` with ``numba.njit``; the C++
+        backend computes phi' through them and runs its own kernels on the result.
+
+        Parameters
+        ----------
+        phi, dphi : callable float -> float
+            The activation and its derivative.
+        name : str
+            A label for reports.
+        strictly_monotone, smooth, derivative_can_vanish : bool
+            Properties the caller vouches for.
+
+        Returns
+        -------
+        Activation
+
+        Examples
+        --------
+        >>> import math
+        >>> cube = Activation.custom(lambda z: z**3 / 3, lambda z: z * z, name="cube")
+        >>> cube.derivative([2.0, -1.0]).tolist()
+        [4.0, 1.0]
+        """
+        if not callable(phi) or not callable(dphi):
+            raise TypeError("phi and dphi must be callables taking and returning a float")
+        return cls(
+            name=name,
+            parameter=0.0,
+            strictly_monotone=bool(strictly_monotone),
+            smooth=bool(smooth),
+            derivative_can_vanish=bool(derivative_can_vanish),
+            code=CUSTOM_CODE,
+            scalar_phi=phi,
+            scalar_dphi=dphi,
+        )
+
+
+def _as_float(z: Any) -> FloatArray:
+    arr = np.asarray(z)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize >= 4:
+        return arr
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.float64)
+    raise TypeError(f"z must be a real floating or integer array, got dtype {arr.dtype}")
+
+
+def _apply_scalar(fn: Callable[[float], float] | None, z: FloatArray) -> FloatArray:
+    assert fn is not None
+    out = np.frompyfunc(fn, 1, 1)(z)
+    return np.asarray(out, dtype=z.dtype)
+
+
+def activation(name: str | Activation, **params: float) -> Activation:
+    """Look up a built-in activation.
+
+    Parameters
+    ----------
+    name : str or Activation
+        One of ``activation_names()``: identity, relu, leaky_relu (alpha=0.01), sigmoid, tanh,
+        gelu (exact, with erf), gelu_tanh, softplus (beta=1), elu (alpha=1), silu. An
+        Activation is returned unchanged (parameters are then not allowed).
+    **params : float
+        The activation's parameter by name: ``alpha`` for leaky_relu and elu, ``beta`` for
+        softplus.
+
+    Returns
+    -------
+    Activation
+
+    Raises
+    ------
+    ValueError
+        Unknown name, unknown parameter, or a parameter out of range (beta must be > 0,
+        alpha finite; leaky_relu needs alpha > 0 to stay strictly monotone, alpha = 0 is relu).
+
+    Notes
+    -----
+    Derivatives follow THEORY.md: relu'(z) = [z > 0]; sigmoid' = s(1 - s);
+    tanh' = 1 - tanh^2; softplus'(z) = s(beta z); elu'(z) = 1 if z > 0 else alpha e^z;
+    gelu'(z) = Phi(z) + z pdf(z); silu'(z) = s(z)(1 + z(1 - s(z))). gelu and silu are not
+    monotone: their derivatives cross zero near z = -0.75179 and z = -1.27846.
+
+    Examples
+    --------
+    >>> act = activation("leaky_relu", alpha=0.1)
+    >>> act.derivative([-2.0, 0.0, 3.0]).tolist()
+    [0.1, 0.1, 1.0]
+    >>> activation("gelu").strictly_monotone
+    False
+    """
+    if isinstance(name, Activation):
+        if params:
+            raise ValueError("parameters cannot be given together with an Activation object")
+        return name
+    if not isinstance(name, str):
+        raise TypeError(
+            f"activation must be a name (str) or an Activation, got {type(name).__name__}"
+        )
+    spec = _REGISTRY.get(name)
+    if spec is None:
+        raise ValueError(
+            f"unknown activation {name!r}; valid choices: {', '.join(activation_names())}"
+        )
+    allowed = [spec.parameter] if spec.parameter else []
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"activation {name!r} has no parameter {unknown[0]!r}; "
+            f"valid parameters: {', '.join(allowed) if allowed else 'none'}"
+        )
+    value = float(params.get(spec.parameter, spec.default)) if spec.parameter else 0.0
+    if not math.isfinite(value):
+        raise ValueError(f"{spec.parameter} of {name!r} must be finite, got {value}")
+    if name == "softplus" and value <= 0:
+        raise ValueError(f"beta of 'softplus' must be > 0, got {value}")
+    if name == "leaky_relu" and value <= 0:
+        raise ValueError(f"alpha of 'leaky_relu' must be > 0 (alpha = 0 is relu), got {value}")
+    if name == "elu" and value <= 0:
+        raise ValueError(f"alpha of 'elu' must be > 0, got {value}")
+    return Activation(
+        name=name,
+        parameter=value,
+        strictly_monotone=spec.strictly_monotone,
+        smooth=spec.smooth or (name == "elu" and value == 1.0),
+        derivative_can_vanish=spec.derivative_can_vanish,
+        code=CODES[name],
+    )

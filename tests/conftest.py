@@ -1,0 +1,50 @@
+"""Shared fixtures: the backends present, dtypes, tolerances, seeded data."""
+
+from __future__ import annotations
+
+import faulthandler
+
+import numpy as np
+import pytest
+
+import jacgeom
+
+faulthandler.enable()
+
+BACKENDS = jacgeom.backends()
+COMPILED = [b for b in BACKENDS if b != "numpy"]
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=COMPILED)
+def compiled_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest) -> type:
+    return request.param  # type: ignore[no-any-return]
+
+
+def rtol_for(dtype: type) -> float:
+    """Relative tolerance for comparing a backend with the reference in ``dtype``."""
+    return 2e-4 if np.dtype(dtype) == np.float32 else 1e-10
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: type, scale: float | None = None) -> None:
+    """Elementwise agreement up to rounding, scaled by the magnitude of ``expected``."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isfinite(actual), finite)
+    np.testing.assert_array_equal(actual[~finite], expected[~finite])
+    if not finite.any():
+        return
+    if scale is None:
+        scale = float(np.max(np.abs(expected[finite]), initial=0.0)) or 1.0
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=0, atol=rtol_for(dtype) * scale)

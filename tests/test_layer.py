@@ -1,0 +1,257 @@
+"""Single-layer kernels: every backend against the numpy reference, and the reference
+against independent truths (finite differences, numpy.linalg, the bounds of THEORY.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jacgeom
+from jacgeom import reference
+
+from .conftest import assert_close, rtol_for
+
+KERNELS: dict[str, Callable[..., Any]] = {
+    "preactivations": jacgeom.preactivations,
+    "layer_derivatives": jacgeom.layer_derivatives,
+    "layer_jacobian": jacgeom.layer_jacobian,
+    "pullback_metric": jacgeom.pullback_metric,
+    "layer_singular_values": jacgeom.layer_singular_values,
+    "log_volume": jacgeom.log_volume,
+}
+SHAPES = [(0, 3, 2), (1, 1, 1), (5, 1, 4), (5, 4, 1), (7, 5, 3), (6, 3, 5), (9, 13, 13), (3, 40, 17)]
+ACTIVATIONS = ["relu", "gelu", "tanh", "leaky_relu", "silu", "identity"]
+
+
+def data(B: int, m: int, n: int, dtype: type, seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng([seed, B, m, n])
+    W = rng.standard_normal((m, n)).astype(dtype)
+    X = rng.standard_normal((B, n)).astype(dtype)
+    b = (0.3 * rng.standard_normal(m)).astype(dtype)
+    return W, X, b
+
+
+def expected_shape(name: str, B: int, m: int, n: int) -> tuple[int, ...]:
+    return {
+        "preactivations": (B, m),
+        "layer_derivatives": (B, m),
+        "layer_jacobian": (B, m, n),
+        "pullback_metric": (B, n, n),
+        "layer_singular_values": (B, min(m, n)),
+        "log_volume": (B,),
+    }[name]
+
+
+def check(name: str, W: Any, X: Any, b: Any, act: str, backend: str, dtype: type) -> None:
+    Wa = np.asarray(W)
+    m, n = Wa.shape
+    if name == "log_volume" and m < n:
+        with pytest.raises(ValueError, match="log_volume needs m >= n"):
+            KERNELS[name](W, X, b, activation=act, backend=backend)
+        return
+    got = KERNELS[name](W, X, b, activation=act, backend=backend)
+    want = getattr(reference, name)(np.ascontiguousarray(W), np.ascontiguousarray(X), b, act)
+    if name == "log_volume":
+        # log sigma_i carries an absolute error of about eps * sigma_max / sigma_i in any
+        # backward-stable method (the reference's SVD included), so the tolerance follows the
+        # conditioning of each sample.
+        sv = reference.layer_singular_values(np.ascontiguousarray(W), np.ascontiguousarray(X), b, act)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = np.sum(sv[:, :1] / sv, axis=1) if sv.size else np.zeros(len(want))
+        eps = float(np.finfo(dtype).eps)
+        atol = 16 * eps * max(m, n) * spread + rtol_for(dtype) * np.abs(want)
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(np.isfinite(got), finite)
+        np.testing.assert_array_equal(got[~finite], want[~finite])
+        assert np.all(np.abs(got[finite] - want[finite]) <= atol[finite]), (got, want, atol)
+        assert got.dtype == want.dtype
+        return
+    scale = None
+    if name in ("layer_singular_values", "pullback_metric", "log_volume"):
+        # Absolute accuracy of spectra is relative to the largest value (or to n for logs).
+        finite = want[np.isfinite(want)]
+        scale = max(float(np.abs(finite).max(initial=0.0)), 1.0) * max(m, n)
+    assert_close(got, want, dtype, scale)
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_backend_matches_reference(name: str, shape: tuple[int, int, int], act: str, backend: str, dtype: type) -> None:
+    B, m, n = shape
+    W, X, b = data(B, m, n, dtype)
+    check(name, W, X, b, act, backend, dtype)
+    if not (name == "log_volume" and m < n):
+        out = KERNELS[name](W, X, b, activation=act, backend=backend)
+        assert out.shape == expected_shape(name, B, m, n)
+        assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_awkward_strides(name: str, backend: str, dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    Wbig = rng.standard_normal((14, 10)).astype(dtype)
+    Xbig = rng.standard_normal((11, 12)).astype(dtype)
+    W = Wbig[::-2, 1::2]  # negative stride, non-contiguous (7, 5)
+    X = Xbig[::2, 2:7]  # strided rows (6, 5)
+    b = rng.standard_normal(14).astype(dtype)[::2]
+    Wt = np.asfortranarray(W)
+    before = [a.copy() for a in (W, X, b)]
+    check(name, W, X, b, "relu", backend, dtype)
+    check(name, Wt, X, b, "gelu", backend, dtype)
+    for a, a0 in zip((W, X, b), before, strict=True):
+        np.testing.assert_array_equal(a, a0)  # inputs never modified
+
+
+def test_read_only_and_broadcast_inputs(backend: str) -> None:
+    W, X, b = data(4, 6, 3, np.float64)
+    W.setflags(write=False)
+    Xb = np.broadcast_to(X[0], (4, 3))  # zero stride
+    got = jacgeom.pullback_metric(W, Xb, b, backend=backend)
+    want = reference.pullback_metric(W, np.ascontiguousarray(Xb), b)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_one_dimensional_x_drops_batch_axis(name: str, backend: str) -> None:
+    W, X, b = data(3, 6, 4, np.float64)
+    batch = KERNELS[name](W, X, b, backend=backend)
+    single = KERNELS[name](W, X[1], b, backend=backend)
+    assert single.shape == batch.shape[1:]
+    np.testing.assert_allclose(single, batch[1], rtol=1e-12, atol=1e-12)
+
+
+def test_mixed_dtypes_promote(backend: str) -> None:
+    W, X, b = data(3, 4, 4, np.float32)
+    assert jacgeom.layer_jacobian(W, X.astype(np.float64), backend=backend).dtype == np.float64
+    assert jacgeom.layer_jacobian(W, X.astype(np.float16), backend=backend).dtype == np.float32
+    assert jacgeom.layer_jacobian(W.astype(int), X.astype(bool), backend=backend).dtype == np.float64
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    B=st.integers(0, 6),
+    m=st.integers(1, 9),
+    n=st.integers(1, 9),
+    act=st.sampled_from(jacgeom.activation_names()),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**32 - 1),
+    transpose=st.booleans(),
+)
+def test_hypothesis_all_kernels(B: int, m: int, n: int, act: str, dtype: type, seed: int, transpose: bool) -> None:
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n, m)).astype(dtype).T if transpose else rng.standard_normal((m, n)).astype(dtype)
+    X = (3 * rng.standard_normal((B, n))).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    for backend in jacgeom.backends():
+        for name in KERNELS:
+            check(name, W, X, b, act, backend, dtype)
+
+
+# ----- the reference against independent truths ------------------------------------------
+
+
+@pytest.mark.parametrize("act", ["gelu", "tanh", "sigmoid", "softplus", "silu", "gelu_tanh", "elu", "relu"])
+def test_reference_jacobian_matches_finite_differences(act: str) -> None:
+    rng = np.random.default_rng(3)
+    W, x, b = rng.standard_normal((6, 4)), rng.standard_normal(4), rng.standard_normal(6)
+    phi = jacgeom.activation(act).phi
+    h = 1e-6
+    fd = np.stack([(phi(W @ (x + h * e) + b) - phi(W @ (x - h * e) + b)) / (2 * h) for e in np.eye(4)], axis=1)
+    np.testing.assert_allclose(reference.layer_jacobian(W, x, b, act), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_singular_value_bounds_of_theory() -> None:
+    # min|d| sigma_k(W) <= sigma_k(D W) <= max|d| sigma_k(W), and equality fails in general.
+    rng = np.random.default_rng(5)
+    W, X = rng.standard_normal((8, 5)), rng.standard_normal((50, 5))
+    d = jacgeom.layer_derivatives(W, X, activation="tanh")
+    s = jacgeom.layer_singular_values(W, X, activation="tanh")
+    sw = np.linalg.svd(W, compute_uv=False)
+    lo = np.abs(d).min(axis=1, keepdims=True) * sw
+    hi = np.abs(d).max(axis=1, keepdims=True) * sw
+    assert np.all(lo <= s * (1 + 1e-12)) and np.all(s <= hi * (1 + 1e-12))
+    assert not np.allclose(s, np.sort(np.abs(d[:, :5]) * sw, axis=1)[:, ::-1])
+
+
+def test_log_volume_is_sum_of_log_singular_values(backend: str) -> None:
+    rng = np.random.default_rng(11)
+    W, X = rng.standard_normal((12, 5)), rng.standard_normal((20, 5))
+    v = jacgeom.log_volume(W, X, activation="softplus", backend=backend)
+    s = np.linalg.svd(reference.layer_jacobian(W, X, None, "softplus"), compute_uv=False)
+    np.testing.assert_allclose(v, np.log(s).sum(axis=1), rtol=1e-12)
+    G = jacgeom.pullback_metric(W, X, activation="softplus", backend=backend)
+    np.testing.assert_allclose(v, 0.5 * np.linalg.slogdet(G)[1], rtol=1e-9)
+
+
+def test_log_volume_rank_deficient_W_is_minus_inf(backend: str) -> None:
+    # W of rank 3 < n = 4, built on purpose: every sample is singular for every activation.
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((10, 3)) @ rng.standard_normal((3, 4))
+    X = rng.standard_normal((6, 4))
+    for act in ["tanh", "identity", "relu"]:
+        assert np.all(jacgeom.log_volume(W, X, activation=act, backend=backend) == -np.inf)
+
+
+def test_log_volume_ill_conditioned_but_full_rank(backend: str) -> None:
+    # Graded column scales 1 .. 1e-9: far above the tolerance (~1e-14), so finite, and equal
+    # to the reference; the C++ certificate or its SVD fallback must both agree.
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((9, 4)) * np.logspace(0, -9, 4)
+    X = rng.standard_normal((5, 4))
+    got = jacgeom.log_volume(W, X, activation="identity", backend=backend)
+    want = reference.log_volume(W, X, None, "identity")
+    assert np.all(np.isfinite(want))
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_relu_dead_rows_delete_rank(backend: str) -> None:
+    W = np.eye(3)
+    X = np.array([[1.0, 2.0, 3.0], [1.0, -2.0, 3.0], [-1.0, -2.0, -3.0]])
+    s = jacgeom.layer_singular_values(W, X, backend=backend)
+    np.testing.assert_array_equal((s > 0).sum(axis=1), [3, 2, 0])
+    G = jacgeom.pullback_metric(W, X, backend=backend)
+    np.testing.assert_array_equal(G[1], np.diag([1.0, 0.0, 1.0]))
+    np.testing.assert_array_equal(G[2], np.zeros((3, 3)))
+
+
+def test_results_do_not_depend_on_thread_count(compiled_backend: str) -> None:
+    W, X, b = data(37, 20, 12, np.float64, seed=9)
+    before = jacgeom.get_num_threads()
+    try:
+        outs = []
+        for k in (1, 2, 3):
+            jacgeom.set_num_threads(k)
+            outs.append([KERNELS[name](W, X, b, activation="gelu", backend=compiled_backend)
+                         for name in KERNELS])
+    finally:
+        jacgeom.set_num_threads(before)
+    for other in outs[1:]:
+        for a, c in zip(outs[0], other, strict=True):
+            np.testing.assert_allclose(a, c, rtol=1e-13, atol=1e-13)
+
+
+def test_empty_batch_every_kernel(backend: str) -> None:
+    W, X, b = data(0, 4, 3, np.float64)
+    for name, fn in KERNELS.items():
+        out = fn(W, X, b, backend=backend)
+        assert out.shape == expected_shape(name, 0, 4, 3)
+
+
+def test_check_finite_false_does_not_crash(backend: str) -> None:
+    W, X, b = data(3, 5, 4, np.float64)
+    X[0, 0] = np.nan
+    X[1, 1] = np.inf
+    with np.errstate(all="ignore"):
+        for name, fn in KERNELS.items():
+            out = fn(W, X, b, activation="tanh", backend=backend, check_finite=False)
+            assert out.shape == expected_shape(name, 3, 5, 4)
+
+
+def test_rtol_helper_sane() -> None:
+    assert rtol_for(np.float32) > rtol_for(np.float64)
