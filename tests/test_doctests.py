@@ -13,7 +13,7 @@ import jacgeom
 MODULES = sorted(
     name
     for _, name, _ in pkgutil.walk_packages(jacgeom.__path__, prefix="jacgeom.")
-    if not name.startswith("jacgeom._core")
+    if not name.startswith("jacgeom._core") and name != "jacgeom.__main__"
 )
 
 

@@ -266,9 +266,9 @@ def pullback_metric(
     --------
     >>> import numpy as np, jacgeom
     >>> W = np.array([[3.0, 0.0], [0.0, 2.0]])
-    >>> jacgeom.layer_singular_values(W, [1.0, 1.0]).tolist()
+    >>> jacgeom.layer_singular_values(W, [1.0, 1.0]).round(12).tolist()
     [3.0, 2.0]
-    >>> jacgeom.layer_singular_values(W, [1.0, -1.0]).tolist()
+    >>> jacgeom.layer_singular_values(W, [1.0, -1.0]).round(12).tolist()
     [3.0, 0.0]
     """
 )

@@ -1,0 +1,90 @@
+"""Backend discovery, the missing-extension path, threads and the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import jacgeom
+from jacgeom import cli
+
+
+def test_backends_listed() -> None:
+    names = jacgeom.backends()
+    assert names[-1] == "numpy"
+    assert set(names) <= {"cpp", "numba", "numpy"}
+
+
+def test_compiled_backends_present_in_this_installation() -> None:
+    # The CI installs with `pip install .`, which compiles the extension: it must be there.
+    assert "cpp" in jacgeom.backends()
+    assert "numba" in jacgeom.backends()
+
+
+def test_without_extension_import_still_works_and_says_why() -> None:
+    code = textwrap.dedent(
+        """
+        import sys, warnings
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "jacgeom._core":
+                    raise ImportError("blocked for the test")
+        sys.meta_path.insert(0, Block())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import jacgeom
+        msgs = [str(w.message) for w in caught if "C++ backend is unavailable" in str(w.message)]
+        assert len(msgs) == 1, msgs
+        assert "blocked for the test" in msgs[0]
+        assert jacgeom.backends() == ["numba", "numpy"], jacgeom.backends()
+        import numpy as np
+        print(jacgeom.layer_jacobian(np.eye(2), [1.0, -1.0]).tolist())
+        try:
+            jacgeom.layer_jacobian(np.eye(2), [1.0, -1.0], backend="cpp")
+        except ValueError as e:
+            assert "not available" in str(e)
+        else:
+            raise AssertionError("cpp should be refused")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[[1.0, 0.0], [0.0, 0.0]]"
+
+
+def test_env_thread_count() -> None:
+    code = "import jacgeom; print(jacgeom.get_num_threads())"
+    env = dict(os.environ, JACGEOM_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "3"
+
+
+def test_kernels_release_the_gil() -> None:
+    # Two Python threads run compiled kernels concurrently without deadlock and agree with
+    # a sequential run. (Speed-up is measured in bench/, never asserted here.)
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    W, X = rng.standard_normal((40, 30)), rng.standard_normal((200, 30))
+    seq = [jacgeom.layer_singular_values(W, X, activation="gelu") for _ in range(4)]
+    with ThreadPoolExecutor(2) as pool:
+        par = list(pool.map(lambda _: jacgeom.layer_singular_values(W, X, activation="gelu"), range(4)))
+    for a, c in zip(seq, par, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-13)
+
+
+def test_demo_reproduces_closed_form(capsys: pytest.CaptureFixture[str]) -> None:
+    table = cli.demo(samples=300, seed=1)
+    rows = [r for r in table.splitlines() if r.startswith("| ") and r[2].isdigit()]
+    assert len(rows) == 6
+    assert cli.main(["demo", "--samples", "50"]) == 0
+    assert "P(rank < n)" in capsys.readouterr().out
+
+
+def test_binomial_helper() -> None:
+    assert cli._binomial_below(10, 10) == pytest.approx(1 - 2.0**-10)
+    assert cli._binomial_below(4, 1) == pytest.approx(1 / 16)

@@ -1,0 +1,120 @@
+"""Every bad input of the single-layer kernels gets the documented error, on every backend.
+
+The catalogue is a table: a new public function joins it by being added to FUNCTIONS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import jacgeom
+
+FUNCTIONS: list[Callable[..., Any]] = [
+    jacgeom.preactivations,
+    jacgeom.layer_derivatives,
+    jacgeom.layer_jacobian,
+    jacgeom.pullback_metric,
+    jacgeom.layer_singular_values,
+    jacgeom.log_volume,
+]
+
+W = np.ones((4, 3))
+X = np.ones((5, 3))
+b = np.zeros(4)
+
+# (description, kwargs overriding W/X/b/extra, error type, match)
+CATALOGUE: list[tuple[str, dict[str, Any], type[Exception], str]] = [
+    ("W 1-D", {"W": np.ones(3)}, ValueError, r"W has 1 dimension\(s\).*\(m, n\)"),
+    ("W 3-D", {"W": np.ones((2, 4, 3))}, ValueError, r"W has 3 dimension\(s\)"),
+    ("W 0-d", {"W": np.float64(1.0)}, ValueError, r"W has 0 dimension\(s\)"),
+    ("X 3-D", {"X": np.ones((2, 5, 3))}, ValueError, r"X has 3 dimension\(s\).*\(B, 3\)"),
+    ("X 0-d", {"X": 1.0}, ValueError, r"X has 0 dimension\(s\)"),
+    ("X wrong width", {"X": np.ones((5, 4))}, ValueError,
+     r"X has shape \(5, 4\) but W has 3 columns; expected X of shape \(B, 3\)"),
+    ("x wrong length", {"X": np.ones(2)}, ValueError, r"X has shape \(2,\).*expected X of shape \(3,\)"),
+    ("b wrong length", {"b": np.zeros(3)}, ValueError, r"b has shape \(3,\) but W has 4 rows"),
+    ("b 2-D", {"b": np.zeros((4, 1))}, ValueError, r"b has shape \(4, 1\)"),
+    ("complex W", {"W": np.ones((4, 3), dtype=complex)}, TypeError, r"W has dtype complex128"),
+    ("object X", {"X": np.ones((5, 3), dtype=object)}, TypeError, r"X has dtype object"),
+    ("string b", {"b": np.array(["a"] * 4)}, TypeError, r"b has dtype <U1"),
+    ("ragged list", {"X": [[1.0, 2.0, 3.0], [1.0]]}, TypeError, r"X must be a real numeric array"),
+    ("NaN W", {"W": np.full((4, 3), np.nan)}, ValueError, r"W contains NaN or Inf"),
+    ("Inf X", {"X": np.full((5, 3), np.inf)}, ValueError, r"X contains NaN or Inf"),
+    ("NaN b", {"b": np.array([0.0, np.nan, 0.0, 0.0])}, ValueError, r"b contains NaN or Inf"),
+    ("unknown activation", {"activation": "swish"}, ValueError, r"unknown activation 'swish'"),
+    ("activation type", {"activation": 3}, TypeError, r"activation must be a name"),
+    ("unknown backend", {"backend": "cuda"}, ValueError, r"unknown backend 'cuda'; valid choices"),
+    ("backend type", {"backend": None}, ValueError, r"unknown backend None"),
+]
+
+
+def call(fn: Callable[..., Any], default_backend: str, /, **over: Any) -> Any:
+    kwargs: dict[str, Any] = {"backend": default_backend}
+    args = {"W": W, "X": X, "b": b}
+    for key, value in over.items():
+        (args if key in args else kwargs)[key] = value
+    return fn(args["W"], args["X"], args["b"], **kwargs)
+
+
+@pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize(("what", "over", "error", "match"), CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_bad_input(fn: Callable[..., Any], what: str, over: dict[str, Any], error: type[Exception], match: str, backend: str) -> None:
+    with pytest.raises(error, match=match):
+        call(fn, backend, **over)
+
+
+@pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
+def test_good_variants_accepted(fn: Callable[..., Any], backend: str) -> None:
+    # Python lists, int and bool arrays, float16, Fortran order, read-only, zero-width and
+    # zero-batch inputs all work.
+    Wl = [[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [1, 1, 1], [2, 0, 1]]
+    call(fn, backend, W=Wl)
+    call(fn, backend, X=np.ones((5, 3), dtype=np.int64))
+    call(fn, backend, X=np.ones((5, 3), dtype=bool))
+    assert call(fn, backend, W=W.astype(np.float16), X=X.astype(np.float16), b=None).dtype == np.float32
+    call(fn, backend, W=np.asfortranarray(W))
+    ro = X.copy()
+    ro.setflags(write=False)
+    call(fn, backend, X=ro)
+    assert call(fn, backend, X=np.ones((0, 3))).shape[0] == 0
+
+
+def test_zero_width_dimensions(backend: str) -> None:
+    W0 = np.ones((4, 0))
+    X0 = np.ones((5, 0))
+    assert jacgeom.layer_jacobian(W0, X0, backend=backend).shape == (5, 4, 0)
+    assert jacgeom.pullback_metric(W0, X0, backend=backend).shape == (5, 0, 0)
+    assert jacgeom.layer_singular_values(W0, X0, backend=backend).shape == (5, 0)
+    np.testing.assert_array_equal(jacgeom.log_volume(W0, X0, backend=backend), np.zeros(5))
+    Wm = np.ones((0, 3))
+    assert jacgeom.layer_jacobian(Wm, X, backend=backend).shape == (5, 0, 3)
+    np.testing.assert_array_equal(jacgeom.pullback_metric(Wm, X, backend=backend), np.zeros((5, 3, 3)))
+    assert jacgeom.layer_singular_values(Wm, X, backend=backend).shape == (5, 0)
+
+
+def test_log_volume_needs_tall_w(backend: str) -> None:
+    with pytest.raises(ValueError, match=r"W has shape \(2, 3\); log_volume needs m >= n"):
+        jacgeom.log_volume(np.ones((2, 3)), np.ones((4, 3)), backend=backend)
+
+
+def test_check_finite_false_accepts_nan(backend: str) -> None:
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    out = jacgeom.layer_jacobian(W, Xn, activation="tanh", backend=backend, check_finite=False)
+    assert np.isnan(out[0]).any() and np.isfinite(out[1:]).all()
+
+
+def test_set_num_threads_validation() -> None:
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        jacgeom.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        jacgeom.set_num_threads(2.0)  # type: ignore[arg-type]
+
+
+def test_activation_with_params_and_object() -> None:
+    with pytest.raises(ValueError, match="parameters cannot be given together"):
+        jacgeom.activation(jacgeom.activation("relu"), alpha=1.0)
