@@ -16,19 +16,23 @@ from .layer import (
     preactivations,
     pullback_metric,
 )
+from .rank import active_rank, jacobian_rank, masked_rank
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
     "activation",
+    "active_rank",
     "activation_names",
     "backends",
     "get_num_threads",
+    "jacobian_rank",
     "layer_derivatives",
     "layer_jacobian",
     "layer_singular_values",
     "log_volume",
+    "masked_rank",
     "preactivations",
     "pullback_metric",
     "set_num_threads",

@@ -120,10 +120,43 @@ def tolerances(tol: Any, rtol: Any) -> tuple[float | None, float | None]:
         if value is None:
             out.append(None)
             continue
-        if isinstance(value, (bool, np.bool_)) or not np.isscalar(value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
             raise TypeError(f"{name} must be a real scalar or None, got {type(value).__name__}")
         v = float(value)
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         out.append(v)
     return out[0], out[1]
+
+
+def mask_array(mask: Any, m: int) -> tuple[NDArray[np.bool_], bool]:
+    """Validate a row mask for a W with m rows: bool, or integers holding only 0 and 1.
+
+    Returns the (B, m) bool mask and whether the input was 1-D.
+    """
+    arr = np.asarray(mask)
+    if arr.dtype != np.bool_:
+        if arr.dtype.kind not in "iu":
+            raise TypeError(
+                f"mask has dtype {arr.dtype}; expected bool (or integers holding only 0 and 1)"
+            )
+        if arr.size and not np.isin(arr, (0, 1)).all():
+            raise ValueError("mask holds integers other than 0 and 1; expected a 0/1 or bool mask")
+        arr = arr.astype(bool)
+    check_ndim(arr, "mask", (1, 2), f"a mask of shape ({m},) or (B, {m})")
+    squeeze = arr.ndim == 1
+    arr2 = arr[None, :] if squeeze else arr
+    if arr2.shape[1] != m:
+        want = f"({m},)" if squeeze else f"(B, {m})"
+        raise ValueError(f"mask has shape {arr.shape} but W has {m} rows; expected mask of shape {want}")
+    return arr2, squeeze
+
+
+def weight_matrix(W: Any, check_finite: bool) -> FloatArray:
+    """Validate a lone 2-D weight matrix W (m, n) and return it ready for a kernel."""
+    Wf = as_float_array(W, "W")
+    check_ndim(Wf, "W", (2,), "a 2-D weight matrix of shape (m, n)")
+    check_finite_arrays(check_finite, W=Wf)
+    return to_kernel(Wf, Wf.dtype)

@@ -20,11 +20,15 @@ template <class T>
 using trtri_t = void(const char*, const char*, const int*, T*, const int*, int*);
 
 template <class T>
+using potrf_t = void(const char*, const int*, T*, const int*, int*);
+
+template <class T>
 struct Routines {
     syrk_t<T>* syrk = nullptr;
     gesdd_t<T>* gesdd = nullptr;
     geqrf_t<T>* geqrf = nullptr;
     trtri_t<T>* trtri = nullptr;
+    potrf_t<T>* potrf = nullptr;
 };
 
 template <class T>
@@ -36,7 +40,7 @@ inline Routines<T>& routines() {
 template <class T>
 inline const Routines<T>& get() {
     const Routines<T>& r = routines<T>();
-    if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri)
+    if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri || !r.potrf)
         throw std::runtime_error("jacgeom._core: LAPACK routines were not registered");
     return r;
 }

@@ -13,12 +13,14 @@ from .layer import (
     pullback_metric,
     singular_values,
 )
+from .rank import masked_rank
 
 __all__ = [
     "derivatives",
     "derivatives_custom",
     "jacobian",
     "log_volume",
+    "masked_rank",
     "pullback_metric",
     "singular_values",
 ]

@@ -13,8 +13,12 @@ from .layer import (
     preactivations,
     pullback_metric,
 )
+from .rank import active_rank, jacobian_rank, masked_rank
 
 __all__ = [
+    "active_rank",
+    "jacobian_rank",
+    "masked_rank",
     "layer_derivatives",
     "layer_jacobian",
     "layer_singular_values",

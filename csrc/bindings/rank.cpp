@@ -1,0 +1,54 @@
+// Binding of the masked-row rank kernel. Validation and mask deduplication happen in
+// jacgeom.rank; this receives C-contiguous arrays of the exact dtype.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "jacgeom/rank.hpp"
+
+namespace py = pybind11;
+using jacgeom::index_t;
+
+namespace {
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style>;
+
+template <class T>
+py::tuple masked_rank(const carray<T>& W, const carray<T>& scale,
+                      const std::optional<carray<double>>& row_gram, int tol_mode,
+                      double tol_value, bool want_singular_values) {
+    if (W.ndim() != 2 || scale.ndim() != 2 || scale.shape(1) != W.shape(0))
+        throw py::value_error("expected W (m, n) and scale (U, m)");
+    const index_t U = scale.shape(0), m = W.shape(0), n = W.shape(1);
+    if (row_gram && (row_gram->ndim() != 2 || row_gram->shape(0) != m || row_gram->shape(1) != m))
+        throw py::value_error("row_gram must be (m, m)");
+    carray<std::int64_t> rank({U});
+    carray<T> sv(want_singular_values ? std::vector<py::ssize_t>{U, std::min(m, n)}
+                                      : std::vector<py::ssize_t>{0, 0});
+    jacgeom::MaskedRankArgs<T> args{W.data(), row_gram ? row_gram->data() : nullptr,
+                                    scale.data(), U, m, n,
+                                    jacgeom::RankTolerance{tol_mode, tol_value},
+                                    rank.mutable_data(),
+                                    want_singular_values ? sv.mutable_data() : nullptr};
+    std::int64_t fallbacks;
+    {
+        py::gil_scoped_release release;
+        fallbacks = jacgeom::masked_rank<T>(args);
+    }
+    return py::make_tuple(rank, sv, fallbacks);
+}
+
+}  // namespace
+
+void register_rank(py::module_& m) {
+    m.def("masked_rank", &masked_rank<double>, py::arg("W"), py::arg("scale"),
+          py::arg("row_gram"), py::arg("tol_mode"), py::arg("tol_value"),
+          py::arg("singular_values"));
+    m.def("masked_rank", &masked_rank<float>, py::arg("W"), py::arg("scale"),
+          py::arg("row_gram"), py::arg("tol_mode"), py::arg("tol_value"),
+          py::arg("singular_values"));
+}

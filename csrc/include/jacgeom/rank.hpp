@@ -1,0 +1,171 @@
+// Masked-row ranks: rank(diag(s) W) restricted to the rows with s_i != 0, for many row
+// scalings s (a 0/1 mask gives rank(W[mask])), with numpy.linalg.matrix_rank's semantics.
+//
+// Method per mask (k kept rows, p = min(k, n)):
+//   1. Certificate of full rank p from a Gram matrix held in double precision:
+//      k <= n: the k x k row Gram W_S W_S^T, gathered from W W^T precomputed once per W
+//              (no flops per mask beyond the gather);
+//      k >  n: the n x n column Gram W_S^T W_S by one syrk (k n^2 flops).
+//      Cholesky G = U^T U (p^3 / 3), U^-1 by trtri (p^3 / 3); then
+//      lambda_min(G) >= 1 / ||U^-1||_F^2 (halved for the rounding of the inverse) minus the
+//      rounding of forming and factoring G, gamma ||W_S||_F^2. Full rank is certified when
+//      the resulting sigma_min lower bound exceeds twice the upper bound of the tolerance
+//      (tol, or rtol ||W_S||_F, with numpy's default rtol = max(k, n) eps) plus
+//      16 max(k, n) eps ||W_S||_F, the accuracy of an SVD in the input precision.
+//   2. Otherwise (rank deficiency, tolerance close to a singular value, Cholesky failure):
+//      the singular values of W_S in the input precision (gesdd, values only), counted as
+//      numpy counts them. This is exact by definition, only slower.
+// A Gram matrix never decides a rank below full; it only certifies full rank with a margin.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "layer.hpp"
+
+namespace jacgeom {
+
+struct RankTolerance {
+    int mode = 0;  // 0: numpy default, 1: absolute tol, 2: relative rtol
+    double value = 0.0;
+};
+
+template <class T>
+struct MaskedRankArgs {
+    const T* W;
+    const double* row_gram;  // (m, m) = W W^T in double, or nullptr
+    const T* scale;          // (U, m): row i of mask u is kept, scaled, when scale != 0
+    index_t U, m, n;
+    RankTolerance tol;
+    std::int64_t* rank;  // (U,)
+    T* sv;               // (U, min(m, n)) or nullptr: then singular values decide every rank
+};
+
+template <class T>
+std::int64_t count_above(const T* s, index_t p, const RankTolerance& tol, index_t k, index_t n) {
+    if (p == 0) return 0;
+    double t;
+    if (tol.mode == 1) {
+        t = tol.value;
+    } else {
+        const double rtol = tol.mode == 2 ? tol.value
+                                          : double(std::max(k, n)) * double(std::numeric_limits<T>::epsilon());
+        t = double(s[0]) * rtol;
+    }
+    std::int64_t r = 0;
+    for (index_t i = 0; i < p; ++i) r += double(s[i]) > t;
+    return r;
+}
+
+// Returns the number of masks whose rank needed the SVD.
+template <class T>
+std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
+    const index_t m = a.m, n = a.n, pmax = std::min(m, n);
+    const double eps_d = std::numeric_limits<double>::epsilon();
+    const double eps_t = std::numeric_limits<T>::epsilon();
+    std::vector<double> row_norm2(static_cast<size_t>(m));
+    for (index_t i = 0; i < m; ++i) {
+        double acc = 0;
+        for (index_t j = 0; j < n; ++j) acc += double(a.W[i * n + j]) * double(a.W[i * n + j]);
+        row_norm2[static_cast<size_t>(i)] = acc;
+    }
+    std::atomic<std::int64_t> fallbacks{0};
+    parallel_for(a.U, 1, [&](index_t, index_t begin, index_t end) {
+        const auto& Ld = lapack::get<double>();
+        std::vector<index_t> idx(static_cast<size_t>(std::max<index_t>(1, m)));
+        std::vector<T> At(static_cast<size_t>(std::max<index_t>(1, m * n)));
+        std::vector<double> Ad(static_cast<size_t>(std::max<index_t>(1, m * n)));
+        std::vector<double> G(static_cast<size_t>(std::max<index_t>(1, pmax * pmax)));
+        std::vector<T> s(static_cast<size_t>(std::max<index_t>(1, pmax)));
+        SvdWorkspace<T> svd(n, m);
+        std::int64_t local_fallbacks = 0;
+        for (index_t u = begin; u < end; ++u) {
+            const T* sc = a.scale + u * m;
+            index_t k = 0;
+            double fro2 = 0;
+            for (index_t i = 0; i < m; ++i) {
+                if (sc[i] != T(0)) {
+                    idx[static_cast<size_t>(k++)] = i;
+                    fro2 += double(sc[i]) * double(sc[i]) * row_norm2[static_cast<size_t>(i)];
+                }
+            }
+            const index_t p = std::min(k, n);
+            T* sv = a.sv ? a.sv + u * pmax : nullptr;
+            if (sv) std::fill(sv, sv + pmax, T(0));
+            if (p == 0) {
+                a.rank[u] = 0;
+                continue;
+            }
+            bool certified = false;
+            if (!sv) {
+                const int pp = static_cast<int>(p);
+                const int nn = static_cast<int>(n), kk = static_cast<int>(k);
+                if (k <= n && a.row_gram) {
+                    for (index_t c = 0; c < p; ++c) {
+                        const index_t ic = idx[static_cast<size_t>(c)];
+                        const double sc_c = double(sc[ic]);
+                        const double* rg = a.row_gram + ic * m;
+                        for (index_t r = 0; r <= c; ++r) {
+                            const index_t ir = idx[static_cast<size_t>(r)];
+                            G[static_cast<size_t>(r + c * p)] = sc_c * double(sc[ir]) * rg[ir];
+                        }
+                    }
+                } else {
+                    // Row-major (k, n) in double = column-major (n, k).
+                    for (index_t r = 0; r < k; ++r) {
+                        const index_t i = idx[static_cast<size_t>(r)];
+                        const double si = double(sc[i]);
+                        const T* w = a.W + i * n;
+                        double* o = Ad.data() + r * n;
+                        for (index_t j = 0; j < n; ++j) o[j] = si * double(w[j]);
+                    }
+                    const double one = 1, zero = 0;
+                    if (k <= n)  // k x k = (n x k)^T (n x k)
+                        Ld.syrk("U", "T", &kk, &nn, &one, Ad.data(), &nn, &zero, G.data(), &pp);
+                    else  // n x n = (n x k)(n x k)^T
+                        Ld.syrk("U", "N", &nn, &kk, &one, Ad.data(), &nn, &zero, G.data(), &pp);
+                }
+                int info = 0;
+                Ld.potrf("U", &pp, G.data(), &pp, &info);
+                if (info == 0) Ld.trtri("U", "N", &pp, G.data(), &pp, &info);
+                if (info == 0) {
+                    double inv2 = 0;
+                    for (index_t c = 0; c < p; ++c)
+                        for (index_t r = 0; r <= c; ++r) inv2 += G[static_cast<size_t>(r + c * p)] * G[static_cast<size_t>(r + c * p)];
+                    const double gamma = 2.0 * double(p + std::max(k, n) + 2) * eps_d;
+                    const double lam = 0.5 / inv2 - gamma * fro2;
+                    const double sigma_lower = lam > 0 ? std::sqrt(lam) : 0.0;
+                    const double fro = std::sqrt(fro2);
+                    const double kn = double(std::max(k, n));
+                    const double t_upper = a.tol.mode == 1 ? a.tol.value
+                                           : (a.tol.mode == 2 ? a.tol.value : kn * eps_t) * fro;
+                    certified = sigma_lower > 2.0 * t_upper + 16.0 * kn * eps_t * fro;
+                }
+            }
+            if (certified) {
+                a.rank[u] = p;
+                continue;
+            }
+            if (!sv) ++local_fallbacks;
+            // Row-major (k, n) in T = column-major (n, k): same singular values.
+            for (index_t r = 0; r < k; ++r) {
+                const index_t i = idx[static_cast<size_t>(r)];
+                const T si = sc[i];
+                const T* w = a.W + i * n;
+                T* o = At.data() + r * n;
+                for (index_t j = 0; j < n; ++j) o[j] = si * w[j];
+            }
+            T* out = sv ? sv : s.data();
+            svd.run(At.data(), n, k, n, out);
+            a.rank[u] = count_above(out, p, a.tol, k, n);
+        }
+        fallbacks += local_fallbacks;
+    });
+    return fallbacks.load();
+}
+
+}  // namespace jacgeom

@@ -1,0 +1,286 @@
+"""Masked-row ranks: how much rank a layer keeps, for millions of active sets.
+
+For relu, rank(D_phi(z) W) = rank(W[S]) with S = {i : z_i > 0}; every function here returns,
+for each mask (or sample), exactly what numpy.linalg.matrix_rank returns on the kept rows.
+
+Why this design (measured in bench/, see README): the C++ backend certifies full rank from
+a Gram matrix held in double precision, which for the common case (k <= n kept rows) is a
+gather from W W^T, precomputed once per call, followed by a k x k Cholesky and triangular
+inverse: O(k^3) flops per mask instead of an O(k n min(k, n)) SVD, and scipy's LAPACK
+through function pointers, with no BLAS linked by hand. Masks are deduplicated first (a
+16-unit layer has at most 65,536 active sets however many samples are drawn). Whenever the
+certificate does not hold with its margin, the singular values decide, as in numpy. The
+Numba backend always uses the singular values (exact, slower). Cython was considered for
+the per-mask loop; it would call the same LAPACK routines through the same capsules, so the
+C++ kernel, which already holds the thread pool and the workspaces, carries it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _backends, _validation, reference
+from .activations import Activation, activation as _lookup
+from .layer import _Layer
+
+__all__ = ["active_rank", "jacobian_rank", "masked_rank"]
+
+FloatArray = NDArray[np.floating[Any]]
+
+# W W^T costs m^2 n / 2 flops once and saves ~k^2 n per mask; beyond this many rows its
+# m^2 doubles would cost more memory than the design's O(threads m n) budget allows.
+_ROW_GRAM_MAX_ROWS = 4096
+
+
+def _unique_rows(mask: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], NDArray[np.intp]]:
+    """Distinct masks and, for each input mask, the index of its distinct row."""
+    if mask.shape[0] <= 1:
+        return mask, np.arange(mask.shape[0])
+    packed = np.packbits(mask, axis=1)
+    width = packed.shape[1]
+    if width <= 8:
+        # Up to 64 units: one integer key per mask, sorted far faster than byte strings.
+        keys8 = np.zeros((packed.shape[0], 8), dtype=np.uint8)
+        keys8[:, :width] = packed
+        keys = keys8.view(np.uint64)[:, 0]
+    else:
+        keys = np.ascontiguousarray(packed).view(np.dtype((np.void, width)))[:, 0]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return mask[first], inverse.reshape(-1)
+
+
+def _tolerance_mode(tol: float | None, rtol: float | None) -> tuple[int, float]:
+    if tol is not None:
+        return 1, tol
+    if rtol is not None:
+        return 2, rtol
+    return 0, 0.0
+
+
+def _compiled_rank(
+    W: FloatArray, scale: FloatArray, tol: float | None, rtol: float | None,
+    backend: str, want_values: bool,
+) -> tuple[NDArray[np.int64], FloatArray]:
+    mode, value = _tolerance_mode(tol, rtol)
+    with _backends.single_threaded_blas():
+        if backend == "numba":
+            assert _backends.numba_kernels is not None
+            return _backends.numba_kernels.masked_rank(W, scale, mode, value)  # type: ignore[no-any-return]
+        assert _backends.core is not None
+        m = W.shape[0]
+        row_gram = None
+        if not want_values and scale.shape[0] >= 4 and m <= _ROW_GRAM_MAX_ROWS:
+            W64 = W.astype(np.float64, copy=False)
+            row_gram = W64 @ W64.T
+        ranks, values, _ = _backends.core.masked_rank(W, scale, row_gram, mode, value, want_values)
+        return ranks, values
+
+
+def _ranks_of_masks(
+    W: FloatArray, masks: NDArray[np.bool_], squeeze: bool, tol: float | None,
+    rtol: float | None, backend: str, want_values: bool,
+) -> Any:
+    if backend == "numpy":
+        out = reference.masked_rank(W, masks, tol, rtol, want_values)
+    else:
+        distinct, inverse = _unique_rows(masks)
+        ranks, values = _compiled_rank(W, distinct.astype(W.dtype), tol, rtol, backend, want_values)
+        out = (ranks[inverse], values[inverse]) if want_values else ranks[inverse]
+    return _squeeze(out, squeeze, want_values)
+
+
+def _squeeze(out: Any, squeeze: bool, want_values: bool) -> Any:
+    if not squeeze:
+        return out
+    if want_values:
+        return out[0][0], out[1][0]
+    return out[0]
+
+
+_NOTES = """Notes
+    -----
+    The result for each mask equals ``numpy.linalg.matrix_rank(A, tol=tol, rtol=rtol)`` on
+    the kept rows A (k x n): singular values above tol, or above rtol * sigma_max, with the
+    default rtol = max(k, n) * eps of the dtype (k = the number of kept rows, not m); an
+    empty mask has rank 0.
+
+    Method and guarantee (backend "cpp"): full rank p = min(k, n) is certified from the
+    Gram matrix of A in double precision (k <= n: gathered from W W^T; k > n: A^T A by one
+    syrk), its Cholesky factor U and U^-1: sigma_min(A)^2 >= 1 / (2 ||U^-1||_F^2) minus a
+    bound on the rounding of the Gram and its factorisation. When that lower bound exceeds
+    twice the tolerance (with ||A||_F >= sigma_max) plus 16 max(k, n) eps ||A||_F, every
+    singular value numpy would compute is above numpy's threshold, so the answer is p.
+    Otherwise the singular values of A (LAPACK gesdd, in the input precision) decide, as in
+    numpy. The Gram matrix never decides a rank below full. Backend "numba" always uses the
+    singular values; "numpy" calls numpy.linalg.matrix_rank per mask. Identical masks are
+    computed once."""
+
+
+def masked_rank(
+    W: ArrayLike,
+    mask: ArrayLike,
+    tol: float | None = None,
+    rtol: float | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+    return_singular_values: bool = False,
+) -> Any:
+    if return_singular_values not in (True, False):
+        raise TypeError("return_singular_values must be a bool")
+    backend = _backends.resolve(backend)
+    tol, rtol = _validation.tolerances(tol, rtol)
+    Wk = _validation.weight_matrix(W, check_finite)
+    masks, squeeze = _validation.mask_array(mask, Wk.shape[0])
+    return _ranks_of_masks(Wk, masks, squeeze, tol, rtol, backend, bool(return_singular_values))
+
+
+masked_rank.__doc__ = f"""Rank of W restricted to the rows each mask keeps: rank(W[mask[b]]).
+
+    Parameters
+    ----------
+    W : (m, n) array_like
+        Weight matrix.
+    mask : (B, m) or (m,) array_like of bool
+        Rows kept (True). 0/1 integers are accepted; a 1-D mask gives scalar results.
+    tol : float, optional
+        Absolute threshold: singular values above it count.
+    rtol : float, optional
+        Relative threshold (times sigma_max). Cannot be given with ``tol``.
+    backend : {{"auto", "cpp", "numba", "numpy"}}, default "auto"
+    check_finite : bool, default True
+        Raise ValueError on NaN or Inf in W.
+    return_singular_values : bool, default False
+        Also return the singular values of W[mask[b]] that decided each rank, descending,
+        padded with zeros to min(m, n) (the values of D W with the dropped rows zeroed).
+
+    Returns
+    -------
+    rank : (B,) int64 ndarray, or int64 scalar for a 1-D mask
+    singular_values : (B, min(m, n)) ndarray, only with ``return_singular_values``
+        Computing them makes every rank SVD-based (slower).
+
+    {_NOTES}
+
+    Examples
+    --------
+    >>> import numpy as np, jacgeom
+    >>> W = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    >>> jacgeom.masked_rank(W, [[True, True, False], [True, False, True], [False] * 3]).tolist()
+    [1, 2, 0]
+    >>> r, s = jacgeom.masked_rank(W, [True, True, False], return_singular_values=True)
+    >>> int(r), s.round(6).tolist()
+    (1, [2.236068, 0.0])
+    """
+
+
+def active_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = None,
+    tol: float | None = None,
+    rtol: float | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+    return_singular_values: bool = False,
+) -> Any:
+    if return_singular_values not in (True, False):
+        raise TypeError("return_singular_values must be a bool")
+    tol, rtol = _validation.tolerances(tol, rtol)
+    layer = _Layer(W, X, b, "relu", backend, check_finite)
+    masks = layer.preactivations() > 0
+    return _ranks_of_masks(
+        layer.W, masks, layer.squeeze, tol, rtol, layer.backend, bool(return_singular_values)
+    )
+
+
+active_rank.__doc__ = f"""Rank of a relu layer's Jacobian: masked_rank with mask = (W x + b > 0).
+
+    Parameters
+    ----------
+    W : (m, n) array_like
+    X : (B, n) or (n,) array_like
+    b : (m,) array_like, optional
+    tol, rtol : float, optional
+        As in :func:`masked_rank`.
+    backend : {{"auto", "cpp", "numba", "numpy"}}, default "auto"
+    check_finite : bool, default True
+    return_singular_values : bool, default False
+
+    Returns
+    -------
+    rank : (B,) int64 ndarray (int64 scalar for a 1-D X)
+    singular_values : (B, min(m, n)) ndarray, only with ``return_singular_values``
+
+    {_NOTES}
+
+    Examples
+    --------
+    >>> import numpy as np, jacgeom
+    >>> jacgeom.active_rank(np.eye(3), [[1.0, 2.0, 3.0], [1.0, -2.0, 3.0]]).tolist()
+    [3, 2]
+    """
+
+
+def jacobian_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = None,
+    activation: str | Activation = "relu",
+    tol: float | None = None,
+    rtol: float | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+    return_singular_values: bool = False,
+) -> Any:
+    if return_singular_values not in (True, False):
+        raise TypeError("return_singular_values must be a bool")
+    tol, rtol = _validation.tolerances(tol, rtol)
+    layer = _Layer(W, X, b, activation, backend, check_finite)
+    want = bool(return_singular_values)
+    if layer.backend == "numpy":
+        out = reference.jacobian_rank(layer.W, layer.X, layer.b, layer.act, tol, rtol, want)
+        return _squeeze(out, layer.squeeze, want)
+    act = _lookup(activation)
+    if act.name == "relu" and not act.is_custom:
+        return _ranks_of_masks(layer.W, layer.preactivations() > 0, layer.squeeze, tol, rtol, layer.backend, want)
+    D = np.ascontiguousarray(layer.derivatives())
+    ranks, values = _compiled_rank(layer.W, D, tol, rtol, layer.backend, want)
+    return _squeeze((ranks, values) if want else ranks, layer.squeeze, want)
+
+
+jacobian_rank.__doc__ = f"""Numerical rank of the layer Jacobian D_phi(z) W, for any activation.
+
+    The rank of the non-zero rows phi'(z_i) w_i (k of them), with numpy.linalg.matrix_rank's
+    tolerance on that k x n matrix; for relu this is :func:`active_rank`.
+
+    Parameters
+    ----------
+    W : (m, n) array_like
+    X : (B, n) or (n,) array_like
+    b : (m,) array_like, optional
+    activation : str or Activation, default "relu"
+    tol, rtol : float, optional
+        As in :func:`masked_rank`.
+    backend : {{"auto", "cpp", "numba", "numpy"}}, default "auto"
+    check_finite : bool, default True
+    return_singular_values : bool, default False
+
+    Returns
+    -------
+    rank : (B,) int64 ndarray (int64 scalar for a 1-D X)
+    singular_values : (B, min(m, n)) ndarray, only with ``return_singular_values``
+
+    {_NOTES}
+
+    Examples
+    --------
+    >>> import numpy as np, jacgeom
+    >>> W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> jacgeom.jacobian_rank(W, [[1.0, -1.0]], activation="relu").tolist()
+    [1]
+    >>> jacgeom.jacobian_rank(W, [[1.0, -1.0]], activation="tanh").tolist()
+    [2]
+    """
