@@ -82,8 +82,22 @@ carray<T> log_volume(const carray<T>& W, const carray<T>& D) {
     return V;
 }
 
+// Singular values of every matrix of a (B, r, c) stack, descending, (B, min(r, c)).
+template <class T>
+carray<T> batched_singular_values(const carray<T>& A) {
+    if (A.ndim() != 3) throw py::value_error("expected a (B, r, c) stack");
+    const index_t B = A.shape(0), r = A.shape(1), c = A.shape(2), p = std::min(r, c);
+    carray<T> S({B, p});
+    const T* a = A.data();
+    T* out = S.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::batched_singular_values<T>(a, out, B, r, c);
+    return S;
+}
+
 template <class T>
 void define_all(py::module_& m) {
+    m.def("batched_singular_values", &batched_singular_values<T>, py::arg("A"));
     m.def("derivatives", &derivatives<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
     m.def("jacobian", &jacobian<T>, py::arg("W"), py::arg("D"));
     m.def("pullback_metric", &pullback<T>, py::arg("W"), py::arg("D"));

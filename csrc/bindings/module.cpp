@@ -6,10 +6,12 @@ namespace py = pybind11;
 void register_runtime(py::module_& m);
 void register_layer(py::module_& m);
 void register_rank(py::module_& m);
+void register_chain(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "jacgeom's compiled kernels (private; use the jacgeom package)";
     register_runtime(m);
     register_layer(m);
     register_rank(m);
+    register_chain(m);
 }

@@ -29,6 +29,7 @@ void fill(const py::dict& blas, const py::dict& lapack, char prefix) {
     r.gesdd = capsule_pointer<jacgeom::lapack::gesdd_t<T>>(lapack, (p + "gesdd").c_str());
     r.geqrf = capsule_pointer<jacgeom::lapack::geqrf_t<T>>(lapack, (p + "geqrf").c_str());
     r.trtri = capsule_pointer<jacgeom::lapack::trtri_t<T>>(lapack, (p + "trtri").c_str());
+    r.gemm = capsule_pointer<jacgeom::lapack::gemm_t<T>>(blas, (p + "gemm").c_str());
     r.potrf = capsule_pointer<jacgeom::lapack::potrf_t<T>>(lapack, (p + "potrf").c_str());
 }
 

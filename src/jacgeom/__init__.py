@@ -16,12 +16,14 @@ from .layer import (
     preactivations,
     pullback_metric,
 )
+from .network import Network
 from .rank import active_rank, jacobian_rank, masked_rank
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "Network",
     "activation",
     "active_rank",
     "activation_names",

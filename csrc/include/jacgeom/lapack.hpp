@@ -1,6 +1,8 @@
 // BLAS / LAPACK entry points taken from scipy.linalg.cython_blas / cython_lapack.
 // The pointers are read from their __pyx_capi__ capsules at import (bindings/lapack.cpp),
 // so the process has one BLAS, the one scipy ships, and nothing is linked by hand.
+// Row-major callers use the identity (A B)^T = B^T A^T: a row-major (r, c) array is the
+// column-major (c, r) array of its transpose, so C = A B row-major is gemm(B, A) column-major.
 // Fortran conventions: column-major, every argument by pointer, 32-bit integers.
 #pragma once
 
@@ -20,6 +22,9 @@ template <class T>
 using trtri_t = void(const char*, const char*, const int*, T*, const int*, int*);
 
 template <class T>
+using gemm_t = void(const char*, const char*, const int*, const int*, const int*, const T*,
+                    const T*, const int*, const T*, const int*, const T*, T*, const int*);
+template <class T>
 using potrf_t = void(const char*, const int*, T*, const int*, int*);
 
 template <class T>
@@ -29,6 +34,7 @@ struct Routines {
     geqrf_t<T>* geqrf = nullptr;
     trtri_t<T>* trtri = nullptr;
     potrf_t<T>* potrf = nullptr;
+    gemm_t<T>* gemm = nullptr;
 };
 
 template <class T>
@@ -40,7 +46,7 @@ inline Routines<T>& routines() {
 template <class T>
 inline const Routines<T>& get() {
     const Routines<T>& r = routines<T>();
-    if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri || !r.potrf)
+    if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri || !r.potrf || !r.gemm)
         throw std::runtime_error("jacgeom._core: LAPACK routines were not registered");
     return r;
 }

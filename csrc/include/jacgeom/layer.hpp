@@ -141,6 +141,22 @@ void singular_values(const T* W, const T* D, T* S, index_t B, index_t m, index_t
     });
 }
 
+// Singular values of each row-major (r, c) matrix of a stack; it is the column-major (c, r)
+// matrix of the transpose, which has the same values.
+template <class T>
+void batched_singular_values(const T* A, T* S, index_t B, index_t r, index_t c) {
+    const index_t p = std::min(r, c);
+    parallel_for(B, 1, [&](index_t, index_t begin, index_t end) {
+        std::vector<T> work(static_cast<size_t>(std::max<index_t>(1, r * c)));
+        SvdWorkspace<T> svd(c, r);
+        for (index_t b = begin; b < end; ++b) {
+            if (p == 0) continue;
+            std::copy(A + b * r * c, A + (b + 1) * r * c, work.begin());
+            svd.run(work.data(), c, r, c, S + b * p);
+        }
+    });
+}
+
 // log volume = 0.5 log det(J^T J) = sum log sigma_i(J), -inf when rank(J) < n with numpy's
 // matrix_rank tolerance sigma_max * max(m, n) * eps. Requires m >= n.
 //

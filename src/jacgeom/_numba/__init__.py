@@ -6,6 +6,7 @@ scipy's LAPACK.
 """
 
 from .layer import (
+    batched_singular_values,
     derivatives,
     derivatives_custom,
     jacobian,
@@ -16,6 +17,7 @@ from .layer import (
 from .rank import masked_rank
 
 __all__ = [
+    "batched_singular_values",
     "derivatives",
     "derivatives_custom",
     "jacobian",

@@ -217,3 +217,22 @@ def log_volume(W: FloatArray, D: FloatArray) -> FloatArray:
     out = np.empty(D.shape[0], dtype=W.dtype)
     _log_volume(W, D, float(np.finfo(W.dtype).eps), _gesdd(W.dtype), lapack.JOBZ_N, out)
     return out
+
+
+@numba.njit(parallel=True, **_OPTS)
+def _batched_singular_values(A: FloatArray, gesdd: Any, jobz: Any, S: FloatArray) -> None:
+    for b in numba.prange(A.shape[0]):
+        if S.shape[1] == 0:
+            continue
+        work = A[b].copy()
+        s = np.empty(S.shape[1], dtype=A.dtype)
+        if lapack.svd_values(gesdd, work, s, jobz) != 0:
+            s[:] = np.nan
+        S[b] = s
+
+
+def batched_singular_values(A: FloatArray) -> FloatArray:
+    """Singular values of every (r, c) matrix of a C-contiguous (B, r, c) stack."""
+    S = np.empty((A.shape[0], min(A.shape[1], A.shape[2])), dtype=A.dtype)
+    _batched_singular_values(A, _gesdd(A.dtype), lapack.JOBZ_N, S)
+    return S

@@ -1,0 +1,45 @@
+// Binding of the active-sub-block Jacobian chain. Inputs validated by jacgeom.network.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <vector>
+
+#include "jacgeom/chain.hpp"
+
+namespace py = pybind11;
+using jacgeom::index_t;
+
+namespace {
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style>;
+
+template <class T>
+carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, bool reverse) {
+    if (W.empty() || W.size() != D.size()) throw py::value_error("need one D per W, at least one layer");
+    jacgeom::ChainArgs<T> a;
+    a.B = D[0].ndim() == 2 ? D[0].shape(0) : 0;
+    a.widths.push_back(W[0].shape(1));
+    for (size_t l = 0; l < W.size(); ++l) {
+        if (W[l].ndim() != 2 || D[l].ndim() != 2 || W[l].shape(1) != a.widths.back() ||
+            D[l].shape(1) != W[l].shape(0) || D[l].shape(0) != a.B)
+            throw py::value_error("W and D do not chain");
+        a.widths.push_back(W[l].shape(0));
+        a.W.push_back(W[l].data());
+        a.D.push_back(D[l].data());
+    }
+    a.reverse = reverse;
+    carray<T> J({a.B, a.widths.back(), a.widths.front()});
+    a.J = J.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::chain_active<T>(a);
+    return J;
+}
+
+}  // namespace
+
+void register_chain(py::module_& m) {
+    m.def("chain_active", &chain_active<double>, py::arg("W"), py::arg("D"), py::arg("reverse"));
+    m.def("chain_active", &chain_active<float>, py::arg("W"), py::arg("D"), py::arg("reverse"));
+}

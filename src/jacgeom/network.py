@@ -1,0 +1,674 @@
+"""End-to-end Jacobians of deep networks: J(x) = A_L ... A_1 with A_l the layer Jacobians.
+
+A layer is h -> phi(W h + b), optionally with layer normalisation of z before phi
+(norm="layer") and a residual connection h -> h + phi(...) (residual=True), so
+A_l = [I +] D_l [J_N(z_l)] W_l. The compiled backends compute, chunk by chunk of samples:
+
+- dense layers: one BLAS gemm per layer for all samples of the chunk (the weights are
+  shared), in whichever order is cheaper: from the input side (cost sum_l n_l n_{l-1} n_0
+  per sample) or from the output side (n_L sum_l n_l n_{l-1});
+- plain layers whose phi' vanishes on a large fraction of units (relu): the product on the
+  active sub-blocks only, W_l[S_l, S_{l-1}], per sample in C++ (about a quarter of the
+  dense flops for relu);
+- reductions (singular values, ranks, norms, log-determinants) stream over chunks whose
+  size follows ``memory_budget`` (bytes; peak extra memory is O(chunk x max width^2));
+- log singular values and log|det| propagate a graded orthonormal frame (QR with
+  pre-pivoting, Loh et al.'s stratification) and never overflow, at any depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _backends, _validation, reference
+from .activations import Activation, activation as _lookup
+from .reference import network as _ref
+
+__all__ = ["Network"]
+
+FloatArray = NDArray[np.floating[Any]]
+IntArray = NDArray[np.int64]
+
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+_INITS = ("he", "xavier", "lecun", "orthogonal", "gaussian")
+# Below this fraction of vanishing derivatives the dense gemm path is faster than the
+# per-sample sub-block products (measured in bench/: the sub-block path wins from ~25%).
+_ACTIVE_PATH_MIN_ZERO_FRACTION = 0.25
+
+
+class Network:
+    """A feed-forward network of pointwise-activation layers, and its Jacobian geometry.
+
+    Parameters
+    ----------
+    weights : sequence of (n_l, n_{l-1}) array_like
+        W_1, ..., W_L; shapes must chain.
+    biases : sequence of (n_l,) array_like, optional
+        b_1, ..., b_L (zeros when omitted).
+    activation : str, Activation, or a sequence of them (one per layer), default "relu"
+    residual : bool, default False
+        Layers h -> h + phi(W h + b); every W must be square.
+    norm : {None, "layer"}, default None
+        Layer normalisation of z before phi, without affine parameters:
+        N(z) = (z - mean(z)) / sqrt(var(z) + norm_eps).
+    norm_eps : float, default 1e-5
+    memory_budget : int, optional
+        Bytes of temporary memory a reduction may use (default 256 MiB); the chunk of
+        samples processed at once is chosen from it.
+    check_finite : bool, default True
+
+    Examples
+    --------
+    >>> import numpy as np, jacgeom
+    >>> net = jacgeom.Network.random([4, 8, 8, 3], activation="tanh", seed=0)
+    >>> X = np.random.default_rng(1).standard_normal((5, 4))
+    >>> net.jacobian(X).shape
+    (5, 3, 4)
+    >>> net.rank(X).tolist()
+    [3, 3, 3, 3, 3]
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[ArrayLike],
+        biases: Sequence[ArrayLike] | None = None,
+        activation: str | Activation | Sequence[str | Activation] = "relu",
+        residual: bool = False,
+        norm: str | None = None,
+        norm_eps: float = 1e-5,
+        memory_budget: int | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or not weights:
+            raise TypeError("weights must be a non-empty list of 2-D arrays, one per layer")
+        Ws = [_validation.as_float_array(W, f"weights[{i}]") for i, W in enumerate(weights)]
+        for i, W in enumerate(Ws):
+            _validation.check_ndim(W, f"weights[{i}]", (2,), "a 2-D matrix of shape (n_l, n_{l-1})")
+            if i and W.shape[1] != Ws[i - 1].shape[0]:
+                raise ValueError(
+                    f"weights[{i}] has shape {W.shape} but weights[{i - 1}] has "
+                    f"{Ws[i - 1].shape[0]} rows; expected weights[{i}] of shape "
+                    f"(n_{i + 1}, {Ws[i - 1].shape[0]})"
+                )
+        if not isinstance(residual, (bool, np.bool_)):
+            raise TypeError("residual must be a bool")
+        if residual:
+            for i, W in enumerate(Ws):
+                if W.shape[0] != W.shape[1]:
+                    raise ValueError(
+                        f"residual layers need square weights; weights[{i}] has shape {W.shape}"
+                    )
+        if norm not in (None, "layer"):
+            raise ValueError(f"unknown norm {norm!r}; valid choices: None, 'layer'")
+        if not (isinstance(norm_eps, (int, float)) and np.isfinite(norm_eps) and norm_eps > 0):
+            raise ValueError(f"norm_eps must be a finite number > 0, got {norm_eps!r}")
+        L = len(Ws)
+        if biases is None:
+            bs = [np.zeros(W.shape[0], dtype=W.dtype) for W in Ws]
+        else:
+            if not isinstance(biases, Sequence) or isinstance(biases, np.ndarray) or len(biases) != L:
+                raise ValueError(f"biases must be a list of {L} vectors (one per layer) or None")
+            bs = [_validation.as_float_array(b, f"biases[{i}]") for i, b in enumerate(biases)]
+            for i, b in enumerate(bs):
+                if b.shape != (Ws[i].shape[0],):
+                    raise ValueError(
+                        f"biases[{i}] has shape {b.shape} but weights[{i}] has {Ws[i].shape[0]} "
+                        f"rows; expected biases[{i}] of shape ({Ws[i].shape[0]},)"
+                    )
+        if isinstance(activation, (str, Activation)):
+            acts = [_lookup(activation)] * L
+        else:
+            acts = [_lookup(a) for a in activation]
+            if len(acts) != L:
+                raise ValueError(f"activation has {len(acts)} entries for {L} layers; give one or {L}")
+        dtype = _validation.common_dtype(*Ws, *bs)
+        _validation.check_finite_arrays(
+            check_finite, **{f"weights[{i}]": W for i, W in enumerate(Ws)},
+            **{f"biases[{i}]": b for i, b in enumerate(bs)},
+        )
+        self.weights: list[FloatArray] = [_frozen(W, dtype) for W in Ws]
+        self.biases: list[FloatArray] = [_frozen(b, dtype) for b in bs]
+        self.activations: list[Activation] = acts
+        self.residual = bool(residual)
+        self.norm = norm
+        self.norm_eps = float(norm_eps)
+        self.widths: list[int] = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
+        self.dtype: np.dtype[Any] = dtype
+        self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+        if self.memory_budget <= 0:
+            raise ValueError(f"memory_budget must be > 0 bytes, got {memory_budget!r}")
+
+    @property
+    def depth(self) -> int:
+        """Number of layers L."""
+        return len(self.weights)
+
+    def __repr__(self) -> str:
+        acts = sorted({a.name for a in self.activations})
+        return (
+            f"Network(widths={self.widths}, activation={'/'.join(acts)}, residual={self.residual}, "
+            f"norm={self.norm!r}, dtype={self.dtype})"
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def random(
+        cls,
+        widths: Sequence[int],
+        activation: str | Activation | Sequence[str | Activation] = "relu",
+        init: str = "he",
+        sigma_w: float | None = None,
+        sigma_b: float = 0.0,
+        residual: bool = False,
+        norm: str | None = None,
+        seed: int | np.random.SeedSequence | np.random.Generator | None = None,
+        dtype: Any = np.float64,
+        spectral_norm: float | None = None,
+    ) -> Network:
+        """A network with random weights.
+
+        Parameters
+        ----------
+        widths : sequence of int
+            [n_0, n_1, ..., n_L], at least two entries, all >= 1.
+        activation : str, Activation or sequence, default "relu"
+        init : {"he", "xavier", "lecun", "orthogonal", "gaussian"}, default "he"
+            Entry variance 2 / fan_in (he), 2 / (fan_in + fan_out) (xavier), 1 / fan_in
+            (lecun), sigma_w^2 / fan_in (gaussian); "orthogonal" draws a Haar-random matrix
+            with orthonormal rows or columns, scaled by sigma_w (default 1).
+        sigma_w : float, optional
+            Gain for "gaussian" (default 1) and "orthogonal" (default 1).
+        sigma_b : float, default 0.0
+            Biases are iid N(0, sigma_b^2).
+        residual, norm : as in :class:`Network`
+        seed : int, SeedSequence or Generator, optional
+        dtype : float32 or float64, default float64
+        spectral_norm : float, optional
+            Rescale every W so that its largest singular value is at most this bound.
+
+        Returns
+        -------
+        Network
+
+        Examples
+        --------
+        >>> import jacgeom
+        >>> net = jacgeom.Network.random([3, 5, 2], init="orthogonal", seed=0, spectral_norm=0.5)
+        >>> [float(round(np.linalg.norm(W, 2), 6)) for W in net.weights]
+        [0.5, 0.5]
+        """
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths must hold at least two positive integers, got {widths}")
+        if init not in _INITS:
+            raise ValueError(f"unknown init {init!r}; valid choices: {', '.join(_INITS)}")
+        dt = np.dtype(dtype)
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        if sigma_w is not None and not (np.isfinite(sigma_w) and sigma_w >= 0):
+            raise ValueError(f"sigma_w must be a finite number >= 0, got {sigma_w!r}")
+        if not (np.isfinite(sigma_b) and sigma_b >= 0):
+            raise ValueError(f"sigma_b must be a finite number >= 0, got {sigma_b!r}")
+        if spectral_norm is not None and not (np.isfinite(spectral_norm) and spectral_norm > 0):
+            raise ValueError(f"spectral_norm must be a finite number > 0, got {spectral_norm!r}")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        weights, biases = [], []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            if init == "orthogonal":
+                big, small = max(fan_in, fan_out), min(fan_in, fan_out)
+                q, r = np.linalg.qr(rng.standard_normal((big, small)))
+                q = q * np.sign(np.diagonal(r))  # Haar measure
+                W = (q if fan_out >= fan_in else q.T) * (1.0 if sigma_w is None else sigma_w)
+            else:
+                var = {
+                    "he": 2.0 / fan_in,
+                    "xavier": 2.0 / (fan_in + fan_out),
+                    "lecun": 1.0 / fan_in,
+                    "gaussian": (1.0 if sigma_w is None else sigma_w) ** 2 / fan_in,
+                }[init]
+                W = rng.standard_normal((fan_out, fan_in)) * np.sqrt(var)
+            if spectral_norm is not None:
+                top = np.linalg.norm(W, 2)
+                if top > spectral_norm:
+                    W = W * (spectral_norm / top)
+            weights.append(W.astype(dt))
+            biases.append((rng.standard_normal(fan_out) * sigma_b).astype(dt))
+        return cls(weights, biases, activation=activation, residual=residual, norm=norm)
+
+    # ------------------------------------------------------------------ forward pass
+
+    def _inputs(self, X: Any, check_finite: bool) -> tuple[FloatArray, bool]:
+        Xf = _validation.as_float_array(X, "X")
+        n0 = self.widths[0]
+        _validation.check_ndim(Xf, "X", (1, 2), f"a sample of shape ({n0},) or a batch (B, {n0})")
+        squeeze = Xf.ndim == 1
+        X2 = Xf[None, :] if squeeze else Xf
+        if X2.shape[1] != n0:
+            raise ValueError(
+                f"X has shape {Xf.shape} but the network takes {n0} inputs; expected X of shape "
+                f"{f'({n0},)' if squeeze else f'(B, {n0})'}"
+            )
+        _validation.check_finite_arrays(check_finite, X=X2)
+        return _validation.to_kernel(X2, self.dtype), squeeze
+
+    def _layers(self, X: FloatArray, backend: str) -> Iterator[tuple[FloatArray, FloatArray, Any]]:
+        """Per layer: (z, d, norm_state) for the chunk X; norm_state = (sigma, u) or None."""
+        h = X
+        for l in range(self.depth):
+            W, b, act = self.weights[l], self.biases[l], self.activations[l]
+            z = h @ W.T + b
+            state = None
+            arg = z
+            if self.norm == "layer":
+                mu = z.mean(axis=1, keepdims=True)
+                sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + self.norm_eps)
+                arg = (z - mu) / sigma[:, None]
+                state = (sigma, arg)
+            d = _derivatives(arg, act, backend)
+            a = act.phi(arg)
+            h = h + a if self.residual else a
+            yield z, d, state
+
+    def forward(self, X: ArrayLike, check_finite: bool = True) -> FloatArray:
+        """Network outputs.
+
+        Parameters
+        ----------
+        X : (B, n_0) or (n_0,) array_like
+
+        Returns
+        -------
+        (B, n_L) or (n_L,) ndarray
+        """
+        Xk, squeeze = self._inputs(X, check_finite)
+        h = Xk
+        for l in range(self.depth):
+            z = h @ self.weights[l].T + self.biases[l]
+            if self.norm == "layer":
+                mu = z.mean(axis=1, keepdims=True)
+                z = (z - mu) / np.sqrt(np.mean((z - mu) ** 2, axis=1, keepdims=True) + self.norm_eps)
+            a = self.activations[l].phi(z)
+            h = h + a if self.residual else a
+        return h[0] if squeeze else h
+
+    def preactivations(self, X: ArrayLike, check_finite: bool = True) -> list[FloatArray]:
+        """z_l = W_l h_{l-1} + b_l of every layer (before normalisation).
+
+        Returns
+        -------
+        list of L arrays (B, n_l) (or (n_l,) for a 1-D X)
+        """
+        Xk, squeeze = self._inputs(X, check_finite)
+        zs = [z for z, _, _ in self._layers(Xk, "numpy")]
+        return [z[0] for z in zs] if squeeze else zs
+
+    # ------------------------------------------------------------------ Jacobian products
+
+    def _chunks(self, n: int, per_sample_bytes: int) -> Iterator[slice]:
+        chunk = max(1, self.memory_budget // max(1, per_sample_bytes))
+        for start in range(0, n, chunk):
+            yield slice(start, min(n, start + chunk))
+        if n == 0:
+            yield slice(0, 0)
+
+    def _jacobian_bytes(self) -> int:
+        wmax = max(self.widths)
+        return 4 * wmax * max(self.widths[0], self.widths[-1]) * self.dtype.itemsize
+
+    def _reverse_is_cheaper(self) -> bool:
+        w = self.widths
+        layers = sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
+        return w[-1] * layers < w[0] * layers
+
+    def _jacobian_chunk(self, X: FloatArray, backend: str) -> FloatArray:
+        """(Bc, n_L, n_0) end-to-end Jacobians of one chunk, compiled backends."""
+        layers = list(self._layers(X, backend))
+        Ds = [d for _, d, _ in layers]
+        if (
+            backend == "cpp"
+            and not self.residual
+            and self.norm is None
+            and X.shape[0] > 0
+            and _zero_fraction(Ds) >= _ACTIVE_PATH_MIN_ZERO_FRACTION
+        ):
+            assert _backends.core is not None
+            with _backends.single_threaded_blas():
+                return _backends.core.chain_active(  # type: ignore[no-any-return]
+                    self.weights, [np.ascontiguousarray(d) for d in Ds], self._reverse_is_cheaper()
+                )
+        if self._reverse_is_cheaper():
+            return self._dense_reverse(layers, X.shape[0])
+        return self._dense_forward(layers, X.shape[0])
+
+    def _dense_forward(self, layers: list[Any], B: int) -> FloatArray:
+        # P holds the partial products of all samples side by side, (n_l, B, n_0), so that
+        # W_{l+1} P is one gemm of (n_{l+1} x n_l) by (n_l x B n_0).
+        n0 = self.widths[0]
+        P = np.broadcast_to(np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0))
+        for l, (_, d, state) in enumerate(layers):
+            Y = self._apply_layer_forward(l, P, d, state, B)
+            P = Y
+        return np.ascontiguousarray(P.transpose(1, 0, 2))
+
+    def _apply_layer_forward(self, l: int, P: FloatArray, d: FloatArray, state: Any, B: int) -> FloatArray:
+        W = self.weights[l]
+        n_in, n0 = P.shape[0], P.shape[2]
+        if l == 0 and not self.residual and self.norm is None:
+            Y = np.empty((W.shape[0], B, n0), dtype=self.dtype)
+            Y[...] = W[:, None, :]
+        else:
+            Y = (W @ np.ascontiguousarray(P).reshape(n_in, B * n0)).reshape(W.shape[0], B, n0)
+        if state is not None:
+            sigma, u = state
+            m = W.shape[0]
+            uY = np.einsum("bi,ibj->bj", u, Y)
+            Y -= Y.mean(axis=0, keepdims=True)
+            Y -= u.T[:, :, None] * (uY / m)[None, :, :]
+            Y /= sigma[None, :, None]
+        Y *= d.T[:, :, None]
+        if self.residual:
+            Y += P
+        return Y
+
+    def _dense_reverse(self, layers: list[Any], B: int) -> FloatArray:
+        # R holds the products from the output side, (B, n_L, n_l): R A_l is a column
+        # scaling and one gemm of (B n_L x n_l) by (n_l x n_{l-1}).
+        nL = self.widths[-1]
+        R = np.broadcast_to(np.eye(nL, dtype=self.dtype), (B, nL, nL))
+        for l in range(self.depth - 1, -1, -1):
+            _, d, state = layers[l]
+            T = R * d[:, None, :]
+            if state is not None:
+                sigma, u = state
+                m = u.shape[1]
+                Tu = np.einsum("bki,bi->bk", T, u)
+                T = T - T.mean(axis=2, keepdims=True) - Tu[:, :, None] * u[:, None, :] / m
+                T /= sigma[:, None, None]
+            W = self.weights[l]
+            Rn = (T.reshape(B * nL, W.shape[0]) @ W).reshape(B, nL, W.shape[1])
+            if self.residual:
+                Rn += R
+            R = Rn
+        return np.ascontiguousarray(R)
+
+    def _jacobians(self, X: FloatArray, backend: str) -> Iterator[tuple[slice, FloatArray]]:
+        for sl in self._chunks(X.shape[0], self._jacobian_bytes()):
+            yield sl, self._jacobian_chunk(X[sl], backend)
+
+    # ------------------------------------------------------------------ public reductions
+
+    def jacobian(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+        """End-to-end Jacobians J(x) = A_L ... A_1.
+
+        Parameters
+        ----------
+        X : (B, n_0) or (n_0,) array_like
+        backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+        check_finite : bool, default True
+
+        Returns
+        -------
+        J : (B, n_L, n_0) or (n_L, n_0) ndarray
+        """
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.jacobian(self, Xk)
+        else:
+            out = np.empty((Xk.shape[0], self.widths[-1], self.widths[0]), dtype=self.dtype)
+            for sl, J in self._jacobians(Xk, be):
+                out[sl] = J
+        return out[0] if squeeze else out
+
+    def singular_values(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+        """Singular values of each end-to-end Jacobian, descending.
+
+        Returns
+        -------
+        (B, min(n_L, n_0)) or (min(n_L, n_0),) ndarray
+        """
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.singular_values(self, Xk)
+        else:
+            out = np.empty((Xk.shape[0], min(self.widths[0], self.widths[-1])), dtype=self.dtype)
+            for sl, J in self._jacobians(Xk, be):
+                out[sl] = _batched_singular_values(J, be)
+        return out[0] if squeeze else out
+
+    def rank(
+        self, X: ArrayLike, tol: float | None = None, rtol: float | None = None,
+        backend: str = "auto", check_finite: bool = True,
+    ) -> IntArray:
+        """numpy.linalg.matrix_rank of each end-to-end Jacobian (same tol / rtol meaning).
+
+        Returns
+        -------
+        (B,) int64 ndarray, or an int64 scalar for a 1-D X
+        """
+        tol, rtol = _validation.tolerances(tol, rtol)
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.rank(self, Xk, tol, rtol)
+        else:
+            out = np.empty(Xk.shape[0], dtype=np.int64)
+            shape = (self.widths[-1], self.widths[0])
+            for sl, J in self._jacobians(Xk, be):
+                out[sl] = _count_rank(_batched_singular_values(J, be), shape, tol, rtol)
+        return out[0] if squeeze else out
+
+    def layer_ranks(
+        self, X: ArrayLike, tol: float | None = None, rtol: float | None = None,
+        backend: str = "auto", check_finite: bool = True,
+    ) -> IntArray:
+        """Rank of the partial product A_l ... A_1 after each layer l.
+
+        Returns
+        -------
+        (B, L) int64 ndarray (or (L,) for a 1-D X)
+        """
+        tol, rtol = _validation.tolerances(tol, rtol)
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.layer_ranks(self, Xk, tol, rtol)
+        else:
+            out = np.empty((Xk.shape[0], self.depth), dtype=np.int64)
+            n0 = self.widths[0]
+            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
+                B = sl.stop - sl.start
+                P: FloatArray = np.broadcast_to(np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0))
+                for l, (_, d, state) in enumerate(self._layers(Xk[sl], be)):
+                    P = self._apply_layer_forward(l, P, d, state, B)
+                    J = np.ascontiguousarray(P.transpose(1, 0, 2))
+                    out[sl, l] = _count_rank(_batched_singular_values(J, be), J.shape[1:], tol, rtol)
+        return out[0] if squeeze else out
+
+    def active_counts(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> IntArray:
+        """Number of units with phi'(z) != 0 in each layer.
+
+        Returns
+        -------
+        (B, L) int64 ndarray (or (L,) for a 1-D X)
+        """
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.active_counts(self, Xk)
+        else:
+            out = np.stack(
+                [np.count_nonzero(d, axis=1) for _, d, _ in self._layers(Xk, be)], axis=1
+            ).astype(np.int64) if Xk.shape[0] else np.zeros((0, self.depth), dtype=np.int64)
+        return out[0] if squeeze else out
+
+    def frobenius_norm(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+        """Frobenius norm ||J(x)||_F of each end-to-end Jacobian.
+
+        Returns
+        -------
+        (B,) ndarray (a scalar array for a 1-D X)
+        """
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.frobenius_norm(self, Xk)
+        else:
+            out = np.empty(Xk.shape[0], dtype=self.dtype)
+            for sl, J in self._jacobians(Xk, be):
+                out[sl] = np.sqrt(np.einsum("bij,bij->b", J, J))
+        return out[0] if squeeze else out
+
+    def log_singular_values(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+        """log of the singular values of each end-to-end Jacobian, descending, at any depth.
+
+        Returns
+        -------
+        (B, min(n_L, n_0)) or (min(n_L, n_0),) ndarray
+            -inf for singular values that are exactly zero (rank lost on the way).
+
+        Notes
+        -----
+        The product is never formed. A graded frame J = U diag(e^g) V is propagated:
+        at layer l, A = A_l U, its columns ordered by their scaled norms, A = Q R,
+        g <- log|R_ii| + g, V <- (R_ij / |R_ii|) e^{g_j - g_i} V, U <- Q. The singular values
+        are those of diag(e^{g - max g}) V, shifted by max g; where they fall below 1e-13 of
+        the largest (spreads beyond the floating-point range, at depths of hundreds of
+        layers) the graded scales g are returned, which is where they converge. The sum of
+        the logs is log|det J| exactly when J is square.
+        """
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.log_singular_values(self, Xk)
+        else:
+            p = min(self.widths[0], self.widths[-1])
+            out = np.empty((Xk.shape[0], p), dtype=self.dtype)
+            for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
+                logD, V, bound = self._frame(Xk[sl], be)
+                out[sl] = _ref.graded_log_singular_values(
+                    logD, V, p, lambda M: _batched_singular_values(M, be)
+                )
+                out[sl][np.arange(p)[None, :] >= bound[:, None]] = -np.inf
+        return out[0] if squeeze else out
+
+    def log_abs_det(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+        """log|det J(x)| for a square end-to-end Jacobian (n_L = n_0), stable at any depth.
+
+        Returns
+        -------
+        (B,) ndarray (a scalar array for a 1-D X); -inf where J is singular.
+
+        Raises
+        ------
+        ValueError
+            If n_L != n_0.
+        """
+        if self.widths[0] != self.widths[-1]:
+            raise ValueError(
+                f"log_abs_det needs a square end-to-end Jacobian; this network maps "
+                f"{self.widths[0]} inputs to {self.widths[-1]} outputs"
+            )
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.log_abs_det(self, Xk)
+        else:
+            out = np.empty(Xk.shape[0], dtype=self.dtype)
+            n0 = self.widths[0]
+            for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
+                logD, _, bound = self._frame(Xk[sl], be)
+                total = np.sum(logD, axis=1) if logD.shape[1] == n0 else np.full(len(bound), -np.inf)
+                out[sl] = np.where(bound == n0, total, -np.inf)
+        return out[0] if squeeze else out
+
+    def _frame_bytes(self) -> int:
+        return 6 * max(self.widths) * self.widths[0] * self.dtype.itemsize
+
+    def _frame(self, X: FloatArray, backend: str) -> tuple[FloatArray, FloatArray, IntArray]:
+        """Graded frame of a chunk: J = U diag(e^logD) V; returns logD (Bc, r), V (Bc, r, n0)
+        and the structural rank bound (Bc,) of jacgeom.reference.network.structural_rank_bound.
+
+        The vectorised twin of jacgeom.reference.network._frame (see its docstring).
+        """
+        B, n0 = X.shape
+        bound = np.full(B, min(self.widths), dtype=np.int64)
+        U: FloatArray = np.broadcast_to(np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0))
+        logD = np.zeros((B, n0), dtype=self.dtype)
+        V = np.broadcast_to(np.eye(n0, dtype=self.dtype), (B, n0, n0))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            for l, (_, d, state) in enumerate(self._layers(X, backend)):
+                if not self.residual:
+                    bound = np.minimum(bound, np.count_nonzero(d, axis=1))
+                    if self.norm == "layer":
+                        bound = np.minimum(bound, d.shape[1] - 1)
+                # U is kept as (n_l, B, r) so the layer applies as one gemm.
+                A = self._apply_layer_forward(l, U, d, state, B).transpose(1, 0, 2)
+                order = np.argsort(-(np.log(np.linalg.norm(A, axis=1)) + logD), axis=1, kind="stable")
+                A = np.take_along_axis(A, order[:, None, :], axis=2)
+                logD = np.take_along_axis(logD, order, axis=1)
+                V = np.take_along_axis(V, order[:, :, None], axis=1)
+                Q, R = np.linalg.qr(A)
+                k = R.shape[1]
+                diagR = np.diagonal(R, axis1=1, axis2=2)
+                diag = np.abs(diagR)
+                log_ratio = (
+                    np.log(np.abs(R)) - np.log(diag)[:, :, None] + logD[:, None, :] - logD[:, :k, None]
+                )
+                coeff = np.sign(R) * np.exp(np.minimum(log_ratio, 700.0))
+                alive = np.isfinite(logD[:, :k]) & (diag > 0)
+                coeff = np.where(np.isfinite(coeff) & alive[:, :, None], coeff, 0.0)
+                V = coeff @ V
+                logD = np.log(diag) + logD[:, :k]
+                U = np.ascontiguousarray(Q.transpose(1, 0, 2))
+        return logD, V, bound
+
+
+def _frozen(a: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
+    out = np.array(a, dtype=dtype, order="C", copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def _zero_fraction(Ds: list[FloatArray]) -> float:
+    total = sum(d.size for d in Ds)
+    return sum(int(d.size - np.count_nonzero(d)) for d in Ds) / total if total else 0.0
+
+
+def _derivatives(Z: FloatArray, act: Activation, backend: str) -> FloatArray:
+    if backend == "numpy" or act.is_custom:
+        return act.derivative(Z)
+    Zc = np.ascontiguousarray(Z)
+    if backend == "cpp":
+        assert _backends.core is not None
+        return _backends.core.derivatives(Zc, act.code, act.parameter)  # type: ignore[no-any-return]
+    assert _backends.numba_kernels is not None
+    return _backends.numba_kernels.derivatives(Zc, act.code, act.parameter)  # type: ignore[no-any-return]
+
+
+def _batched_singular_values(J: FloatArray, backend: str) -> FloatArray:
+    Jc = np.ascontiguousarray(J)
+    with _backends.single_threaded_blas():
+        if backend == "cpp":
+            assert _backends.core is not None
+            return _backends.core.batched_singular_values(Jc)  # type: ignore[no-any-return]
+        assert _backends.numba_kernels is not None
+        return _backends.numba_kernels.batched_singular_values(Jc)  # type: ignore[no-any-return]
+
+
+def _count_rank(s: FloatArray, shape: tuple[int, ...], tol: float | None, rtol: float | None) -> IntArray:
+    """numpy.linalg.matrix_rank's count from singular values of (r, c) matrices."""
+    if s.shape[1] == 0:
+        return np.zeros(s.shape[0], dtype=np.int64)
+    if tol is not None:
+        t = np.full(s.shape[0], tol)
+    else:
+        r = rtol if rtol is not None else max(shape) * np.finfo(s.dtype).eps
+        t = s[:, 0] * r
+    return np.count_nonzero(s > t[:, None], axis=1).astype(np.int64)

@@ -1,0 +1,239 @@
+"""Networks: every backend against the per-sample numpy reference, the reference against
+finite differences and explicit products, the identities of THEORY.md section 4."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jacgeom
+from jacgeom import Network
+from jacgeom.reference import network as ref
+
+VARIANTS = [
+    ([5, 7, 6, 4], {}),
+    ([6, 6, 6, 6], {"residual": True}),
+    ([5, 8, 3, 6], {"norm": "layer"}),
+    ([4, 4, 4], {"residual": True, "norm": "layer"}),
+    ([3, 2], {}),
+    ([9, 4, 4, 4, 4, 4, 4, 4, 2], {}),
+    ([2, 10, 10, 10, 12], {}),
+]
+ACTS = ["relu", "tanh", "gelu", "leaky_relu", "silu", "sigmoid"]
+
+
+def net_and_data(widths: list[int], kw: dict, act: str, dtype: type, B: int = 7, seed: int = 0) -> tuple[Network, np.ndarray]:
+    net = Network.random(widths, activation=act, seed=seed, sigma_b=0.2, dtype=dtype, **kw)
+    X = np.random.default_rng(seed + 1).standard_normal((B, widths[0])).astype(dtype)
+    return net, X
+
+
+def tol(dtype: type) -> float:
+    return 2e-4 if dtype == np.float32 else 1e-10
+
+
+@pytest.mark.parametrize(("widths", "kw"), VARIANTS)
+@pytest.mark.parametrize("act", ACTS)
+def test_jacobian_and_reductions_match_reference(widths: list[int], kw: dict, act: str, backend: str, dtype: type) -> None:
+    net, X = net_and_data(widths, kw, act, dtype)
+    J = net.jacobian(X, backend=backend)
+    Jr = ref.jacobian(net, X)
+    assert J.shape == (7, widths[-1], widths[0]) and J.dtype == dtype
+    scale = max(1.0, float(np.abs(Jr).max()))
+    np.testing.assert_allclose(J, Jr, rtol=0, atol=tol(dtype) * scale)
+    s = net.singular_values(X, backend=backend)
+    np.testing.assert_allclose(s, ref.singular_values(net, X), rtol=0, atol=tol(dtype) * scale * 10)
+    np.testing.assert_allclose(net.frobenius_norm(X, backend=backend), ref.frobenius_norm(net, X), rtol=tol(dtype) * 10)
+    np.testing.assert_array_equal(net.active_counts(X, backend=backend), ref.active_counts(net, X))
+    if dtype == np.float64:  # ranks compared where unambiguous: float64 random networks
+        np.testing.assert_array_equal(net.rank(X, backend=backend), ref.rank(net, X))
+        np.testing.assert_array_equal(net.layer_ranks(X, backend=backend), ref.layer_ranks(net, X))
+
+
+@pytest.mark.parametrize(("widths", "kw"), VARIANTS)
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
+def test_log_singular_values_agree_with_explicit_svd(widths: list[int], kw: dict, act: str, backend: str) -> None:
+    # Every singular value above 1e-8 of the largest: 1e-8 relative agreement of the logs.
+    net, X = net_and_data(widths, kw, act, np.float64, B=9)
+    s = np.linalg.svd(ref.jacobian(net, X), compute_uv=False)
+    got = net.log_singular_values(X, backend=backend)
+    assert got.shape == s.shape
+    keep = s > 1e-8 * s[:, :1]
+    with np.errstate(divide="ignore"):
+        want = np.log(s)
+    err = np.abs(got[keep] - want[keep]) / np.maximum(1.0, np.abs(want[keep]))
+    assert err.max(initial=0.0) <= 1e-8
+    with np.errstate(invalid="ignore"):  # -inf - -inf in the exactly-zero tail
+        steps = np.diff(got, axis=1)
+    assert np.all((steps <= 1e-12) | np.isnan(steps))  # descending
+
+
+@pytest.mark.parametrize("depth", [1, 5, 30])
+@pytest.mark.parametrize("act", ["tanh", "relu", "leaky_relu"])
+def test_log_abs_det_identities(depth: int, act: str, backend: str) -> None:
+    # log|det J| = sum of log singular values = sum_l (sum_i log|d_i| + log|det W_l|).
+    net, X = net_and_data([6] * (depth + 1), {}, act, np.float64, B=5)
+    ld = net.log_abs_det(X, backend=backend)
+    per_layer = np.zeros(5)
+    for l, z in enumerate(net.preactivations(X)):
+        with np.errstate(divide="ignore"):
+            per_layer += np.log(np.abs(net.activations[l].derivative(z))).sum(1)
+        per_layer += np.linalg.slogdet(net.weights[l])[1]
+    finite = np.isfinite(per_layer)
+    np.testing.assert_array_equal(np.isfinite(ld), finite)
+    np.testing.assert_allclose(ld[finite], per_layer[finite], rtol=1e-10)
+    ls = net.log_singular_values(X, backend=backend)
+    np.testing.assert_allclose(ls.sum(1)[finite], ld[finite], rtol=1e-10)
+    if depth <= 5:
+        np.testing.assert_allclose(ld[finite], np.linalg.slogdet(net.jacobian(X))[1][finite], rtol=1e-9)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_deep_stability_1000_layers(act: str) -> None:
+    net = Network.random([64] * 1001, activation=act, seed=0)
+    X = np.random.default_rng(1).standard_normal((3, 64))
+    ls = net.log_singular_values(X)
+    bound = np.min(net.active_counts(X), axis=1) if act == "relu" else np.full(3, 64)
+    for row, k in zip(ls, bound, strict=True):
+        assert np.all(np.isfinite(row[:k])) and np.all(row[k:] == -np.inf)
+    with np.errstate(all="ignore"):
+        naive_log = np.log(np.linalg.svd(net.jacobian(X), compute_uv=False))
+    # Singular values more than e^40 below the largest are lost in the explicit product
+    # (rounding, overflow or underflow); the frame keeps them finite.
+    deep = np.isfinite(ls) & (ls < ls[:, :1] - 40)
+    assert deep.any()
+    assert not np.any(np.isclose(naive_log[deep], ls[deep], rtol=1e-3))
+    ld = net.log_abs_det(X)
+    if act == "tanh":
+        per_layer = np.zeros(3)
+        for l, z in enumerate(net.preactivations(X)):
+            per_layer += np.log(net.activations[l].derivative(z)).sum(1) + np.linalg.slogdet(net.weights[l])[1]
+        np.testing.assert_allclose(ld, per_layer, rtol=1e-9)
+        np.testing.assert_allclose(ls.sum(1), ld, rtol=1e-9)
+    else:
+        assert np.all(ld == -np.inf)
+
+
+def test_reference_jacobian_matches_finite_differences() -> None:
+    for widths, kw in VARIANTS:
+        for act in ["tanh", "gelu", "softplus"]:
+            net, X = net_and_data(widths, kw, act, np.float64, B=2)
+            h = 1e-6
+            for x, J in zip(X, ref.jacobian(net, X), strict=True):
+                fd = np.stack([(net.forward(x + h * e) - net.forward(x - h * e)) / (2 * h)
+                               for e in np.eye(widths[0])], axis=1)
+                np.testing.assert_allclose(J, fd, rtol=1e-5, atol=1e-7)
+
+
+def test_forward_and_preactivations(backend: str) -> None:
+    net, X = net_and_data([5, 7, 6, 4], {}, "relu", np.float64)
+    np.testing.assert_allclose(net.forward(X), ref.forward(net, X), rtol=1e-12)
+    for z, zr in zip(net.preactivations(X), ref.preactivations(net, X), strict=True):
+        np.testing.assert_allclose(z, zr, rtol=1e-12)
+    assert net.forward(X[0]).shape == (4,)
+    assert [z.shape for z in net.preactivations(X[0])] == [(7,), (6,), (4,)]
+
+
+def test_rank_cannot_exceed_narrowest_active_layer(backend: str) -> None:
+    net, X = net_and_data([8, 8, 8, 8, 8], {}, "relu", np.float64, B=40)
+    ranks = net.rank(X, backend=backend)
+    bound = np.minimum(8, net.active_counts(X, backend=backend).min(axis=1))
+    np.testing.assert_array_equal(ranks, bound)  # THEORY.md: equality almost surely
+    assert np.all(np.diff(net.layer_ranks(X, backend=backend), axis=1) <= 0)
+
+
+def test_accumulation_order_and_active_path_agree() -> None:
+    # a classifier (wide input, narrow output) runs from the output side; compare both paths
+    for widths in ([64, 32, 32, 3], [3, 32, 32, 64]):
+        net, X = net_and_data(widths, {}, "relu", np.float64, B=6)
+        Jr = ref.jacobian(net, X)
+        assert net._reverse_is_cheaper() == (widths[-1] < widths[0])
+        for backend in jacgeom.backends():
+            np.testing.assert_allclose(net.jacobian(X, backend=backend), Jr, rtol=0, atol=1e-12)
+        layers = list(net._layers(X, "cpp"))
+        np.testing.assert_allclose(net._dense_forward(layers, 6), Jr, atol=1e-12)
+        np.testing.assert_allclose(net._dense_reverse(layers, 6), Jr, atol=1e-12)
+
+
+def test_chunking_gives_identical_results(backend: str) -> None:
+    net, X = net_and_data([6, 9, 9, 5], {}, "tanh", np.float64, B=23)
+    full = [net.jacobian(X, backend=backend), net.singular_values(X, backend=backend),
+            net.log_singular_values(X, backend=backend)]
+    net.memory_budget = 1  # one sample per chunk
+    small = [net.jacobian(X, backend=backend), net.singular_values(X, backend=backend),
+             net.log_singular_values(X, backend=backend)]
+    for a, b in zip(full, small, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_empty_and_single_batch(backend: str) -> None:
+    net, X = net_and_data([4, 5, 3], {}, "relu", np.float64)
+    assert net.jacobian(X[:0], backend=backend).shape == (0, 3, 4)
+    assert net.singular_values(X[:0], backend=backend).shape == (0, 3)
+    assert net.rank(X[:0], backend=backend).shape == (0,)
+    assert net.layer_ranks(X[:0], backend=backend).shape == (0, 2)
+    assert net.active_counts(X[:0], backend=backend).shape == (0, 2)
+    assert net.log_singular_values(X[:0], backend=backend).shape == (0, 3)
+    np.testing.assert_allclose(net.jacobian(X[0], backend=backend), ref.jacobian(net, X[:1])[0], atol=1e-12)
+    assert np.ndim(net.rank(X[0], backend=backend)) == 0
+
+
+def test_random_inits_and_spectral_norm() -> None:
+    for init in ["he", "xavier", "lecun", "orthogonal", "gaussian"]:
+        net = Network.random([50, 60, 40], init=init, seed=3, spectral_norm=0.9)
+        for W in net.weights:
+            assert np.linalg.norm(W, 2) <= 0.9 + 1e-12
+    q = Network.random([30, 30], init="orthogonal", seed=1).weights[0]
+    np.testing.assert_allclose(q @ q.T, np.eye(30), atol=1e-12)
+    w = Network.random([2000, 2000], init="he", seed=2).weights[0]
+    assert w.var() == pytest.approx(2 / 2000, rel=0.01)
+    w = Network.random([400, 100], init="gaussian", sigma_w=3.0, seed=2).weights[0]
+    assert w.var() == pytest.approx(9 / 400, rel=0.02)
+    a = Network.random([3, 4], seed=5).weights[0]
+    b = Network.random([3, 4], seed=5).weights[0]
+    np.testing.assert_array_equal(a, b)
+    assert Network.random([3, 4], dtype=np.float32).dtype == np.float32
+
+
+NETWORK_ERRORS = [
+    (lambda: Network([np.ones((3, 2)), np.ones((4, 5))]), ValueError,
+     r"weights\[1\] has shape \(4, 5\) but weights\[0\] has 3 rows; expected weights\[1\] of shape \(n_2, 3\)"),
+    (lambda: Network([np.ones((3, 2))], residual=True), ValueError, r"residual layers need square weights; weights\[0\]"),
+    (lambda: Network([np.ones((3, 2))], biases=[np.ones(2)]), ValueError, r"biases\[0\] has shape \(2,\) but weights\[0\] has 3 rows"),
+    (lambda: Network([np.ones((3, 2))], biases=[np.ones(3), np.ones(3)]), ValueError, r"biases must be a list of 1"),
+    (lambda: Network([]), TypeError, r"weights must be a non-empty list"),
+    (lambda: Network(np.ones((3, 2))), TypeError, r"weights must be a non-empty list"),
+    (lambda: Network([np.ones(3)]), ValueError, r"weights\[0\] has 1 dimension"),
+    (lambda: Network([np.ones((3, 2))], norm="batch"), ValueError, r"unknown norm 'batch'"),
+    (lambda: Network([np.ones((3, 2))], activation=["relu", "tanh"]), ValueError, r"activation has 2 entries for 1 layers"),
+    (lambda: Network([np.ones((3, 2))], activation="swish"), ValueError, r"unknown activation 'swish'"),
+    (lambda: Network([np.full((3, 2), np.nan)]), ValueError, r"weights\[0\] contains NaN"),
+    (lambda: Network([np.ones((3, 2), complex)]), TypeError, r"weights\[0\] has dtype complex128"),
+    (lambda: Network([np.ones((3, 2))], memory_budget=0), ValueError, r"memory_budget must be > 0"),
+    (lambda: Network.random([3]), ValueError, r"widths must hold at least two"),
+    (lambda: Network.random([3, 0]), ValueError, r"widths must hold at least two positive"),
+    (lambda: Network.random([3, 4], init="kaiming"), ValueError, r"unknown init 'kaiming'"),
+    (lambda: Network.random([3, 4], dtype=np.int32), TypeError, r"dtype must be float32 or float64"),
+    (lambda: Network.random([3, 4], spectral_norm=-1.0), ValueError, r"spectral_norm must be a finite number > 0"),
+    (lambda: Network.random([3, 4]).jacobian(np.ones((2, 5))), ValueError, r"X has shape \(2, 5\) but the network takes 3 inputs"),
+    (lambda: Network.random([3, 4]).jacobian(np.ones((2, 3)), backend="gpu"), ValueError, r"unknown backend 'gpu'"),
+    (lambda: Network.random([3, 4]).log_abs_det(np.ones((2, 3))), ValueError, r"log_abs_det needs a square end-to-end Jacobian"),
+    (lambda: Network.random([3, 4]).rank(np.ones((2, 3)), tol=1.0, rtol=1.0), ValueError, r"tol and rtol cannot both"),
+    (lambda: Network.random([3, 4]).jacobian(np.full((2, 3), np.inf)), ValueError, r"X contains NaN or Inf"),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "match"), NETWORK_ERRORS)
+def test_network_bad_inputs(make: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        make()  # type: ignore[operator]
+
+
+def test_weights_are_copied_and_read_only() -> None:
+    W = np.ones((3, 2))
+    net = Network([W])
+    W[0, 0] = 5.0
+    assert net.weights[0][0, 0] == 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        net.weights[0][0, 0] = 2.0
+    assert "Network(widths=[2, 3]" in repr(net) and net.depth == 1
