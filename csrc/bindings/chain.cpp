@@ -20,13 +20,20 @@ carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray
     if (W.empty() || W.size() != D.size()) throw py::value_error("need one D per W, at least one layer");
     jacgeom::ChainArgs<T> a;
     a.B = D[0].ndim() == 2 ? D[0].shape(0) : 0;
-    a.widths.push_back(W[0].shape(1));
+    // W[l] is (n_l, n_{l-1}) shared by all samples, or (B, n_l, n_{l-1}), one per sample.
+    a.widths.clear();
     for (size_t l = 0; l < W.size(); ++l) {
-        if (W[l].ndim() != 2 || D[l].ndim() != 2 || W[l].shape(1) != a.widths.back() ||
-            D[l].shape(1) != W[l].shape(0) || D[l].shape(0) != a.B)
+        const bool per_sample = W[l].ndim() == 3;
+        const int o = per_sample ? 1 : 0;
+        if ((W[l].ndim() != 2 && !per_sample) || (per_sample && W[l].shape(0) != a.B))
+            throw py::value_error("W[l] must be (n_l, n_{l-1}) or (B, n_l, n_{l-1})");
+        if (l == 0) a.widths.push_back(W[l].shape(1 + o));
+        if (D[l].ndim() != 2 || W[l].shape(1 + o) != a.widths.back() ||
+            D[l].shape(1) != W[l].shape(o) || D[l].shape(0) != a.B)
             throw py::value_error("W and D do not chain");
-        a.widths.push_back(W[l].shape(0));
+        a.widths.push_back(W[l].shape(o));
         a.W.push_back(W[l].data());
+        a.W_stride.push_back(per_sample ? W[l].shape(1) * W[l].shape(2) : 0);
         a.D.push_back(D[l].data());
     }
     a.reverse = reverse;

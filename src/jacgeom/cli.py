@@ -1,12 +1,17 @@
-"""Command line: ``jacgeom demo`` (or ``python -m jacgeom demo``)."""
+"""Command line: ``jacgeom mc`` (the Monte Carlo of rank collapse) and ``jacgeom demo``.
+
+Errors are one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,21 +60,143 @@ def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jacgeom", description=__doc__)
+DEFAULT_ACTIVATIONS = ["relu", "leaky_relu", "tanh", "gelu", "identity"]
+
+
+def _default_sweep(samples: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(point, spec fields) of the default story: width at depth 1, then depth at width 32."""
+    points = []
+    for act in DEFAULT_ACTIVATIONS:
+        for width in (8, 32, 128):
+            points.append(({"activation": act, "width": width, "depth": 1}, {}))
+        for depth in (4, 16):
+            points.append(({"activation": act, "width": 32, "depth": depth}, {}))
+    return [(p, {**p, "samples": samples if p["width"] < 128 else max(1, samples // 4)}) for p, _ in points]
+
+
+def _mc(args: argparse.Namespace) -> int:
+    from .montecarlo import Result, Spec, run, sweep_table
+
+    executor = None
+    client = None
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise SystemExit('--scheduler needs dask.distributed: pip install "jacgeom[dask]"') from None
+        try:
+            if args.scheduler.endswith(".json"):
+                client = Client(scheduler_file=args.scheduler, timeout=args.timeout)
+            else:
+                client = Client(args.scheduler, timeout=args.timeout)
+        except Exception as exc:  # noqa: BLE001 - reported as one line
+            raise SystemExit(f"cannot reach scheduler {args.scheduler}: {type(exc).__name__}: {exc}") from None
+        executor = client.get_executor(pure=False)
+    base: dict[str, Any] = {
+        k: v for k, v in {
+            "init": args.init, "sigma_w": args.sigma_w, "sigma_b": args.sigma_b,
+            "residual": args.residual, "norm": args.norm, "inputs": args.inputs,
+            "fresh_weights": not args.shared_weights, "seed": args.seed, "chunk_size": args.chunk_size,
+        }.items() if v is not None
+    }
+    if args.widths or args.width or args.depth or args.activation:
+        point: dict[str, Any] = {}
+        if args.widths:
+            point["widths"] = tuple(args.widths)
+        else:
+            point["width"] = args.width or 32
+            point["depth"] = args.depth or 1
+        point["activation"] = args.activation or "relu"
+        plan = [({k: v for k, v in point.items()}, {**point, "samples": args.samples or 20000})]
+    else:
+        plan = _default_sweep(args.samples or 4000)
+    progress: bool | str = False if args.quiet else True
+    results: list[tuple[dict[str, Any], Result]] = []
+    start = time.perf_counter()
+    try:
+        for point, fields in plan:
+            spec = Spec(**{**base, **fields})
+            out = None
+            if args.out:
+                from pathlib import Path
+
+                out = Path(args.out) / "_".join(f"{k}={v if not isinstance(v, tuple) else '-'.join(map(str, v))}" for k, v in point.items())
+            results.append((point, run(spec, executor=executor, progress=progress, out=out, workers=args.workers)))
+    finally:
+        if client is not None:
+            client.close()
+    elapsed = time.perf_counter() - start
+    if args.json:
+        json.dump([{"point": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
+                    "summary": r.summary()} for p, r in results], sys.stdout, indent=1, default=float)
+        print()
+    else:
+        print(sweep_table(results))
+        total = sum(r.samples for _, r in results)
+        print(f"\n{total} samples in {elapsed:.1f} s ({total / elapsed:,.0f} samples/s); theory: "
+              "closed forms of THEORY.md section 5 (relu, fresh Gaussian weights).")
+    if args.plot:
+        from .plot import monte_carlo_figure
+
+        monte_carlo_figure(results).savefig(args.plot, dpi=120)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jacgeom", description="What activations do to the geometry of networks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="rank collapse of a random relu layer vs theory")
-    p_demo.add_argument("--samples", type=int, default=4000)
-    p_demo.add_argument("--seed", type=int, default=0)
-    p_demo.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "numpy"])
+    mc = sub.add_parser("mc", help="Monte Carlo of rank collapse (default: a sweep that tells the story)")
+    mc.add_argument("--widths", type=int, nargs="+", help="n0 n1 ... nL (one experiment)")
+    mc.add_argument("--width", type=int)
+    mc.add_argument("--depth", type=int)
+    mc.add_argument("--activation")
+    mc.add_argument("--init", choices=["he", "xavier", "lecun", "orthogonal", "gaussian"])
+    mc.add_argument("--sigma-w", type=float)
+    mc.add_argument("--sigma-b", type=float)
+    mc.add_argument("--residual", action="store_true", default=None)
+    mc.add_argument("--norm", choices=["layer"])
+    mc.add_argument("--inputs", choices=["gaussian", "sphere", "manifold"])
+    mc.add_argument("--shared-weights", action="store_true", help="one network for all samples")
+    mc.add_argument("--samples", type=int)
+    mc.add_argument("--seed", type=int, default=0)
+    mc.add_argument("--chunk-size", type=int)
+    mc.add_argument("--out", help="checkpoint directory (resumes when rerun)")
+    mc.add_argument("--resume", action="store_true", help="resume from --out (the default when --out exists)")
+    mc.add_argument("--scheduler", help="dask scheduler address tcp://HOST:PORT or a scheduler file .json")
+    mc.add_argument("--timeout", type=float, default=10.0, help="seconds to reach the scheduler")
+    mc.add_argument("--workers", type=int, help="local threads")
+    mc.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
+    mc.add_argument("--plot", help="write figures to this PNG (needs matplotlib)")
+    mc.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo_p = sub.add_parser("demo", help="rank collapse of a random relu layer vs theory")
+    demo_p.add_argument("--samples", type=int, default=4000)
+    demo_p.add_argument("--seed", type=int, default=0)
+    demo_p.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "numpy"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    try:
+        if args.command == "mc":
+            if args.samples is not None and args.samples < 1:
+                raise ValueError("--samples must be >= 1")
+            return _mc(args)
         if args.samples < 1:
-            parser.error("--samples must be >= 1")
+            raise ValueError("--samples must be >= 1")
         start = time.perf_counter()
         print(demo(args.samples, args.seed, args.backend))
         print(f"\n({time.perf_counter() - start:.2f} s)")
-    return 0
+        return 0
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        print(f"jacgeom: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(f"jacgeom: error: {exc.code}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ using index_t = std::int64_t;
 template <class T>
 struct ChainArgs {
     std::vector<const T*> W;  // layer l: (widths[l+1], widths[l]) row-major
+    std::vector<index_t> W_stride;  // 0: shared by all samples; else elements per sample
     std::vector<const T*> D;  // layer l: (B, widths[l+1]) row-major
     std::vector<index_t> widths;  // n0, n1, ..., nL
     index_t B;
@@ -77,7 +78,7 @@ void chain_active(const ChainArgs<T>& a) {
                 const auto& rows = S[static_cast<size_t>(l + 1)];
                 const auto& cols = S[static_cast<size_t>(l)];
                 const index_t ncol = a.widths[static_cast<size_t>(l)];
-                const T* W = a.W[static_cast<size_t>(l)];
+                const T* W = a.W[static_cast<size_t>(l)] + b * a.W_stride[static_cast<size_t>(l)];
                 const T* d = a.D[static_cast<size_t>(l)] + b * a.widths[static_cast<size_t>(l + 1)];
                 const index_t kc = static_cast<index_t>(cols.size());
                 for (size_t r = 0; r < rows.size(); ++r) {

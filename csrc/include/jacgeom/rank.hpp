@@ -37,7 +37,8 @@ struct RankTolerance {
 template <class T>
 struct MaskedRankArgs {
     const T* W;
-    const double* row_gram;  // (m, m) = W W^T in double, or nullptr
+    index_t W_stride;        // 0: one W for every mask; m * n: one W per mask
+    const double* row_gram;  // (m, m) = W W^T in double, or nullptr (only with W_stride 0)
     const T* scale;          // (U, m): row i of mask u is kept, scaled, when scale != 0
     index_t U, m, n;
     RankTolerance tol;
@@ -67,11 +68,16 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
     const index_t m = a.m, n = a.n, pmax = std::min(m, n);
     const double eps_d = std::numeric_limits<double>::epsilon();
     const double eps_t = std::numeric_limits<T>::epsilon();
-    std::vector<double> row_norm2(static_cast<size_t>(m));
-    for (index_t i = 0; i < m; ++i) {
-        double acc = 0;
-        for (index_t j = 0; j < n; ++j) acc += double(a.W[i * n + j]) * double(a.W[i * n + j]);
-        row_norm2[static_cast<size_t>(i)] = acc;
+    // Squared row norms of every W, in double (once per distinct W).
+    const index_t nW = a.W_stride ? a.U : 1;
+    std::vector<double> row_norm2(static_cast<size_t>(std::max<index_t>(1, nW * m)));
+    for (index_t w = 0; w < nW; ++w) {
+        const T* Wb = a.W + w * a.W_stride;
+        for (index_t i = 0; i < m; ++i) {
+            double acc = 0;
+            for (index_t j = 0; j < n; ++j) acc += double(Wb[i * n + j]) * double(Wb[i * n + j]);
+            row_norm2[static_cast<size_t>(w * m + i)] = acc;
+        }
     }
     std::atomic<std::int64_t> fallbacks{0};
     parallel_for(a.U, 1, [&](index_t, index_t begin, index_t end) {
@@ -85,12 +91,14 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
         std::int64_t local_fallbacks = 0;
         for (index_t u = begin; u < end; ++u) {
             const T* sc = a.scale + u * m;
+            const T* W = a.W + u * a.W_stride;
+            const double* rn2 = row_norm2.data() + (a.W_stride ? u * m : 0);
             index_t k = 0;
             double fro2 = 0;
             for (index_t i = 0; i < m; ++i) {
                 if (sc[i] != T(0)) {
                     idx[static_cast<size_t>(k++)] = i;
-                    fro2 += double(sc[i]) * double(sc[i]) * row_norm2[static_cast<size_t>(i)];
+                    fro2 += double(sc[i]) * double(sc[i]) * rn2[i];
                 }
             }
             const index_t p = std::min(k, n);
@@ -104,7 +112,7 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
             if (!sv) {
                 const int pp = static_cast<int>(p);
                 const int nn = static_cast<int>(n), kk = static_cast<int>(k);
-                if (k <= n && a.row_gram) {
+                if (k <= n && a.row_gram && !a.W_stride) {
                     for (index_t c = 0; c < p; ++c) {
                         const index_t ic = idx[static_cast<size_t>(c)];
                         const double sc_c = double(sc[ic]);
@@ -119,7 +127,7 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
                     for (index_t r = 0; r < k; ++r) {
                         const index_t i = idx[static_cast<size_t>(r)];
                         const double si = double(sc[i]);
-                        const T* w = a.W + i * n;
+                        const T* w = W + i * n;
                         double* o = Ad.data() + r * n;
                         for (index_t j = 0; j < n; ++j) o[j] = si * double(w[j]);
                     }
@@ -155,7 +163,7 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
             for (index_t r = 0; r < k; ++r) {
                 const index_t i = idx[static_cast<size_t>(r)];
                 const T si = sc[i];
-                const T* w = a.W + i * n;
+                const T* w = W + i * n;
                 T* o = At.data() + r * n;
                 for (index_t j = 0; j < n; ++j) o[j] = si * w[j];
             }

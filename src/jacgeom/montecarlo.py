@@ -1,0 +1,679 @@
+"""Monte Carlo of rank collapse: how often, and by how much, activations make the Jacobian
+of a random network lose rank and conditioning.
+
+An experiment is a plain, serialisable :class:`Spec`. :func:`run` splits its samples into
+chunks of ``chunk_size``; chunk i draws everything from ``SeedSequence(seed, spawn_key=(i,))``,
+so results depend only on (spec, seed, chunk size), never on the executor, the number of
+workers or the order in which chunks finish. Chunks run locally on a thread pool (the
+kernels release the GIL) or on any ``concurrent.futures.Executor``, such as a
+``dask.distributed`` client's ``get_executor()``. With ``out=DIR`` every finished chunk is
+written atomically and a rerun resumes.
+
+Recorded per sample (arrays of :attr:`Result.data`):
+
+=================  =========  ================================================================
+key                shape      meaning
+=================  =========  ================================================================
+active_counts      (N, L)     units with phi'(z) != 0 in each layer
+layer_ranks        (N, L)     rank of each layer's Jacobian (numpy.linalg.matrix_rank rule)
+rank               (N,)       rank of the end-to-end Jacobian
+log_smax, log_smin (N,)       log of its largest and smallest singular value (-inf if 0)
+log_cond           (N,)       log_smax - log_smin (inf when singular)
+frobenius2         (N,)       squared Frobenius norm
+log_volume         (N,)       sum of log singular values when n_L >= n_0 (-inf if rank < n_0),
+                              NaN when n_L < n_0
+=================  =========  ================================================================
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import _backends, theory
+from .activations import activation as _lookup
+from .network import Network, _derivatives
+
+__all__ = ["Result", "Spec", "run", "sweep", "sweep_table"]
+
+_INPUTS = ("gaussian", "sphere", "manifold")
+_MANIFOLDS = ("linear", "curved")
+RETRIES = 2
+_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One Monte Carlo experiment.
+
+    Parameters
+    ----------
+    widths : tuple of int, optional
+        [n_0, ..., n_L]. Alternatively give ``width`` and ``depth`` (widths = [width] * (depth + 1)).
+    width, depth : int, optional
+    activation : str or tuple of str, default "relu"
+        One activation, or one per layer.
+    init : {"he", "xavier", "lecun", "orthogonal", "gaussian"}, default "he"
+    sigma_w : float, optional
+        Gain for "gaussian" and "orthogonal".
+    sigma_b : float, default 0.0
+        Biases iid N(0, sigma_b^2).
+    residual : bool, default False
+    norm : {None, "layer"}, default None
+    inputs : {"gaussian", "sphere", "manifold"}, default "gaussian"
+        x ~ N(0, I); uniform on the unit sphere; or on a random ``manifold_dim``-dimensional
+        manifold through the origin region: "linear" (a random subspace, Gaussian coordinates)
+        or "curved" (the image of Gaussian coordinates under a fixed random smooth map, a
+        sine embedding), fixed for the whole experiment.
+    manifold_dim : int, default 2
+    manifold : {"linear", "curved"}, default "curved"
+    fresh_weights : bool, default True
+        Every sample draws its own network (the model of THEORY.md's closed forms); False
+        shares one network drawn from the seed.
+    samples : int, default 10000
+    seed : int, default 0
+    chunk_size : int, default 2000
+    """
+
+    widths: tuple[int, ...] | None = None
+    width: int | None = None
+    depth: int | None = None
+    activation: str | tuple[str, ...] = "relu"
+    init: str = "he"
+    sigma_w: float | None = None
+    sigma_b: float = 0.0
+    residual: bool = False
+    norm: str | None = None
+    inputs: str = "gaussian"
+    manifold_dim: int = 2
+    manifold: str = "curved"
+    fresh_weights: bool = True
+    samples: int = 10000
+    seed: int = 0
+    chunk_size: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.widths is not None:
+            object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if isinstance(self.activation, list):
+            object.__setattr__(self, "activation", tuple(self.activation))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that is not valid."""
+        w = self.resolved_widths()
+        if len(w) < 2 or min(w) < 1:
+            raise ValueError(f"widths must hold at least two positive integers, got {list(w)}")
+        acts = (self.activation,) if isinstance(self.activation, str) else self.activation
+        for a in acts:
+            _lookup(a)
+        if not isinstance(self.activation, str) and len(acts) != len(w) - 1:
+            raise ValueError(f"activation has {len(acts)} entries for {len(w) - 1} layers")
+        if self.init not in ("he", "xavier", "lecun", "orthogonal", "gaussian"):
+            raise ValueError(f"unknown init {self.init!r}; valid choices: he, xavier, lecun, orthogonal, gaussian")
+        if self.residual and len(set(w)) != 1:
+            raise ValueError(f"residual networks need equal widths, got {list(w)}")
+        if self.norm not in (None, "layer"):
+            raise ValueError(f"unknown norm {self.norm!r}; valid choices: None, 'layer'")
+        if self.inputs not in _INPUTS:
+            raise ValueError(f"unknown inputs {self.inputs!r}; valid choices: {', '.join(_INPUTS)}")
+        if self.manifold not in _MANIFOLDS:
+            raise ValueError(f"unknown manifold {self.manifold!r}; valid choices: linear, curved")
+        if not 1 <= self.manifold_dim <= w[0]:
+            raise ValueError(f"manifold_dim must be in [1, {w[0]}], got {self.manifold_dim}")
+        if self.samples < 1 or self.chunk_size < 1:
+            raise ValueError("samples and chunk_size must be >= 1")
+        if not (math.isfinite(self.sigma_b) and self.sigma_b >= 0):
+            raise ValueError(f"sigma_b must be a finite number >= 0, got {self.sigma_b}")
+        if self.sigma_w is not None and not (math.isfinite(self.sigma_w) and self.sigma_w >= 0):
+            raise ValueError(f"sigma_w must be a finite number >= 0, got {self.sigma_w}")
+
+    def resolved_widths(self) -> tuple[int, ...]:
+        if self.widths is not None:
+            return self.widths
+        if self.width is None or self.depth is None:
+            raise ValueError("give widths, or width and depth")
+        return (int(self.width),) * (int(self.depth) + 1)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.samples // self.chunk_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["widths"] = list(self.resolved_widths())
+        d["width"] = d["depth"] = None
+        if isinstance(self.activation, tuple):
+            d["activation"] = list(self.activation)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Spec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"unknown spec field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> Spec:
+        d = self.to_dict()
+        if "width" in changes or "depth" in changes:
+            d["widths"] = None
+        d.update(changes)
+        return Spec.from_dict(d)
+
+
+# ------------------------------------------------------------------------------ one chunk
+
+
+def _chunk_rng(spec: Spec, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
+
+
+def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+    n0 = spec.resolved_widths()[0]
+    if spec.inputs == "gaussian":
+        return rng.standard_normal((n, n0))
+    if spec.inputs == "sphere":
+        x = rng.standard_normal((n, n0))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    # The manifold is fixed for the experiment: drawn from the seed alone.
+    mrng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2**31, 1)))
+    k = spec.manifold_dim
+    basis = np.linalg.qr(mrng.standard_normal((n0, k)))[0]  # (n0, k) orthonormal
+    t = rng.standard_normal((n, k))
+    if spec.manifold == "linear":
+        return t @ basis.T
+    freq = mrng.standard_normal((k, n0))
+    phase = mrng.uniform(0, 2 * np.pi, n0)
+    return t @ basis.T + 0.5 * np.sin(t @ freq + phase)
+
+
+def _draw_weights(spec: Spec, rng: np.random.Generator, n: int) -> tuple[list[Any], list[Any]]:
+    w = spec.resolved_widths()
+    Ws, bs = [], []
+    for fan_in, fan_out in zip(w[:-1], w[1:], strict=True):
+        if spec.init == "orthogonal":
+            big, small = max(fan_in, fan_out), min(fan_in, fan_out)
+            q, r = np.linalg.qr(rng.standard_normal((n, big, small)))
+            q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
+            W = q if fan_out >= fan_in else np.swapaxes(q, 1, 2)
+            W = np.ascontiguousarray(W) * (1.0 if spec.sigma_w is None else spec.sigma_w)
+        else:
+            var = {
+                "he": 2.0 / fan_in,
+                "xavier": 2.0 / (fan_in + fan_out),
+                "lecun": 1.0 / fan_in,
+                "gaussian": (1.0 if spec.sigma_w is None else spec.sigma_w) ** 2 / fan_in,
+            }[spec.init]
+            W = rng.standard_normal((n, fan_out, fan_in))
+            W *= math.sqrt(var)
+        Ws.append(W)
+        bs.append(rng.standard_normal((n, fan_out)) * spec.sigma_b if spec.sigma_b else np.zeros((n, fan_out)))
+    return Ws, bs
+
+
+def _shared_network(spec: Spec) -> Network:
+    seed = np.random.SeedSequence(spec.seed, spawn_key=(2**31, 0))
+    return Network.random(
+        list(spec.resolved_widths()), activation=_activations(spec), init=spec.init,
+        sigma_w=spec.sigma_w, sigma_b=spec.sigma_b, residual=spec.residual, norm=spec.norm,
+        seed=np.random.default_rng(seed),
+    )
+
+
+def _activations(spec: Spec) -> list[str]:
+    L = len(spec.resolved_widths()) - 1
+    return [spec.activation] * L if isinstance(spec.activation, str) else list(spec.activation)
+
+
+def _count(s: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.int64]:
+    if s.shape[1] == 0:
+        return np.zeros(s.shape[0], dtype=np.int64)
+    tol = s[:, :1] * max(shape) * np.finfo(s.dtype).eps
+    return np.count_nonzero(s > tol, axis=1).astype(np.int64)
+
+
+def _singular_values(A: NDArray[np.float64], backend: str) -> NDArray[np.float64]:
+    A = np.ascontiguousarray(A)
+    if backend == "numpy":
+        return np.linalg.svd(A, compute_uv=False)
+    kernels = _backends.core if backend == "cpp" else _backends.numba_kernels
+    with _backends.single_threaded_blas():
+        return kernels.batched_singular_values(A)  # type: ignore[union-attr, no-any-return]
+
+
+def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str, NDArray[Any]]:
+    """Statistics of the samples of chunk ``index`` (a pure function of spec and index).
+
+    Returns
+    -------
+    dict of per-sample arrays, keys as in the module docstring
+    """
+    be = _backends.resolve(backend)
+    start = index * spec.chunk_size
+    n = min(spec.chunk_size, spec.samples - start)
+    if n <= 0:
+        raise ValueError(f"chunk {index} is outside the {spec.n_chunks} chunks of this spec")
+    rng = _chunk_rng(spec, index)
+    widths = spec.resolved_widths()
+    L, n0, nL = len(widths) - 1, widths[0], widths[-1]
+    X = _draw_inputs(spec, rng, n)
+    acts = [_lookup(a) for a in _activations(spec)]
+    if spec.fresh_weights:
+        Ws, bs = _draw_weights(spec, rng, n)
+    else:
+        net = _shared_network(spec)
+        Ws = [np.broadcast_to(W, (n,) + W.shape) for W in net.weights]
+        bs = [np.broadcast_to(b, (n,) + b.shape) for b in net.biases]
+    active = np.empty((n, L), dtype=np.int64)
+    layer_ranks = np.empty((n, L), dtype=np.int64)
+    Ds, layer_jacobians = [], []
+    h = X
+    plain = not spec.residual and spec.norm is None
+    for l in range(L):
+        W = Ws[l]
+        z = np.matmul(W, h[:, :, None])[:, :, 0] + bs[l]
+        arg = z
+        if spec.norm == "layer":
+            mu = z.mean(axis=1, keepdims=True)
+            sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + 1e-5)
+            arg = (z - mu) / sigma[:, None]
+        d = _derivatives(np.ascontiguousarray(arg), acts[l], be)
+        active[:, l] = np.count_nonzero(d, axis=1)
+        a = acts[l].phi(arg)
+        h = h + a if spec.residual else a
+        if plain:
+            Ds.append(np.ascontiguousarray(d))
+            if be == "cpp":
+                assert _backends.core is not None
+                with _backends.single_threaded_blas():
+                    layer_ranks[:, l] = _backends.core.masked_rank(
+                        np.ascontiguousarray(W), Ds[-1], None, 0, 0.0, False
+                    )[0]
+            else:
+                A = d[:, :, None] * W
+                layer_ranks[:, l] = _rank_of_rows(A, d, be)
+        else:
+            m = W.shape[1]
+            A = W
+            if spec.norm == "layer":
+                JN = (np.eye(m) - 1.0 / m - arg[:, :, None] * arg[:, None, :] / m) / sigma[:, None, None]
+                A = JN @ W
+            A = d[:, :, None] * A
+            if spec.residual:
+                A = A + np.eye(m)
+            layer_jacobians.append(A)
+            layer_ranks[:, l] = _count(_singular_values(A, be), A.shape[1:])
+    if plain and be == "cpp":
+        assert _backends.core is not None
+        with _backends.single_threaded_blas():
+            J = _backends.core.chain_active(
+                [np.ascontiguousarray(W) for W in Ws], Ds, nL * n0 < n0 * n0 and nL < n0
+            )
+    else:
+        mats = [d[:, :, None] * W for d, W in zip(Ds, Ws, strict=True)] if plain else layer_jacobians
+        J = mats[0]
+        for A in mats[1:]:
+            J = A @ J
+    s = _singular_values(J, be)
+    with np.errstate(divide="ignore"):
+        logs = np.log(s)
+    rank = _count(s, (nL, n0))
+    p = s.shape[1]
+    log_smax = logs[:, 0] if p else np.full(n, -np.inf)
+    log_smin = logs[:, -1] if p else np.full(n, -np.inf)
+    with np.errstate(invalid="ignore"):
+        log_cond = np.where(rank == p, log_smax - log_smin, np.inf)
+    if nL >= n0:
+        log_volume = np.where(rank == n0, logs.sum(axis=1), -np.inf)
+    else:
+        log_volume = np.full(n, np.nan)
+    return {
+        "active_counts": active,
+        "layer_ranks": layer_ranks,
+        "rank": rank,
+        "log_smax": log_smax,
+        "log_smin": log_smin,
+        "log_cond": log_cond,
+        "frobenius2": np.sum(s * s, axis=1),
+        "log_volume": log_volume,
+    }
+
+
+def _rank_of_rows(A: NDArray[np.float64], d: NDArray[np.float64], backend: str) -> NDArray[np.int64]:
+    """matrix_rank of the non-zero rows of each A[b] (k_b rows decide the tolerance)."""
+    s = _singular_values(A, backend)
+    k = np.count_nonzero(d, axis=1)
+    tol = s[:, :1] * np.maximum(k, A.shape[2])[:, None] * np.finfo(s.dtype).eps
+    return np.count_nonzero(s > tol, axis=1).astype(np.int64)
+
+
+def _chunk_task(spec_dict: dict[str, Any], index: int) -> tuple[int, dict[str, NDArray[Any]]]:
+    # Module-level and taking plain data, so process pools and dask workers can run it.
+    return index, chunk_statistics(Spec.from_dict(spec_dict), index)
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclasses.dataclass
+class Result:
+    """Per-sample statistics of one experiment, and their summary.
+
+    Attributes
+    ----------
+    spec : Spec
+    data : dict of str to ndarray
+        Per-sample arrays (see the module docstring), samples in chunk order.
+    """
+
+    spec: Spec
+    data: dict[str, NDArray[Any]]
+
+    @property
+    def samples(self) -> int:
+        return int(self.data["rank"].shape[0])
+
+    def probability(self, event: NDArray[np.bool_], level: float = 0.95) -> dict[str, float]:
+        k = int(np.count_nonzero(event))
+        lo, hi = theory.clopper_pearson(k, event.size, level)
+        return {"p": k / event.size if event.size else float("nan"), "lo": lo, "hi": hi, "count": k}
+
+    def theory(self) -> dict[str, float]:
+        """Closed forms of THEORY.md section 5 that apply to this spec (may be empty).
+
+        They hold for relu with fresh zero-mean Gaussian weights per sample and symmetric
+        (zero-mean) biases, without residual connections or normalisation.
+        """
+        s = self.spec
+        w = s.resolved_widths()
+        acts = _activations(s)
+        if not (
+            s.fresh_weights and set(acts) == {"relu"} and not s.residual and s.norm is None
+            and s.init in ("he", "xavier", "lecun", "gaussian")
+        ):
+            return {}
+        r = min(w[0], w[-1])
+        out = {"active_fraction": 0.5, "p_rank_deficient": 1.0 - theory.p_rank_at_least(w, r)}
+        if len(w) == 2:
+            out["p_any_zeroed"] = theory.p_any_zeroed(w[1])
+        return out
+
+    def summary(self, level: float = 0.95) -> dict[str, Any]:
+        """Means, standard deviations and quantiles of every statistic; probabilities with
+        exact Clopper-Pearson intervals; the closed forms beside them where known."""
+        w = self.spec.resolved_widths()
+        p = min(w[0], w[-1])
+        out: dict[str, Any] = {"samples": self.samples, "widths": list(w)}
+        out["p_rank_deficient"] = self.probability(self.data["rank"] < p, level)
+        out["p_any_zeroed"] = self.probability(np.any(self.data["active_counts"] < np.array(w[1:]), axis=1), level)
+        frac = self.data["active_counts"] / np.array(w[1:])
+        out["active_fraction"] = _stats(frac.mean(axis=1))
+        out["rank_fraction"] = _stats(self.data["rank"] / p)
+        for key in ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume"):
+            out[key] = _stats(self.data[key])
+        out["theory"] = self.theory()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "spec": self.spec.to_dict(), "data": {k: v.tolist() for k, v in self.data.items()}}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write to an .npz file (spec as JSON inside)."""
+        arrays = {f"data_{k}": v for k, v in self.data.items()}
+        _atomic_savez(Path(path), spec=np.array(json.dumps(self.spec.to_dict())), **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Result:
+        with np.load(Path(path), allow_pickle=False) as f:
+            spec = Spec.from_dict(json.loads(str(f["spec"])))
+            data = {k[5:]: f[k] for k in f.files if k.startswith("data_")}
+        return cls(spec, data)
+
+
+def _stats(x: NDArray[Any]) -> dict[str, float]:
+    x = np.asarray(x, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    # Quantiles as order statistics (inverted CDF): defined for infinite values too.
+    n = x.size
+    srt = np.sort(x)
+    q = [srt[min(n - 1, int(math.ceil(f * n)) - 1 if f * n >= 1 else 0)] for f in (0.05, 0.25, 0.5, 0.75, 0.95)] if n else [np.nan] * 5
+    # Interval for the median from the binomial order statistics (distribution-free).
+    half = 1.96 * math.sqrt(n) / 2
+    lo_i, hi_i = max(0, int(math.floor(n / 2 - half))), min(n - 1, int(math.ceil(n / 2 + half)))
+    return {
+        "mean": float(finite.mean()) if finite.size else float("nan"),
+        "std": float(finite.std()) if finite.size > 1 else float("nan"),
+        "finite_fraction": float(finite.size / n) if n else float("nan"),
+        "q05": float(q[0]), "q25": float(q[1]), "median": float(q[2]), "q75": float(q[3]), "q95": float(q[4]),
+        "median_lo": float(srt[lo_i]) if n else float("nan"),
+        "median_hi": float(srt[hi_i]) if n else float("nan"),
+    }
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _atomic_savez(path: Path, **arrays: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _chunk_path(out: Path, index: int) -> Path:
+    return out / f"chunk-{index:06d}.npz"
+
+
+def _prepare_out(out: Path, spec: Spec) -> dict[int, dict[str, NDArray[Any]]]:
+    """Create or check the checkpoint directory; return the chunks already finished."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"out directory {str(out)!r} is not writable: {exc}") from exc
+    spec_file = out / "spec.json"
+    mine = spec.to_dict()
+    if spec_file.exists():
+        theirs = json.loads(spec_file.read_text())
+        if theirs != mine:
+            diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+            k = diff[0]
+            raise ValueError(
+                f"out directory {str(out)!r} holds results of a different spec ({k}: "
+                f"{theirs.get(k)!r} there, {mine.get(k)!r} here); use another directory"
+            )
+    else:
+        tmp = spec_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(mine, indent=1))
+        os.replace(tmp, spec_file)
+    done: dict[int, dict[str, NDArray[Any]]] = {}
+    for i in range(spec.n_chunks):
+        path = _chunk_path(out, i)
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    done[i] = {k: f[k] for k in f.files}
+            except Exception:  # noqa: BLE001 - a damaged chunk is recomputed
+                path.unlink(missing_ok=True)
+    return done
+
+
+def run(
+    spec: Spec,
+    executor: cf.Executor | None = None,
+    progress: bool | str = True,
+    out: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    retries: int = RETRIES,
+) -> Result:
+    """Run a Monte Carlo experiment.
+
+    Parameters
+    ----------
+    spec : Spec
+    executor : concurrent.futures.Executor, optional
+        Where chunks run. Default: a local thread pool of ``workers`` threads (all cores).
+        For several machines, a dask.distributed ``Client(...).get_executor()``.
+    progress : bool or "always", default True
+        A tqdm bar on stderr (samples per second, time left) when stderr is a terminal;
+        "always" shows it anyway, False never.
+    out : path, optional
+        Checkpoint directory: spec.json and one atomically written file per finished
+        chunk. Rerunning the same spec resumes; a different spec is refused.
+    workers : int, optional
+        Threads of the default local pool.
+    retries : int, default 2
+        A chunk that raises is resubmitted this many times before the run stops with an
+        error naming the chunk (finished chunks stay on disk).
+
+    Returns
+    -------
+    Result
+
+    Examples
+    --------
+    >>> from jacgeom.montecarlo import Spec, run
+    >>> res = run(Spec(widths=(10, 10), samples=4000, seed=1), progress=False)
+    >>> s = res.summary()
+    >>> s["p_rank_deficient"]["lo"] <= s["theory"]["p_rank_deficient"] <= s["p_rank_deficient"]["hi"]
+    True
+    """
+    if not isinstance(spec, Spec):
+        raise TypeError(f"spec must be a jacgeom.montecarlo.Spec, got {type(spec).__name__}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    out_dir = Path(out) if out is not None else None
+    results: dict[int, dict[str, NDArray[Any]]] = _prepare_out(out_dir, spec) if out_dir else {}
+    todo = [i for i in range(spec.n_chunks) if i not in results]
+    bar = _progress_bar(spec, progress, sum(_chunk_len(spec, i) for i in results))
+    own = executor is None
+    pool = executor or cf.ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    spec_dict = spec.to_dict()
+    attempts = dict.fromkeys(todo, 0)
+    try:
+        pending = {pool.submit(_chunk_task, spec_dict, i): i for i in todo}
+        while pending:
+            finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                i = pending.pop(fut)
+                try:
+                    _, stats = fut.result()
+                except Exception as exc:  # noqa: BLE001 - retried, then reported with the chunk
+                    attempts[i] += 1
+                    if attempts[i] > retries:
+                        for other in pending:
+                            other.cancel()
+                        raise RuntimeError(
+                            f"chunk {i} (samples {i * spec.chunk_size} to "
+                            f"{i * spec.chunk_size + _chunk_len(spec, i) - 1}) failed "
+                            f"{attempts[i]} times; last error: {type(exc).__name__}: {exc}"
+                        ) from exc
+                    pending[pool.submit(_chunk_task, spec_dict, i)] = i
+                    continue
+                if out_dir is not None:
+                    _atomic_savez(_chunk_path(out_dir, i), **stats)
+                results[i] = stats
+                if bar is not None:
+                    bar.update(_chunk_len(spec, i))
+    finally:
+        if own:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    keys = results[0].keys()
+    data = {k: np.concatenate([results[i][k] for i in range(spec.n_chunks)]) for k in keys}
+    return Result(spec, data)
+
+
+def _chunk_len(spec: Spec, i: int) -> int:
+    return min(spec.chunk_size, spec.samples - i * spec.chunk_size)
+
+
+def _progress_bar(spec: Spec, progress: bool | str, initial: int) -> Any:
+    if progress is False or (progress != "always" and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=spec.samples, initial=initial, unit="samples", unit_scale=True, file=sys.stderr, leave=False)
+
+
+def sweep(base: Spec, grid: dict[str, Iterable[Any]], **run_kwargs: Any) -> list[tuple[dict[str, Any], Result]]:
+    """Run ``base`` at every point of a grid over spec fields (the Cartesian product).
+
+    Parameters
+    ----------
+    base : Spec
+    grid : dict of field name to values
+        For example {"width": [8, 32], "depth": [1, 4], "activation": ["relu", "tanh"]}.
+    **run_kwargs
+        Passed to :func:`run` (executor, progress, workers); ``out`` becomes one
+        sub-directory per point.
+
+    Returns
+    -------
+    list of (point, Result), in grid order
+    """
+    import itertools
+
+    names = list(grid)
+    out = run_kwargs.pop("out", None)
+    results = []
+    for values in itertools.product(*(list(grid[k]) for k in names)):
+        point = dict(zip(names, values, strict=True))
+        spec = base.replace(**point)
+        sub = None if out is None else Path(out) / "_".join(f"{k}={_label(v)}" for k, v in point.items())
+        results.append((point, run(spec, out=sub, **run_kwargs)))
+    return results
+
+
+def _label(v: Any) -> str:
+    return "-".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def sweep_table(results: Sequence[tuple[dict[str, Any], Result]]) -> str:
+    """One markdown table for a sweep: P(rank-deficient), rank / width, median condition."""
+    if not results:
+        return ""
+    names = list(results[0][0])
+    head = names + ["samples", "P(rank-deficient) [95% CI]", "theory", "mean rank / width [95% CI]",
+                    "median log10 cond [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for point, res in results:
+        s = res.summary()
+        pr = s["p_rank_deficient"]
+        th = s["theory"].get("p_rank_deficient")
+        rf = s["rank_fraction"]
+        half = 1.96 * rf["std"] / math.sqrt(res.samples) if res.samples > 1 else float("nan")
+        lc = s["log_cond"]
+        l10 = 1 / math.log(10)
+        cells = [_label(point[k]) for k in names] + [
+            str(res.samples),
+            f"{pr['p']:.4f} [{pr['lo']:.4f}, {pr['hi']:.4f}]",
+            "" if th is None else f"{th:.4f}",
+            f"{rf['mean']:.3f} [{rf['mean'] - half:.3f}, {rf['mean'] + half:.3f}]",
+            f"{lc['median'] * l10:.2f} [{lc['median_lo'] * l10:.2f}, {lc['median_hi'] * l10:.2f}]",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
