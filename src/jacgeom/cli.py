@@ -67,7 +67,7 @@ def _default_sweep(samples: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(point, spec fields) of the default story: width at depth 1, then depth at width 32."""
     points = []
     for act in DEFAULT_ACTIVATIONS:
-        for width in (8, 32, 128):
+        for width in (8, 16, 32, 64, 128):
             points.append(({"activation": act, "width": width, "depth": 1}, {}))
         for depth in (4, 16):
             points.append(({"activation": act, "width": 32, "depth": depth}, {}))

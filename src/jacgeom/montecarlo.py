@@ -104,6 +104,11 @@ class Spec:
     chunk_size: int = 2000
 
     def __post_init__(self) -> None:
+        # Normalised to explicit widths, so equal experiments compare (and serialise) equal.
+        if self.widths is None and self.width is not None and self.depth is not None:
+            object.__setattr__(self, "widths", (int(self.width),) * (int(self.depth) + 1))
+            object.__setattr__(self, "width", None)
+            object.__setattr__(self, "depth", None)
         if self.widths is not None:
             object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if isinstance(self.activation, list):
@@ -167,9 +172,13 @@ class Spec:
         return cls(**d)
 
     def replace(self, **changes: Any) -> Spec:
+        """A copy with some fields changed; ``width`` / ``depth`` rebuild uniform widths."""
         d = self.to_dict()
         if "width" in changes or "depth" in changes:
-            d["widths"] = None
+            w = self.resolved_widths()
+            width = changes.pop("width", w[0])
+            depth = changes.pop("depth", len(w) - 1)
+            d["widths"] = [int(width)] * (int(depth) + 1)
         d.update(changes)
         return Spec.from_dict(d)
 

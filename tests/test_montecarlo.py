@@ -1,0 +1,286 @@
+"""Monte Carlo: closed forms reproduced, determinism across executors (dask included),
+checkpoints, resume after SIGKILL, retries, the command line."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jacgeom import montecarlo as mc
+from jacgeom import theory
+from jacgeom.cli import main
+from jacgeom.montecarlo import Result, Spec, run
+
+LEVEL = 1 - 1e-4  # fixed seeds; intervals from the sample count, not hand-picked tolerances
+
+
+def assert_same(a: Result, b: Result) -> None:
+    assert a.data.keys() == b.data.keys()
+    for k in a.data:
+        np.testing.assert_array_equal(a.data[k], b.data[k], err_msg=k)
+
+
+@pytest.mark.parametrize(("widths", "expected"), [
+    ((4, 4), 1 - 2.0**-4),
+    ((10, 10), 1 - 2.0**-10),
+    ((6, 12), theory.binomial_cdf_below(12, 6)),
+    ((12, 6), 1 - 2.0**-6),
+    ((4, 8, 8, 4), 1 - theory.p_rank_at_least([4, 8, 8, 4], 4)),
+    ((5, 6, 7, 8), 1 - theory.p_rank_at_least([5, 6, 7, 8], 5)),
+])
+def test_closed_forms(widths: tuple[int, ...], expected: float) -> None:
+    res = run(Spec(widths=widths, samples=20000, seed=3, sigma_b=0.5), progress=False)
+    s = res.summary(level=LEVEL)
+    assert s["p_rank_deficient"]["lo"] <= expected <= s["p_rank_deficient"]["hi"]
+    assert s["theory"]["p_rank_deficient"] == pytest.approx(expected)
+    # active fraction 1/2 at every width: binomial interval on the pooled unit count
+    counts = res.data["active_counts"]
+    units = counts.size and int(np.sum(np.array(widths[1:]) * np.ones_like(counts)))
+    lo, hi = theory.clopper_pearson(int(counts.sum()), units, LEVEL)
+    assert lo <= 0.5 <= hi
+    # rank = min(n0, k_1, ..., k_L) almost surely
+    bound = np.minimum(min(widths[0], widths[-1]), counts.min(axis=1))
+    np.testing.assert_array_equal(res.data["rank"], bound)
+
+
+def test_any_zeroed_closed_form() -> None:
+    res = run(Spec(widths=(10, 10), samples=20000, seed=5), progress=False)
+    s = res.summary(level=LEVEL)
+    assert s["p_any_zeroed"]["lo"] <= theory.p_any_zeroed(10) <= s["p_any_zeroed"]["hi"]
+
+
+def test_same_results_on_every_executor() -> None:
+    spec = Spec(width=6, depth=3, activation="tanh", samples=900, chunk_size=100, seed=11, sigma_b=0.3)
+    one = run(spec, progress=False, workers=1)
+    two = run(spec, progress=False, workers=2)
+    with cf.ProcessPoolExecutor(2) as pool:
+        procs = run(spec, progress=False, executor=pool)
+    assert_same(one, two)
+    assert_same(one, procs)
+    assert one.samples == 900
+
+
+def test_dask_local_cluster_matches_local_run() -> None:
+    distributed = pytest.importorskip("dask.distributed")
+    spec = Spec(width=5, depth=2, samples=600, chunk_size=100, seed=2)
+    local = run(spec, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        remote = run(spec, progress=False, executor=client.get_executor(pure=False))
+    assert_same(local, remote)
+
+
+@pytest.mark.parametrize("kw", [
+    {"residual": True}, {"norm": "layer"}, {"residual": True, "norm": "layer"},
+    {"fresh_weights": False}, {"inputs": "sphere"}, {"inputs": "manifold", "manifold": "linear"},
+    {"inputs": "manifold"}, {"init": "orthogonal"}, {"init": "gaussian", "sigma_w": 2.0},
+    {"activation": ("relu", "tanh", "gelu")},
+])
+def test_variants_run_and_are_consistent(kw: dict[str, Any]) -> None:
+    res = run(Spec(width=6, depth=3, samples=300, chunk_size=128, seed=1, **kw), progress=False)
+    d = res.data
+    assert d["active_counts"].shape == (300, 3) and d["layer_ranks"].shape == (300, 3)
+    assert np.all(d["rank"] <= 6) and np.all(d["layer_ranks"] <= 6)
+    full = d["rank"] == 6
+    np.testing.assert_allclose(d["log_volume"][full], d["log_volume"][full])
+    assert np.all(d["log_volume"][~full] == -np.inf)
+    assert np.all(d["log_smax"] >= d["log_smin"])
+    if kw.get("inputs") == "manifold" and kw.get("manifold") == "linear":
+        assert res.summary()["samples"] == 300
+
+
+def test_layer_ranks_match_jacobian_rank() -> None:
+    import jacgeom
+
+    spec = Spec(widths=(5, 7, 4), activation="relu", samples=50, seed=4, sigma_b=0.2, chunk_size=50)
+    d = mc.chunk_statistics(spec, 0)
+    # redraw the same chunk's inputs and weights and check layer 1 against jacobian_rank
+    rng = mc._chunk_rng(spec, 0)
+    X = mc._draw_inputs(spec, rng, 50)
+    Ws, bs = mc._draw_weights(spec, rng, 50)
+    want = [jacgeom.jacobian_rank(Ws[0][i], X[i], bs[0][i], backend="numpy") for i in range(50)]
+    np.testing.assert_array_equal(d["layer_ranks"][:, 0], want)
+
+
+def test_checkpoints_resume_and_refuse_other_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = Spec(widths=(6, 6), samples=500, chunk_size=100, seed=9)
+    first = run(spec, progress=False, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [f"chunk-{i:06d}.npz" for i in range(5)]
+    assert not list(tmp_path.glob("*.tmp"))
+    # resume computes nothing: every chunk is on disk
+    monkeypatch.setattr(mc, "_chunk_task", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert_same(first, run(spec, progress=False, out=tmp_path))
+    with pytest.raises(ValueError, match=r"holds results of a different spec \(seed: 9 there, 10 here\)"):
+        run(spec.replace(seed=10), progress=False, out=tmp_path)
+
+
+def test_partial_directory_computes_only_missing(tmp_path: Path) -> None:
+    spec = Spec(widths=(6, 6), samples=500, chunk_size=100, seed=9)
+    full = run(spec, progress=False, out=tmp_path)
+    (tmp_path / "chunk-000002.npz").unlink()
+    (tmp_path / "chunk-000004.npz").write_bytes(b"damaged")
+    assert_same(full, run(spec, progress=False, out=tmp_path))
+
+
+def test_unwritable_out(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is not writable"):
+        run(Spec(widths=(3, 3), samples=10), progress=False, out=blocker / "sub")
+
+
+class FlakyExecutor(cf.ThreadPoolExecutor):
+    """Fails chunk 1 the first ``failures`` times it is submitted."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(2)
+        self.failures = failures
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        if args[1] == 1 and self.failures > 0:
+            self.failures -= 1
+            return super().submit(_boom)
+        return super().submit(fn, *args, **kwargs)
+
+
+def _boom() -> None:
+    raise OSError("worker lost")
+
+
+def test_retries_then_named_failure(tmp_path: Path) -> None:
+    spec = Spec(widths=(4, 4), samples=300, chunk_size=100, seed=1)
+    with FlakyExecutor(failures=2) as ex:
+        assert_same(run(spec, progress=False, executor=ex), run(spec, progress=False))
+    with FlakyExecutor(failures=10) as ex, pytest.raises(RuntimeError, match=r"chunk 1 \(samples 100 to 199\) failed 3 times; last error: OSError: worker lost"):
+        run(spec, progress=False, executor=ex, out=tmp_path)
+    assert (tmp_path / "chunk-000000.npz").exists() and (tmp_path / "chunk-000002.npz").exists()
+
+
+def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "jacgeom", "mc", "--widths", "12", "12", "12", "--samples", "60000",
+            "--chunk-size", "1000", "--seed", "7", "--out", str(tmp_path), "--quiet", "--workers", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sub = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        sub = next(iter([p for p in tmp_path.glob("*") if p.is_dir()]), None)
+        if sub is not None and len(list(sub.glob("chunk-*.npz"))) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert sub is not None
+    done_before = len(list(sub.glob("chunk-*.npz")))
+    assert 3 <= done_before < 60
+    out = subprocess.run(args[:-1] + ["1", "--json"], capture_output=True, text=True, check=True)
+    resumed = json.loads(out.stdout)[0]["summary"]
+    spec = Spec(widths=(12, 12, 12), samples=60000, chunk_size=1000, seed=7)
+    fresh = run(spec, progress=False).summary()
+    assert resumed["p_rank_deficient"] == fresh["p_rank_deficient"]
+    assert resumed["log_volume"] == pytest.approx(fresh["log_volume"], nan_ok=True)
+    assert len(list(sub.glob("chunk-*.npz"))) == 60
+
+
+def test_result_save_load_and_dict(tmp_path: Path) -> None:
+    res = run(Spec(width=4, depth=2, samples=50, seed=1, activation=("relu", "tanh")), progress=False)
+    res.save(tmp_path / "r.npz")
+    back = Result.load(tmp_path / "r.npz")
+    assert back.spec == res.spec
+    assert_same(res, back)
+    d = res.to_dict()
+    assert d["spec"]["activation"] == ["relu", "tanh"] and len(d["data"]["rank"]) == 50
+    assert Spec.from_dict(d["spec"]) == res.spec
+
+
+def test_sweep_and_table() -> None:
+    out = mc.sweep(Spec(width=4, depth=1, samples=200), {"width": [4, 8], "activation": ["relu", "tanh"]}, progress=False)
+    assert [p for p, _ in out] == [{"width": 4, "activation": "relu"}, {"width": 4, "activation": "tanh"},
+                                   {"width": 8, "activation": "relu"}, {"width": 8, "activation": "tanh"}]
+    table = mc.sweep_table(out)
+    assert table.count("\n") == 5 and "0.9375" in table
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"widths": (3,)}, "widths must hold at least two"),
+    ({"width": 3}, "give widths, or width and depth"),
+    ({"widths": (3, 3), "activation": "swish"}, "unknown activation 'swish'"),
+    ({"widths": (3, 4), "residual": True}, "residual networks need equal widths"),
+    ({"widths": (3, 3), "inputs": "cube"}, "unknown inputs 'cube'"),
+    ({"widths": (3, 3), "manifold_dim": 5}, r"manifold_dim must be in \[1, 3\]"),
+    ({"widths": (3, 3), "samples": 0}, "samples and chunk_size must be >= 1"),
+    ({"widths": (3, 3), "init": "kaiming"}, "unknown init 'kaiming'"),
+    ({"widths": (3, 3), "activation": ("relu", "tanh")}, "activation has 2 entries for 1 layers"),
+])
+def test_bad_specs(kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Spec(**kw)
+    with pytest.raises(ValueError, match="unknown spec field 'colour'"):
+        Spec.from_dict({"widths": [3, 3], "colour": 1})
+    with pytest.raises(TypeError, match="spec must be"):
+        run({"widths": [3, 3]})  # type: ignore[arg-type]
+
+
+def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "mc.png"
+    assert main(["mc", "--widths", "6", "6", "--samples", "300", "--json", "--quiet", "--plot", str(png)]) == 0
+    summary = json.loads(capsys.readouterr().out)[0]["summary"]
+    assert summary["samples"] == 300 and "p_rank_deficient" in summary
+    assert png.stat().st_size > 10000
+    assert main(["mc", "--width", "4", "--activation", "swish", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown activation 'swish'" in err[0]
+    assert main(["mc", "--widths", "3", "--quiet"]) == 2
+    assert "widths must hold at least two" in capsys.readouterr().err
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    assert main(["mc", "--width", "3", "--samples", "10", "--out", str(blocker / "x"), "--quiet"]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_cli_unreachable_scheduler(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("dask.distributed")
+    start = time.time()
+    assert main(["mc", "--width", "3", "--samples", "10", "--scheduler", "tcp://127.0.0.1:9", "--timeout", "2", "--quiet"]) == 2
+    assert time.time() - start < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach scheduler tcp://127.0.0.1:9" in err[-1]
+
+
+def test_default_sweep_plan() -> None:
+    from jacgeom.cli import DEFAULT_ACTIVATIONS, _default_sweep
+
+    plan = _default_sweep(100)
+    assert {p["activation"] for p, _ in plan} == set(DEFAULT_ACTIVATIONS)
+    assert min(p["width"] for p, _ in plan) == 8 and max(p["width"] for p, _ in plan) == 128
+    assert max(p["depth"] for p, _ in plan) == 16
+
+
+def test_plot_data() -> None:
+    pytest.importorskip("matplotlib")
+    from jacgeom.plot import monte_carlo_figure
+
+    results = [({"activation": "relu", "width": w, "depth": 1}, run(Spec(width=w, depth=1, samples=400, seed=w), progress=False))
+               for w in (2, 4)]
+    fig = monte_carlo_figure(results)
+    w, p = fig.jacgeom_data["width"]["relu"]
+    np.testing.assert_array_equal(w, [2, 4])
+    assert p[0] == pytest.approx(0.75, abs=0.1) and p[1] == pytest.approx(1 - 1 / 16, abs=0.05)
+
+
+def test_progress_bar_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    run(Spec(widths=(3, 3), samples=20, chunk_size=5), progress="always")
+    assert "samples" in capsys.readouterr().err
+    os.environ.get("CI")  # no terminal here: progress=True stays silent
+    run(Spec(widths=(3, 3), samples=20, chunk_size=5), progress=True)
+    assert capsys.readouterr().err == ""
