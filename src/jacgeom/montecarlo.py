@@ -552,7 +552,9 @@ def run(
         Checkpoint directory: spec.json and one atomically written file per finished
         chunk. Rerunning the same spec resumes; a different spec is refused.
     workers : int, optional
-        Threads of the default local pool.
+        Threads of the default local pool (default: all cores). With more than one, the
+        compiled kernels run single-threaded inside each chunk for the duration of the run
+        (jacgeom.set_num_threads is restored afterwards).
     retries : int, default 2
         A chunk that raises is resubmitted this many times before the run stops with an
         error naming the chunk (finished chunks stay on disk).
@@ -578,7 +580,13 @@ def run(
     todo = [i for i in range(spec.n_chunks) if i not in results]
     bar = _progress_bar(spec, progress, sum(_chunk_len(spec, i) for i in results))
     own = executor is None
-    pool = executor or cf.ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    n_workers = workers or os.cpu_count() or 1
+    pool = executor or cf.ThreadPoolExecutor(max_workers=n_workers)
+    # With several local chunk workers the parallelism is across chunks: each kernel runs on
+    # one thread for the duration, so the cores are not oversubscribed (restored after).
+    threads_before = _backends.get_num_threads()
+    if own and n_workers > 1:
+        _backends.set_num_threads(1)
     spec_dict = spec.to_dict()
     attempts = dict.fromkeys(todo, 0)
     try:
@@ -609,6 +617,7 @@ def run(
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
+            _backends.set_num_threads(threads_before)
         if bar is not None:
             bar.close()
     keys = results[0].keys()
