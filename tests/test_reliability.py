@@ -1,0 +1,200 @@
+"""Reliability: concurrent callers, thread-count changes during calls, memory growth,
+a hypothesis fuzz over every public function, and 64-bit index arithmetic."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import jacgeom
+
+
+def _inputs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    m, n = 12 + seed % 5, 9 + seed % 3
+    return rng.standard_normal((m, n)), rng.standard_normal((40, n)), rng.standard_normal(m)
+
+
+def _calls(seed: int) -> dict[str, Callable[[], Any]]:
+    W, X, b = _inputs(seed)
+    masks = np.random.default_rng(seed).random((200, W.shape[0])) < 0.5
+    net = jacgeom.Network.random([W.shape[1], 10, 10, W.shape[1]], activation="tanh", seed=seed)
+    relu_net = jacgeom.Network.random([W.shape[1], 40, 40, 6], activation="relu", seed=seed)
+    return {
+        "layer_jacobian": lambda: jacgeom.layer_jacobian(W, X, b, activation="gelu"),
+        "pullback_metric": lambda: jacgeom.pullback_metric(W, X, b),
+        "layer_singular_values": lambda: jacgeom.layer_singular_values(W, X, b, activation="tanh"),
+        "log_volume": lambda: jacgeom.log_volume(W, X, b, activation="softplus"),
+        "masked_rank": lambda: jacgeom.masked_rank(W, masks),
+        "jacobian_rank": lambda: jacgeom.jacobian_rank(W, X, b, activation="silu"),
+        "net.jacobian": lambda: net.jacobian(X),
+        "net.log_singular_values": lambda: net.log_singular_values(X),
+        "relu_net.rank": lambda: relu_net.rank(X),
+    }
+
+
+def test_many_threads_hammering_every_function() -> None:
+    serial = {seed: {k: f() for k, f in _calls(seed).items()} for seed in range(8)}
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 3.0
+    counts = [0] * 8
+
+    def worker(seed: int) -> None:
+        calls = _calls(seed)
+        try:
+            while time.monotonic() < stop:
+                for name, fn in calls.items():
+                    np.testing.assert_array_equal(fn(), serial[seed][name], err_msg=name)
+                    counts[seed] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def flipper() -> None:
+        # set_num_threads while kernels run elsewhere: safe, results unchanged beyond
+        # rounding (here: identical, the kernels split samples, never reductions).
+        k = 1
+        while time.monotonic() < stop:
+            jacgeom.set_num_threads(k)
+            k = 3 - k
+            time.sleep(0.01)
+
+    before = jacgeom.get_num_threads()
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
+    threads.append(threading.Thread(target=flipper))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)  # the test's own timeout: a deadlock fails instead of hanging
+    jacgeom.set_num_threads(before)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    assert not errors, errors[0]
+    assert min(counts) > 0
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("calls", [20_000])
+def test_memory_does_not_grow(calls: int) -> None:
+    # 100,000 calls per kernel in the marked slow run (test_memory_does_not_grow_long).
+    _check_memory(calls)
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_long() -> None:
+    _check_memory(100_000)
+
+
+def _check_memory(calls: int) -> None:
+    W, X, b = _inputs(1)
+    X = X[:2]
+    mask = np.ones((2, W.shape[0]), bool)
+    net = jacgeom.Network.random([9, 5, 4], seed=0)
+    fns = [
+        lambda: jacgeom.layer_jacobian(W, X, b),
+        lambda: jacgeom.pullback_metric(W, X, b),
+        lambda: jacgeom.layer_singular_values(W, X, b),
+        lambda: jacgeom.log_volume(W, X, b),
+        lambda: jacgeom.masked_rank(W, mask),
+        lambda: net.jacobian(X[:, :9]),
+    ]
+    for fn in fns:
+        for _ in range(200):
+            fn()
+    gc.collect()
+    start = _rss_bytes()
+    for fn in fns:
+        for _ in range(calls // len(fns)):
+            fn()
+    gc.collect()
+    grown = _rss_bytes() - start
+    assert grown < 5 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MB"
+
+
+PUBLIC_LAYER = [jacgeom.preactivations, jacgeom.layer_derivatives, jacgeom.layer_jacobian,
+                jacgeom.pullback_metric, jacgeom.layer_singular_values, jacgeom.log_volume,
+                jacgeom.jacobian_rank, jacgeom.active_rank]
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([0.0, -0.0, 1e-310, -1e-310, 1e300, -1e300, 5e-324]),
+)
+
+
+@st.composite
+def arrays(draw: Any, shape: tuple[int, ...]) -> np.ndarray:
+    dtype = draw(st.sampled_from([np.float64, np.float32, np.float16, np.int32, np.bool_]))
+    flat = draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    with np.errstate(all="ignore"):
+        a = np.array(flat, dtype=np.float64).reshape(shape).astype(dtype)
+    layout = draw(st.sampled_from(["c", "f", "reversed", "strided"]))
+    if layout == "f":
+        a = np.asfortranarray(a)
+    elif layout == "reversed" and a.ndim:
+        a = a[::-1]
+    elif layout == "strided" and a.ndim:
+        a = np.repeat(a, 2, axis=0)[::2]
+    return a
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), B=st.integers(0, 3), m=st.integers(0, 4), n=st.integers(0, 4),
+       check=st.booleans(), act=st.sampled_from(jacgeom.activation_names()))
+def test_fuzz_every_public_function(data: Any, B: int, m: int, n: int, check: bool, act: str) -> None:
+    W = data.draw(arrays((m, n)))
+    X = data.draw(arrays((B, n)))
+    b = data.draw(arrays((m,)))
+    for fn in PUBLIC_LAYER:
+        results = {}
+        for backend in jacgeom.backends():
+            kwargs: dict[str, Any] = {"backend": backend, "check_finite": check}
+            if fn is not jacgeom.active_rank:
+                kwargs["activation"] = act
+            try:
+                with np.errstate(all="ignore"):
+                    results[backend] = fn(W, X, b, **kwargs)
+            except (ValueError, TypeError):
+                results[backend] = "error"
+        kinds = {k: isinstance(v, str) for k, v in results.items()}
+        assert len(set(kinds.values())) == 1, (fn.__name__, results)  # all raise or none does
+        ref = results["numpy"]
+        if isinstance(ref, str) or not np.all(np.isfinite(np.asarray(W, dtype=np.float64))) \
+                or not np.all(np.isfinite(np.asarray(X, dtype=np.float64))) or np.abs(np.asarray(W, dtype=np.float64)).max(initial=0) > 1e100 \
+                or np.abs(np.asarray(X, dtype=np.float64)).max(initial=0) > 1e100 or not np.all(np.isfinite(np.asarray(b, dtype=np.float64))) \
+                or np.abs(np.asarray(b, dtype=np.float64)).max(initial=0) > 1e100:
+            continue  # compare only where the reference's arithmetic is meaningful
+        for backend, got in results.items():
+            assert np.shape(got) == np.shape(ref)
+            if fn in (jacgeom.jacobian_rank, jacgeom.active_rank):
+                continue  # ranks of such arbitrary values can sit on the threshold
+            with np.errstate(all="ignore"):
+                scale = float(np.nanmax(np.abs(np.where(np.isfinite(ref), ref, 0)), initial=1.0))
+            np.testing.assert_allclose(
+                np.where(np.isfinite(ref), got, 0), np.where(np.isfinite(ref), ref, 0),
+                rtol=0, atol=1e-3 * max(scale, 1.0) * max(m, n, 1),
+                err_msg=f"{fn.__name__} {backend}")
+
+
+@pytest.mark.slow
+def test_64_bit_indexing_layer_jacobian() -> None:
+    # B * m * n = 33000 * 256 * 256 > 2^31 float32 elements (8.7 GB): the C++ kernel's index
+    # arithmetic is 64-bit. Entries far past 2^31 are checked against the formula.
+    B, m, n = 33000, 256, 256
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((m, n)).astype(np.float32)
+    X = rng.standard_normal((B, n)).astype(np.float32)
+    J = jacgeom.layer_jacobian(W, X, backend="cpp")
+    assert J.size > 2**31
+    d = jacgeom.layer_derivatives(W, X[-3:], backend="numpy")
+    np.testing.assert_array_equal(J[-3:], d[:, :, None] * W)
