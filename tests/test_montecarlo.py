@@ -163,7 +163,10 @@ def test_retries_then_named_failure(tmp_path: Path) -> None:
         assert_same(run(spec, progress=False, executor=ex), run(spec, progress=False))
     with FlakyExecutor(failures=10) as ex, pytest.raises(RuntimeError, match=r"chunk 1 \(samples 100 to 199\) failed 3 times; last error: OSError: worker lost"):
         run(spec, progress=False, executor=ex, out=tmp_path)
-    assert (tmp_path / "chunk-000000.npz").exists() and (tmp_path / "chunk-000002.npz").exists()
+    assert not (tmp_path / "chunk-000001.npz").exists()
+    kept = {p.name for p in tmp_path.glob("chunk-*.npz")}
+    assert_same(run(spec, progress=False, out=tmp_path), run(spec, progress=False))  # resumes
+    assert kept <= {p.name for p in tmp_path.glob("chunk-*.npz")}
 
 
 def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
@@ -216,7 +219,7 @@ def test_sweep_and_table() -> None:
     ({"widths": (3, 3), "activation": "swish"}, "unknown activation 'swish'"),
     ({"widths": (3, 4), "residual": True}, "residual networks need equal widths"),
     ({"widths": (3, 3), "inputs": "cube"}, "unknown inputs 'cube'"),
-    ({"widths": (3, 3), "manifold_dim": 5}, r"manifold_dim must be in \[1, 3\]"),
+    ({"widths": (3, 3), "inputs": "manifold", "manifold_dim": 5}, r"manifold_dim must be in \[1, 3\]"),
     ({"widths": (3, 3), "samples": 0}, "samples and chunk_size must be >= 1"),
     ({"widths": (3, 3), "init": "kaiming"}, "unknown init 'kaiming'"),
     ({"widths": (3, 3), "activation": ("relu", "tanh")}, "activation has 2 entries for 1 layers"),

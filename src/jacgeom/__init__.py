@@ -8,6 +8,7 @@ readable numpy reference ("numpy").
 
 from ._backends import backends, get_num_threads, set_num_threads
 from .activations import Activation, activation, activation_names
+from .homeomorphism import HomeomorphismReport, homeomorphism_report
 from .layer import (
     layer_derivatives,
     layer_jacobian,
@@ -23,12 +24,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "HomeomorphismReport",
     "Network",
     "activation",
     "active_rank",
     "activation_names",
     "backends",
     "get_num_threads",
+    "homeomorphism_report",
     "jacobian_rank",
     "layer_derivatives",
     "layer_jacobian",

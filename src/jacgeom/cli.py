@@ -1,4 +1,5 @@
-"""Command line: ``jacgeom mc`` (the Monte Carlo of rank collapse) and ``jacgeom demo``.
+"""Command line: ``jacgeom mc`` (the Monte Carlo of rank collapse), ``jacgeom figures``
+and ``jacgeom demo``.
 
 Errors are one line on stderr and exit code 2.
 """
@@ -168,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
     mc.add_argument("--plot", help="write figures to this PNG (needs matplotlib)")
     mc.add_argument("--quiet", action="store_true", help="no progress bar")
+    figs = sub.add_parser("figures", help="write the seed's figures as PNG files (needs matplotlib)")
+    figs.add_argument("--out", required=True, help="directory for the PNG files")
+    figs.add_argument("--gif", action="store_true", help="also the warp animation (pillow)")
+    figs.add_argument("--samples", type=int, default=2000)
     demo_p = sub.add_parser("demo", help="rank collapse of a random relu layer vs theory")
     demo_p.add_argument("--samples", type=int, default=4000)
     demo_p.add_argument("--seed", type=int, default=0)
@@ -185,6 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mc(args)
         if args.samples < 1:
             raise ValueError("--samples must be >= 1")
+        if args.command == "figures":
+            from .plot import write_figures
+
+            for path in write_figures(args.out, gif=args.gif, samples=args.samples):
+                print(path)
+            return 0
         start = time.perf_counter()
         print(demo(args.samples, args.seed, args.backend))
         print(f"\n({time.perf_counter() - start:.2f} s)")

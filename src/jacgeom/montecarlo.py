@@ -135,7 +135,7 @@ class Spec:
             raise ValueError(f"unknown inputs {self.inputs!r}; valid choices: {', '.join(_INPUTS)}")
         if self.manifold not in _MANIFOLDS:
             raise ValueError(f"unknown manifold {self.manifold!r}; valid choices: linear, curved")
-        if not 1 <= self.manifold_dim <= w[0]:
+        if self.inputs == "manifold" and not 1 <= self.manifold_dim <= w[0]:
             raise ValueError(f"manifold_dim must be in [1, {w[0]}], got {self.manifold_dim}")
         if self.samples < 1 or self.chunk_size < 1:
             raise ValueError("samples and chunk_size must be >= 1")
@@ -600,8 +600,17 @@ def run(
                 except Exception as exc:  # noqa: BLE001 - retried, then reported with the chunk
                     attempts[i] += 1
                     if attempts[i] > retries:
-                        for other in pending:
-                            other.cancel()
+                        # Chunks not started are cancelled; running ones finish and are kept.
+                        for other in list(pending):
+                            if other.cancel():
+                                pending.pop(other)
+                        for other, j in pending.items():
+                            try:
+                                _, done_stats = other.result()
+                            except Exception:  # noqa: BLE001, S112 - the first failure is reported
+                                continue
+                            if out_dir is not None:
+                                _atomic_savez(_chunk_path(out_dir, j), **done_stats)
                         raise RuntimeError(
                             f"chunk {i} (samples {i * spec.chunk_size} to "
                             f"{i * spec.chunk_size + _chunk_len(spec, i) - 1}) failed "
