@@ -27,6 +27,13 @@ def as_float_array(value: Any, name: str) -> FloatArray:
     """Convert ``value`` to a float32 or float64 ndarray following the dtype policy."""
     if isinstance(value, np.ndarray):
         arr = value
+    elif hasattr(value, "__dlpack__") and not isinstance(value, np.generic):
+        # PyTorch CPU tensors, JAX arrays and other DLPack producers: a view, not a copy,
+        # where the producer allows; otherwise through the array protocol.
+        try:
+            arr = np.from_dlpack(value)
+        except (TypeError, ValueError, RuntimeError, BufferError):
+            arr = np.asarray(value)
     else:
         try:
             arr = np.asarray(value)

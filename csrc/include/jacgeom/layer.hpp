@@ -141,8 +141,10 @@ void singular_values(const T* W, const T* D, T* S, index_t B, index_t m, index_t
     });
 }
 
-// Singular values of each row-major (r, c) matrix of a stack; it is the column-major (c, r)
-// matrix of the transpose, which has the same values.
+// Singular values of each row-major (r, c) matrix of a stack, descending, (B, min(r, c)).
+// Rows that are exactly zero (dead relu units) are dropped before the SVD: they change no
+// singular value, and the k x c problem is cheaper; min(r, c) - min(k, c) zeros are appended.
+// A row-major (k, c) matrix is the column-major (c, k) matrix of its transpose (same values).
 template <class T>
 void batched_singular_values(const T* A, T* S, index_t B, index_t r, index_t c) {
     const index_t p = std::min(r, c);
@@ -150,9 +152,19 @@ void batched_singular_values(const T* A, T* S, index_t B, index_t r, index_t c) 
         std::vector<T> work(static_cast<size_t>(std::max<index_t>(1, r * c)));
         SvdWorkspace<T> svd(c, r);
         for (index_t b = begin; b < end; ++b) {
+            T* s = S + b * p;
+            std::fill(s, s + p, T(0));
             if (p == 0) continue;
-            std::copy(A + b * r * c, A + (b + 1) * r * c, work.begin());
-            svd.run(work.data(), c, r, c, S + b * p);
+            index_t k = 0;
+            for (index_t i = 0; i < r; ++i) {
+                const T* row = A + (b * r + i) * c;
+                bool zero = true;
+                for (index_t j = 0; j < c && zero; ++j) zero = row[j] == T(0);
+                if (zero) continue;
+                std::copy(row, row + c, work.begin() + k * c);
+                ++k;
+            }
+            if (k > 0) svd.run(work.data(), c, k, c, s);
         }
     });
 }
