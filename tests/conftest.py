@@ -36,7 +36,9 @@ def rtol_for(dtype: type) -> float:
     return 2e-4 if np.dtype(dtype) == np.float32 else 1e-10
 
 
-def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: type, scale: float | None = None) -> None:
+def assert_close(
+    actual: np.ndarray, expected: np.ndarray, dtype: type, scale: float | None = None
+) -> None:
     """Elementwise agreement up to rounding, scaled by the magnitude of ``expected``."""
     assert actual.shape == expected.shape
     assert actual.dtype == expected.dtype
@@ -47,4 +49,6 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, dtype: type, scale: f
         return
     if scale is None:
         scale = float(np.max(np.abs(expected[finite]), initial=0.0)) or 1.0
-    np.testing.assert_allclose(actual[finite], expected[finite], rtol=0, atol=rtol_for(dtype) * scale)
+    np.testing.assert_allclose(
+        actual[finite], expected[finite], rtol=0, atol=rtol_for(dtype) * scale
+    )

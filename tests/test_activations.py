@@ -16,8 +16,16 @@ NAMES = jacgeom.activation_names()
 def test_registry_lists_every_builtin() -> None:
     assert NAMES == list(CODES)
     assert set(NAMES) == {
-        "identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
-        "softplus", "elu", "silu",
+        "identity",
+        "relu",
+        "leaky_relu",
+        "sigmoid",
+        "tanh",
+        "gelu",
+        "gelu_tanh",
+        "softplus",
+        "elu",
+        "silu",
     }
 
 
@@ -51,8 +59,9 @@ def test_parameters_are_used() -> None:
     assert jacgeom.activation("leaky_relu").parameter == 0.01
     assert jacgeom.activation("leaky_relu", alpha=0.2).derivative([-1.0])[0] == 0.2
     assert jacgeom.activation("elu", alpha=2.0).derivative([0.0])[0] == 2.0
-    np.testing.assert_allclose(jacgeom.activation("softplus", beta=3.0).derivative([0.5])[0],
-                               1 / (1 + math.exp(-1.5)))
+    np.testing.assert_allclose(
+        jacgeom.activation("softplus", beta=3.0).derivative([0.5])[0], 1 / (1 + math.exp(-1.5))
+    )
 
 
 def test_derivative_conventions_at_zero() -> None:
@@ -103,15 +112,34 @@ def test_non_monotone_zero_crossing(name: str, root: float) -> None:
 def test_derivative_finite_over_whole_range(name: str, dtype: type, backend: str) -> None:
     big = 3e38 if dtype == np.float32 else 1e300
     finfo = np.finfo(dtype)
-    z = np.array([-big, -1e30, -1e4, -50.0, -1.0, -finfo.tiny, 0.0, finfo.tiny, 1.0, 50.0,
-                  1e4, 1e30, big, finfo.max, -finfo.max], dtype=dtype)
+    z = np.array(
+        [
+            -big,
+            -1e30,
+            -1e4,
+            -50.0,
+            -1.0,
+            -finfo.tiny,
+            0.0,
+            finfo.tiny,
+            1.0,
+            50.0,
+            1e4,
+            1e30,
+            big,
+            finfo.max,
+            -finfo.max,
+        ],
+        dtype=dtype,
+    )
     W = np.ones((1, 1), dtype=dtype)
     d = jacgeom.layer_derivatives(W, z[:, None], activation=name, backend=backend)[:, 0]
     assert d.dtype == dtype
     assert np.all(np.isfinite(d)), d
     expected = jacgeom.activation(name).derivative(z)
-    np.testing.assert_allclose(d, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                               atol=np.finfo(dtype).tiny)
+    np.testing.assert_allclose(
+        d, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=np.finfo(dtype).tiny
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -124,8 +152,12 @@ def test_backends_agree_on_dense_grid(name: str, compiled_backend: str) -> None:
 
 def test_tails_are_accurate() -> None:
     # sech^2 and the sigmoid derivative keep full relative accuracy far in the tails.
-    assert jacgeom.activation("tanh").derivative([30.0])[0] == pytest.approx(4 * math.exp(-60), rel=1e-12)
-    assert jacgeom.activation("sigmoid").derivative([-50.0])[0] == pytest.approx(math.exp(-50), rel=1e-12)
+    assert jacgeom.activation("tanh").derivative([30.0])[0] == pytest.approx(
+        4 * math.exp(-60), rel=1e-12
+    )
+    assert jacgeom.activation("sigmoid").derivative([-50.0])[0] == pytest.approx(
+        math.exp(-50), rel=1e-12
+    )
 
 
 def test_custom_activation_every_backend(backend: str) -> None:

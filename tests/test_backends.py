@@ -59,7 +59,9 @@ def test_without_extension_import_still_works_and_says_why() -> None:
 def test_env_thread_count() -> None:
     code = "import jacgeom; print(jacgeom.get_num_threads())"
     env = dict(os.environ, JACGEOM_NUM_THREADS="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert out.stdout.strip() == "3"
 
 
@@ -72,7 +74,9 @@ def test_kernels_release_the_gil() -> None:
     W, X = rng.standard_normal((40, 30)), rng.standard_normal((200, 30))
     seq = [jacgeom.layer_singular_values(W, X, activation="gelu") for _ in range(4)]
     with ThreadPoolExecutor(2) as pool:
-        par = list(pool.map(lambda _: jacgeom.layer_singular_values(W, X, activation="gelu"), range(4)))
+        par = list(
+            pool.map(lambda _: jacgeom.layer_singular_values(W, X, activation="gelu"), range(4))
+        )
     for a, c in zip(seq, par, strict=True):
         np.testing.assert_allclose(a, c, rtol=1e-13)
 

@@ -34,9 +34,18 @@ CATALOGUE: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("W 0-d", {"W": np.float64(1.0)}, ValueError, r"W has 0 dimension\(s\)"),
     ("X 3-D", {"X": np.ones((2, 5, 3))}, ValueError, r"X has 3 dimension\(s\).*\(B, 3\)"),
     ("X 0-d", {"X": 1.0}, ValueError, r"X has 0 dimension\(s\)"),
-    ("X wrong width", {"X": np.ones((5, 4))}, ValueError,
-     r"X has shape \(5, 4\) but W has 3 columns; expected X of shape \(B, 3\)"),
-    ("x wrong length", {"X": np.ones(2)}, ValueError, r"X has shape \(2,\).*expected X of shape \(3,\)"),
+    (
+        "X wrong width",
+        {"X": np.ones((5, 4))},
+        ValueError,
+        r"X has shape \(5, 4\) but W has 3 columns; expected X of shape \(B, 3\)",
+    ),
+    (
+        "x wrong length",
+        {"X": np.ones(2)},
+        ValueError,
+        r"X has shape \(2,\).*expected X of shape \(3,\)",
+    ),
     ("b wrong length", {"b": np.zeros(3)}, ValueError, r"b has shape \(3,\) but W has 4 rows"),
     ("b 2-D", {"b": np.zeros((4, 1))}, ValueError, r"b has shape \(4, 1\)"),
     ("complex W", {"W": np.ones((4, 3), dtype=complex)}, TypeError, r"W has dtype complex128"),
@@ -62,8 +71,17 @@ def call(fn: Callable[..., Any], default_backend: str, /, **over: Any) -> Any:
 
 
 @pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
-@pytest.mark.parametrize(("what", "over", "error", "match"), CATALOGUE, ids=[c[0] for c in CATALOGUE])
-def test_bad_input(fn: Callable[..., Any], what: str, over: dict[str, Any], error: type[Exception], match: str, backend: str) -> None:
+@pytest.mark.parametrize(
+    ("what", "over", "error", "match"), CATALOGUE, ids=[c[0] for c in CATALOGUE]
+)
+def test_bad_input(
+    fn: Callable[..., Any],
+    what: str,
+    over: dict[str, Any],
+    error: type[Exception],
+    match: str,
+    backend: str,
+) -> None:
     with pytest.raises(error, match=match):
         call(fn, backend, **over)
 
@@ -94,7 +112,9 @@ def test_zero_width_dimensions(backend: str) -> None:
     np.testing.assert_array_equal(jacgeom.log_volume(W0, X0, backend=backend), np.zeros(5))
     Wm = np.ones((0, 3))
     assert jacgeom.layer_jacobian(Wm, X, backend=backend).shape == (5, 0, 3)
-    np.testing.assert_array_equal(jacgeom.pullback_metric(Wm, X, backend=backend), np.zeros((5, 3, 3)))
+    np.testing.assert_array_equal(
+        jacgeom.pullback_metric(Wm, X, backend=backend), np.zeros((5, 3, 3))
+    )
     assert jacgeom.layer_singular_values(Wm, X, backend=backend).shape == (5, 0)
 
 

@@ -28,4 +28,8 @@ def test_public_functions_have_examples() -> None:
     for name in jacgeom.__all__:
         obj = getattr(jacgeom, name)
         if callable(obj) and name not in {"get_num_threads", "activation_names"}:
-            assert obj.__doc__ and "Examples" in obj.__doc__ or name in {"Activation", "HomeomorphismReport", "set_num_threads"}, name
+            assert (
+                obj.__doc__
+                and "Examples" in obj.__doc__
+                or name in {"Activation", "HomeomorphismReport", "set_num_threads"}
+            ), name

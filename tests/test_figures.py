@@ -17,7 +17,7 @@ plot = pytest.importorskip("jacgeom.plot")
 def test_activations_figure_data() -> None:
     data = plot.activations_figure().jacgeom_data
     assert set(data) == set(jacgeom.activation_names())
-    for name, (z, phi, dphi, zeros) in data.items():
+    for name, (z, phi, dphi, _zeros) in data.items():
         act = jacgeom.activation(name)
         np.testing.assert_allclose(phi, act.phi(z))
         np.testing.assert_allclose(dphi, act.derivative(z))
@@ -58,8 +58,14 @@ def test_rank_depth_and_metric_figures() -> None:
 def test_figures_command(tmp_path: Path) -> None:
     assert main(["figures", "--out", str(tmp_path), "--samples", "200", "--gif"]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["activations.png", "dead_coordinates.png", "metric_distortion.png",
-                     "rank_depth.png", "warp.gif", "warp.png"]
+    assert names == [
+        "activations.png",
+        "dead_coordinates.png",
+        "metric_distortion.png",
+        "rank_depth.png",
+        "warp.gif",
+        "warp.png",
+    ]
 
 
 def test_derivative_zeros_and_report() -> None:
@@ -67,7 +73,12 @@ def test_derivative_zeros_and_report() -> None:
     rng = np.random.default_rng(0)
     W = rng.standard_normal((6, 3))
     rep = homeomorphism_report(W, "tanh", X=rng.standard_normal((50, 3)))
-    assert rep.injective and rep.weight_rank == 3 and rep.rank_lost.size == 0 and rep.min_singular_value > 0
+    assert (
+        rep.injective
+        and rep.weight_rank == 3
+        and rep.rank_lost.size == 0
+        and rep.min_singular_value > 0
+    )
     X = rng.standard_normal((200, 3))
     rep = homeomorphism_report(W, "relu", X=X)
     assert not rep.injective and rep.rank_lost.size > 0

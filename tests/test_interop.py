@@ -22,7 +22,9 @@ def test_torch_tensors_accepted_without_copy() -> None:
     assert np.shares_memory(view, W.numpy())  # DLPack view, no copy
     assert jacgeom.masked_rank(W, torch.ones(2, 6, dtype=torch.bool)).tolist() == [4, 4]
     net = jacgeom.Network([W.T.contiguous()], activation="relu")
-    np.testing.assert_allclose(net.jacobian(torch.randn(3, 6, dtype=torch.float64)).shape, (3, 4, 6))
+    np.testing.assert_allclose(
+        net.jacobian(torch.randn(3, 6, dtype=torch.float64)).shape, (3, 4, 6)
+    )
     f32 = jacgeom.pullback_metric(W.float(), X.float())
     assert f32.dtype == np.float32
 

@@ -24,7 +24,16 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "layer_singular_values": jacgeom.layer_singular_values,
     "log_volume": jacgeom.log_volume,
 }
-SHAPES = [(0, 3, 2), (1, 1, 1), (5, 1, 4), (5, 4, 1), (7, 5, 3), (6, 3, 5), (9, 13, 13), (3, 40, 17)]
+SHAPES = [
+    (0, 3, 2),
+    (1, 1, 1),
+    (5, 1, 4),
+    (5, 4, 1),
+    (7, 5, 3),
+    (6, 3, 5),
+    (9, 13, 13),
+    (3, 40, 17),
+]
 ACTIVATIONS = ["relu", "gelu", "tanh", "leaky_relu", "silu", "identity"]
 
 
@@ -60,7 +69,9 @@ def check(name: str, W: Any, X: Any, b: Any, act: str, backend: str, dtype: type
         # log sigma_i carries an absolute error of about eps * sigma_max / sigma_i in any
         # backward-stable method (the reference's SVD included), so the tolerance follows the
         # conditioning of each sample.
-        sv = reference.layer_singular_values(np.ascontiguousarray(W), np.ascontiguousarray(X), b, act)
+        sv = reference.layer_singular_values(
+            np.ascontiguousarray(W), np.ascontiguousarray(X), b, act
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             spread = np.sum(sv[:, :1] / sv, axis=1) if sv.size else np.zeros(len(want))
         eps = float(np.finfo(dtype).eps)
@@ -82,7 +93,9 @@ def check(name: str, W: Any, X: Any, b: Any, act: str, backend: str, dtype: type
 @pytest.mark.parametrize("name", list(KERNELS))
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_backend_matches_reference(name: str, shape: tuple[int, int, int], act: str, backend: str, dtype: type) -> None:
+def test_backend_matches_reference(
+    name: str, shape: tuple[int, int, int], act: str, backend: str, dtype: type
+) -> None:
     B, m, n = shape
     W, X, b = data(B, m, n, dtype)
     check(name, W, X, b, act, backend, dtype)
@@ -130,7 +143,9 @@ def test_mixed_dtypes_promote(backend: str) -> None:
     W, X, b = data(3, 4, 4, np.float32)
     assert jacgeom.layer_jacobian(W, X.astype(np.float64), backend=backend).dtype == np.float64
     assert jacgeom.layer_jacobian(W, X.astype(np.float16), backend=backend).dtype == np.float32
-    assert jacgeom.layer_jacobian(W.astype(int), X.astype(bool), backend=backend).dtype == np.float64
+    assert (
+        jacgeom.layer_jacobian(W.astype(int), X.astype(bool), backend=backend).dtype == np.float64
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -143,9 +158,15 @@ def test_mixed_dtypes_promote(backend: str) -> None:
     seed=st.integers(0, 2**32 - 1),
     transpose=st.booleans(),
 )
-def test_hypothesis_all_kernels(B: int, m: int, n: int, act: str, dtype: type, seed: int, transpose: bool) -> None:
+def test_hypothesis_all_kernels(
+    B: int, m: int, n: int, act: str, dtype: type, seed: int, transpose: bool
+) -> None:
     rng = np.random.default_rng(seed)
-    W = rng.standard_normal((n, m)).astype(dtype).T if transpose else rng.standard_normal((m, n)).astype(dtype)
+    W = (
+        rng.standard_normal((n, m)).astype(dtype).T
+        if transpose
+        else rng.standard_normal((m, n)).astype(dtype)
+    )
     X = (3 * rng.standard_normal((B, n))).astype(dtype)
     b = rng.standard_normal(m).astype(dtype)
     for backend in jacgeom.backends():
@@ -156,13 +177,17 @@ def test_hypothesis_all_kernels(B: int, m: int, n: int, act: str, dtype: type, s
 # ----- the reference against independent truths ------------------------------------------
 
 
-@pytest.mark.parametrize("act", ["gelu", "tanh", "sigmoid", "softplus", "silu", "gelu_tanh", "elu", "relu"])
+@pytest.mark.parametrize(
+    "act", ["gelu", "tanh", "sigmoid", "softplus", "silu", "gelu_tanh", "elu", "relu"]
+)
 def test_reference_jacobian_matches_finite_differences(act: str) -> None:
     rng = np.random.default_rng(3)
     W, x, b = rng.standard_normal((6, 4)), rng.standard_normal(4), rng.standard_normal(6)
     phi = jacgeom.activation(act).phi
     h = 1e-6
-    fd = np.stack([(phi(W @ (x + h * e) + b) - phi(W @ (x - h * e) + b)) / (2 * h) for e in np.eye(4)], axis=1)
+    fd = np.stack(
+        [(phi(W @ (x + h * e) + b) - phi(W @ (x - h * e) + b)) / (2 * h) for e in np.eye(4)], axis=1
+    )
     np.testing.assert_allclose(reference.layer_jacobian(W, x, b, act), fd, rtol=1e-6, atol=1e-8)
 
 
@@ -227,8 +252,12 @@ def test_results_do_not_depend_on_thread_count(compiled_backend: str) -> None:
         outs = []
         for k in (1, 2, 3):
             jacgeom.set_num_threads(k)
-            outs.append([KERNELS[name](W, X, b, activation="gelu", backend=compiled_backend)
-                         for name in KERNELS])
+            outs.append(
+                [
+                    KERNELS[name](W, X, b, activation="gelu", backend=compiled_backend)
+                    for name in KERNELS
+                ]
+            )
     finally:
         jacgeom.set_num_threads(before)
     for other in outs[1:]:

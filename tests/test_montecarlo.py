@@ -30,14 +30,17 @@ def assert_same(a: Result, b: Result) -> None:
         np.testing.assert_array_equal(a.data[k], b.data[k], err_msg=k)
 
 
-@pytest.mark.parametrize(("widths", "expected"), [
-    ((4, 4), 1 - 2.0**-4),
-    ((10, 10), 1 - 2.0**-10),
-    ((6, 12), theory.binomial_cdf_below(12, 6)),
-    ((12, 6), 1 - 2.0**-6),
-    ((4, 8, 8, 4), 1 - theory.p_rank_at_least([4, 8, 8, 4], 4)),
-    ((5, 6, 7, 8), 1 - theory.p_rank_at_least([5, 6, 7, 8], 5)),
-])
+@pytest.mark.parametrize(
+    ("widths", "expected"),
+    [
+        ((4, 4), 1 - 2.0**-4),
+        ((10, 10), 1 - 2.0**-10),
+        ((6, 12), theory.binomial_cdf_below(12, 6)),
+        ((12, 6), 1 - 2.0**-6),
+        ((4, 8, 8, 4), 1 - theory.p_rank_at_least([4, 8, 8, 4], 4)),
+        ((5, 6, 7, 8), 1 - theory.p_rank_at_least([5, 6, 7, 8], 5)),
+    ],
+)
 def test_closed_forms(widths: tuple[int, ...], expected: float) -> None:
     res = run(Spec(widths=widths, samples=20000, seed=3, sigma_b=0.5), progress=False)
     s = res.summary(level=LEVEL)
@@ -60,7 +63,9 @@ def test_any_zeroed_closed_form() -> None:
 
 
 def test_same_results_on_every_executor() -> None:
-    spec = Spec(width=6, depth=3, activation="tanh", samples=900, chunk_size=100, seed=11, sigma_b=0.3)
+    spec = Spec(
+        width=6, depth=3, activation="tanh", samples=900, chunk_size=100, seed=11, sigma_b=0.3
+    )
     one = run(spec, progress=False, workers=1)
     two = run(spec, progress=False, workers=2)
     with cf.ProcessPoolExecutor(2) as pool:
@@ -74,18 +79,31 @@ def test_dask_local_cluster_matches_local_run() -> None:
     distributed = pytest.importorskip("dask.distributed")
     spec = Spec(width=5, depth=2, samples=600, chunk_size=100, seed=2)
     local = run(spec, progress=False)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         remote = run(spec, progress=False, executor=client.get_executor(pure=False))
     assert_same(local, remote)
 
 
-@pytest.mark.parametrize("kw", [
-    {"residual": True}, {"norm": "layer"}, {"residual": True, "norm": "layer"},
-    {"fresh_weights": False}, {"inputs": "sphere"}, {"inputs": "manifold", "manifold": "linear"},
-    {"inputs": "manifold"}, {"init": "orthogonal"}, {"init": "gaussian", "sigma_w": 2.0},
-    {"activation": ("relu", "tanh", "gelu")},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"residual": True},
+        {"norm": "layer"},
+        {"residual": True, "norm": "layer"},
+        {"fresh_weights": False},
+        {"inputs": "sphere"},
+        {"inputs": "manifold", "manifold": "linear"},
+        {"inputs": "manifold"},
+        {"init": "orthogonal"},
+        {"init": "gaussian", "sigma_w": 2.0},
+        {"activation": ("relu", "tanh", "gelu")},
+    ],
+)
 def test_variants_run_and_are_consistent(kw: dict[str, Any]) -> None:
     res = run(Spec(width=6, depth=3, samples=300, chunk_size=128, seed=1, **kw), progress=False)
     d = res.data
@@ -112,15 +130,23 @@ def test_layer_ranks_match_jacobian_rank() -> None:
     np.testing.assert_array_equal(d["layer_ranks"][:, 0], want)
 
 
-def test_checkpoints_resume_and_refuse_other_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoints_resume_and_refuse_other_specs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = Spec(widths=(6, 6), samples=500, chunk_size=100, seed=9)
     first = run(spec, progress=False, out=tmp_path)
-    assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [f"chunk-{i:06d}.npz" for i in range(5)]
+    assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [
+        f"chunk-{i:06d}.npz" for i in range(5)
+    ]
     assert not list(tmp_path.glob("*.tmp"))
     # resume computes nothing: every chunk is on disk
-    monkeypatch.setattr(mc, "_chunk_task", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(
+        mc, "_chunk_task", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed"))
+    )
     assert_same(first, run(spec, progress=False, out=tmp_path))
-    with pytest.raises(ValueError, match=r"holds results of a different spec \(seed: 9 there, 10 here\)"):
+    with pytest.raises(
+        ValueError, match=r"holds results of a different spec \(seed: 9 there, 10 here\)"
+    ):
         run(spec.replace(seed=10), progress=False, out=tmp_path)
 
 
@@ -161,7 +187,13 @@ def test_retries_then_named_failure(tmp_path: Path) -> None:
     spec = Spec(widths=(4, 4), samples=300, chunk_size=100, seed=1)
     with FlakyExecutor(failures=2) as ex:
         assert_same(run(spec, progress=False, executor=ex), run(spec, progress=False))
-    with FlakyExecutor(failures=10) as ex, pytest.raises(RuntimeError, match=r"chunk 1 \(samples 100 to 199\) failed 3 times; last error: OSError: worker lost"):
+    with (
+        FlakyExecutor(failures=10) as ex,
+        pytest.raises(
+            RuntimeError,
+            match=r"chunk 1 \(samples 100 to 199\) failed 3 times; last error: OSError: worker lost",
+        ),
+    ):
         run(spec, progress=False, executor=ex, out=tmp_path)
     assert not (tmp_path / "chunk-000001.npz").exists()
     kept = {p.name for p in tmp_path.glob("chunk-*.npz")}
@@ -170,8 +202,27 @@ def test_retries_then_named_failure(tmp_path: Path) -> None:
 
 
 def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "jacgeom", "mc", "--widths", "12", "12", "12", "--samples", "60000",
-            "--chunk-size", "1000", "--seed", "7", "--out", str(tmp_path), "--quiet", "--workers", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "jacgeom",
+        "mc",
+        "--widths",
+        "12",
+        "12",
+        "12",
+        "--samples",
+        "60000",
+        "--chunk-size",
+        "1000",
+        "--seed",
+        "7",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sub = None
     deadline = time.time() + 120
@@ -195,7 +246,9 @@ def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
 
 
 def test_result_save_load_and_dict(tmp_path: Path) -> None:
-    res = run(Spec(width=4, depth=2, samples=50, seed=1, activation=("relu", "tanh")), progress=False)
+    res = run(
+        Spec(width=4, depth=2, samples=50, seed=1, activation=("relu", "tanh")), progress=False
+    )
     res.save(tmp_path / "r.npz")
     back = Result.load(tmp_path / "r.npz")
     assert back.spec == res.spec
@@ -206,24 +259,41 @@ def test_result_save_load_and_dict(tmp_path: Path) -> None:
 
 
 def test_sweep_and_table() -> None:
-    out = mc.sweep(Spec(width=4, depth=1, samples=200), {"width": [4, 8], "activation": ["relu", "tanh"]}, progress=False)
-    assert [p for p, _ in out] == [{"width": 4, "activation": "relu"}, {"width": 4, "activation": "tanh"},
-                                   {"width": 8, "activation": "relu"}, {"width": 8, "activation": "tanh"}]
+    out = mc.sweep(
+        Spec(width=4, depth=1, samples=200),
+        {"width": [4, 8], "activation": ["relu", "tanh"]},
+        progress=False,
+    )
+    assert [p for p, _ in out] == [
+        {"width": 4, "activation": "relu"},
+        {"width": 4, "activation": "tanh"},
+        {"width": 8, "activation": "relu"},
+        {"width": 8, "activation": "tanh"},
+    ]
     table = mc.sweep_table(out)
     assert table.count("\n") == 5 and "0.9375" in table
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"widths": (3,)}, "widths must hold at least two"),
-    ({"width": 3}, "give widths, or width and depth"),
-    ({"widths": (3, 3), "activation": "swish"}, "unknown activation 'swish'"),
-    ({"widths": (3, 4), "residual": True}, "residual networks need equal widths"),
-    ({"widths": (3, 3), "inputs": "cube"}, "unknown inputs 'cube'"),
-    ({"widths": (3, 3), "inputs": "manifold", "manifold_dim": 5}, r"manifold_dim must be in \[1, 3\]"),
-    ({"widths": (3, 3), "samples": 0}, "samples and chunk_size must be >= 1"),
-    ({"widths": (3, 3), "init": "kaiming"}, "unknown init 'kaiming'"),
-    ({"widths": (3, 3), "activation": ("relu", "tanh")}, "activation has 2 entries for 1 layers"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"widths": (3,)}, "widths must hold at least two"),
+        ({"width": 3}, "give widths, or width and depth"),
+        ({"widths": (3, 3), "activation": "swish"}, "unknown activation 'swish'"),
+        ({"widths": (3, 4), "residual": True}, "residual networks need equal widths"),
+        ({"widths": (3, 3), "inputs": "cube"}, "unknown inputs 'cube'"),
+        (
+            {"widths": (3, 3), "inputs": "manifold", "manifold_dim": 5},
+            r"manifold_dim must be in \[1, 3\]",
+        ),
+        ({"widths": (3, 3), "samples": 0}, "samples and chunk_size must be >= 1"),
+        ({"widths": (3, 3), "init": "kaiming"}, "unknown init 'kaiming'"),
+        (
+            {"widths": (3, 3), "activation": ("relu", "tanh")},
+            "activation has 2 entries for 1 layers",
+        ),
+    ],
+)
 def test_bad_specs(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Spec(**kw)
@@ -236,7 +306,23 @@ def test_bad_specs(kw: dict[str, Any], match: str) -> None:
 def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     png = tmp_path / "mc.png"
-    assert main(["mc", "--widths", "6", "6", "--samples", "300", "--json", "--quiet", "--plot", str(png)]) == 0
+    assert (
+        main(
+            [
+                "mc",
+                "--widths",
+                "6",
+                "6",
+                "--samples",
+                "300",
+                "--json",
+                "--quiet",
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)[0]["summary"]
     assert summary["samples"] == 300 and "p_rank_deficient" in summary
     assert png.stat().st_size > 10000
@@ -247,14 +333,32 @@ def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "widths must hold at least two" in capsys.readouterr().err
     blocker = tmp_path / "f"
     blocker.write_text("")
-    assert main(["mc", "--width", "3", "--samples", "10", "--out", str(blocker / "x"), "--quiet"]) == 2
+    assert (
+        main(["mc", "--width", "3", "--samples", "10", "--out", str(blocker / "x"), "--quiet"]) == 2
+    )
     assert "not writable" in capsys.readouterr().err
 
 
 def test_cli_unreachable_scheduler(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("dask.distributed")
     start = time.time()
-    assert main(["mc", "--width", "3", "--samples", "10", "--scheduler", "tcp://127.0.0.1:9", "--timeout", "2", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "mc",
+                "--width",
+                "3",
+                "--samples",
+                "10",
+                "--scheduler",
+                "tcp://127.0.0.1:9",
+                "--timeout",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert time.time() - start < 30
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach scheduler tcp://127.0.0.1:9" in err[-1]
@@ -273,8 +377,13 @@ def test_plot_data() -> None:
     pytest.importorskip("matplotlib")
     from jacgeom.plot import monte_carlo_figure
 
-    results = [({"activation": "relu", "width": w, "depth": 1}, run(Spec(width=w, depth=1, samples=400, seed=w), progress=False))
-               for w in (2, 4)]
+    results = [
+        (
+            {"activation": "relu", "width": w, "depth": 1},
+            run(Spec(width=w, depth=1, samples=400, seed=w), progress=False),
+        )
+        for w in (2, 4)
+    ]
     fig = monte_carlo_figure(results)
     w, p = fig.jacgeom_data["width"]["relu"]
     np.testing.assert_array_equal(w, [2, 4])

@@ -22,7 +22,9 @@ VARIANTS = [
 ACTS = ["relu", "tanh", "gelu", "leaky_relu", "silu", "sigmoid"]
 
 
-def net_and_data(widths: list[int], kw: dict, act: str, dtype: type, B: int = 7, seed: int = 0) -> tuple[Network, np.ndarray]:
+def net_and_data(
+    widths: list[int], kw: dict, act: str, dtype: type, B: int = 7, seed: int = 0
+) -> tuple[Network, np.ndarray]:
     net = Network.random(widths, activation=act, seed=seed, sigma_b=0.2, dtype=dtype, **kw)
     X = np.random.default_rng(seed + 1).standard_normal((B, widths[0])).astype(dtype)
     return net, X
@@ -34,7 +36,9 @@ def tol(dtype: type) -> float:
 
 @pytest.mark.parametrize(("widths", "kw"), VARIANTS)
 @pytest.mark.parametrize("act", ACTS)
-def test_jacobian_and_reductions_match_reference(widths: list[int], kw: dict, act: str, backend: str, dtype: type) -> None:
+def test_jacobian_and_reductions_match_reference(
+    widths: list[int], kw: dict, act: str, backend: str, dtype: type
+) -> None:
     net, X = net_and_data(widths, kw, act, dtype)
     J = net.jacobian(X, backend=backend)
     Jr = ref.jacobian(net, X)
@@ -43,7 +47,9 @@ def test_jacobian_and_reductions_match_reference(widths: list[int], kw: dict, ac
     np.testing.assert_allclose(J, Jr, rtol=0, atol=tol(dtype) * scale)
     s = net.singular_values(X, backend=backend)
     np.testing.assert_allclose(s, ref.singular_values(net, X), rtol=0, atol=tol(dtype) * scale * 10)
-    np.testing.assert_allclose(net.frobenius_norm(X, backend=backend), ref.frobenius_norm(net, X), rtol=tol(dtype) * 10)
+    np.testing.assert_allclose(
+        net.frobenius_norm(X, backend=backend), ref.frobenius_norm(net, X), rtol=tol(dtype) * 10
+    )
     np.testing.assert_array_equal(net.active_counts(X, backend=backend), ref.active_counts(net, X))
     if dtype == np.float64:  # ranks compared where unambiguous: float64 random networks
         np.testing.assert_array_equal(net.rank(X, backend=backend), ref.rank(net, X))
@@ -52,7 +58,9 @@ def test_jacobian_and_reductions_match_reference(widths: list[int], kw: dict, ac
 
 @pytest.mark.parametrize(("widths", "kw"), VARIANTS)
 @pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
-def test_log_singular_values_agree_with_explicit_svd(widths: list[int], kw: dict, act: str, backend: str) -> None:
+def test_log_singular_values_agree_with_explicit_svd(
+    widths: list[int], kw: dict, act: str, backend: str
+) -> None:
     # Every singular value above 1e-8 of the largest: 1e-8 relative agreement of the logs.
     net, X = net_and_data(widths, kw, act, np.float64, B=9)
     s = np.linalg.svd(ref.jacobian(net, X), compute_uv=False)
@@ -85,7 +93,9 @@ def test_log_abs_det_identities(depth: int, act: str, backend: str) -> None:
     ls = net.log_singular_values(X, backend=backend)
     np.testing.assert_allclose(ls.sum(1)[finite], ld[finite], rtol=1e-10)
     if depth <= 5:
-        np.testing.assert_allclose(ld[finite], np.linalg.slogdet(net.jacobian(X))[1][finite], rtol=1e-9)
+        np.testing.assert_allclose(
+            ld[finite], np.linalg.slogdet(net.jacobian(X))[1][finite], rtol=1e-9
+        )
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
@@ -107,7 +117,10 @@ def test_deep_stability_1000_layers(act: str) -> None:
     if act == "tanh":
         per_layer = np.zeros(3)
         for l, z in enumerate(net.preactivations(X)):
-            per_layer += np.log(net.activations[l].derivative(z)).sum(1) + np.linalg.slogdet(net.weights[l])[1]
+            per_layer += (
+                np.log(net.activations[l].derivative(z)).sum(1)
+                + np.linalg.slogdet(net.weights[l])[1]
+            )
         np.testing.assert_allclose(ld, per_layer, rtol=1e-9)
         np.testing.assert_allclose(ls.sum(1), ld, rtol=1e-9)
     else:
@@ -120,8 +133,13 @@ def test_reference_jacobian_matches_finite_differences() -> None:
             net, X = net_and_data(widths, kw, act, np.float64, B=2)
             h = 1e-6
             for x, J in zip(X, ref.jacobian(net, X), strict=True):
-                fd = np.stack([(net.forward(x + h * e) - net.forward(x - h * e)) / (2 * h)
-                               for e in np.eye(widths[0])], axis=1)
+                fd = np.stack(
+                    [
+                        (net.forward(x + h * e) - net.forward(x - h * e)) / (2 * h)
+                        for e in np.eye(widths[0])
+                    ],
+                    axis=1,
+                )
                 np.testing.assert_allclose(J, fd, rtol=1e-5, atol=1e-7)
 
 
@@ -157,11 +175,17 @@ def test_accumulation_order_and_active_path_agree() -> None:
 
 def test_chunking_gives_identical_results(backend: str) -> None:
     net, X = net_and_data([6, 9, 9, 5], {}, "tanh", np.float64, B=23)
-    full = [net.jacobian(X, backend=backend), net.singular_values(X, backend=backend),
-            net.log_singular_values(X, backend=backend)]
+    full = [
+        net.jacobian(X, backend=backend),
+        net.singular_values(X, backend=backend),
+        net.log_singular_values(X, backend=backend),
+    ]
     net.memory_budget = 1  # one sample per chunk
-    small = [net.jacobian(X, backend=backend), net.singular_values(X, backend=backend),
-             net.log_singular_values(X, backend=backend)]
+    small = [
+        net.jacobian(X, backend=backend),
+        net.singular_values(X, backend=backend),
+        net.log_singular_values(X, backend=backend),
+    ]
     for a, b in zip(full, small, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
@@ -174,7 +198,9 @@ def test_empty_and_single_batch(backend: str) -> None:
     assert net.layer_ranks(X[:0], backend=backend).shape == (0, 2)
     assert net.active_counts(X[:0], backend=backend).shape == (0, 2)
     assert net.log_singular_values(X[:0], backend=backend).shape == (0, 3)
-    np.testing.assert_allclose(net.jacobian(X[0], backend=backend), ref.jacobian(net, X[:1])[0], atol=1e-12)
+    np.testing.assert_allclose(
+        net.jacobian(X[0], backend=backend), ref.jacobian(net, X[:1])[0], atol=1e-12
+    )
     assert np.ndim(net.rank(X[0], backend=backend)) == 0
 
 
@@ -196,30 +222,81 @@ def test_random_inits_and_spectral_norm() -> None:
 
 
 NETWORK_ERRORS = [
-    (lambda: Network([np.ones((3, 2)), np.ones((4, 5))]), ValueError,
-     r"weights\[1\] has shape \(4, 5\) but weights\[0\] has 3 rows; expected weights\[1\] of shape \(n_2, 3\)"),
-    (lambda: Network([np.ones((3, 2))], residual=True), ValueError, r"residual layers need square weights; weights\[0\]"),
-    (lambda: Network([np.ones((3, 2))], biases=[np.ones(2)]), ValueError, r"biases\[0\] has shape \(2,\) but weights\[0\] has 3 rows"),
-    (lambda: Network([np.ones((3, 2))], biases=[np.ones(3), np.ones(3)]), ValueError, r"biases must be a list of 1"),
+    (
+        lambda: Network([np.ones((3, 2)), np.ones((4, 5))]),
+        ValueError,
+        r"weights\[1\] has shape \(4, 5\) but weights\[0\] has 3 rows; expected weights\[1\] of shape \(n_2, 3\)",
+    ),
+    (
+        lambda: Network([np.ones((3, 2))], residual=True),
+        ValueError,
+        r"residual layers need square weights; weights\[0\]",
+    ),
+    (
+        lambda: Network([np.ones((3, 2))], biases=[np.ones(2)]),
+        ValueError,
+        r"biases\[0\] has shape \(2,\) but weights\[0\] has 3 rows",
+    ),
+    (
+        lambda: Network([np.ones((3, 2))], biases=[np.ones(3), np.ones(3)]),
+        ValueError,
+        r"biases must be a list of 1",
+    ),
     (lambda: Network([]), TypeError, r"weights must be a non-empty list"),
     (lambda: Network(np.ones((3, 2))), TypeError, r"weights must be a non-empty list"),
     (lambda: Network([np.ones(3)]), ValueError, r"weights\[0\] has 1 dimension"),
     (lambda: Network([np.ones((3, 2))], norm="batch"), ValueError, r"unknown norm 'batch'"),
-    (lambda: Network([np.ones((3, 2))], activation=["relu", "tanh"]), ValueError, r"activation has 2 entries for 1 layers"),
-    (lambda: Network([np.ones((3, 2))], activation="swish"), ValueError, r"unknown activation 'swish'"),
+    (
+        lambda: Network([np.ones((3, 2))], activation=["relu", "tanh"]),
+        ValueError,
+        r"activation has 2 entries for 1 layers",
+    ),
+    (
+        lambda: Network([np.ones((3, 2))], activation="swish"),
+        ValueError,
+        r"unknown activation 'swish'",
+    ),
     (lambda: Network([np.full((3, 2), np.nan)]), ValueError, r"weights\[0\] contains NaN"),
     (lambda: Network([np.ones((3, 2), complex)]), TypeError, r"weights\[0\] has dtype complex128"),
     (lambda: Network([np.ones((3, 2))], memory_budget=0), ValueError, r"memory_budget must be > 0"),
     (lambda: Network.random([3]), ValueError, r"widths must hold at least two"),
     (lambda: Network.random([3, 0]), ValueError, r"widths must hold at least two positive"),
     (lambda: Network.random([3, 4], init="kaiming"), ValueError, r"unknown init 'kaiming'"),
-    (lambda: Network.random([3, 4], dtype=np.int32), TypeError, r"dtype must be float32 or float64"),
-    (lambda: Network.random([3, 4], spectral_norm=-1.0), ValueError, r"spectral_norm must be a finite number > 0"),
-    (lambda: Network.random([3, 4]).jacobian(np.ones((2, 5))), ValueError, r"X has shape \(2, 5\) but the network takes 3 inputs"),
-    (lambda: Network.random([3, 4]).jacobian(np.ones((2, 3)), backend="gpu"), ValueError, r"unknown backend 'gpu'"),
-    (lambda: Network.random([3, 4]).log_abs_det(np.ones((2, 3))), ValueError, r"log_abs_det needs a square end-to-end Jacobian"),
-    (lambda: Network.random([3, 4]).rank(np.ones((2, 3)), tol=1.0, rtol=1.0), ValueError, r"tol and rtol cannot both"),
-    (lambda: Network.random([3, 4]).jacobian(np.full((2, 3), np.inf)), ValueError, r"X contains NaN or Inf"),
+    (
+        lambda: Network.random([3, 4], dtype=np.int32),
+        TypeError,
+        r"dtype must be float32 or float64",
+    ),
+    (
+        lambda: Network.random([3, 4], spectral_norm=-1.0),
+        ValueError,
+        r"spectral_norm must be a finite number > 0",
+    ),
+    (
+        lambda: Network.random([3, 4]).jacobian(np.ones((2, 5))),
+        ValueError,
+        r"X has shape \(2, 5\) but the network takes 3 inputs",
+    ),
+    (
+        lambda: Network.random([3, 4]).jacobian(np.ones((2, 3)), backend="gpu"),
+        ValueError,
+        r"unknown backend 'gpu'",
+    ),
+    (
+        lambda: Network.random([3, 4]).log_abs_det(np.ones((2, 3))),
+        ValueError,
+        r"log_abs_det needs a square end-to-end Jacobian",
+    ),
+    (
+        lambda: Network.random([3, 4]).rank(np.ones((2, 3)), tol=1.0, rtol=1.0),
+        ValueError,
+        r"tol and rtol cannot both",
+    ),
+    (
+        lambda: Network.random([3, 4]).jacobian(np.full((2, 3), np.inf)),
+        ValueError,
+        r"X contains NaN or Inf",
+    ),
 ]
 
 

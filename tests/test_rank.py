@@ -16,15 +16,22 @@ from jacgeom import _backends, reference
 from .conftest import BACKENDS
 
 
-def numpy_threshold(s: np.ndarray, k: int, n: int, dtype: type, tol: float | None, rtol: float | None) -> float:
+def numpy_threshold(
+    s: np.ndarray, k: int, n: int, dtype: type, tol: float | None, rtol: float | None
+) -> float:
     if tol is not None:
         return tol
     r = rtol if rtol is not None else max(k, n) * np.finfo(dtype).eps
     return float(s[0]) * r if s.size else 0.0
 
 
-def assert_ranks_match(W: np.ndarray, masks: np.ndarray, got: np.ndarray,
-                       tol: float | None = None, rtol: float | None = None) -> None:
+def assert_ranks_match(
+    W: np.ndarray,
+    masks: np.ndarray,
+    got: np.ndarray,
+    tol: float | None = None,
+    rtol: float | None = None,
+) -> None:
     """Equal to numpy's matrix_rank, except where a singular value lies within the rounding
     of any SVD of the threshold: 1e-8 relative, or 8 eps sigma_max absolute (the backward
     error of LAPACK's SVD; two correct SVDs can disagree inside that band)."""
@@ -47,7 +54,9 @@ def hard_matrices(dtype: type) -> dict[str, np.ndarray]:
     out["rank3_of_10x8"] = rng.standard_normal((10, 3)) @ rng.standard_normal((3, 8))
     base = rng.standard_normal((5, 7))
     out["duplicated_scaled_rows"] = np.vstack([base, 3.0 * base[:3], -base[1:2]])
-    out["rows_sums_of_others"] = np.vstack([base, base[0] + base[1], base[2] - 2 * base[3], base.sum(0)])
+    out["rows_sums_of_others"] = np.vstack(
+        [base, base[0] + base[1], base[2] - 2 * base[3], base.sum(0)]
+    )
     U, _ = np.linalg.qr(rng.standard_normal((14, 9)))
     V, _ = np.linalg.qr(rng.standard_normal((9, 9)))
     out["graded_1e-12_to_1"] = (U * np.logspace(0, -12, 9)) @ V.T
@@ -76,7 +85,10 @@ def test_hard_matrices_match_numpy(name: str, backend: str, dtype: type) -> None
     assert_ranks_match(W, masks, got)
 
 
-@pytest.mark.parametrize(("tol", "rtol"), [(None, 1e-3), (None, 1e-9), (1e-6, None), (0.0, None), (1e6, None), (None, 0.0)])
+@pytest.mark.parametrize(
+    ("tol", "rtol"),
+    [(None, 1e-3), (None, 1e-9), (1e-6, None), (0.0, None), (1e6, None), (None, 0.0)],
+)
 def test_tolerances_match_numpy(tol: float | None, rtol: float | None, backend: str) -> None:
     W = hard_matrices(np.float64)["graded_1e-12_to_1"]
     masks = all_or_random_masks(W.shape[0], np.random.default_rng(0))
@@ -92,7 +104,9 @@ def test_singular_values_returned(backend: str, dtype: type) -> None:
     assert s.shape == (200, 8) and s.dtype == dtype
     np.testing.assert_array_equal(r, r_ref)
     scale = float(np.abs(s_ref).max()) * 10
-    np.testing.assert_allclose(s, s_ref, rtol=0, atol=(1e-4 if dtype == np.float32 else 1e-12) * scale)
+    np.testing.assert_allclose(
+        s, s_ref, rtol=0, atol=(1e-4 if dtype == np.float32 else 1e-12) * scale
+    )
     assert np.all(np.diff(s, axis=1) <= 0)
 
 
@@ -104,7 +118,9 @@ def test_one_dimensional_and_empty_masks(backend: str) -> None:
     assert jacgeom.masked_rank(W, np.ones((2, 4), bool), backend=backend).tolist() == [3, 3]
     assert jacgeom.masked_rank(W, np.zeros((0, 4), bool), backend=backend).shape == (0,)
     assert jacgeom.masked_rank(W, np.array([1, 0, 1, 1]), backend=backend) == 3
-    assert jacgeom.masked_rank(np.ones((3, 0)), np.ones((2, 3), bool), backend=backend).tolist() == [0, 0]
+    assert jacgeom.masked_rank(
+        np.ones((3, 0)), np.ones((2, 3), bool), backend=backend
+    ).tolist() == [0, 0]
 
 
 def test_duplicate_masks_are_expanded_correctly(backend: str) -> None:
@@ -117,8 +133,13 @@ def test_duplicate_masks_are_expanded_correctly(backend: str) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(m=st.integers(1, 12), n=st.integers(1, 12), r=st.integers(0, 12), seed=st.integers(0, 2**32 - 1),
-       dtype=st.sampled_from([np.float32, np.float64]))
+@given(
+    m=st.integers(1, 12),
+    n=st.integers(1, 12),
+    r=st.integers(0, 12),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
 def test_hypothesis_low_rank(m: int, n: int, r: int, seed: int, dtype: type) -> None:
     rng = np.random.default_rng(seed)
     r = min(r, m, n)
@@ -143,10 +164,15 @@ def test_active_and_jacobian_rank(backend: str, dtype: type) -> None:
         want = [np.linalg.matrix_rank(di[di != 0, None] * W[di != 0]) for di in d]
         np.testing.assert_array_equal(got, want)
     assert jacgeom.active_rank(W, X[0], b, backend=backend) == a[0]
-    r, s = jacgeom.jacobian_rank(W, X[:3], b, activation="tanh", backend=backend, return_singular_values=True)
+    r, s = jacgeom.jacobian_rank(
+        W, X[:3], b, activation="tanh", backend=backend, return_singular_values=True
+    )
     assert s.shape == (3, 6)
-    np.testing.assert_allclose(s, jacgeom.layer_singular_values(W, X[:3], b, activation="tanh"),
-                               rtol=1e-4 if dtype == np.float32 else 1e-10)
+    np.testing.assert_allclose(
+        s,
+        jacgeom.layer_singular_values(W, X[:3], b, activation="tanh"),
+        rtol=1e-4 if dtype == np.float32 else 1e-10,
+    )
 
 
 def test_rank_deficient_w_caps_every_activation(backend: str) -> None:
@@ -203,7 +229,11 @@ def test_certificate_path_is_used_and_falls_back() -> None:
 MASK_CATALOGUE = [
     (dict(mask=np.ones((3, 4))), TypeError, r"mask has dtype float64; expected bool"),
     (dict(mask=np.full((3, 5), 2)), ValueError, r"mask holds integers other than 0 and 1"),
-    (dict(mask=np.ones((3, 5), bool)), ValueError, r"mask has shape \(3, 5\) but W has 4 rows; expected mask of shape \(B, 4\)"),
+    (
+        dict(mask=np.ones((3, 5), bool)),
+        ValueError,
+        r"mask has shape \(3, 5\) but W has 4 rows; expected mask of shape \(B, 4\)",
+    ),
     (dict(mask=np.ones(5, bool)), ValueError, r"expected mask of shape \(4,\)"),
     (dict(mask=np.ones((2, 3, 4), bool)), ValueError, r"mask has 3 dimension\(s\)"),
     (dict(tol=1e-3, rtol=1e-3), ValueError, r"tol and rtol cannot both be given"),
@@ -219,7 +249,9 @@ MASK_CATALOGUE = [
 
 
 @pytest.mark.parametrize(("over", "error", "match"), MASK_CATALOGUE)
-def test_masked_rank_bad_inputs(over: dict, error: type[Exception], match: str, backend: str) -> None:
+def test_masked_rank_bad_inputs(
+    over: dict, error: type[Exception], match: str, backend: str
+) -> None:
     args = dict(W=np.ones((4, 3)), mask=np.ones((3, 4), bool), backend=backend)
     args.update(over)
     with pytest.raises(error, match=match):

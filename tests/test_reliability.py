@@ -122,9 +122,16 @@ def _check_memory(calls: int) -> None:
     assert grown < 5 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MB"
 
 
-PUBLIC_LAYER = [jacgeom.preactivations, jacgeom.layer_derivatives, jacgeom.layer_jacobian,
-                jacgeom.pullback_metric, jacgeom.layer_singular_values, jacgeom.log_volume,
-                jacgeom.jacobian_rank, jacgeom.active_rank]
+PUBLIC_LAYER = [
+    jacgeom.preactivations,
+    jacgeom.layer_derivatives,
+    jacgeom.layer_jacobian,
+    jacgeom.pullback_metric,
+    jacgeom.layer_singular_values,
+    jacgeom.log_volume,
+    jacgeom.jacobian_rank,
+    jacgeom.active_rank,
+]
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
@@ -148,10 +155,22 @@ def arrays(draw: Any, shape: tuple[int, ...]) -> np.ndarray:
     return a
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.data(), B=st.integers(0, 3), m=st.integers(0, 4), n=st.integers(0, 4),
-       check=st.booleans(), act=st.sampled_from(jacgeom.activation_names()))
-def test_fuzz_every_public_function(data: Any, B: int, m: int, n: int, check: bool, act: str) -> None:
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    data=st.data(),
+    B=st.integers(0, 3),
+    m=st.integers(0, 4),
+    n=st.integers(0, 4),
+    check=st.booleans(),
+    act=st.sampled_from(jacgeom.activation_names()),
+)
+def test_fuzz_every_public_function(
+    data: Any, B: int, m: int, n: int, check: bool, act: str
+) -> None:
     W = data.draw(arrays((m, n)))
     X = data.draw(arrays((B, n)))
     b = data.draw(arrays((m,)))
@@ -169,10 +188,15 @@ def test_fuzz_every_public_function(data: Any, B: int, m: int, n: int, check: bo
         kinds = {k: isinstance(v, str) for k, v in results.items()}
         assert len(set(kinds.values())) == 1, (fn.__name__, results)  # all raise or none does
         ref = results["numpy"]
-        if isinstance(ref, str) or not np.all(np.isfinite(np.asarray(W, dtype=np.float64))) \
-                or not np.all(np.isfinite(np.asarray(X, dtype=np.float64))) or np.abs(np.asarray(W, dtype=np.float64)).max(initial=0) > 1e100 \
-                or np.abs(np.asarray(X, dtype=np.float64)).max(initial=0) > 1e100 or not np.all(np.isfinite(np.asarray(b, dtype=np.float64))) \
-                or np.abs(np.asarray(b, dtype=np.float64)).max(initial=0) > 1e100:
+        if (
+            isinstance(ref, str)
+            or not np.all(np.isfinite(np.asarray(W, dtype=np.float64)))
+            or not np.all(np.isfinite(np.asarray(X, dtype=np.float64)))
+            or np.abs(np.asarray(W, dtype=np.float64)).max(initial=0) > 1e100
+            or np.abs(np.asarray(X, dtype=np.float64)).max(initial=0) > 1e100
+            or not np.all(np.isfinite(np.asarray(b, dtype=np.float64)))
+            or np.abs(np.asarray(b, dtype=np.float64)).max(initial=0) > 1e100
+        ):
             continue  # compare only where the reference's arithmetic is meaningful
         for backend, got in results.items():
             assert np.shape(got) == np.shape(ref)
@@ -181,9 +205,12 @@ def test_fuzz_every_public_function(data: Any, B: int, m: int, n: int, check: bo
             with np.errstate(all="ignore"):
                 scale = float(np.nanmax(np.abs(np.where(np.isfinite(ref), ref, 0)), initial=1.0))
             np.testing.assert_allclose(
-                np.where(np.isfinite(ref), got, 0), np.where(np.isfinite(ref), ref, 0),
-                rtol=0, atol=1e-3 * max(scale, 1.0) * max(m, n, 1),
-                err_msg=f"{fn.__name__} {backend}")
+                np.where(np.isfinite(ref), got, 0),
+                np.where(np.isfinite(ref), ref, 0),
+                rtol=0,
+                atol=1e-3 * max(scale, 1.0) * max(m, n, 1),
+                err_msg=f"{fn.__name__} {backend}",
+            )
 
 
 @pytest.mark.slow

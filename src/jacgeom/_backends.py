@@ -73,9 +73,7 @@ def backends() -> list[str]:
 def resolve(backend: Any) -> str:
     """Validate a backend name and resolve "auto"."""
     if not isinstance(backend, str) or backend not in BACKEND_NAMES:
-        raise ValueError(
-            f"unknown backend {backend!r}; valid choices: {', '.join(BACKEND_NAMES)}"
-        )
+        raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKEND_NAMES)}")
     available = backends()
     if backend == "auto":
         return available[0]

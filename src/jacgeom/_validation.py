@@ -38,7 +38,9 @@ def as_float_array(value: Any, name: str) -> FloatArray:
         try:
             arr = np.asarray(value)
         except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be a real numeric array, could not convert: {exc}") from exc
+            raise TypeError(
+                f"{name} must be a real numeric array, could not convert: {exc}"
+            ) from exc
     kind = arr.dtype.kind
     if kind == "f":
         if arr.dtype.itemsize < 4:
@@ -157,7 +159,9 @@ def mask_array(mask: Any, m: int) -> tuple[NDArray[np.bool_], bool]:
     arr2 = arr[None, :] if squeeze else arr
     if arr2.shape[1] != m:
         want = f"({m},)" if squeeze else f"(B, {m})"
-        raise ValueError(f"mask has shape {arr.shape} but W has {m} rows; expected mask of shape {want}")
+        raise ValueError(
+            f"mask has shape {arr.shape} but W has {m} rows; expected mask of shape {want}"
+        )
     return arr2, squeeze
 
 

@@ -36,7 +36,8 @@ def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
     """
     rng = np.random.default_rng(seed)
     lines = [
-        f"relu layer, fresh W ~ N(0, 1/n) per sample, x ~ N(0, I), {samples} samples per row, backend "
+        f"relu layer, fresh W ~ N(0, 1/n) per sample, x ~ N(0, I), {samples} samples per row, "
+        "backend "
         f"{backend if backend != 'auto' else backends()[0]}",
         "",
         "| m | n | P(rank < n) measured | 95% interval | theory | mean active fraction |",
@@ -72,7 +73,10 @@ def _default_sweep(samples: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
             points.append(({"activation": act, "width": width, "depth": 1}, {}))
         for depth in (4, 16):
             points.append(({"activation": act, "width": 32, "depth": depth}, {}))
-    return [(p, {**p, "samples": samples if p["width"] < 128 else max(1, samples // 4)}) for p, _ in points]
+    return [
+        (p, {**p, "samples": samples if p["width"] < 128 else max(1, samples // 4)})
+        for p, _ in points
+    ]
 
 
 def _mc(args: argparse.Namespace) -> int:
@@ -84,21 +88,33 @@ def _mc(args: argparse.Namespace) -> int:
         try:
             from dask.distributed import Client
         except ImportError:
-            raise SystemExit('--scheduler needs dask.distributed: pip install "jacgeom[dask]"') from None
+            raise SystemExit(
+                '--scheduler needs dask.distributed: pip install "jacgeom[dask]"'
+            ) from None
         try:
             if args.scheduler.endswith(".json"):
                 client = Client(scheduler_file=args.scheduler, timeout=args.timeout)
             else:
                 client = Client(args.scheduler, timeout=args.timeout)
         except Exception as exc:  # noqa: BLE001 - reported as one line
-            raise SystemExit(f"cannot reach scheduler {args.scheduler}: {type(exc).__name__}: {exc}") from None
+            raise SystemExit(
+                f"cannot reach scheduler {args.scheduler}: {type(exc).__name__}: {exc}"
+            ) from None
         executor = client.get_executor(pure=False)
     base: dict[str, Any] = {
-        k: v for k, v in {
-            "init": args.init, "sigma_w": args.sigma_w, "sigma_b": args.sigma_b,
-            "residual": args.residual, "norm": args.norm, "inputs": args.inputs,
-            "fresh_weights": not args.shared_weights, "seed": args.seed, "chunk_size": args.chunk_size,
-        }.items() if v is not None
+        k: v
+        for k, v in {
+            "init": args.init,
+            "sigma_w": args.sigma_w,
+            "sigma_b": args.sigma_b,
+            "residual": args.residual,
+            "norm": args.norm,
+            "inputs": args.inputs,
+            "fresh_weights": not args.shared_weights,
+            "seed": args.seed,
+            "chunk_size": args.chunk_size,
+        }.items()
+        if v is not None
     }
     if args.widths or args.width or args.depth or args.activation:
         point: dict[str, Any] = {}
@@ -121,21 +137,41 @@ def _mc(args: argparse.Namespace) -> int:
             if args.out:
                 from pathlib import Path
 
-                out = Path(args.out) / "_".join(f"{k}={v if not isinstance(v, tuple) else '-'.join(map(str, v))}" for k, v in point.items())
-            results.append((point, run(spec, executor=executor, progress=progress, out=out, workers=args.workers)))
+                out = Path(args.out) / "_".join(
+                    f"{k}={v if not isinstance(v, tuple) else '-'.join(map(str, v))}"
+                    for k, v in point.items()
+                )
+            results.append(
+                (
+                    point,
+                    run(spec, executor=executor, progress=progress, out=out, workers=args.workers),
+                )
+            )
     finally:
         if client is not None:
             client.close()
     elapsed = time.perf_counter() - start
     if args.json:
-        json.dump([{"point": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
-                    "summary": r.summary()} for p, r in results], sys.stdout, indent=1, default=float)
+        json.dump(
+            [
+                {
+                    "point": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
+                    "summary": r.summary(),
+                }
+                for p, r in results
+            ],
+            sys.stdout,
+            indent=1,
+            default=float,
+        )
         print()
     else:
         print(sweep_table(results))
         total = sum(r.samples for _, r in results)
-        print(f"\n{total} samples in {elapsed:.1f} s ({total / elapsed:,.0f} samples/s); theory: "
-              "closed forms of THEORY.md section 5 (relu, fresh Gaussian weights).")
+        print(
+            f"\n{total} samples in {elapsed:.1f} s ({total / elapsed:,.0f} samples/s); theory: "
+            "closed forms of THEORY.md section 5 (relu, fresh Gaussian weights)."
+        )
     if args.plot:
         from .plot import monte_carlo_figure
 
@@ -144,9 +180,13 @@ def _mc(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jacgeom", description="What activations do to the geometry of networks.")
+    parser = argparse.ArgumentParser(
+        prog="jacgeom", description="What activations do to the geometry of networks."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    mc = sub.add_parser("mc", help="Monte Carlo of rank collapse (default: a sweep that tells the story)")
+    mc = sub.add_parser(
+        "mc", help="Monte Carlo of rank collapse (default: a sweep that tells the story)"
+    )
     mc.add_argument("--widths", type=int, nargs="+", help="n0 n1 ... nL (one experiment)")
     mc.add_argument("--width", type=int)
     mc.add_argument("--depth", type=int)
@@ -162,14 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--seed", type=int, default=0)
     mc.add_argument("--chunk-size", type=int)
     mc.add_argument("--out", help="checkpoint directory (resumes when rerun)")
-    mc.add_argument("--resume", action="store_true", help="resume from --out (the default when --out exists)")
-    mc.add_argument("--scheduler", help="dask scheduler address tcp://HOST:PORT or a scheduler file .json")
+    mc.add_argument(
+        "--resume", action="store_true", help="resume from --out (the default when --out exists)"
+    )
+    mc.add_argument(
+        "--scheduler", help="dask scheduler address tcp://HOST:PORT or a scheduler file .json"
+    )
     mc.add_argument("--timeout", type=float, default=10.0, help="seconds to reach the scheduler")
     mc.add_argument("--workers", type=int, help="local threads")
     mc.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
     mc.add_argument("--plot", help="write figures to this PNG (needs matplotlib)")
     mc.add_argument("--quiet", action="store_true", help="no progress bar")
-    figs = sub.add_parser("figures", help="write the seed's figures as PNG files (needs matplotlib)")
+    figs = sub.add_parser(
+        "figures", help="write the seed's figures as PNG files (needs matplotlib)"
+    )
     figs.add_argument("--out", required=True, help="directory for the PNG files")
     figs.add_argument("--gif", action="store_true", help="also the warp animation (pillow)")
     figs.add_argument("--samples", type=int, default=2000)

@@ -9,14 +9,17 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _validation
-from .activations import Activation, activation as _lookup
+from .activations import Activation
+from .activations import activation as _lookup
 from .layer import layer_singular_values, preactivations
 from .rank import jacobian_rank
 
 __all__ = ["HomeomorphismReport", "derivative_zeros", "homeomorphism_report"]
 
 
-def derivative_zeros(act: str | Activation, lo: float = -10.0, hi: float = 10.0, grid: int = 20001) -> NDArray[np.float64]:
+def derivative_zeros(
+    act: str | Activation, lo: float = -10.0, hi: float = 10.0, grid: int = 20001
+) -> NDArray[np.float64]:
     """Isolated zeros of phi' in [lo, hi]: sign changes on a fine grid, refined by bisection.
 
     Half-lines where phi' is identically zero (relu's) are not isolated zeros and are not
@@ -84,13 +87,15 @@ class HomeomorphismReport:
 
     def __str__(self) -> str:
         lines = [
-            f"criterion (phi strictly monotone and rank W = n): {'holds' if self.injective else 'fails'}"
+            "criterion (phi strictly monotone and rank W = n): "
+            f"{'holds' if self.injective else 'fails'}"
             f" (monotone: {self.strictly_monotone}, rank W = {self.weight_rank}, n = {self.n})",
         ]
         if self.samples:
             lines.append(
                 f"{len(self.rank_lost)} of {self.samples} samples lost rank; smallest singular "
-                f"value {self.min_singular_value:.3g}; {len(self.near_derivative_zero)} near a zero of phi'"
+                f"value {self.min_singular_value:.3g}; "
+                f"{len(self.near_derivative_zero)} near a zero of phi'"
             )
         return "\n".join(lines)
 
@@ -131,11 +136,15 @@ def homeomorphism_report(
     Wk = _validation.weight_matrix(W, True)
     m, n = Wk.shape
     weight_rank = int(np.linalg.matrix_rank(Wk)) if Wk.size else 0
-    zeros = derivative_zeros(act) if act.derivative_can_vanish and not act.is_custom else np.array([])
+    zeros = (
+        derivative_zeros(act) if act.derivative_can_vanish and not act.is_custom else np.array([])
+    )
     injective = bool(act.strictly_monotone and weight_rank == n)
     empty = np.zeros(0, dtype=np.int64)
     if X is None:
-        return HomeomorphismReport(injective, act.strictly_monotone, weight_rank, n, 0, empty, float("nan"), zeros, empty)
+        return HomeomorphismReport(
+            injective, act.strictly_monotone, weight_rank, n, 0, empty, float("nan"), zeros, empty
+        )
     if not (np.isfinite(delta) and delta >= 0):
         raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
     ranks = np.atleast_1d(jacobian_rank(Wk, X, b, activation=act))
@@ -146,8 +155,13 @@ def homeomorphism_report(
         near |= np.any(np.abs(Z - z0) < delta, axis=1)
     smin = float(s[:, -1].min()) if s.size else float("nan")
     return HomeomorphismReport(
-        injective, act.strictly_monotone, weight_rank, n, int(Z.shape[0]),
-        np.nonzero(ranks < n)[0].astype(np.int64), smin, zeros, np.nonzero(near)[0].astype(np.int64),
+        injective,
+        act.strictly_monotone,
+        weight_rank,
+        n,
+        int(Z.shape[0]),
+        np.nonzero(ranks < n)[0].astype(np.int64),
+        smin,
+        zeros,
+        np.nonzero(near)[0].astype(np.int64),
     )
-
-

@@ -14,7 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backends, _validation, reference
-from .activations import Activation, activation as _lookup
+from .activations import Activation
+from .activations import activation as _lookup
 
 __all__ = [
     "layer_derivatives",

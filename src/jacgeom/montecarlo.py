@@ -60,7 +60,8 @@ class Spec:
     Parameters
     ----------
     widths : tuple of int, optional
-        [n_0, ..., n_L]. Alternatively give ``width`` and ``depth`` (widths = [width] * (depth + 1)).
+        [n_0, ..., n_L]. Alternatively give ``width`` and ``depth``
+        (widths = [width] * (depth + 1)).
     width, depth : int, optional
     activation : str or tuple of str, default "relu"
         One activation, or one per layer.
@@ -126,7 +127,10 @@ class Spec:
         if not isinstance(self.activation, str) and len(acts) != len(w) - 1:
             raise ValueError(f"activation has {len(acts)} entries for {len(w) - 1} layers")
         if self.init not in ("he", "xavier", "lecun", "orthogonal", "gaussian"):
-            raise ValueError(f"unknown init {self.init!r}; valid choices: he, xavier, lecun, orthogonal, gaussian")
+            raise ValueError(
+                f"unknown init {self.init!r}; valid choices: "
+                "he, xavier, lecun, orthogonal, gaussian"
+            )
         if self.residual and len(set(w)) != 1:
             raise ValueError(f"residual networks need equal widths, got {list(w)}")
         if self.norm not in (None, "layer"):
@@ -168,7 +172,9 @@ class Spec:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
-            raise ValueError(f"unknown spec field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}")
+            raise ValueError(
+                f"unknown spec field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}"
+            )
         return cls(**d)
 
     def replace(self, **changes: Any) -> Spec:
@@ -229,15 +235,24 @@ def _draw_weights(spec: Spec, rng: np.random.Generator, n: int) -> tuple[list[An
             W = rng.standard_normal((n, fan_out, fan_in))
             W *= math.sqrt(var)
         Ws.append(W)
-        bs.append(rng.standard_normal((n, fan_out)) * spec.sigma_b if spec.sigma_b else np.zeros((n, fan_out)))
+        bs.append(
+            rng.standard_normal((n, fan_out)) * spec.sigma_b
+            if spec.sigma_b
+            else np.zeros((n, fan_out))
+        )
     return Ws, bs
 
 
 def _shared_network(spec: Spec) -> Network:
     seed = np.random.SeedSequence(spec.seed, spawn_key=(2**31, 0))
     return Network.random(
-        list(spec.resolved_widths()), activation=_activations(spec), init=spec.init,
-        sigma_w=spec.sigma_w, sigma_b=spec.sigma_b, residual=spec.residual, norm=spec.norm,
+        list(spec.resolved_widths()),
+        activation=_activations(spec),
+        init=spec.init,
+        sigma_w=spec.sigma_w,
+        sigma_b=spec.sigma_b,
+        residual=spec.residual,
+        norm=spec.norm,
         seed=np.random.default_rng(seed),
     )
 
@@ -318,7 +333,9 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
             m = W.shape[1]
             A = W
             if spec.norm == "layer":
-                JN = (np.eye(m) - 1.0 / m - arg[:, :, None] * arg[:, None, :] / m) / sigma[:, None, None]
+                JN = (np.eye(m) - 1.0 / m - arg[:, :, None] * arg[:, None, :] / m) / sigma[
+                    :, None, None
+                ]
                 A = JN @ W
             A = d[:, :, None] * A
             if spec.residual:
@@ -332,7 +349,9 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
                 [np.ascontiguousarray(W) for W in Ws], Ds, nL * n0 < n0 * n0 and nL < n0
             )
     else:
-        mats = [d[:, :, None] * W for d, W in zip(Ds, Ws, strict=True)] if plain else layer_jacobians
+        mats = (
+            [d[:, :, None] * W for d, W in zip(Ds, Ws, strict=True)] if plain else layer_jacobians
+        )
         J = mats[0]
         for A in mats[1:]:
             J = A @ J
@@ -361,7 +380,9 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
     }
 
 
-def _rank_of_rows(A: NDArray[np.float64], d: NDArray[np.float64], backend: str) -> NDArray[np.int64]:
+def _rank_of_rows(
+    A: NDArray[np.float64], d: NDArray[np.float64], backend: str
+) -> NDArray[np.int64]:
     """matrix_rank of the non-zero rows of each A[b] (k_b rows decide the tolerance)."""
     s = _singular_values(A, backend)
     k = np.count_nonzero(d, axis=1)
@@ -410,7 +431,10 @@ class Result:
         w = s.resolved_widths()
         acts = _activations(s)
         if not (
-            s.fresh_weights and set(acts) == {"relu"} and not s.residual and s.norm is None
+            s.fresh_weights
+            and set(acts) == {"relu"}
+            and not s.residual
+            and s.norm is None
             and s.init in ("he", "xavier", "lecun", "gaussian")
         ):
             return {}
@@ -427,7 +451,9 @@ class Result:
         p = min(w[0], w[-1])
         out: dict[str, Any] = {"samples": self.samples, "widths": list(w)}
         out["p_rank_deficient"] = self.probability(self.data["rank"] < p, level)
-        out["p_any_zeroed"] = self.probability(np.any(self.data["active_counts"] < np.array(w[1:]), axis=1), level)
+        out["p_any_zeroed"] = self.probability(
+            np.any(self.data["active_counts"] < np.array(w[1:]), axis=1), level
+        )
         frac = self.data["active_counts"] / np.array(w[1:])
         out["active_fraction"] = _stats(frac.mean(axis=1))
         out["rank_fraction"] = _stats(self.data["rank"] / p)
@@ -437,7 +463,11 @@ class Result:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "spec": self.spec.to_dict(), "data": {k: v.tolist() for k, v in self.data.items()}}
+        return {
+            "format": _FORMAT,
+            "spec": self.spec.to_dict(),
+            "data": {k: v.tolist() for k, v in self.data.items()},
+        }
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to an .npz file (spec as JSON inside)."""
@@ -458,7 +488,14 @@ def _stats(x: NDArray[Any]) -> dict[str, float]:
     # Quantiles as order statistics (inverted CDF): defined for infinite values too.
     n = x.size
     srt = np.sort(x)
-    q = [srt[min(n - 1, int(math.ceil(f * n)) - 1 if f * n >= 1 else 0)] for f in (0.05, 0.25, 0.5, 0.75, 0.95)] if n else [np.nan] * 5
+    q = (
+        [
+            srt[min(n - 1, int(math.ceil(f * n)) - 1 if f * n >= 1 else 0)]
+            for f in (0.05, 0.25, 0.5, 0.75, 0.95)
+        ]
+        if n
+        else [np.nan] * 5
+    )
     # Interval for the median from the binomial order statistics (distribution-free).
     half = 1.96 * math.sqrt(n) / 2
     lo_i, hi_i = max(0, int(math.floor(n / 2 - half))), min(n - 1, int(math.ceil(n / 2 + half)))
@@ -466,7 +503,11 @@ def _stats(x: NDArray[Any]) -> dict[str, float]:
         "mean": float(finite.mean()) if finite.size else float("nan"),
         "std": float(finite.std()) if finite.size > 1 else float("nan"),
         "finite_fraction": float(finite.size / n) if n else float("nan"),
-        "q05": float(q[0]), "q25": float(q[1]), "median": float(q[2]), "q75": float(q[3]), "q95": float(q[4]),
+        "q05": float(q[0]),
+        "q25": float(q[1]),
+        "median": float(q[2]),
+        "q75": float(q[3]),
+        "q95": float(q[4]),
         "median_lo": float(srt[lo_i]) if n else float("nan"),
         "median_hi": float(srt[hi_i]) if n else float("nan"),
     }
@@ -568,7 +609,8 @@ def run(
     >>> from jacgeom.montecarlo import Spec, run
     >>> res = run(Spec(widths=(10, 10), samples=4000, seed=1), progress=False)
     >>> s = res.summary()
-    >>> s["p_rank_deficient"]["lo"] <= s["theory"]["p_rank_deficient"] <= s["p_rank_deficient"]["hi"]
+    >>> p, theory = s["p_rank_deficient"], s["theory"]["p_rank_deficient"]
+    >>> p["lo"] <= theory <= p["hi"]
     True
     """
     if not isinstance(spec, Spec):
@@ -643,10 +685,19 @@ def _progress_bar(spec: Spec, progress: bool | str, initial: int) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=spec.samples, initial=initial, unit="samples", unit_scale=True, file=sys.stderr, leave=False)
+    return tqdm(
+        total=spec.samples,
+        initial=initial,
+        unit="samples",
+        unit_scale=True,
+        file=sys.stderr,
+        leave=False,
+    )
 
 
-def sweep(base: Spec, grid: dict[str, Iterable[Any]], **run_kwargs: Any) -> list[tuple[dict[str, Any], Result]]:
+def sweep(
+    base: Spec, grid: dict[str, Iterable[Any]], **run_kwargs: Any
+) -> list[tuple[dict[str, Any], Result]]:
     """Run ``base`` at every point of a grid over spec fields (the Cartesian product).
 
     Parameters
@@ -670,7 +721,11 @@ def sweep(base: Spec, grid: dict[str, Iterable[Any]], **run_kwargs: Any) -> list
     for values in itertools.product(*(list(grid[k]) for k in names)):
         point = dict(zip(names, values, strict=True))
         spec = base.replace(**point)
-        sub = None if out is None else Path(out) / "_".join(f"{k}={_label(v)}" for k, v in point.items())
+        sub = (
+            None
+            if out is None
+            else Path(out) / "_".join(f"{k}={_label(v)}" for k, v in point.items())
+        )
         results.append((point, run(spec, out=sub, **run_kwargs)))
     return results
 
@@ -684,8 +739,13 @@ def sweep_table(results: Sequence[tuple[dict[str, Any], Result]]) -> str:
     if not results:
         return ""
     names = list(results[0][0])
-    head = names + ["samples", "P(rank-deficient) [95% CI]", "theory", "mean rank / width [95% CI]",
-                    "median log10 cond [95% CI]"]
+    head = names + [
+        "samples",
+        "P(rank-deficient) [95% CI]",
+        "theory",
+        "mean rank / width [95% CI]",
+        "median log10 cond [95% CI]",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for point, res in results:
         s = res.summary()

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _validation, reference
-from .activations import Activation, activation as _lookup
+from . import _backends, _validation
+from .activations import Activation
+from .activations import activation as _lookup
 from .reference import network as _ref
 
 __all__ = ["Network"]
@@ -113,7 +114,11 @@ class Network:
         if biases is None:
             bs = [np.zeros(W.shape[0], dtype=W.dtype) for W in Ws]
         else:
-            if not isinstance(biases, Sequence) or isinstance(biases, np.ndarray) or len(biases) != L:
+            if (
+                not isinstance(biases, Sequence)
+                or isinstance(biases, np.ndarray)
+                or len(biases) != L
+            ):
                 raise ValueError(f"biases must be a list of {L} vectors (one per layer) or None")
             bs = [_validation.as_float_array(b, f"biases[{i}]") for i, b in enumerate(biases)]
             for i, b in enumerate(bs):
@@ -127,10 +132,13 @@ class Network:
         else:
             acts = [_lookup(a) for a in activation]
             if len(acts) != L:
-                raise ValueError(f"activation has {len(acts)} entries for {L} layers; give one or {L}")
+                raise ValueError(
+                    f"activation has {len(acts)} entries for {L} layers; give one or {L}"
+                )
         dtype = _validation.common_dtype(*Ws, *bs)
         _validation.check_finite_arrays(
-            check_finite, **{f"weights[{i}]": W for i, W in enumerate(Ws)},
+            check_finite,
+            **{f"weights[{i}]": W for i, W in enumerate(Ws)},
             **{f"biases[{i}]": b for i, b in enumerate(bs)},
         )
         self.weights: list[FloatArray] = [_frozen(W, dtype) for W in Ws]
@@ -294,7 +302,9 @@ class Network:
             z = h @ self.weights[l].T + self.biases[l]
             if self.norm == "layer":
                 mu = z.mean(axis=1, keepdims=True)
-                z = (z - mu) / np.sqrt(np.mean((z - mu) ** 2, axis=1, keepdims=True) + self.norm_eps)
+                z = (z - mu) / np.sqrt(
+                    np.mean((z - mu) ** 2, axis=1, keepdims=True) + self.norm_eps
+                )
             a = self.activations[l].phi(z)
             h = h + a if self.residual else a
         return h[0] if squeeze else h
@@ -361,7 +371,9 @@ class Network:
             P = Y
         return np.ascontiguousarray(P.transpose(1, 0, 2))
 
-    def _apply_layer_forward(self, l: int, P: FloatArray, d: FloatArray, state: Any, B: int) -> FloatArray:
+    def _apply_layer_forward(
+        self, l: int, P: FloatArray, d: FloatArray, state: Any, B: int
+    ) -> FloatArray:
         W = self.weights[l]
         n_in, n0 = P.shape[0], P.shape[2]
         if l == 0 and not self.residual and self.norm is None:
@@ -408,7 +420,9 @@ class Network:
 
     # ------------------------------------------------------------------ public reductions
 
-    def jacobian(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+    def jacobian(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> FloatArray:
         """End-to-end Jacobians J(x) = A_L ... A_1.
 
         Parameters
@@ -431,7 +445,9 @@ class Network:
                 out[sl] = J
         return out[0] if squeeze else out
 
-    def singular_values(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+    def singular_values(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> FloatArray:
         """Singular values of each end-to-end Jacobian, descending.
 
         Returns
@@ -449,8 +465,12 @@ class Network:
         return out[0] if squeeze else out
 
     def rank(
-        self, X: ArrayLike, tol: float | None = None, rtol: float | None = None,
-        backend: str = "auto", check_finite: bool = True,
+        self,
+        X: ArrayLike,
+        tol: float | None = None,
+        rtol: float | None = None,
+        backend: str = "auto",
+        check_finite: bool = True,
     ) -> IntArray:
         """numpy.linalg.matrix_rank of each end-to-end Jacobian (same tol / rtol meaning).
 
@@ -471,8 +491,12 @@ class Network:
         return out[0] if squeeze else out
 
     def layer_ranks(
-        self, X: ArrayLike, tol: float | None = None, rtol: float | None = None,
-        backend: str = "auto", check_finite: bool = True,
+        self,
+        X: ArrayLike,
+        tol: float | None = None,
+        rtol: float | None = None,
+        backend: str = "auto",
+        check_finite: bool = True,
     ) -> IntArray:
         """Rank of the partial product A_l ... A_1 after each layer l.
 
@@ -490,14 +514,20 @@ class Network:
             n0 = self.widths[0]
             for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
                 B = sl.stop - sl.start
-                P: FloatArray = np.broadcast_to(np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0))
+                P: FloatArray = np.broadcast_to(
+                    np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0)
+                )
                 for l, (_, d, state) in enumerate(self._layers(Xk[sl], be)):
                     P = self._apply_layer_forward(l, P, d, state, B)
                     J = np.ascontiguousarray(P.transpose(1, 0, 2))
-                    out[sl, l] = _count_rank(_batched_singular_values(J, be), J.shape[1:], tol, rtol)
+                    out[sl, l] = _count_rank(
+                        _batched_singular_values(J, be), J.shape[1:], tol, rtol
+                    )
         return out[0] if squeeze else out
 
-    def active_counts(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> IntArray:
+    def active_counts(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> IntArray:
         """Number of units with phi'(z) != 0 in each layer.
 
         Returns
@@ -509,12 +539,18 @@ class Network:
         if be == "numpy":
             out = _ref.active_counts(self, Xk)
         else:
-            out = np.stack(
-                [np.count_nonzero(d, axis=1) for _, d, _ in self._layers(Xk, be)], axis=1
-            ).astype(np.int64) if Xk.shape[0] else np.zeros((0, self.depth), dtype=np.int64)
+            out = (
+                np.stack(
+                    [np.count_nonzero(d, axis=1) for _, d, _ in self._layers(Xk, be)], axis=1
+                ).astype(np.int64)
+                if Xk.shape[0]
+                else np.zeros((0, self.depth), dtype=np.int64)
+            )
         return out[0] if squeeze else out
 
-    def frobenius_norm(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+    def frobenius_norm(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> FloatArray:
         """Frobenius norm ||J(x)||_F of each end-to-end Jacobian.
 
         Returns
@@ -531,7 +567,9 @@ class Network:
                 out[sl] = np.sqrt(np.einsum("bij,bij->b", J, J))
         return out[0] if squeeze else out
 
-    def log_singular_values(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+    def log_singular_values(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> FloatArray:
         """log of the singular values of each end-to-end Jacobian, descending, at any depth.
 
         Returns
@@ -564,7 +602,9 @@ class Network:
                 out[sl][np.arange(p)[None, :] >= bound[:, None]] = -np.inf
         return out[0] if squeeze else out
 
-    def log_abs_det(self, X: ArrayLike, backend: str = "auto", check_finite: bool = True) -> FloatArray:
+    def log_abs_det(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> FloatArray:
         """log|det J(x)| for a square end-to-end Jacobian (n_L = n_0), stable at any depth.
 
         Returns
@@ -590,7 +630,9 @@ class Network:
             n0 = self.widths[0]
             for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
                 logD, _, bound = self._frame(Xk[sl], be)
-                total = np.sum(logD, axis=1) if logD.shape[1] == n0 else np.full(len(bound), -np.inf)
+                total = (
+                    np.sum(logD, axis=1) if logD.shape[1] == n0 else np.full(len(bound), -np.inf)
+                )
                 out[sl] = np.where(bound == n0, total, -np.inf)
         return out[0] if squeeze else out
 
@@ -616,7 +658,9 @@ class Network:
                         bound = np.minimum(bound, d.shape[1] - 1)
                 # U is kept as (n_l, B, r) so the layer applies as one gemm.
                 A = self._apply_layer_forward(l, U, d, state, B).transpose(1, 0, 2)
-                order = np.argsort(-(np.log(np.linalg.norm(A, axis=1)) + logD), axis=1, kind="stable")
+                order = np.argsort(
+                    -(np.log(np.linalg.norm(A, axis=1)) + logD), axis=1, kind="stable"
+                )
                 A = np.take_along_axis(A, order[:, None, :], axis=2)
                 logD = np.take_along_axis(logD, order, axis=1)
                 V = np.take_along_axis(V, order[:, :, None], axis=1)
@@ -625,7 +669,10 @@ class Network:
                 diagR = np.diagonal(R, axis1=1, axis2=2)
                 diag = np.abs(diagR)
                 log_ratio = (
-                    np.log(np.abs(R)) - np.log(diag)[:, :, None] + logD[:, None, :] - logD[:, :k, None]
+                    np.log(np.abs(R))
+                    - np.log(diag)[:, :, None]
+                    + logD[:, None, :]
+                    - logD[:, :k, None]
                 )
                 coeff = np.sign(R) * np.exp(np.minimum(log_ratio, 700.0))
                 alive = np.isfinite(logD[:, :k]) & (diag > 0)
@@ -668,7 +715,9 @@ def _batched_singular_values(J: FloatArray, backend: str) -> FloatArray:
         return _backends.numba_kernels.batched_singular_values(Jc)  # type: ignore[no-any-return]
 
 
-def _count_rank(s: FloatArray, shape: tuple[int, ...], tol: float | None, rtol: float | None) -> IntArray:
+def _count_rank(
+    s: FloatArray, shape: tuple[int, ...], tol: float | None, rtol: float | None
+) -> IntArray:
     """numpy.linalg.matrix_rank's count from singular values of (r, c) matrices."""
     if s.shape[1] == 0:
         return np.zeros(s.shape[0], dtype=np.int64)

@@ -46,7 +46,10 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
     acts = sorted({str(p.get("activation")) for p, _ in results})
     for act in acts:
         rows = [(p, r) for p, r in results if str(p.get("activation")) == act]
-        shallow = sorted(((p["width"], r) for p, r in rows if p.get("depth") == 1 and "width" in p), key=lambda t: t[0])
+        shallow = sorted(
+            ((p["width"], r) for p, r in rows if p.get("depth") == 1 and "width" in p),
+            key=lambda t: t[0],
+        )
         if shallow:
             w = np.array([x for x, _ in shallow])
             summ = [r.summary()["p_rank_deficient"] for _, r in shallow]
@@ -57,10 +60,16 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
         # depth curves at the most common width
         widths = [p.get("width") for p, _ in rows if "depth" in p]
         at = max(set(widths), key=widths.count) if widths else None
-        deep = sorted(((p["depth"], r) for p, r in rows if "depth" in p and p.get("width") == at), key=lambda t: t[0])
+        deep = sorted(
+            ((p["depth"], r) for p, r in rows if "depth" in p and p.get("width") == at),
+            key=lambda t: t[0],
+        )
         if deep:
             d = np.array([x for x, _ in deep])
-            frac = [r.data["rank"] / min(r.spec.resolved_widths()[0], r.spec.resolved_widths()[-1]) for _, r in deep]
+            frac = [
+                r.data["rank"] / min(r.spec.resolved_widths()[0], r.spec.resolved_widths()[-1])
+                for _, r in deep
+            ]
             mean = np.array([f.mean() for f in frac])
             lo = np.array([np.quantile(f, 0.05) for f in frac])
             hi = np.array([np.quantile(f, 0.95) for f in frac])
@@ -72,10 +81,21 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
             data["spread"][act] = (d, spread)
     if data["width"]:
         n = np.arange(1, max(max(w) for w, _ in data["width"].values()) + 1)
-        axes[0].plot(n, [theory.p_any_zeroed(int(k)) for k in n], "k--", lw=1, label="1 - 2^-n (relu)")
-    axes[0].set(xscale="log", xlabel="width n (depth 1)", ylabel="P(rank-deficient)", title="Rank loss of one layer")
-    axes[1].set(xlabel="depth", ylabel="end-to-end rank / width", title="Rank through depth", ylim=(0, 1.05))
-    axes[2].set(xlabel="depth", ylabel="median log10(s_max / s_min)", title="Spread of singular values")
+        axes[0].plot(
+            n, [theory.p_any_zeroed(int(k)) for k in n], "k--", lw=1, label="1 - 2^-n (relu)"
+        )
+    axes[0].set(
+        xscale="log",
+        xlabel="width n (depth 1)",
+        ylabel="P(rank-deficient)",
+        title="Rank loss of one layer",
+    )
+    axes[1].set(
+        xlabel="depth", ylabel="end-to-end rank / width", title="Rank through depth", ylim=(0, 1.05)
+    )
+    axes[2].set(
+        xlabel="depth", ylabel="median log10(s_max / s_min)", title="Spread of singular values"
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -111,8 +131,17 @@ def activations_figure() -> Any:
         ax.axhline(0, color="grey", lw=0.5)
         for z0 in zeros:
             ax.plot([z0], [0.0], "rx", ms=8, mew=2)
-            ax.annotate(f"phi'=0 at {z0:.4f}", (z0, 0.0), textcoords="offset points", xytext=(4, 8), fontsize=7, color="r")
-        flags = ("monotone" if act.strictly_monotone else "NOT monotone") + (", C1" if act.smooth else "")
+            ax.annotate(
+                f"phi'=0 at {z0:.4f}",
+                (z0, 0.0),
+                textcoords="offset points",
+                xytext=(4, 8),
+                fontsize=7,
+                color="r",
+            )
+        flags = ("monotone" if act.strictly_monotone else "NOT monotone") + (
+            ", C1" if act.smooth else ""
+        )
         ax.set_title(f"{name} ({flags})", fontsize=9)
         ax.set_ylim(-1.5, 3)
         data[name] = (z, phi, dphi, zeros)
@@ -127,7 +156,9 @@ def _rotation(angle: float) -> Any:
     return np.array([[c, -s], [s, c]])
 
 
-def warp_data(angle: float, activation_name: str, lines: int = 9, points: int = 201) -> dict[str, Any]:
+def warp_data(
+    angle: float, activation_name: str, lines: int = 9, points: int = 201
+) -> dict[str, Any]:
     """A grid of lines in [-1.5, 1.5]^2 and the unit circle, before and after
     x -> phi(R(angle) x), and the mask of grid points where some unit is dead (phi' = 0)."""
     from .activations import activation
@@ -136,7 +167,9 @@ def warp_data(angle: float, activation_name: str, lines: int = 9, points: int = 
     W = _rotation(angle)
     t = np.linspace(-1.5, 1.5, points)
     ticks = np.linspace(-1.5, 1.5, lines)
-    curves = [np.stack([np.full_like(t, c), t], 1) for c in ticks] + [np.stack([t, np.full_like(t, c)], 1) for c in ticks]
+    curves = [np.stack([np.full_like(t, c), t], 1) for c in ticks] + [
+        np.stack([t, np.full_like(t, c)], 1) for c in ticks
+    ]
     theta = np.linspace(0, 2 * np.pi, 4 * points)
     curves.append(np.stack([np.cos(theta), np.sin(theta)], 1))
     mapped = [act.phi(c @ W.T) for c in curves]
@@ -146,7 +179,10 @@ def warp_data(angle: float, activation_name: str, lines: int = 9, points: int = 
     return {"curves": curves, "mapped": mapped, "folded": folded, "grid": (gx, gy), "W": W}
 
 
-def warp_figure(angle: float = np.pi / 6, activations: tuple[str, ...] = ("relu", "leaky_relu", "tanh", "gelu", "silu")) -> Any:
+def warp_figure(
+    angle: float = np.pi / 6,
+    activations: tuple[str, ...] = ("relu", "leaky_relu", "tanh", "gelu", "silu"),
+) -> Any:
     """The plane warped by phi(W x), W a rotation: input space, then one panel per
     activation; in the input panel the region where relu deletes a coordinate is shaded.
 
@@ -164,7 +200,9 @@ def warp_figure(angle: float = np.pi / 6, activations: tuple[str, ...] = ("relu"
     for c in first["curves"][:-1]:
         axes[0].plot(c[:, 0], c[:, 1], color="#4477aa", lw=0.6)
     axes[0].plot(first["curves"][-1][:, 0], first["curves"][-1][:, 1], color="#cc3311", lw=1.5)
-    axes[0].set_title(f"input (relu folds shaded)\nW = rotation {np.degrees(angle):.0f} deg", fontsize=9)
+    axes[0].set_title(
+        f"input (relu folds shaded)\nW = rotation {np.degrees(angle):.0f} deg", fontsize=9
+    )
     for ax, name in zip(axes[1:], activations, strict=True):
         for c in data[name]["mapped"][:-1]:
             ax.plot(c[:, 0], c[:, 1], color="#4477aa", lw=0.6)
@@ -192,7 +230,11 @@ def warp_animation(path: str, angles: Any = None, activation_name: str = "relu")
         for c in d["mapped"][:-1]:
             ax.plot(c[:, 0], c[:, 1], color="#4477aa", lw=0.6)
         ax.plot(d["mapped"][-1][:, 0], d["mapped"][-1][:, 1], color="#cc3311", lw=1.5)
-        ax.set(xlim=(-1.6, 1.6), ylim=(-1.6, 1.6), title=f"{activation_name}, rotation {np.degrees(a):.0f} deg")
+        ax.set(
+            xlim=(-1.6, 1.6),
+            ylim=(-1.6, 1.6),
+            title=f"{activation_name}, rotation {np.degrees(a):.0f} deg",
+        )
         ax.set_aspect("equal")
 
     FuncAnimation(fig, draw, frames=angles).save(path, writer=PillowWriter(fps=6))
@@ -200,7 +242,9 @@ def warp_animation(path: str, angles: Any = None, activation_name: str = "relu")
     return angles
 
 
-def dead_coordinate_figure(widths: Any = (1, 2, 3, 4, 6, 8, 12, 16), samples: int = 4000, seed: int = 0) -> Any:
+def dead_coordinate_figure(
+    widths: Any = (1, 2, 3, 4, 6, 8, 12, 16), samples: int = 4000, seed: int = 0
+) -> Any:
     """P(at least one zeroed coordinate) of one relu layer against width n: Monte Carlo
     points with Clopper-Pearson intervals over the closed form 1 - 2^-n.
 
@@ -213,14 +257,27 @@ def dead_coordinate_figure(widths: Any = (1, 2, 3, 4, 6, 8, 12, 16), samples: in
     plt = _pyplot()
     rows = []
     for n in widths:
-        s = run(Spec(widths=(int(n), int(n)), samples=samples, seed=seed), progress=False).summary()["p_any_zeroed"]
+        s = run(
+            Spec(widths=(int(n), int(n)), samples=samples, seed=seed), progress=False
+        ).summary()["p_any_zeroed"]
         rows.append((n, s["p"], s["lo"], s["hi"]))
     n_arr, p, lo, hi = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
     fine = np.linspace(1, max(widths), 200)
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(fine, 1 - 2.0**-fine, "k--", lw=1, label="1 - 2^-n")
-    ax.errorbar(n_arr, p, yerr=[p - lo, hi - p], fmt="o", capsize=3, label=f"Monte Carlo ({samples} samples)")
-    ax.set(xlabel="width n", ylabel="P(some coordinate zeroed)", title="Dead coordinates of a relu layer")
+    ax.errorbar(
+        n_arr,
+        p,
+        yerr=[p - lo, hi - p],
+        fmt="o",
+        capsize=3,
+        label=f"Monte Carlo ({samples} samples)",
+    )
+    ax.set(
+        xlabel="width n",
+        ylabel="P(some coordinate zeroed)",
+        title="Dead coordinates of a relu layer",
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -228,7 +285,9 @@ def dead_coordinate_figure(widths: Any = (1, 2, 3, 4, 6, 8, 12, 16), samples: in
     return fig
 
 
-def rank_depth_figure(width: int = 16, depths: Any = (1, 2, 4, 8, 16), samples: int = 1000, seed: int = 0) -> Any:
+def rank_depth_figure(
+    width: int = 16, depths: Any = (1, 2, 4, 8, 16), samples: int = 1000, seed: int = 0
+) -> Any:
     """End-to-end rank / width against depth for relu, leaky_relu, tanh and gelu; plain,
     residual, and with layer normalisation (one panel each).
 
@@ -244,8 +303,25 @@ def rank_depth_figure(width: int = 16, depths: Any = (1, 2, 4, 8, 16), samples: 
     data = {}
     for ax, (label, kw) in zip(axes, variants.items(), strict=True):
         for act in ("relu", "leaky_relu", "tanh", "gelu"):
-            means = [float(np.mean(run(Spec(width=width, depth=int(d), activation=act, samples=samples,
-                                            seed=seed, **kw), progress=False).data["rank"])) / width for d in depths]
+            means = [
+                float(
+                    np.mean(
+                        run(
+                            Spec(
+                                width=width,
+                                depth=int(d),
+                                activation=act,
+                                samples=samples,
+                                seed=seed,
+                                **kw,
+                            ),
+                            progress=False,
+                        ).data["rank"]
+                    )
+                )
+                / width
+                for d in depths
+            ]
             ax.plot(depths, means, marker="o", label=act)
             data[(label, act)] = (np.array(depths), np.array(means))
         ax.set(title=f"{label} (width {width})", xlabel="depth", xscale="log")
@@ -257,7 +333,11 @@ def rank_depth_figure(width: int = 16, depths: Any = (1, 2, 4, 8, 16), samples: 
     return fig
 
 
-def metric_distortion_figure(m: int = 6, seed: int = 0, activations: tuple[str, ...] = ("relu", "leaky_relu", "tanh", "gelu", "sigmoid")) -> Any:
+def metric_distortion_figure(
+    m: int = 6,
+    seed: int = 0,
+    activations: tuple[str, ...] = ("relu", "leaky_relu", "tanh", "gelu", "sigmoid"),
+) -> Any:
     """Eigenvalues of the pullback metric W^T D^2 W along the unit circle (left) and over a
     grid (right, the smaller eigenvalue), for a random layer R^2 -> R^m, per activation.
 
@@ -276,15 +356,26 @@ def metric_distortion_figure(m: int = 6, seed: int = 0, activations: tuple[str, 
     t = np.linspace(-2, 2, 121)
     gx, gy = np.meshgrid(t, t)
     grid = np.stack([gx.ravel(), gy.ravel()], 1)
-    fig, axes = plt.subplots(2, len(activations), figsize=(3.4 * len(activations), 6.6), layout="constrained")
+    fig, axes = plt.subplots(
+        2, len(activations), figsize=(3.4 * len(activations), 6.6), layout="constrained"
+    )
     data = {}
     for j, name in enumerate(activations):
         ev = np.linalg.eigvalsh(pullback_metric(W, circle, b, activation=name))
         axes[0, j].plot(theta, np.maximum(ev[:, 1], 1e-12), label="larger")
         axes[0, j].plot(theta, np.maximum(ev[:, 0], 1e-12), label="smaller")
-        axes[0, j].set(title=f"{name}: eigenvalues on the circle", xlabel="angle", yscale="log", ylim=(1e-13, 1e2))
-        low = np.linalg.eigvalsh(pullback_metric(W, grid, b, activation=name))[:, 0].reshape(gx.shape)
-        im = axes[1, j].pcolormesh(gx, gy, np.log10(np.maximum(low, 1e-12)), shading="auto", vmin=-6, vmax=1)
+        axes[0, j].set(
+            title=f"{name}: eigenvalues on the circle",
+            xlabel="angle",
+            yscale="log",
+            ylim=(1e-13, 1e2),
+        )
+        low = np.linalg.eigvalsh(pullback_metric(W, grid, b, activation=name))[:, 0].reshape(
+            gx.shape
+        )
+        im = axes[1, j].pcolormesh(
+            gx, gy, np.log10(np.maximum(low, 1e-12)), shading="auto", vmin=-6, vmax=1
+        )
         axes[1, j].plot(circle[:, 0], circle[:, 1], "w", lw=0.8)
         axes[1, j].set(title="log10 smaller eig.", aspect="equal")
         data[name] = (theta, ev)

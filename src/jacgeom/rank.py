@@ -23,7 +23,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backends, _validation, reference
-from .activations import Activation, activation as _lookup
+from .activations import Activation
+from .activations import activation as _lookup
 from .layer import _Layer
 
 __all__ = ["active_rank", "jacobian_rank", "masked_rank"]
@@ -61,8 +62,12 @@ def _tolerance_mode(tol: float | None, rtol: float | None) -> tuple[int, float]:
 
 
 def _compiled_rank(
-    W: FloatArray, scale: FloatArray, tol: float | None, rtol: float | None,
-    backend: str, want_values: bool,
+    W: FloatArray,
+    scale: FloatArray,
+    tol: float | None,
+    rtol: float | None,
+    backend: str,
+    want_values: bool,
 ) -> tuple[NDArray[np.int64], FloatArray]:
     mode, value = _tolerance_mode(tol, rtol)
     with _backends.single_threaded_blas():
@@ -80,8 +85,13 @@ def _compiled_rank(
 
 
 def _ranks_of_masks(
-    W: FloatArray, masks: NDArray[np.bool_], squeeze: bool, tol: float | None,
-    rtol: float | None, backend: str, want_values: bool,
+    W: FloatArray,
+    masks: NDArray[np.bool_],
+    squeeze: bool,
+    tol: float | None,
+    rtol: float | None,
+    backend: str,
+    want_values: bool,
 ) -> Any:
     if backend == "numpy":
         out = reference.masked_rank(W, masks, tol, rtol, want_values)
@@ -245,7 +255,9 @@ def jacobian_rank(
         return _squeeze(out, layer.squeeze, want)
     act = _lookup(activation)
     if act.name == "relu" and not act.is_custom:
-        return _ranks_of_masks(layer.W, layer.preactivations() > 0, layer.squeeze, tol, rtol, layer.backend, want)
+        return _ranks_of_masks(
+            layer.W, layer.preactivations() > 0, layer.squeeze, tol, rtol, layer.backend, want
+        )
     D = np.ascontiguousarray(layer.derivatives())
     ranks, values = _compiled_rank(layer.W, D, tol, rtol, layer.backend, want)
     return _squeeze((ranks, values) if want else ranks, layer.squeeze, want)

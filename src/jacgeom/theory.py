@@ -91,5 +91,9 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
         return 0.0, 1.0
     a = 1.0 - level
     lo = 0.0 if successes == 0 else float(beta.ppf(a / 2, successes, trials - successes + 1))
-    hi = 1.0 if successes == trials else float(beta.ppf(1 - a / 2, successes + 1, trials - successes))
+    hi = (
+        1.0
+        if successes == trials
+        else float(beta.ppf(1 - a / 2, successes + 1, trials - successes))
+    )
     return lo, hi

@@ -54,8 +54,19 @@ def svd_values(gesdd: Any, A: Any, s: Any, jobz: Any) -> int:
     iwork = np.empty(max(1, 8 * mn), dtype=np.int32)
     dummy = np.empty(1, dtype=A.dtype)
     gesdd(
-        jobz.ctypes, ints[0:].ctypes, ints[1:].ctypes, A.ctypes, ints[2:].ctypes, s.ctypes,
-        dummy.ctypes, ints[3:].ctypes, dummy.ctypes, ints[3:].ctypes, work.ctypes,
-        ints[4:].ctypes, iwork.ctypes, ints[5:].ctypes,
+        jobz.ctypes,
+        ints[0:].ctypes,
+        ints[1:].ctypes,
+        A.ctypes,
+        ints[2:].ctypes,
+        s.ctypes,
+        dummy.ctypes,
+        ints[3:].ctypes,
+        dummy.ctypes,
+        ints[3:].ctypes,
+        work.ctypes,
+        ints[4:].ctypes,
+        iwork.ctypes,
+        ints[5:].ctypes,
     )
     return ints[5]

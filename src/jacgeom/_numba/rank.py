@@ -18,12 +18,18 @@ FloatArray = NDArray[np.floating[Any]]
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _masked_rank(
-    W: FloatArray, scale: FloatArray, tol_mode: int, tol_value: float, eps: float,
-    gesdd: Any, jobz: Any, ranks: Any, S: FloatArray,
+    W: FloatArray,
+    scale: FloatArray,
+    tol_mode: int,
+    tol_value: float,
+    eps: float,
+    gesdd: Any,
+    jobz: Any,
+    ranks: Any,
+    S: FloatArray,
 ) -> None:
     U, m = scale.shape
     n = W.shape[1]
-    p = min(m, n)
     for u in numba.prange(U):
         A = np.empty((m, n), dtype=W.dtype)
         k = 0
@@ -62,5 +68,7 @@ def masked_rank(
     ranks = np.empty(scale.shape[0], dtype=np.int64)
     S = np.empty((scale.shape[0], min(W.shape)), dtype=W.dtype)
     eps = float(np.finfo(W.dtype).eps)
-    _masked_rank(W, scale, tol_mode, float(tol_value), eps, _gesdd(W.dtype), lapack.JOBZ_N, ranks, S)
+    _masked_rank(
+        W, scale, tol_mode, float(tol_value), eps, _gesdd(W.dtype), lapack.JOBZ_N, ranks, S
+    )
     return ranks, S

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..activations import Activation, activation as _lookup
+from ..activations import Activation
+from ..activations import activation as _lookup
 
 FloatArray = NDArray[np.floating[Any]]
 
@@ -27,18 +28,24 @@ def preactivations(W: Any, X: Any, b: Any = None, activation: Any = None) -> Flo
     return Z[0] if squeeze else Z
 
 
-def layer_derivatives(W: Any, X: Any, b: Any = None, activation: str | Activation = "relu") -> FloatArray:
+def layer_derivatives(
+    W: Any, X: Any, b: Any = None, activation: str | Activation = "relu"
+) -> FloatArray:
     """d = phi'(W x + b) for every sample, shape (B, m)."""
     return _lookup(activation).derivative(preactivations(W, X, b))
 
 
-def layer_jacobian(W: Any, X: Any, b: Any = None, activation: str | Activation = "relu") -> FloatArray:
+def layer_jacobian(
+    W: Any, X: Any, b: Any = None, activation: str | Activation = "relu"
+) -> FloatArray:
     """J = D_phi(z) W for every sample, shape (B, m, n)."""
     d = layer_derivatives(W, X, b, activation)
     return d[..., :, None] * np.asarray(W)
 
 
-def pullback_metric(W: Any, X: Any, b: Any = None, activation: str | Activation = "relu") -> FloatArray:
+def pullback_metric(
+    W: Any, X: Any, b: Any = None, activation: str | Activation = "relu"
+) -> FloatArray:
     """G = W^T D^2 W = J^T J for every sample, shape (B, n, n)."""
     J = layer_jacobian(W, X, b, activation)
     return np.swapaxes(J, -1, -2) @ J

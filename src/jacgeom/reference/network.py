@@ -91,12 +91,16 @@ def _rank(J: FloatArray, tol: float | None, rtol: float | None) -> int:
     return int(np.linalg.matrix_rank(J, tol=tol, rtol=rtol)) if J.size else 0
 
 
-def rank(net: Any, X: FloatArray, tol: float | None = None, rtol: float | None = None) -> NDArray[np.int64]:
+def rank(
+    net: Any, X: FloatArray, tol: float | None = None, rtol: float | None = None
+) -> NDArray[np.int64]:
     """numpy.linalg.matrix_rank of each end-to-end Jacobian, (B,)."""
     return np.array([_rank(J, tol, rtol) for J in jacobian(net, X)], dtype=np.int64)
 
 
-def layer_ranks(net: Any, X: FloatArray, tol: float | None = None, rtol: float | None = None) -> NDArray[np.int64]:
+def layer_ranks(
+    net: Any, X: FloatArray, tol: float | None = None, rtol: float | None = None
+) -> NDArray[np.int64]:
     """Rank of the partial product after each layer, (B, L)."""
     out = np.empty((X.shape[0], len(net.weights)), dtype=np.int64)
     for i, x in enumerate(X):
@@ -188,7 +192,7 @@ def _frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]
 def _frame_log_singular_values(net: Any, x: FloatArray, p: int) -> FloatArray:
     _, logD, V = _frame(net, x)
     out = graded_log_singular_values(logD[None], V[None], p, _svd_values)[0]
-    out[structural_rank_bound(net, x):] = -np.inf
+    out[structural_rank_bound(net, x) :] = -np.inf
     return out
 
 
@@ -226,7 +230,9 @@ def graded_log_singular_values(
         if r == n0:
             finite = np.isfinite(logD).all(axis=1)
             missing = np.sum(logD, axis=1) - np.sum(np.where(lost, 0.0, logs), axis=1)
-            shift = (missing - np.sum(np.where(lost, graded, 0.0), axis=1)) / np.maximum(lost.sum(1), 1)
+            shift = (missing - np.sum(np.where(lost, graded, 0.0), axis=1)) / np.maximum(
+                lost.sum(1), 1
+            )
             graded = graded + np.where(finite, shift, 0.0)[:, None]
         logs = np.where(lost, graded, logs)
     q = min(p, logs.shape[1])

@@ -11,7 +11,9 @@ from ..activations import Activation
 from .layer import layer_derivatives, preactivations
 
 
-def _rank_and_values(A: NDArray[Any], tol: float | None, rtol: float | None, p: int) -> tuple[int, NDArray[Any]]:
+def _rank_and_values(
+    A: NDArray[Any], tol: float | None, rtol: float | None, p: int
+) -> tuple[int, NDArray[Any]]:
     s_full = np.zeros(p, dtype=A.dtype)
     if A.shape[0] == 0 or A.shape[1] == 0:
         return 0, s_full
@@ -26,7 +28,10 @@ def _rank_and_values(A: NDArray[Any], tol: float | None, rtol: float | None, p: 
 
 
 def masked_rank(
-    W: Any, mask: Any, tol: float | None = None, rtol: float | None = None,
+    W: Any,
+    mask: Any,
+    tol: float | None = None,
+    rtol: float | None = None,
     return_singular_values: bool = False,
 ) -> Any:
     """rank(W[mask[b]]) by numpy.linalg.matrix_rank for every mask; 0 for an empty mask.
@@ -49,7 +54,11 @@ def masked_rank(
 
 
 def active_rank(
-    W: Any, X: Any, b: Any = None, tol: float | None = None, rtol: float | None = None,
+    W: Any,
+    X: Any,
+    b: Any = None,
+    tol: float | None = None,
+    rtol: float | None = None,
     return_singular_values: bool = False,
 ) -> Any:
     """masked_rank with the relu active sets W x + b > 0."""
@@ -57,8 +66,13 @@ def active_rank(
 
 
 def jacobian_rank(
-    W: Any, X: Any, b: Any = None, activation: str | Activation = "relu",
-    tol: float | None = None, rtol: float | None = None, return_singular_values: bool = False,
+    W: Any,
+    X: Any,
+    b: Any = None,
+    activation: str | Activation = "relu",
+    tol: float | None = None,
+    rtol: float | None = None,
+    return_singular_values: bool = False,
 ) -> Any:
     """Numerical rank of D_phi W: matrix_rank of its non-zero rows d_i w_i."""
     W = np.asarray(W)
