@@ -12,6 +12,7 @@ imported, jacgeom still works on the other two and warns once, at import, with t
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
 import warnings
@@ -26,9 +27,8 @@ core_error: str | None = None
 try:
     from scipy.linalg import cython_blas, cython_lapack
 
-    from . import _core as core
-
-    core.register_lapack(cython_blas.__pyx_capi__, cython_lapack.__pyx_capi__)  # type: ignore[attr-defined]
+    core = importlib.import_module("jacgeom._core")
+    core.register_lapack(cython_blas.__pyx_capi__, cython_lapack.__pyx_capi__)
 except Exception as exc:  # noqa: BLE001 - any failure means "no C++ backend", with the reason
     core = None
     core_error = f"{type(exc).__name__}: {exc}"
@@ -117,7 +117,7 @@ def set_num_threads(n: int) -> None:
     if numba_kernels is not None:
         import numba
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(n, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 def get_num_threads() -> int:

@@ -124,7 +124,7 @@ def tolerances(tol: Any, rtol: Any) -> tuple[float | None, float | None]:
     """Validate the rank tolerances (numpy.linalg.matrix_rank's meaning)."""
     if tol is not None and rtol is not None:
         raise ValueError("tol and rtol cannot both be given; pass one of them")
-    out = []
+    out: list[float | None] = []
     for name, value in (("tol", tol), ("rtol", rtol)):
         if value is None:
             out.append(None)

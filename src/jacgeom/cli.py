@@ -67,7 +67,7 @@ DEFAULT_ACTIVATIONS = ["relu", "leaky_relu", "tanh", "gelu", "identity"]
 
 def _default_sweep(samples: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(point, spec fields) of the default story: width at depth 1, then depth at width 32."""
-    points = []
+    points: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for act in DEFAULT_ACTIVATIONS:
         for width in (8, 16, 32, 64, 128):
             points.append(({"activation": act, "width": width, "depth": 1}, {}))

@@ -8,7 +8,8 @@ the (B, m, n) Jacobian unless it is the result asked for, and skip the rows wher
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -63,9 +64,9 @@ class _Layer:
             return act.derivative(Z)
         if self.backend == "cpp":
             assert _backends.core is not None
-            return _backends.core.derivatives(Z, act.code, act.parameter)  # type: ignore[no-any-return]
+            return _backends.core.derivatives(Z, act.code, act.parameter)
         assert _backends.numba_kernels is not None
-        return _backends.numba_kernels.derivatives(Z, act.code, act.parameter)  # type: ignore[no-any-return]
+        return _backends.numba_kernels.derivatives(Z, act.code, act.parameter)
 
     def kernel(self, name: str) -> Any:
         module = _backends.core if self.backend == "cpp" else _backends.numba_kernels
@@ -86,8 +87,11 @@ _PARAMETERS = """W : (m, n) array_like
         Raise ValueError on NaN or Inf in W, X or b."""
 
 
-def _doc(text: str) -> Any:
-    def wrap(fn: Any) -> Any:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _doc(text: str) -> Callable[[_F], _F]:
+    def wrap(fn: _F) -> _F:
         fn.__doc__ = text.replace("{parameters}", _PARAMETERS)
         return fn
 

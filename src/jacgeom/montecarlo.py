@@ -196,7 +196,7 @@ def _chunk_rng(spec: Spec, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
 
 
-def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[Any]:
     n0 = spec.resolved_widths()[0]
     if spec.inputs == "gaussian":
         return rng.standard_normal((n, n0))
@@ -269,13 +269,14 @@ def _count(s: NDArray[np.float64], shape: tuple[int, int]) -> NDArray[np.int64]:
     return np.count_nonzero(s > tol, axis=1).astype(np.int64)
 
 
-def _singular_values(A: NDArray[np.float64], backend: str) -> NDArray[np.float64]:
+def _singular_values(A: NDArray[Any], backend: str) -> NDArray[Any]:
     A = np.ascontiguousarray(A)
     if backend == "numpy":
         return np.linalg.svd(A, compute_uv=False)
     kernels = _backends.core if backend == "cpp" else _backends.numba_kernels
+    assert kernels is not None
     with _backends.single_threaded_blas():
-        return kernels.batched_singular_values(A)  # type: ignore[union-attr, no-any-return]
+        return kernels.batched_singular_values(A)
 
 
 def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str, NDArray[Any]]:
@@ -380,9 +381,7 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
     }
 
 
-def _rank_of_rows(
-    A: NDArray[np.float64], d: NDArray[np.float64], backend: str
-) -> NDArray[np.int64]:
+def _rank_of_rows(A: NDArray[Any], d: NDArray[Any], backend: str) -> NDArray[np.int64]:
     """matrix_rank of the non-zero rows of each A[b] (k_b rows decide the tolerance)."""
     s = _singular_values(A, backend)
     k = np.count_nonzero(d, axis=1)

@@ -354,7 +354,7 @@ class Network:
         ):
             assert _backends.core is not None
             with _backends.single_threaded_blas():
-                return _backends.core.chain_active(  # type: ignore[no-any-return]
+                return _backends.core.chain_active(
                     self.weights, [np.ascontiguousarray(d) for d in Ds], self._reverse_is_cheaper()
                 )
         if self._reverse_is_cheaper():
@@ -700,9 +700,9 @@ def _derivatives(Z: FloatArray, act: Activation, backend: str) -> FloatArray:
     Zc = np.ascontiguousarray(Z)
     if backend == "cpp":
         assert _backends.core is not None
-        return _backends.core.derivatives(Zc, act.code, act.parameter)  # type: ignore[no-any-return]
+        return _backends.core.derivatives(Zc, act.code, act.parameter)
     assert _backends.numba_kernels is not None
-    return _backends.numba_kernels.derivatives(Zc, act.code, act.parameter)  # type: ignore[no-any-return]
+    return _backends.numba_kernels.derivatives(Zc, act.code, act.parameter)
 
 
 def _batched_singular_values(J: FloatArray, backend: str) -> FloatArray:
@@ -710,9 +710,9 @@ def _batched_singular_values(J: FloatArray, backend: str) -> FloatArray:
     with _backends.single_threaded_blas():
         if backend == "cpp":
             assert _backends.core is not None
-            return _backends.core.batched_singular_values(Jc)  # type: ignore[no-any-return]
+            return _backends.core.batched_singular_values(Jc)
         assert _backends.numba_kernels is not None
-        return _backends.numba_kernels.batched_singular_values(Jc)  # type: ignore[no-any-return]
+        return _backends.numba_kernels.batched_singular_values(Jc)
 
 
 def _count_rank(

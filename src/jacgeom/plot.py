@@ -298,7 +298,11 @@ def rank_depth_figure(
     from .montecarlo import Spec, run
 
     plt = _pyplot()
-    variants = {"plain": {}, "residual": {"residual": True}, "layer norm": {"norm": "layer"}}
+    variants: dict[str, dict[str, Any]] = {
+        "plain": {},
+        "residual": {"residual": True},
+        "layer norm": {"norm": "layer"},
+    }
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     data = {}
     for ax, (label, kw) in zip(axes, variants.items(), strict=True):

@@ -46,7 +46,7 @@ def _unique_rows(mask: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], NDArray[np
         # Up to 64 units: one integer key per mask, sorted far faster than byte strings.
         keys8 = np.zeros((packed.shape[0], 8), dtype=np.uint8)
         keys8[:, :width] = packed
-        keys = keys8.view(np.uint64)[:, 0]
+        keys: NDArray[Any] = keys8.view(np.uint64)[:, 0]
     else:
         keys = np.ascontiguousarray(packed).view(np.dtype((np.void, width)))[:, 0]
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -73,7 +73,7 @@ def _compiled_rank(
     with _backends.single_threaded_blas():
         if backend == "numba":
             assert _backends.numba_kernels is not None
-            return _backends.numba_kernels.masked_rank(W, scale, mode, value)  # type: ignore[no-any-return]
+            return _backends.numba_kernels.masked_rank(W, scale, mode, value)
         assert _backends.core is not None
         m = W.shape[0]
         row_gram = None

@@ -54,7 +54,7 @@ def forward(net: Any, X: FloatArray) -> FloatArray:
     return out
 
 
-def preactivations(net: Any, X: FloatArray) -> list[FloatArray]:
+def preactivations(net: Any, X: FloatArray) -> list[Any]:
     """z_l = W_l h_{l-1} + b_l for every layer, each (B, n_l)."""
     zs = [np.empty((X.shape[0], w), dtype=X.dtype) for w in net.widths[1:]]
     for i, x in enumerate(X):
@@ -64,7 +64,7 @@ def preactivations(net: Any, X: FloatArray) -> list[FloatArray]:
     return zs
 
 
-def partial_jacobians(net: Any, x: FloatArray) -> list[FloatArray]:
+def partial_jacobians(net: Any, x: FloatArray) -> list[Any]:
     """J_l = A_l ... A_1 after every layer l, for one sample."""
     h, J, out = x, np.eye(x.shape[0], dtype=x.dtype), []
     for l in range(len(net.weights)):
