@@ -9,6 +9,7 @@ readable numpy reference ("numpy").
 from ._backends import backends, get_num_threads, set_num_threads
 from .activations import Activation, activation, activation_names
 from .homeomorphism import HomeomorphismReport, homeomorphism_report
+from .kernel_layer import KernelLayer
 from .layer import (
     layer_derivatives,
     layer_jacobian,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "HomeomorphismReport",
+    "KernelLayer",
     "Network",
     "activation",
     "active_rank",

@@ -1,0 +1,183 @@
+"""Kernel layers, the seed's alternative to pointwise activations: F(x) = A k(x) with
+k_j(x) = K(x, c_j) for centers c_1, ..., c_p.
+
+The Jacobian is J(x) = A grad k(x), grad k(x) the (p, n) matrix of the gradients of
+K(., c_j) at x: a dense smooth map instead of a row mask, so no row of a weight matrix is ever
+deleted exactly; rank is lost only where grad k(x) degenerates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _backends, _validation
+
+__all__ = ["KernelLayer"]
+
+FloatArray = NDArray[np.floating[Any]]
+_KERNELS = ("rbf", "laplacian", "polynomial")
+
+
+class KernelLayer:
+    """F(x) = A k(x), k_j(x) = K(x, c_j).
+
+    Parameters
+    ----------
+    centers : (p, n) array_like
+        The centers c_j.
+    coefficients : (m, p) array_like
+        A; row i holds the coefficients alpha_i of output i.
+    kernel : {"rbf", "laplacian", "polynomial"} or (K, grad_K), default "rbf"
+        rbf: exp(-gamma |x - c|^2); laplacian: exp(-gamma |x - c|_1); polynomial:
+        (x . c + coef0)^degree. A custom positive-definite kernel is a pair of callables
+        K(X (B, n), C (p, n)) -> (B, p) and grad_K(X, C) -> (B, p, n), the gradients in x.
+    gamma : float, default 1.0
+    degree : int, default 3
+    coef0 : float, default 1.0
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = KernelLayer(np.eye(2), np.array([[1.0, -1.0]]), gamma=0.5)
+    >>> layer.jacobian([[0.0, 0.0]]).round(6).tolist()
+    [[[0.606531, -0.606531]]]
+    """
+
+    def __init__(
+        self,
+        centers: ArrayLike,
+        coefficients: ArrayLike,
+        kernel: str | tuple[Callable[..., Any], Callable[..., Any]] = "rbf",
+        gamma: float = 1.0,
+        degree: int = 3,
+        coef0: float = 1.0,
+    ) -> None:
+        C = _validation.as_float_array(centers, "centers")
+        A = _validation.as_float_array(coefficients, "coefficients")
+        _validation.check_ndim(C, "centers", (2,), "a 2-D array of shape (p, n)")
+        _validation.check_ndim(A, "coefficients", (2,), "a 2-D array of shape (m, p)")
+        if A.shape[1] != C.shape[0]:
+            raise ValueError(
+                f"coefficients has shape {A.shape} but there are {C.shape[0]} centers; "
+                f"expected coefficients of shape (m, {C.shape[0]})"
+            )
+        _validation.check_finite_arrays(True, centers=C, coefficients=A)
+        if isinstance(kernel, str):
+            if kernel not in _KERNELS:
+                raise ValueError(f"unknown kernel {kernel!r}; valid choices: {', '.join(_KERNELS)}")
+        elif not (isinstance(kernel, tuple) and len(kernel) == 2 and all(map(callable, kernel))):
+            raise TypeError("kernel must be a name or a pair of callables (K, grad_K)")
+        if not (np.isfinite(gamma) and gamma > 0):
+            raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+        if int(degree) != degree or degree < 1:
+            raise ValueError(f"degree must be a positive integer, got {degree!r}")
+        dtype = _validation.common_dtype(C, A)
+        self.centers = np.array(C, dtype=dtype)
+        self.coefficients = np.array(A, dtype=dtype)
+        self.kernel = kernel
+        self.gamma, self.degree, self.coef0 = float(gamma), int(degree), float(coef0)
+        self.dtype = dtype
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.centers.shape[1])
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.coefficients.shape[0])
+
+    def _inputs(self, X: Any) -> tuple[FloatArray, bool]:
+        Xf = _validation.as_float_array(X, "X")
+        n = self.input_dim
+        _validation.check_ndim(Xf, "X", (1, 2), f"a sample ({n},) or a batch (B, {n})")
+        squeeze = Xf.ndim == 1
+        X2 = Xf[None, :] if squeeze else Xf
+        if X2.shape[1] != n:
+            raise ValueError(f"X has shape {Xf.shape} but the centers have {n} coordinates")
+        _validation.check_finite_arrays(True, X=X2)
+        return _validation.to_kernel(X2, self.dtype), squeeze
+
+    def features(self, X: ArrayLike) -> FloatArray:
+        """k(x) for every sample, (B, p)."""
+        Xk, squeeze = self._inputs(X)
+        out = self._k(Xk)
+        return out[0] if squeeze else out
+
+    def _k(self, X: FloatArray) -> FloatArray:
+        C = self.centers
+        if not isinstance(self.kernel, str):
+            return np.asarray(self.kernel[0](X, C), dtype=self.dtype)
+        if self.kernel == "rbf":
+            d2 = np.sum(X * X, 1)[:, None] - 2 * X @ C.T + np.sum(C * C, 1)[None, :]
+            return np.exp(-self.gamma * np.maximum(d2, 0))
+        if self.kernel == "laplacian":
+            return np.exp(-self.gamma * np.abs(X[:, None, :] - C[None]).sum(-1))
+        return (X @ C.T + self.coef0) ** self.degree
+
+    def _grad_k(self, X: FloatArray) -> FloatArray:
+        """(B, p, n): gradient in x of K(x, c_j)."""
+        C = self.centers
+        if not isinstance(self.kernel, str):
+            return np.asarray(self.kernel[1](X, C), dtype=self.dtype)
+        k = self._k(X)
+        diff = X[:, None, :] - C[None]
+        if self.kernel == "rbf":
+            return -2 * self.gamma * k[:, :, None] * diff
+        if self.kernel == "laplacian":
+            return -self.gamma * k[:, :, None] * np.sign(diff)
+        base = (X @ C.T + self.coef0) ** (self.degree - 1)
+        return self.degree * base[:, :, None] * C[None]
+
+    def forward(self, X: ArrayLike) -> FloatArray:
+        """F(x) = A k(x), (B, m)."""
+        Xk, squeeze = self._inputs(X)
+        out = self._k(Xk) @ self.coefficients.T
+        return out[0] if squeeze else out
+
+    def jacobian(self, X: ArrayLike) -> FloatArray:
+        """J(x) = A grad k(x), (B, m, n)."""
+        Xk, squeeze = self._inputs(X)
+        out = np.matmul(self.coefficients, self._grad_k(Xk))
+        return out[0] if squeeze else out
+
+    def pullback_metric(self, X: ArrayLike) -> FloatArray:
+        """J^T J, (B, n, n)."""
+        J = self.jacobian(X)
+        return np.swapaxes(J, -1, -2) @ J
+
+    def singular_values(self, X: ArrayLike, backend: str = "auto") -> FloatArray:
+        """Singular values of J(x), descending, (B, min(m, n))."""
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X)
+        J = np.ascontiguousarray(np.matmul(self.coefficients, self._grad_k(Xk)))
+        if be == "numpy":
+            s = np.linalg.svd(J, compute_uv=False)
+        else:
+            kernels = _backends.core if be == "cpp" else _backends.numba_kernels
+            assert kernels is not None
+            with _backends.single_threaded_blas():
+                s = kernels.batched_singular_values(J)
+        return s[0] if squeeze else s
+
+    def rank(self, X: ArrayLike, tol: float | None = None, rtol: float | None = None) -> Any:
+        """numpy.linalg.matrix_rank of J(x) for every sample, (B,) int64."""
+        tol, rtol = _validation.tolerances(tol, rtol)
+        s = np.atleast_2d(self.singular_values(X))
+        m, n = self.output_dim, self.input_dim
+        if tol is not None:
+            t = np.full(s.shape[0], tol)
+        else:
+            r = rtol if rtol is not None else max(m, n) * np.finfo(s.dtype).eps
+            t = s[:, 0] * r if s.shape[1] else np.zeros(s.shape[0])
+        out = np.count_nonzero(s > t[:, None], axis=1).astype(np.int64)
+        return out[0] if np.ndim(X) == 1 else out
+
+    def rkhs_norms(self) -> FloatArray:
+        """||F_i||_H = sqrt(alpha_i^T K alpha_i) of each output, (m,), K the centers' Gram."""
+        G = self._k(self.centers)
+        q = np.einsum("ip,pq,iq->i", self.coefficients, G, self.coefficients)
+        return np.sqrt(np.maximum(q, 0))
