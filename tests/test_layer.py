@@ -284,3 +284,39 @@ def test_check_finite_false_does_not_crash(backend: str) -> None:
 
 def test_rtol_helper_sane() -> None:
     assert rtol_for(np.float32) > rtol_for(np.float64)
+
+
+def test_layer_jacobian_into_out(backend: str, dtype: type) -> None:
+    W, X, b = data(6, 5, 4, dtype)
+    out = np.full((6, 5, 4), np.nan, dtype=dtype)
+    got = jacgeom.layer_jacobian(W, X, b, activation="gelu", backend=backend, out=out)
+    assert got is out
+    assert_close(out, reference.layer_jacobian(W, X, b, "gelu"), dtype)
+    one = np.empty((5, 4), dtype=dtype)
+    assert jacgeom.layer_jacobian(W, X[2], b, backend=backend, out=one) is one
+    np.testing.assert_array_equal(one, jacgeom.layer_jacobian(W, X, b, backend=backend)[2])
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (
+            lambda dt: np.empty((6, 5, 3), dt),
+            ValueError,
+            r"out has shape \(6, 5, 3\); expected \(6, 5, 4\)",
+        ),
+        (lambda dt: np.empty((6, 5, 4), np.float16), TypeError, "out has dtype float16"),
+        (lambda dt: np.empty((6, 4, 5), dt).transpose(0, 2, 1), ValueError, "C-contiguous"),
+        (lambda dt: [[0.0]], TypeError, "out must be a numpy ndarray"),
+    ],
+)
+def test_layer_jacobian_bad_out(
+    make: Any, error: type[Exception], match: str, backend: str
+) -> None:
+    W, X, b = data(6, 5, 4, np.float64)
+    with pytest.raises(error, match=match):
+        jacgeom.layer_jacobian(W, X, b, backend=backend, out=make(np.float64))
+    ro = np.empty((6, 5, 4))
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        jacgeom.layer_jacobian(W, X, b, backend=backend, out=ro)

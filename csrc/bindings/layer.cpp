@@ -2,6 +2,9 @@
 // (jacgeom._validation); outputs are allocated here, then the GIL is released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
 
 #include "jacgeom/layer.hpp"
 
@@ -38,9 +41,13 @@ Dims dims(const carray<T>& W, const carray<T>& D) {
 }
 
 template <class T>
-carray<T> jacobian(const carray<T>& W, const carray<T>& D) {
+carray<T> jacobian(const carray<T>& W, const carray<T>& D, std::optional<carray<T>> out) {
     const Dims s = dims(W, D);
-    carray<T> J({s.B, s.m, s.n});
+    // out: a caller-owned (B, m, n) C-contiguous array, checked in jacgeom.layer; reusing it
+    // avoids first-touch page faults of a fresh allocation (the kernel is bandwidth-bound).
+    carray<T> J = out ? *out : carray<T>({s.B, s.m, s.n});
+    if (J.ndim() != 3 || J.shape(0) != s.B || J.shape(1) != s.m || J.shape(2) != s.n)
+        throw py::value_error("out must have shape (B, m, n)");
     const T *w = W.data(), *d = D.data();
     T* j = J.mutable_data();
     py::gil_scoped_release release;
@@ -99,7 +106,7 @@ template <class T>
 void define_all(py::module_& m) {
     m.def("batched_singular_values", &batched_singular_values<T>, py::arg("A"));
     m.def("derivatives", &derivatives<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
-    m.def("jacobian", &jacobian<T>, py::arg("W"), py::arg("D"));
+    m.def("jacobian", &jacobian<T>, py::arg("W"), py::arg("D"), py::arg("out") = py::none());
     m.def("pullback_metric", &pullback<T>, py::arg("W"), py::arg("D"));
     m.def("singular_values", &singular_values<T>, py::arg("W"), py::arg("D"));
     m.def("log_volume", &log_volume<T>, py::arg("W"), py::arg("D"));

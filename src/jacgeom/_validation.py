@@ -171,3 +171,21 @@ def weight_matrix(W: Any, check_finite: bool) -> FloatArray:
     check_ndim(Wf, "W", (2,), "a 2-D weight matrix of shape (m, n)")
     check_finite_arrays(check_finite, W=Wf)
     return to_kernel(Wf, Wf.dtype)
+
+
+def output_array(
+    out: Any, shape: tuple[int, ...], dtype: np.dtype[Any], inputs: tuple[Any, ...]
+) -> None:
+    """Check a caller-provided output array: exact shape and dtype, C-contiguous, writeable,
+    sharing no memory with the inputs."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}; expected {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}; expected {shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    for a in inputs:
+        if np.shares_memory(out, a):
+            raise ValueError("out shares memory with an input")

@@ -116,9 +116,9 @@ def _jacobian(W: FloatArray, D: FloatArray, J: FloatArray) -> None:
                 J[b, i, j] = di * W[i, j]
 
 
-def jacobian(W: FloatArray, D: FloatArray) -> FloatArray:
-    """J[b] = diag(D[b]) W, shape (B, m, n)."""
-    J = np.empty((D.shape[0], W.shape[0], W.shape[1]), dtype=W.dtype)
+def jacobian(W: FloatArray, D: FloatArray, out: FloatArray | None = None) -> FloatArray:
+    """J[b] = diag(D[b]) W, shape (B, m, n), into ``out`` when given."""
+    J = np.empty((D.shape[0], W.shape[0], W.shape[1]), dtype=W.dtype) if out is None else out
     _jacobian(W, D, J)
     return J
 
