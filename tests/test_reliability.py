@@ -156,7 +156,8 @@ def arrays(draw: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @settings(
-    max_examples=300,
+    # 300 examples per run in CI; the long run: JACGEOM_FUZZ_EXAMPLES=2000 pytest -k fuzz
+    max_examples=int(os.environ.get("JACGEOM_FUZZ_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
