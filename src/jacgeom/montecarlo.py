@@ -302,6 +302,8 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
         net = _shared_network(spec)
         Ws = [np.broadcast_to(W, (n,) + W.shape) for W in net.weights]
         bs = [np.broadcast_to(b, (n,) + b.shape) for b in net.biases]
+    # The kernels take one shared (m, n) W, or one per sample (n, m, n) without copies.
+    kernel_Ws = [W if spec.fresh_weights else W[0] for W in Ws]
     active = np.empty((n, L), dtype=np.int64)
     layer_ranks = np.empty((n, L), dtype=np.int64)
     Ds, layer_jacobians = [], []
@@ -325,7 +327,7 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
                 assert _backends.core is not None
                 with _backends.single_threaded_blas():
                     layer_ranks[:, l] = _backends.core.masked_rank(
-                        np.ascontiguousarray(W), Ds[-1], None, 0, 0.0, False
+                        np.ascontiguousarray(kernel_Ws[l]), Ds[-1], None, 0, 0.0, False
                     )[0]
             else:
                 A = d[:, :, None] * W
@@ -347,7 +349,7 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
         assert _backends.core is not None
         with _backends.single_threaded_blas():
             J = _backends.core.chain_active(
-                [np.ascontiguousarray(W) for W in Ws], Ds, nL * n0 < n0 * n0 and nL < n0
+                [np.ascontiguousarray(W) for W in kernel_Ws], Ds, nL < n0
             )
     else:
         mats = (
