@@ -1,0 +1,478 @@
+"""What the pytest suite and report.py share: the floor, the machine, running and checking
+one case, and the markdown tables.
+
+The floor is measured in the same process and run as the kernels: the copy bandwidth
+(np.copyto between two preallocated, touched float64 arrays of about 1 GB; bytes read +
+written per second) for memory-bound kernels, the dgemm / sgemm rate (numpy matmul of two
+2048 x 2048 matrices into a preallocated result, 2 n^3 flops per call) for compute-bound
+ones. Medians throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from workloads import NAIVE, VECTORISED, Implementation, Kernel, Workload
+
+import jacgeom
+
+# ---------------------------------------------------------------------------------------
+# Floor
+
+
+@dataclass(frozen=True)
+class Floor:
+    copy_bandwidth: float  # bytes read + written per second
+    gemm_rate: dict[str, float]  # flops per second, by dtype name
+    copy_bytes: int
+    gemm_size: int
+    measurements: int = 1
+
+    def best(self, other: Floor) -> Floor:
+        """The higher rates of two measurements (start and end of a run): a floor is the
+        fastest the machine was seen to do the work, and other load only slows it."""
+        return Floor(
+            max(self.copy_bandwidth, other.copy_bandwidth),
+            {k: max(v, other.gemm_rate[k]) for k, v in self.gemm_rate.items()},
+            self.copy_bytes,
+            self.gemm_size,
+            self.measurements + other.measurements,
+        )
+
+    def seconds(self, amount: float, unit: str, dtype: str) -> float | None:
+        if amount <= 0:
+            return None
+        if unit == "bytes":
+            return amount / self.copy_bandwidth
+        return amount / self.gemm_rate[dtype]
+
+    def describe(self) -> str:
+        rates = ", ".join(
+            f"{'d' if k == 'float64' else 's'}gemm {v / 1e9:.1f} GFLOP/s"
+            for k, v in self.gemm_rate.items()
+        )
+        return (
+            f"copy bandwidth {self.copy_bandwidth / 1e9:.2f} GB/s (np.copyto of "
+            f"{self.copy_bytes / 2**30:.0f} GiB float64, read + written); {rates} "
+            f"(numpy matmul {self.gemm_size} x {self.gemm_size}); medians of 5 calls, the "
+            f"best of {self.measurements} such measurements (start and end of the run)"
+        )
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _copy_seconds(nbytes: int, repeats: int) -> float:
+    src = np.ones(nbytes // 8)
+    dst = np.zeros_like(src)  # both touched: no first-touch page faults in the timing
+    return _median_time(lambda: np.copyto(dst, src), repeats)
+
+
+def measure_floor(copy_bytes: int = 2**30, gemm_size: int = 2048, repeats: int = 5) -> Floor:
+    """Copy bandwidth and gemm rates, medians over ``repeats`` after one untimed call."""
+    t_copy = _copy_seconds(copy_bytes, repeats)
+    rng = np.random.default_rng(0)
+    rates = {}
+    for dtype in ("float64", "float32"):
+        A = rng.standard_normal((gemm_size, gemm_size)).astype(dtype)
+        B = rng.standard_normal((gemm_size, gemm_size)).astype(dtype)
+        C = np.empty_like(A)
+        t = _median_time(lambda A=A, B=B, C=C: np.matmul(A, B, out=C), repeats)
+        rates[dtype] = 2.0 * gemm_size**3 / t
+    return Floor(2.0 * copy_bytes / t_copy, rates, copy_bytes, gemm_size)
+
+
+# ---------------------------------------------------------------------------------------
+# Machine
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    return f"{int(line.split()[1]) / 2**20:.0f} GiB"
+    except OSError:
+        pass
+    return "?"
+
+
+def _blas_lines() -> list[str]:
+    from threadpoolctl import threadpool_info
+
+    lines = []
+    libs = sorted(threadpool_info(), key=lambda lib: (lib.get("user_api", ""), lib["filepath"]))
+    for lib in libs:
+        details = [str(lib[key]) for key in ("architecture", "threading_layer") if lib.get(key)]
+        details.append(f"{lib.get('num_threads')} threads")
+        version = f" {lib['version']}" if lib.get("version") else ""
+        lines.append(
+            f"{lib.get('user_api')}: {lib.get('internal_api')}{version} "
+            f"({', '.join(details)}) {os.path.basename(lib['filepath'])}"
+        )
+    return lines
+
+
+def machine_lines() -> list[str]:
+    """The machine, as printed beside every table."""
+    import numba
+    import scipy
+
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    lines = [
+        f"CPU: {_cpu_model()}, {cores} logical cores ({usable} usable), {_memory()} memory",
+        f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"numba {numba.__version__}, jacgeom {jacgeom.__version__} "
+        f"(backends {', '.join(jacgeom.backends())}; {jacgeom.get_num_threads()} threads)",
+    ]
+    lines += _blas_lines()
+    for var in (
+        "OPENBLAS_CORETYPE",
+        "OPENBLAS_L2_SIZE",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "JACGEOM_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+    ):
+        value = os.environ.get(var)
+        if value is not None:
+            lines.append(f"{var}={value}")
+    if "OPENBLAS_CORETYPE" not in os.environ and "OPENBLAS_L2_SIZE" not in os.environ:
+        lines.append("OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE: not set")
+    return lines
+
+
+def machine_summary() -> str:
+    """One line: CPU, cores, numpy, the BLAS libraries loaded (numpy's and scipy's)."""
+    from threadpoolctl import threadpool_info
+
+    blas = sorted(
+        (lib for lib in threadpool_info() if lib.get("user_api") == "blas"),
+        key=lambda lib: lib["filepath"],
+    )
+    libs = "; ".join(
+        f"{lib.get('internal_api')} {lib.get('version')} {os.path.basename(lib['filepath'])} "
+        f"({lib.get('architecture')}, {lib.get('num_threads')} threads)"
+        for lib in blas
+    )
+    return f"{_cpu_model()}, {os.cpu_count()} cores, numpy {np.__version__}, BLAS: {libs}"
+
+
+class LoadMonitor:
+    """CPU time that *other* processes used while we measured, in cores (0 = a quiet machine).
+
+    Busy time of the whole machine (/proc/stat) minus this process's CPU time (all its
+    threads), over the wall time. On a shared machine this says which medians to distrust.
+    """
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._own = time.process_time()
+        self._busy = _machine_busy_seconds()
+
+    def others(self) -> float | None:
+        busy = _machine_busy_seconds()
+        if busy is None or self._busy is None:
+            return None
+        wall = time.perf_counter() - self._wall
+        own = time.process_time() - self._own
+        return max(0.0, (busy - self._busy - own) / wall) if wall > 0 else None
+
+
+def _machine_busy_seconds() -> float | None:
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    ticks = [int(v) for v in fields[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------
+# One case: prepare (warm-up included), check
+
+
+@dataclass
+class Case:
+    workload: Workload
+    kernel: Kernel
+    impl: Implementation
+    inputs: Any  # what is timed: all samples, or the first `count`
+    count: int
+    call: Callable[[], Any]
+
+    @property
+    def scale(self) -> float:
+        return self.workload.B / self.count
+
+    @property
+    def extrapolated(self) -> bool:
+        return self.count < self.workload.B
+
+
+WARMUP_SAMPLES = 64
+
+
+def prepare_case(workload: Workload, kernel: Kernel, impl: Implementation) -> Case:
+    """Set up one implementation on a workload and warm it up (numba JIT, thread pools)."""
+    inputs = workload.inputs()
+    count = workload.B
+    if impl.slow and workload.slice_samples:
+        count = min(count, workload.slice_samples)
+    timed = inputs.head(count)
+    impl.prepare(inputs.head(min(count, WARMUP_SAMPLES)))()
+    return Case(workload, kernel, impl, timed, count, impl.prepare(timed))
+
+
+def check_indices(count: int, how_many: int) -> np.ndarray:
+    """Samples to check: spread over [0, count), first and last included."""
+    return np.unique(np.linspace(0, count - 1, min(count, how_many)).round().astype(np.intp))
+
+
+def check_case(case: Case, result: Any) -> str | None:
+    """Assert the result against jacgeom.reference on a few samples; return a diagnosis."""
+    w, kernel = case.workload, case.kernel
+    actual = np.asarray(result)
+    shape = kernel.result_shape(case.count, w.m, w.n)
+    assert actual.shape == shape, f"result shape {actual.shape}, expected {shape}"
+    idx = check_indices(case.count, w.check_samples)
+    expected = kernel.reference(case.inputs.take(idx))
+    (case.impl.compare or kernel.compare)(actual[idx], expected, np.dtype(w.dtype))
+    return case.impl.diagnose(w, actual, case.count) if case.impl.diagnose else None
+
+
+def time_case(case: Case, repeats: int) -> tuple[list[float], Any, float | None]:
+    """Wall times of ``repeats`` calls (scaled to all B samples), the last result, and the
+    cores other processes kept busy meanwhile."""
+    times, result = [], None
+    load = LoadMonitor()
+    for _ in range(repeats):
+        result = None  # free the previous result before the next call allocates its own
+        t0 = time.perf_counter()
+        result = case.call()
+        times.append((time.perf_counter() - t0) * case.scale)
+    return times, result, load.others()
+
+
+def measure_case(
+    workload: Workload,
+    kernel: Kernel,
+    impl: Implementation,
+    rounds: int,
+    attempts: int = 3,
+    max_load: float = 0.25,
+    pause: float = 5.0,
+) -> Measurement:
+    """Time and check one case; on a shared machine, retry while others are busy.
+
+    When other processes kept more than ``max_load`` cores busy during the timing, wait
+    ``pause`` seconds and time it again, at most ``attempts`` times in all, and keep the
+    attempt with the least such load (its load is reported beside the median). Every
+    attempt's result is checked.
+    """
+    case = prepare_case(workload, kernel, impl)
+    best: Measurement | None = None
+    for attempt in range(1, attempts + 1):
+        times, result, load = time_case(case, rounds)
+        diagnosis = check_case(case, result)
+        del result
+        this = Measurement(workload, kernel, impl, times, case.count, load, diagnosis)
+        if best is None or _load_key(this) < _load_key(best):
+            best = this
+        if load is None or load <= max_load or attempt == attempts:
+            break
+        time.sleep(pause)
+    assert best is not None
+    best.attempts = attempt
+    return best
+
+
+def _load_key(m: Measurement) -> float:
+    return 0.0 if m.others_load is None else m.others_load
+
+
+# ---------------------------------------------------------------------------------------
+# Results and tables
+
+
+@dataclass
+class Measurement:
+    workload: Workload
+    kernel: Kernel
+    impl: Implementation
+    times: list[float]  # seconds per round for all B samples (extrapolated when count < B)
+    count: int
+    others_load: float | None = None  # cores used by other processes while timing
+    diagnosis: str | None = None
+    attempts: int = 1
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def extrapolated(self) -> bool:
+        return self.count < self.workload.B
+
+
+def _seconds(t: float | None) -> str:
+    if t is None:
+        return "—"
+    if t >= 100:
+        return f"{t:.0f}"
+    if t >= 1:
+        return f"{t:.2f}"
+    if t >= 1e-3:
+        return f"{t:.4f}"
+    return f"{t:.2e}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b <= 0:
+        return "—"
+    r = a / b
+    return f"{r:.1f}×" if r >= 10 else f"{r:.2f}×"
+
+
+def floor_of(kernel: Kernel, workload: Workload, floor: Floor) -> tuple[float | None, str]:
+    work = kernel.work(workload)
+    return floor.seconds(work.amount, work.unit, workload.dtype), work.formula
+
+
+def markdown_tables(results: Sequence[Measurement], floor: Floor) -> str:
+    """One table per workload: implementations grouped by kernel, ratios, floor fraction."""
+    out: list[str] = []
+    formulas: dict[str, str] = {}
+    notes: list[str] = []
+    for w in _unique(r.workload for r in results):
+        rows = [r for r in results if r.workload == w]
+        out += [
+            f"#### {w.name} ({w.describe()})",
+            "",
+            "| kernel | implementation | median s (min–max) | vs naive | vs vectorised | "
+            "floor s | floor / time | others' load |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for kernel in _unique(r.kernel for r in rows):
+            krows = [r for r in rows if r.kernel == kernel]
+            base = {r.impl.name: r.median for r in krows}
+            floor_s, formula = floor_of(kernel, w, floor)
+            formulas[kernel.name] = formula
+            for r in krows:
+                label = r.impl.name
+                if r.extrapolated:
+                    label += f" † ({r.count} of {w.B} samples ×{r.workload.B / r.count:g})"
+                if r.attempts > 1:
+                    label += f" § ({r.attempts} attempts)"
+                if r.diagnosis:
+                    notes.append(f"{w.name}, {kernel.name}, {r.impl.name}: {r.diagnosis}.")
+                    label += " ‡"
+                out.append(
+                    f"| {kernel.name} | {label} | {_seconds(r.median)} "
+                    f"({_seconds(min(r.times))}–{_seconds(max(r.times))}) | "
+                    f"{_ratio(base.get(NAIVE), r.median)} | "
+                    f"{_ratio(base.get(VECTORISED), r.median)} | {_seconds(floor_s)} | "
+                    f"{_percent(floor_s, r.median)} | {_load(r.others_load)} |"
+                )
+        out.append("")
+    out.append(f"Floor measured in the same run: {floor.describe()}.")
+    out.append("")
+    out.append("Floors (the least time the work takes at the measured rate):")
+    out += [f"- {name}: {formula}" for name, formula in formulas.items()]
+    out.append(
+        "- k_b = rows of sample b with phi'(z_bi) != 0 (about m/2 for relu, m for gelu); a "
+        "floor / time above 100% means the implementation beats the copy or gemm rate "
+        "that np.copyto / numpy matmul reach."
+    )
+    out.append(
+        "- vs naive, vs vectorised: time of that numpy baseline divided by this row's time "
+        "(> 1: faster than the baseline)."
+    )
+    out.append(
+        "- median of the rounds timed (min–max in brackets); others' load: CPU cores that "
+        "other processes kept busy while this row was timed (/proc/stat minus this "
+        "process), a measure of how much to distrust the row."
+    )
+    if any(r.extrapolated for r in results):
+        out.append(
+            "- † extrapolated: these loop over samples at a cost linear in B; timed on the "
+            "first samples only and scaled by B / samples."
+        )
+    if any(r.attempts > 1 for r in results):
+        out.append(
+            "- § timed again because other processes were busy: the attempt with the least "
+            "others' load is shown."
+        )
+    out += [f"- ‡ {n}" for n in notes]
+    return "\n".join(out)
+
+
+def _load(cores: float | None) -> str:
+    return "—" if cores is None else f"{cores:.1f}"
+
+
+def _percent(floor_s: float | None, t: float) -> str:
+    if floor_s is None or t <= 0:
+        return "—"
+    return f"{100 * floor_s / t:.0f}%"
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for item in items:
+        if not any(item is s for s in seen):
+            seen.append(item)
+    return seen
+
+
+def as_records(results: Sequence[Measurement], floor: Floor) -> list[dict[str, Any]]:
+    """The numbers of the tables, for --json."""
+    records = []
+    for r in results:
+        floor_s, formula = floor_of(r.kernel, r.workload, floor)
+        records.append(
+            {
+                "workload": r.workload.name,
+                "kernel": r.kernel.name,
+                "implementation": r.impl.name,
+                "median_s": r.median,
+                "times_s": r.times,
+                "others_load_cores": r.others_load,
+                "samples_timed": r.count,
+                "samples": r.workload.B,
+                "floor_s": floor_s,
+                "floor_formula": formula,
+                "diagnosis": r.diagnosis,
+                "attempts": r.attempts,
+            }
+        )
+    return records
