@@ -179,6 +179,32 @@ def _mc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(rest: list[str]) -> int:
+    """Run bench/report.py of the checkout in the current directory (or JACGEOM_BENCH_DIR):
+    the suite is part of the source tree, not of the installed package."""
+    import os
+    import runpy
+    from pathlib import Path
+
+    where = Path(os.environ.get("JACGEOM_BENCH_DIR", "bench"))
+    report = where / "report.py"
+    if not report.is_file():
+        raise ValueError(
+            f"no benchmark suite at {str(report)!r}: run `jacgeom bench` from a jacgeom source "
+            "checkout, or set JACGEOM_BENCH_DIR to its bench/ directory"
+        )
+    sys.path.insert(0, str(where.resolve()))
+    saved = sys.argv
+    sys.argv = [str(report), *rest]
+    try:
+        runpy.run_path(str(report), run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jacgeom", description="What activations do to the geometry of networks."
@@ -219,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--out", required=True, help="directory for the PNG files")
     figs.add_argument("--gif", action="store_true", help="also the warp animation (pillow)")
     figs.add_argument("--samples", type=int, default=2000)
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark report of a source checkout (bench/report.py); "
+        "arguments after 'bench' are passed to it",
+        add_help=False,
+    )
+    bench.add_argument("rest", nargs="*")
     demo_p = sub.add_parser("demo", help="rank collapse of a random relu layer vs theory")
     demo_p.add_argument("--samples", type=int, default=4000)
     demo_p.add_argument("--seed", type=int, default=0)
@@ -227,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Everything after "bench" belongs to the report's own parser (--help included).
+        try:
+            return _bench(argv[1:])
+        except ValueError as exc:
+            print(f"jacgeom: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
