@@ -314,3 +314,22 @@ def test_weights_are_copied_and_read_only() -> None:
     with pytest.raises(ValueError, match="read-only"):
         net.weights[0][0, 0] = 2.0
     assert "Network(widths=[2, 3]" in repr(net) and net.depth == 1
+
+
+def test_reductions_stream_with_bounded_memory() -> None:
+    # Peak extra memory follows memory_budget, not B: the numpy allocations of a rank
+    # computation over many chunks stay within a few budgets (tracemalloc sees numpy's).
+    import tracemalloc
+
+    net = Network.random([64] * 9, activation="relu", seed=0)
+    net.memory_budget = 8 * 2**20
+    X = np.random.default_rng(0).standard_normal((3000, 64))
+    tracemalloc.start()
+    try:
+        ranks = net.rank(X)
+        logs = net.log_singular_values(X[:600])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ranks.shape == (3000,) and logs.shape == (600, 64)
+    assert peak < 6 * net.memory_budget, f"peak {peak / 2**20:.1f} MiB"
