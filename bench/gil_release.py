@@ -1,0 +1,82 @@
+"""Do the kernels release the GIL? Two Python threads against the same calls one after
+another, with the kernels pinned to one thread each (jacgeom.set_num_threads(1)) so the
+only parallelism is the callers'. Results are asserted identical to the serial ones.
+
+    python bench/gil_release.py [--repeats 5]
+
+Reports the median wall time of both and their ratio (2.0 = perfect on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import jacgeom
+
+
+def workloads() -> dict[str, Callable[[], Any]]:
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((256, 256))
+    X = rng.standard_normal((512, 256))
+    masks = rng.random((2048, 256)) < 0.5
+    net = jacgeom.Network.random([128] * 9, activation="tanh", seed=0)
+    Xn = rng.standard_normal((512, 128))
+    return {
+        "layer_jacobian (B=1024, 256x256, out=)": lambda: jacgeom.layer_jacobian(
+            W, X, out=out
+        ).sum(),
+        "masked_rank (2048 masks, 256x256)": lambda: jacgeom.masked_rank(W, masks),
+        "Network.jacobian (L=8, width 128, B=512)": lambda: net.jacobian(Xn),
+    }
+
+
+def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    fn()
+    serial, threaded = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a, b = fn(), fn()
+        serial.append(time.perf_counter() - t)
+        results: list[Any] = [None, None]
+
+        def run(i: int) -> None:
+            results[i] = fn()
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        threaded.append(time.perf_counter() - t)
+        for r in results:
+            np.testing.assert_array_equal(r, a)
+        np.testing.assert_array_equal(a, b)
+    return statistics.median(serial), statistics.median(threaded)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    before = jacgeom.get_num_threads()
+    jacgeom.set_num_threads(1)
+    try:
+        print("| kernel | two calls in sequence (s) | two threads (s) | speed-up |")
+        print("|---|---:|---:|---:|")
+        for name, fn in workloads().items():
+            s, t = measure(fn, args.repeats)
+            print(f"| {name} | {s:.3f} | {t:.3f} | {s / t:.2f} |")
+    finally:
+        jacgeom.set_num_threads(before)
+
+
+if __name__ == "__main__":
+    main()
