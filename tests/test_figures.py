@@ -61,6 +61,7 @@ def test_figures_command(tmp_path: Path) -> None:
     assert names == [
         "activations.png",
         "dead_coordinates.png",
+        "kernel_comparison.png",
         "metric_distortion.png",
         "rank_depth.png",
         "warp.gif",
@@ -92,3 +93,10 @@ def test_derivative_zeros_and_report() -> None:
     assert "criterion" in str(rep)
     with pytest.raises(ValueError, match="delta must be"):
         homeomorphism_report(W, "gelu", X=X, delta=-1.0)
+
+
+def test_kernel_comparison_figure() -> None:
+    data = plot.kernel_comparison_figure(widths=(5, 5, 5), samples=60).jacgeom_data
+    assert set(data) == {"relu", "tanh", "kernel (rbf)"}
+    assert np.all(data["kernel (rbf)"]["rank"] == 5)  # smooth dense Jacobians keep rank
+    assert data["relu"]["rank"].mean() < 5

@@ -401,6 +401,7 @@ def write_figures(out: str, gif: bool = False, samples: int = 2000) -> list[str]
         "dead_coordinates": dead_coordinate_figure(samples=samples),
         "rank_depth": rank_depth_figure(samples=max(200, samples // 4)),
         "metric_distortion": metric_distortion_figure(),
+        "kernel_comparison": kernel_comparison_figure(samples=max(100, samples // 10)),
     }
     paths = []
     for name, fig in figures.items():
@@ -413,3 +414,36 @@ def write_figures(out: str, gif: bool = False, samples: int = 2000) -> list[str]
         warp_animation(path)
         paths.append(path)
     return paths
+
+
+def kernel_comparison_figure(widths: Any = (8, 8, 8, 8), samples: int = 400, seed: int = 0) -> Any:
+    """Kernel network against relu and tanh networks of the same widths: distributions of
+    end-to-end rank / width and log10 condition number.
+
+    Returns
+    -------
+    matplotlib.figure.Figure, with ``jacgeom_data[name] = per-sample statistics``
+    """
+    from .kernel_layer import compare_with_activation_network
+
+    plt = _pyplot()
+    widths = list(widths)
+    data = {}
+    for act in ("relu", "tanh"):
+        out = compare_with_activation_network(widths, activation=act, samples=samples, seed=seed)
+        data[act] = out["activation"]
+        data["kernel (rbf)"] = out["kernel"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    width = min(widths[0], widths[-1])
+    for name, st in data.items():
+        axes[0].hist(st["rank"] / width, bins=np.linspace(0, 1.05, 22), alpha=0.5, label=name)
+        finite = st["log_cond"][np.isfinite(st["log_cond"])] / np.log(10)
+        if finite.size:
+            axes[1].hist(finite, bins=30, alpha=0.5, label=f"{name} ({finite.size} full rank)")
+    axes[0].set(xlabel="end-to-end rank / width", ylabel="samples", title=f"widths {widths}")
+    axes[1].set(xlabel="log10 condition number (full-rank samples)", title="Conditioning")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.jacgeom_data = data
+    return fig
