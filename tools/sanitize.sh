@@ -12,14 +12,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${SANITIZE_VENV:-/tmp/jacgeom-sanitize}
 python -m venv "$venv"
-"$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q ".[test]" --no-build-isolation 2>/dev/null || "$venv/bin/pip" install -q ".[test]"
+"$venv/bin/pip" install -q --upgrade pip "setuptools>=77" wheel "pybind11>=2.12"
+"$venv/bin/pip" install -q ".[test]"
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-rm -rf build/sanitize
+rm -rf build
 CFLAGS="$flags" CXXFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" \
-  "$venv/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation . 2>/dev/null \
-  || CFLAGS="$flags" CXXFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" \
-  "$venv/bin/pip" install -q --no-deps --force-reinstall .
+  "$venv/bin/pip" install -q --no-deps --force-reinstall --no-build-isolation --no-cache-dir .
+so=$("$venv/bin/python" -c "import jacgeom._core as c; print(c.__file__)" 2>/dev/null || true)
+if [ -z "$so" ] || ! nm -D "$so" | grep -q __asan; then
+  # (importing an instrumented module without the preload fails, which is expected)
+  so=$(ls "$venv"/lib/python3.*/site-packages/jacgeom/_core*.so)
+  nm -D "$so" | grep -q __asan || { echo "the extension was not instrumented" >&2; exit 1; }
+fi
 asan=$(g++ -print-file-name=libasan.so)
 ubsan=$(g++ -print-file-name=libubsan.so)
 export LD_PRELOAD="$asan $ubsan"
