@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -68,7 +69,8 @@ def test_same_results_on_every_executor() -> None:
     )
     one = run(spec, progress=False, workers=1)
     two = run(spec, progress=False, workers=2)
-    with cf.ProcessPoolExecutor(2) as pool:
+    # spawn, not fork: forking a process whose BLAS / JAX threads are running is unsafe
+    with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         procs = run(spec, progress=False, executor=pool)
     assert_same(one, two)
     assert_same(one, procs)

@@ -82,6 +82,25 @@ def check_ndim(arr: FloatArray, name: str, allowed: tuple[int, ...], expected: s
         )
 
 
+def rows(arr: Any, name: str, width: int, reason: str) -> tuple[Any, bool]:
+    """A 1-D row of length ``width`` or a (B, width) batch of rows, as (B, width).
+
+    Returns the 2-D array and whether the input was 1-D. ``reason`` completes the message
+    "{name} has shape S but {reason}; expected {name} of shape (width,) / (B, width)".
+    """
+    check_ndim(
+        arr, name, (1, 2), f"a 1-D array of shape ({width},) or a batch of shape (B, {width})"
+    )
+    squeeze = arr.ndim == 1
+    arr2 = arr[None, :] if squeeze else arr
+    if arr2.shape[1] != width:
+        want = f"({width},)" if squeeze else f"(B, {width})"
+        raise ValueError(
+            f"{name} has shape {arr.shape} but {reason}; expected {name} of shape {want}"
+        )
+    return arr2, squeeze
+
+
 def layer_inputs(
     W: Any, X: Any, b: Any, check_finite: bool
 ) -> tuple[FloatArray, FloatArray, FloatArray | None, bool]:
@@ -100,14 +119,7 @@ def layer_inputs(
     bf = None if b is None else as_float_array(b, "b")
     check_ndim(Wf, "W", (2,), "a 2-D weight matrix of shape (m, n)")
     m, n = Wf.shape
-    check_ndim(Xf, "X", (1, 2), f"a 1-D sample of shape ({n},) or a batch of shape (B, {n})")
-    squeeze = Xf.ndim == 1
-    X2 = Xf[None, :] if squeeze else Xf
-    if X2.shape[1] != n:
-        want = f"({n},)" if squeeze else f"(B, {n})"
-        raise ValueError(
-            f"X has shape {Xf.shape} but W has {n} columns; expected X of shape {want}"
-        )
+    X2, squeeze = rows(Xf, "X", n, f"W has {n} columns")
     if bf is not None and bf.shape != (m,):
         raise ValueError(f"b has shape {bf.shape} but W has {m} rows; expected b of shape ({m},)")
     dtype = common_dtype(Wf, X2, bf)
@@ -154,15 +166,7 @@ def mask_array(mask: Any, m: int) -> tuple[NDArray[np.bool_], bool]:
         if arr.size and not np.isin(arr, (0, 1)).all():
             raise ValueError("mask holds integers other than 0 and 1; expected a 0/1 or bool mask")
         arr = arr.astype(bool)
-    check_ndim(arr, "mask", (1, 2), f"a mask of shape ({m},) or (B, {m})")
-    squeeze = arr.ndim == 1
-    arr2 = arr[None, :] if squeeze else arr
-    if arr2.shape[1] != m:
-        want = f"({m},)" if squeeze else f"(B, {m})"
-        raise ValueError(
-            f"mask has shape {arr.shape} but W has {m} rows; expected mask of shape {want}"
-        )
-    return arr2, squeeze
+    return rows(arr, "mask", m, f"W has {m} rows")
 
 
 def weight_matrix(W: Any, check_finite: bool) -> FloatArray:

@@ -93,11 +93,7 @@ class KernelLayer:
     def _inputs(self, X: Any) -> tuple[FloatArray, bool]:
         Xf = _validation.as_float_array(X, "X")
         n = self.input_dim
-        _validation.check_ndim(Xf, "X", (1, 2), f"a sample ({n},) or a batch (B, {n})")
-        squeeze = Xf.ndim == 1
-        X2 = Xf[None, :] if squeeze else Xf
-        if X2.shape[1] != n:
-            raise ValueError(f"X has shape {Xf.shape} but the centers have {n} coordinates")
+        X2, squeeze = _validation.rows(Xf, "X", n, f"the centers have {n} coordinates")
         _validation.check_finite_arrays(True, X=X2)
         return _validation.to_kernel(X2, self.dtype), squeeze
 

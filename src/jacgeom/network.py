@@ -256,14 +256,7 @@ class Network:
     def _inputs(self, X: Any, check_finite: bool) -> tuple[FloatArray, bool]:
         Xf = _validation.as_float_array(X, "X")
         n0 = self.widths[0]
-        _validation.check_ndim(Xf, "X", (1, 2), f"a sample of shape ({n0},) or a batch (B, {n0})")
-        squeeze = Xf.ndim == 1
-        X2 = Xf[None, :] if squeeze else Xf
-        if X2.shape[1] != n0:
-            raise ValueError(
-                f"X has shape {Xf.shape} but the network takes {n0} inputs; expected X of shape "
-                f"{f'({n0},)' if squeeze else f'(B, {n0})'}"
-            )
+        X2, squeeze = _validation.rows(Xf, "X", n0, f"the network takes {n0} inputs")
         _validation.check_finite_arrays(check_finite, X=X2)
         return _validation.to_kernel(X2, self.dtype), squeeze
 
