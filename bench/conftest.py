@@ -1,7 +1,7 @@
 """pytest-benchmark configuration: --workloads, the floor fixture, the machine and a summary.
 
     python -m pytest bench -q --workloads quick     # CI-sized, well under 3 minutes
-    python -m pytest bench -q --workloads full      # issue 2's sizes (B=4096, m=n=256)
+    python -m pytest bench -q --workloads full      # the sizes of issues 2-5
 
 Speed never fails a test: every benchmark asserts its answer against jacgeom.reference,
 nothing asserts a time. ``--benchmark-disable`` turns the suite into a correctness check
@@ -14,6 +14,7 @@ from typing import Any
 
 import harness
 import pytest
+import throughput
 from workloads import WORKLOAD_SETS
 
 
@@ -32,6 +33,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 _RESULTS: list[harness.Measurement] = []
 _FLOOR: list[harness.Floor] = []
+_THROUGHPUT: list[throughput.Row] = []
 
 
 @pytest.fixture(scope="session")
@@ -49,13 +51,23 @@ def bench_results() -> list[harness.Measurement]:
     return _RESULTS
 
 
+@pytest.fixture(scope="session")
+def throughput_results() -> list[throughput.Row]:
+    """Monte Carlo throughput rows, summarised at the end of the session."""
+    return _THROUGHPUT
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not _RESULTS or not _FLOOR:
+    if not (_RESULTS and _FLOOR) and not _THROUGHPUT:
         return
     tr = terminalreporter
     tr.write_sep("=", "jacgeom benchmark summary (medians; ratios and floor from this run)")
     for line in harness.machine_lines():
         tr.write_line(line)
     tr.write_line("")
-    floor = _FLOOR[0].best(harness.measure_floor())  # measured again after the kernels
-    tr.write_line(harness.markdown_tables(_RESULTS, floor))
+    if _RESULTS and _FLOOR:
+        floor = _FLOOR[0].best(harness.measure_floor())  # measured again after the kernels
+        tr.write_line(harness.markdown_tables(_RESULTS, floor))
+        tr.write_line("")
+    if _THROUGHPUT:
+        tr.write_line(throughput.markdown(_THROUGHPUT))

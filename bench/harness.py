@@ -138,6 +138,19 @@ def _blas_lines() -> list[str]:
     return lines
 
 
+def _peers_line() -> str:
+    """Versions of the optional peers (from their metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("torch", "jax", "jaxlib"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return "peers: " + ", ".join(found) + " (torch on all cores; JAX on CPU with x64 enabled)"
+
+
 def machine_lines() -> list[str]:
     """The machine, as printed beside every table."""
     import numba
@@ -152,6 +165,7 @@ def machine_lines() -> list[str]:
         f"(backends {', '.join(jacgeom.backends())}; {jacgeom.get_num_threads()} threads)",
     ]
     lines += _blas_lines()
+    lines.append(_peers_line())
     for var in (
         "OPENBLAS_CORETYPE",
         "OPENBLAS_L2_SIZE",
@@ -408,11 +422,16 @@ def markdown_tables(results: Sequence[Measurement], floor: Floor) -> str:
     out.append("")
     out.append("Floors (the least time the work takes at the measured rate):")
     out += [f"- {name}: {formula}" for name, formula in formulas.items()]
+    if any(r.kernel.family == "layer" for r in results):
+        out.append(
+            "- k_b = rows of sample b with phi'(z_bi) != 0 (about m/2 for relu, m for gelu)."
+        )
     out.append(
-        "- k_b = rows of sample b with phi'(z_bi) != 0 (about m/2 for relu, m for gelu); a "
-        "floor / time above 100% means the implementation beats the copy or gemm rate "
-        "that np.copyto / numpy matmul reach."
+        "- a floor / time above 100% means the implementation beats the copy or gemm rate "
+        "that np.copyto / numpy matmul reach (or does less work than the model counts)."
     )
+    notes_of = {(r.kernel.name, r.impl.name): r.impl.note for r in results if r.impl.note}
+    out += [f"- {k}, {i}: {note}." for (k, i), note in notes_of.items()]
     out.append(
         "- vs naive, vs vectorised: time of that numpy baseline divided by this row's time "
         "(> 1: faster than the baseline)."

@@ -1,7 +1,11 @@
 """Print the benchmark report: one markdown table per workload, the floor and the machine.
 
-    python bench/report.py --workloads full               # issue 2's sizes; about 7 minutes
+    python bench/report.py --workloads full                  # every table; ~15 min, 2 cores
+    python bench/report.py --workloads full --families rank network
     python bench/report.py --workloads quick --json q.json
+    python bench/report.py --workloads quick --compare q.json # the change since q.json
+    python bench/report.py --compare old.json --current new.json   # two saved runs, no timing
+    python bench/report.py --scaling --plot scaling.png      # cost vs B, width, depth; ~3 min
 
 Runs the registry of bench/workloads.py directly (no pytest): for each workload, kernel and
 implementation it warms up once (not timed), times ``rounds`` calls with time.perf_counter,
@@ -11,7 +15,15 @@ keep the cores busy, and the quietest attempt is kept; each row shows that load.
 Implementations that loop over samples are timed on the first samples only at the full size
 and scaled by B / samples (marked † in the table). The floor (copy bandwidth, dgemm / sgemm
 rates) is measured in the same process before and after the kernels; the better of the two
-is used (other work on a shared machine only ever slows it down).
+is used (other work on a shared machine only ever slows it down). Peers (torch, JAX) that
+are not installed are skipped with a message. The Monte Carlo family (throughput.py) is
+timed in samples per second, outside the kernel registry.
+
+--scaling times each kernel's implementations (--scaling-implementations, default cpp) at 4
+sizes along B, width and depth and fits the exponent of cost against size (scaling.py);
+--plot draws it. --compare OLD.json prints, per row of OLD.json also measured now (or in
+--current NEW.json), the old and new medians and their ratio; rows more than --threshold
+slower are marked.
 """
 
 from __future__ import annotations
@@ -19,22 +31,43 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
-from workloads import KERNELS, WORKLOAD_SETS, WORKLOADS  # noqa: E402
+import throughput  # noqa: E402
+from workloads import KERNELS, WORKLOAD_SETS, WORKLOADS, unavailable  # noqa: E402
 
-import jacgeom  # noqa: E402
+FAMILIES = {
+    "layer": "Single-layer kernels (issue 2)",
+    "rank": "Masked-row ranks (issue 3)",
+    "network": "Network Jacobians, ranks and singular values (issue 4)",
+    "montecarlo": "Monte Carlo throughput (issue 5)",
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
+    )
     parser.add_argument("--workloads", choices=WORKLOAD_SETS, default="quick")
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=list(FAMILIES),
+        default=list(FAMILIES),
+        help="only these groups of kernels (default: all)",
+    )
     parser.add_argument(
         "--kernels",
         nargs="+",
@@ -62,50 +95,153 @@ def main(argv: list[str] | None = None) -> int:
         help="cores of others' load tolerated during a timing (default: 0.25)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="OLD.json",
+        help="print the change of every row since this saved --json run",
+    )
+    parser.add_argument(
+        "--current",
+        type=Path,
+        default=None,
+        metavar="NEW.json",
+        help="with --compare: compare this saved run instead of timing anything",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=1.15,
+        help="with --compare: mark rows whose median grew by more than this factor (default: 1.15)",
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="instead of the workload tables: time each kernel at 4 sizes along B, "
+        "width and depth and fit the exponent of cost against size",
+    )
+    parser.add_argument(
+        "--scaling-implementations",
+        nargs="+",
+        default=["cpp"],
+        help="implementations timed by --scaling (default: cpp)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE.png",
+        help="with --scaling: draw cost against size (matplotlib)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.current and not args.compare:
+        parser.error("--current needs --compare OLD.json")
+    if args.plot and not args.scaling:
+        parser.error("--plot draws the --scaling study; add --scaling")
+    if args.compare and args.current:
+        print(compare_markdown(_load(args.compare), _load(args.current), args.threshold))
+        return 0
+    old = _load(args.compare) if args.compare else None  # fail before timing, not after
 
     started = datetime.datetime.now(datetime.UTC)
     command = "python bench/report.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     progress = sys.stderr
     run_load = harness.LoadMonitor()
-    print("measuring the floor ...", file=progress, flush=True)
-    floor = harness.measure_floor()
+    record: dict[str, Any] = {
+        "date": started.isoformat(),
+        "command": command,
+        "machine": harness.machine_lines(),
+    }
+    sections: list[str] = []
 
-    results: list[harness.Measurement] = []
-    for w in WORKLOADS[args.workloads]:
-        for name in w.kernels:
-            if args.kernels and name not in args.kernels:
-                continue
-            kernel = KERNELS[name]
-            for impl in kernel.implementations:
-                if impl.backend is not None and impl.backend not in jacgeom.backends():
-                    print(f"skip {impl.name}: backend unavailable", file=progress)
+    if args.scaling:
+        import scaling
+
+        series = scaling.run(args.scaling_implementations, kernels=args.kernels)
+        sections += ["#### Scaling: cost against size", "", scaling.markdown(series)]
+        record["scaling"] = scaling.as_records(series)
+        if args.plot:
+            title = (
+                f"jacgeom scaling, {started:%Y-%m-%d}, {harness._cpu_model()}, "
+                f"{os.cpu_count()} cores, numpy {np.__version__}"
+            )
+            scaling.plot(series, args.plot, title=title)
+            sections += ["", f"Plot written to {args.plot}."]
+    else:
+        print("measuring the floor ...", file=progress, flush=True)
+        floor = harness.measure_floor()
+        by_family: dict[str, list[harness.Measurement]] = {}
+        for w in WORKLOADS[args.workloads]:
+            for name in w.kernels:
+                kernel = KERNELS[name]
+                if args.kernels and name not in args.kernels:
                     continue
-                t0 = time.perf_counter()
-                measured = harness.measure_case(
-                    w,
-                    kernel,
-                    impl,
-                    args.rounds or w.rounds,
-                    attempts=args.attempts,
-                    max_load=args.max_load,
-                )
-                results.append(measured)
-                print(
-                    f"{w.name} {name} {impl.name}: median {measured.median:.4g} s "
-                    f"({len(measured.times)} rounds, {measured.count}/{w.B} samples, "
-                    f"others' load {measured.others_load or 0:.2f} cores, "
-                    f"{measured.attempts} attempt(s); "
-                    f"{time.perf_counter() - t0:.1f} s wall)",
-                    file=progress,
-                    flush=True,
-                )
+                if kernel.family not in args.families:
+                    continue
+                for impl in kernel.implementations:
+                    reason = unavailable(impl)
+                    if reason:
+                        print(f"skip {w.name} {name} {impl.name}: {reason}", file=progress)
+                        continue
+                    t0 = time.perf_counter()
+                    measured = harness.measure_case(
+                        w,
+                        kernel,
+                        impl,
+                        args.rounds or w.rounds,
+                        attempts=args.attempts,
+                        max_load=args.max_load,
+                    )
+                    by_family.setdefault(kernel.family, []).append(measured)
+                    print(
+                        f"{w.name} {name} {impl.name}: median {measured.median:.4g} s "
+                        f"({len(measured.times)} rounds, {measured.count}/{w.B} samples, "
+                        f"others' load {measured.others_load or 0:.2f} cores, "
+                        f"{measured.attempts} attempt(s); "
+                        f"{time.perf_counter() - t0:.1f} s wall)",
+                        file=progress,
+                        flush=True,
+                    )
+        rows: list[harness.Measurement] = [m for ms in by_family.values() for m in ms]
+        mc_rows: list[throughput.Row] = []
+        if "montecarlo" in args.families and not args.kernels:
+            mc_rows = throughput.run_all(
+                args.workloads,
+                attempts=args.attempts,
+                max_load=args.max_load,
+                progress=progress,
+            )
+        print("measuring the floor again ...", file=progress, flush=True)
+        floor = floor.best(harness.measure_floor())
+        for family, title in FAMILIES.items():
+            if family in by_family:
+                sections += [
+                    f"#### {title}",
+                    "",
+                    harness.markdown_tables(by_family[family], floor),
+                    "",
+                ]
+        if mc_rows:
+            sections += [f"#### {FAMILIES['montecarlo']}", "", throughput.markdown(mc_rows)]
+        record["floor"] = {
+            "copy_bandwidth_bytes_per_s": floor.copy_bandwidth,
+            "gemm_flops_per_s": floor.gemm_rate,
+            "copy_bytes": floor.copy_bytes,
+            "gemm_size": floor.gemm_size,
+        }
+        record["results"] = harness.as_records(rows, floor) + throughput.as_records(mc_rows)
 
-    print("measuring the floor again ...", file=progress, flush=True)
-    floor = floor.best(harness.measure_floor())
     others = run_load.others()
     finished = datetime.datetime.now(datetime.UTC)
-    print(f"### jacgeom benchmarks, {args.workloads} workloads")
+    record["others_load_cores"] = others
+    what = "scaling study" if args.scaling else f"{args.workloads} workloads"
+    print(f"### jacgeom benchmarks, {what}")
     print()
     print(
         f"Measured {started:%Y-%m-%d %H:%M} UTC ({(finished - started).total_seconds() / 60:.1f}"
@@ -117,26 +253,98 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(harness.machine_lines()))
     print("```")
     print()
-    print(harness.markdown_tables(results, floor))
+    print("\n".join(sections).rstrip())
+    if old is not None:
+        print()
+        print(compare_markdown(old, record, args.threshold))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "date": started.isoformat(),
-                    "command": command,
-                    "machine": harness.machine_lines(),
-                    "floor": {
-                        "copy_bandwidth_bytes_per_s": floor.copy_bandwidth,
-                        "gemm_flops_per_s": floor.gemm_rate,
-                        "copy_bytes": floor.copy_bytes,
-                        "gemm_size": floor.gemm_size,
-                    },
-                    "results": harness.as_records(results, floor),
-                },
-                indent=2,
-            )
-        )
+        args.json.write_text(json.dumps(record, indent=2))
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# --compare
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"report.py: cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict) or not ("results" in data or "scaling" in data):
+        raise SystemExit(f"report.py: {path} is not a --json file of bench/report.py")
+    return data
+
+
+def _change(ratio: float, threshold: float) -> str:
+    if ratio > threshold:
+        return f"**{ratio:.2f}× slower**"
+    if ratio < 1 / threshold:
+        return f"{1 / ratio:.2f}× faster"
+    return "≈ same"
+
+
+def compare_markdown(old: dict[str, Any], new: dict[str, Any], threshold: float) -> str:
+    """Per row present in both runs: old and new median, new / old, and a verdict."""
+    out = [
+        f"#### Change since {old.get('date', '?')[:16]} (`{old.get('command', '?')}`)",
+        "",
+    ]
+    if old.get("machine") != new.get("machine"):
+        out += ["Machines differ: compare with care.", ""]
+    key_of = ("workload", "kernel", "implementation")
+    olds = {tuple(r[k] for k in key_of): r for r in old.get("results", [])}
+    news = {tuple(r[k] for k in key_of): r for r in new.get("results", [])}
+    common = [k for k in news if k in olds]
+    slower = 0
+    if common:
+        out += [
+            "| workload | kernel | implementation | old median s | new median s | new / old | "
+            "change | others' load old, new |",
+            "|---|---|---|---:|---:|---:|---|---:|",
+        ]
+        for k in common:
+            o, n = olds[k], news[k]
+            ratio = n["median_s"] / o["median_s"] if o["median_s"] > 0 else float("nan")
+            slower += ratio > threshold
+            out.append(
+                f"| {k[0]} | {k[1]} | {k[2]} | {harness._seconds(o['median_s'])} | "
+                f"{harness._seconds(n['median_s'])} | {ratio:.2f} | "
+                f"{_change(ratio, threshold)} | {harness._load(o.get('others_load_cores'))}, "
+                f"{harness._load(n.get('others_load_cores'))} |"
+            )
+        out += [
+            "",
+            f"{slower} of {len(common)} rows more than {threshold:.2f}× slower than before "
+            "(median times; a row whose others' load is high in either run says little).",
+        ]
+    only_old = [k for k in olds if k not in news]
+    only_new = [k for k in news if k not in olds]
+    if only_old:
+        out.append(f"Rows only in the old run: {len(only_old)}.")
+    if only_new:
+        out.append(f"Rows only in the new run: {len(only_new)}.")
+    scale_key = ("kernel", "implementation", "axis")
+    so = {tuple(s[k] for k in scale_key): s for s in old.get("scaling", [])}
+    sn = {tuple(s[k] for k in scale_key): s for s in new.get("scaling", [])}
+    both = [k for k in sn if k in so]
+    if both:
+        out += [
+            "",
+            "| kernel | implementation | axis | old exponent | new exponent | "
+            "new / old time at the largest size |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for k in both:
+            o, n = so[k], sn[k]
+            same_sizes = o["sizes"] == n["sizes"]
+            last = f"{n['median_s'][-1] / o['median_s'][-1]:.2f}" if same_sizes else "—"
+            out.append(
+                f"| {k[0]} | {k[1]} | {k[2]} | {o['exponent']:.2f} | {n['exponent']:.2f} | {last} |"
+            )
+    if not common and not both:
+        out.append("No rows in common.")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -3,26 +3,38 @@
 A *workload* fixes sizes, dtype, activation and a seed; its inputs come from a numpy
 Generator seeded with that seed, so every run times (and checks) the same numbers. A *kernel*
 lists its implementations (the naive numpy loop a user writes first, the vectorised numpy
-expression, each jacgeom backend), the reference it is checked against and its work model
-(bytes or flops) from which the floor is derived. The pytest suite (test_bench_*.py) and the
-report (report.py) both read this registry: what is timed is also what is checked.
+expression, each jacgeom backend, peers such as torch.func and JAX), the reference it is
+checked against and its work model (bytes or flops) from which the floor is derived. The
+pytest suite (test_bench_*.py) and the report (report.py) both read this registry: what is
+timed is also what is checked.
 
-Adding a kernel (masked_rank, Network.jacobian, ...): write the ``prepare`` functions of its
-implementations (inputs -> zero-argument callable; allocation and other set-up belong in
-``prepare``, outside the timing), a ``compare``, a ``work`` model and a ``result_shape``,
-register a :class:`Kernel` in :data:`KERNELS`, and name it in the ``kernels`` of the
+Kernels registered: the single-layer kernels (family "layer", issue 2), masked_rank ("rank",
+issue 3) and Network.jacobian / .rank / .singular_values ("network", issue 4). The Monte
+Carlo throughput of issue 5 is not a kernel on shared inputs; it lives in throughput.py.
+
+Adding a kernel: write the ``prepare`` functions of its implementations (inputs ->
+zero-argument callable; allocation, compilation and other set-up belong in ``prepare``,
+outside the timing), a ``compare``, a ``work`` model and a ``result_shape``, register a
+:class:`Kernel` in :data:`KERNELS` with a ``family`` (the test module
+test_bench_<family>.py that runs it; a new family needs a three-line module like
+test_bench_rank.py and an entry in report.FAMILIES), and name it in the ``kernels`` of the
 workloads that should run it. A kernel with other inputs gets its own ``Inputs`` type and
-``generate`` function; the harness only needs ``head`` (the first samples) and ``take``
-(a subset, for the reference check).
+``generate`` function (see MaskInputs, NetworkInputs); the harness only needs ``head`` (the
+first samples) and ``take`` (a subset, for the reference check). An implementation that
+needs an optional package names its module in ``requires`` and is skipped, with the
+reason, where that package is missing.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -30,6 +42,7 @@ import scipy.special
 
 import jacgeom
 from jacgeom import reference
+from jacgeom.reference import network as reference_network
 
 WORKLOAD_SETS = ("quick", "full")
 NAIVE = "naive"
@@ -95,13 +108,19 @@ class Workload:
     rounds: int
     slice_samples: int | None = None
     check_samples: int = 8
+    depth: int = 1  # layers L of a network workload (widths [n] + [m] * L)
     generate: Callable[[Workload], Any] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    what: str = ""  # what B counts and what m, n are, when not samples of an m x n layer
 
     def inputs(self) -> Any:
         """The seeded inputs (cached per workload: generated once per process)."""
         return _inputs(self)
 
     def describe(self) -> str:
+        if self.what:
+            return f"{self.what}, {self.dtype}" + (
+                f", {self.activation}" if self.activation else ""
+            )
         return f"B={self.B}, m={self.m}, n={self.n}, {self.dtype}, {self.activation}"
 
 
@@ -188,6 +207,7 @@ class Implementation:
     compare: Compare | None = None  # replaces the kernel's check (see vectorised_slogdet)
     diagnose: Callable[[Workload, np.ndarray, int], str | None] | None = None
     note: str = ""
+    requires: str | None = None  # a peer's module (torch, jax): skipped when not installed
 
 
 @dataclass(frozen=True)
@@ -576,6 +596,501 @@ KERNELS: dict[str, Kernel] = {
     )
 }
 
+# ---------------------------------------------------------------------------------------
+# Peers (torch.func, JAX): optional; an implementation that ``requires`` one is skipped with
+# a message when it is not installed (pip install ".[peers]").
+
+
+@cache
+def peer_missing(module: str) -> str | None:
+    """Why a peer cannot run (None: it can)."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure means: skip this peer
+        return (
+            f"peer {module} is not installed ({type(exc).__name__}: {exc}); pip install '.[peers]'"
+        )
+    return None
+
+
+def unavailable(impl: Implementation) -> str | None:
+    """Why an implementation is skipped here (a missing backend or peer); None: it runs."""
+    if impl.backend is not None and impl.backend not in jacgeom.backends():
+        return f"backend {impl.backend!r} is not available in this installation"
+    if impl.requires is not None:
+        return peer_missing(impl.requires)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# masked_rank (issue 3): rank(W[mask_b]) for many masks against one W.
+
+
+@dataclass(frozen=True)
+class MaskInputs:
+    """W (m, n) and masks (B, m) bool."""
+
+    W: np.ndarray
+    masks: np.ndarray
+
+    @property
+    def B(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.W.dtype
+
+    def head(self, count: int) -> MaskInputs:
+        return replace(self, masks=self.masks[:count])
+
+    def take(self, indices: np.ndarray) -> MaskInputs:
+        return replace(self, masks=np.ascontiguousarray(self.masks[indices]))
+
+
+def mask_inputs(w: Workload) -> MaskInputs:
+    """W Gaussian (m, n); B Bernoulli(1/2) masks of its rows."""
+    rng = np.random.default_rng(np.random.SeedSequence(w.seed))
+    W = rng.standard_normal((w.m, w.n)).astype(w.dtype)
+    masks = rng.random((w.B, w.m)) < 0.5
+    return MaskInputs(W, masks)
+
+
+def naive_masked_rank(inp: MaskInputs) -> Callable[[], np.ndarray]:
+    W, masks = inp.W, inp.masks
+    return lambda: np.array([np.linalg.matrix_rank(W[m]) for m in masks], dtype=np.int64)
+
+
+def stacked_masked_rank(inp: MaskInputs) -> Callable[[], np.ndarray]:
+    """matrix_rank of the stacked (B, m, n) array with the masked rows zeroed."""
+    W, masks = inp.W, inp.masks
+    return lambda: np.linalg.matrix_rank(W * masks[:, :, None])
+
+
+def masked_rank_backend(backend: str) -> Prepare:
+    def prepare(inp: MaskInputs) -> Callable[[], np.ndarray]:
+        return lambda: jacgeom.masked_rank(inp.W, inp.masks, backend=backend)
+
+    return prepare
+
+
+def compare_ranks(actual: np.ndarray, expected: np.ndarray, dtype: np.dtype[Any]) -> None:
+    """Ranks are integers: equal, sample by sample (peers may return int32)."""
+    actual = np.asarray(actual)
+    assert np.issubdtype(actual.dtype, np.integer), f"ranks of dtype {actual.dtype}"
+    bad = np.flatnonzero(actual.astype(np.int64) != expected)
+    assert bad.size == 0, (
+        f"rank differs from the reference at {bad.size} of {expected.size} checked samples; "
+        f"first: {actual[bad[0]]} vs {expected[bad[0]]}"
+    )
+
+
+def work_masked_rank(w: Workload) -> Work:
+    k = w.inputs().masks.sum(axis=1).astype(np.float64)
+    q = np.minimum(k, w.n)
+    return Work(
+        float(np.sum(q**3 / 3 + np.where(k > w.n, k * w.n * w.n, 0.0))),
+        "flops",
+        "Σ_b (q_b³/3 + [k_b > n]·k_b·n²) flops, k_b = kept rows, q_b = min(k_b, n): a "
+        "Cholesky of the q_b × q_b Gram matrix (gathered from a precomputed W Wᵀ when "
+        "k_b ≤ n, a syrk of the kept rows otherwise) / gemm rate; deduplicating masks can "
+        "beat it (16 rows have at most 65,536 distinct masks)",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Network.jacobian, .rank, .singular_values (issue 4): L layers of width m on n = n0 inputs.
+
+NETWORK_SEED = 0
+
+
+@dataclass(frozen=True)
+class NetworkInputs:
+    """A jacgeom.Network and X (B, n0) of its dtype."""
+
+    net: Any
+    X: np.ndarray
+    activation: str
+
+    @property
+    def B(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.X.dtype
+
+    def head(self, count: int) -> NetworkInputs:
+        return replace(self, X=self.X[:count])
+
+    def take(self, indices: np.ndarray) -> NetworkInputs:
+        return replace(self, X=np.ascontiguousarray(self.X[indices]))
+
+
+def network_inputs(w: Workload) -> NetworkInputs:
+    """Network.random([n] + [m] * L, seed=0) (He init, zero biases); X standard normal."""
+    widths = [w.n] + [w.m] * w.depth
+    net = jacgeom.Network.random(widths, activation=w.activation, seed=NETWORK_SEED, dtype=w.dtype)
+    rng = np.random.default_rng(np.random.SeedSequence(w.seed))
+    X = rng.standard_normal((w.B, w.n)).astype(w.dtype)
+    return NetworkInputs(net, X, w.activation)
+
+
+NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relu": lambda z: np.maximum(z, 0),
+    "tanh": np.tanh,
+}
+
+
+def _numpy_layers(inp: NetworkInputs) -> list[tuple[np.ndarray, np.ndarray, Any, Any]]:
+    phi = NUMPY_ACTIVATIONS.get(inp.activation) or jacgeom.activation(inp.activation).phi
+    dphi = numpy_derivative(inp.activation)
+    return [(W, b, phi, dphi) for W, b in zip(inp.net.weights, inp.net.biases, strict=True)]
+
+
+def _naive_product(layers: list[Any], x: np.ndarray) -> np.ndarray:
+    h, P = x, None
+    for W, b, phi, dphi in layers:
+        z = W @ h + b
+        A = dphi(z)[:, None] * W
+        h = phi(z)
+        P = A if P is None else A @ P
+    return P
+
+
+def naive_network_jacobian(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+    layers, X = _numpy_layers(inp), inp.X
+    shape = (len(X), inp.net.widths[-1], inp.net.widths[0])
+
+    def run() -> np.ndarray:
+        J = np.empty(shape, dtype=X.dtype)
+        for i, x in enumerate(X):
+            J[i] = _naive_product(layers, x)
+        return J
+
+    return run
+
+
+def naive_network_rank(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+    layers, X = _numpy_layers(inp), inp.X
+    return lambda: np.array(
+        [np.linalg.matrix_rank(_naive_product(layers, x)) for x in X], dtype=np.int64
+    )
+
+
+def naive_network_singular_values(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+    layers, X = _numpy_layers(inp), inp.X
+    p = min(inp.net.widths[0], inp.net.widths[-1])
+
+    def run() -> np.ndarray:
+        S = np.empty((len(X), p), dtype=X.dtype)
+        for i, x in enumerate(X):
+            S[i] = np.linalg.svd(_naive_product(layers, x), compute_uv=False)
+        return S
+
+    return run
+
+
+def _stacked_network_jacobian(inp: NetworkInputs) -> np.ndarray:
+    """Per layer P = (d[:, :, None] * W) @ P on the stacked (B, n_l, n0) array."""
+    H, P = inp.X, None
+    for W, b, phi, dphi in _numpy_layers(inp):
+        Z = H @ W.T + b
+        A = dphi(Z)[:, :, None] * W
+        H = phi(Z)
+        P = A if P is None else A @ P
+    return P
+
+
+def _one_gemm_network_jacobian(inp: NetworkInputs) -> np.ndarray:
+    """P kept as (n_l, B, n0): one (n_l × n_{l-1}) @ (n_{l-1} × B·n0) gemm per layer, then the
+    rows scaled by phi' in place. Returns the (B, n_L, n0) view."""
+    H, P = inp.X, None
+    for W, b, phi, dphi in _numpy_layers(inp):
+        Z = H @ W.T + b
+        D = dphi(Z).T  # (n_l, B)
+        H = phi(Z)
+        if P is None:
+            P = D[:, :, None] * W[:, None, :]
+        else:
+            P = (W @ P.reshape(P.shape[0], -1)).reshape(W.shape[0], *P.shape[1:])
+            P *= D[:, :, None]
+    return P.transpose(1, 0, 2)
+
+
+def vectorised_network_jacobian(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+    return lambda: _stacked_network_jacobian(inp)
+
+
+def one_gemm_network_jacobian(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+    return lambda: _one_gemm_network_jacobian(inp)
+
+
+def vectorised_network_rank(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+    return lambda: np.linalg.matrix_rank(_stacked_network_jacobian(inp))
+
+
+def vectorised_network_singular_values(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+    return lambda: np.linalg.svd(_stacked_network_jacobian(inp), compute_uv=False)
+
+
+def network_backend(method: str, backend: str) -> Prepare:
+    def prepare(inp: NetworkInputs) -> Callable[[], np.ndarray]:
+        fn = getattr(inp.net, method)
+        return lambda: fn(inp.X, backend=backend)
+
+    return prepare
+
+
+# torch.func: vmap over samples of jacrev / jacfwd of the one-sample forward pass.
+
+
+def _torch_forward(inp: NetworkInputs) -> Callable[[Any], Any]:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    act = {
+        "relu": torch.relu,
+        "tanh": torch.tanh,
+        "gelu": torch.nn.functional.gelu,
+    }[inp.activation]
+    # Copies: the network's arrays are read-only, which torch.from_numpy warns about.
+    Ws = [torch.from_numpy(np.array(W)) for W in inp.net.weights]
+    bs = [torch.from_numpy(np.array(b)) for b in inp.net.biases]
+
+    def f(x: Any) -> Any:
+        for W, b in zip(Ws, bs, strict=True):
+            x = act(W @ x + b)
+        return x
+
+    return f
+
+
+def torch_jacobian(mode: str, reduce: str | None = None) -> Prepare:
+    def prepare(inp: NetworkInputs) -> Callable[[], Any]:
+        import torch
+
+        transform = torch.func.jacrev if mode == "jacrev" else torch.func.jacfwd
+        jac = torch.vmap(transform(_torch_forward(inp)))
+        X = torch.from_numpy(np.array(inp.X))
+        with warnings.catch_warnings():
+            # torch 2.13's jacfwd scripts a helper on first use and warns that
+            # torch.jit.script is deprecated; the suite turns warnings into errors.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            jac(X[:1])
+        if reduce == "rank":
+            return lambda: torch.linalg.matrix_rank(jac(X))
+        if reduce == "singular_values":
+            return lambda: torch.linalg.svdvals(jac(X))
+        return lambda: jac(X)
+
+    return prepare
+
+
+# JAX: jit(vmap(jacfwd / jacrev)), compiled for the timed shape in prepare (not timed).
+
+
+def jax_jacobian(mode: str, reduce: str | None = None) -> Prepare:
+    def prepare(inp: NetworkInputs) -> Callable[[], Any]:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # float64 stays float64
+        import jax.numpy as jnp
+
+        act = {
+            "relu": jax.nn.relu,
+            "tanh": jnp.tanh,
+            "gelu": lambda z: jax.nn.gelu(z, approximate=False),
+        }[inp.activation]
+        Ws = [jnp.asarray(W) for W in inp.net.weights]
+        bs = [jnp.asarray(b) for b in inp.net.biases]
+
+        def f(x: Any) -> Any:
+            for W, b in zip(Ws, bs, strict=True):
+                x = act(W @ x + b)
+            return x
+
+        transform = jax.jacfwd if mode == "jacfwd" else jax.jacrev
+        jac = jax.vmap(transform(f))
+        if reduce == "rank":
+            fn = jax.jit(lambda X: jnp.linalg.matrix_rank(jac(X)))
+        elif reduce == "singular_values":
+            fn = jax.jit(lambda X: jnp.linalg.svd(jac(X), compute_uv=False))
+        else:
+            fn = jax.jit(jac)
+        X = jnp.asarray(inp.X)
+        fn(X).block_until_ready()  # compile for this shape
+        return lambda: fn(X).block_until_ready()
+
+    return prepare
+
+
+def _network_reference(function: str) -> Callable[[NetworkInputs], np.ndarray]:
+    fn = getattr(reference_network, function)
+    return lambda inp: fn(inp.net, inp.X)
+
+
+def compare_network_jacobian(
+    actual: np.ndarray, expected: np.ndarray, dtype: np.dtype[Any]
+) -> None:
+    _check_dtype(actual, dtype)
+    tol = 1e-4 if _is_float32(dtype) else 1e-10
+    scale = np.abs(expected).max(axis=(1, 2), keepdims=True)
+    _assert_within(actual, expected, tol * scale, "Network.jacobian")
+
+
+def compare_network_singular_values(
+    actual: np.ndarray, expected: np.ndarray, dtype: np.dtype[Any]
+) -> None:
+    _check_dtype(actual, dtype)
+    tol = 1e-4 if _is_float32(dtype) else 1e-10
+    _assert_within(actual, expected, tol * expected[:, :1], "Network.singular_values")
+
+
+def _network_flops(w: Workload) -> float:
+    widths = [w.n] + [w.m] * w.depth
+    return 2.0 * w.B * w.n * sum(a * b for a, b in zip(widths[1:], widths[:-1], strict=True))
+
+
+_NETWORK_FORMULA = (
+    "2·B·n₀·Σ_l n_l·n_{l−1} flops (issue 4's 2·B·L·n²·n₀: the product of the layer "
+    "Jacobians from the input side)"
+)
+
+
+def work_network_jacobian(w: Workload) -> Work:
+    return Work(_network_flops(w), "flops", f"{_NETWORK_FORMULA} / gemm rate")
+
+
+def work_network_reduction(w: Workload) -> Work:
+    p, q = max(w.m, w.n), min(w.m, w.n)
+    svd = w.B * (4 * p * q * q - 4.0 / 3.0 * q**3)
+    return Work(
+        _network_flops(w) + svd,
+        "flops",
+        f"{_NETWORK_FORMULA} + B·(4·p·q² − 4/3·q³) (values-only SVD of each n_L × n₀ "
+        "product, p, q = its larger and smaller side) / gemm rate",
+    )
+
+
+def _peers(reduce: str | None, slow_jacfwd: bool) -> tuple[Implementation, ...]:
+    return (
+        Implementation(
+            "torch.func jacrev",
+            torch_jacobian("jacrev", reduce),
+            requires="torch",
+            note="torch.vmap(torch.func.jacrev(f))",
+        ),
+        Implementation(
+            "torch.func jacfwd",
+            torch_jacobian("jacfwd", reduce),
+            requires="torch",
+            slow=slow_jacfwd,
+            note="torch.vmap(torch.func.jacfwd(f))",
+        ),
+        Implementation(
+            "JAX jacfwd",
+            jax_jacobian("jacfwd", reduce),
+            requires="jax",
+            note="jax.jit(jax.vmap(jax.jacfwd(f))), compiled before timing",
+        ),
+        Implementation(
+            "JAX jacrev",
+            jax_jacobian("jacrev", reduce),
+            requires="jax",
+            note="jax.jit(jax.vmap(jax.jacrev(f))), compiled before timing",
+        ),
+    )
+
+
+def _network_backends(method: str) -> tuple[Implementation, ...]:
+    return tuple(
+        Implementation(be, network_backend(method, be), backend=be) for be in ("cpp", "numba")
+    )
+
+
+KERNELS.update(
+    {
+        k.name: k
+        for k in (
+            Kernel(
+                name="masked_rank",
+                family="rank",
+                implementations=(
+                    Implementation(NAIVE, naive_masked_rank, slow=True),
+                    Implementation(
+                        VECTORISED,
+                        stacked_masked_rank,
+                        slow=True,
+                        note="np.linalg.matrix_rank(W * mask[:, :, None]); its tolerance "
+                        "uses max(m, n), not the kept rows",
+                    ),
+                    *(
+                        Implementation(be, masked_rank_backend(be), backend=be)
+                        for be in ("cpp", "numba")
+                    ),
+                ),
+                reference=lambda inp: reference.masked_rank(inp.W, inp.masks),
+                compare=compare_ranks,
+                work=work_masked_rank,
+                result_shape=lambda B, m, n: (B,),
+            ),
+            Kernel(
+                name="network_jacobian",
+                family="network",
+                implementations=(
+                    Implementation(NAIVE, naive_network_jacobian, slow=True),
+                    Implementation(VECTORISED, vectorised_network_jacobian),
+                    Implementation(
+                        "vectorised (one gemm per layer)",
+                        one_gemm_network_jacobian,
+                        note="P as (n_l, B, n0): W @ P.reshape(n, B·n0), rows scaled in place",
+                    ),
+                    *_peers(None, slow_jacfwd=True),
+                    *_network_backends("jacobian"),
+                ),
+                reference=_network_reference("jacobian"),
+                compare=compare_network_jacobian,
+                work=work_network_jacobian,
+                result_shape=lambda B, m, n: (B, m, n),
+            ),
+            Kernel(
+                name="network_rank",
+                family="network",
+                implementations=(
+                    Implementation(NAIVE, naive_network_rank, slow=True),
+                    Implementation(VECTORISED, vectorised_network_rank),
+                    *_peers("rank", slow_jacfwd=False),
+                    *_network_backends("rank"),
+                ),
+                reference=_network_reference("rank"),
+                compare=compare_ranks,
+                work=work_network_reduction,
+                result_shape=lambda B, m, n: (B,),
+            ),
+            Kernel(
+                name="network_singular_values",
+                family="network",
+                implementations=(
+                    Implementation(NAIVE, naive_network_singular_values, slow=True),
+                    Implementation(VECTORISED, vectorised_network_singular_values),
+                    *_peers("singular_values", slow_jacfwd=False),
+                    *_network_backends("singular_values"),
+                ),
+                reference=_network_reference("singular_values"),
+                compare=compare_network_singular_values,
+                work=work_network_reduction,
+                result_shape=lambda B, m, n: (B, min(m, n)),
+            ),
+        )
+    }
+)
+
+MASK_KERNELS = ("masked_rank",)
+NETWORK_JACOBIAN_KERNELS = ("network_jacobian",)
+NETWORK_REDUCTION_KERNELS = ("network_rank", "network_singular_values")
+
+
 LAYER_KERNELS = ("layer_jacobian", "pullback_metric", "layer_singular_values", "log_volume")
 # log_volume needs m >= n.
 WIDE_LAYER_KERNELS = LAYER_KERNELS[:3]
@@ -583,6 +1098,104 @@ WIDE_LAYER_KERNELS = LAYER_KERNELS[:3]
 
 # ---------------------------------------------------------------------------------------
 # The workloads
+
+
+def mask_workload(
+    name: str,
+    B: int,
+    m: int,
+    n: int,
+    seed: int,
+    rounds: int,
+    slice_samples: int | None = None,
+    dtype: str = "float64",
+) -> Workload:
+    """masked_rank on B Bernoulli(1/2) masks of a Gaussian m × n W."""
+    return Workload(
+        name,
+        B=B,
+        m=m,
+        n=n,
+        dtype=dtype,
+        activation="",
+        seed=seed,
+        kernels=MASK_KERNELS,
+        rounds=rounds,
+        slice_samples=slice_samples,
+        check_samples=32,
+        generate=mask_inputs,
+        what=f"W {m}×{n} Gaussian, B={B:,} Bernoulli(1/2) masks",
+    )
+
+
+def network_workload(
+    name: str,
+    B: int,
+    depth: int,
+    width: int,
+    dtype: str,
+    activation: str,
+    seed: int,
+    kernels: tuple[str, ...],
+    rounds: int,
+    slice_samples: int | None = None,
+) -> Workload:
+    """Network.random([width] * (depth + 1), activation, seed=0, dtype) at B inputs."""
+    return Workload(
+        name,
+        B=B,
+        m=width,
+        n=width,
+        dtype=dtype,
+        activation=activation,
+        seed=seed,
+        kernels=kernels,
+        rounds=rounds,
+        slice_samples=slice_samples,
+        check_samples=4,
+        depth=depth,
+        generate=network_inputs,
+        what=f"L={depth}, widths {width}, B={B}",
+    )
+
+
+def _issue4_networks() -> tuple[Workload, ...]:
+    """Issue 4's sizes: L = 16, widths 128; the Jacobian at B = 1024 in float64 and float32,
+    rank and singular values at B = 256 (float64). The naive loops time the first samples."""
+    jac = tuple(
+        network_workload(
+            f"net-{act}-L16-w128-B1024-{dtype}",
+            B=1024,
+            depth=16,
+            width=128,
+            dtype=dtype,
+            activation=act,
+            seed=20240641 + i,
+            kernels=NETWORK_JACOBIAN_KERNELS,
+            rounds=3,
+            slice_samples=128,
+        )
+        for i, (act, dtype) in enumerate(
+            [(a, d) for a in ("tanh", "relu") for d in ("float64", "float32")]
+        )
+    )
+    red = tuple(
+        network_workload(
+            f"net-{act}-L16-w128-B256-float64",
+            B=256,
+            depth=16,
+            width=128,
+            dtype="float64",
+            activation=act,
+            seed=20240651 + i,
+            kernels=NETWORK_REDUCTION_KERNELS,
+            rounds=3,
+            slice_samples=64,
+        )
+        for i, act in enumerate(("tanh", "relu"))
+    )
+    return jac + red
+
 
 WORKLOADS: dict[str, tuple[Workload, ...]] = {
     # Small enough that the whole quick suite (timed, checked) runs in well under 3 minutes
@@ -621,6 +1234,38 @@ WORKLOADS: dict[str, tuple[Workload, ...]] = {
             kernels=WIDE_LAYER_KERNELS,
             rounds=5,
         ),
+        mask_workload("quick-mask-64x64-B512", B=512, m=64, n=64, seed=20240621, rounds=5),
+        mask_workload(
+            "quick-mask-16x16-B20000",
+            B=20000,
+            m=16,
+            n=16,
+            seed=20240622,
+            rounds=5,
+            slice_samples=2000,
+        ),
+        network_workload(
+            "quick-net-relu-L4-w32-B128-float64",
+            B=128,
+            depth=4,
+            width=32,
+            dtype="float64",
+            activation="relu",
+            seed=20240631,
+            kernels=NETWORK_JACOBIAN_KERNELS + NETWORK_REDUCTION_KERNELS,
+            rounds=5,
+        ),
+        network_workload(
+            "quick-net-tanh-L4-w32-B128-float32",
+            B=128,
+            depth=4,
+            width=32,
+            dtype="float32",
+            activation="tanh",
+            seed=20240632,
+            kernels=NETWORK_JACOBIAN_KERNELS + NETWORK_REDUCTION_KERNELS,
+            rounds=5,
+        ),
     ),
     # Issue 2's sizes: B = 4096, m = n = 256, float64, relu and gelu. The naive loops and
     # numpy's batched SVD would take minutes each at this size; they time 256 samples.
@@ -649,6 +1294,36 @@ WORKLOADS: dict[str, tuple[Workload, ...]] = {
             rounds=3,
             slice_samples=256,
         ),
+        # Issue 3's sizes. The naive loop and the stacked matrix_rank time the first 64
+        # (20,000 for 16 x 16) masks; the stacked (2,048, 512, 256) array alone is 2 GiB.
+        mask_workload(
+            "mask-256x256-B2048-float64",
+            B=2048,
+            m=256,
+            n=256,
+            seed=20240621,
+            rounds=3,
+            slice_samples=64,
+        ),
+        mask_workload(
+            "mask-512x256-B2048-float64",
+            B=2048,
+            m=512,
+            n=256,
+            seed=20240622,
+            rounds=3,
+            slice_samples=64,
+        ),
+        mask_workload(
+            "mask-16x16-B1000000-float64",
+            B=1_000_000,
+            m=16,
+            n=16,
+            seed=20240623,
+            rounds=3,
+            slice_samples=20000,
+        ),
+        *_issue4_networks(),
     ),
 }
 
