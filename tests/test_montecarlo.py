@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import jacgeom
 from jacgeom import montecarlo as mc
 from jacgeom import theory
 from jacgeom.cli import main
@@ -119,9 +120,11 @@ def test_variants_run_and_are_consistent(kw: dict[str, Any]) -> None:
         assert res.summary()["samples"] == 300
 
 
-def test_layer_ranks_match_jacobian_rank() -> None:
+def test_layer_ranks_match_jacobian_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     import jacgeom
 
+    # The direct sampler (every weight drawn up front), forced for relu.
+    monkeypatch.setattr(mc, "_DEAD_HALF_LINE", frozenset())
     spec = Spec(widths=(5, 7, 4), activation="relu", samples=50, seed=4, sigma_b=0.2, chunk_size=50)
     d = mc.chunk_statistics(spec, 0)
     # redraw the same chunk's inputs and weights and check layer 1 against jacobian_rank
@@ -130,6 +133,52 @@ def test_layer_ranks_match_jacobian_rank() -> None:
     Ws, bs = mc._draw_weights(spec, rng, 50)
     want = [jacgeom.jacobian_rank(Ws[0][i], X[i], bs[0][i], backend="numpy") for i in range(50)]
     np.testing.assert_array_equal(d["layer_ranks"][:, 0], want)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+def test_conditional_sampler_ranks(backend: str) -> None:
+    spec = Spec(widths=(5, 7, 4), activation="relu", samples=60, seed=4, sigma_b=0.2, chunk_size=60)
+    d = mc.chunk_statistics(spec, 0, backend=backend)
+    # redraw the first layer exactly as the chunk does and check its rank and active counts
+    rng = mc._chunk_rng(spec, 0)
+    X = mc._draw_inputs(spec, rng, 60)
+    b = mc._draw_biases(spec, rng, 60, 7)
+    W, z, dphi = mc._draw_layer_given_input(
+        rng, X, 7, mc._init_std(spec, 5, 7), b, jacgeom.activation("relu"), "numpy"
+    )
+    live = dphi != 0
+    np.testing.assert_array_equal(live, z > 0)
+    np.testing.assert_array_equal(d["active_counts"][:, 0], live.sum(axis=1))
+    want = [np.linalg.matrix_rank(W[i][live[i]]) if live[i].any() else 0 for i in range(60)]
+    np.testing.assert_array_equal(d["layer_ranks"][:, 0], want)
+    # the drawn rows reproduce their pre-activations
+    np.testing.assert_allclose(np.einsum("bij,bj->bi", W, X)[live], (z - b)[live], atol=1e-12)
+
+
+def test_conditional_rows_have_the_gaussian_law() -> None:
+    # With every row live (identity) the rows drawn given z must be iid N(0, std^2 I).
+    rng = np.random.default_rng(0)
+    h = np.tile([[3.0, -1.0, 0.5, 0.0]], (20000, 1))
+    h[0] = 0.0  # h = 0: the row is unconstrained
+    W, z, _ = mc._draw_layer_given_input(
+        rng, h, 3, 0.5, np.zeros((20000, 3)), jacgeom.activation("identity"), "numpy"
+    )
+    rows = W.reshape(-1, 4)
+    np.testing.assert_allclose(rows.mean(axis=0), 0.0, atol=0.02)
+    np.testing.assert_allclose(np.cov(rows.T), 0.25 * np.eye(4), atol=0.01)
+    np.testing.assert_allclose(np.einsum("bij,bj->bi", W, h), z, atol=1e-12)
+
+
+def test_conditional_and_direct_samplers_agree_in_law(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = Spec(widths=(6, 8, 5, 4), samples=6000, chunk_size=2000, seed=3, sigma_b=0.3)
+    cond = run(spec, progress=False).data
+    monkeypatch.setattr(mc, "_DEAD_HALF_LINE", frozenset())
+    direct = run(spec, progress=False).data
+    for key in ("frobenius2", "rank", "log_smax", "active_counts", "layer_ranks"):
+        a, b = np.asarray(cond[key], float), np.asarray(direct[key], float)
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        se = np.sqrt(a.var() / a.size + b.var() / b.size)
+        assert abs(a.mean() - b.mean()) < 5 * se + 1e-12, key
 
 
 def test_checkpoints_resume_and_refuse_other_specs(
@@ -193,7 +242,8 @@ def test_retries_then_named_failure(tmp_path: Path) -> None:
         FlakyExecutor(failures=10) as ex,
         pytest.raises(
             RuntimeError,
-            match=r"chunk 1 \(samples 100 to 199\) failed 3 times; last error: OSError: worker lost",
+            match=r"chunk 1 \(samples 100 to 199\) failed 3 times; "
+            r"last error: OSError: worker lost",
         ),
     ):
         run(spec, progress=False, executor=ex, out=tmp_path)

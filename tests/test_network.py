@@ -225,7 +225,8 @@ NETWORK_ERRORS = [
     (
         lambda: Network([np.ones((3, 2)), np.ones((4, 5))]),
         ValueError,
-        r"weights\[1\] has shape \(4, 5\) but weights\[0\] has 3 rows; expected weights\[1\] of shape \(n_2, 3\)",
+        r"weights\[1\] has shape \(4, 5\) but weights\[0\] has 3 rows; "
+        r"expected weights\[1\] of shape \(n_2, 3\)",
     ),
     (
         lambda: Network([np.ones((3, 2))], residual=True),

@@ -42,6 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _backends, theory
+from .activations import Activation
 from .activations import activation as _lookup
 from .network import Network, _derivatives
 
@@ -215,10 +216,35 @@ def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[Any]:
     return t @ basis.T + 0.5 * np.sin(t @ freq + phase)
 
 
-def _draw_weights(spec: Spec, rng: np.random.Generator, n: int) -> tuple[list[Any], list[Any]]:
+def _init_std(spec: Spec, fan_in: int, fan_out: int) -> float:
+    """Standard deviation of the iid Gaussian weights of one layer ("orthogonal" excluded)."""
+    var = {
+        "he": 2.0 / fan_in,
+        "xavier": 2.0 / (fan_in + fan_out),
+        "lecun": 1.0 / fan_in,
+        "gaussian": (1.0 if spec.sigma_w is None else spec.sigma_w) ** 2 / fan_in,
+    }[spec.init]
+    return math.sqrt(var)
+
+
+def _draw_biases(spec: Spec, rng: np.random.Generator, n: int, fan_out: int) -> NDArray[Any]:
+    if spec.sigma_b:
+        return rng.standard_normal((n, fan_out)) * spec.sigma_b
+    return np.zeros((n, fan_out))
+
+
+def _draw_weights(
+    spec: Spec, rng: np.random.Generator, n: int, skip: Sequence[bool] = ()
+) -> tuple[list[Any], list[Any]]:
+    """Weights (n, n_l, n_(l-1)) and biases (n, n_l) of every layer; None where skip[l]."""
     w = spec.resolved_widths()
-    Ws, bs = [], []
-    for fan_in, fan_out in zip(w[:-1], w[1:], strict=True):
+    Ws: list[Any] = []
+    bs: list[Any] = []
+    for l, (fan_in, fan_out) in enumerate(zip(w[:-1], w[1:], strict=True)):
+        if l < len(skip) and skip[l]:
+            Ws.append(None)
+            bs.append(None)
+            continue
         if spec.init == "orthogonal":
             big, small = max(fan_in, fan_out), min(fan_in, fan_out)
             q, r = np.linalg.qr(rng.standard_normal((n, big, small)))
@@ -226,21 +252,57 @@ def _draw_weights(spec: Spec, rng: np.random.Generator, n: int) -> tuple[list[An
             W = q if fan_out >= fan_in else np.swapaxes(q, 1, 2)
             W = np.ascontiguousarray(W) * (1.0 if spec.sigma_w is None else spec.sigma_w)
         else:
-            var = {
-                "he": 2.0 / fan_in,
-                "xavier": 2.0 / (fan_in + fan_out),
-                "lecun": 1.0 / fan_in,
-                "gaussian": (1.0 if spec.sigma_w is None else spec.sigma_w) ** 2 / fan_in,
-            }[spec.init]
             W = rng.standard_normal((n, fan_out, fan_in))
-            W *= math.sqrt(var)
+            W *= _init_std(spec, fan_in, fan_out)
         Ws.append(W)
-        bs.append(
-            rng.standard_normal((n, fan_out)) * spec.sigma_b
-            if spec.sigma_b
-            else np.zeros((n, fan_out))
-        )
+        bs.append(_draw_biases(spec, rng, n, fan_out))
     return Ws, bs
+
+
+# Activations whose phi' is zero on a half-line: a dead unit's row of W is never needed
+# beyond its pre-activation, so the conditional sampler below skips drawing it.
+_DEAD_HALF_LINE = frozenset({"relu"})
+
+
+def _draw_layer_given_input(
+    rng: np.random.Generator,
+    h: NDArray[np.float64],
+    fan_out: int,
+    std: float,
+    b: NDArray[np.float64],
+    act: Activation,
+    backend: str,
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """One fresh iid N(0, std^2) layer applied to h, drawing only the rows that matter.
+
+    Given h (N, n), the pre-activations z_i = w_i . h + b_i of iid Gaussian rows are
+    independent N(b_i, std^2 |h|^2): they are drawn directly, as std |h| u_i + b_i. Only the
+    rows with phi'(z_i) != 0 enter the Jacobian D W, and they are drawn from their law given
+    z_i, which is exact: with h^ = h / |h|, w_i = std (u_i h^ + P g_i), P = I - h^ h^T the
+    projection away from h and g_i ~ N(0, I); then w_i . h = z_i - b_i and w_i ~ N(0, std^2 I).
+    For relu this draws about half the normals of the full layer.
+
+    Returns
+    -------
+    W : (N, fan_out, n), the rows of dead units zero
+    z : (N, fan_out)
+    d : (N, fan_out), phi'(z)
+    """
+    n = h.shape[0]
+    norm = np.sqrt(np.einsum("ij,ij->i", h, h))
+    u = rng.standard_normal((n, fan_out))
+    z = (std * norm)[:, None] * u + b
+    d = _derivatives(z, act, backend)
+    live = d != 0
+    owner = np.nonzero(live)[0]  # the sample of each live row, in row-major order
+    G = rng.standard_normal((owner.size, h.shape[1]))
+    safe = np.where(norm > 0, norm, 1.0)
+    hhat = (h / safe[:, None])[owner]  # zero where h = 0: then w_i = std g_i, unconstrained
+    G -= (np.einsum("ij,ij->i", G, hhat) - u[live])[:, None] * hhat
+    G *= std
+    W = np.zeros((n, fan_out, h.shape[1]))
+    W[live] = G
+    return W, z, d
 
 
 def _shared_network(spec: Spec) -> Network:
@@ -296,8 +358,15 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
     L, n0, nL = len(widths) - 1, widths[0], widths[-1]
     X = _draw_inputs(spec, rng, n)
     acts = [_lookup(a) for a in _activations(spec)]
+    plain = not spec.residual and spec.norm is None
+    # Plain layers of iid Gaussian weights with a dead half-line are drawn layer by layer,
+    # given their input (_draw_layer_given_input); the others all at once, up front.
+    conditional = [
+        spec.fresh_weights and plain and spec.init != "orthogonal" and a in _DEAD_HALF_LINE
+        for a in _activations(spec)
+    ]
     if spec.fresh_weights:
-        Ws, bs = _draw_weights(spec, rng, n)
+        Ws, bs = _draw_weights(spec, rng, n, skip=conditional)
     else:
         net = _shared_network(spec)
         Ws = [np.broadcast_to(W, (n,) + W.shape) for W in net.weights]
@@ -307,23 +376,33 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
     active = np.empty((n, L), dtype=np.int64)
     layer_ranks = np.empty((n, L), dtype=np.int64)
     Ds, layer_jacobians = [], []
+    # One plain layer with n_1 <= n_0: its Jacobian is the end-to-end one, and both ranks use
+    # the same tolerance (sigma_max * n_0 * eps), so it is computed once.
+    end_to_end_is_layer = plain and L == 1 and nL <= n0
     h = X
-    plain = not spec.residual and spec.norm is None
     for l in range(L):
-        W = Ws[l]
-        z = np.matmul(W, h[:, :, None])[:, :, 0] + bs[l]
-        arg = z
-        if spec.norm == "layer":
-            mu = z.mean(axis=1, keepdims=True)
-            sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + 1e-5)
-            arg = (z - mu) / sigma[:, None]
-        d = _derivatives(np.ascontiguousarray(arg), acts[l], be)
+        if conditional[l]:
+            b = _draw_biases(spec, rng, n, widths[l + 1])
+            std = _init_std(spec, widths[l], widths[l + 1])
+            W, arg, d = _draw_layer_given_input(rng, h, widths[l + 1], std, b, acts[l], be)
+            Ws[l] = kernel_Ws[l] = W
+        else:
+            W = Ws[l]
+            z = np.matmul(W, h[:, :, None])[:, :, 0] + bs[l]
+            arg = z
+            if spec.norm == "layer":
+                mu = z.mean(axis=1, keepdims=True)
+                sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + 1e-5)
+                arg = (z - mu) / sigma[:, None]
+            d = _derivatives(np.ascontiguousarray(arg), acts[l], be)
         active[:, l] = np.count_nonzero(d, axis=1)
         a = acts[l].phi(arg)
         h = h + a if spec.residual else a
         if plain:
             Ds.append(np.ascontiguousarray(d))
-            if be == "cpp":
+            if end_to_end_is_layer:
+                pass  # filled from the end-to-end rank below
+            elif be == "cpp":
                 assert _backends.core is not None
                 with _backends.single_threaded_blas():
                     layer_ranks[:, l] = _backends.core.masked_rank(
@@ -362,6 +441,8 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
     with np.errstate(divide="ignore"):
         logs = np.log(s)
     rank = _count(s, (nL, n0))
+    if end_to_end_is_layer:
+        layer_ranks[:, 0] = rank
     p = s.shape[1]
     log_smax = logs[:, 0] if p else np.full(n, -np.inf)
     log_smin = logs[:, -1] if p else np.full(n, -np.inf)
