@@ -85,3 +85,101 @@ def test_bad_inputs(args: tuple, kw: dict, error: type[Exception], match: str) -
         KernelLayer(*args, **kw)
     with pytest.raises(ValueError, match=r"X has shape \(2, 5\) but the centers have 2"):
         KernelLayer(np.ones((3, 2)), np.ones((4, 3))).jacobian(np.ones((2, 5)))
+
+
+def _mixed_network(dtype: type, residual: bool = False, kernel: str = "rbf") -> jacgeom.Network:
+    rng = np.random.default_rng(3)
+    w = 5 if residual else None
+    K1 = KernelLayer(
+        rng.standard_normal((7, w or 6)).astype(dtype),
+        (rng.standard_normal((w or 4, 7)) / 3).astype(dtype),
+        kernel=kernel,
+        gamma=0.3,
+    )
+    if residual:
+        Ws = [
+            (rng.standard_normal((5, 5)) * 0.5).astype(dtype),
+            K1,
+            (rng.standard_normal((5, 5)) * 0.5).astype(dtype),
+        ]
+        return jacgeom.Network(Ws, activation=["tanh", None, "relu"], residual=True)
+    Ws = [rng.standard_normal((6, 5)), K1, rng.standard_normal((3, 4))]
+    biases = [rng.standard_normal(6), None, rng.standard_normal(3)]
+    return jacgeom.Network(
+        [W.astype(dtype) for W in Ws[:1]] + Ws[1:2] + [Ws[2].astype(dtype)],
+        biases=[b if b is None else b.astype(dtype) for b in biases],
+        activation=["relu", None, "gelu"],
+    )
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("kernel", ["rbf", "polynomial"])
+def test_kernel_layers_mix_with_activation_layers(
+    backend: str, dtype: type, residual: bool, kernel: str
+) -> None:
+    net = _mixed_network(dtype, residual, kernel)
+    assert net.dtype == dtype and net.kernel_layers == [False, True, False]
+    X = np.random.default_rng(1).standard_normal((11, 5)).astype(dtype)[::-1]
+    J = net.jacobian(X, backend="numpy")
+    tol = {"rtol": 2e-4, "atol": 2e-4} if dtype == np.float32 else {"rtol": 1e-9, "atol": 1e-11}
+    np.testing.assert_allclose(net.jacobian(X, backend=backend), J, **tol)
+    np.testing.assert_allclose(
+        net.singular_values(X, backend=backend), np.linalg.svd(J, compute_uv=False), **tol
+    )
+    np.testing.assert_array_equal(
+        net.active_counts(X, backend=backend)[:, 1], np.full(11, net.widths[2])
+    )
+    np.testing.assert_array_equal(
+        net.preactivations(X)[1], net.weights[1].forward(_first_layer(net, X))
+    )
+    np.testing.assert_array_equal(
+        net.layer_ranks(X, backend=backend)[:, -1], net.rank(X, backend="numpy")
+    )
+    np.testing.assert_array_equal(net.rank(X, backend=backend), net.rank(X, backend="numpy"))
+    with np.errstate(divide="ignore"):
+        want = np.log(np.linalg.svd(J.astype(np.float64), compute_uv=False))
+    got = net.log_singular_values(X, backend=backend)
+    keep = want > want[:, :1] + np.log(1e-4 if dtype == np.float32 else 1e-8)
+    np.testing.assert_allclose(got[keep], want[keep], rtol=1e-3 if dtype == np.float32 else 1e-8)
+    if residual:
+        np.testing.assert_allclose(
+            net.log_abs_det(X, backend=backend),
+            np.linalg.slogdet(J.astype(np.float64))[1],
+            rtol=1e-3 if dtype == np.float32 else 1e-8,
+        )
+
+
+def _first_layer(net: jacgeom.Network, X: np.ndarray) -> np.ndarray:
+    one = jacgeom.Network(net.weights[:1], net.biases[:1], net.activations[:1], net.residual)
+    return one.forward(X)
+
+
+def test_mixed_network_jacobian_matches_finite_differences() -> None:
+    net = _mixed_network(np.float64, kernel="rbf")
+    x = np.random.default_rng(2).standard_normal(5)
+    h = 1e-6
+    fd = np.stack(
+        [(net.forward(x + h * e) - net.forward(x - h * e)) / (2 * h) for e in np.eye(5)], 1
+    )
+    np.testing.assert_allclose(net.jacobian(x), fd, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (
+            lambda K: jacgeom.Network([np.ones((3, 2)), K]),
+            r"weights\[1\] has shape \(4, 5\) but weights\[0\] has 3 rows",
+        ),
+        (lambda K: jacgeom.Network([np.ones((5, 2)), K], norm="layer"), "kernel layers take norm"),
+        (
+            lambda K: jacgeom.Network([np.ones((5, 2)), K], biases=[np.ones(5), np.ones(4)]),
+            r"biases\[1\] must be None",
+        ),
+        (lambda K: jacgeom.Network([K], residual=True), r"square weights; weights\[0\]"),
+    ],
+)
+def test_kernel_layer_network_bad_inputs(build: object, match: str) -> None:
+    K = KernelLayer(np.ones((3, 5)), np.ones((4, 3)))
+    with pytest.raises(ValueError, match=match):
+        build(K)  # type: ignore[operator]

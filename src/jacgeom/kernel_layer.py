@@ -128,6 +128,23 @@ class KernelLayer:
         base = (X @ C.T + self.coef0) ** (self.degree - 1)
         return self.degree * base[:, :, None] * C[None]
 
+    def _astype(self, dtype: np.dtype[Any]) -> KernelLayer:
+        """The same layer computing in ``dtype``."""
+        if dtype == self.dtype:
+            return self
+        return KernelLayer(
+            self.centers.astype(dtype),
+            self.coefficients.astype(dtype),
+            self.kernel,
+            self.gamma,
+            self.degree,
+            self.coef0,
+        )
+
+    def _forward_jacobian(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """F(x) (B, m) and J(x) (B, m, n) of validated rows X in the layer's dtype."""
+        return self._k(X) @ self.coefficients.T, np.matmul(self.coefficients, self._grad_k(X))
+
     def forward(self, X: ArrayLike) -> FloatArray:
         """F(x) = A k(x), (B, m)."""
         Xk, squeeze = self._inputs(X)

@@ -2,7 +2,9 @@
 
 A layer is h -> phi(W h + b), optionally with layer normalisation of z before phi
 (norm="layer") and a residual connection h -> h + phi(...) (residual=True), so
-A_l = [I +] D_l [J_N(z_l)] W_l. The compiled backends compute, chunk by chunk of samples:
+A_l = [I +] D_l [J_N(z_l)] W_l; or a kernel layer h -> [h +] A k(h)
+(jacgeom.KernelLayer), whose Jacobian A grad k(h) is dense and per sample. The compiled
+backends compute, chunk by chunk of samples:
 
 - dense layers: one BLAS gemm per layer for all samples of the chunk (the weights are
   shared), in whichever order is cheaper: from the input side (cost sum_l n_l n_{l-1} n_0
@@ -27,6 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _backends, _validation
 from .activations import Activation
 from .activations import activation as _lookup
+from .kernel_layer import KernelLayer
 from .reference import network as _ref
 
 __all__ = ["Network"]
@@ -49,16 +52,22 @@ class Network:
 
     Parameters
     ----------
-    weights : sequence of (n_l, n_{l-1}) array_like
-        W_1, ..., W_L; shapes must chain.
+    weights : sequence of (n_l, n_{l-1}) array_like or KernelLayer
+        W_1, ..., W_L; shapes must chain. A :class:`jacgeom.KernelLayer` (shape ``output_dim`` x
+        ``input_dim``) in place of W_l makes layer l the kernel layer
+        h -> A k(h): no bias, no activation, every unit live (its active count is n_l and
+        its "pre-activation" is its output), so activation and kernel layers mix in one
+        network.
     biases : sequence of (n_l,) array_like, optional
-        b_1, ..., b_L (zeros when omitted).
+        b_1, ..., b_L (zeros when omitted); None at the place of a kernel layer.
     activation : str, Activation, or a sequence of them (one per layer), default "relu"
+        Not used by kernel layers (a per-layer list may hold None there).
     residual : bool, default False
-        Layers h -> h + phi(W h + b); every W must be square.
+        Layers h -> h + phi(W h + b) (h -> h + A k(h) for kernel layers); every layer must
+        be square.
     norm : {None, "layer"}, default None
         Layer normalisation of z before phi, without affine parameters:
-        N(z) = (z - mean(z)) / sqrt(var(z) + norm_eps).
+        N(z) = (z - mean(z)) / sqrt(var(z) + norm_eps). Not with kernel layers.
     norm_eps : float, default 1e-5
     memory_budget : int, optional
         Bytes of temporary memory a reduction may use (default 256 MiB); the chunk of
@@ -89,30 +98,49 @@ class Network:
     ) -> None:
         if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or not weights:
             raise TypeError("weights must be a non-empty list of 2-D arrays, one per layer")
-        Ws = [_validation.as_float_array(W, f"weights[{i}]") for i, W in enumerate(weights)]
+        kernel = [isinstance(W, KernelLayer) for W in weights]
+        Ws: list[Any] = [
+            W if k else _validation.as_float_array(W, f"weights[{i}]")
+            for i, (W, k) in enumerate(zip(weights, kernel, strict=True))
+        ]
+        shapes = []
         for i, W in enumerate(Ws):
-            _validation.check_ndim(W, f"weights[{i}]", (2,), "a 2-D matrix of shape (n_l, n_{l-1})")
-            if i and W.shape[1] != Ws[i - 1].shape[0]:
+            if kernel[i]:
+                shapes.append((W.output_dim, W.input_dim))
+            else:
+                _validation.check_ndim(
+                    W, f"weights[{i}]", (2,), "a 2-D matrix of shape (n_l, n_{l-1})"
+                )
+                shapes.append(W.shape)
+            if i and shapes[i][1] != shapes[i - 1][0]:
                 raise ValueError(
-                    f"weights[{i}] has shape {W.shape} but weights[{i - 1}] has "
-                    f"{Ws[i - 1].shape[0]} rows; expected weights[{i}] of shape "
-                    f"(n_{i + 1}, {Ws[i - 1].shape[0]})"
+                    f"weights[{i}] has shape {shapes[i]} but weights[{i - 1}] has "
+                    f"{shapes[i - 1][0]} rows; expected weights[{i}] of shape "
+                    f"(n_{i + 1}, {shapes[i - 1][0]})"
                 )
         if not isinstance(residual, (bool, np.bool_)):
             raise TypeError("residual must be a bool")
         if residual:
-            for i, W in enumerate(Ws):
-                if W.shape[0] != W.shape[1]:
+            for i, shape in enumerate(shapes):
+                if shape[0] != shape[1]:
                     raise ValueError(
-                        f"residual layers need square weights; weights[{i}] has shape {W.shape}"
+                        f"residual layers need square weights; weights[{i}] has shape {shape}"
                     )
         if norm not in (None, "layer"):
             raise ValueError(f"unknown norm {norm!r}; valid choices: None, 'layer'")
+        if norm is not None and any(kernel):
+            raise ValueError(
+                f"norm={norm!r} normalises pre-activations, which kernel layers do not have; "
+                "networks with kernel layers take norm=None"
+            )
         if not (isinstance(norm_eps, (int, float)) and np.isfinite(norm_eps) and norm_eps > 0):
             raise ValueError(f"norm_eps must be a finite number > 0, got {norm_eps!r}")
         L = len(Ws)
         if biases is None:
-            bs = [np.zeros(W.shape[0], dtype=W.dtype) for W in Ws]
+            bs: list[Any] = [
+                None if k else np.zeros(W.shape[0], W.dtype)
+                for W, k in zip(Ws, kernel, strict=True)
+            ]
         else:
             if (
                 not isinstance(biases, Sequence)
@@ -120,34 +148,55 @@ class Network:
                 or len(biases) != L
             ):
                 raise ValueError(f"biases must be a list of {L} vectors (one per layer) or None")
-            bs = [_validation.as_float_array(b, f"biases[{i}]") for i, b in enumerate(biases)]
-            for i, b in enumerate(bs):
-                if b.shape != (Ws[i].shape[0],):
+            bs = []
+            for i, b in enumerate(biases):
+                if kernel[i]:
+                    if b is not None:
+                        raise ValueError(f"biases[{i}] must be None: layer {i} is a kernel layer")
+                    bs.append(None)
+                    continue
+                bs.append(_validation.as_float_array(b, f"biases[{i}]"))
+                if bs[i].shape != (shapes[i][0],):
                     raise ValueError(
-                        f"biases[{i}] has shape {b.shape} but weights[{i}] has {Ws[i].shape[0]} "
-                        f"rows; expected biases[{i}] of shape ({Ws[i].shape[0]},)"
+                        f"biases[{i}] has shape {bs[i].shape} but weights[{i}] has "
+                        f"{shapes[i][0]} rows; expected biases[{i}] of shape ({shapes[i][0]},)"
                     )
         if isinstance(activation, (str, Activation)):
             acts = [_lookup(activation)] * L
         else:
-            acts = [_lookup(a) for a in activation]
-            if len(acts) != L:
+            if isinstance(activation, np.ndarray) or not isinstance(activation, Sequence):
+                raise TypeError("activation must be a name, an Activation or a list of them")
+            if len(activation) != L:
                 raise ValueError(
-                    f"activation has {len(acts)} entries for {L} layers; give one or {L}"
+                    f"activation has {len(activation)} entries for {L} layers; give one or {L}"
                 )
-        dtype = _validation.common_dtype(*Ws, *bs)
+            acts = [
+                _lookup("identity" if a is None and kernel[i] else a)
+                for i, a in enumerate(activation)
+            ]
+        dtype = _validation.common_dtype(
+            *[W.centers if k else W for W, k in zip(Ws, kernel, strict=True)],
+            *[b for b in bs if b is not None],
+        )
         _validation.check_finite_arrays(
             check_finite,
-            **{f"weights[{i}]": W for i, W in enumerate(Ws)},
-            **{f"biases[{i}]": b for i, b in enumerate(bs)},
+            **{f"weights[{i}]": W for i, W in enumerate(Ws) if not kernel[i]},
+            **{f"biases[{i}]": b for i, b in enumerate(bs) if b is not None},
         )
-        self.weights: list[FloatArray] = [_frozen(W, dtype) for W in Ws]
-        self.biases: list[FloatArray] = [_frozen(b, dtype) for b in bs]
+        # Kernel layers hold their KernelLayer (in the network's dtype) in place of W, and a
+        # zero bias that nothing reads, so that every list keeps one entry per layer.
+        self.weights: list[Any] = [
+            W._astype(dtype) if k else _frozen(W, dtype) for W, k in zip(Ws, kernel, strict=True)
+        ]
+        self.biases: list[FloatArray] = [
+            _frozen(np.zeros(shapes[i][0]) if b is None else b, dtype) for i, b in enumerate(bs)
+        ]
         self.activations: list[Activation] = acts
+        self.kernel_layers: list[bool] = kernel
         self.residual = bool(residual)
         self.norm = norm
         self.norm_eps = float(norm_eps)
-        self.widths: list[int] = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
+        self.widths: list[int] = [shapes[0][1]] + [shape[0] for shape in shapes]
         self.dtype: np.dtype[Any] = dtype
         self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
         if self.memory_budget <= 0:
@@ -159,7 +208,12 @@ class Network:
         return len(self.weights)
 
     def __repr__(self) -> str:
-        acts = sorted({a.name for a in self.activations})
+        acts = sorted(
+            {
+                "kernel" if k else a.name
+                for a, k in zip(self.activations, self.kernel_layers, strict=True)
+            }
+        )
         return (
             f"Network(widths={self.widths}, activation={'/'.join(acts)}, residual={self.residual}, "
             f"norm={self.norm!r}, dtype={self.dtype})"
@@ -261,10 +315,17 @@ class Network:
         return _validation.to_kernel(X2, self.dtype), squeeze
 
     def _layers(self, X: FloatArray, backend: str) -> Iterator[tuple[FloatArray, FloatArray, Any]]:
-        """Per layer: (z, d, norm_state) for the chunk X; norm_state = (sigma, u) or None."""
+        """Per layer: (z, d, state) for the chunk X; state = (sigma, u) for a layer
+        normalisation, the layer Jacobians (Bc, n_l, n_{l-1}) for a kernel layer, or None."""
         h = X
         for l in range(self.depth):
             W, b, act = self.weights[l], self.biases[l], self.activations[l]
+            if self.kernel_layers[l]:
+                # state: the layer's Jacobians (Bc, n_l, n_{l-1}); every unit live.
+                out, J = W._forward_jacobian(h)
+                h = h + out if self.residual else out
+                yield out, np.ones_like(out), J
+                continue
             z = h @ W.T + b
             state = None
             arg = z
@@ -292,6 +353,10 @@ class Network:
         Xk, squeeze = self._inputs(X, check_finite)
         h = Xk
         for l in range(self.depth):
+            if self.kernel_layers[l]:
+                out = self.weights[l]._k(h) @ self.weights[l].coefficients.T
+                h = h + out if self.residual else out
+                continue
             z = h @ self.weights[l].T + self.biases[l]
             if self.norm == "layer":
                 mu = z.mean(axis=1, keepdims=True)
@@ -303,7 +368,8 @@ class Network:
         return h[0] if squeeze else h
 
     def preactivations(self, X: ArrayLike, check_finite: bool = True) -> list[FloatArray]:
-        """z_l = W_l h_{l-1} + b_l of every layer (before normalisation).
+        """z_l = W_l h_{l-1} + b_l of every layer (before normalisation); for a kernel layer
+        its output A k(h_{l-1}).
 
         Returns
         -------
@@ -339,6 +405,7 @@ class Network:
             backend == "cpp"
             and not self.residual
             and self.norm is None
+            and not any(self.kernel_layers)
             and X.shape[0] > 0
             and (
                 _zero_fraction(Ds) >= _ACTIVE_PATH_MIN_ZERO_FRACTION
@@ -369,6 +436,10 @@ class Network:
     ) -> FloatArray:
         W = self.weights[l]
         n_in, n0 = P.shape[0], P.shape[2]
+        if self.kernel_layers[l]:
+            # Per-sample dense Jacobians: one batched matmul (Bc, n_l, n_in) @ (Bc, n_in, n0).
+            Y = np.matmul(state, P.transpose(1, 0, 2)).transpose(1, 0, 2)
+            return Y + P if self.residual else np.ascontiguousarray(Y)
         if l == 0 and not self.residual and self.norm is None:
             Y = np.empty((W.shape[0], B, n0), dtype=self.dtype)
             Y[...] = W[:, None, :]
@@ -393,6 +464,10 @@ class Network:
         R = np.broadcast_to(np.eye(nL, dtype=self.dtype), (B, nL, nL))
         for l in range(self.depth - 1, -1, -1):
             _, d, state = layers[l]
+            if self.kernel_layers[l]:
+                Rn = np.matmul(R, state)
+                R = Rn + R if self.residual else Rn
+                continue
             T = R * d[:, None, :]
             if state is not None:
                 sigma, u = state

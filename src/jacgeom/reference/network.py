@@ -2,7 +2,9 @@
 
 ``net`` is any object with the attributes of jacgeom.Network: ``weights`` (list of (n_l,
 n_{l-1}) arrays), ``biases`` (list of (n_l,) arrays), ``activations`` (list of Activation),
-``residual`` (bool), ``norm`` (None or "layer") and ``norm_eps`` (float).
+``residual`` (bool), ``norm`` (None or "layer") and ``norm_eps`` (float); where
+``kernel_layers[l]`` is true, ``weights[l]`` is a kernel layer (an object with ``forward``
+and ``jacobian`` of one sample, as jacgeom.KernelLayer) with every unit live.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ FloatArray = NDArray[np.floating[Any]]
 
 
 def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """One layer at one sample: (output, pre-activation z, layer Jacobian (n_l, n_{l-1}))."""
+    """One layer at one sample: (output, pre-activation z, layer Jacobian (n_l, n_{l-1}));
+    a kernel layer's "pre-activation" is its output."""
     W, b, act = net.weights[l], net.biases[l], net.activations[l]
+    if _is_kernel(net, l):
+        out, J = W.forward(h), W.jacobian(h)
+        if net.residual:
+            return h + out, out, np.eye(J.shape[0], dtype=J.dtype) + J
+        return out, out, J
     z = W @ h + b
     if net.norm == "layer":
         m = z.shape[0]
@@ -35,8 +43,15 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
     return a, z, J
 
 
+def _is_kernel(net: Any, l: int) -> bool:
+    kernel = getattr(net, "kernel_layers", None)
+    return bool(kernel[l]) if kernel is not None else False
+
+
 def _derivative(net: Any, l: int, z: FloatArray) -> FloatArray:
     act = net.activations[l]
+    if _is_kernel(net, l):
+        return np.ones_like(z)
     if net.norm == "layer":
         mu = z.mean()
         return act.derivative((z - mu) / np.sqrt(np.mean((z - mu) ** 2) + net.norm_eps))
