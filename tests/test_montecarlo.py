@@ -448,3 +448,82 @@ def test_progress_bar_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     os.environ.get("CI")  # no terminal here: progress=True stays silent
     run(Spec(widths=(3, 3), samples=20, chunk_size=5), progress=True)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "laplacian", "polynomial"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_kernel_layer_runs_match_kernel_networks(kernel: str, residual: bool) -> None:
+    # A shared kernel network, redrawn as a jacgeom.Network of KernelLayers from the same
+    # seed: the batched formulas of the Monte Carlo against KernelLayer's.
+    widths = (5, 5, 5) if residual else (5, 7, 4)
+    spec = Spec(
+        widths=widths,
+        layer="kernel",
+        kernel=kernel,
+        residual=residual,
+        fresh_weights=False,
+        samples=40,
+        chunk_size=40,
+        seed=2,
+        gamma=0.4 if kernel != "polynomial" else None,
+    )
+    d = mc.chunk_statistics(spec, 0)
+    draw = np.random.default_rng(np.random.SeedSequence(2, spawn_key=(2**31, 2)))
+    layers = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+        C = draw.standard_normal((1, fan_in, fan_in))[0]
+        A = draw.standard_normal((1, fan_out, fan_in))[0] / np.sqrt(fan_in)
+        gamma = spec.gamma if spec.gamma is not None else 1.0 / fan_in
+        layers.append(jacgeom.KernelLayer(C, A, kernel=kernel, gamma=gamma, coef0=1.0))
+    net = jacgeom.Network(layers, residual=residual)
+    X = mc._draw_inputs(spec, mc._chunk_rng(spec, 0), 40)
+    np.testing.assert_array_equal(d["rank"], net.rank(X))
+    s = net.singular_values(X)
+    np.testing.assert_allclose(d["log_smax"], np.log(s[:, 0]), rtol=1e-9)
+    np.testing.assert_allclose(d["frobenius2"], np.sum(s**2, axis=1), rtol=1e-9)
+    np.testing.assert_array_equal(d["active_counts"], np.tile(widths[1:], (40, 1)))
+    for l, layer in enumerate(layers):
+        h = jacgeom.Network(layers[:l], residual=residual).forward(X) if l else X
+        J = layer.jacobian(h) + (np.eye(5) if residual else 0)
+        np.testing.assert_array_equal(d["layer_ranks"][:, l], np.linalg.matrix_rank(J))
+
+
+def test_kernel_and_activation_side_by_side() -> None:
+    base = Spec(widths=(6, 6, 6), samples=600, chunk_size=300, seed=1)
+    results = mc.sweep(base, {"layer": ["activation", "kernel"]}, progress=False)
+    act, ker = (r.summary() for _, r in results)
+    # relu loses rank almost surely at width 6; rbf kernel layers keep it.
+    assert act["p_rank_deficient"]["p"] > 0.9
+    assert ker["p_rank_deficient"]["p"] < 0.05
+    assert results[1][1].theory() == {}
+    table = mc.sweep_table(results)
+    assert "| kernel |" in table and "| activation |" in table
+    fresh = run(base.replace(layer="kernel", fresh_weights=True), progress=False)
+    assert fresh.data["rank"].shape == (600,)
+    np.testing.assert_array_equal(
+        fresh.data["rank"],
+        run(base.replace(layer="kernel"), progress=False, workers=2).data["rank"],
+    )
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"layer": "spline"}, "unknown layer 'spline'"),
+        ({"layer": "kernel", "kernel": "sigmoid"}, "unknown kernel 'sigmoid'"),
+        ({"layer": "kernel", "norm": "layer"}, "use norm=None"),
+        ({"layer": "kernel", "centers": 0}, "centers must be >= 1"),
+        ({"layer": "kernel", "gamma": -1.0}, "gamma must be a finite number > 0"),
+    ],
+)
+def test_kernel_spec_errors(fields: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Spec(widths=(4, 4), **fields)
+
+
+def test_cli_kernel_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["mc", "--layer", "kernel", "--widths", "4", "4", "--samples", "300", "--json"]) == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["point"]["layer"] == "kernel" and out[0]["summary"]["samples"] == 300

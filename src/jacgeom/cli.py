@@ -111,19 +111,27 @@ def _mc(args: argparse.Namespace) -> int:
             "norm": args.norm,
             "inputs": args.inputs,
             "fresh_weights": not args.shared_weights,
+            "layer": args.layer,
+            "kernel": args.kernel,
+            "centers": args.centers,
+            "gamma": args.gamma,
             "seed": args.seed,
             "chunk_size": args.chunk_size,
         }.items()
         if v is not None
     }
-    if args.widths or args.width or args.depth or args.activation:
+    if args.widths or args.width or args.depth or args.activation or args.layer:
         point: dict[str, Any] = {}
         if args.widths:
             point["widths"] = tuple(args.widths)
         else:
             point["width"] = args.width or 32
             point["depth"] = args.depth or 1
-        point["activation"] = args.activation or "relu"
+        if args.layer == "kernel":
+            point["layer"] = "kernel"
+            point["kernel"] = args.kernel or "rbf"
+        else:
+            point["activation"] = args.activation or "relu"
         plan = [({k: v for k, v in point.items()}, {**point, "samples": args.samples or 20000})]
     else:
         plan = _default_sweep(args.samples or 4000)
@@ -224,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--norm", choices=["layer"])
     mc.add_argument("--inputs", choices=["gaussian", "sphere", "manifold"])
     mc.add_argument("--shared-weights", action="store_true", help="one network for all samples")
+    mc.add_argument(
+        "--layer", choices=["activation", "kernel"], help="kernel: every layer a kernel layer"
+    )
+    mc.add_argument("--kernel", choices=["rbf", "laplacian", "polynomial"])
+    mc.add_argument("--centers", type=int, help="centers per kernel layer")
+    mc.add_argument("--gamma", type=float, help="kernel scale (default 1 / input width)")
     mc.add_argument("--samples", type=int)
     mc.add_argument("--seed", type=int, default=0)
     mc.add_argument("--chunk-size", type=int)

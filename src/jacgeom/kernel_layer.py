@@ -196,33 +196,6 @@ class KernelLayer:
         return np.sqrt(np.maximum(q, 0))
 
 
-def _kernel_chain_statistics(layers: list[KernelLayer], X: FloatArray) -> dict[str, NDArray[Any]]:
-    """End-to-end rank, log condition number and log-volume of a chain of kernel layers."""
-    h = X
-    J = None
-    for layer in layers:
-        Jl = np.matmul(layer.coefficients, layer._grad_k(h))
-        J = Jl if J is None else Jl @ J
-        h = layer._k(h) @ layer.coefficients.T
-    assert J is not None
-    return _spectral_statistics(J)
-
-
-def _spectral_statistics(J: NDArray[Any]) -> dict[str, NDArray[Any]]:
-    s = np.linalg.svd(J, compute_uv=False)
-    m, n = J.shape[1:]
-    tol = s[:, :1] * max(m, n) * np.finfo(s.dtype).eps
-    rank = np.count_nonzero(s > tol, axis=1)
-    p = s.shape[1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(s)
-        log_cond = np.where(rank == p, logs[:, 0] - logs[:, -1], np.inf)
-    log_volume = (
-        np.where(rank == n, logs.sum(axis=1), -np.inf) if m >= n else np.full(len(s), np.nan)
-    )
-    return {"rank": rank, "log_cond": log_cond, "log_volume": log_volume}
-
-
 def compare_with_activation_network(
     widths: list[int],
     activation: str = "relu",
@@ -230,12 +203,15 @@ def compare_with_activation_network(
     samples: int = 1000,
     centers: int | None = None,
     seed: int = 0,
+    **spec_fields: Any,
 ) -> dict[str, dict[str, NDArray[Any]]]:
     """Side by side: a kernel network and an activation network of the same widths, each
-    drawn fresh for every sample, at Gaussian inputs.
+    drawn fresh for every sample, at Gaussian inputs: the Monte Carlo of
+    jacgeom.montecarlo with layer="kernel" and layer="activation".
 
-    Layer l of the kernel network has ``centers`` (default n_{l-1}) Gaussian centers and
-    coefficients N(0, 1 / centers); the activation network is He-initialised.
+    Layer l of the kernel network has ``centers`` (default n_{l-1}) Gaussian centers,
+    coefficients N(0, 1 / centers) and scale gamma = 1 / n_{l-1}; the activation network is
+    He-initialised.
 
     Parameters
     ----------
@@ -243,11 +219,14 @@ def compare_with_activation_network(
         [n_0, ..., n_L].
     activation, kernel : str
     samples, centers, seed : int
+    **spec_fields
+        Any other field of jacgeom.montecarlo.Spec (residual, inputs, fresh_weights, ...).
 
     Returns
     -------
-    {"kernel": stats, "activation": stats}, each with per-sample "rank", "log_cond",
-    "log_volume" arrays (samples,)
+    {"kernel": data, "activation": data}, each the per-sample arrays of
+    jacgeom.montecarlo.Result.data ("rank", "log_cond", "log_volume", ... of shape
+    (samples,) or (samples, L))
 
     Examples
     --------
@@ -255,24 +234,18 @@ def compare_with_activation_network(
     >>> int(out["kernel"]["rank"].min()), bool(out["activation"]["rank"].mean() < 4)
     (4, True)
     """
-    from .network import Network
+    from .montecarlo import Spec, run
 
-    rng = np.random.default_rng(seed)
-    stats: dict[str, list[dict[str, NDArray[Any]]]] = {"kernel": [], "activation": []}
-    for _ in range(samples):
-        x = rng.standard_normal((1, widths[0]))
-        chain = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            p = centers or fan_in
-            chain.append(
-                KernelLayer(
-                    rng.standard_normal((p, fan_in)),
-                    rng.standard_normal((fan_out, p)) / np.sqrt(p),
-                    kernel=kernel,
-                    gamma=1.0 / fan_in,
-                )
-            )
-        stats["kernel"].append(_kernel_chain_statistics(chain, x))
-        net = Network.random(widths, activation=activation, seed=rng)
-        stats["activation"].append(_spectral_statistics(net.jacobian(x)))
-    return {k: {key: np.concatenate([d[key] for d in v]) for key in v[0]} for k, v in stats.items()}
+    base = Spec(
+        widths=tuple(widths),
+        activation=activation,
+        kernel=kernel,
+        centers=centers,
+        samples=samples,
+        seed=seed,
+        **spec_fields,
+    )
+    return {
+        layer: run(base.replace(layer=layer), progress=False).data
+        for layer in ("kernel", "activation")
+    }

@@ -50,6 +50,8 @@ __all__ = ["Result", "Spec", "run", "sweep", "sweep_table"]
 
 _INPUTS = ("gaussian", "sphere", "manifold")
 _MANIFOLDS = ("linear", "curved")
+_LAYERS = ("activation", "kernel")
+_KERNELS = ("rbf", "laplacian", "polynomial")
 RETRIES = 2
 _FORMAT = 1
 
@@ -83,6 +85,17 @@ class Spec:
     fresh_weights : bool, default True
         Every sample draws its own network (the model of THEORY.md's closed forms); False
         shares one network drawn from the seed.
+    layer : {"activation", "kernel"}, default "activation"
+        "kernel" replaces every layer by a kernel layer h -> A k(h) of the same widths
+        (jacgeom.KernelLayer, the seed's alternative): ``centers`` Gaussian centers
+        N(0, I) and coefficients N(0, 1 / centers); activation, init, sigma_w and sigma_b
+        are then not used. A sweep over layer=["activation", "kernel"] puts the two side
+        by side.
+    kernel : {"rbf", "laplacian", "polynomial"}, default "rbf"
+    centers : int, optional
+        Centers per kernel layer (default n_{l-1}, the layer's input width).
+    gamma : float, optional
+        Kernel scale (default 1 / n_{l-1}); polynomial kernels are (x . c + 1)^3.
     samples : int, default 10000
     seed : int, default 0
     chunk_size : int, default 2000
@@ -101,6 +114,10 @@ class Spec:
     manifold_dim: int = 2
     manifold: str = "curved"
     fresh_weights: bool = True
+    layer: str = "activation"
+    kernel: str = "rbf"
+    centers: int | None = None
+    gamma: float | None = None
     samples: int = 10000
     seed: int = 0
     chunk_size: int = 2000
@@ -132,6 +149,18 @@ class Spec:
                 f"unknown init {self.init!r}; valid choices: "
                 "he, xavier, lecun, orthogonal, gaussian"
             )
+        if self.layer not in _LAYERS:
+            raise ValueError(f"unknown layer {self.layer!r}; valid choices: {', '.join(_LAYERS)}")
+        if self.kernel not in _KERNELS:
+            raise ValueError(
+                f"unknown kernel {self.kernel!r}; valid choices: {', '.join(_KERNELS)}"
+            )
+        if self.centers is not None and self.centers < 1:
+            raise ValueError(f"centers must be >= 1, got {self.centers}")
+        if self.gamma is not None and not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise ValueError(f"gamma must be a finite number > 0, got {self.gamma}")
+        if self.layer == "kernel" and self.norm is not None:
+            raise ValueError("kernel layers have no pre-activations to normalise: use norm=None")
         if self.residual and len(set(w)) != 1:
             raise ValueError(f"residual networks need equal widths, got {list(w)}")
         if self.norm not in (None, "layer"):
@@ -357,6 +386,8 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
     widths = spec.resolved_widths()
     L, n0, nL = len(widths) - 1, widths[0], widths[-1]
     X = _draw_inputs(spec, rng, n)
+    if spec.layer == "kernel":
+        return _spectral_statistics(*_kernel_chain(spec, rng, X, be), be)
     acts = [_lookup(a) for a in _activations(spec)]
     plain = not spec.residual and spec.norm is None
     # Plain layers of iid Gaussian weights with a dead half-line are drawn layer by layer,
@@ -437,12 +468,21 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
         J = mats[0]
         for A in mats[1:]:
             J = A @ J
+    out = _spectral_statistics(J, active, layer_ranks, be)
+    if end_to_end_is_layer:
+        layer_ranks[:, 0] = out["rank"]
+    return out
+
+
+def _spectral_statistics(
+    J: NDArray[Any], active: NDArray[np.int64], layer_ranks: NDArray[np.int64], be: str
+) -> dict[str, NDArray[Any]]:
+    """The recorded statistics from the end-to-end Jacobians J (n, n_L, n_0)."""
+    n, nL, n0 = J.shape
     s = _singular_values(J, be)
     with np.errstate(divide="ignore"):
         logs = np.log(s)
     rank = _count(s, (nL, n0))
-    if end_to_end_is_layer:
-        layer_ranks[:, 0] = rank
     p = s.shape[1]
     log_smax = logs[:, 0] if p else np.full(n, -np.inf)
     log_smin = logs[:, -1] if p else np.full(n, -np.inf)
@@ -462,6 +502,58 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
         "frobenius2": np.sum(s * s, axis=1),
         "log_volume": log_volume,
     }
+
+
+def _kernel_chain(
+    spec: Spec, rng: np.random.Generator, X: NDArray[Any], be: str
+) -> tuple[NDArray[Any], NDArray[np.int64], NDArray[np.int64]]:
+    """End-to-end Jacobians (n, n_L, n_0), active counts and layer ranks (n, L) of a chain
+    of kernel layers h -> [h +] A k(h), fresh for every sample or shared (from the seed)."""
+    widths = spec.resolved_widths()
+    n, L = X.shape[0], len(widths) - 1
+    if spec.fresh_weights:
+        draw, count = rng, n
+    else:
+        draw, count = (
+            np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(2**31, 2))),
+            1,
+        )
+    active = np.tile(np.asarray(widths[1:], dtype=np.int64), (n, 1))
+    layer_ranks = np.empty((n, L), dtype=np.int64)
+    h, J = X, None
+    for l, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        p = spec.centers or fan_in
+        C = draw.standard_normal((count, p, fan_in))
+        A = draw.standard_normal((count, fan_out, p)) / math.sqrt(p)
+        k, G = _kernel_features(
+            spec.kernel, 1.0 / fan_in if spec.gamma is None else spec.gamma, h, C
+        )
+        out = np.einsum("bip,bp->bi", A, k)
+        Jl = np.matmul(A, G)  # (n, fan_out, fan_in)
+        if spec.residual:
+            out = out + h
+            Jl = Jl + np.eye(fan_in)
+        layer_ranks[:, l] = _count(_singular_values(Jl, be), (fan_out, fan_in))
+        J = Jl if J is None else np.matmul(Jl, J)
+        h = out
+    assert J is not None
+    return J, active, layer_ranks
+
+
+def _kernel_features(
+    kernel: str, gamma: float, h: NDArray[Any], C: NDArray[Any]
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """k_j(h) (n, p) and its gradients in h (n, p, n_in), per sample, for C (n or 1, p, n_in):
+    the formulas of jacgeom.KernelLayer, batched over samples that each have their centers."""
+    diff = h[:, None, :] - C
+    if kernel == "rbf":
+        k = np.exp(-gamma * np.einsum("bpi,bpi->bp", diff, diff))
+        return k, -2 * gamma * k[:, :, None] * diff
+    if kernel == "laplacian":
+        k = np.exp(-gamma * np.abs(diff).sum(axis=2))
+        return k, -gamma * k[:, :, None] * np.sign(diff)
+    base = np.einsum("bpi,bi->bp", np.broadcast_to(C, diff.shape), h) + 1.0
+    return base**3, 3 * (base**2)[:, :, None] * C
 
 
 def _rank_of_rows(A: NDArray[Any], d: NDArray[Any], backend: str) -> NDArray[np.int64]:
@@ -514,6 +606,7 @@ class Result:
         acts = _activations(s)
         if not (
             s.fresh_weights
+            and s.layer == "activation"
             and set(acts) == {"relu"}
             and not s.residual
             and s.norm is None

@@ -417,31 +417,39 @@ def write_figures(out: str, gif: bool = False, samples: int = 2000) -> list[str]
 
 
 def kernel_comparison_figure(widths: Any = (8, 8, 8, 8), samples: int = 400, seed: int = 0) -> Any:
-    """Kernel network against relu and tanh networks of the same widths: distributions of
-    end-to-end rank / width and log10 condition number.
+    """Kernel network against relu and tanh networks of the same widths (the Monte Carlo
+    sweep over Spec.layer and Spec.activation): distributions of end-to-end rank / width,
+    log10 condition number and log-volume.
 
     Returns
     -------
     matplotlib.figure.Figure, with ``jacgeom_data[name] = per-sample statistics``
     """
-    from .kernel_layer import compare_with_activation_network
+    from .montecarlo import Spec, sweep
 
     plt = _pyplot()
     widths = list(widths)
-    data = {}
-    for act in ("relu", "tanh"):
-        out = compare_with_activation_network(widths, activation=act, samples=samples, seed=seed)
-        data[act] = out["activation"]
-        data["kernel (rbf)"] = out["kernel"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    base = Spec(widths=tuple(widths), samples=samples, seed=seed)
+    runs = sweep(base, {"activation": ["relu", "tanh"]}, progress=False)
+    runs += sweep(base, {"layer": ["kernel"]}, progress=False)
+    data = {
+        ("kernel (rbf)" if point.get("layer") == "kernel" else point["activation"]): res.data
+        for point, res in runs
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     width = min(widths[0], widths[-1])
-    for name, st in data.items():
-        axes[0].hist(st["rank"] / width, bins=np.linspace(0, 1.05, 22), alpha=0.5, label=name)
+    for i, (name, st) in enumerate(data.items()):
+        style = {"alpha": 0.5, "color": f"C{i}"}  # one colour per network on every panel
+        axes[0].hist(st["rank"] / width, bins=np.linspace(0, 1.05, 22), label=name, **style)
         finite = st["log_cond"][np.isfinite(st["log_cond"])] / np.log(10)
         if finite.size:
-            axes[1].hist(finite, bins=30, alpha=0.5, label=f"{name} ({finite.size} full rank)")
+            axes[1].hist(finite, bins=30, label=f"{name} ({finite.size} full rank)", **style)
+        vol = st["log_volume"][np.isfinite(st["log_volume"])]
+        if vol.size:
+            axes[2].hist(vol, bins=30, label=f"{name} ({vol.size} finite)", **style)
     axes[0].set(xlabel="end-to-end rank / width", ylabel="samples", title=f"widths {widths}")
     axes[1].set(xlabel="log10 condition number (full-rank samples)", title="Conditioning")
+    axes[2].set(xlabel="log-volume (sum of log singular values)", title="Volume")
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
