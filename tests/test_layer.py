@@ -297,6 +297,26 @@ def test_layer_jacobian_into_out(backend: str, dtype: type) -> None:
     np.testing.assert_array_equal(one, jacgeom.layer_jacobian(W, X, b, backend=backend)[2])
 
 
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_layer_jacobian_large_output_streaming_stores(
+    compiled_backend: str, dtype: type, act: str
+) -> None:
+    # Outputs of 64 MiB and more take the streaming-store path of the C++ kernel; odd n
+    # puts every row at a different alignment, and an out= that starts 4 bytes into its
+    # buffer exercises the unaligned head of each row.
+    itemsize = np.dtype(dtype).itemsize
+    B, m, n = (2**26 // (256 * 257 * itemsize)) + 1, 256, 257
+    W, X, b = data(B, m, n, dtype)
+    want = reference.layer_jacobian(W, X, b, act)
+    assert_close(
+        jacgeom.layer_jacobian(W, X, b, activation=act, backend=compiled_backend), want, dtype
+    )
+    buf = np.zeros(B * m * n * itemsize + 4, dtype=np.uint8)
+    out = buf[4:].view(dtype).reshape(B, m, n)
+    jacgeom.layer_jacobian(W, X, b, activation=act, backend=compiled_backend, out=out)
+    assert_close(out, want, dtype)
+
+
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [

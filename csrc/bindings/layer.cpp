@@ -56,6 +56,21 @@ carray<T> jacobian(const carray<T>& W, const carray<T>& D, std::optional<carray<
 }
 
 template <class T>
+carray<T> jacobian_z(const carray<T>& W, const carray<T>& Z, int code, double param,
+                     std::optional<carray<T>> out) {
+    if (!jacgeom::activation_supported(code)) throw py::value_error("unsupported activation code");
+    const Dims s = dims(W, Z);
+    carray<T> J = out ? *out : carray<T>({s.B, s.m, s.n});
+    if (J.ndim() != 3 || J.shape(0) != s.B || J.shape(1) != s.m || J.shape(2) != s.n)
+        throw py::value_error("out must have shape (B, m, n)");
+    const T *w = W.data(), *z = Z.data();
+    T* j = J.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::jacobian_from_preactivations<T>(w, z, code, static_cast<T>(param), j, s.B, s.m, s.n);
+    return J;
+}
+
+template <class T>
 carray<T> pullback(const carray<T>& W, const carray<T>& D) {
     const Dims s = dims(W, D);
     carray<T> G({s.B, s.n, s.n});
@@ -107,6 +122,8 @@ void define_all(py::module_& m) {
     m.def("batched_singular_values", &batched_singular_values<T>, py::arg("A"));
     m.def("derivatives", &derivatives<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
     m.def("jacobian", &jacobian<T>, py::arg("W"), py::arg("D"), py::arg("out") = py::none());
+    m.def("jacobian_z", &jacobian_z<T>, py::arg("W"), py::arg("Z"), py::arg("code"),
+          py::arg("param"), py::arg("out") = py::none());
     m.def("pullback_metric", &pullback<T>, py::arg("W"), py::arg("D"));
     m.def("singular_values", &singular_values<T>, py::arg("W"), py::arg("D"));
     m.def("log_volume", &log_volume<T>, py::arg("W"), py::arg("D"));

@@ -222,7 +222,14 @@ def layer_jacobian(
             return layer.out(J)
         target[...] = J
         return out  # type: ignore[return-value]
-    J = layer.kernel("jacobian")(layer.W, layer.derivatives(), target)
+    if layer.backend == "cpp" and not layer.act.is_custom:
+        assert _backends.core is not None
+        # phi' evaluated row by row inside the (bandwidth-bound) write
+        J = _backends.core.jacobian_z(
+            layer.W, layer.preactivations(), layer.act.code, layer.act.parameter, target
+        )
+    else:
+        J = layer.kernel("jacobian")(layer.W, layer.derivatives(), target)
     return out if out is not None else layer.out(J)
 
 

@@ -8,7 +8,12 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "activations.hpp"
 #include "lapack.hpp"
@@ -26,21 +31,72 @@ void derivatives(const T* Z, T* D, index_t count, int code, T param) {
     });
 }
 
-// J[b, i, :] = d[b, i] * W[i, :]. Writes B*m*n elements once: bandwidth-bound.
+// out[j] = a * w[j] (w == nullptr: zeros) for j < n, with non-temporal stores where the
+// target has them: a store that bypasses the cache writes a line without first reading it
+// (no read-for-ownership), so a write-only stream moves half the bytes of an ordinary one.
+// Only worth it when the output is far larger than the caches (the caller decides).
 template <class T>
-void jacobian(const T* W, const T* D, T* J, index_t B, index_t m, index_t n) {
+inline void scaled_row_streaming(T* out, const T* w, T a, index_t n) {
+    index_t j = 0;
+#if defined(__SSE2__)
+    constexpr index_t lanes = 16 / sizeof(T);
+    for (; j < n && (reinterpret_cast<std::uintptr_t>(out + j) & 15) != 0; ++j)
+        out[j] = w ? a * w[j] : T(0);
+    if constexpr (std::is_same_v<T, double>) {
+        const __m128d va = _mm_set1_pd(a);
+        for (; j + lanes <= n; j += lanes)
+            _mm_stream_pd(out + j, w ? _mm_mul_pd(va, _mm_loadu_pd(w + j)) : _mm_setzero_pd());
+    } else {
+        const __m128 va = _mm_set1_ps(a);
+        for (; j + lanes <= n; j += lanes)
+            _mm_stream_ps(out + j, w ? _mm_mul_ps(va, _mm_loadu_ps(w + j)) : _mm_setzero_ps());
+    }
+#endif
+    for (; j < n; ++j) out[j] = w ? a * w[j] : T(0);
+}
+
+// Outputs above this many bytes are written with streaming stores (larger than any
+// last-level cache they would otherwise evict; below it the result stays cached for the
+// caller).
+inline constexpr index_t streaming_store_bytes = index_t(64) << 20;
+
+// J[b, i, :] = d(b * m + i) * W[i, :], d a function of the row. Writes B*m*n elements once:
+// bandwidth-bound.
+template <class T, class RowDerivative>
+void jacobian_rows(const T* W, RowDerivative d, T* J, index_t B, index_t m, index_t n) {
+    const bool streaming = B * m * n * index_t(sizeof(T)) >= streaming_store_bytes;
     parallel_for(B * m, 64, [&](index_t, index_t begin, index_t end) {
         for (index_t r = begin; r < end; ++r) {
-            const T di = D[r];
+            const T di = d(r);
             T* out = J + r * n;
             const T* w = W + (r % m) * n;
-            if (di == T(0)) {
+            if (streaming) {
+                scaled_row_streaming(out, di == T(0) ? nullptr : w, di, n);
+            } else if (di == T(0)) {
                 std::memset(out, 0, sizeof(T) * static_cast<size_t>(n));
             } else {
                 for (index_t j = 0; j < n; ++j) out[j] = di * w[j];
             }
         }
+#if defined(__SSE2__)
+        if (streaming) _mm_sfence();  // streaming stores are weakly ordered
+#endif
     });
+}
+
+// J[b, i, :] = D[b, i] * W[i, :] for precomputed derivatives D (B, m).
+template <class T>
+void jacobian(const T* W, const T* D, T* J, index_t B, index_t m, index_t n) {
+    jacobian_rows(W, [D](index_t r) { return D[r]; }, J, B, m, n);
+}
+
+// J[b, i, :] = phi'(Z[b, i]) * W[i, :]: the derivative is evaluated as each row is written,
+// where it overlaps the stores instead of taking a pass of its own (for gelu it costs a
+// quarter of the write time).
+template <class T>
+void jacobian_from_preactivations(const T* W, const T* Z, int code, T param, T* J, index_t B,
+                                  index_t m, index_t n) {
+    jacobian_rows(W, [=](index_t r) { return derivative<T>(code, param, Z[r]); }, J, B, m, n);
 }
 
 // Rows of D W with d_i != 0, compacted. Rows with d_i == 0 are exactly zero in D W and
@@ -67,6 +123,23 @@ index_t gather_rows(const T* W, const T* d, index_t m, index_t n, T* out, bool c
     return k;
 }
 
+// Copies the upper triangle of the column-major (n, n) g onto its lower triangle, in tiles
+// so that the strided side of the transpose stays in L1 (a plain double loop walks a
+// stride of n for every element: at n = 256 it cost as much as the syrk).
+template <class T>
+void mirror_upper(T* g, index_t n) {
+    constexpr index_t tile = 32;
+    for (index_t jb = 0; jb < n; jb += tile) {
+        const index_t je = std::min(n, jb + tile);
+        for (index_t ib = 0; ib <= jb; ib += tile) {
+            for (index_t j = jb; j < je; ++j) {
+                const index_t ie = std::min(j, ib + tile);
+                for (index_t i = ib; i < ie; ++i) g[j + i * n] = g[i + j * n];
+            }
+        }
+    }
+}
+
 // G_b = W^T D_b^2 W = A^T A with A the compacted rows: one syrk per sample, k n^2 flops
 // (half a gemm), then the upper triangle mirrored. Never forms the (B, m, n) Jacobian.
 template <class T>
@@ -85,8 +158,7 @@ void pullback(const T* W, const T* D, T* G, index_t B, index_t m, index_t n) {
             const T one = 1, zero = 0;
             // Row-major A (k, n) is column-major A^T (n, k): syrk('N') gives A^T A.
             L.syrk("U", "N", &nn, &kk, &one, A.data(), &nn, &zero, g, &nn);
-            for (index_t j = 0; j < n; ++j)
-                for (index_t i = 0; i < j; ++i) g[j + i * n] = g[i + j * n];
+            mirror_upper(g, n);
         }
     });
 }
