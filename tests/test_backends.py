@@ -100,3 +100,20 @@ def test_bench_command_needs_a_checkout(
     monkeypatch.setenv("JACGEOM_BENCH_DIR", str(tmp_path))
     assert cli.main(["bench", "--workloads", "quick"]) == 2
     assert "no benchmark suite" in capsys.readouterr().err
+
+
+def test_blas_pin_is_lifted_after_kernels_return() -> None:
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    W = np.random.default_rng(0).standard_normal((8, 8))
+    jacgeom.masked_rank(W, np.ones((3, 8), bool))
+    deadline = time.monotonic() + 5.0
+    while blas_threads() != before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert blas_threads() == before

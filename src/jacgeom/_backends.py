@@ -148,11 +148,17 @@ set_num_threads(_initial_threads())
 
 # Kernels that parallelise over samples call LAPACK on one small matrix per sample; OpenBLAS
 # threading inside each call would oversubscribe the cores, so scipy's BLAS is pinned to one
-# thread for the duration. A counter makes this safe when several Python threads run kernels.
+# thread while kernels run (a threaded OpenBLAS also runs the calls of concurrent callers one
+# at a time). The pin is reference-counted across Python threads and lifted only after
+# _RESTORE_DELAY seconds without a kernel running: changing OpenBLAS's thread count while
+# another thread is inside BLAS made two threads calling masked_rank 1.6x slower than one
+# (bench/gil_release.py), and back-to-back calls then pay for no change at all.
+_RESTORE_DELAY = 0.05
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter: Any = None
 _blas_controller: Any = None
+_blas_timer: threading.Timer | None = None
 
 
 def _controller() -> Any:
@@ -167,12 +173,11 @@ def _controller() -> Any:
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
+    """Pin scipy's BLAS to one thread for the duration (restored shortly after the last
+    kernel of any thread returns)."""
     global _blas_users, _blas_limiter
-    if _num_threads <= 1:
-        yield
-        return
     with _blas_lock:
-        if _blas_users == 0:
+        if _blas_limiter is None:
             _blas_limiter = _controller().limit(limits=1, user_api="blas")
         _blas_users += 1
     try:
@@ -180,6 +185,39 @@ def single_threaded_blas() -> Iterator[None]:
     finally:
         with _blas_lock:
             _blas_users -= 1
-            if _blas_users == 0 and _blas_limiter is not None:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+            if _blas_users == 0:
+                _schedule_restore()
+
+
+def _schedule_restore() -> None:
+    # Called with _blas_lock held.
+    global _blas_timer
+    if _blas_timer is None:
+        _blas_timer = threading.Timer(_RESTORE_DELAY, _restore_if_idle)
+        _blas_timer.daemon = True
+        _blas_timer.start()
+
+
+def _restore_if_idle() -> None:
+    global _blas_limiter, _blas_timer
+    with _blas_lock:
+        _blas_timer = None
+        if _blas_users == 0 and _blas_limiter is not None:
+            _blas_limiter.restore_original_limits()
+            _blas_limiter = None
+
+
+def _reset_after_fork() -> None:
+    # A forked child has none of the parent's threads (no kernel running, no timer): lift a
+    # pin it inherited at once.
+    global _blas_lock, _blas_users, _blas_timer, _blas_limiter
+    _blas_lock = threading.Lock()
+    _blas_users = 0
+    _blas_timer = None
+    if _blas_limiter is not None:
+        _blas_limiter.restore_original_limits()
+        _blas_limiter = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
