@@ -102,18 +102,56 @@ def test_bench_command_needs_a_checkout(
     assert "no benchmark suite" in capsys.readouterr().err
 
 
-def test_blas_pin_is_lifted_after_kernels_return() -> None:
-    import time
+_PIN_SCRIPT = """
+import json, threading, time
+import numpy as np
+from threadpoolctl import threadpool_info
+import jacgeom
 
-    from threadpoolctl import threadpool_info
+def blas():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
-    def blas_threads() -> list[int]:
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
-    W = np.random.default_rng(0).standard_normal((8, 8))
-    jacgeom.masked_rank(W, np.ones((3, 8), bool))
+def settle(want):
     deadline = time.monotonic() + 5.0
-    while blas_threads() != before and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert blas_threads() == before
+    while blas() != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return blas()
+
+W = np.random.default_rng(0).standard_normal((8, 8))
+call = lambda: jacgeom.masked_rank(W, np.ones((3, 8), bool))
+before = blas()
+call()
+main = settle(before)
+stop = threading.Event()
+busy = threading.Thread(target=lambda: [call() for _ in iter(stop.is_set, True)])
+busy.start()
+time.sleep(0.1)
+during = blas()
+stop.set()
+busy.join()
+threads = [threading.Thread(target=lambda: [call() for _ in range(50)]) for _ in range(3)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+workers = settle(before)
+print(json.dumps([before, during, main, workers]))
+"""
+
+
+def test_blas_pin_is_lifted_after_kernels_return() -> None:
+    # In a fresh process: the pin applies while kernels run and is lifted afterwards,
+    # whichever threads called them (OpenBLAS ignores a raise from another thread).
+    import json
+    import subprocess
+    import sys
+
+    # OPENBLAS_NUM_THREADS sets the starting count; nothing in the script sets one itself
+    # (OpenBLAS keeps a count per thread that set one, which would hide the shared count).
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", _PIN_SCRIPT], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    before, during, main, workers = json.loads(out.stdout)
+    assert before and all(n == 2 for n in before)
+    assert during == [1] * len(before)
+    assert main == workers == before

@@ -302,8 +302,8 @@ def test_layer_jacobian_large_output_streaming_stores(
     compiled_backend: str, dtype: type, act: str
 ) -> None:
     # Outputs of 64 MiB and more take the streaming-store path of the C++ kernel; odd n
-    # puts every row at a different alignment, and an out= that starts 4 bytes into its
-    # buffer exercises the unaligned head of each row.
+    # puts every row at a different alignment, and an out= that starts one element into its
+    # buffer exercises the head of each row before its first 16-byte boundary.
     itemsize = np.dtype(dtype).itemsize
     B, m, n = (2**26 // (256 * 257 * itemsize)) + 1, 256, 257
     W, X, b = data(B, m, n, dtype)
@@ -311,8 +311,7 @@ def test_layer_jacobian_large_output_streaming_stores(
     assert_close(
         jacgeom.layer_jacobian(W, X, b, activation=act, backend=compiled_backend), want, dtype
     )
-    buf = np.zeros(B * m * n * itemsize + 4, dtype=np.uint8)
-    out = buf[4:].view(dtype).reshape(B, m, n)
+    out = np.zeros(B * m * n + 1, dtype=dtype)[1:].reshape(B, m, n)
     jacgeom.layer_jacobian(W, X, b, activation=act, backend=compiled_backend, out=out)
     assert_close(out, want, dtype)
 
@@ -328,6 +327,13 @@ def test_layer_jacobian_large_output_streaming_stores(
         (lambda dt: np.empty((6, 5, 4), np.float16), TypeError, "out has dtype float16"),
         (lambda dt: np.empty((6, 4, 5), dt).transpose(0, 2, 1), ValueError, "C-contiguous"),
         (lambda dt: [[0.0]], TypeError, "out must be a numpy ndarray"),
+        (
+            lambda dt: (
+                np.zeros(120 * np.dtype(dt).itemsize + 1, np.uint8)[1:].view(dt).reshape(6, 5, 4)
+            ),
+            ValueError,
+            "aligned",
+        ),
     ],
 )
 def test_layer_jacobian_bad_out(
@@ -340,3 +346,15 @@ def test_layer_jacobian_bad_out(
     ro.setflags(write=False)
     with pytest.raises(ValueError, match="writeable"):
         jacgeom.layer_jacobian(W, X, b, backend=backend, out=ro)
+
+
+def test_misaligned_inputs(backend: str, dtype: type) -> None:
+    # A view that starts one byte into its buffer is legal numpy; the kernels get an
+    # aligned copy (whole-element loads of a misaligned one are undefined behaviour).
+    W, X, b = data(5, 6, 4, dtype)
+    raw = np.zeros(W.nbytes + 1, np.uint8)[1:]
+    Wm = raw.view(dtype).reshape(W.shape)
+    Wm[...] = W
+    assert not Wm.flags.aligned
+    for fn in KERNELS.values():
+        assert_close(fn(Wm, X, b, backend=backend), fn(W, X, b, backend=backend), dtype)

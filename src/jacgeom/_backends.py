@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
@@ -149,16 +150,15 @@ set_num_threads(_initial_threads())
 # Kernels that parallelise over samples call LAPACK on one small matrix per sample; OpenBLAS
 # threading inside each call would oversubscribe the cores, so scipy's BLAS is pinned to one
 # thread while kernels run (a threaded OpenBLAS also runs the calls of concurrent callers one
-# at a time). The pin is reference-counted across Python threads and lifted only after
-# _RESTORE_DELAY seconds without a kernel running: changing OpenBLAS's thread count while
-# another thread is inside BLAS made two threads calling masked_rank 1.6x slower than one
-# (bench/gil_release.py), and back-to-back calls then pay for no change at all.
+# at a time). Two facts of OpenBLAS shape how:
+# - changing its thread count while another thread is inside BLAS made two Python threads
+#   calling masked_rank 1.6x slower than one (bench/gil_release.py): so the pin is
+#   reference-counted across threads and lifted only _RESTORE_DELAY seconds after the last
+#   kernel returns, and back-to-back calls change nothing;
+# - raising the count back from a thread other than the one that lowered it is ignored
+#   (OpenBLAS 0.3.30): so one daemon thread makes every change, both ways.
 _RESTORE_DELAY = 0.05
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter: Any = None
 _blas_controller: Any = None
-_blas_timer: threading.Timer | None = None
 
 
 def _controller() -> Any:
@@ -171,53 +171,72 @@ def _controller() -> Any:
     return _blas_controller
 
 
+class _BlasPin:
+    """Reference-counted pin of scipy's BLAS to one thread, applied and lifted by one thread."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._users = 0
+        self._last_release = 0.0
+        self._limiter: Any = None
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        with self._cv:
+            self._users += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="jacgeom-blas-pin", daemon=True
+                )
+                self._thread.start()
+            self._cv.notify_all()
+            while self._limiter is None:
+                self._cv.wait()
+
+    def release(self) -> None:
+        with self._cv:
+            self._users -= 1
+            self._last_release = time.monotonic()
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        with self._cv:
+            while True:
+                if self._users > 0 and self._limiter is None:
+                    self._limiter = _controller().limit(limits=1, user_api="blas")
+                    self._cv.notify_all()
+                elif self._users == 0 and self._limiter is not None:
+                    left = self._last_release + _RESTORE_DELAY - time.monotonic()
+                    if left > 0:
+                        self._cv.wait(left)
+                        continue
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+                else:
+                    self._cv.wait()
+
+    def after_fork_in_child(self) -> None:
+        # The child has none of the parent's threads: no kernel running and no pin thread.
+        # It lifts an inherited pin at once, from its only thread.
+        limiter = self._limiter
+        self.__init__()  # type: ignore[misc]
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+_blas_pin = _BlasPin()
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Pin scipy's BLAS to one thread for the duration (restored shortly after the last
-    kernel of any thread returns)."""
-    global _blas_users, _blas_limiter
-    with _blas_lock:
-        if _blas_limiter is None:
-            _blas_limiter = _controller().limit(limits=1, user_api="blas")
-        _blas_users += 1
+    """Pin scipy's BLAS to one thread for the duration (lifted shortly after the last kernel
+    of any thread returns)."""
+    _blas_pin.acquire()
     try:
         yield
     finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _schedule_restore()
-
-
-def _schedule_restore() -> None:
-    # Called with _blas_lock held.
-    global _blas_timer
-    if _blas_timer is None:
-        _blas_timer = threading.Timer(_RESTORE_DELAY, _restore_if_idle)
-        _blas_timer.daemon = True
-        _blas_timer.start()
-
-
-def _restore_if_idle() -> None:
-    global _blas_limiter, _blas_timer
-    with _blas_lock:
-        _blas_timer = None
-        if _blas_users == 0 and _blas_limiter is not None:
-            _blas_limiter.restore_original_limits()
-            _blas_limiter = None
-
-
-def _reset_after_fork() -> None:
-    # A forked child has none of the parent's threads (no kernel running, no timer): lift a
-    # pin it inherited at once.
-    global _blas_lock, _blas_users, _blas_timer, _blas_limiter
-    _blas_lock = threading.Lock()
-    _blas_users = 0
-    _blas_timer = None
-    if _blas_limiter is not None:
-        _blas_limiter.restore_original_limits()
-        _blas_limiter = None
+        _blas_pin.release()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    os.register_at_fork(after_in_child=_blas_pin.after_fork_in_child)

@@ -61,8 +61,10 @@ def common_dtype(*arrays: FloatArray | None) -> np.dtype[Any]:
 
 
 def to_kernel(arr: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
-    """C-contiguous, native byte order, exact dtype; copies only when needed."""
-    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+    """C-contiguous, aligned, native byte order, exact dtype; copies only when needed
+    (the compiled kernels load whole elements: a misaligned one is undefined behaviour)."""
+    out = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+    return out if out.flags.aligned else out.copy()
 
 
 def check_finite_arrays(check: bool, **arrays: FloatArray | None) -> None:
@@ -188,8 +190,8 @@ def output_array(
         raise TypeError(f"out has dtype {out.dtype}; expected {dtype}")
     if out.shape != shape:
         raise ValueError(f"out has shape {out.shape}; expected {shape}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be C-contiguous and writeable")
+    if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
+        raise ValueError("out must be C-contiguous, aligned and writeable")
     for a in inputs:
         if np.shares_memory(out, a):
             raise ValueError("out shares memory with an input")
