@@ -527,3 +527,26 @@ def test_cli_kernel_layers(capsys: pytest.CaptureFixture[str]) -> None:
     )
     out = json.loads(capsys.readouterr().out)
     assert out[0]["point"]["layer"] == "kernel" and out[0]["summary"]["samples"] == 300
+
+
+def test_live_row_placement_twins_agree() -> None:
+    from jacgeom import _backends
+
+    if _backends.numba_kernels is None:
+        pytest.skip("numba is not importable here")
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((7, 5))
+    h[2] = 0.0  # a dead input: rows unconstrained
+    u = rng.standard_normal((7, 4))
+    live = u > -0.3
+    G = rng.standard_normal((int(live.sum()), 5))
+    W_numpy, W_numba = np.zeros((7, 4, 5)), np.zeros((7, 4, 5))
+    mc._place_live_rows(h, u, live, G, 0.7, W_numpy)
+    _backends.numba_kernels.place_live_rows(h, u, live, G, 0.7, W_numba)
+    np.testing.assert_allclose(W_numba, W_numpy, rtol=1e-12, atol=1e-14)
+    assert np.all(W_numba[~live] == 0)
+    np.testing.assert_allclose(
+        np.einsum("sij,sj->si", W_numba, h)[live],
+        (0.7 * np.linalg.norm(h, axis=1)[:, None] * u)[live],
+        atol=1e-12,
+    )

@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 from . import _backends, theory
 from .activations import Activation
 from .activations import activation as _lookup
-from .network import Network, _derivatives
+from .network import Network, _derivatives, init_std, random_orthogonal
 
 __all__ = ["Result", "Spec", "run", "sweep", "sweep_table"]
 
@@ -247,13 +247,7 @@ def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[Any]:
 
 def _init_std(spec: Spec, fan_in: int, fan_out: int) -> float:
     """Standard deviation of the iid Gaussian weights of one layer ("orthogonal" excluded)."""
-    var = {
-        "he": 2.0 / fan_in,
-        "xavier": 2.0 / (fan_in + fan_out),
-        "lecun": 1.0 / fan_in,
-        "gaussian": (1.0 if spec.sigma_w is None else spec.sigma_w) ** 2 / fan_in,
-    }[spec.init]
-    return math.sqrt(var)
+    return init_std(spec.init, spec.sigma_w, fan_in, fan_out)
 
 
 def _draw_biases(spec: Spec, rng: np.random.Generator, n: int, fan_out: int) -> NDArray[Any]:
@@ -275,11 +269,7 @@ def _draw_weights(
             bs.append(None)
             continue
         if spec.init == "orthogonal":
-            big, small = max(fan_in, fan_out), min(fan_in, fan_out)
-            q, r = np.linalg.qr(rng.standard_normal((n, big, small)))
-            q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
-            W = q if fan_out >= fan_in else np.swapaxes(q, 1, 2)
-            W = np.ascontiguousarray(W) * (1.0 if spec.sigma_w is None else spec.sigma_w)
+            W = random_orthogonal(rng, (n,), fan_out, fan_in, spec.sigma_w)
         else:
             W = rng.standard_normal((n, fan_out, fan_in))
             W *= _init_std(spec, fan_in, fan_out)
@@ -323,15 +313,28 @@ def _draw_layer_given_input(
     z = (std * norm)[:, None] * u + b
     d = _derivatives(z, act, backend)
     live = d != 0
-    owner = np.nonzero(live)[0]  # the sample of each live row, in row-major order
-    G = rng.standard_normal((owner.size, h.shape[1]))
-    safe = np.where(norm > 0, norm, 1.0)
-    hhat = (h / safe[:, None])[owner]  # zero where h = 0: then w_i = std g_i, unconstrained
-    G -= (np.einsum("ij,ij->i", G, hhat) - u[live])[:, None] * hhat
-    G *= std
+    G = rng.standard_normal((int(np.count_nonzero(live)), h.shape[1]))
     W = np.zeros((n, fan_out, h.shape[1]))
-    W[live] = G
+    if _backends.numba_kernels is not None:
+        _backends.numba_kernels.place_live_rows(np.ascontiguousarray(h), u, live, G, std, W)
+    else:
+        _place_live_rows(h, u, live, G, std, W)
     return W, z, d
+
+
+def _place_live_rows(
+    h: NDArray[Any],
+    u: NDArray[Any],
+    live: NDArray[np.bool_],
+    G: NDArray[Any],
+    std: float,
+    W: NDArray[Any],
+) -> None:
+    """numpy twin of jacgeom._numba.place_live_rows: W[live] = std (G - (G . h^ - u) h^)."""
+    norm = np.sqrt(np.einsum("ij,ij->i", h, h))
+    owner = np.nonzero(live)[0]  # the sample of each live row, in row-major order
+    hhat = (h / np.where(norm > 0, norm, 1.0)[:, None])[owner]  # zero where h = 0
+    W[live] = std * (G - (np.einsum("ij,ij->i", G, hhat) - u[live])[:, None] * hhat)
 
 
 def _shared_network(spec: Spec) -> Network:

@@ -285,18 +285,11 @@ class Network:
         weights, biases = [], []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
             if init == "orthogonal":
-                big, small = max(fan_in, fan_out), min(fan_in, fan_out)
-                q, r = np.linalg.qr(rng.standard_normal((big, small)))
-                q = q * np.sign(np.diagonal(r))  # Haar measure
-                W = (q if fan_out >= fan_in else q.T) * (1.0 if sigma_w is None else sigma_w)
+                W = random_orthogonal(rng, (), fan_out, fan_in, sigma_w)
             else:
-                var = {
-                    "he": 2.0 / fan_in,
-                    "xavier": 2.0 / (fan_in + fan_out),
-                    "lecun": 1.0 / fan_in,
-                    "gaussian": (1.0 if sigma_w is None else sigma_w) ** 2 / fan_in,
-                }[init]
-                W = rng.standard_normal((fan_out, fan_in)) * np.sqrt(var)
+                W = rng.standard_normal((fan_out, fan_in)) * init_std(
+                    init, sigma_w, fan_in, fan_out
+                )
             if spectral_norm is not None:
                 top = np.linalg.norm(W, 2)
                 if top > spectral_norm:
@@ -749,6 +742,33 @@ class Network:
                 logD = np.log(diag) + logD[:, :k]
                 U = np.ascontiguousarray(Q.transpose(1, 0, 2))
         return logD, V, bound
+
+
+def init_std(init: str, sigma_w: float | None, fan_in: int, fan_out: int) -> float:
+    """Standard deviation of iid Gaussian weights under ``init`` (not "orthogonal")."""
+    var = {
+        "he": 2.0 / fan_in,
+        "xavier": 2.0 / (fan_in + fan_out),
+        "lecun": 1.0 / fan_in,
+        "gaussian": (1.0 if sigma_w is None else sigma_w) ** 2 / fan_in,
+    }[init]
+    return float(np.sqrt(var))
+
+
+def random_orthogonal(
+    rng: np.random.Generator,
+    batch: tuple[int, ...],
+    fan_out: int,
+    fan_in: int,
+    sigma_w: float | None,
+) -> FloatArray:
+    """Haar-random (*batch, fan_out, fan_in) matrices with orthonormal rows or columns,
+    scaled by sigma_w (default 1)."""
+    big, small = max(fan_in, fan_out), min(fan_in, fan_out)
+    q, r = np.linalg.qr(rng.standard_normal((*batch, big, small)))
+    q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]  # Haar measure
+    W = q if fan_out >= fan_in else np.swapaxes(q, -1, -2)
+    return np.ascontiguousarray(W) * (1.0 if sigma_w is None else sigma_w)
 
 
 def _frozen(a: FloatArray, dtype: np.dtype[Any]) -> FloatArray:

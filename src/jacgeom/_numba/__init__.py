@@ -15,6 +15,7 @@ from .layer import (
     singular_values,
 )
 from .rank import masked_rank
+from .sampling import place_live_rows
 
 __all__ = [
     "batched_singular_values",
@@ -23,6 +24,7 @@ __all__ = [
     "jacobian",
     "log_volume",
     "masked_rank",
+    "place_live_rows",
     "pullback_metric",
     "singular_values",
 ]
