@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import faulthandler
+import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import jacgeom
 
 faulthandler.enable()
+
+# The same examples on every run (CI included), so that a red run reproduces and a green
+# one stays green; HYPOTHESIS_PROFILE=explore draws fresh examples (with the slow fuzz
+# run's JACGEOM_FUZZ_EXAMPLES for volume).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BACKENDS = jacgeom.backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]
