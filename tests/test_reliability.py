@@ -3,6 +3,7 @@ a hypothesis fuzz over every public function, and 64-bit index arithmetic."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import threading
@@ -175,33 +176,38 @@ def test_fuzz_every_public_function(
     W = data.draw(arrays((m, n)))
     X = data.draw(arrays((B, n)))
     b = data.draw(arrays((m,)))
+    mask = data.draw(st.lists(st.booleans(), min_size=B * m, max_size=B * m))
+    masks = np.array(mask, dtype=bool).reshape(B, m)
+    calls: dict[str, Callable[[str], Any]] = {}
     for fn in PUBLIC_LAYER:
+        extra = {} if fn is jacgeom.active_rank else {"activation": act}
+        calls[fn.__name__] = functools.partial(_call_layer, fn, W, X, b, check, extra)
+    calls["masked_rank"] = lambda backend: jacgeom.masked_rank(
+        W, masks, backend=backend, check_finite=check
+    )
+    for method in NETWORK_METHODS:
+        calls[f"Network.{method}"] = functools.partial(_call_network, method, W, X, b, act, check)
+    finite_inputs = all(
+        np.all(np.isfinite(np.asarray(a, dtype=np.float64)))
+        and np.abs(np.asarray(a, dtype=np.float64)).max(initial=0) <= 1e100
+        for a in (W, X, b)
+    )
+    for name, call in calls.items():
         results = {}
         for backend in jacgeom.backends():
-            kwargs: dict[str, Any] = {"backend": backend, "check_finite": check}
-            if fn is not jacgeom.active_rank:
-                kwargs["activation"] = act
             try:
                 with np.errstate(all="ignore"):
-                    results[backend] = fn(W, X, b, **kwargs)
+                    results[backend] = call(backend)
             except (ValueError, TypeError):
                 results[backend] = "error"
         kinds = {k: isinstance(v, str) for k, v in results.items()}
-        assert len(set(kinds.values())) == 1, (fn.__name__, results)  # all raise or none does
+        assert len(set(kinds.values())) == 1, (name, results)  # all raise or none does
         ref = results["numpy"]
-        if (
-            isinstance(ref, str)
-            or not np.all(np.isfinite(np.asarray(W, dtype=np.float64)))
-            or not np.all(np.isfinite(np.asarray(X, dtype=np.float64)))
-            or np.abs(np.asarray(W, dtype=np.float64)).max(initial=0) > 1e100
-            or np.abs(np.asarray(X, dtype=np.float64)).max(initial=0) > 1e100
-            or not np.all(np.isfinite(np.asarray(b, dtype=np.float64)))
-            or np.abs(np.asarray(b, dtype=np.float64)).max(initial=0) > 1e100
-        ):
+        if isinstance(ref, str) or not finite_inputs:
             continue  # compare only where the reference's arithmetic is meaningful
         for backend, got in results.items():
             assert np.shape(got) == np.shape(ref)
-            if fn in (jacgeom.jacobian_rank, jacgeom.active_rank):
+            if name in RANK_VALUED:
                 continue  # ranks of such arbitrary values can sit on the threshold
             with np.errstate(all="ignore"):
                 scale = float(np.nanmax(np.abs(np.where(np.isfinite(ref), ref, 0)), initial=1.0))
@@ -210,8 +216,43 @@ def test_fuzz_every_public_function(
                 np.where(np.isfinite(ref), ref, 0),
                 rtol=0,
                 atol=1e-3 * max(scale, 1.0) * max(m, n, 1),
-                err_msg=f"{fn.__name__} {backend}",
+                err_msg=f"{name} {backend}",
             )
+
+
+def _call_layer(
+    fn: Callable[..., Any], W: Any, X: Any, b: Any, check: bool, extra: dict[str, Any], backend: str
+) -> Any:
+    return fn(W, X, b, backend=backend, check_finite=check, **extra)
+
+
+def _call_network(method: str, W: Any, X: Any, b: Any, act: str, check: bool, backend: str) -> Any:
+    # A one-layer network of the drawn W and b: construction errors are the documented
+    # errors too, and every backend must agree on them.
+    net = jacgeom.Network([W], [b], activation=act, check_finite=check)
+    return getattr(net, method)(X, backend=backend, check_finite=check)
+
+
+NETWORK_METHODS = [
+    "jacobian",
+    "singular_values",
+    "rank",
+    "layer_ranks",
+    "active_counts",
+    "frobenius_norm",
+    "log_singular_values",
+    "log_abs_det",
+]
+RANK_VALUED = {
+    "jacobian_rank",
+    "active_rank",
+    "masked_rank",
+    "Network.rank",
+    "Network.layer_ranks",
+    # the structural rank bound decides -inf where ranks sit on the threshold
+    "Network.log_singular_values",
+    "Network.log_abs_det",
+}
 
 
 @pytest.mark.slow

@@ -58,7 +58,12 @@ def layer_singular_values(
 
     Samples whose Jacobian holds NaN or Inf (possible with check_finite=False) get NaN.
     """
-    J = layer_jacobian(W, X, b, activation)
+    return svd_values(layer_jacobian(W, X, b, activation))
+
+
+def svd_values(J: FloatArray) -> FloatArray:
+    """Singular values of a stack of matrices (..., r, c), descending; NaN for the matrices
+    that hold NaN or Inf (where numpy's SVD would raise)."""
     finite = np.isfinite(J).all(axis=(-2, -1))
     s = np.full(J.shape[:-2] + (min(J.shape[-2:]),), np.nan, dtype=J.dtype)
     s[finite] = np.linalg.svd(J[finite], compute_uv=False)

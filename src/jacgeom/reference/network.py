@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .layer import svd_values
+from .rank import rank_and_values
+
 FloatArray = NDArray[np.floating[Any]]
 
 
@@ -99,11 +102,11 @@ def jacobian(net: Any, X: FloatArray) -> FloatArray:
 
 def singular_values(net: Any, X: FloatArray) -> FloatArray:
     """Singular values of the end-to-end Jacobian, descending, (B, min(n_L, n_0))."""
-    return np.linalg.svd(jacobian(net, X), compute_uv=False)
+    return svd_values(jacobian(net, X))
 
 
 def _rank(J: FloatArray, tol: float | None, rtol: float | None) -> int:
-    return int(np.linalg.matrix_rank(J, tol=tol, rtol=rtol)) if J.size else 0
+    return rank_and_values(J, tol, rtol, min(J.shape))[0]
 
 
 def rank(
@@ -206,13 +209,9 @@ def _frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]
 
 def _frame_log_singular_values(net: Any, x: FloatArray, p: int) -> FloatArray:
     _, logD, V = _frame(net, x)
-    out = graded_log_singular_values(logD[None], V[None], p, _svd_values)[0]
+    out = graded_log_singular_values(logD[None], V[None], p, svd_values)[0]
     out[structural_rank_bound(net, x) :] = -np.inf
     return out
-
-
-def _svd_values(M: FloatArray) -> FloatArray:
-    return np.linalg.svd(M, compute_uv=False)
 
 
 def graded_log_singular_values(

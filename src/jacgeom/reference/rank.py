@@ -11,9 +11,11 @@ from ..activations import Activation
 from .layer import layer_derivatives, preactivations
 
 
-def _rank_and_values(
+def rank_and_values(
     A: NDArray[Any], tol: float | None, rtol: float | None, p: int
 ) -> tuple[int, NDArray[Any]]:
+    """numpy.linalg.matrix_rank of A and its singular values padded with zeros to p; rank 0
+    and NaN values for an A holding NaN or Inf (where numpy's SVD would raise)."""
     s_full = np.zeros(p, dtype=A.dtype)
     if A.shape[0] == 0 or A.shape[1] == 0:
         return 0, s_full
@@ -47,7 +49,7 @@ def masked_rank(
     ranks = np.zeros(masks.shape[0], dtype=np.int64)
     values = np.zeros((masks.shape[0], p), dtype=W.dtype)
     for b, keep in enumerate(masks):
-        ranks[b], values[b] = _rank_and_values(W[keep], tol, rtol, p)
+        ranks[b], values[b] = rank_and_values(W[keep], tol, rtol, p)
     if squeeze:
         ranks, values = ranks[0], values[0]
     return (ranks, values) if return_singular_values else ranks
@@ -84,7 +86,7 @@ def jacobian_rank(
     values = np.zeros((D.shape[0], p), dtype=W.dtype)
     for i, di in enumerate(D):
         keep = di != 0
-        ranks[i], values[i] = _rank_and_values(di[keep, None] * W[keep], tol, rtol, p)
+        ranks[i], values[i] = rank_and_values(di[keep, None] * W[keep], tol, rtol, p)
     if squeeze:
         ranks, values = ranks[0], values[0]
     return (ranks, values) if return_singular_values else ranks
