@@ -40,14 +40,21 @@ Dims dims(const carray<T>& W, const carray<T>& D) {
     return {D.shape(0), W.shape(0), W.shape(1)};
 }
 
+// The (B, m, n) result: out when given (a caller-owned C-contiguous array, checked in
+// jacgeom.layer; reusing it avoids the first-touch page faults of a fresh allocation, and
+// the kernel is bandwidth-bound), else a new array.
 template <class T>
-carray<T> jacobian(const carray<T>& W, const carray<T>& D, std::optional<carray<T>> out) {
-    const Dims s = dims(W, D);
-    // out: a caller-owned (B, m, n) C-contiguous array, checked in jacgeom.layer; reusing it
-    // avoids first-touch page faults of a fresh allocation (the kernel is bandwidth-bound).
+carray<T> jacobian_result(const Dims& s, std::optional<carray<T>> out) {
     carray<T> J = out ? *out : carray<T>({s.B, s.m, s.n});
     if (J.ndim() != 3 || J.shape(0) != s.B || J.shape(1) != s.m || J.shape(2) != s.n)
         throw py::value_error("out must have shape (B, m, n)");
+    return J;
+}
+
+template <class T>
+carray<T> jacobian(const carray<T>& W, const carray<T>& D, std::optional<carray<T>> out) {
+    const Dims s = dims(W, D);
+    carray<T> J = jacobian_result<T>(s, out);
     const T *w = W.data(), *d = D.data();
     T* j = J.mutable_data();
     py::gil_scoped_release release;
@@ -60,9 +67,7 @@ carray<T> jacobian_z(const carray<T>& W, const carray<T>& Z, int code, double pa
                      std::optional<carray<T>> out) {
     if (!jacgeom::activation_supported(code)) throw py::value_error("unsupported activation code");
     const Dims s = dims(W, Z);
-    carray<T> J = out ? *out : carray<T>({s.B, s.m, s.n});
-    if (J.ndim() != 3 || J.shape(0) != s.B || J.shape(1) != s.m || J.shape(2) != s.n)
-        throw py::value_error("out must have shape (B, m, n)");
+    carray<T> J = jacobian_result<T>(s, out);
     const T *w = W.data(), *z = Z.data();
     T* j = J.mutable_data();
     py::gil_scoped_release release;
