@@ -85,7 +85,13 @@ void chain_active(const ChainArgs<T>& a) {
                     const T di = d[rows[r]];
                     const T* w = W + rows[r] * ncol;
                     T* o = sub.data() + static_cast<index_t>(r) * kc;
-                    for (index_t c = 0; c < kc; ++c) o[c] = di * w[cols[static_cast<size_t>(c)]];
+                    if (kc == ncol) {
+                        // every column live (no dead unit below, as with tanh): a contiguous,
+                        // vectorisable scaled copy instead of an indexed gather
+                        for (index_t c = 0; c < kc; ++c) o[c] = di * w[c];
+                    } else {
+                        for (index_t c = 0; c < kc; ++c) o[c] = di * w[cols[static_cast<size_t>(c)]];
+                    }
                 }
             };
             const index_t kL = static_cast<index_t>(S[static_cast<size_t>(L)].size());
