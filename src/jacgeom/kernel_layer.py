@@ -114,12 +114,12 @@ class KernelLayer:
             return np.exp(-self.gamma * np.abs(X[:, None, :] - C[None]).sum(-1))
         return (X @ C.T + self.coef0) ** self.degree
 
-    def _grad_k(self, X: FloatArray) -> FloatArray:
-        """(B, p, n): gradient in x of K(x, c_j)."""
+    def _grad_k(self, X: FloatArray, k: FloatArray | None = None) -> FloatArray:
+        """(B, p, n): gradient in x of K(x, c_j); k = self._k(X) when already computed."""
         C = self.centers
         if not isinstance(self.kernel, str):
             return np.asarray(self.kernel[1](X, C), dtype=self.dtype)
-        k = self._k(X)
+        k = self._k(X) if k is None else k
         diff = X[:, None, :] - C[None]
         if self.kernel == "rbf":
             return -2 * self.gamma * k[:, :, None] * diff
@@ -141,14 +141,19 @@ class KernelLayer:
             self.coef0,
         )
 
+    def _forward(self, X: FloatArray) -> FloatArray:
+        """F(x) (B, m) of validated rows X in the layer's dtype."""
+        return self._k(X) @ self.coefficients.T
+
     def _forward_jacobian(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         """F(x) (B, m) and J(x) (B, m, n) of validated rows X in the layer's dtype."""
-        return self._k(X) @ self.coefficients.T, np.matmul(self.coefficients, self._grad_k(X))
+        k = self._k(X)
+        return k @ self.coefficients.T, np.matmul(self.coefficients, self._grad_k(X, k))
 
     def forward(self, X: ArrayLike) -> FloatArray:
         """F(x) = A k(x), (B, m)."""
         Xk, squeeze = self._inputs(X)
-        out = self._k(Xk) @ self.coefficients.T
+        out = self._forward(Xk)
         return out[0] if squeeze else out
 
     def jacobian(self, X: ArrayLike) -> FloatArray:

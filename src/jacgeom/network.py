@@ -347,7 +347,7 @@ class Network:
         h = Xk
         for l in range(self.depth):
             if self.kernel_layers[l]:
-                out = self.weights[l]._k(h) @ self.weights[l].coefficients.T
+                out = self.weights[l]._forward(h)
                 h = h + out if self.residual else out
                 continue
             z = h @ self.weights[l].T + self.biases[l]
