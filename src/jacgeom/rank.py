@@ -5,8 +5,8 @@ for each mask (or sample), exactly what numpy.linalg.matrix_rank returns on the 
 
 Why this design (measured in bench/, see README): the C++ backend certifies full rank from
 a Gram matrix held in double precision, which for the common case (k <= n kept rows) is a
-gather from W W^T, precomputed once per call, followed by a k x k Cholesky and triangular
-inverse: O(k^3) flops per mask instead of an O(k n min(k, n)) SVD, and scipy's LAPACK
+gather from W W^T, precomputed once per call, followed by one shifted k x k Cholesky:
+O(k^3 / 3) flops per mask instead of an O(k n min(k, n)) SVD, and scipy's LAPACK
 through function pointers, with no BLAS linked by hand. Masks are deduplicated first (a
 16-unit layer has at most 65,536 active sets however many samples are drawn). Whenever the
 certificate does not hold with its margin, the singular values decide, as in numpy. The
@@ -118,10 +118,11 @@ _NOTES = """Notes
     empty mask has rank 0.
 
     Method and guarantee (backend "cpp"): full rank p = min(k, n) is certified from the
-    Gram matrix of A in double precision (k <= n: gathered from W W^T; k > n: A^T A by one
-    syrk), its Cholesky factor U and U^-1: sigma_min(A)^2 >= 1 / (2 ||U^-1||_F^2) minus a
-    bound on the rounding of the Gram and its factorisation. When that lower bound exceeds
-    twice the tolerance (with ||A||_F >= sigma_max) plus 16 max(k, n) eps ||A||_F, every
+    Gram matrix G of A in double precision (k <= n: gathered from W W^T; k > n: A^T A by
+    one syrk). Let need = twice the tolerance (with ||A||_F >= sigma_max) plus
+    16 max(k, n) eps ||A||_F. If the Cholesky factorisation of G - c I, with c = need^2
+    plus a bound on the rounding of forming and factoring G (Rump, "Verification of
+    positive definiteness", BIT 2006), runs to completion, then sigma_min(A) > need: every
     singular value numpy would compute is above numpy's threshold, so the answer is p.
     Otherwise the singular values of A (LAPACK gesdd, in the input precision) decide, as in
     numpy. The Gram matrix never decides a rank below full. Backend "numba" always uses the

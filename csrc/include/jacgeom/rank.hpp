@@ -6,12 +6,12 @@
 //      k <= n: the k x k row Gram W_S W_S^T, gathered from W W^T precomputed once per W
 //              (no flops per mask beyond the gather);
 //      k >  n: the n x n column Gram W_S^T W_S by one syrk (k n^2 flops).
-//      Cholesky G = U^T U (p^3 / 3), U^-1 by trtri (p^3 / 3); then
-//      lambda_min(G) >= 1 / ||U^-1||_F^2 (halved for the rounding of the inverse) minus the
-//      rounding of forming and factoring G, gamma ||W_S||_F^2. Full rank is certified when
-//      the resulting sigma_min lower bound exceeds twice the upper bound of the tolerance
-//      (tol, or rtol ||W_S||_F, with numpy's default rtol = max(k, n) eps) plus
-//      16 max(k, n) eps ||W_S||_F, the accuracy of an SVD in the input precision.
+//      Full rank is certified when sigma_min(W_S) provably exceeds need = twice the upper
+//      bound of the tolerance (tol, or rtol ||W_S||_F, with numpy's default
+//      rtol = max(k, n) eps) plus 16 max(k, n) eps ||W_S||_F, the accuracy of an SVD in the
+//      input precision: the Cholesky factorisation (p^3 / 3) of G - c I runs to completion,
+//      with the shift c = need^2 plus the rounding of forming and factoring G,
+//      gamma ||W_S||_F^2 (Rump's verification of positive definiteness).
 //   2. Otherwise (rank deficiency, tolerance close to a singular value, Cholesky failure):
 //      the singular values of W_S in the input precision (gesdd, values only), counted as
 //      numpy counts them. This is exact by definition, only slower.
@@ -137,21 +137,28 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
                     else  // n x n = (n x k)(n x k)^T
                         Ld.syrk("U", "N", &nn, &kk, &one, Ad.data(), &nn, &zero, G.data(), &pp);
                 }
-                int info = 0;
-                Ld.potrf("U", &pp, G.data(), &pp, &info);
-                if (info == 0) Ld.trtri("U", "N", &pp, G.data(), &pp, &info);
-                if (info == 0) {
-                    double inv2 = 0;
-                    for (index_t c = 0; c < p; ++c)
-                        for (index_t r = 0; r <= c; ++r) inv2 += G[static_cast<size_t>(r + c * p)] * G[static_cast<size_t>(r + c * p)];
-                    const double gamma = 2.0 * double(p + std::max(k, n) + 2) * eps_d;
-                    const double lam = 0.5 / inv2 - gamma * fro2;
-                    const double sigma_lower = lam > 0 ? std::sqrt(lam) : 0.0;
-                    const double fro = std::sqrt(fro2);
-                    const double kn = double(std::max(k, n));
-                    const double t_upper = a.tol.mode == 1 ? a.tol.value
-                                           : (a.tol.mode == 2 ? a.tol.value : kn * eps_t) * fro;
-                    certified = sigma_lower > 2.0 * t_upper + 16.0 * kn * eps_t * fro;
+                // sigma_min(A) must exceed twice the tolerance's upper bound plus the
+                // accuracy of an SVD in the input precision: lambda_min(A^T A) > need^2.
+                const double fro = std::sqrt(fro2);
+                const double kn = double(std::max(k, n));
+                const double t_upper = a.tol.mode == 1 ? a.tol.value
+                                       : (a.tol.mode == 2 ? a.tol.value : kn * eps_t) * fro;
+                const double need = 2.0 * t_upper + 16.0 * kn * eps_t * fro;
+                // Shifted Cholesky: if the floating-point Cholesky of G - c I runs to
+                // completion, G - c I + E is positive semi-definite with
+                // ||E|| <= gamma_{p+1} tr(G) + eps (max g_ii + c) (Demmel; Rump, BIT 2006),
+                // and the computed G is within gamma_k ||A||_F^2 of A^T A. gamma below covers
+                // both with a factor 2 to spare, so success proves lambda_min(A^T A) >
+                // c (1 - eps) - gamma ||A||_F^2 = need^2: full rank p. One p^3 / 3
+                // factorisation, no inverse. Tiny or huge norms, where underflow would add
+                // terms, go to the singular values.
+                const double gamma = 2.0 * double(p + std::max(k, n) + 2) * eps_d;
+                const double shift = (need * need + gamma * fro2) / (1.0 - 2.0 * eps_d);
+                if (fro2 > 1e-150 && fro2 < 1e150 && std::isfinite(shift)) {
+                    for (index_t c = 0; c < p; ++c) G[static_cast<size_t>(c + c * p)] -= shift;
+                    int info = 0;
+                    Ld.potrf("U", &pp, G.data(), &pp, &info);
+                    certified = info == 0;
                 }
             }
             if (certified) {
