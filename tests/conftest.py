@@ -20,6 +20,18 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The single-layer public functions that take (W, X, b, activation=..., backend=...): the
+# bad-input catalogue and the fuzz test both run over this one list.
+LAYER_FUNCTIONS = [
+    jacgeom.preactivations,
+    jacgeom.layer_derivatives,
+    jacgeom.layer_jacobian,
+    jacgeom.pullback_metric,
+    jacgeom.layer_singular_values,
+    jacgeom.log_volume,
+    jacgeom.jacobian_rank,
+]
+
 BACKENDS = jacgeom.backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 DTYPES = [np.float32, np.float64]

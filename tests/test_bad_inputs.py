@@ -13,15 +13,9 @@ import pytest
 
 import jacgeom
 
-FUNCTIONS: list[Callable[..., Any]] = [
-    jacgeom.preactivations,
-    jacgeom.layer_derivatives,
-    jacgeom.layer_jacobian,
-    jacgeom.pullback_metric,
-    jacgeom.layer_singular_values,
-    jacgeom.log_volume,
-    jacgeom.jacobian_rank,
-]
+from .conftest import LAYER_FUNCTIONS
+
+FUNCTIONS: list[Callable[..., Any]] = list(LAYER_FUNCTIONS)
 
 W = np.ones((4, 3))
 X = np.ones((5, 3))

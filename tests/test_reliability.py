@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 import jacgeom
 
+from .conftest import LAYER_FUNCTIONS
+
 
 def _inputs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -123,16 +125,7 @@ def _check_memory(calls: int) -> None:
     assert grown < 5 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MB"
 
 
-PUBLIC_LAYER = [
-    jacgeom.preactivations,
-    jacgeom.layer_derivatives,
-    jacgeom.layer_jacobian,
-    jacgeom.pullback_metric,
-    jacgeom.layer_singular_values,
-    jacgeom.log_volume,
-    jacgeom.jacobian_rank,
-    jacgeom.active_rank,
-]
+PUBLIC_LAYER = [*LAYER_FUNCTIONS, jacgeom.active_rank]
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
