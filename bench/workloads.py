@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.special
@@ -53,18 +53,36 @@ VECTORISED = "vectorised"
 # Inputs
 
 
+class _SampleBatch:
+    """Inputs whose samples are the rows of one array field, named by ``_samples``: the
+    batch size, the first samples (a view) and a subset (for the reference check)."""
+
+    _samples: ClassVar[str]
+
+    @property
+    def B(self) -> int:
+        return int(getattr(self, self._samples).shape[0])
+
+    def head(self, count: int) -> Any:
+        """The first ``count`` samples (a view: no copy)."""
+        return replace(self, **{self._samples: getattr(self, self._samples)[:count]})  # type: ignore[type-var]
+
+    def take(self, indices: np.ndarray) -> Any:
+        """The samples at ``indices``, for the reference check."""
+        rows = np.ascontiguousarray(getattr(self, self._samples)[indices])
+        return replace(self, **{self._samples: rows})  # type: ignore[type-var]
+
+
 @dataclass(frozen=True)
-class LayerInputs:
+class LayerInputs(_SampleBatch):
     """W (m, n), X (B, n), b (m,) of one dtype, and the activation name."""
+
+    _samples: ClassVar[str] = "X"
 
     W: np.ndarray
     X: np.ndarray
     b: np.ndarray
     activation: str
-
-    @property
-    def B(self) -> int:
-        return int(self.X.shape[0])
 
     @property
     def m(self) -> int:
@@ -77,14 +95,6 @@ class LayerInputs:
     @property
     def dtype(self) -> np.dtype[Any]:
         return self.W.dtype
-
-    def head(self, count: int) -> LayerInputs:
-        """The first ``count`` samples (a view: no copy)."""
-        return replace(self, X=self.X[:count])
-
-    def take(self, indices: np.ndarray) -> LayerInputs:
-        """The samples at ``indices``, for the reference check."""
-        return replace(self, X=np.ascontiguousarray(self.X[indices]))
 
 
 @dataclass(frozen=True)
@@ -627,25 +637,16 @@ def unavailable(impl: Implementation) -> str | None:
 
 
 @dataclass(frozen=True)
-class MaskInputs:
+class MaskInputs(_SampleBatch):
     """W (m, n) and masks (B, m) bool."""
 
+    _samples: ClassVar[str] = "masks"
     W: np.ndarray
     masks: np.ndarray
 
     @property
-    def B(self) -> int:
-        return int(self.masks.shape[0])
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         return self.W.dtype
-
-    def head(self, count: int) -> MaskInputs:
-        return replace(self, masks=self.masks[:count])
-
-    def take(self, indices: np.ndarray) -> MaskInputs:
-        return replace(self, masks=np.ascontiguousarray(self.masks[indices]))
 
 
 def mask_inputs(w: Workload) -> MaskInputs:
@@ -705,26 +706,17 @@ NETWORK_SEED = 0
 
 
 @dataclass(frozen=True)
-class NetworkInputs:
+class NetworkInputs(_SampleBatch):
     """A jacgeom.Network and X (B, n0) of its dtype."""
 
+    _samples: ClassVar[str] = "X"
     net: Any
     X: np.ndarray
     activation: str
 
     @property
-    def B(self) -> int:
-        return int(self.X.shape[0])
-
-    @property
     def dtype(self) -> np.dtype[Any]:
         return self.X.dtype
-
-    def head(self, count: int) -> NetworkInputs:
-        return replace(self, X=self.X[:count])
-
-    def take(self, indices: np.ndarray) -> NetworkInputs:
-        return replace(self, X=np.ascontiguousarray(self.X[indices]))
 
 
 def network_inputs(w: Workload) -> NetworkInputs:
