@@ -175,6 +175,9 @@ class _BlasPin:
     """Reference-counted pin of scipy's BLAS to one thread, applied and lifted by one thread."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._cv = threading.Condition()
         self._users = 0
         self._last_release = 0.0
@@ -219,7 +222,7 @@ class _BlasPin:
         # The child has none of the parent's threads: no kernel running and no pin thread.
         # It lifts an inherited pin at once, from its only thread.
         limiter = self._limiter
-        self.__init__()  # type: ignore[misc]
+        self._reset()
         if limiter is not None:
             limiter.restore_original_limits()
 
