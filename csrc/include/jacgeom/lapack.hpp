@@ -26,6 +26,10 @@ using gemm_t = void(const char*, const char*, const int*, const int*, const int*
                     const T*, const int*, const T*, const int*, const T*, T*, const int*);
 template <class T>
 using potrf_t = void(const char*, const int*, T*, const int*, int*);
+// bdsqr(uplo, n, ncvt, nru, ncc, d, e, vt, ldvt, u, ldu, c, ldc, work, info)
+template <class T>
+using bdsqr_t = void(const char*, const int*, const int*, const int*, const int*, T*, T*, T*,
+                     const int*, T*, const int*, T*, const int*, T*, int*);
 
 template <class T>
 struct Routines {
@@ -35,6 +39,7 @@ struct Routines {
     trtri_t<T>* trtri = nullptr;
     potrf_t<T>* potrf = nullptr;
     gemm_t<T>* gemm = nullptr;
+    bdsqr_t<T>* bdsqr = nullptr;
 };
 
 template <class T>
@@ -46,7 +51,8 @@ inline Routines<T>& routines() {
 template <class T>
 inline const Routines<T>& get() {
     const Routines<T>& r = routines<T>();
-    if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri || !r.potrf || !r.gemm)
+    if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri || !r.potrf || !r.gemm ||
+        !r.bdsqr)
         throw std::runtime_error("jacgeom._core: LAPACK routines were not registered");
     return r;
 }

@@ -18,10 +18,9 @@
 #include "activations.hpp"
 #include "lapack.hpp"
 #include "parallel.hpp"
+#include "svd.hpp"
 
 namespace jacgeom {
-
-using index_t = std::int64_t;
 
 // d = phi'(z) elementwise. Cost: a few flops per element, memory-bound.
 template <class T>
@@ -162,37 +161,6 @@ void pullback(const T* W, const T* D, T* G, index_t B, index_t m, index_t n) {
         }
     });
 }
-
-// Workspace for singular values of a column-major (rows, cols) matrix, values only.
-template <class T>
-struct SvdWorkspace {
-    std::vector<T> work;
-    std::vector<int> iwork;
-    SvdWorkspace(index_t rows, index_t cols) {
-        const auto& L = lapack::get<T>();
-        const int r = static_cast<int>(std::max<index_t>(1, rows));
-        const int c = static_cast<int>(std::max<index_t>(1, cols));
-        int lwork = -1, info = 0, one = 1;
-        T query = 0, dummy = 0;
-        iwork.resize(static_cast<size_t>(8 * std::min(r, c)));
-        L.gesdd("N", &r, &c, &dummy, &r, &dummy, &dummy, &one, &dummy, &one, &query, &lwork,
-                iwork.data(), &info);
-        work.resize(static_cast<size_t>(std::max<T>(query, T(1))) + 1);
-    }
-    // Values of the column-major (rows, cols) matrix A (destroyed), descending, into s.
-    // Returns LAPACK's info; s is NaN-filled when it is non-zero.
-    int run(T* A, index_t rows, index_t cols, index_t lda, T* s) {
-        const auto& L = lapack::get<T>();
-        const int r = static_cast<int>(rows), c = static_cast<int>(cols);
-        const int ld = static_cast<int>(std::max<index_t>(1, lda));
-        int lwork = static_cast<int>(work.size()), info = 0, one = 1;
-        T dummy = 0;
-        L.gesdd("N", &r, &c, A, &ld, s, &dummy, &one, &dummy, &one, work.data(), &lwork,
-                iwork.data(), &info);
-        if (info != 0) std::fill(s, s + std::min(rows, cols), std::numeric_limits<T>::quiet_NaN());
-        return info;
-    }
-};
 
 // Singular values of D_b W for every sample, descending, (B, min(m, n)). Values of the
 // compacted k x n matrix, then min(m, n) - min(k, n) exact zeros. gesdd with jobz = 'N'.

@@ -1,0 +1,209 @@
+// Singular values (no vectors) of one small or large dense matrix at a time.
+//
+// LAPACK's gesdd reduces to bidiagonal form through BLAS-2 calls (dgebd2 below its block
+// size of 128): a 16 x 16 problem makes about a hundred BLAS calls, each costing more than
+// its arithmetic. Below kSmallSvd columns the reduction here is written out: Householder
+// bidiagonalisation in place (the same reflectors as dgebd2, 4 m n^2 - 4/3 n^3 flops, no calls),
+// then LAPACK's bdsqr without vectors, which runs dqds (dlasq1) on the bidiagonal and returns
+// its singular values to high relative accuracy. Both stages are backward stable like gesdd's.
+// Above the threshold gesdd is faster (blocked BLAS-3 reduction).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "lapack.hpp"
+
+namespace jacgeom {
+
+using index_t = std::int64_t;
+
+// min(rows, cols) up to which the hand-written reduction is used (measured in
+// bench/: faster than gesdd up to here on the development machine, slower above).
+inline constexpr index_t kSmallSvd = 64;
+
+namespace detail {
+
+// Householder vector of x (len entries, stride apart), as LAPACK's larfg: on return
+// x[0] is unchanged, x[1..] hold v's tail (v_0 = 1), tau is set and beta returned, with
+// (I - tau v v^T) x = beta e_0. No rescaling: callers pass entries of magnitude <= 1.
+template <class T>
+inline T reflector(T* x, index_t len, index_t stride, T& tau) {
+    const T alpha = x[0];
+    T tail2 = 0;
+    for (index_t i = 1; i < len; ++i) tail2 += x[i * stride] * x[i * stride];
+    if (tail2 == T(0)) {
+        tau = 0;
+        return alpha;
+    }
+    const T beta = -std::copysign(std::sqrt(alpha * alpha + tail2), alpha);
+    tau = (beta - alpha) / beta;
+    const T scale = T(1) / (alpha - beta);
+    for (index_t i = 1; i < len; ++i) x[i * stride] *= scale;
+    return beta;
+}
+
+// Upper bidiagonal form of the column-major (m, n) matrix A (m >= n, leading dimension
+// lda; destroyed): d (n) and e (n - 1). w is scratch of m entries.
+template <class T>
+void bidiagonalize(T* A, index_t m, index_t n, index_t lda, T* d, T* e, T* w) {
+    for (index_t j = 0; j < n; ++j) {
+        T* col = A + j + j * lda;  // A[j:m, j]
+        T tau;
+        d[j] = reflector(col, m - j, 1, tau);
+        if (tau != T(0)) {
+            // A[j:m, c] -= tau v (v^T A[j:m, c]) for the columns right of j.
+            for (index_t c = j + 1; c < n; ++c) {
+                T* a = A + j + c * lda;
+                T s = a[0];
+                for (index_t i = 1; i < m - j; ++i) s += col[i] * a[i];
+                s *= tau;
+                a[0] -= s;
+                for (index_t i = 1; i < m - j; ++i) a[i] -= s * col[i];
+            }
+        }
+        if (j + 1 >= n) break;
+        T* row = A + j + (j + 1) * lda;  // A[j, j+1:n], stride lda
+        e[j] = reflector(row, n - j - 1, lda, tau);
+        if (tau == T(0)) continue;
+        // A[j+1:m, j+1:n] -= tau (A v) v^T, column by column (contiguous inner loops).
+        const index_t r0 = j + 1, rows = m - r0;
+        T* first = A + r0 + (j + 1) * lda;
+        for (index_t i = 0; i < rows; ++i) w[i] = first[i];
+        for (index_t c = j + 2; c < n; ++c) {
+            const T v = row[(c - j - 1) * lda];
+            const T* a = A + r0 + c * lda;
+            for (index_t i = 0; i < rows; ++i) w[i] += v * a[i];
+        }
+        for (index_t i = 0; i < rows; ++i) w[i] *= tau;
+        for (index_t i = 0; i < rows; ++i) first[i] -= w[i];
+        for (index_t c = j + 2; c < n; ++c) {
+            const T v = row[(c - j - 1) * lda];
+            T* a = A + r0 + c * lda;
+            for (index_t i = 0; i < rows; ++i) a[i] -= v * w[i];
+        }
+    }
+}
+
+}  // namespace detail
+
+// Workspace for the singular values of column-major (rows, cols) matrices, values only;
+// one per thread, sized for the largest problem it will see.
+template <class T>
+struct SvdWorkspace {
+    std::vector<T> work;
+    std::vector<int> iwork;
+    std::vector<T> small;  // transpose, d, e, scratch and bdsqr's work for the small path
+
+    SvdWorkspace(index_t rows, index_t cols) {
+        const auto& L = lapack::get<T>();
+        const int r = static_cast<int>(std::max<index_t>(1, rows));
+        const int c = static_cast<int>(std::max<index_t>(1, cols));
+        const index_t p = std::min<index_t>(r, c), q = std::max<index_t>(r, c);
+        if (p <= kSmallSvd) {
+            small.resize(static_cast<size_t>(p * q + 7 * p + q + 1));
+            return;
+        }
+        int lwork = -1, info = 0, one = 1;
+        T query = 0, dummy = 0;
+        iwork.resize(static_cast<size_t>(8 * std::min(r, c)));
+        L.gesdd("N", &r, &c, &dummy, &r, &dummy, &dummy, &one, &dummy, &one, &query, &lwork,
+                iwork.data(), &info);
+        work.resize(static_cast<size_t>(std::max<T>(query, T(1))) + 1);
+    }
+
+    // Values of the column-major (rows, cols) matrix A (destroyed), descending, into s
+    // (min(rows, cols) entries). Returns LAPACK's info; s is NaN-filled when it is non-zero
+    // or when A holds a NaN or an infinity.
+    int run(T* A, index_t rows, index_t cols, index_t lda, T* s) {
+        const index_t p = std::min(rows, cols);
+        if (p == 0) return 0;
+        if (p <= kSmallSvd && !small.empty()) return run_small(A, rows, cols, lda, s);
+        const auto& L = lapack::get<T>();
+        const int r = static_cast<int>(rows), c = static_cast<int>(cols);
+        const int ld = static_cast<int>(std::max<index_t>(1, lda));
+        int lwork = static_cast<int>(work.size()), info = 0, one = 1;
+        T dummy = 0;
+        if (work.empty()) {  // sized for small problems only: query now
+            lwork = -1;
+            T query = 0;
+            iwork.resize(static_cast<size_t>(8 * p));
+            L.gesdd("N", &r, &c, &dummy, &r, &dummy, &dummy, &one, &dummy, &one, &query,
+                    &lwork, iwork.data(), &info);
+            work.resize(static_cast<size_t>(std::max<T>(query, T(1))) + 1);
+            lwork = static_cast<int>(work.size());
+        }
+        L.gesdd("N", &r, &c, A, &ld, s, &dummy, &one, &dummy, &one, work.data(), &lwork,
+                iwork.data(), &info);
+        if (info != 0) std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+        return info;
+    }
+
+   private:
+    int run_small(T* A, index_t rows, index_t cols, index_t lda, T* s) {
+        const index_t p = std::min(rows, cols), q = std::max(rows, cols);
+        if (small.size() < static_cast<size_t>(p * q + 7 * p + q + 1))
+            small.resize(static_cast<size_t>(p * q + 7 * p + q + 1));
+        // Tall (q, p) column-major view: A itself, or its transpose copied.
+        T* M = A;
+        index_t ldm = lda;
+        T* t = small.data();
+        if (rows < cols) {
+            for (index_t j = 0; j < cols; ++j)
+                for (index_t i = 0; i < rows; ++i) t[j + i * cols] = A[i + j * lda];
+            M = t;
+            ldm = cols;
+        }
+        // Scale by a power of two so the largest entry lies in [0.5, 1): exact, and the
+        // sums of squares in the reflectors can neither overflow nor lose the matrix.
+        T amax = 0;
+        bool finite = true;
+        for (index_t j = 0; j < p; ++j)
+            for (index_t i = 0; i < q; ++i) {
+                const T a = std::fabs(M[i + j * ldm]);
+                finite = finite && a <= std::numeric_limits<T>::max();  // false for NaN
+                amax = std::max(amax, a);
+            }
+        if (!finite) {
+            std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+            return -1;
+        }
+        if (amax == T(0)) {
+            std::fill(s, s + p, T(0));
+            return 0;
+        }
+        int exponent = 0;
+        std::frexp(amax, &exponent);
+        const T f = std::ldexp(T(1), -exponent);
+        const bool exact = std::isnormal(f);  // else (subnormal input) one ldexp per entry
+        for (index_t j = 0; j < p; ++j) {
+            T* col = M + j * ldm;
+            if (exact)
+                for (index_t i = 0; i < q; ++i) col[i] *= f;
+            else
+                for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
+        }
+        T* d = small.data() + p * q;
+        T* e = d + p;
+        T* w = e + p;
+        T* bwork = w + q;
+        detail::bidiagonalize(M, q, p, ldm, d, e, w);
+        const auto& L = lapack::get<T>();
+        const int n = static_cast<int>(p), zero = 0, one = 1;
+        int info = 0;
+        T dummy = 0;
+        L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
+                bwork, &info);
+        if (info != 0) {
+            std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+            return info;
+        }
+        for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
+        return 0;
+    }
+};
+
+}  // namespace jacgeom
