@@ -540,7 +540,7 @@ def test_live_row_placement_twins_agree() -> None:
     u = rng.standard_normal((7, 4))
     live = u > -0.3
     G = rng.standard_normal((int(live.sum()), 5))
-    W_numpy, W_numba = np.zeros((7, 4, 5)), np.zeros((7, 4, 5))
+    W_numpy, W_numba = np.full((7, 4, 5), np.nan), np.full((7, 4, 5), np.nan)  # dead rows zeroed
     mc._place_live_rows(h, u, live, G, 0.7, W_numpy)
     _backends.numba_kernels.place_live_rows(h, u, live, G, 0.7, W_numba)
     np.testing.assert_allclose(W_numba, W_numpy, rtol=1e-12, atol=1e-14)

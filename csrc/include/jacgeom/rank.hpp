@@ -68,17 +68,6 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
     const index_t m = a.m, n = a.n, pmax = std::min(m, n);
     const double eps_d = std::numeric_limits<double>::epsilon();
     const double eps_t = std::numeric_limits<T>::epsilon();
-    // Squared row norms of every W, in double (once per distinct W).
-    const index_t nW = a.W_stride ? a.U : 1;
-    std::vector<double> row_norm2(static_cast<size_t>(std::max<index_t>(1, nW * m)));
-    for (index_t w = 0; w < nW; ++w) {
-        const T* Wb = a.W + w * a.W_stride;
-        for (index_t i = 0; i < m; ++i) {
-            double acc = 0;
-            for (index_t j = 0; j < n; ++j) acc += double(Wb[i * n + j]) * double(Wb[i * n + j]);
-            row_norm2[static_cast<size_t>(w * m + i)] = acc;
-        }
-    }
     std::atomic<std::int64_t> fallbacks{0};
     parallel_for(a.U, 1, [&](index_t, index_t begin, index_t end) {
         const auto& Ld = lapack::get<double>();
@@ -92,15 +81,9 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
         for (index_t u = begin; u < end; ++u) {
             const T* sc = a.scale + u * m;
             const T* W = a.W + u * a.W_stride;
-            const double* rn2 = row_norm2.data() + (a.W_stride ? u * m : 0);
             index_t k = 0;
-            double fro2 = 0;
-            for (index_t i = 0; i < m; ++i) {
-                if (sc[i] != T(0)) {
-                    idx[static_cast<size_t>(k++)] = i;
-                    fro2 += double(sc[i]) * double(sc[i]) * rn2[i];
-                }
-            }
+            for (index_t i = 0; i < m; ++i)
+                if (sc[i] != T(0)) idx[static_cast<size_t>(k++)] = i;
             const index_t p = std::min(k, n);
             T* sv = a.sv ? a.sv + u * pmax : nullptr;
             if (sv) std::fill(sv, sv + pmax, T(0));
@@ -139,6 +122,10 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
                 }
                 // sigma_min(A) must exceed twice the tolerance's upper bound plus the
                 // accuracy of an SVD in the input precision: lambda_min(A^T A) > need^2.
+                // ||A||_F^2 is the trace of either Gram matrix (to a relative gamma_k, far
+                // inside the factor 2 spared below).
+                double fro2 = 0;
+                for (index_t c = 0; c < p; ++c) fro2 += G[static_cast<size_t>(c + c * p)];
                 const double fro = std::sqrt(fro2);
                 const double kn = double(std::max(k, n));
                 const double t_upper = a.tol.mode == 1 ? a.tol.value

@@ -23,8 +23,8 @@ def place_live_rows(
     W: NDArray[np.float64],
 ) -> None:
     """W[s, i] = std (g - (g . h^ - u[s, i]) h^) for every live (s, i), in row-major order of
-    (s, i), g the next row of G and h^ = h[s] / |h[s]| (zero when h[s] = 0). W is (N, m, n)
-    and already zero elsewhere; h (N, n), u and live (N, m), G (count of live, n)."""
+    (s, i), g the next row of G and h^ = h[s] / |h[s]| (zero when h[s] = 0), and zero rows
+    for the dead units. W is (N, m, n), h (N, n), u and live (N, m), G (count of live, n)."""
     k = 0
     n = h.shape[1]
     for s in range(h.shape[0]):
@@ -34,6 +34,8 @@ def place_live_rows(
         inv = 1.0 / math.sqrt(norm2) if norm2 > 0.0 else 0.0
         for i in range(u.shape[1]):
             if not live[s, i]:
+                for j in range(n):
+                    W[s, i, j] = 0.0
                 continue
             dot = 0.0
             for j in range(n):
