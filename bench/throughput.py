@@ -6,12 +6,14 @@ sample. Instead each experiment here is timed as a whole, in samples per second,
 
 - the straightforward numpy loop a user writes first: per sample, draw the weights and x,
   multiply, mask by the relu active set, np.linalg.matrix_rank;
-- the generator's own rate for the same normals (numpy's default Generator,
-  ``standard_normal`` in chunks of the run's chunk size into a reused buffer), in one
+- the generator's own rate for the same normals (numpy's Generator on SFC64, as the run's
+  chunks use, ``standard_normal`` in chunks of the run's chunk size into a reused buffer), in one
   thread and in two threads with a generator each: every sample needs
   sum_l n_l n_(l-1) + n_0 fresh normals, so this is the ceiling of any implementation that
   draws them with numpy;
-- jacgeom.montecarlo.run(spec, progress=False, workers=w) for w = 1 and 2.
+- jacgeom.montecarlo.run(spec, progress=False, workers=w) for w = 1 and 2, and w = 1 with
+  jacgeom.set_num_threads(1): one worker on one core, the base of the scaling ratio (with
+  workers=1 alone the compiled kernels inside the chunk use both cores).
 
 The check: the naive loop's and the run's mean end-to-end rank agree within 5 standard
 errors (they draw different samples of the same distribution), and for the one-layer case
@@ -33,6 +35,7 @@ from typing import Any
 import harness
 import numpy as np
 
+import jacgeom
 from jacgeom import montecarlo
 
 
@@ -85,6 +88,7 @@ NAIVE = "naive numpy loop"
 GENERATOR_1 = "generator only, 1 thread"
 GENERATOR_2 = "generator only, 2 threads"
 RUN_1 = "montecarlo.run workers=1"
+RUN_1_CORE = "montecarlo.run workers=1, kernels on 1 thread"
 RUN_2 = "montecarlo.run workers=2"
 
 
@@ -123,7 +127,7 @@ def draw_normals(per_sample: int, samples: int, chunk: int, threads: int) -> Non
     and draws its share."""
 
     def work(seed: int, count: int) -> None:
-        rng = np.random.default_rng(seed)
+        rng = montecarlo._chunk_rng(montecarlo.Spec(widths=(1, 1), seed=seed), 0)
         buf = np.empty((min(chunk, count), per_sample))
         for start in range(0, count, chunk):
             rng.standard_normal(out=buf[: min(chunk, count - start)])
@@ -217,6 +221,7 @@ def measure(
                 lambda w=workers: montecarlo.run(e.spec(), progress=False, workers=w),
             )
         )
+    jobs.insert(-1, (RUN_1_CORE, e.samples, lambda: _one_core_run(e)))
     # Warm-up, not timed: the compiled kernels' first call, the thread pools.
     montecarlo.run(e.spec(samples=2 * e.chunk_size), progress=False, workers=2)
     naive_ranks(e.widths, 10)
@@ -240,11 +245,22 @@ def measure(
     return rows
 
 
+def _one_core_run(e: Experiment) -> Any:
+    """One worker on one core: the base of the scaling ratio. (workers=1 alone leaves the
+    compiled kernels inside the chunk on every core.)"""
+    before = jacgeom.get_num_threads()
+    jacgeom.set_num_threads(1)
+    try:
+        return montecarlo.run(e.spec(), progress=False, workers=1)
+    finally:
+        jacgeom.set_num_threads(before)
+
+
 def check(rows: Sequence[Row]) -> None:
     """The run and the naive loop sample the same distribution of ranks."""
     by = {r.implementation: r for r in rows}
     naive = np.asarray(by[NAIVE].result, dtype=np.float64)
-    for name in (RUN_1, RUN_2):
+    for name in (RUN_1, RUN_1_CORE, RUN_2):
         res = by[name].result
         ranks = res.data["rank"].astype(np.float64)
         se = math.sqrt(naive.var() / naive.size + ranks.var() / ranks.size)
@@ -261,8 +277,9 @@ def check(rows: Sequence[Row]) -> None:
                 f"[{p['lo']:.5f}, {p['hi']:.5f}] misses the closed form {theory:.5f}"
             )
     # Same seed, same chunks: the number of workers must not change the run's results.
-    a, b = by[RUN_1].result.data["rank"], by[RUN_2].result.data["rank"]
-    assert np.array_equal(a, b), "montecarlo.run: workers=1 and workers=2 differ"
+    for name in (RUN_1_CORE, RUN_2):
+        a, b = by[RUN_1].result.data["rank"], by[name].result.data["rank"]
+        assert np.array_equal(a, b), f"montecarlo.run: {RUN_1!r} and {name!r} differ"
 
 
 def run_all(workload_set: str, **kwargs: Any) -> list[Row]:
@@ -291,7 +308,7 @@ def markdown(rows: Sequence[Row]) -> str:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in rs.items():
-            threads = 2 if name in (GENERATOR_2, RUN_2) else 1
+            threads = 2 if name in (GENERATOR_2, RUN_2, RUN_1) else 1
             vs_gen = "—" if name == NAIVE else f"{100 * r.rate / gen[threads]:.0f}%"
             label = name + (f" § ({r.attempts} attempts)" if r.attempts > 1 else "")
             out.append(
@@ -302,9 +319,12 @@ def markdown(rows: Sequence[Row]) -> str:
             )
         out += [
             "",
-            f"- workers=2 / workers=1: {rs[RUN_2].rate / rs[RUN_1].rate:.2f}×; generator 2 "
-            f"threads / 1 thread: {gen[2] / gen[1]:.2f}×.",
-            f"- montecarlo.run reaches {100 * rs[RUN_1].rate / gen[1]:.0f}% (1 worker) and "
+            f"- workers=2 / one worker on one core: {rs[RUN_2].rate / rs[RUN_1_CORE].rate:.2f}×"
+            f"; workers=2 / workers=1 (its kernels on both cores): "
+            f"{rs[RUN_2].rate / rs[RUN_1].rate:.2f}×; generator 2 threads / 1 thread: "
+            f"{gen[2] / gen[1]:.2f}×.",
+            f"- montecarlo.run reaches {100 * rs[RUN_1_CORE].rate / gen[1]:.0f}% (1 worker, "
+            "1 core) and "
             f"{100 * rs[RUN_2].rate / gen[2]:.0f}% (2 workers) of the rate at which numpy's "
             f"generator alone draws the {e.normals_per_sample:,} normals of a sample with as "
             "many threads; the generator alone is "
@@ -314,7 +334,9 @@ def markdown(rows: Sequence[Row]) -> str:
         ]
     out.append(
         "- vs generator: samples/s of the row over those of drawing only its normals with "
-        "numpy's Generator.standard_normal (PCG64) in the same number of threads; 100% "
+        "numpy's Generator.standard_normal (SFC64, the generator of montecarlo's chunks) in "
+        "the same number of threads (workers=1 counts as 1 thread only with its kernels on "
+        "1 thread); 100% "
         "would mean everything but the random numbers is free, for a run that draws every "
         "weight. montecarlo.run draws fewer: a relu layer draws its pre-activations and then "
         "only the rows of its live units (jacgeom.montecarlo._draw_layer_given_input), about "

@@ -201,6 +201,19 @@ def test_checkpoints_resume_and_refuse_other_specs(
         run(spec.replace(seed=10), progress=False, out=tmp_path)
 
 
+def test_checkpoints_of_another_sampler_are_refused(tmp_path: Path) -> None:
+    # A directory written before the sampler changed (no "sampler" entry, or an older one)
+    # holds chunks drawn another way: they must not be mixed with new ones.
+    spec = Spec(widths=(6, 6), samples=200, chunk_size=100, seed=9)
+    run(spec, progress=False, out=tmp_path)
+    recorded = json.loads((tmp_path / "spec.json").read_text())
+    assert recorded["sampler"] == mc._SAMPLER
+    del recorded["sampler"]
+    (tmp_path / "spec.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"different spec \(sampler: None there, \d+ here\)"):
+        run(spec, progress=False, out=tmp_path)
+
+
 def test_partial_directory_computes_only_missing(tmp_path: Path) -> None:
     spec = Spec(widths=(6, 6), samples=500, chunk_size=100, seed=9)
     full = run(spec, progress=False, out=tmp_path)

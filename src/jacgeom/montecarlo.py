@@ -54,6 +54,9 @@ _LAYERS = ("activation", "kernel")
 _KERNELS = ("rbf", "laplacian", "polynomial")
 RETRIES = 2
 _FORMAT = 1
+# Version of the way a chunk turns its seed into samples (generator, order of the draws,
+# block size). Checkpoint directories record it: chunks drawn another way are never mixed.
+_SAMPLER = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +226,10 @@ class Spec:
 
 
 def _chunk_rng(spec: Spec, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
+    # SFC64 rather than numpy's default PCG64: the normals are the largest single cost of a
+    # chunk and SFC64 draws them about 20% faster here (7.6 vs 9.4 ns); it passes PractRand
+    # and has no weak seeds when seeded through SeedSequence, which spawns the chunks.
+    return np.random.Generator(np.random.SFC64(np.random.SeedSequence(spec.seed, spawn_key=(index,))))
 
 
 def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[Any]:
@@ -517,7 +523,10 @@ def _block_statistics(
                 A = A + np.eye(m)
             layer_jacobians.append(A)
             layer_ranks[:, l] = _count(_singular_values(A, be), A.shape[1:])
-    if plain and be == "cpp":
+    if L == 1 and conditional[0] and _activations(spec)[0] == "relu":
+        # The conditional sampler's W is D W already: relu' = 1 on live rows, dead rows zero.
+        J = Ws[0]
+    elif plain and be == "cpp":
         assert _backends.core is not None
         with _backends.single_threaded_blas():
             J = _backends.core.chain_active(
@@ -781,7 +790,7 @@ def _prepare_out(out: Path, spec: Spec) -> dict[int, dict[str, NDArray[Any]]]:
     except OSError as exc:
         raise ValueError(f"out directory {str(out)!r} is not writable: {exc}") from exc
     spec_file = out / "spec.json"
-    mine = spec.to_dict()
+    mine = {**spec.to_dict(), "sampler": _SAMPLER}
     if spec_file.exists():
         theirs = json.loads(spec_file.read_text())
         if theirs != mine:
