@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 import jacgeom
 from jacgeom import montecarlo as mc
@@ -563,3 +564,78 @@ def test_live_row_placement_twins_agree() -> None:
         (0.7 * np.linalg.norm(h, axis=1)[:, None] * u)[live],
         atol=1e-12,
     )
+
+
+def _jacobians_with_dead_rows(
+    rng: np.random.Generator, B: int, m: int, n: int, dtype: type
+) -> NDArray[Any]:
+    """Gaussian stacks with Bernoulli(1/2) dead rows, and awkward members: all rows dead, all
+    live, repeated rows (rank below the live count), equal singular values, one row 1e-9
+    smaller (near the tolerance in float32), huge and tiny scales."""
+    J = rng.standard_normal((B, m, n))
+    J *= (rng.random((B, m)) < 0.5)[:, :, None]
+    J[0] = 0.0
+    J[1] = rng.standard_normal((m, n))
+    if m >= 3:
+        J[2, 1] = J[2, 0]
+        J[2, 2] = 3.0 * J[2, 0]
+    q = np.linalg.qr(rng.standard_normal((max(m, n), max(m, n))))[0][:m, :n]
+    J[3] = 2.0 * q
+    J[3, m // 2 :] = 0.0  # orthogonal live rows of equal norm: one repeated singular value
+    J[4, 0] *= 1e-9
+    big = 1e150 if dtype == np.float64 else 1e15
+    J[5] *= big
+    J[6] /= big
+    return J.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(16, 16), (7, 5), (5, 7), (64, 64), (1, 1), (3, 40), (70, 70)])
+def test_spectral_summary_matches_numpy(shape: tuple[int, int], dtype: type) -> None:
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the compiled extension is not importable here")
+    m, n = shape
+    rng = np.random.default_rng(m * 100 + n)
+    J = _jacobians_with_dead_rows(rng, 200, m, n, dtype)
+    J_before = J.copy()
+    rank, log_smax, log_smin, fro2, log_volume = _backends.core.spectral_summary(J)
+    np.testing.assert_array_equal(J, J_before)
+    s = np.linalg.svd(J.astype(np.float64), compute_uv=False)
+    live = np.count_nonzero(np.any(J != 0, axis=2), axis=1)
+    p = min(m, n)
+    want_rank = np.array([np.linalg.matrix_rank(Jb) for Jb in J])  # in J's precision
+    np.testing.assert_array_equal(rank, want_rank)
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    has = s[:, 0] > 0
+    np.testing.assert_allclose(np.exp(log_smax[has]), s[has, 0], rtol=rtol)
+    assert np.all(np.isneginf(log_smax[~has]))
+    # sigma_min: exactly zero where rows are dead, else numpy's to the SVD's accuracy.
+    assert np.all(np.isneginf(log_smin[live < p]))
+    full = (live >= p) & (rank == p)
+    np.testing.assert_allclose(
+        np.exp(log_smin[full]), s[full, -1], rtol=1e3 * rtol * max(m, n), atol=0
+    )
+    np.testing.assert_allclose(fro2, np.sum(J.astype(np.float64) ** 2, axis=(1, 2)), rtol=rtol)
+    if m >= n:
+        regular = rank == n
+        assert np.all(np.isneginf(log_volume[~regular]))
+        np.testing.assert_allclose(
+            log_volume[regular], np.log(s[regular]).sum(axis=1), rtol=1e-4, atol=1e-4
+        )
+    else:
+        assert np.all(np.isnan(log_volume))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+def test_dead_rows_give_exact_zero_singular_values(backend: str) -> None:
+    spec = Spec(widths=(12, 12), samples=300, chunk_size=300, seed=4)
+    d = mc.chunk_statistics(spec, 0, backend=backend)
+    dead = d["active_counts"][:, 0] < 12
+    assert np.all(np.isneginf(d["log_smin"][dead]))
+    assert np.all(np.isinf(d["log_cond"][dead]))
+    ref = mc.chunk_statistics(spec, 0, backend="numpy")
+    np.testing.assert_array_equal(d["rank"], ref["rank"])
+    np.testing.assert_allclose(d["log_smax"], ref["log_smax"], rtol=1e-12)
+    np.testing.assert_allclose(d["frobenius2"], ref["frobenius2"], rtol=1e-12)

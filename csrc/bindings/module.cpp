@@ -7,6 +7,7 @@ void register_runtime(py::module_& m);
 void register_layer(py::module_& m);
 void register_rank(py::module_& m);
 void register_chain(py::module_& m);
+void register_spectral(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "jacgeom's compiled kernels (private; use the jacgeom package)";
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
     register_layer(m);
     register_rank(m);
     register_chain(m);
+    register_spectral(m);
 }

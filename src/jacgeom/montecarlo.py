@@ -539,30 +539,50 @@ def _block_statistics(
         J = mats[0]
         for A in mats[1:]:
             J = A @ J
-    out = _spectral_statistics(J, active, layer_ranks, be)
+    # Plain layers: rank(J) <= min(n_0, fewest active units of any layer), exactly.
+    bound = np.minimum(active.min(axis=1), n0) if plain and L else None
+    out = _spectral_statistics(J, active, layer_ranks, be, bound)
     if end_to_end_is_layer:
         layer_ranks[:, 0] = out["rank"]
     return out
 
 
 def _spectral_statistics(
-    J: NDArray[Any], active: NDArray[np.int64], layer_ranks: NDArray[np.int64], be: str
+    J: NDArray[Any],
+    active: NDArray[np.int64],
+    layer_ranks: NDArray[np.int64],
+    be: str,
+    rank_bound: NDArray[np.int64] | None = None,
 ) -> dict[str, NDArray[Any]]:
-    """The recorded statistics from the end-to-end Jacobians J (n, n_L, n_0)."""
+    """The recorded statistics from the end-to-end Jacobians J (n, n_L, n_0).
+
+    Rows of J that are exactly zero (dead units of the last layer) make as many singular
+    values exactly zero; every backend reports them as zeros, not as an SVD's rounding.
+    rank_bound (n,): an upper bound of each rank, when the caller knows one."""
     n, nL, n0 = J.shape
-    s = _singular_values(J, be)
-    with np.errstate(divide="ignore"):
-        logs = np.log(s)
-    rank = _count(s, (nL, n0))
-    p = s.shape[1]
-    log_smax = logs[:, 0] if p else np.full(n, -np.inf)
-    log_smin = logs[:, -1] if p else np.full(n, -np.inf)
+    p = min(nL, n0)
+    if be == "cpp":
+        assert _backends.core is not None
+        with _backends.single_threaded_blas():
+            rank, log_smax, log_smin, frobenius2, log_volume = _backends.core.spectral_summary(
+                np.ascontiguousarray(J), rank_bound
+            )
+    else:
+        s = _singular_values(J, be)
+        live_rows = np.count_nonzero(np.any(J != 0, axis=2), axis=1)
+        s[np.arange(p)[None, :] >= live_rows[:, None]] = 0.0
+        with np.errstate(divide="ignore"):
+            logs = np.log(s)
+        rank = _count(s, (nL, n0))
+        log_smax = logs[:, 0] if p else np.full(n, -np.inf)
+        log_smin = logs[:, -1] if p else np.full(n, -np.inf)
+        frobenius2 = np.sum(s * s, axis=1)
+        if nL >= n0:
+            log_volume = np.where(rank == n0, logs.sum(axis=1), -np.inf)
+        else:
+            log_volume = np.full(n, np.nan)
     with np.errstate(invalid="ignore"):
         log_cond = np.where(rank == p, log_smax - log_smin, np.inf)
-    if nL >= n0:
-        log_volume = np.where(rank == n0, logs.sum(axis=1), -np.inf)
-    else:
-        log_volume = np.full(n, np.nan)
     return {
         "active_counts": active,
         "layer_ranks": layer_ranks,
@@ -570,7 +590,7 @@ def _spectral_statistics(
         "log_smax": log_smax,
         "log_smin": log_smin,
         "log_cond": log_cond,
-        "frobenius2": np.sum(s * s, axis=1),
+        "frobenius2": frobenius2,
         "log_volume": log_volume,
     }
 

@@ -7,8 +7,10 @@
 // (k_l ~ n_l / 2) that is about a quarter of the dense flops. Each sample runs its own
 // chain of row-major gemms (through scipy's BLAS, one thread per sample).
 //
-// Accumulation order: forward (from the input) costs sum_l k_l k_{l-1} n0 flops per sample,
-// reverse (from the output) k_L sum_l k_l k_{l-1}; the caller picks the cheaper one.
+// Accumulation order: forward (from the input) costs n0 sum_(l>=2) k_l k_(l-1) flops per
+// sample, reverse (from the output) k_L sum_(l<L) k_l k_(l-1) (k_0 = n0). Each sample takes
+// the cheaper for its own active counts (for relu k_L ~ n_L / 2, so reverse wins even when
+// n_L = n0); the caller's `reverse` breaks ties.
 #pragma once
 
 #include <algorithm>
@@ -100,7 +102,14 @@ void chain_active(const ChainArgs<T>& a) {
             if (kL == 0) continue;
             T* cur = P.data();
             T* nxt = Q.data();
-            if (!a.reverse) {
+            double fwd = 0, rev = 0;
+            for (index_t l = 1; l < L; ++l)
+                fwd += double(S[static_cast<size_t>(l + 1)].size()) * double(S[static_cast<size_t>(l)].size());
+            for (index_t l = 0; l + 1 < L; ++l)
+                rev += double(S[static_cast<size_t>(l + 1)].size()) * double(S[static_cast<size_t>(l)].size());
+            fwd *= double(n0);
+            rev *= double(kL);
+            if (fwd < rev || (fwd == rev && !a.reverse)) {
                 // P = d_1 W_1[S_1, :] (k_1 x n0), then P <- sub_l P.
                 gather(0);
                 const index_t k1 = static_cast<index_t>(S[1].size());

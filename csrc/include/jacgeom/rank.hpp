@@ -62,6 +62,66 @@ std::int64_t count_above(const T* s, index_t p, const RankTolerance& tol, index_
     return r;
 }
 
+// Below this order the Cholesky factorisation of the certificate is written out: LAPACK's
+// potrf spends more in its calls and blocking logic than in arithmetic on small matrices.
+inline constexpr index_t kSmallCholesky = 64;
+
+// true when the Cholesky factorisation of the p x p column-major matrix G (upper triangle
+// read, overwritten) runs to completion, i.e. every pivot is positive.
+inline bool cholesky_succeeds(double* G, index_t p) {
+    if (p > kSmallCholesky) {
+        const int pp = static_cast<int>(p);
+        int info = 0;
+        lapack::get<double>().potrf("U", &pp, G, &pp, &info);
+        return info == 0;
+    }
+    for (index_t j = 0; j < p; ++j) {
+        double* cj = G + j * p;  // column j: U[0..j, j]
+        double d = cj[j];
+        for (index_t i = 0; i < j; ++i) d -= cj[i] * cj[i];
+        if (!(d > 0.0)) return false;
+        const double ujj = std::sqrt(d);
+        cj[j] = ujj;
+        for (index_t c = j + 1; c < p; ++c) {
+            double* cc = G + c * p;
+            double v = cc[j];
+            for (index_t i = 0; i < j; ++i) v -= cj[i] * cc[i];
+            cc[j] = v / ujj;
+        }
+    }
+    return true;
+}
+
+// Certificate that a k x n matrix A of full rank p = min(k, n) keeps rank p under
+// matrix_rank's rule for a matrix of `rows` >= k rows (tolerance tol, rtol ||A||, or
+// max(rows, n) eps ||A||), from its p x p Gram matrix G in double (upper triangle, column-
+// major; destroyed). eps_t: the machine epsilon of A's precision.
+//
+// sigma_min(A) must exceed twice the tolerance's upper bound plus the accuracy of an SVD in
+// the input precision: lambda_min(G) > need^2. ||A||_F^2 is the trace of G (to a relative
+// gamma_k, far inside the factor 2 spared below). Shifted Cholesky: if the floating-point
+// Cholesky of G - c I runs to completion, G - c I + E is positive semi-definite with
+// ||E|| <= gamma_{p+1} tr(G) + eps (max g_ii + c) (Demmel; Rump, BIT 2006), and the computed
+// G is within gamma_k ||A||_F^2 of A^T A. gamma below covers both with a factor 2 to spare,
+// so success proves lambda_min(A^T A) > c (1 - eps) - gamma ||A||_F^2 = need^2: full rank p.
+// One p^3 / 3 factorisation, no inverse. Tiny or huge norms, where underflow would add
+// terms, are not certified (the caller goes to the singular values).
+inline bool certify_full_rank(double* G, index_t p, index_t k, index_t n, index_t rows,
+                              const RankTolerance& tol, double eps_t) {
+    const double eps_d = std::numeric_limits<double>::epsilon();
+    double fro2 = 0;
+    for (index_t c = 0; c < p; ++c) fro2 += G[c + c * p];
+    const double fro = std::sqrt(fro2);
+    const double kn = double(std::max(std::max(k, rows), n));
+    const double t_upper = tol.mode == 1 ? tol.value : (tol.mode == 2 ? tol.value : kn * eps_t) * fro;
+    const double need = 2.0 * t_upper + 16.0 * kn * eps_t * fro;
+    const double gamma = 2.0 * double(p + std::max(k, n) + 2) * eps_d;
+    const double shift = (need * need + gamma * fro2) / (1.0 - 2.0 * eps_d);
+    if (!(fro2 > 1e-150 && fro2 < 1e150 && std::isfinite(shift))) return false;
+    for (index_t c = 0; c < p; ++c) G[c + c * p] -= shift;
+    return cholesky_succeeds(G, p);
+}
+
 // Returns the number of masks whose rank needed the SVD.
 template <class T>
 std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
@@ -120,33 +180,7 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
                     else  // n x n = (n x k)(n x k)^T
                         Ld.syrk("U", "N", &nn, &kk, &one, Ad.data(), &nn, &zero, G.data(), &pp);
                 }
-                // sigma_min(A) must exceed twice the tolerance's upper bound plus the
-                // accuracy of an SVD in the input precision: lambda_min(A^T A) > need^2.
-                // ||A||_F^2 is the trace of either Gram matrix (to a relative gamma_k, far
-                // inside the factor 2 spared below).
-                double fro2 = 0;
-                for (index_t c = 0; c < p; ++c) fro2 += G[static_cast<size_t>(c + c * p)];
-                const double fro = std::sqrt(fro2);
-                const double kn = double(std::max(k, n));
-                const double t_upper = a.tol.mode == 1 ? a.tol.value
-                                       : (a.tol.mode == 2 ? a.tol.value : kn * eps_t) * fro;
-                const double need = 2.0 * t_upper + 16.0 * kn * eps_t * fro;
-                // Shifted Cholesky: if the floating-point Cholesky of G - c I runs to
-                // completion, G - c I + E is positive semi-definite with
-                // ||E|| <= gamma_{p+1} tr(G) + eps (max g_ii + c) (Demmel; Rump, BIT 2006),
-                // and the computed G is within gamma_k ||A||_F^2 of A^T A. gamma below covers
-                // both with a factor 2 to spare, so success proves lambda_min(A^T A) >
-                // c (1 - eps) - gamma ||A||_F^2 = need^2: full rank p. One p^3 / 3
-                // factorisation, no inverse. Tiny or huge norms, where underflow would add
-                // terms, go to the singular values.
-                const double gamma = 2.0 * double(p + std::max(k, n) + 2) * eps_d;
-                const double shift = (need * need + gamma * fro2) / (1.0 - 2.0 * eps_d);
-                if (fro2 > 1e-150 && fro2 < 1e150 && std::isfinite(shift)) {
-                    for (index_t c = 0; c < p; ++c) G[static_cast<size_t>(c + c * p)] -= shift;
-                    int info = 0;
-                    Ld.potrf("U", &pp, G.data(), &pp, &info);
-                    certified = info == 0;
-                }
+                certified = certify_full_rank(G.data(), p, k, n, k, a.tol, eps_t);
             }
             if (certified) {
                 a.rank[u] = p;
