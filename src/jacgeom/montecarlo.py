@@ -2,12 +2,13 @@
 of a random network lose rank and conditioning.
 
 An experiment is a plain, serialisable :class:`Spec`. :func:`run` splits its samples into
-chunks of ``chunk_size``; chunk i draws everything from ``SeedSequence(seed, spawn_key=(i,))``,
-so results depend only on (spec, seed, chunk size), never on the executor, the number of
-workers or the order in which chunks finish. Chunks run locally on a thread pool (the
-kernels release the GIL) or on any ``concurrent.futures.Executor``, such as a
-``dask.distributed`` client's ``get_executor()``. With ``out=DIR`` every finished chunk is
-written atomically and a rerun resumes.
+chunks of ``chunk_size``; chunk i draws everything from one SFC64 generator seeded by
+``SeedSequence(seed, spawn_key=(i,))``, so results depend only on (spec, seed, chunk size)
+(and the sampler version, ``_SAMPLER``), never on the executor, the number of workers or the
+order in which chunks finish. Chunks run locally on a thread pool (the kernels release the
+GIL) or on any ``concurrent.futures.Executor``, such as a ``dask.distributed`` client's
+``get_executor()``. With ``out=DIR`` every finished chunk is written atomically and a rerun
+resumes; a directory written by another sampler version is refused.
 
 Recorded per sample (arrays of :attr:`Result.data`):
 

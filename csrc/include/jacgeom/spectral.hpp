@@ -43,21 +43,30 @@ inline void tridiagonalize(double* S, index_t k, double* a, double* b, double* w
         b[j] = beta;
         a[j] = S[j + j * k];
         if (tau == 0.0) continue;
-        // v = (1, x[1:]); trailing block A = S[j+1:, j+1:] <- H A H with H = I - tau v v^T:
-        // p = tau A v, q = p - (tau / 2)(p . v) v, A <- A - v q^T - q v^T.
+        // v = x with x[0] = 1 (beta is kept in b[j]); trailing block A = S[j+1:, j+1:] <-
+        // H A H with H = I - tau v v^T: p = tau A v, q = p - (tau / 2)(p . v) v,
+        // A <- A - v q^T - q v^T. A is symmetric, so A v is accumulated column by column.
         double* A = S + (j + 1) + (j + 1) * k;
-        const auto v = [&](index_t i) { return i == 0 ? 1.0 : x[i]; };
+        double* v = x;
+        v[0] = 1.0;
+        for (index_t i = 0; i < len; ++i) w[i] = 0.0;
+        for (index_t c = 0; c < len; ++c) {
+            const double vc = v[c];
+            const double* col = A + c * k;
+            for (index_t i = 0; i < len; ++i) w[i] += col[i] * vc;
+        }
         double pv = 0;
         for (index_t i = 0; i < len; ++i) {
-            double acc = 0;
-            for (index_t c = 0; c < len; ++c) acc += A[i + c * k] * v(c);
-            w[i] = tau * acc;
-            pv += w[i] * v(i);
+            w[i] *= tau;
+            pv += w[i] * v[i];
         }
         const double half = 0.5 * tau * pv;
-        for (index_t i = 0; i < len; ++i) w[i] -= half * v(i);
-        for (index_t c = 0; c < len; ++c)
-            for (index_t i = 0; i < len; ++i) A[i + c * k] -= v(i) * w[c] + w[i] * v(c);
+        for (index_t i = 0; i < len; ++i) w[i] -= half * v[i];
+        for (index_t c = 0; c < len; ++c) {
+            const double vc = v[c], wc = w[c];
+            double* col = A + c * k;
+            for (index_t i = 0; i < len; ++i) col[i] -= v[i] * wc + w[i] * vc;
+        }
     }
     if (k >= 2) {
         a[k - 2] = S[(k - 2) + (k - 2) * k];
@@ -163,20 +172,23 @@ void spectral_summary(const SpectralArgs<T>& a) {
         for (index_t b = begin; b < end; ++b) {
             const T* Jb = a.J + b * m * n;
             index_t k = 0;
-            T fro2 = 0;
             for (index_t i = 0; i < m; ++i) {
                 const T* row = Jb + i * n;
                 bool zero = true;
                 for (index_t j = 0; j < n && zero; ++j) zero = row[j] == T(0);
                 if (zero) continue;
-                T* o = A.data() + k * n;  // row-major (k, n) = column-major (n, k)
-                for (index_t j = 0; j < n; ++j) {
-                    o[j] = row[j];
-                    fro2 += row[j] * row[j];
-                }
+                std::copy(row, row + n, A.data() + k * n);  // row-major (k, n) = col-major (n, k)
                 ++k;
             }
-            a.frobenius2[b] = fro2;
+            {
+                T acc[4] = {0, 0, 0, 0};
+                const T* x = A.data();
+                index_t j = 0;
+                for (; j + 4 <= k * n; j += 4)
+                    for (int t = 0; t < 4; ++t) acc[t] += x[j + t] * x[j + t];
+                for (; j < k * n; ++j) acc[0] += x[j] * x[j];
+                a.frobenius2[b] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            }
             a.log_volume[b] = m >= n ? ninf : nan;
             if (p == 0 || k == 0) {
                 a.rank[b] = 0;
@@ -212,11 +224,20 @@ void spectral_summary(const SpectralArgs<T>& a) {
                         double* da = tri.data();
                         double* db = da + k;
                         double* w = db + k;
+                        // Start above lambda_max: the largest absolute row sum of G bounds it
+                        // (and is usually far closer than the trace, which the other k - 1
+                        // certified-positive eigenvalues put strictly above it); the margin
+                        // covers the rounding of the reduction (a start not above the
+                        // tridiagonal's largest eigenvalue returns NaN: SVD below).
+                        double row_max = 0;
+                        for (index_t r = 0; r < k; ++r) {
+                            double sum = 0;
+                            for (index_t c = 0; c < k; ++c) sum += std::fabs(S[static_cast<size_t>(r + c * k)]);
+                            row_max = std::max(row_max, sum);
+                        }
+                        const double margin = 8.0 * double(k) * std::numeric_limits<double>::epsilon() * trace;
                         detail::tridiagonalize(S.data(), k, da, db, w);
-                        // trace > lambda_max: the other k - 1 eigenvalues are certified > 0;
-                        // the margin covers the rounding of the reduction (else: SVD below).
-                        lmax = detail::largest_eigenvalue(
-                            da, db, k, trace * (1.0 + 8.0 * double(k) * std::numeric_limits<double>::epsilon()));
+                        lmax = detail::largest_eigenvalue(da, db, k, std::min(trace, row_max) + margin);
                     }
                     if (std::isfinite(lmax) && lmax > 0) {
                         a.rank[b] = k;
