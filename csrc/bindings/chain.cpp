@@ -1,19 +1,11 @@
 // Binding of the active-sub-block Jacobian chain. Inputs validated by jacgeom.network.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
+#include "common.hpp"
 
 #include <vector>
 
 #include "jacgeom/chain.hpp"
 
-namespace py = pybind11;
-using jacgeom::index_t;
-
 namespace {
-
-template <class T>
-using carray = py::array_t<T, py::array::c_style>;
 
 template <class T>
 carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, bool reverse) {

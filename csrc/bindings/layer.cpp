@@ -1,20 +1,12 @@
 // Bindings of the single-layer kernels. Inputs arrive C-contiguous with the exact dtype
 // (jacgeom._validation); outputs are allocated here, then the GIL is released.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
+#include "common.hpp"
 
 #include <optional>
 
 #include "jacgeom/layer.hpp"
 
-namespace py = pybind11;
-using jacgeom::index_t;
-
 namespace {
-
-template <class T>
-using carray = py::array_t<T, py::array::c_style>;
 
 template <class T>
 carray<T> derivatives(const carray<T>& Z, int code, double param) {

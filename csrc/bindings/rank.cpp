@@ -1,21 +1,12 @@
 // Binding of the masked-row rank kernel. Validation and mask deduplication happen in
 // jacgeom.rank; this receives C-contiguous arrays of the exact dtype.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
-#include <pybind11/stl.h>
+#include "common.hpp"
 
 #include <optional>
 
 #include "jacgeom/rank.hpp"
 
-namespace py = pybind11;
-using jacgeom::index_t;
-
 namespace {
-
-template <class T>
-using carray = py::array_t<T, py::array::c_style>;
 
 template <class T>
 py::tuple masked_rank(const carray<T>& W, const carray<T>& scale,

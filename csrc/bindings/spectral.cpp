@@ -1,20 +1,12 @@
 // Binding of the spectral summary of the Monte Carlo (jacgeom.montecarlo); receives a
 // C-contiguous (B, m, n) stack of the exact dtype.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
+#include "common.hpp"
 
 #include <optional>
 
 #include "jacgeom/spectral.hpp"
 
-namespace py = pybind11;
-using jacgeom::index_t;
-
 namespace {
-
-template <class T>
-using carray = py::array_t<T, py::array::c_style>;
 
 template <class T>
 py::tuple spectral_summary(const carray<T>& J,

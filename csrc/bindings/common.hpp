@@ -1,0 +1,15 @@
+// What every binding file shares. Arrays arrive C-contiguous with the exact dtype (the
+// Python layer validates and converts); outputs are allocated here, then the GIL released.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+
+namespace py = pybind11;
+using index_t = std::int64_t;  // jacgeom::index_t
+
+template <class T>
+using carray = py::array_t<T, py::array::c_style>;
