@@ -365,3 +365,42 @@ def test_misaligned_inputs(backend: str, dtype: type) -> None:
     assert not Wm.flags.aligned
     for fn in KERNELS.values():
         assert_close(fn(Wm, X, b, backend=backend), fn(W, X, b, backend=backend), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 5), (5, 1), (2, 3), (16, 8), (8, 16), (17, 33), (64, 64), (65, 65),
+              (64, 100), (100, 64)]
+)
+def test_batched_singular_values_on_both_sides_of_the_small_path(
+    shape: tuple[int, int], dtype: type
+) -> None:
+    # min(m, n) <= 64 goes through the written-out bidiagonalisation + bdsqr, above through
+    # gesdd: both must agree with numpy on random, graded, tiny, huge, zero-row and zero
+    # matrices, and give NaN (not a crash or a hang) for non-finite ones.
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the compiled extension is not importable here")
+    m, n = shape
+    rng = np.random.default_rng(m * 1000 + n)
+    A = rng.standard_normal((12, m, n))
+    big = 1e300 if dtype == np.float64 else 1e30
+    A[1] = 0.0
+    A[2, ::2] = 0.0
+    A[3] *= big
+    A[4] /= big
+    A[5, :, : n // 2 + 1] *= 1e-9  # graded columns
+    A[6] = np.outer(rng.standard_normal(m), rng.standard_normal(n))  # rank one
+    A = A.astype(dtype)
+    s = _backends.core.batched_singular_values(np.ascontiguousarray(A))
+    want = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    scale = np.maximum(want[:, :1], np.finfo(np.float64).tiny)
+    assert np.all(np.abs(s - want) <= 50 * np.finfo(dtype).eps * max(m, n) * scale)
+    assert np.all(s[1] == 0)
+    assert np.all(np.diff(s, axis=1) <= 0)  # descending
+    bad = A[:3].copy()
+    bad[0, 0, 0] = np.nan
+    bad[1, -1, -1] = np.inf
+    out = _backends.core.batched_singular_values(bad)
+    assert np.all(np.isnan(out[:2])) and np.all(np.isfinite(out[2]))

@@ -196,7 +196,8 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
                 for (index_t j = 0; j < n; ++j) o[j] = si * w[j];
             }
             T* out = sv ? sv : s.data();
-            svd.run(At.data(), n, k, n, out);
+            if (svd.run(At.data(), n, k, n, out) != 0)
+                std::fill(out, out + (sv ? pmax : p), std::numeric_limits<T>::quiet_NaN());
             a.rank[u] = count_above(out, p, a.tol, k, n);
         }
         fallbacks += local_fallbacks;

@@ -249,7 +249,7 @@ void spectral_summary(const SpectralArgs<T>& a) {
             }
             // Singular values of the live rows; min(k, n) .. p - 1 are exact zeros.
             std::fill(s.begin(), s.end(), T(0));
-            svd.run(A.data(), n, k, n, s.data());
+            if (svd.run(A.data(), n, k, n, s.data()) != 0) std::fill(s.begin(), s.end(), nan);
             const T tol = s[0] * rtol;
             std::int64_t r = 0;
             T logsum = 0;

@@ -117,11 +117,19 @@ struct SvdWorkspace {
 
     // Values of the column-major (rows, cols) matrix A (destroyed), descending, into s
     // (min(rows, cols) entries). Returns LAPACK's info; s is NaN-filled when it is non-zero
-    // or when A holds a NaN or an infinity.
+    // or when A holds a NaN or an infinity (then -1). Callers that pad s with the exact
+    // zeros of dropped rows NaN-fill the padding too on failure: no value is known then.
     int run(T* A, index_t rows, index_t cols, index_t lda, T* s) {
         const index_t p = std::min(rows, cols);
         if (p == 0) return 0;
         if (p <= kSmallSvd && !small.empty()) return run_small(A, rows, cols, lda, s);
+        // gesdd returns NaN for a NaN but may return finite values for an infinity.
+        for (index_t j = 0; j < cols; ++j)
+            for (index_t i = 0; i < rows; ++i)
+                if (!(std::fabs(A[i + j * lda]) <= std::numeric_limits<T>::max())) {
+                    std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+                    return -1;
+                }
         const auto& L = lapack::get<T>();
         const int r = static_cast<int>(rows), c = static_cast<int>(cols);
         const int ld = static_cast<int>(std::max<index_t>(1, lda));
