@@ -369,8 +369,20 @@ def test_misaligned_inputs(backend: str, dtype: type) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
-    "shape", [(1, 1), (1, 5), (5, 1), (2, 3), (16, 8), (8, 16), (17, 33), (64, 64), (65, 65),
-              (64, 100), (100, 64)]
+    "shape",
+    [
+        (1, 1),
+        (1, 5),
+        (5, 1),
+        (2, 3),
+        (16, 8),
+        (8, 16),
+        (17, 33),
+        (64, 64),
+        (65, 65),
+        (64, 100),
+        (100, 64),
+    ],
 )
 def test_batched_singular_values_on_both_sides_of_the_small_path(
     shape: tuple[int, int], dtype: type
