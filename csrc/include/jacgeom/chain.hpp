@@ -102,13 +102,13 @@ void chain_active(const ChainArgs<T>& a) {
             if (kL == 0) continue;
             T* cur = P.data();
             T* nxt = Q.data();
-            double fwd = 0, rev = 0;
-            for (index_t l = 1; l < L; ++l)
-                fwd += double(S[static_cast<size_t>(l + 1)].size()) * double(S[static_cast<size_t>(l)].size());
-            for (index_t l = 0; l + 1 < L; ++l)
-                rev += double(S[static_cast<size_t>(l + 1)].size()) * double(S[static_cast<size_t>(l)].size());
-            fwd *= double(n0);
-            rev *= double(kL);
+            // Both orders multiply the same sub-blocks k_(l+1) x k_l except one end's.
+            const auto block = [&](index_t l) {
+                return double(S[static_cast<size_t>(l + 1)].size()) * double(S[static_cast<size_t>(l)].size());
+            };
+            double all = 0;
+            for (index_t l = 0; l < L; ++l) all += block(l);
+            const double fwd = double(n0) * (all - block(0)), rev = double(kL) * (all - block(L - 1));
             if (fwd < rev || (fwd == rev && !a.reverse)) {
                 // P = d_1 W_1[S_1, :] (k_1 x n0), then P <- sub_l P.
                 gather(0);

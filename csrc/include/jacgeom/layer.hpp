@@ -176,7 +176,7 @@ void singular_values(const T* W, const T* D, T* S, index_t B, index_t m, index_t
             const index_t k = gather_rows(W, D + b * m, m, n, A.data(), false);
             if (k == 0 || n == 0) continue;
             // Row-major (k, n) = column-major (n, k): same singular values.
-            if (svd.run(A.data(), n, k, n, s) != 0) std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+            svd.run(A.data(), n, k, n, s, p);
         }
     });
 }
@@ -204,8 +204,7 @@ void batched_singular_values(const T* A, T* S, index_t B, index_t r, index_t c) 
                 std::copy(row, row + c, work.begin() + k * c);
                 ++k;
             }
-            if (k > 0 && svd.run(work.data(), c, k, c, s) != 0)
-                std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+            if (k > 0) svd.run(work.data(), c, k, c, s, p);
         }
     });
 }

@@ -126,7 +126,6 @@ inline bool certify_full_rank(double* G, index_t p, index_t k, index_t n, index_
 template <class T>
 std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
     const index_t m = a.m, n = a.n, pmax = std::min(m, n);
-    const double eps_d = std::numeric_limits<double>::epsilon();
     const double eps_t = std::numeric_limits<T>::epsilon();
     std::atomic<std::int64_t> fallbacks{0};
     parallel_for(a.U, 1, [&](index_t, index_t begin, index_t end) {
@@ -196,8 +195,7 @@ std::int64_t masked_rank(const MaskedRankArgs<T>& a) {
                 for (index_t j = 0; j < n; ++j) o[j] = si * w[j];
             }
             T* out = sv ? sv : s.data();
-            if (svd.run(At.data(), n, k, n, out) != 0)
-                std::fill(out, out + (sv ? pmax : p), std::numeric_limits<T>::quiet_NaN());
+            svd.run(At.data(), n, k, n, out, sv ? pmax : p);
             a.rank[u] = count_above(out, p, a.tol, k, n);
         }
         fallbacks += local_fallbacks;

@@ -75,27 +75,28 @@ inline void tridiagonalize(double* S, index_t k, double* a, double* b, double* w
     if (k >= 1) a[k - 1] = S[(k - 1) + (k - 1) * k];
 }
 
+// x . y over n entries, accumulated in Acc with four partial sums (the adds do not wait on
+// each other).
+template <class Acc, class T>
+inline Acc dot4(const T* x, const T* y, index_t n) {
+    Acc acc[4] = {0, 0, 0, 0};
+    index_t j = 0;
+    for (; j + 4 <= n; j += 4)
+        for (int t = 0; t < 4; ++t) acc[t] += Acc(x[j + t]) * Acc(y[j + t]);
+    for (; j < n; ++j) acc[0] += Acc(x[j]) * Acc(y[j]);
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
 // Gram matrix of the k contiguous rows of A (k x n) in double, upper triangle, column-major:
-// G[r + c k] = a_r . a_c, four partial sums per product so the adds do not wait on each
-// other. Used below kSmallGram entries, where a syrk call costs more in packing and dispatch
-// than in arithmetic (a 8 x 16 relu Jacobian); above it syrk is faster (7.1 vs 9.6 us at
-// 32 x 64).
+// G[r + c k] = a_r . a_c. Used up to kSmallGram entries of A, where a syrk call costs more in
+// packing and dispatch than in arithmetic (an 8 x 16 relu Jacobian); above, syrk is faster
+// (7.1 vs 9.6 us at 32 x 64).
 inline constexpr index_t kSmallGram = 1024;
 
 template <class T>
 void row_gram(const T* A, index_t k, index_t n, double* G) {
-    for (index_t c = 0; c < k; ++c) {
-        const T* ac = A + c * n;
-        for (index_t r = 0; r <= c; ++r) {
-            const T* ar = A + r * n;
-            double acc[4] = {0, 0, 0, 0};
-            index_t j = 0;
-            for (; j + 4 <= n; j += 4)
-                for (int t = 0; t < 4; ++t) acc[t] += double(ar[j + t]) * double(ac[j + t]);
-            for (; j < n; ++j) acc[0] += double(ar[j]) * double(ac[j]);
-            G[r + c * k] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        }
-    }
+    for (index_t c = 0; c < k; ++c)
+        for (index_t r = 0; r <= c; ++r) G[r + c * k] = dot4<double>(A + r * n, A + c * n, n);
 }
 
 // Largest eigenvalue of the symmetric tridiagonal (a, b) of order k, by Laguerre's method
@@ -180,15 +181,7 @@ void spectral_summary(const SpectralArgs<T>& a) {
                 std::copy(row, row + n, A.data() + k * n);  // row-major (k, n) = col-major (n, k)
                 ++k;
             }
-            {
-                T acc[4] = {0, 0, 0, 0};
-                const T* x = A.data();
-                index_t j = 0;
-                for (; j + 4 <= k * n; j += 4)
-                    for (int t = 0; t < 4; ++t) acc[t] += x[j + t] * x[j + t];
-                for (; j < k * n; ++j) acc[0] += x[j] * x[j];
-                a.frobenius2[b] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-            }
+            a.frobenius2[b] = detail::dot4<T>(A.data(), A.data(), k * n);
             a.log_volume[b] = m >= n ? ninf : nan;
             if (p == 0 || k == 0) {
                 a.rank[b] = 0;
@@ -249,7 +242,7 @@ void spectral_summary(const SpectralArgs<T>& a) {
             }
             // Singular values of the live rows; min(k, n) .. p - 1 are exact zeros.
             std::fill(s.begin(), s.end(), T(0));
-            if (svd.run(A.data(), n, k, n, s.data()) != 0) std::fill(s.begin(), s.end(), nan);
+            svd.run(A.data(), n, k, n, s.data(), p);
             const T tol = s[0] * rtol;
             std::int64_t r = 0;
             T logsum = 0;

@@ -116,20 +116,25 @@ struct SvdWorkspace {
     }
 
     // Values of the column-major (rows, cols) matrix A (destroyed), descending, into s
-    // (min(rows, cols) entries). Returns LAPACK's info; s is NaN-filled when it is non-zero
-    // or when A holds a NaN or an infinity (then -1). Callers that pad s with the exact
-    // zeros of dropped rows NaN-fill the padding too on failure: no value is known then.
-    int run(T* A, index_t rows, index_t cols, index_t lda, T* s) {
+    // (min(rows, cols) entries, the rest of the `filled` ones untouched: callers that dropped
+    // zero rows keep exact zeros there). Returns LAPACK's info, or -1 when A holds a NaN or an
+    // infinity; then all max(min(rows, cols), filled) entries of s are NaN: no value is known.
+    int run(T* A, index_t rows, index_t cols, index_t lda, T* s, index_t filled = 0) {
         const index_t p = std::min(rows, cols);
         if (p == 0) return 0;
-        if (p <= kSmallSvd && !small.empty()) return run_small(A, rows, cols, lda, s);
+        const int info = p <= kSmallSvd && !small.empty() ? run_small(A, rows, cols, lda, s)
+                                                          : run_gesdd(A, rows, cols, lda, s);
+        if (info != 0) std::fill(s, s + std::max(p, filled), std::numeric_limits<T>::quiet_NaN());
+        return info;
+    }
+
+   private:
+    int run_gesdd(T* A, index_t rows, index_t cols, index_t lda, T* s) {
+        const index_t p = std::min(rows, cols);
         // gesdd returns NaN for a NaN but may return finite values for an infinity.
         for (index_t j = 0; j < cols; ++j)
             for (index_t i = 0; i < rows; ++i)
-                if (!(std::fabs(A[i + j * lda]) <= std::numeric_limits<T>::max())) {
-                    std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
-                    return -1;
-                }
+                if (!(std::fabs(A[i + j * lda]) <= std::numeric_limits<T>::max())) return -1;
         const auto& L = lapack::get<T>();
         const int r = static_cast<int>(rows), c = static_cast<int>(cols);
         const int ld = static_cast<int>(std::max<index_t>(1, lda));
@@ -146,11 +151,9 @@ struct SvdWorkspace {
         }
         L.gesdd("N", &r, &c, A, &ld, s, &dummy, &one, &dummy, &one, work.data(), &lwork,
                 iwork.data(), &info);
-        if (info != 0) std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
         return info;
     }
 
-   private:
     int run_small(T* A, index_t rows, index_t cols, index_t lda, T* s) {
         const index_t p = std::min(rows, cols), q = std::max(rows, cols);
         if (small.size() < static_cast<size_t>(p * q + 7 * p + q + 1))
@@ -175,10 +178,7 @@ struct SvdWorkspace {
                 finite = finite && a <= std::numeric_limits<T>::max();  // false for NaN
                 amax = std::max(amax, a);
             }
-        if (!finite) {
-            std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
-            return -1;
-        }
+        if (!finite) return -1;
         if (amax == T(0)) {
             std::fill(s, s + p, T(0));
             return 0;
@@ -205,10 +205,7 @@ struct SvdWorkspace {
         T dummy = 0;
         L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
                 bwork, &info);
-        if (info != 0) {
-            std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
-            return info;
-        }
+        if (info != 0) return info;
         for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
         return 0;
     }
