@@ -140,12 +140,15 @@ def test_layer_ranks_match_jacobian_rank(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_conditional_sampler_ranks(backend: str) -> None:
     spec = Spec(widths=(5, 7, 4), activation="relu", samples=60, seed=4, sigma_b=0.2, chunk_size=60)
     d = mc.chunk_statistics(spec, 0, backend=backend)
-    # redraw the first layer exactly as the chunk does and check its rank and active counts
+    # redraw the first layer exactly as the chunk does (in the frame where x = |x| e_1)
+    # and check its rank and active counts
     rng = mc._chunk_rng(spec, 0)
-    X = mc._draw_inputs(spec, rng, 60)
+    X = np.zeros((60, 5))
+    X[:, 0] = mc._input_norms(spec, rng, 60)
     b = mc._draw_biases(spec, rng, 60, 7)
+    relu = jacgeom.activation("relu")
     W, z, dphi = mc._draw_layer_given_input(
-        rng, X, 7, mc._init_std(spec, 5, 7), b, jacgeom.activation("relu"), "numpy"
+        rng, X, 7, mc._init_std(spec, 5, 7), b, relu, "numpy", None, None, X == 0, rng
     )
     live = dphi != 0
     np.testing.assert_array_equal(live, z > 0)
@@ -170,8 +173,15 @@ def test_conditional_rows_have_the_gaussian_law() -> None:
     np.testing.assert_allclose(np.einsum("bij,bj->bi", W, h), z, atol=1e-12)
 
 
-def test_conditional_and_direct_samplers_agree_in_law(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = Spec(widths=(6, 8, 5, 4), samples=6000, chunk_size=2000, seed=3, sigma_b=0.3)
+@pytest.mark.parametrize("inputs", ["gaussian", "sphere", "manifold"])
+def test_conditional_and_direct_samplers_agree_in_law(
+    monkeypatch: pytest.MonkeyPatch, inputs: str
+) -> None:
+    # The conditional sampler draws the first layer in the frame where x = |x| e_1, the
+    # layers above it given their inputs: the same law as drawing every weight.
+    spec = Spec(
+        widths=(6, 8, 5, 4), samples=6000, chunk_size=2000, seed=3, sigma_b=0.3, inputs=inputs
+    )
     cond = run(spec, progress=False).data
     monkeypatch.setattr(mc, "_DEAD_HALF_LINE", frozenset())
     direct = run(spec, progress=False).data
@@ -543,27 +553,58 @@ def test_cli_kernel_layers(capsys: pytest.CaptureFixture[str]) -> None:
     assert out[0]["point"]["layer"] == "kernel" and out[0]["summary"]["samples"] == 300
 
 
-def test_live_row_placement_twins_agree() -> None:
+@pytest.mark.parametrize("fill_rest", [True, False])
+@pytest.mark.parametrize("seed", range(6))
+def test_live_row_placement_twins_agree(fill_rest: bool, seed: int) -> None:
     from jacgeom import _backends
 
     if _backends.numba_kernels is None:
         pytest.skip("numba is not importable here")
-    rng = np.random.default_rng(5)
-    h = rng.standard_normal((7, 5))
-    h[2] = 0.0  # a dead input: rows unconstrained
-    u = rng.standard_normal((7, 4))
+    rng = np.random.default_rng(seed)
+    N, m, n = 7, 4, 6
+    h = rng.standard_normal((N, n)) * (rng.random((N, n)) < 0.6)  # zeros: dead inputs
+    h[2] = 0.0  # every input dead: rows unconstrained
+    h[3, 0] = -2.0  # a negative pivot
+    cols = (rng.random((N, n)) < 0.5) | (h != 0)
+    u = rng.standard_normal((N, m))
     live = u > -0.3
-    G = rng.standard_normal((int(live.sum()), 5))
-    W_numpy, W_numba = np.full((7, 4, 5), np.nan), np.full((7, 4, 5), np.nan)  # dead rows zeroed
-    mc._place_live_rows(h, u, live, G, 0.7, W_numpy)
-    _backends.numba_kernels.place_live_rows(h, u, live, G, 0.7, W_numba)
+    rows, n_cols = live.sum(axis=1), cols.sum(axis=1)
+    G = rng.standard_normal(int(rows @ (n_cols - (h != 0).any(axis=1))))
+    B = rng.standard_normal(int(rows @ (n - n_cols)))
+    W_numpy, W_numba = np.full((N, m, n), np.nan), np.full((N, m, n), np.nan)
+    mc._place_live_rows(h, cols, u, live, G, B, fill_rest, 0.7, W_numpy)
+    _backends.numba_kernels.place_live_rows(h, cols, u, live, G, B, fill_rest, 0.7, W_numba)
     np.testing.assert_allclose(W_numba, W_numpy, rtol=1e-12, atol=1e-14)
     assert np.all(W_numba[~live] == 0)
+    if not fill_rest:
+        assert np.all(W_numba[:, :, :][np.broadcast_to(~cols[:, None, :], W_numba.shape)] == 0)
+    # the rows reproduce their pre-activations, and the rest columns are B's entries
     np.testing.assert_allclose(
         np.einsum("sij,sj->si", W_numba, h)[live],
         (0.7 * np.linalg.norm(h, axis=1)[:, None] * u)[live],
         atol=1e-12,
     )
+    if fill_rest:
+        rest = np.broadcast_to(~cols[:, None, :], W_numba.shape) & live[:, :, None]
+        np.testing.assert_allclose(W_numba[rest], 0.7 * B, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "widths, activation",
+    [((6, 8, 5, 7), "relu"), ((5, 6, 6, 4), ("tanh", "relu", "relu")), ((4, 4), "relu")],
+)
+def test_leaving_layer_ranks_out_changes_nothing_else(
+    widths: tuple[int, ...], activation: str | tuple[str, ...]
+) -> None:
+    spec = Spec(widths=widths, activation=activation, samples=600, chunk_size=250, seed=2)
+    full = run(spec, progress=False).data
+    lean = run(spec.replace(layer_ranks=False), progress=False).data
+    assert "layer_ranks" in full and "layer_ranks" not in lean
+    assert set(full) - set(lean) == {"layer_ranks"}
+    for key, value in lean.items():
+        np.testing.assert_array_equal(value, full[key], err_msg=key)
+    with pytest.raises(TypeError, match="layer_ranks must be a bool"):
+        Spec(widths=widths, layer_ranks="no")  # type: ignore[arg-type]
 
 
 def _jacobians_with_dead_rows(
@@ -639,3 +680,13 @@ def test_dead_rows_give_exact_zero_singular_values(backend: str) -> None:
     np.testing.assert_array_equal(d["rank"], ref["rank"])
     np.testing.assert_allclose(d["log_smax"], ref["log_smax"], rtol=1e-12)
     np.testing.assert_allclose(d["frobenius2"], ref["frobenius2"], rtol=1e-12)
+
+
+def test_cli_no_layer_ranks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["mc", "--widths", "5", "6", "5", "--samples", "300", "--quiet", "--json"]
+    assert main([*argv, "--no-layer-ranks", "--out", str(tmp_path)]) == 0
+    lean = json.loads(capsys.readouterr().out)[0]["summary"]
+    (sub,) = [p for p in tmp_path.glob("*") if p.is_dir()]
+    assert json.loads((sub / "spec.json").read_text())["layer_ranks"] is False
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)[0]["summary"] == lean

@@ -117,6 +117,7 @@ def _mc(args: argparse.Namespace) -> int:
             "gamma": args.gamma,
             "seed": args.seed,
             "chunk_size": args.chunk_size,
+            "layer_ranks": False if args.no_layer_ranks else None,
         }.items()
         if v is not None
     }
@@ -241,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--samples", type=int)
     mc.add_argument("--seed", type=int, default=0)
     mc.add_argument("--chunk-size", type=int)
+    mc.add_argument(
+        "--no-layer-ranks",
+        action="store_true",
+        help="leave out each layer's rank (deep relu runs draw half the normals)",
+    )
     mc.add_argument("--out", help="checkpoint directory (resumes when rerun)")
     mc.add_argument(
         "--resume", action="store_true", help="resume from --out (the default when --out exists)"

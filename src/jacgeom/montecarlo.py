@@ -57,7 +57,7 @@ RETRIES = 2
 _FORMAT = 1
 # Version of the way a chunk turns its seed into samples (generator, order of the draws,
 # block size). Checkpoint directories record it: chunks drawn another way are never mixed.
-_SAMPLER = 2
+_SAMPLER = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,12 @@ class Spec:
         Centers per kernel layer (default n_{l-1}, the layer's input width).
     gamma : float, optional
         Kernel scale (default 1 / n_{l-1}); polynomial kernels are (x . c + 1)^3.
+    layer_ranks : bool, default True
+        Record the rank of each layer's Jacobian (``layer_ranks`` of the data). False leaves
+        them out: in deep relu networks with fresh weights they are a fifth of the work, and
+        the weights they alone need (those of columns that meet a dead unit of the layer
+        below) are then not drawn at all. Every other statistic is the same either way:
+        those weights come from a stream of their own.
     samples : int, default 10000
     seed : int, default 0
     chunk_size : int, default 2000
@@ -122,6 +128,7 @@ class Spec:
     kernel: str = "rbf"
     centers: int | None = None
     gamma: float | None = None
+    layer_ranks: bool = True
     samples: int = 10000
     seed: int = 0
     chunk_size: int = 2000
@@ -175,6 +182,8 @@ class Spec:
             raise ValueError(f"unknown manifold {self.manifold!r}; valid choices: linear, curved")
         if self.inputs == "manifold" and not 1 <= self.manifold_dim <= w[0]:
             raise ValueError(f"manifold_dim must be in [1, {w[0]}], got {self.manifold_dim}")
+        if not isinstance(self.layer_ranks, bool | np.bool_):
+            raise TypeError(f"layer_ranks must be a bool, got {type(self.layer_ranks).__name__}")
         if self.samples < 1 or self.chunk_size < 1:
             raise ValueError("samples and chunk_size must be >= 1")
         if not (math.isfinite(self.sigma_b) and self.sigma_b >= 0):
@@ -226,13 +235,15 @@ class Spec:
 # ------------------------------------------------------------------------------ one chunk
 
 
-def _chunk_rng(spec: Spec, index: int) -> np.random.Generator:
+def _chunk_rng(spec: Spec, index: int, stream: int = 0) -> np.random.Generator:
+    """Generator of chunk ``index``: stream 0 draws everything but the weights that only
+    the layer ranks need, which stream 1 draws (so that leaving those ranks out changes
+    nothing else)."""
     # SFC64 rather than numpy's default PCG64: the normals are the largest single cost of a
     # chunk and SFC64 draws them about 20% faster here (7.6 vs 9.4 ns); it passes PractRand
     # and has no weak seeds when seeded through SeedSequence, which spawns the chunks.
-    return np.random.Generator(
-        np.random.SFC64(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
-    )
+    key = (index,) if stream == 0 else (index, stream)
+    return np.random.Generator(np.random.SFC64(np.random.SeedSequence(spec.seed, spawn_key=key)))
 
 
 def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[Any]:
@@ -252,6 +263,16 @@ def _draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[Any]:
     freq = mrng.standard_normal((k, n0))
     phase = mrng.uniform(0, 2 * np.pi, n0)
     return t @ basis.T + 0.5 * np.sin(t @ freq + phase)
+
+
+def _input_norms(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+    """|x| of n inputs, drawn from its own law where that is known: all a first layer of
+    fresh iid Gaussian weights needs of x (see _block_statistics)."""
+    if spec.inputs == "gaussian":
+        return np.sqrt(rng.chisquare(spec.resolved_widths()[0], n))
+    if spec.inputs == "sphere":
+        return np.ones(n)
+    return np.linalg.norm(_draw_inputs(spec, rng, n), axis=1)
 
 
 def _init_std(spec: Spec, fan_in: int, fan_out: int) -> float:
@@ -302,16 +323,19 @@ def _draw_layer_given_input(
     backend: str,
     scratch: _Scratch | None = None,
     key: Any = None,
+    cols: NDArray[np.bool_] | None = None,
+    rest: np.random.Generator | None = None,
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
-    """One fresh iid N(0, std^2) layer applied to h, drawing only the rows that matter.
+    """One fresh iid N(0, std^2) layer applied to h, drawing only the weights that matter.
 
     Given h (N, n), the pre-activations z_i = w_i . h + b_i of iid Gaussian rows are
     independent N(b_i, std^2 |h|^2): they are drawn directly, as std |h| u_i + b_i. Only the
     rows with phi'(z_i) != 0 enter the Jacobian D W, and they are drawn from their law given
-    z_i, which is exact: with h^ = h / |h|, w_i = std (u_i h^ + P g_i), P = I - h^ h^T the
-    projection away from h and g_i ~ N(0, I); then w_i . h = z_i - b_i and w_i ~ N(0, std^2 I).
-    For relu this draws about half the normals of the full layer. With ``scratch``, W and
-    the normals live in its buffers under ``key`` (valid until the next call with that key).
+    z_i, which is exact (see _place_live_rows); for relu that is about half the rows. Of
+    each row, the columns in ``cols`` come from rng (default: every column) and the others
+    from ``rest``, or are zero when ``rest`` is None: the caller never reads them. With
+    ``scratch``, W and the normals live in its buffers under ``key`` (valid until the next
+    call with that key).
 
     Returns
     -------
@@ -319,41 +343,91 @@ def _draw_layer_given_input(
     z : (N, fan_out)
     d : (N, fan_out), phi'(z)
     """
-    n = h.shape[0]
+    N, n = h.shape
+    nonzero = h != 0
+    # columns that meet h must come from rng: the conditioning acts on them
+    cols = np.ones_like(nonzero) if cols is None else cols | nonzero
     norm = np.sqrt(np.einsum("ij,ij->i", h, h))
-    u = rng.standard_normal((n, fan_out))
+    u = rng.standard_normal((N, fan_out))
     z = (std * norm)[:, None] * u + b
     d = _derivatives(z, act, backend)
     live = d != 0
-    G_shape = (int(np.count_nonzero(live)), h.shape[1])
-    W_shape = (n, fan_out, h.shape[1])
+    rows = np.count_nonzero(live, axis=1)
+    n_cols = np.count_nonzero(cols, axis=1)
+    # a row has |cols| - 1 free normals there (the pivot's is u), |cols| when h = 0
+    g_count = int(rows @ (n_cols - nonzero.any(axis=1)))
+    W_shape = (N, fan_out, n)
     if scratch is None:
-        G, W = rng.standard_normal(G_shape), np.empty(W_shape)
+        G, W = rng.standard_normal(g_count), np.empty(W_shape)
     else:
-        G = rng.standard_normal(out=scratch.take(("G", key), G_shape, math.prod(W_shape)))
+        G = rng.standard_normal(out=scratch.take(("G", key), (g_count,), math.prod(W_shape)))
         W = scratch.take(("W", key), W_shape)
+    B = np.empty(0)
+    if rest is not None:
+        b_count = int(rows @ (n - n_cols))
+        B = rest.standard_normal(
+            out=scratch.take(("B", key), (b_count,), math.prod(W_shape))
+            if scratch is not None
+            else np.empty(b_count)
+        )
     if _backends.numba_kernels is not None:
-        _backends.numba_kernels.place_live_rows(np.ascontiguousarray(h), u, live, G, std, W)
+        _backends.numba_kernels.place_live_rows(
+            np.ascontiguousarray(h), cols, u, live, G, B, rest is not None, std, W
+        )
     else:
-        _place_live_rows(h, u, live, G, std, W)
+        _place_live_rows(h, cols, u, live, G, B, rest is not None, std, W)
     return W, z, d
 
 
 def _place_live_rows(
     h: NDArray[Any],
+    cols: NDArray[np.bool_],
     u: NDArray[Any],
     live: NDArray[np.bool_],
     G: NDArray[Any],
+    B: NDArray[Any],
+    fill_rest: bool,
     std: float,
     W: NDArray[Any],
 ) -> None:
-    """numpy twin of jacgeom._numba.place_live_rows: W[live] = std (G - (G . h^ - u) h^),
-    W[~live] = 0."""
+    """W[s, i] for the live units (s, i) from their law given w . h[s] = std |h[s]| u[s, i];
+    zero rows for the dead units. numpy twin of jacgeom._numba.place_live_rows.
+
+    The law: with h^ = h / |h| and H the Householder reflection that maps e_j0 to -sign(h_j0)
+    h^ (j0 the first column where h is non-zero; H is the identity off the support of h),
+    w = std H y with y_j0 = -sign(h_j0) u and every other y_j iid N(0, 1) is N(0, std^2 I)
+    given w . h^ = std u. The y_j of the columns in ``cols`` (other than j0) are the next
+    entries of G, those of the other columns the next entries of B (zero when not
+    ``fill_rest``), row by row (rows in row-major order of (s, i)), columns ascending.
+
+    Parameters
+    ----------
+    h : (N, n) the layer's input; its non-zero columns must be in ``cols``
+    cols : (N, n) bool
+    u, live : (N, m)
+    G, B : 1-D, as many normals as the live rows take
+    W : (N, m, n), written
+    """
+    N, n = h.shape
     W[~live] = 0.0
-    norm = np.sqrt(np.einsum("ij,ij->i", h, h))
     owner = np.nonzero(live)[0]  # the sample of each live row, in row-major order
-    hhat = (h / np.where(norm > 0, norm, 1.0)[:, None])[owner]  # zero where h = 0
-    W[live] = std * (G - (np.einsum("ij,ij->i", G, hhat) - u[live])[:, None] * hhat)
+    nonzero = h != 0
+    has_pivot = nonzero.any(axis=1)
+    j0 = np.argmax(nonzero, axis=1)
+    pivot = np.zeros((N, n), dtype=bool)
+    pivot[has_pivot, j0[has_pivot]] = True
+    norm = np.sqrt(np.einsum("ij,ij->i", h, h))
+    hhat = h / np.where(norm > 0, norm, 1.0)[:, None]
+    sgn = np.where(hhat[np.arange(N), j0] > 0, 1.0, -1.0) * has_pivot
+    v = pivot + sgn[:, None] * hhat  # zero off the support of h
+    Y = np.zeros((owner.size, n))
+    Y[(cols & ~pivot)[owner]] = G
+    if fill_rest:
+        Y[~cols[owner]] = B
+    Y[pivot[owner]] = -(sgn[:, None] * u)[live][has_pivot[owner]]
+    V = v[owner]
+    coef = 2.0 * np.einsum("ij,ij->i", V, Y) / np.maximum(np.einsum("ij,ij->i", V, V), 1.0)
+    W[live] = std * (Y - coef[:, None] * V)
 
 
 class _Scratch:
@@ -421,10 +495,10 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> dict[str,
     n = min(spec.chunk_size, spec.samples - start)
     if n <= 0:
         raise ValueError(f"chunk {index} is outside the {spec.n_chunks} chunks of this spec")
-    rng = _chunk_rng(spec, index)
+    rngs = (_chunk_rng(spec, index), _chunk_rng(spec, index, 1))
     block, scratch = _block_size(spec), _Scratch()
     parts = [
-        _block_statistics(spec, rng, min(block, n - s), be, scratch) for s in range(0, n, block)
+        _block_statistics(spec, rngs, min(block, n - s), be, scratch) for s in range(0, n, block)
     ]
     if len(parts) == 1:
         return parts[0]
@@ -449,13 +523,18 @@ def _block_size(spec: Spec) -> int:
 
 
 def _block_statistics(
-    spec: Spec, rng: np.random.Generator, n: int, be: str, scratch: _Scratch
+    spec: Spec,
+    rngs: tuple[np.random.Generator, np.random.Generator],
+    n: int,
+    be: str,
+    scratch: _Scratch,
 ) -> dict[str, NDArray[Any]]:
-    """Statistics of the next n samples drawn from rng (one block of a chunk)."""
+    """Statistics of the next n samples drawn from the chunk's two streams (one block)."""
+    rng, rest_rng = rngs
     widths = spec.resolved_widths()
     L, n0, nL = len(widths) - 1, widths[0], widths[-1]
-    X = _draw_inputs(spec, rng, n)
     if spec.layer == "kernel":
+        X = _draw_inputs(spec, rng, n)
         return _spectral_statistics(*_kernel_chain(spec, rng, X, be), be)
     acts = [_lookup(a) for a in _activations(spec)]
     plain = not spec.residual and spec.norm is None
@@ -465,6 +544,15 @@ def _block_statistics(
         spec.fresh_weights and plain and spec.init != "orthogonal" and a in _DEAD_HALF_LINE
         for a in _activations(spec)
     ]
+    if conditional[0]:
+        # Every statistic is a function of the singular values of J and of the layers'
+        # active sets, unchanged when the input space is rotated (J -> J Q); and the law of
+        # iid Gaussian W_1 is too. So the first layer is drawn in the frame where x is
+        # |x| e_1: only |x| is drawn, and rows of W_1 need one normal fewer.
+        X = np.zeros((n, n0))
+        X[:, 0] = _input_norms(spec, rng, n)
+    else:
+        X = _draw_inputs(spec, rng, n)
     if spec.fresh_weights:
         Ws, bs = _draw_weights(spec, rng, n, skip=conditional)
     else:
@@ -474,8 +562,9 @@ def _block_statistics(
     # The kernels take one shared (m, n) W, or one per sample (n, m, n) without copies.
     kernel_Ws = [W if spec.fresh_weights else W[0] for W in Ws]
     active = np.empty((n, L), dtype=np.int64)
-    layer_ranks = np.empty((n, L), dtype=np.int64)
-    Ds, layer_jacobians = [], []
+    layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
+    Ds: list[NDArray[Any]] = []
+    layer_jacobians: list[NDArray[Any]] = []
     # One plain layer with n_1 <= n_0: its Jacobian is the end-to-end one, and both ranks use
     # the same tolerance (sigma_max * n_0 * eps), so it is computed once.
     end_to_end_is_layer = plain and L == 1 and nL <= n0
@@ -484,8 +573,15 @@ def _block_statistics(
         if conditional[l]:
             b = _draw_biases(spec, rng, n, widths[l + 1])
             std = _init_std(spec, widths[l], widths[l + 1])
+            rest: np.random.Generator | None = rng
+            if l == 0:  # the rotated frame: columns past the first come from rng too
+                cols = np.zeros(h.shape, dtype=bool)
+            else:
+                # Columns of units dead in the layer below meet zeros of D in J: only this
+                # layer's rank needs them, and they come from a stream of their own.
+                cols, rest = Ds[-1] != 0, rest_rng if spec.layer_ranks else None
             W, arg, d = _draw_layer_given_input(
-                rng, h, widths[l + 1], std, b, acts[l], be, scratch, l
+                rng, h, widths[l + 1], std, b, acts[l], be, scratch, l, cols, rest
             )
             Ws[l] = kernel_Ws[l] = W
         else:
@@ -502,8 +598,8 @@ def _block_statistics(
         h = h + a if spec.residual else a
         if plain:
             Ds.append(np.ascontiguousarray(d))
-            if end_to_end_is_layer:
-                pass  # filled from the end-to-end rank below
+            if layer_ranks is None or end_to_end_is_layer:
+                pass  # not recorded, or filled from the end-to-end rank below
             elif be == "cpp":
                 assert _backends.core is not None
                 with _backends.single_threaded_blas():
@@ -525,7 +621,8 @@ def _block_statistics(
             if spec.residual:
                 A = A + np.eye(m)
             layer_jacobians.append(A)
-            layer_ranks[:, l] = _count(_singular_values(A, be), A.shape[1:])
+            if layer_ranks is not None:
+                layer_ranks[:, l] = _count(_singular_values(A, be), A.shape[1:])
     if L == 1 and conditional[0] and _activations(spec)[0] == "relu":
         # The conditional sampler's W is D W already: relu' = 1 on live rows, dead rows zero.
         J = Ws[0]
@@ -545,7 +642,7 @@ def _block_statistics(
     # Plain layers: rank(J) <= min(n_0, fewest active units of any layer), exactly.
     bound = np.minimum(active.min(axis=1), n0) if plain and L else None
     out = _spectral_statistics(J, active, layer_ranks, be, bound)
-    if end_to_end_is_layer:
+    if layer_ranks is not None and end_to_end_is_layer:
         layer_ranks[:, 0] = out["rank"]
     return out
 
@@ -553,11 +650,12 @@ def _block_statistics(
 def _spectral_statistics(
     J: NDArray[Any],
     active: NDArray[np.int64],
-    layer_ranks: NDArray[np.int64],
+    layer_ranks: NDArray[np.int64] | None,
     be: str,
     rank_bound: NDArray[np.int64] | None = None,
 ) -> dict[str, NDArray[Any]]:
-    """The recorded statistics from the end-to-end Jacobians J (n, n_L, n_0).
+    """The recorded statistics from the end-to-end Jacobians J (n, n_L, n_0); layer_ranks
+    None leaves that key out.
 
     Rows of J that are exactly zero (dead units of the last layer) make as many singular
     values exactly zero; every backend reports them as zeros, not as an SVD's rounding.
@@ -586,7 +684,7 @@ def _spectral_statistics(
             log_volume = np.full(n, np.nan)
     with np.errstate(invalid="ignore"):
         log_cond = np.where(rank == p, log_smax - log_smin, np.inf)
-    return {
+    out = {
         "active_counts": active,
         "layer_ranks": layer_ranks,
         "rank": rank,
@@ -596,13 +694,17 @@ def _spectral_statistics(
         "frobenius2": frobenius2,
         "log_volume": log_volume,
     }
+    if layer_ranks is None:
+        del out["layer_ranks"]
+    return out
 
 
 def _kernel_chain(
     spec: Spec, rng: np.random.Generator, X: NDArray[Any], be: str
-) -> tuple[NDArray[Any], NDArray[np.int64], NDArray[np.int64]]:
-    """End-to-end Jacobians (n, n_L, n_0), active counts and layer ranks (n, L) of a chain
-    of kernel layers h -> [h +] A k(h), fresh for every sample or shared (from the seed)."""
+) -> tuple[NDArray[Any], NDArray[np.int64], NDArray[np.int64] | None]:
+    """End-to-end Jacobians (n, n_L, n_0), active counts and layer ranks (n, L; None unless
+    spec.layer_ranks) of a chain of kernel layers h -> [h +] A k(h), fresh for every sample
+    or shared (from the seed)."""
     widths = spec.resolved_widths()
     n, L = X.shape[0], len(widths) - 1
     if spec.fresh_weights:
@@ -613,7 +715,7 @@ def _kernel_chain(
             1,
         )
     active = np.tile(np.asarray(widths[1:], dtype=np.int64), (n, 1))
-    layer_ranks = np.empty((n, L), dtype=np.int64)
+    layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
     h, J = X, None
     for l, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         p = spec.centers or fan_in
@@ -627,7 +729,8 @@ def _kernel_chain(
         if spec.residual:
             out = out + h
             Jl = Jl + np.eye(fan_in)
-        layer_ranks[:, l] = _count(_singular_values(Jl, be), (fan_out, fan_in))
+        if layer_ranks is not None:
+            layer_ranks[:, l] = _count(_singular_values(Jl, be), (fan_out, fan_in))
         J = Jl if J is None else np.matmul(Jl, J)
         h = out
     assert J is not None
