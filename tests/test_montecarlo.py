@@ -22,7 +22,7 @@ import jacgeom
 from jacgeom import montecarlo as mc
 from jacgeom import theory
 from jacgeom.cli import main
-from jacgeom.montecarlo import Result, Spec, run
+from jacgeom.montecarlo import Result, Spec, run, sweep_table
 
 LEVEL = 1 - 1e-4  # fixed seeds; intervals from the sample count, not hand-picked tolerances
 
@@ -690,3 +690,49 @@ def test_cli_no_layer_ranks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert json.loads((sub / "spec.json").read_text())["layer_ranks"] is False
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)[0]["summary"] == lean
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+@pytest.mark.parametrize(
+    "widths, activation",
+    [((16, 16), "relu"), ((6, 8, 5, 7), "relu"), ((5, 6, 6, 4), ("tanh", "relu", "gelu"))],
+)
+def test_ranks_only_gives_the_same_ranks(
+    backend: str, widths: tuple[int, ...], activation: str | tuple[str, ...]
+) -> None:
+    spec = Spec(widths=widths, activation=activation, samples=500, chunk_size=500, seed=5)
+    full = mc.chunk_statistics(spec, 0, backend=backend)
+    lean = mc.chunk_statistics(spec.replace(spectra=False), 0, backend=backend)
+    assert set(full) - set(lean) == set(mc._SPECTRA)
+    for key, value in lean.items():
+        np.testing.assert_array_equal(value, full[key], err_msg=key)
+
+
+def test_ranks_only_summary_table_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    res = run(Spec(widths=(6, 6), samples=400, spectra=False), progress=False)
+    s = res.summary()
+    assert "log_cond" not in s and s["p_rank_deficient"]["count"] >= 0
+    assert "not recorded" in sweep_table([({"width": 6}, res)])
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "mc.png"
+    argv = ["mc", "--width", "6", "--depth", "2", "--samples", "300", "--quiet"]
+    assert main([*argv, "--no-spectra", "--plot", str(png)]) == 0
+    assert png.stat().st_size > 0 and "not recorded" in capsys.readouterr().out
+
+
+def test_spectral_summary_rank_only_agrees() -> None:
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the C++ backend is not built here")
+    rng = np.random.default_rng(8)
+    for dtype in (np.float64, np.float32):
+        J = rng.standard_normal((300, 9, 7)).astype(dtype)
+        J[rng.random((300, 9)) < 0.5] = 0.0  # dead rows
+        J[:50, :, 3] = J[:50, :, 2]  # rank below the live rows: the SVD decides
+        full = _backends.core.spectral_summary(J)
+        rank, *rest = _backends.core.spectral_summary(J, None, False)
+        np.testing.assert_array_equal(rank, full[0])
+        assert all(np.all(np.isnan(r)) for r in rest)

@@ -118,6 +118,7 @@ def _mc(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "chunk_size": args.chunk_size,
             "layer_ranks": False if args.no_layer_ranks else None,
+            "spectra": False if args.no_spectra else None,
         }.items()
         if v is not None
     }
@@ -246,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-layer-ranks",
         action="store_true",
         help="leave out each layer's rank (deep relu runs draw half the normals)",
+    )
+    mc.add_argument(
+        "--no-spectra",
+        action="store_true",
+        help="ranks and active counts only: no singular-value statistics",
     )
     mc.add_argument("--out", help="checkpoint directory (resumes when rerun)")
     mc.add_argument(

@@ -55,6 +55,8 @@ _LAYERS = ("activation", "kernel")
 _KERNELS = ("rbf", "laplacian", "polynomial")
 RETRIES = 2
 _FORMAT = 1
+# The statistics that Spec.spectra=False leaves out.
+_SPECTRA = ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume")
 # Version of the way a chunk turns its seed into samples (generator, order of the draws,
 # block size). Checkpoint directories record it: chunks drawn another way are never mixed.
 _SAMPLER = 3
@@ -106,6 +108,11 @@ class Spec:
         the weights they alone need (those of columns that meet a dead unit of the layer
         below) are then not drawn at all. Every other statistic is the same either way:
         those weights come from a stream of their own.
+    spectra : bool, default True
+        Record the singular-value statistics of the end-to-end Jacobian (log_smax, log_smin,
+        log_cond, frobenius2, log_volume). False records the ranks and active counts only,
+        the job of a rank-collapse study (in a one-layer relu run, about a third of the time
+        goes to the largest singular value); the ranks are the same either way.
     samples : int, default 10000
     seed : int, default 0
     chunk_size : int, default 2000
@@ -129,6 +136,7 @@ class Spec:
     centers: int | None = None
     gamma: float | None = None
     layer_ranks: bool = True
+    spectra: bool = True
     samples: int = 10000
     seed: int = 0
     chunk_size: int = 2000
@@ -182,8 +190,9 @@ class Spec:
             raise ValueError(f"unknown manifold {self.manifold!r}; valid choices: linear, curved")
         if self.inputs == "manifold" and not 1 <= self.manifold_dim <= w[0]:
             raise ValueError(f"manifold_dim must be in [1, {w[0]}], got {self.manifold_dim}")
-        if not isinstance(self.layer_ranks, bool | np.bool_):
-            raise TypeError(f"layer_ranks must be a bool, got {type(self.layer_ranks).__name__}")
+        for name in ("layer_ranks", "spectra"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if self.samples < 1 or self.chunk_size < 1:
             raise ValueError("samples and chunk_size must be >= 1")
         if not (math.isfinite(self.sigma_b) and self.sigma_b >= 0):
@@ -535,7 +544,7 @@ def _block_statistics(
     L, n0, nL = len(widths) - 1, widths[0], widths[-1]
     if spec.layer == "kernel":
         X = _draw_inputs(spec, rng, n)
-        return _spectral_statistics(*_kernel_chain(spec, rng, X, be), be)
+        return _spectral_statistics(*_kernel_chain(spec, rng, X, be), be, None, spec.spectra)
     acts = [_lookup(a) for a in _activations(spec)]
     plain = not spec.residual and spec.norm is None
     # Plain layers of iid Gaussian weights with a dead half-line are drawn layer by layer,
@@ -594,8 +603,9 @@ def _block_statistics(
                 arg = (z - mu) / sigma[:, None]
             d = _derivatives(np.ascontiguousarray(arg), acts[l], be)
         active[:, l] = np.count_nonzero(d, axis=1)
-        a = acts[l].phi(arg)
-        h = h + a if spec.residual else a
+        if l + 1 < L:  # the last layer's output is not needed
+            a = acts[l].phi(arg)
+            h = h + a if spec.residual else a
         if plain:
             Ds.append(np.ascontiguousarray(d))
             if layer_ranks is None or end_to_end_is_layer:
@@ -641,7 +651,7 @@ def _block_statistics(
             J = A @ J
     # Plain layers: rank(J) <= min(n_0, fewest active units of any layer), exactly.
     bound = np.minimum(active.min(axis=1), n0) if plain and L else None
-    out = _spectral_statistics(J, active, layer_ranks, be, bound)
+    out = _spectral_statistics(J, active, layer_ranks, be, bound, spec.spectra)
     if layer_ranks is not None and end_to_end_is_layer:
         layer_ranks[:, 0] = out["rank"]
     return out
@@ -653,9 +663,10 @@ def _spectral_statistics(
     layer_ranks: NDArray[np.int64] | None,
     be: str,
     rank_bound: NDArray[np.int64] | None = None,
+    spectra: bool = True,
 ) -> dict[str, NDArray[Any]]:
     """The recorded statistics from the end-to-end Jacobians J (n, n_L, n_0); layer_ranks
-    None leaves that key out.
+    None leaves that key out, spectra False the singular-value statistics.
 
     Rows of J that are exactly zero (dead units of the last layer) make as many singular
     values exactly zero; every backend reports them as zeros, not as an SVD's rounding.
@@ -666,7 +677,7 @@ def _spectral_statistics(
         assert _backends.core is not None
         with _backends.single_threaded_blas():
             rank, log_smax, log_smin, frobenius2, log_volume = _backends.core.spectral_summary(
-                np.ascontiguousarray(J), rank_bound
+                np.ascontiguousarray(J), rank_bound, spectra
             )
     else:
         s = _singular_values(J, be)
@@ -696,6 +707,9 @@ def _spectral_statistics(
     }
     if layer_ranks is None:
         del out["layer_ranks"]
+    if not spectra:
+        for key in _SPECTRA:
+            del out[key]
     return out
 
 
@@ -829,8 +843,9 @@ class Result:
         frac = self.data["active_counts"] / np.array(w[1:])
         out["active_fraction"] = _stats(frac.mean(axis=1))
         out["rank_fraction"] = _stats(self.data["rank"] / p)
-        for key in ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume"):
-            out[key] = _stats(self.data[key])
+        for key in _SPECTRA:
+            if key in self.data:
+                out[key] = _stats(self.data[key])
         out["theory"] = self.theory()
         return out
 
@@ -1125,14 +1140,17 @@ def sweep_table(results: Sequence[tuple[dict[str, Any], Result]]) -> str:
         th = s["theory"].get("p_rank_deficient")
         rf = s["rank_fraction"]
         half = 1.96 * rf["std"] / math.sqrt(res.samples) if res.samples > 1 else float("nan")
-        lc = s["log_cond"]
+        lc = s.get("log_cond")
         l10 = 1 / math.log(10)
         cells = [_label(point[k]) for k in names] + [
             str(res.samples),
             f"{pr['p']:.4f} [{pr['lo']:.4f}, {pr['hi']:.4f}]",
             "" if th is None else f"{th:.4f}",
             f"{rf['mean']:.3f} [{rf['mean'] - half:.3f}, {rf['mean'] + half:.3f}]",
-            f"{lc['median'] * l10:.2f} [{lc['median_lo'] * l10:.2f}, {lc['median_hi'] * l10:.2f}]",
+            "not recorded"
+            if lc is None
+            else f"{lc['median'] * l10:.2f} [{lc['median_lo'] * l10:.2f}, "
+            f"{lc['median_hi'] * l10:.2f}]",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

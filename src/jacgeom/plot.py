@@ -76,9 +76,10 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
             line = axes[1].plot(d, mean, marker="o", label=act)[0]
             axes[1].fill_between(d, lo, hi, alpha=0.15, color=line.get_color())
             data["depth"][act] = (d, mean)
-            spread = np.array([np.median(r.data["log_cond"]) for _, r in deep])
-            axes[2].plot(d, spread / np.log(10), marker="o", label=act)
-            data["spread"][act] = (d, spread)
+            if all("log_cond" in r.data for _, r in deep):  # not with spectra=False
+                spread = np.array([np.median(r.data["log_cond"]) for _, r in deep])
+                axes[2].plot(d, spread / np.log(10), marker="o", label=act)
+                data["spread"][act] = (d, spread)
     if data["width"]:
         n = np.arange(1, max(max(w) for w, _ in data["width"].values()) + 1)
         axes[0].plot(

@@ -154,6 +154,9 @@ struct SpectralArgs {
     // plain layers, the fewest active units of any layer). Below the live row count, the
     // certificate cannot succeed and is skipped.
     const std::int64_t* rank_bound = nullptr;
+    // false: the rank only (the other outputs are NaN): a certified rank needs no
+    // eigenvalue, and the SVD is left to the samples that the certificate does not settle.
+    bool spectra = true;
 };
 
 template <class T>
@@ -181,11 +184,11 @@ void spectral_summary(const SpectralArgs<T>& a) {
                 std::copy(row, row + n, A.data() + k * n);  // row-major (k, n) = col-major (n, k)
                 ++k;
             }
-            a.frobenius2[b] = detail::dot4<T>(A.data(), A.data(), k * n);
-            a.log_volume[b] = m >= n ? ninf : nan;
+            a.frobenius2[b] = a.spectra ? detail::dot4<T>(A.data(), A.data(), k * n) : nan;
+            a.log_volume[b] = m >= n && a.spectra ? ninf : nan;
             if (p == 0 || k == 0) {
                 a.rank[b] = 0;
-                a.log_smax[b] = a.log_smin[b] = ninf;
+                a.log_smax[b] = a.log_smin[b] = a.spectra ? ninf : nan;
                 continue;
             }
             if (k < p && k <= kSmallCholesky && !(a.rank_bound && a.rank_bound[b] < k)) {
@@ -210,6 +213,11 @@ void spectral_summary(const SpectralArgs<T>& a) {
                     return t;
                 }();
                 if (certify_full_rank(G.data(), k, k, n, m, RankTolerance{}, eps_t)) {
+                    if (!a.spectra) {
+                        a.rank[b] = k;
+                        a.log_smax[b] = a.log_smin[b] = nan;
+                        continue;
+                    }
                     double lmax;
                     if (k == 1) {
                         lmax = trace;
@@ -251,6 +259,10 @@ void spectral_summary(const SpectralArgs<T>& a) {
                 logsum += std::log(s[static_cast<size_t>(i)]);
             }
             a.rank[b] = r;
+            if (!a.spectra) {
+                a.log_smax[b] = a.log_smin[b] = nan;
+                continue;
+            }
             a.log_smax[b] = std::log(s[0]);
             a.log_smin[b] = std::log(s[static_cast<size_t>(p - 1)]);
             if (m >= n) a.log_volume[b] = r == n ? logsum : ninf;
