@@ -34,6 +34,10 @@ class Floor:
     copy_bytes: int
     gemm_size: int
     measurements: int = 1
+    # bytes per second written into a freshly allocated array (np.empty, then fill): what a
+    # kernel that returns a new result can reach at best, since the system zeroes each new
+    # page first; quoted beside the floor, not used as one.
+    fresh_write_bandwidth: float = 0.0
 
     def best(self, other: Floor) -> Floor:
         """The higher rates of two measurements (start and end of a run): a floor is the
@@ -44,6 +48,7 @@ class Floor:
             self.copy_bytes,
             self.gemm_size,
             self.measurements + other.measurements,
+            max(self.fresh_write_bandwidth, other.fresh_write_bandwidth),
         )
 
     def seconds(self, amount: float, unit: str, dtype: str) -> float | None:
@@ -60,7 +65,9 @@ class Floor:
         )
         return (
             f"copy bandwidth {self.copy_bandwidth / 1e9:.2f} GB/s (np.copyto of "
-            f"{self.copy_bytes / 2**30:.0f} GiB float64, read + written); {rates} "
+            f"{self.copy_bytes / 2**30:.0f} GiB float64, read + written); a fresh array "
+            f"written once (np.empty, then fill): {self.fresh_write_bandwidth / 1e9:.2f} GB/s; "
+            f"{rates} "
             f"(numpy matmul {self.gemm_size} x {self.gemm_size}); medians of 5 calls, the "
             f"best of {self.measurements} such measurements (start and end of the run)"
         )
@@ -82,9 +89,18 @@ def _copy_seconds(nbytes: int, repeats: int) -> float:
     return _median_time(lambda: np.copyto(dst, src), repeats)
 
 
+def _fresh_fill_seconds(nbytes: int, repeats: int) -> float:
+    def fill() -> None:
+        a = np.empty(nbytes // 8)
+        a.fill(1.0)
+
+    return _median_time(fill, repeats)
+
+
 def measure_floor(copy_bytes: int = 2**30, gemm_size: int = 2048, repeats: int = 5) -> Floor:
     """Copy bandwidth and gemm rates, medians over ``repeats`` after one untimed call."""
     t_copy = _copy_seconds(copy_bytes, repeats)
+    t_fresh = _fresh_fill_seconds(copy_bytes, repeats)
     rng = np.random.default_rng(0)
     rates = {}
     for dtype in ("float64", "float32"):
@@ -93,7 +109,7 @@ def measure_floor(copy_bytes: int = 2**30, gemm_size: int = 2048, repeats: int =
         C = np.empty_like(A)
         t = _median_time(lambda A=A, B=B, C=C: np.matmul(A, B, out=C), repeats)
         rates[dtype] = 2.0 * gemm_size**3 / t
-    return Floor(2.0 * copy_bytes / t_copy, rates, copy_bytes, gemm_size)
+    return Floor(2.0 * copy_bytes / t_copy, rates, copy_bytes, gemm_size, 1, copy_bytes / t_fresh)
 
 
 # ---------------------------------------------------------------------------------------
@@ -417,6 +433,18 @@ def markdown_tables(results: Sequence[Measurement], floor: Floor) -> str:
                     f"{_ratio(base.get(VECTORISED), r.median)} | {_seconds(floor_s)} | "
                     f"{_percent(floor_s, r.median)} | {_load(r.others_load)} |"
                 )
+        for kernel in _unique(r.kernel for r in rows):
+            work = kernel.work(w)
+            floor_s = floor.seconds(work.amount, work.unit, w.dtype)
+            if work.unit == "bytes" and floor.fresh_write_bandwidth > 0 and floor_s:
+                fresh = work.amount / floor.fresh_write_bandwidth
+                out += [
+                    "",
+                    f"{kernel.name}: writing a freshly allocated result of this size takes "
+                    f"{_seconds(fresh)} s here in one thread (np.empty, then fill), "
+                    f"{fresh / floor_s:.2f}× the floor: the system zeroes every new page "
+                    "before it is written, for every row without out= as well.",
+                ]
         out.append("")
     out.append(f"Floor measured in the same run: {floor.describe()}.")
     out.append("")

@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             sections += [f"#### {FAMILIES['montecarlo']}", "", throughput.markdown(mc_rows)]
         record["floor"] = {
             "copy_bandwidth_bytes_per_s": floor.copy_bandwidth,
+            "fresh_write_bandwidth_bytes_per_s": floor.fresh_write_bandwidth,
             "gemm_flops_per_s": floor.gemm_rate,
             "copy_bytes": floor.copy_bytes,
             "gemm_size": floor.gemm_size,
