@@ -143,20 +143,18 @@ def test_conditional_sampler_ranks(backend: str) -> None:
     # redraw the first layer exactly as the chunk does (in the frame where x = |x| e_1)
     # and check its rank and active counts
     rng = mc._chunk_rng(spec, 0)
-    X = np.zeros((60, 5))
-    X[:, 0] = mc._input_norms(spec, rng, 60)
+    norms = mc._input_norms(spec, rng, 60)
     b = mc._draw_biases(spec, rng, 60, 7)
-    relu = jacgeom.activation("relu")
-    W, z, dphi = mc._draw_layer_given_input(
-        rng, X, 7, mc._init_std(spec, 5, 7), b, relu, "numpy", None, None, X == 0, rng
-    )
+    std = mc._init_std(spec, 5, 7)
+    P, z, dphi = mc._draw_first_layer(rng, norms, 5, 7, std, b, jacgeom.activation("relu"), "numpy")
     live = dphi != 0
     np.testing.assert_array_equal(live, z > 0)
     np.testing.assert_array_equal(d["active_counts"][:, 0], live.sum(axis=1))
-    want = [np.linalg.matrix_rank(W[i][live[i]]) if live[i].any() else 0 for i in range(60)]
+    owner = np.nonzero(live)[0]
+    want = [np.linalg.matrix_rank(std * P[owner == i]) if live[i].any() else 0 for i in range(60)]
     np.testing.assert_array_equal(d["layer_ranks"][:, 0], want)
-    # the drawn rows reproduce their pre-activations
-    np.testing.assert_allclose(np.einsum("bij,bj->bi", W, X)[live], (z - b)[live], atol=1e-12)
+    # the rows reproduce their pre-activations: w . (|x| e_1) = z - b
+    np.testing.assert_allclose(std * P[:, 0] * norms[owner], (z - b)[live], atol=1e-12)
 
 
 def test_conditional_rows_have_the_gaussian_law() -> None:
@@ -736,3 +734,55 @@ def test_spectral_summary_rank_only_agrees() -> None:
         rank, *rest = _backends.core.spectral_summary(J, None, False)
         np.testing.assert_array_equal(rank, full[0])
         assert all(np.all(np.isnan(r)) for r in rest)
+
+
+@pytest.mark.parametrize(
+    "widths", [(16, 16), (9, 6), (6, 9), (6, 8, 5)], ids=["16x16", "narrow", "wide", "deep"]
+)
+def test_backends_draw_the_same_samples(widths: tuple[int, ...]) -> None:
+    # One relu layer on the cpp backend hands its live rows to the spectral summary packed;
+    # the other backends place them into a (n, n_1, n_0) stack. Same draws, same statistics.
+    spec = Spec(widths=widths, samples=400, chunk_size=400, seed=11, sigma_b=0.1)
+    ref = mc.chunk_statistics(spec, 0, backend="numpy")
+    for backend in ("cpp", "numba"):
+        got = mc.chunk_statistics(spec, 0, backend=backend)
+        assert set(got) == set(ref)
+        for key in ("active_counts", "layer_ranks", "rank"):
+            np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{backend} {key}")
+        # sigma_min of a rank-deficient J with live rows is rounding: compared where defined
+        full = ref["rank"] == min(widths[0], widths[-1])
+        for key in ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume"):
+            a, b = got[key], ref[key]
+            if key in ("log_smin", "log_cond"):
+                a, b = a[full], b[full]
+            np.testing.assert_allclose(a, b, rtol=1e-9, err_msg=f"{backend} {key}")
+
+
+def test_spectral_summary_of_packed_rows() -> None:
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the C++ backend is not built here")
+    core = _backends.core
+    rng = np.random.default_rng(12)
+    for dtype in (np.float64, np.float32):
+        for m, n in ((16, 16), (5, 9), (9, 5), (70, 80)):
+            J = rng.standard_normal((60, m, n)).astype(dtype)
+            live = rng.random((60, m)) < 0.5
+            live[0] = False  # a sample without live rows
+            J[~live] = 0.0
+            counts = live.sum(axis=1).astype(np.int64)
+            rows = np.ascontiguousarray(J[live] / dtype(0.5))
+            for spectra in (True, False):
+                want = core.spectral_summary(J, None, spectra)
+                got = core.spectral_summary_rows(rows, counts, m, 0.5, None, spectra)
+                np.testing.assert_array_equal(got[0], want[0])
+                rtol = 1e-5 if dtype == np.float32 else 1e-12
+                for a, b in zip(got[1:], want[1:], strict=True):
+                    np.testing.assert_allclose(a, b, rtol=rtol)
+            assert np.all(rows == J[live] / dtype(0.5))  # the input is not modified
+    rows, counts = np.ones((3, 4)), np.array([2, 1], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"in \[0, m\]"):
+        core.spectral_summary_rows(rows, counts, 1)
+    with pytest.raises(ValueError, match="add up"):
+        core.spectral_summary_rows(rows, np.array([1, 1], dtype=np.int64), 4)

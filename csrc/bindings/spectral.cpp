@@ -29,6 +29,38 @@ py::tuple spectral_summary(const carray<T>& J,
     return py::make_tuple(rank, log_smax, log_smin, frobenius2, log_volume);
 }
 
+template <class T>
+py::tuple spectral_summary_rows(const carray<T>& rows, const carray<std::int64_t>& counts,
+                                index_t m, double scale,
+                                const std::optional<carray<std::int64_t>>& rank_bound,
+                                bool spectra) {
+    if (rows.ndim() != 2) throw py::value_error("expected rows (K, n)");
+    if (counts.ndim() != 1) throw py::value_error("expected counts (B,)");
+    const index_t B = counts.shape(0), n = rows.shape(1);
+    if (m < 0) throw py::value_error("m must be >= 0");
+    std::int64_t total = 0;
+    for (index_t b = 0; b < B; ++b) {
+        const std::int64_t c = counts.data()[b];
+        if (c < 0 || c > m) throw py::value_error("every count must be in [0, m]");
+        total += c;
+    }
+    if (total != rows.shape(0)) throw py::value_error("counts must add up to the rows given");
+    if (rank_bound && (rank_bound->ndim() != 1 || rank_bound->shape(0) != B))
+        throw py::value_error("rank_bound must be (B,)");
+    carray<std::int64_t> rank({B});
+    carray<T> log_smax({B}), log_smin({B}), frobenius2({B}), log_volume({B});
+    jacgeom::SpectralArgs<T> args{nullptr, B, m, n, rank.mutable_data(),
+                                  log_smax.mutable_data(), log_smin.mutable_data(),
+                                  frobenius2.mutable_data(), log_volume.mutable_data(),
+                                  rank_bound ? rank_bound->data() : nullptr, spectra,
+                                  rows.data(), counts.data(), static_cast<T>(scale)};
+    {
+        py::gil_scoped_release release;
+        jacgeom::spectral_summary<T>(args);
+    }
+    return py::make_tuple(rank, log_smax, log_smin, frobenius2, log_volume);
+}
+
 }  // namespace
 
 void register_spectral(py::module_& m) {
@@ -40,4 +72,13 @@ void register_spectral(py::module_& m) {
           py::arg("rank_bound") = py::none(), py::arg("spectra") = true, doc);
     m.def("spectral_summary", &spectral_summary<float>, py::arg("J"),
           py::arg("rank_bound") = py::none(), py::arg("spectra") = true, doc);
+    const char* rows_doc =
+        "spectral_summary of the (B, m, n) stack whose sample b has the next counts[b] rows "
+        "of rows (K, n), times scale, and zero rows for the rest.";
+    m.def("spectral_summary_rows", &spectral_summary_rows<double>, py::arg("rows"),
+          py::arg("counts"), py::arg("m"), py::arg("scale") = 1.0,
+          py::arg("rank_bound") = py::none(), py::arg("spectra") = true, rows_doc);
+    m.def("spectral_summary_rows", &spectral_summary_rows<float>, py::arg("rows"),
+          py::arg("counts"), py::arg("m"), py::arg("scale") = 1.0,
+          py::arg("rank_bound") = py::none(), py::arg("spectra") = true, rows_doc);
 }

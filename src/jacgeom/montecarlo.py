@@ -322,6 +322,44 @@ def _draw_weights(
 _DEAD_HALF_LINE = frozenset({"relu"})
 
 
+def _draw_first_layer(
+    rng: np.random.Generator,
+    norms: NDArray[np.float64],
+    fan_in: int,
+    fan_out: int,
+    std: float,
+    b: NDArray[np.float64],
+    act: Activation,
+    backend: str,
+    scratch: _Scratch | None = None,
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """A first layer of fresh iid N(0, std^2) weights, in the frame where x = |x| e_1.
+
+    Every recorded statistic is a function of the layers' active sets and of the singular
+    values of J, unchanged when the input space is rotated (J -> J Q), and so is the law of
+    iid Gaussian W_1. In the frame where x = |x| e_1 (norms: |x| per sample, as
+    _input_norms draws it), a row is std (u_i, g_i) with u_i and g_i (n_0 - 1) iid N(0, 1),
+    and z_i = std |x| u_i + b_i: the live rows are drawn, the dead ones never are. With
+    ``scratch``, P lives in its buffer (valid until the next call).
+
+    Returns
+    -------
+    P : (k, fan_in), the live rows of D W_1 / std in row-major order of (sample, unit)
+    z, d : (N, fan_out), pre-activations and phi'(z)
+    """
+    u = rng.standard_normal((norms.shape[0], fan_out))
+    z = (std * norms)[:, None] * u + b
+    d = _derivatives(z, act, backend)
+    live = d != 0
+    shape = (int(np.count_nonzero(live)), fan_in)
+    if scratch is None:
+        P = rng.standard_normal(shape)
+    else:
+        P = rng.standard_normal(out=scratch.take("P", shape, live.size * fan_in))
+    P[:, 0] = u[live]  # the draw's first column is not used: one normal per row
+    return P, z, d
+
+
 def _draw_layer_given_input(
     rng: np.random.Generator,
     h: NDArray[np.float64],
@@ -553,15 +591,8 @@ def _block_statistics(
         spec.fresh_weights and plain and spec.init != "orthogonal" and a in _DEAD_HALF_LINE
         for a in _activations(spec)
     ]
-    if conditional[0]:
-        # Every statistic is a function of the singular values of J and of the layers'
-        # active sets, unchanged when the input space is rotated (J -> J Q); and the law of
-        # iid Gaussian W_1 is too. So the first layer is drawn in the frame where x is
-        # |x| e_1: only |x| is drawn, and rows of W_1 need one normal fewer.
-        X = np.zeros((n, n0))
-        X[:, 0] = _input_norms(spec, rng, n)
-    else:
-        X = _draw_inputs(spec, rng, n)
+    # A conditional first layer needs |x| only (_draw_first_layer).
+    X = _input_norms(spec, rng, n) if conditional[0] else _draw_inputs(spec, rng, n)
     if spec.fresh_weights:
         Ws, bs = _draw_weights(spec, rng, n, skip=conditional)
     else:
@@ -577,21 +608,30 @@ def _block_statistics(
     # One plain layer with n_1 <= n_0: its Jacobian is the end-to-end one, and both ranks use
     # the same tolerance (sigma_max * n_0 * eps), so it is computed once.
     end_to_end_is_layer = plain and L == 1 and nL <= n0
+    # One conditional layer on the cpp backend: its live rows go to the spectral summary as
+    # they are drawn, packed, never placed into a (n, n_1, n_0) array.
+    packed = None
     h = X
     for l in range(L):
         if conditional[l]:
             b = _draw_biases(spec, rng, n, widths[l + 1])
             std = _init_std(spec, widths[l], widths[l + 1])
-            rest: np.random.Generator | None = rng
-            if l == 0:  # the rotated frame: columns past the first come from rng too
-                cols = np.zeros(h.shape, dtype=bool)
+            if l == 0:
+                P, arg, d = _draw_first_layer(rng, h, n0, widths[1], std, b, acts[0], be, scratch)
+                if end_to_end_is_layer and be == "cpp":
+                    packed = (P, np.count_nonzero(d, axis=1), std)
+                    W = None
+                else:
+                    W = scratch.take(("W", 0), (n, widths[1], n0))
+                    W.fill(0.0)
+                    W[d != 0] = std * P
             else:
                 # Columns of units dead in the layer below meet zeros of D in J: only this
                 # layer's rank needs them, and they come from a stream of their own.
-                cols, rest = Ds[-1] != 0, rest_rng if spec.layer_ranks else None
-            W, arg, d = _draw_layer_given_input(
-                rng, h, widths[l + 1], std, b, acts[l], be, scratch, l, cols, rest
-            )
+                rest = rest_rng if spec.layer_ranks else None
+                W, arg, d = _draw_layer_given_input(
+                    rng, h, widths[l + 1], std, b, acts[l], be, scratch, l, Ds[-1] != 0, rest
+                )
             Ws[l] = kernel_Ws[l] = W
         else:
             W = Ws[l]
@@ -620,6 +660,7 @@ def _block_statistics(
                 A = d[:, :, None] * W
                 layer_ranks[:, l] = _rank_of_rows(A, d, be)
         else:
+            assert W is not None
             m = W.shape[1]
             A = W
             if spec.norm == "layer":
@@ -633,7 +674,9 @@ def _block_statistics(
             layer_jacobians.append(A)
             if layer_ranks is not None:
                 layer_ranks[:, l] = _count(_singular_values(A, be), A.shape[1:])
-    if L == 1 and conditional[0] and _activations(spec)[0] == "relu":
+    if packed is not None:
+        J = None
+    elif L == 1 and conditional[0] and _activations(spec)[0] == "relu":
         # The conditional sampler's W is D W already: relu' = 1 on live rows, dead rows zero.
         J = Ws[0]
     elif plain and be == "cpp":
@@ -651,35 +694,48 @@ def _block_statistics(
             J = A @ J
     # Plain layers: rank(J) <= min(n_0, fewest active units of any layer), exactly.
     bound = np.minimum(active.min(axis=1), n0) if plain and L else None
-    out = _spectral_statistics(J, active, layer_ranks, be, bound, spec.spectra)
+    out = _spectral_statistics(J, active, layer_ranks, be, bound, spec.spectra, packed, (nL, n0))
     if layer_ranks is not None and end_to_end_is_layer:
         layer_ranks[:, 0] = out["rank"]
     return out
 
 
 def _spectral_statistics(
-    J: NDArray[Any],
+    J: NDArray[Any] | None,
     active: NDArray[np.int64],
     layer_ranks: NDArray[np.int64] | None,
     be: str,
     rank_bound: NDArray[np.int64] | None = None,
     spectra: bool = True,
+    packed: tuple[NDArray[Any], NDArray[np.int64], float] | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, NDArray[Any]]:
     """The recorded statistics from the end-to-end Jacobians J (n, n_L, n_0); layer_ranks
-    None leaves that key out, spectra False the singular-value statistics.
+    None leaves that key out, spectra False the singular-value statistics. On the cpp
+    backend J may instead be given by its non-zero rows: packed = (rows, counts, scale), J
+    None, shape = (n_L, n_0) (see jacgeom._core.spectral_summary_rows).
 
     Rows of J that are exactly zero (dead units of the last layer) make as many singular
     values exactly zero; every backend reports them as zeros, not as an SVD's rounding.
     rank_bound (n,): an upper bound of each rank, when the caller knows one."""
-    n, nL, n0 = J.shape
+    n = active.shape[0]
+    nL, n0 = J.shape[1:] if J is not None else shape  # type: ignore[misc]
     p = min(nL, n0)
     if be == "cpp":
         assert _backends.core is not None
         with _backends.single_threaded_blas():
-            rank, log_smax, log_smin, frobenius2, log_volume = _backends.core.spectral_summary(
-                np.ascontiguousarray(J), rank_bound, spectra
-            )
+            if packed is not None:
+                rows, counts, scale = packed
+                summary = _backends.core.spectral_summary_rows(
+                    rows, counts, nL, scale, rank_bound, spectra
+                )
+            else:
+                summary = _backends.core.spectral_summary(
+                    np.ascontiguousarray(J), rank_bound, spectra
+                )
+        rank, log_smax, log_smin, frobenius2, log_volume = summary
     else:
+        assert J is not None
         s = _singular_values(J, be)
         live_rows = np.count_nonzero(np.any(J != 0, axis=2), axis=1)
         s[np.arange(p)[None, :] >= live_rows[:, None]] = 0.0

@@ -143,7 +143,10 @@ inline double largest_eigenvalue(const double* a, const double* b, index_t k, do
 
 template <class T>
 struct SpectralArgs {
-    const T* J;  // (B, m, n) row-major
+    // Either a dense stack J (B, m, n) row-major whose zero rows are the dead units, or
+    // (J == nullptr) the live rows alone, packed: rows (sum of counts, n) row-major, counts[b]
+    // of them for sample b in order, each multiplied by `scale` on the way in.
+    const T* J;
     index_t B, m, n;
     std::int64_t* rank;
     T* log_smax;
@@ -157,115 +160,161 @@ struct SpectralArgs {
     // false: the rank only (the other outputs are NaN): a certified rank needs no
     // eigenvalue, and the SVD is left to the samples that the certificate does not settle.
     bool spectra = true;
+    const T* rows = nullptr;
+    const std::int64_t* counts = nullptr;
+    T scale = T(1);
 };
+
+namespace detail {
+
+// The per-sample work of spectral_summary, with one thread's workspaces: summarize()
+// takes the k live rows of sample b in A (k, n) row-major (destroyed).
+template <class T>
+class SpectralSample {
+   public:
+    explicit SpectralSample(const SpectralArgs<T>& a)
+        : a_(a),
+          p_(std::min(a.m, a.n)),
+          A(static_cast<size_t>(std::max<index_t>(1, a.m * a.n))),
+          s_(static_cast<size_t>(std::max<index_t>(1, p_))),
+          G_(static_cast<size_t>(std::max<index_t>(1, p_ * p_))),
+          S_(G_.size()),
+          tri_(static_cast<size_t>(3 * std::max<index_t>(1, p_))),
+          Ad_(A.size()),
+          svd_(a.n, a.m) {}
+
+    std::vector<T> A;  // the live rows, filled by the caller
+
+    void summarize(index_t k, index_t b) {
+        const SpectralArgs<T>& a = a_;
+        const index_t m = a.m, n = a.n, p = p_;
+        const T ninf = -std::numeric_limits<T>::infinity();
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        const T rtol = T(std::max(m, n)) * std::numeric_limits<T>::epsilon();
+        const double eps_t = std::numeric_limits<T>::epsilon();
+        a.frobenius2[b] = a.spectra ? dot4<T>(A.data(), A.data(), k * n) : nan;
+        a.log_volume[b] = m >= n && a.spectra ? ninf : nan;
+        if (p == 0 || k == 0) {
+            a.rank[b] = 0;
+            a.log_smax[b] = a.log_smin[b] = a.spectra ? ninf : nan;
+            return;
+        }
+        if (k < p && k <= kSmallCholesky && !(a.rank_bound && a.rank_bound[b] < k)) {
+            double* G = G_.data();
+            double* S = S_.data();
+            // Gram matrix of the live rows in double; S keeps both triangles.
+            if (k * n <= kSmallGram) {
+                row_gram(A.data(), k, n, G);
+            } else {
+                // Row-major (k, n) in double = column-major (n, k): syrk('T') = A A^T.
+                for (index_t i = 0; i < k * n; ++i) Ad_[static_cast<size_t>(i)] = double(A[static_cast<size_t>(i)]);
+                const int kk = static_cast<int>(k), nn = static_cast<int>(n);
+                const double one = 1, zero = 0;
+                lapack::get<double>().syrk("U", "T", &kk, &nn, &one, Ad_.data(), &nn, &zero, G, &kk);
+            }
+            for (index_t c = 0; c < k; ++c)
+                for (index_t r = 0; r <= c; ++r) S[r + c * k] = S[c + r * k] = G[r + c * k];
+            double trace = 0;
+            for (index_t c = 0; c < k; ++c) trace += G[c + c * k];
+            if (certify_full_rank(G, k, k, n, m, RankTolerance{}, eps_t)) {
+                if (!a.spectra) {
+                    a.rank[b] = k;
+                    a.log_smax[b] = a.log_smin[b] = nan;
+                    return;
+                }
+                double lmax;
+                if (k == 1) {
+                    lmax = trace;
+                } else {
+                    double* da = tri_.data();
+                    double* db = da + k;
+                    double* w = db + k;
+                    // Start above lambda_max: the largest absolute row sum of G bounds it
+                    // (and is usually far closer than the trace, which the other k - 1
+                    // certified-positive eigenvalues put strictly above it); the margin
+                    // covers the rounding of the reduction (a start not above the
+                    // tridiagonal's largest eigenvalue returns NaN: SVD below).
+                    double row_max = 0;
+                    for (index_t r = 0; r < k; ++r) {
+                        double sum = 0;
+                        for (index_t c = 0; c < k; ++c) sum += std::fabs(S[r + c * k]);
+                        row_max = std::max(row_max, sum);
+                    }
+                    const double margin = 8.0 * double(k) * std::numeric_limits<double>::epsilon() * trace;
+                    tridiagonalize(S, k, da, db, w);
+                    lmax = largest_eigenvalue(da, db, k, std::min(trace, row_max) + margin);
+                }
+                if (std::isfinite(lmax) && lmax > 0) {
+                    a.rank[b] = k;
+                    a.log_smax[b] = static_cast<T>(0.5 * std::log(lmax));
+                    a.log_smin[b] = ninf;
+                    return;
+                }
+            }
+        }
+        // Singular values of the live rows; min(k, n) .. p - 1 are exact zeros.
+        std::fill(s_.begin(), s_.end(), T(0));
+        svd_.run(A.data(), n, k, n, s_.data(), p);
+        const T tol = s_[0] * rtol;
+        std::int64_t r = 0;
+        T logsum = 0;
+        for (index_t i = 0; i < p; ++i) {
+            r += s_[static_cast<size_t>(i)] > tol;
+            logsum += std::log(s_[static_cast<size_t>(i)]);
+        }
+        a.rank[b] = r;
+        if (!a.spectra) {
+            a.log_smax[b] = a.log_smin[b] = nan;
+            return;
+        }
+        a.log_smax[b] = std::log(s_[0]);
+        a.log_smin[b] = std::log(s_[static_cast<size_t>(p - 1)]);
+        if (m >= n) a.log_volume[b] = r == n ? logsum : ninf;
+    }
+
+   private:
+    const SpectralArgs<T>& a_;
+    index_t p_;
+    std::vector<T> s_;
+    std::vector<double> G_, S_, tri_, Ad_;
+    SvdWorkspace<T> svd_;
+};
+
+}  // namespace detail
 
 template <class T>
 void spectral_summary(const SpectralArgs<T>& a) {
-    const index_t m = a.m, n = a.n, p = std::min(m, n);
-    const T ninf = -std::numeric_limits<T>::infinity();
-    const T nan = std::numeric_limits<T>::quiet_NaN();
-    const T rtol = T(std::max(m, n)) * std::numeric_limits<T>::epsilon();
-    const double eps_t = std::numeric_limits<T>::epsilon();
+    const index_t m = a.m, n = a.n;
+    std::vector<std::int64_t> offset;
+    if (!a.J) {  // where each sample's packed rows start
+        offset.resize(static_cast<size_t>(a.B));
+        std::int64_t o = 0;
+        for (index_t b = 0; b < a.B; ++b) {
+            offset[static_cast<size_t>(b)] = o;
+            o += a.counts[b];
+        }
+    }
     parallel_for(a.B, 64, [&](index_t, index_t begin, index_t end) {
-        std::vector<T> A(static_cast<size_t>(std::max<index_t>(1, m * n)));
-        std::vector<T> s(static_cast<size_t>(std::max<index_t>(1, p)));
-        std::vector<double> G(static_cast<size_t>(std::max<index_t>(1, p * p)));
-        std::vector<double> S(G.size()), tri(static_cast<size_t>(3 * std::max<index_t>(1, p)));
-        std::vector<double> Ad(A.size());
-        SvdWorkspace<T> svd(n, m);
+        detail::SpectralSample<T> one(a);
+        T* A = one.A.data();
         for (index_t b = begin; b < end; ++b) {
-            const T* Jb = a.J + b * m * n;
             index_t k = 0;
-            for (index_t i = 0; i < m; ++i) {
-                const T* row = Jb + i * n;
-                bool zero = true;
-                for (index_t j = 0; j < n && zero; ++j) zero = row[j] == T(0);
-                if (zero) continue;
-                std::copy(row, row + n, A.data() + k * n);  // row-major (k, n) = col-major (n, k)
-                ++k;
-            }
-            a.frobenius2[b] = a.spectra ? detail::dot4<T>(A.data(), A.data(), k * n) : nan;
-            a.log_volume[b] = m >= n && a.spectra ? ninf : nan;
-            if (p == 0 || k == 0) {
-                a.rank[b] = 0;
-                a.log_smax[b] = a.log_smin[b] = a.spectra ? ninf : nan;
-                continue;
-            }
-            if (k < p && k <= kSmallCholesky && !(a.rank_bound && a.rank_bound[b] < k)) {
-                // Gram matrix of the live rows in double; S keeps both triangles.
-                if (k * n <= detail::kSmallGram) {
-                    detail::row_gram(A.data(), k, n, G.data());
-                } else {
-                    // Row-major (k, n) in double = column-major (n, k): syrk('T') = A A^T.
-                    for (index_t i = 0; i < k * n; ++i) Ad[static_cast<size_t>(i)] = double(A[static_cast<size_t>(i)]);
-                    const int kk = static_cast<int>(k), nn = static_cast<int>(n);
-                    const double one = 1, zero = 0;
-                    lapack::get<double>().syrk("U", "T", &kk, &nn, &one, Ad.data(), &nn, &zero,
-                                               G.data(), &kk);
+            if (a.J) {
+                const T* Jb = a.J + b * m * n;
+                for (index_t i = 0; i < m; ++i) {
+                    const T* row = Jb + i * n;
+                    bool zero = true;
+                    for (index_t j = 0; j < n && zero; ++j) zero = row[j] == T(0);
+                    if (zero) continue;
+                    std::copy(row, row + n, A + k * n);  // row-major (k, n) = col-major (n, k)
+                    ++k;
                 }
-                for (index_t c = 0; c < k; ++c)
-                    for (index_t r = 0; r <= c; ++r)
-                        S[static_cast<size_t>(r + c * k)] = S[static_cast<size_t>(c + r * k)] =
-                            G[static_cast<size_t>(r + c * k)];
-                const double trace = [&] {
-                    double t = 0;
-                    for (index_t c = 0; c < k; ++c) t += G[static_cast<size_t>(c + c * k)];
-                    return t;
-                }();
-                if (certify_full_rank(G.data(), k, k, n, m, RankTolerance{}, eps_t)) {
-                    if (!a.spectra) {
-                        a.rank[b] = k;
-                        a.log_smax[b] = a.log_smin[b] = nan;
-                        continue;
-                    }
-                    double lmax;
-                    if (k == 1) {
-                        lmax = trace;
-                    } else {
-                        double* da = tri.data();
-                        double* db = da + k;
-                        double* w = db + k;
-                        // Start above lambda_max: the largest absolute row sum of G bounds it
-                        // (and is usually far closer than the trace, which the other k - 1
-                        // certified-positive eigenvalues put strictly above it); the margin
-                        // covers the rounding of the reduction (a start not above the
-                        // tridiagonal's largest eigenvalue returns NaN: SVD below).
-                        double row_max = 0;
-                        for (index_t r = 0; r < k; ++r) {
-                            double sum = 0;
-                            for (index_t c = 0; c < k; ++c) sum += std::fabs(S[static_cast<size_t>(r + c * k)]);
-                            row_max = std::max(row_max, sum);
-                        }
-                        const double margin = 8.0 * double(k) * std::numeric_limits<double>::epsilon() * trace;
-                        detail::tridiagonalize(S.data(), k, da, db, w);
-                        lmax = detail::largest_eigenvalue(da, db, k, std::min(trace, row_max) + margin);
-                    }
-                    if (std::isfinite(lmax) && lmax > 0) {
-                        a.rank[b] = k;
-                        a.log_smax[b] = static_cast<T>(0.5 * std::log(lmax));
-                        a.log_smin[b] = ninf;
-                        continue;
-                    }
-                }
+            } else {
+                k = static_cast<index_t>(a.counts[b]);
+                const T* src = a.rows + offset[static_cast<size_t>(b)] * n;
+                for (index_t i = 0; i < k * n; ++i) A[i] = a.scale * src[i];
             }
-            // Singular values of the live rows; min(k, n) .. p - 1 are exact zeros.
-            std::fill(s.begin(), s.end(), T(0));
-            svd.run(A.data(), n, k, n, s.data(), p);
-            const T tol = s[0] * rtol;
-            std::int64_t r = 0;
-            T logsum = 0;
-            for (index_t i = 0; i < p; ++i) {
-                r += s[static_cast<size_t>(i)] > tol;
-                logsum += std::log(s[static_cast<size_t>(i)]);
-            }
-            a.rank[b] = r;
-            if (!a.spectra) {
-                a.log_smax[b] = a.log_smin[b] = nan;
-                continue;
-            }
-            a.log_smax[b] = std::log(s[0]);
-            a.log_smin[b] = std::log(s[static_cast<size_t>(p - 1)]);
-            if (m >= n) a.log_volume[b] = r == n ? logsum : ninf;
+            one.summarize(k, b);
         }
     });
 }
