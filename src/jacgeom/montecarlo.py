@@ -104,14 +104,14 @@ class Spec:
         Kernel scale (default 1 / n_{l-1}); polynomial kernels are (x . c + 1)^3.
     layer_ranks : bool, default True
         Record the rank of each layer's Jacobian (``layer_ranks`` of the data). False leaves
-        them out: in deep relu networks with fresh weights they are a fifth of the work, and
-        the weights they alone need (those of columns that meet a dead unit of the layer
-        below) are then not drawn at all. Every other statistic is the same either way:
-        those weights come from a stream of their own.
+        them out: with them go their certificates and the weights that only they need
+        (those of columns that meet a dead unit of the layer below, then not drawn at all),
+        about 40% of the time of a deep relu run with fresh weights. Every other statistic
+        is the same either way: those weights come from a stream of their own.
     spectra : bool, default True
         Record the singular-value statistics of the end-to-end Jacobian (log_smax, log_smin,
         log_cond, frobenius2, log_volume). False records the ranks and active counts only,
-        the job of a rank-collapse study (in a one-layer relu run, about a third of the time
+        the job of a rank-collapse study (in a one-layer relu run, about 30% of the time
         goes to the largest singular value); the ranks are the same either way.
     samples : int, default 10000
     seed : int, default 0
