@@ -786,3 +786,30 @@ def test_spectral_summary_of_packed_rows() -> None:
         core.spectral_summary_rows(rows, counts, 1)
     with pytest.raises(ValueError, match="add up"):
         core.spectral_summary_rows(rows, np.array([1, 1], dtype=np.int64), 4)
+
+
+def test_numpy_placement_twin_gives_the_same_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without numba the rows are placed by the numpy twin: the same samples to rounding.
+    from jacgeom import _backends
+
+    spec = Spec(widths=(6, 8, 5, 7), samples=300, chunk_size=300, seed=13, sigma_b=0.2)
+    with_numba = mc.chunk_statistics(spec, 0)
+    monkeypatch.setattr(_backends, "numba_kernels", None)
+    without = mc.chunk_statistics(spec, 0, backend="cpp" if _backends.core else "numpy")
+    for key in ("active_counts", "layer_ranks", "rank"):
+        np.testing.assert_array_equal(without[key], with_numba[key], err_msg=key)
+    np.testing.assert_allclose(without["log_smax"], with_numba["log_smax"], rtol=1e-12)
+    np.testing.assert_allclose(without["frobenius2"], with_numba["frobenius2"], rtol=1e-12)
+
+
+def test_numpy_bools_and_sampler_refusal_message(tmp_path: Path) -> None:
+    spec = Spec(widths=(4, 4), samples=50, chunk_size=50, layer_ranks=np.bool_(False))
+    assert spec.layer_ranks is False
+    res = run(spec, progress=False, out=tmp_path)  # the spec serialises
+    res.save(tmp_path / "r.npz")
+    recorded = json.loads((tmp_path / "spec.json").read_text())
+    recorded["sampler"] = mc._SAMPLER - 1
+    recorded["layer_ranks"] = True  # a difference that sorts before "sampler"
+    (tmp_path / "spec.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"\(sampler: \d+ there, \d+ here\)"):
+        run(spec, progress=False, out=tmp_path)

@@ -2,6 +2,7 @@
 // C-contiguous (B, m, n) stack of the exact dtype.
 #include "common.hpp"
 
+#include <limits>
 #include <optional>
 
 #include "jacgeom/spectral.hpp"
@@ -37,7 +38,9 @@ py::tuple spectral_summary_rows(const carray<T>& rows, const carray<std::int64_t
     if (rows.ndim() != 2) throw py::value_error("expected rows (K, n)");
     if (counts.ndim() != 1) throw py::value_error("expected counts (B,)");
     const index_t B = counts.shape(0), n = rows.shape(1);
-    if (m < 0) throw py::value_error("m must be >= 0");
+    // m sets the tolerance and the count of singular values; the workspaces follow the rows
+    if (m < 0 || m > std::numeric_limits<int>::max())
+        throw py::value_error("m must be in [0, 2**31 - 1]");
     std::int64_t total = 0;
     for (index_t b = 0; b < B; ++b) {
         const std::int64_t c = counts.data()[b];
@@ -53,7 +56,7 @@ py::tuple spectral_summary_rows(const carray<T>& rows, const carray<std::int64_t
                                   log_smax.mutable_data(), log_smin.mutable_data(),
                                   frobenius2.mutable_data(), log_volume.mutable_data(),
                                   rank_bound ? rank_bound->data() : nullptr, spectra,
-                                  rows.data(), counts.data(), static_cast<T>(scale)};
+                                  true, rows.data(), counts.data(), static_cast<T>(scale)};
     {
         py::gil_scoped_release release;
         jacgeom::spectral_summary<T>(args);

@@ -2,13 +2,16 @@
 of a random network lose rank and conditioning.
 
 An experiment is a plain, serialisable :class:`Spec`. :func:`run` splits its samples into
-chunks of ``chunk_size``; chunk i draws everything from one SFC64 generator seeded by
-``SeedSequence(seed, spawn_key=(i,))``, so results depend only on (spec, seed, chunk size)
-(and the sampler version, ``_SAMPLER``), never on the executor, the number of workers or the
-order in which chunks finish. Chunks run locally on a thread pool (the kernels release the
-GIL) or on any ``concurrent.futures.Executor``, such as a ``dask.distributed`` client's
-``get_executor()``. With ``out=DIR`` every finished chunk is written atomically and a rerun
-resumes; a directory written by another sampler version is refused.
+chunks of ``chunk_size``; chunk i draws from two SFC64 generators seeded by
+``SeedSequence(seed, spawn_key=(i,))`` and ``(i, 1)`` (the second only for weights that the
+layer ranks alone need), so results depend only on (spec, seed, chunk size) (and the sampler
+version, ``_SAMPLER``), never on the executor, the number of workers or the order in which
+chunks finish. (Rows of relu layers are placed by a numba kernel, or by its numpy twin where
+numba is not installed: the two agree to rounding, not bit for bit.) Chunks run locally on
+a thread pool (the kernels release the GIL) or on any ``concurrent.futures.Executor``, such
+as a ``dask.distributed`` client's ``get_executor()``. With ``out=DIR`` every finished chunk
+is written atomically and a rerun resumes; a directory written by another sampler version is
+refused.
 
 Recorded per sample (arrays of :attr:`Result.data`):
 
@@ -24,6 +27,9 @@ frobenius2         (N,)       squared Frobenius norm
 log_volume         (N,)       sum of log singular values when n_L >= n_0 (-inf if rank < n_0),
                               NaN when n_L < n_0
 =================  =========  ================================================================
+
+``Spec(layer_ranks=False)`` leaves out ``layer_ranks``, ``Spec(spectra=False)`` the five keys
+from log_smax to log_volume.
 """
 
 from __future__ import annotations
@@ -111,8 +117,10 @@ class Spec:
     spectra : bool, default True
         Record the singular-value statistics of the end-to-end Jacobian (log_smax, log_smin,
         log_cond, frobenius2, log_volume). False records the ranks and active counts only,
-        the job of a rank-collapse study (in a one-layer relu run, about 30% of the time
-        goes to the largest singular value); the ranks are the same either way.
+        the job of a rank-collapse study; the ranks are the same either way. On the cpp
+        backend this saves the largest singular value of every sample whose rank a
+        certificate settles (about 30% of a one-layer relu run); the other backends take a
+        full SVD for the rank anyway.
     samples : int, default 10000
     seed : int, default 0
     chunk_size : int, default 2000
@@ -151,10 +159,14 @@ class Spec:
             object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if isinstance(self.activation, list):
             object.__setattr__(self, "activation", tuple(self.activation))
+        for name in ("layer_ranks", "spectra"):  # numpy bools become bools (JSON)
+            if isinstance(getattr(self, name), np.bool_):
+                object.__setattr__(self, name, bool(getattr(self, name)))
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field that is not valid."""
+        """Raise ValueError naming the first field that is not valid (TypeError for a
+        layer_ranks or spectra that is not a bool)."""
         w = self.resolved_widths()
         if len(w) < 2 or min(w) < 1:
             raise ValueError(f"widths must hold at least two positive integers, got {list(w)}")
@@ -191,7 +203,7 @@ class Spec:
         if self.inputs == "manifold" and not 1 <= self.manifold_dim <= w[0]:
             raise ValueError(f"manifold_dim must be in [1, {w[0]}], got {self.manifold_dim}")
         for name in ("layer_ranks", "spectra"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
+            if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if self.samples < 1 or self.chunk_size < 1:
             raise ValueError("samples and chunk_size must be >= 1")
@@ -335,12 +347,14 @@ def _draw_first_layer(
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """A first layer of fresh iid N(0, std^2) weights, in the frame where x = |x| e_1.
 
-    Every recorded statistic is a function of the layers' active sets and of the singular
-    values of J, unchanged when the input space is rotated (J -> J Q), and so is the law of
-    iid Gaussian W_1. In the frame where x = |x| e_1 (norms: |x| per sample, as
-    _input_norms draws it), a row is std (u_i, g_i) with u_i and g_i (n_0 - 1) iid N(0, 1),
-    and z_i = std |x| u_i + b_i: the live rows are drawn, the dead ones never are. With
-    ``scratch``, P lives in its buffer (valid until the next call).
+    Rotating the input space by Q with Q x = |x| e_1 changes no recorded statistic: the
+    active sets stay, the first layer's Jacobian becomes D_1 W_1 Q and the end-to-end one
+    J Q (same singular values), the later layers' are untouched; and W_1 Q has the law of
+    W_1 (iid Gaussian, independent of x). In that frame (norms: |x| per sample, as
+    _input_norms draws it) a row is std (u_i, g_i) with u_i and g_i (n_0 - 1) iid N(0, 1),
+    and z_i = std |x| u_i + b_i: the live rows are drawn, the dead ones never are. A live
+    row takes n_0 normals of which the first is replaced by its u_i (cheaper than a copy
+    into place). With ``scratch``, P lives in its buffer (valid until the next call).
 
     Returns
     -------
@@ -992,7 +1006,7 @@ def _prepare_out(out: Path, spec: Spec) -> dict[int, dict[str, NDArray[Any]]]:
         theirs = json.loads(spec_file.read_text())
         if theirs != mine:
             diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-            k = diff[0]
+            k = "sampler" if "sampler" in diff else diff[0]  # another sampler says it all
             raise ValueError(
                 f"out directory {str(out)!r} holds results of a different spec ({k}: "
                 f"{theirs.get(k)!r} there, {mine.get(k)!r} here); use another directory"

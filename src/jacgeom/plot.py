@@ -80,6 +80,10 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
                 spread = np.array([np.median(r.data["log_cond"]) for _, r in deep])
                 axes[2].plot(d, spread / np.log(10), marker="o", label=act)
                 data["spread"][act] = (d, spread)
+    if not data["spread"] and any("log_cond" not in r.data for _, r in results):
+        axes[2].text(
+            0.5, 0.5, "not recorded\n(spectra=False)", ha="center", transform=axes[2].transAxes
+        )
     if data["width"]:
         n = np.arange(1, max(max(w) for w, _ in data["width"].values()) + 1)
         axes[0].plot(

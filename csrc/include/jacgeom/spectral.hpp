@@ -144,8 +144,8 @@ inline double largest_eigenvalue(const double* a, const double* b, index_t k, do
 template <class T>
 struct SpectralArgs {
     // Either a dense stack J (B, m, n) row-major whose zero rows are the dead units, or
-    // (J == nullptr) the live rows alone, packed: rows (sum of counts, n) row-major, counts[b]
-    // of them for sample b in order, each multiplied by `scale` on the way in.
+    // (packed) the live rows alone: rows (sum of counts, n) row-major, counts[b] <= m of them
+    // for sample b in order, each multiplied by `scale` on the way in; J is then unused.
     const T* J;
     index_t B, m, n;
     std::int64_t* rank;
@@ -160,6 +160,7 @@ struct SpectralArgs {
     // false: the rank only (the other outputs are NaN): a certified rank needs no
     // eigenvalue, and the SVD is left to the samples that the certificate does not settle.
     bool spectra = true;
+    bool packed = false;
     const T* rows = nullptr;
     const std::int64_t* counts = nullptr;
     T scale = T(1);
@@ -167,21 +168,25 @@ struct SpectralArgs {
 
 namespace detail {
 
-// The per-sample work of spectral_summary, with one thread's workspaces: summarize()
-// takes the k live rows of sample b in A (k, n) row-major (destroyed).
+// The per-sample work of spectral_summary, with one thread's workspaces for at most
+// max_rows live rows: summarize() takes the k live rows of sample b in A (k, n) row-major
+// (destroyed).
 template <class T>
 class SpectralSample {
+    const SpectralArgs<T>& a_;  // outlives the object: the caller's arguments
+    index_t p_;
+
    public:
-    explicit SpectralSample(const SpectralArgs<T>& a)
+    SpectralSample(const SpectralArgs<T>& a, index_t max_rows)
         : a_(a),
           p_(std::min(a.m, a.n)),
-          A(static_cast<size_t>(std::max<index_t>(1, a.m * a.n))),
+          A(static_cast<size_t>(std::max<index_t>(1, max_rows * a.n))),
           s_(static_cast<size_t>(std::max<index_t>(1, p_))),
           G_(static_cast<size_t>(std::max<index_t>(1, p_ * p_))),
           S_(G_.size()),
           tri_(static_cast<size_t>(3 * std::max<index_t>(1, p_))),
           Ad_(A.size()),
-          svd_(a.n, a.m) {}
+          svd_(a.n, max_rows) {}
 
     std::vector<T> A;  // the live rows, filled by the caller
 
@@ -273,8 +278,6 @@ class SpectralSample {
     }
 
    private:
-    const SpectralArgs<T>& a_;
-    index_t p_;
     std::vector<T> s_;
     std::vector<double> G_, S_, tri_, Ad_;
     SvdWorkspace<T> svd_;
@@ -286,20 +289,23 @@ template <class T>
 void spectral_summary(const SpectralArgs<T>& a) {
     const index_t m = a.m, n = a.n;
     std::vector<std::int64_t> offset;
-    if (!a.J) {  // where each sample's packed rows start
+    index_t max_rows = m;
+    if (a.packed) {  // where each sample's packed rows start; workspaces for the most rows
         offset.resize(static_cast<size_t>(a.B));
         std::int64_t o = 0;
+        max_rows = 0;
         for (index_t b = 0; b < a.B; ++b) {
             offset[static_cast<size_t>(b)] = o;
             o += a.counts[b];
+            max_rows = std::max<index_t>(max_rows, a.counts[b]);
         }
     }
     parallel_for(a.B, 64, [&](index_t, index_t begin, index_t end) {
-        detail::SpectralSample<T> one(a);
+        detail::SpectralSample<T> one(a, max_rows);
         T* A = one.A.data();
         for (index_t b = begin; b < end; ++b) {
             index_t k = 0;
-            if (a.J) {
+            if (!a.packed) {
                 const T* Jb = a.J + b * m * n;
                 for (index_t i = 0; i < m; ++i) {
                     const T* row = Jb + i * n;
