@@ -633,8 +633,7 @@ def _block_statistics(
             if l == 0:
                 P, arg, d = _draw_first_layer(rng, h, n0, widths[1], std, b, acts[0], be, scratch)
                 if end_to_end_is_layer and be == "cpp":
-                    packed = (P, np.count_nonzero(d, axis=1), std)
-                    W = None
+                    W = None  # packed below, with the counts
                 else:
                     W = scratch.take(("W", 0), (n, widths[1], n0))
                     W.fill(0.0)
@@ -657,6 +656,8 @@ def _block_statistics(
                 arg = (z - mu) / sigma[:, None]
             d = _derivatives(np.ascontiguousarray(arg), acts[l], be)
         active[:, l] = np.count_nonzero(d, axis=1)
+        if conditional[l] and W is None:
+            packed = (P, np.ascontiguousarray(active[:, l]), std)
         if l + 1 < L:  # the last layer's output is not needed
             a = acts[l].phi(arg)
             h = h + a if spec.residual else a
