@@ -146,7 +146,7 @@ def test_conditional_sampler_ranks(backend: str) -> None:
     norms = mc._input_norms(spec, rng, 60)
     b = mc._draw_biases(spec, rng, 60, 7)
     std = mc._init_std(spec, 5, 7)
-    P, z, dphi = mc._draw_first_layer(rng, norms, 5, 7, std, b, jacgeom.activation("relu"), "numpy")
+    P, z, dphi = mc._draw_first_layer(rng, norms, 5, std, b, jacgeom.activation("relu"), "numpy")
     live = dphi != 0
     np.testing.assert_array_equal(live, z > 0)
     np.testing.assert_array_equal(d["active_counts"][:, 0], live.sum(axis=1))

@@ -334,11 +334,25 @@ def _draw_weights(
 _DEAD_HALF_LINE = frozenset({"relu"})
 
 
+def _preactivations(
+    rng: np.random.Generator,
+    norms: NDArray[np.float64],
+    std: float,
+    b: NDArray[np.float64],
+    act: Activation,
+    backend: str,
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """u, z = std |h| u + b and phi'(z) (N, fan_out) of iid N(0, std^2) rows applied to inputs
+    of norms |h| (N,): the pre-activations are independent N(b_i, std^2 |h|^2)."""
+    u = rng.standard_normal(b.shape)
+    z = (std * norms)[:, None] * u + b
+    return u, z, _derivatives(z, act, backend)
+
+
 def _draw_first_layer(
     rng: np.random.Generator,
     norms: NDArray[np.float64],
     fan_in: int,
-    fan_out: int,
     std: float,
     b: NDArray[np.float64],
     act: Activation,
@@ -359,11 +373,9 @@ def _draw_first_layer(
     Returns
     -------
     P : (k, fan_in), the live rows of D W_1 / std in row-major order of (sample, unit)
-    z, d : (N, fan_out), pre-activations and phi'(z)
+    z, d : (N, fan_out), pre-activations and phi'(z), fan_out from b (N, fan_out)
     """
-    u = rng.standard_normal((norms.shape[0], fan_out))
-    z = (std * norms)[:, None] * u + b
-    d = _derivatives(z, act, backend)
+    u, z, d = _preactivations(rng, norms, std, b, act, backend)
     live = d != 0
     shape = (int(np.count_nonzero(live)), fan_in)
     if scratch is None:
@@ -408,10 +420,7 @@ def _draw_layer_given_input(
     nonzero = h != 0
     # columns that meet h must come from rng: the conditioning acts on them
     cols = np.ones_like(nonzero) if cols is None else cols | nonzero
-    norm = np.sqrt(np.einsum("ij,ij->i", h, h))
-    u = rng.standard_normal((N, fan_out))
-    z = (std * norm)[:, None] * u + b
-    d = _derivatives(z, act, backend)
+    u, z, d = _preactivations(rng, np.sqrt(np.einsum("ij,ij->i", h, h)), std, b, act, backend)
     live = d != 0
     rows = np.count_nonzero(live, axis=1)
     n_cols = np.count_nonzero(cols, axis=1)
@@ -631,7 +640,7 @@ def _block_statistics(
             b = _draw_biases(spec, rng, n, widths[l + 1])
             std = _init_std(spec, widths[l], widths[l + 1])
             if l == 0:
-                P, arg, d = _draw_first_layer(rng, h, n0, widths[1], std, b, acts[0], be, scratch)
+                P, arg, d = _draw_first_layer(rng, h, n0, std, b, acts[0], be, scratch)
                 if end_to_end_is_layer and be == "cpp":
                     W = None  # packed below, with the counts
                 else:
