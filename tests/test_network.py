@@ -334,3 +334,67 @@ def test_reductions_stream_with_bounded_memory() -> None:
         tracemalloc.stop()
     assert ranks.shape == (3000,) and logs.shape == (600, 64)
     assert peak < 6 * net.memory_budget, f"peak {peak / 2**20:.1f} MiB"
+
+
+def _explicit_products(net: Network, X: np.ndarray) -> np.ndarray:
+    return np.stack([ref.jacobian(net, x[None])[0] for x in X])
+
+
+# Widths that put the narrowest layer of the product at the input, in the middle (the
+# C++ kernels split there) and at the output; a tall live-row core (QR before the
+# bidiagonal reduction); one wide enough for LAPACK's reduction.
+SPLITS = [[4, 40, 40, 40], [40, 40, 3, 40, 20], [30, 30, 30, 2], [100, 60, 60, 12], [70, 90, 90, 70]]
+
+
+@pytest.mark.parametrize("widths", SPLITS)
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_split_products_match_explicit_svd(widths: list[int], act: str, dtype: type) -> None:
+    net, X = net_and_data(widths, {}, act, dtype, B=12)
+    S = np.linalg.svd(_explicit_products(net, X).astype(np.float64), compute_uv=False)
+    scale = S[:, :1]
+    for backend in jacgeom.backends():
+        s = net.singular_values(X, backend=backend)
+        np.testing.assert_allclose(s, S, rtol=0, atol=tol(dtype) * 10 * scale.max(), err_msg=backend)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(net.rank(X, backend="cpp"), ref.rank(net, X))
+
+
+@pytest.mark.parametrize("tolerance", [{}, {"tol": 0.5}, {"rtol": 0.1}, {"tol": 1e-3}])
+def test_rank_tolerances_on_split_products(tolerance: dict) -> None:
+    # Large tolerances make the certificate fail and the singular values decide.
+    for widths in SPLITS:
+        net, X = net_and_data(widths, {}, "relu", np.float64, B=15)
+        expected = ref.rank(net, X, **tolerance)
+        for backend in jacgeom.backends():
+            np.testing.assert_array_equal(net.rank(X, backend=backend, **tolerance), expected)
+
+
+def test_rank_deficient_beyond_the_narrowest_layer() -> None:
+    # A middle layer of rank 3: the product loses rank below every active count, so no
+    # certificate holds and the counted singular values must agree with numpy.
+    net0, X = net_and_data([20, 24, 24, 24, 16], {}, "relu", np.float64, B=20)
+    Ws = [np.array(W) for W in net0.weights]
+    Ws[2] = Ws[2][:, :3] @ np.random.default_rng(5).standard_normal((3, 24)) / 3
+    net = Network(Ws, net0.biases, activation="relu")
+    expected = np.array([np.linalg.matrix_rank(J) for J in _explicit_products(net, X)])
+    assert np.all(expected < net.active_counts(X).min(axis=1))
+    for backend in jacgeom.backends():
+        np.testing.assert_array_equal(net.rank(X, backend=backend), expected)
+
+
+def test_dead_layer_and_non_finite_products() -> None:
+    net0, X = net_and_data([6, 8, 8, 5], {}, "relu", np.float64, B=4)
+    # A middle layer with every unit dead: J = 0.
+    biases = [np.array(b) for b in net0.biases]
+    biases[1] = np.full(8, -1e6)
+    net = Network(net0.weights, biases, activation="relu")
+    np.testing.assert_array_equal(net.singular_values(X, backend="cpp"), np.zeros((4, 5)))
+    np.testing.assert_array_equal(net.rank(X, backend="cpp"), np.zeros(4, dtype=np.int64))
+    # An infinite input with check_finite=False: NaN singular values, rank 0, no crash.
+    Xi = X.copy()
+    Xi[0, 0] = np.inf
+    with np.errstate(all="ignore"):  # the forward pass's own arithmetic on inf
+        s = net0.singular_values(Xi, backend="cpp", check_finite=False)
+        r = net0.rank(Xi, backend="cpp", check_finite=False)
+    assert s.shape == (4, 5) and r.shape == (4,)
+    np.testing.assert_allclose(s[1:], ref.singular_values(net0, X[1:]), atol=1e-12)

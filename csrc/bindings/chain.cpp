@@ -1,19 +1,19 @@
 // Binding of the active-sub-block Jacobian chain. Inputs validated by jacgeom.network.
 #include "common.hpp"
 
+#include <algorithm>
 #include <vector>
 
 #include "jacgeom/chain.hpp"
 
 namespace {
 
+// W[l] is (n_l, n_{l-1}) shared by all samples, or (B, n_l, n_{l-1}), one per sample.
 template <class T>
-carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, bool reverse) {
+jacgeom::ChainArgs<T> chain_args(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D) {
     if (W.empty() || W.size() != D.size()) throw py::value_error("need one D per W, at least one layer");
     jacgeom::ChainArgs<T> a;
     a.B = D[0].ndim() == 2 ? D[0].shape(0) : 0;
-    // W[l] is (n_l, n_{l-1}) shared by all samples, or (B, n_l, n_{l-1}), one per sample.
-    a.widths.clear();
     for (size_t l = 0; l < W.size(); ++l) {
         const bool per_sample = W[l].ndim() == 3;
         const int o = per_sample ? 1 : 0;
@@ -28,6 +28,12 @@ carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray
         a.W_stride.push_back(per_sample ? W[l].shape(1) * W[l].shape(2) : 0);
         a.D.push_back(D[l].data());
     }
+    return a;
+}
+
+template <class T>
+carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, bool reverse) {
+    jacgeom::ChainArgs<T> a = chain_args(W, D);
     a.reverse = reverse;
     carray<T> J({a.B, a.widths.back(), a.widths.front()});
     a.J = J.mutable_data();
@@ -36,9 +42,33 @@ carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray
     return J;
 }
 
+template <class T>
+carray<T> chain_singular_values(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D) {
+    const jacgeom::ChainArgs<T> a = chain_args(W, D);
+    carray<T> S({a.B, std::min(a.widths.back(), a.widths.front())});
+    T* s = S.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::chain_singular_values<T>(a, s);
+    return S;
+}
+
+template <class T>
+py::array_t<std::int64_t> chain_rank(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, double tol, double rtol) {
+    const jacgeom::ChainArgs<T> a = chain_args(W, D);
+    py::array_t<std::int64_t> r(a.B);
+    std::int64_t* out = r.mutable_data();
+    py::gil_scoped_release release;
+    jacgeom::chain_rank<T>(a, tol, rtol, out);
+    return r;
+}
+
 }  // namespace
 
 void register_chain(py::module_& m) {
     m.def("chain_active", &chain_active<double>, py::arg("W"), py::arg("D"), py::arg("reverse"));
     m.def("chain_active", &chain_active<float>, py::arg("W"), py::arg("D"), py::arg("reverse"));
+    m.def("chain_singular_values", &chain_singular_values<double>, py::arg("W"), py::arg("D"));
+    m.def("chain_singular_values", &chain_singular_values<float>, py::arg("W"), py::arg("D"));
+    m.def("chain_rank", &chain_rank<double>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"));
+    m.def("chain_rank", &chain_rank<float>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"));
 }

@@ -32,6 +32,7 @@ void fill(const py::dict& blas, const py::dict& lapack, char prefix) {
     r.gemm = capsule_pointer<jacgeom::lapack::gemm_t<T>>(blas, (p + "gemm").c_str());
     r.potrf = capsule_pointer<jacgeom::lapack::potrf_t<T>>(lapack, (p + "potrf").c_str());
     r.bdsqr = capsule_pointer<jacgeom::lapack::bdsqr_t<T>>(lapack, (p + "bdsqr").c_str());
+    r.gebrd = capsule_pointer<jacgeom::lapack::gebrd_t<T>>(lapack, (p + "gebrd").c_str());
 }
 
 }  // namespace

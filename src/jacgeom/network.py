@@ -319,7 +319,8 @@ class Network:
                 h = h + out if self.residual else out
                 yield out, np.ones_like(out), J
                 continue
-            z = h @ W.T + b
+            z = h @ W.T
+            z += b  # in place: one fresh (B_c, n_l) array per layer, not two
             state = None
             arg = z
             if self.norm == "layer":
@@ -390,29 +391,62 @@ class Network:
         layers = sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
         return w[-1] * layers < w[0] * layers
 
-    def _jacobian_chunk(self, X: FloatArray, backend: str) -> FloatArray:
-        """(Bc, n_L, n_0) end-to-end Jacobians of one chunk, compiled backends."""
-        layers = list(self._layers(X, backend))
+    def _active_chain(self, layers: list[Any], backend: str) -> list[FloatArray] | None:
+        """The contiguous phi'(z) of each layer when the C++ active-sub-block kernels apply
+        (plain layers; many dead units, or every layer wide enough for per-sample gemms)."""
         Ds = [d for _, d, _ in layers]
         if (
             backend == "cpp"
             and not self.residual
             and self.norm is None
             and not any(self.kernel_layers)
-            and X.shape[0] > 0
+            and Ds[0].shape[0] > 0
             and (
                 _zero_fraction(Ds) >= _ACTIVE_PATH_MIN_ZERO_FRACTION
                 or min(self.widths) >= _ACTIVE_PATH_MIN_WIDTH
             )
         ):
+            return [np.ascontiguousarray(d) for d in Ds]
+        return None
+
+    def _jacobian_chunk(self, X: FloatArray, backend: str) -> FloatArray:
+        """(Bc, n_L, n_0) end-to-end Jacobians of one chunk, compiled backends."""
+        layers = list(self._layers(X, backend))
+        Ds = self._active_chain(layers, backend)
+        if Ds is not None:
             assert _backends.core is not None
             with _backends.single_threaded_blas():
-                return _backends.core.chain_active(
-                    self.weights, [np.ascontiguousarray(d) for d in Ds], self._reverse_is_cheaper()
-                )
+                return _backends.core.chain_active(self.weights, Ds, self._reverse_is_cheaper())
+        return self._dense_chunk(layers, X.shape[0])
+
+    def _dense_chunk(self, layers: list[Any], B: int) -> FloatArray:
         if self._reverse_is_cheaper():
-            return self._dense_reverse(layers, X.shape[0])
-        return self._dense_forward(layers, X.shape[0])
+            return self._dense_reverse(layers, B)
+        return self._dense_forward(layers, B)
+
+    def _spectrum_chunk(
+        self, X: FloatArray, backend: str, tolerances: tuple[float, float] | None = None
+    ) -> FloatArray | IntArray:
+        """Singular values (B_c, min(n_L, n_0)) of one chunk, or with tolerances = (tol, rtol)
+        (one of them NaN, as numpy.linalg.matrix_rank reads them) the ranks (B_c,).
+
+        Where the C++ active-sub-block kernels apply, the product is split at its narrowest
+        layer and no dense Jacobian is formed (jacgeom/chain.hpp); the rank is then certified
+        by a QR factorisation where it can be, the SVD counted where it cannot."""
+        layers = list(self._layers(X, backend))
+        Ds = self._active_chain(layers, backend)
+        core = _backends.core
+        if Ds is not None and core is not None:
+            with _backends.single_threaded_blas():
+                if tolerances is None:
+                    return core.chain_singular_values(self.weights, Ds)
+                return core.chain_rank(self.weights, Ds, *tolerances)
+        s = _batched_singular_values(self._dense_chunk(layers, X.shape[0]), backend)
+        if tolerances is None:
+            return s
+        tol, rtol = tolerances
+        shape = (self.widths[-1], self.widths[0])
+        return _count_rank(s, shape, None if np.isnan(tol) else tol, rtol)
 
     def _dense_forward(self, layers: list[Any], B: int) -> FloatArray:
         # P holds the partial products of all samples side by side, (n_l, B, n_0), so that
@@ -521,8 +555,8 @@ class Network:
             out = _ref.singular_values(self, Xk)
         else:
             out = np.empty((Xk.shape[0], min(self.widths[0], self.widths[-1])), dtype=self.dtype)
-            for sl, J in self._jacobians(Xk, be):
-                out[sl] = _batched_singular_values(J, be)
+            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
+                out[sl] = self._spectrum_chunk(Xk[sl], be)
         return out[0] if squeeze else out
 
     def rank(
@@ -546,9 +580,12 @@ class Network:
             out = _ref.rank(self, Xk, tol, rtol)
         else:
             out = np.empty(Xk.shape[0], dtype=np.int64)
-            shape = (self.widths[-1], self.widths[0])
-            for sl, J in self._jacobians(Xk, be):
-                out[sl] = _count_rank(_batched_singular_values(J, be), shape, tol, rtol)
+            if tol is None:
+                eps = float(np.finfo(self.dtype).eps)
+                rtol = rtol if rtol is not None else max(self.widths[-1], self.widths[0]) * eps
+            tolerances = (np.nan if tol is None else tol, np.nan if rtol is None else rtol)
+            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
+                out[sl] = self._spectrum_chunk(Xk[sl], be, tolerances)
         return out[0] if squeeze else out
 
     def layer_ranks(

@@ -11,15 +11,25 @@
 // sample, reverse (from the output) k_L sum_(l<L) k_l k_(l-1) (k_0 = n0). Each sample takes
 // the cheaper for its own active counts (for relu k_L ~ n_L / 2, so reverse wins even when
 // n_L = n0); the caller's `reverse` breaks ties.
+// Singular values (chain_singular_values): the product splits at its narrowest layer j
+// (k_j = min over 0..L of the active counts, k_0 = n0), J = A B with A = blocks above j
+// (k_L x k_j) and B = blocks below (k_j x n0). Both are accumulated from layer j outwards,
+// so every gemm has k_j as one side: k_j sum_l k_l k_(l-1) flops instead of
+// min(n0, k_L) sum_l k_l k_(l-1). Then B^T = Q R (geqrf, Q orthonormal columns) gives
+// J = A R^T Q^T, so the non-zero singular values of J are those of the k_L x k_j matrix
+// A R^T: a smaller SVD than the k_L x n0 one of the live rows of J, with no dense J written.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "lapack.hpp"
 #include "parallel.hpp"
+#include "svd.hpp"
 
 namespace jacgeom {
 
@@ -54,6 +64,104 @@ inline void matmul(const T* A, const T* Bm, T* C, index_t r, index_t k, index_t 
 
 }  // namespace detail
 
+namespace detail {
+
+// One thread's view of the active sub-blocks of one sample at a time.
+template <class T>
+class ActiveChain {
+    const ChainArgs<T>& a_;
+    index_t L_;
+    std::vector<std::vector<index_t>> S_;  // S_[0] = all inputs, S_[l+1] = live units of layer l
+    index_t b_ = 0;
+
+   public:
+    std::vector<T> sub;  // the last gathered block, row-major
+
+    explicit ActiveChain(const ChainArgs<T>& a) : a_(a), L_(static_cast<index_t>(a.W.size())), S_(static_cast<size_t>(L_ + 1)) {
+        index_t wmax = 0;
+        for (index_t w : a.widths) wmax = std::max(wmax, w);
+        sub.resize(static_cast<size_t>(std::max<index_t>(1, wmax * wmax)));
+        const index_t n0 = a.widths[0];
+        S_[0].resize(static_cast<size_t>(n0));
+        for (index_t j = 0; j < n0; ++j) S_[0][static_cast<size_t>(j)] = j;
+    }
+
+    // Active sets of sample b.
+    void load(index_t b) {
+        b_ = b;
+        for (index_t l = 0; l < L_; ++l) {
+            const index_t w = a_.widths[static_cast<size_t>(l + 1)];
+            const T* d = a_.D[static_cast<size_t>(l)] + b * w;
+            auto& s = S_[static_cast<size_t>(l + 1)];
+            s.clear();
+            for (index_t i = 0; i < w; ++i)
+                if (d[i] != T(0)) s.push_back(i);
+        }
+    }
+
+    // k_j: n0 for j = 0, the live units of layer j - 1 otherwise.
+    index_t k(index_t j) const { return static_cast<index_t>(S_[static_cast<size_t>(j)].size()); }
+    const std::vector<index_t>& live(index_t j) const { return S_[static_cast<size_t>(j)]; }
+    // Flops-per-row of block l (k_(l+1) x k_l).
+    double block(index_t l) const { return l < 0 || l >= L_ ? 0.0 : double(k(l + 1)) * double(k(l)); }
+
+    // d_l[S_(l+1)] W_l[S_(l+1), S_l] into `sub` (k_(l+1) x k_l), row-major.
+    void gather(index_t l) {
+        const auto& rows = S_[static_cast<size_t>(l + 1)];
+        const auto& cols = S_[static_cast<size_t>(l)];
+        const index_t ncol = a_.widths[static_cast<size_t>(l)];
+        const T* W = a_.W[static_cast<size_t>(l)] + b_ * a_.W_stride[static_cast<size_t>(l)];
+        const T* d = a_.D[static_cast<size_t>(l)] + b_ * a_.widths[static_cast<size_t>(l + 1)];
+        const index_t kc = static_cast<index_t>(cols.size());
+        for (size_t r = 0; r < rows.size(); ++r) {
+            const T di = d[rows[r]];
+            const T* w = W + rows[r] * ncol;
+            T* o = sub.data() + static_cast<index_t>(r) * kc;
+            if (kc == ncol) {
+                // every column live (no dead unit below, as with tanh): a contiguous,
+                // vectorisable scaled copy instead of an indexed gather
+                for (index_t c = 0; c < kc; ++c) o[c] = di * w[c];
+            } else {
+                for (index_t c = 0; c < kc; ++c) o[c] = di * w[cols[static_cast<size_t>(c)]];
+            }
+        }
+    }
+
+    // Blocks hi-1 .. lo multiplied from the top down: R = block(hi-1), R <- R block(l);
+    // (k_hi x k_lo) row-major in `cur` (hi > lo). `nxt` is scratch; returns where R is.
+    T* right_to(index_t hi, index_t lo, T* cur, T* nxt) {
+        gather(hi - 1);
+        std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(hi) * k(hi - 1)));
+        for (index_t l = hi - 2; l >= lo; --l) {
+            gather(l);
+            matmul(cur, sub.data(), nxt, k(hi), k(l + 1), k(l));
+            std::swap(cur, nxt);
+        }
+        return cur;
+    }
+
+    // Blocks lo .. hi-1 multiplied from the bottom up: C = block(lo), C <- block(l) C;
+    // (k_hi x k_lo) row-major (hi > lo).
+    T* left_to(index_t lo, index_t hi, T* cur, T* nxt) {
+        gather(lo);
+        std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(lo + 1) * k(lo)));
+        for (index_t l = lo + 1; l < hi; ++l) {
+            gather(l);
+            matmul(sub.data(), cur, nxt, k(l + 1), k(l), k(lo));
+            std::swap(cur, nxt);
+        }
+        return cur;
+    }
+};
+
+// Flops of the singular values (no vectors) of an r x c matrix: Householder bidiagonalisation.
+inline double svd_flops(double r, double c) {
+    const double lo = std::min(r, c), hi = std::max(r, c);
+    return 4 * hi * lo * lo - 4.0 / 3.0 * lo * lo * lo;
+}
+
+}  // namespace detail
+
 template <class T>
 void chain_active(const ChainArgs<T>& a) {
     const index_t L = static_cast<index_t>(a.W.size());
@@ -61,84 +169,172 @@ void chain_active(const ChainArgs<T>& a) {
     index_t wmax = 0;
     for (index_t w : a.widths) wmax = std::max(wmax, w);
     parallel_for(a.B, 1, [&](index_t, index_t begin, index_t end) {
-        std::vector<std::vector<index_t>> S(static_cast<size_t>(L + 1));
-        std::vector<T> sub(static_cast<size_t>(std::max<index_t>(1, wmax * wmax)));
+        detail::ActiveChain<T> ch(a);
         const index_t buf = std::max<index_t>(1, wmax * std::max(n0, nL));
         std::vector<T> P(static_cast<size_t>(buf)), Q(static_cast<size_t>(buf));
         for (index_t b = begin; b < end; ++b) {
-            S[0].resize(static_cast<size_t>(n0));
-            for (index_t j = 0; j < n0; ++j) S[0][static_cast<size_t>(j)] = j;
-            for (index_t l = 0; l < L; ++l) {
-                const T* d = a.D[static_cast<size_t>(l)] + b * a.widths[static_cast<size_t>(l + 1)];
-                auto& s = S[static_cast<size_t>(l + 1)];
-                s.clear();
-                for (index_t i = 0; i < a.widths[static_cast<size_t>(l + 1)]; ++i)
-                    if (d[i] != T(0)) s.push_back(i);
-            }
-            // Gather d_l[S_l] W_l[S_l, S_{l-1}] into `sub` (k_l x k_{l-1}), row-major.
-            auto gather = [&](index_t l) {
-                const auto& rows = S[static_cast<size_t>(l + 1)];
-                const auto& cols = S[static_cast<size_t>(l)];
-                const index_t ncol = a.widths[static_cast<size_t>(l)];
-                const T* W = a.W[static_cast<size_t>(l)] + b * a.W_stride[static_cast<size_t>(l)];
-                const T* d = a.D[static_cast<size_t>(l)] + b * a.widths[static_cast<size_t>(l + 1)];
-                const index_t kc = static_cast<index_t>(cols.size());
-                for (size_t r = 0; r < rows.size(); ++r) {
-                    const T di = d[rows[r]];
-                    const T* w = W + rows[r] * ncol;
-                    T* o = sub.data() + static_cast<index_t>(r) * kc;
-                    if (kc == ncol) {
-                        // every column live (no dead unit below, as with tanh): a contiguous,
-                        // vectorisable scaled copy instead of an indexed gather
-                        for (index_t c = 0; c < kc; ++c) o[c] = di * w[c];
-                    } else {
-                        for (index_t c = 0; c < kc; ++c) o[c] = di * w[cols[static_cast<size_t>(c)]];
-                    }
-                }
-            };
-            const index_t kL = static_cast<index_t>(S[static_cast<size_t>(L)].size());
+            ch.load(b);
+            const index_t kL = ch.k(L);
             T* out = a.J + b * nL * n0;
             std::fill(out, out + nL * n0, T(0));
             if (kL == 0) continue;
-            T* cur = P.data();
-            T* nxt = Q.data();
             // Both orders multiply the same sub-blocks k_(l+1) x k_l except one end's.
-            const auto block = [&](index_t l) {
-                return double(S[static_cast<size_t>(l + 1)].size()) * double(S[static_cast<size_t>(l)].size());
-            };
             double all = 0;
-            for (index_t l = 0; l < L; ++l) all += block(l);
-            const double fwd = double(n0) * (all - block(0)), rev = double(kL) * (all - block(L - 1));
-            if (fwd < rev || (fwd == rev && !a.reverse)) {
-                // P = d_1 W_1[S_1, :] (k_1 x n0), then P <- sub_l P.
-                gather(0);
-                const index_t k1 = static_cast<index_t>(S[1].size());
-                std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k1 * n0));
-                for (index_t l = 1; l < L; ++l) {
-                    gather(l);
-                    const index_t kr = static_cast<index_t>(S[static_cast<size_t>(l + 1)].size());
-                    const index_t kc = static_cast<index_t>(S[static_cast<size_t>(l)].size());
-                    detail::matmul(sub.data(), cur, nxt, kr, kc, n0);
-                    std::swap(cur, nxt);
-                }
-            } else {
-                // R = sub_L (k_L x k_{L-1}), then R <- R sub_l down to the input.
-                gather(L - 1);
-                const index_t kc0 = static_cast<index_t>(S[static_cast<size_t>(L - 1)].size());
-                const index_t c0 = L - 1 == 0 ? n0 : kc0;
-                std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(kL * c0));
-                for (index_t l = L - 2; l >= 0; --l) {
-                    gather(l);
-                    const index_t kr = static_cast<index_t>(S[static_cast<size_t>(l + 1)].size());
-                    const index_t kc = l == 0 ? n0 : static_cast<index_t>(S[static_cast<size_t>(l)].size());
-                    detail::matmul(cur, sub.data(), nxt, kL, kr, kc);
-                    std::swap(cur, nxt);
-                }
-            }
-            const auto& rows = S[static_cast<size_t>(L)];
+            for (index_t l = 0; l < L; ++l) all += ch.block(l);
+            const double fwd = double(n0) * (all - ch.block(0)), rev = double(kL) * (all - ch.block(L - 1));
+            const T* R = fwd < rev || (fwd == rev && !a.reverse) ? ch.left_to(0, L, P.data(), Q.data())
+                                                                  : ch.right_to(L, 0, P.data(), Q.data());
+            const auto& rows = ch.live(L);
             for (size_t r = 0; r < rows.size(); ++r)
-                std::memcpy(out + rows[r] * n0, cur + static_cast<index_t>(r) * n0, sizeof(T) * static_cast<size_t>(n0));
+                std::memcpy(out + rows[r] * n0, R + static_cast<index_t>(r) * n0, sizeof(T) * static_cast<size_t>(n0));
         }
+    });
+}
+
+namespace detail {
+
+// One thread's workspaces for the spectrum of one sample's product at a time: core(b)
+// returns a column-major matrix C whose singular values are the non-zero ones of J(x_b)
+// (J's others are exact zeros).
+template <class T>
+class ChainSpectrum {
+    const ChainArgs<T>& a_;
+    index_t L_, n0_;
+    ActiveChain<T> ch_;
+    std::vector<T> P_, Q_, Bk_, R_, tau_, work_;
+    int lwork_ = 0;
+
+   public:
+    SvdWorkspace<T> svd;
+
+    struct Core {
+        T* data;
+        index_t rows, cols, ld;
+    };
+
+    explicit ChainSpectrum(const ChainArgs<T>& a)
+        : a_(a), L_(static_cast<index_t>(a.W.size())), n0_(a.widths[0]), ch_(a), svd(wmax(a), wmax(a)) {
+        const index_t w = wmax(a), buf = std::max<index_t>(1, w * w);
+        for (auto* v : {&P_, &Q_, &Bk_, &R_}) v->resize(static_cast<size_t>(buf));
+        tau_.resize(static_cast<size_t>(w + 1));
+        // geqrf of the largest core: at most wmax x wmax.
+        const int r = static_cast<int>(std::max<index_t>(1, w));
+        int info = 0;
+        lwork_ = -1;
+        T query = 0;
+        lapack::get<T>().geqrf(&r, &r, Bk_.data(), &r, tau_.data(), &query, &lwork_, &info);
+        lwork_ = static_cast<int>(std::max<T>(query, T(1))) + 1;
+        work_.resize(static_cast<size_t>(lwork_));
+    }
+
+    static index_t wmax(const ChainArgs<T>& a) {
+        index_t w = 1;
+        for (index_t x : a.widths) w = std::max(w, x);
+        return w;
+    }
+
+    // The core of sample b (cols = 0: J = 0). Its entries are not checked for finiteness.
+    Core core(index_t b) {
+        const index_t L = L_, n0 = n0_;
+        ActiveChain<T>& ch = ch_;
+        ch.load(b);
+        // The split j with the fewest flops: the products cost k_j per row of every block
+        // but the two at j; a split inside adds the QR of B and the product A R^T.
+        double all = 0;
+        for (index_t l = 0; l < L; ++l) all += ch.block(l);
+        const index_t kL = ch.k(L);
+        index_t j = 0;
+        double best = 0;
+        for (index_t c = 0; c <= L; ++c) {
+            const double kc = double(ch.k(c));
+            // A split inside pays only below both ends' widths (and needs k_c <= n0).
+            if (c > 0 && c < L && ch.k(c) >= std::min(n0, kL)) continue;
+            double cost = 2 * kc * (all - ch.block(c - 1) - ch.block(c));
+            if (c == 0 || c == L)
+                cost += svd_flops(double(kL), double(n0));
+            else
+                cost += 2 * kc * kc * (double(n0) - kc / 3) + 2 * kc * kc * double(kL) + svd_flops(double(kL), kc);
+            if (c == 0 || cost < best) {
+                best = cost;
+                j = c;
+            }
+        }
+        const index_t kj = ch.k(j);
+        if (kj == 0) return {P_.data(), std::max<index_t>(kL, 1), 0, std::max<index_t>(kL, 1)};
+        if (j == 0 || j == L) {
+            // J's live rows (kL x n0) row-major = column-major (n0 x kL).
+            T* J = j == 0 ? ch.left_to(0, L, P_.data(), Q_.data()) : ch.right_to(L, 0, P_.data(), Q_.data());
+            return {J, n0, kL, n0};
+        }
+        T* A = ch.left_to(j, L, P_.data(), Q_.data());  // kL x kj row-major
+        T* spare = A == P_.data() ? Q_.data() : P_.data();
+        T* Bm = ch.right_to(j, 0, spare, Bk_.data());  // kj x n0 row-major
+        T* M = Bm == Bk_.data() ? spare : Bk_.data();
+        if (!all_finite(Bm, kj * n0)) {  // geqrf's output would be meaningless
+            std::fill(M, M + kL * kj, std::numeric_limits<T>::quiet_NaN());
+            return {M, kL, kj, kL};
+        }
+        // B row-major (kj x n0) = column-major B^T (n0 x kj) = Q R, so J = A R^T Q^T.
+        const int nn = static_cast<int>(n0), kk = static_cast<int>(kj), ll = static_cast<int>(kL);
+        int info = 0;
+        lapack::get<T>().geqrf(&nn, &kk, Bm, &nn, tau_.data(), work_.data(), &lwork_, &info);
+        T* R = R_.data();
+        for (index_t c = 0; c < kj; ++c)
+            for (index_t r = 0; r < kj; ++r) R[r + c * kj] = r <= c ? Bm[r + c * n0] : T(0);
+        // M = A R^T column-major (kL x kj): A row-major is A^T column-major (kj x kL).
+        const T one = 1, zero = 0;
+        lapack::get<T>().gemm("T", "T", &ll, &kk, &kk, &one, A, &kk, R, &kk, &zero, M, &ll);
+        return {M, kL, kj, kL};
+    }
+
+    // rank(J) by numpy's rule (SvdWorkspace::rank: certified from the core's bidiagonal
+    // form where it can be, counted from its singular values where it cannot).
+    std::int64_t rank(index_t b, double tol, double rtol) {
+        const Core c = core(b);
+        if (c.cols == 0) return 0;
+        return svd.rank(c.data, c.rows, c.cols, c.ld, tol, rtol);
+    }
+
+   private:
+    static bool all_finite(const T* x, index_t n) {
+        bool ok = true;
+        for (index_t i = 0; i < n; ++i) ok &= std::fabs(x[i]) <= std::numeric_limits<T>::max();
+        return ok;
+    }
+};
+
+}  // namespace detail
+
+// Singular values of every end-to-end Jacobian, (B, min(n0, nL)) row-major into S,
+// descending; the rows of samples whose product holds a NaN or an infinity are NaN.
+template <class T>
+void chain_singular_values(const ChainArgs<T>& a, T* S) {
+    const index_t L = static_cast<index_t>(a.W.size());
+    const index_t p = std::min(a.widths[0], a.widths[static_cast<size_t>(L)]);
+    if (p == 0) return;
+    parallel_for(a.B, 1, [&](index_t, index_t begin, index_t end) {
+        detail::ChainSpectrum<T> one(a);
+        for (index_t b = begin; b < end; ++b) {
+            T* s = S + b * p;
+            std::fill(s, s + p, T(0));
+            const auto c = one.core(b);
+            if (c.cols > 0) one.svd.run(c.data, c.rows, c.cols, c.ld, s, p);
+        }
+    });
+}
+
+// rank of every end-to-end Jacobian into r (B,): singular values above tol, or (tol NaN)
+// above rtol times the largest (numpy.linalg.matrix_rank's rule).
+template <class T>
+void chain_rank(const ChainArgs<T>& a, double tol, double rtol, std::int64_t* r) {
+    const index_t L = static_cast<index_t>(a.W.size());
+    if (std::min(a.widths[0], a.widths[static_cast<size_t>(L)]) == 0) {
+        std::fill(r, r + a.B, std::int64_t(0));
+        return;
+    }
+    parallel_for(a.B, 1, [&](index_t, index_t begin, index_t end) {
+        detail::ChainSpectrum<T> one(a);
+        for (index_t b = begin; b < end; ++b) r[b] = one.rank(b, tol, rtol);
     });
 }
 

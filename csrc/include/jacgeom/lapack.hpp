@@ -31,6 +31,10 @@ template <class T>
 using bdsqr_t = void(const char*, const int*, const int*, const int*, const int*, T*, T*, T*,
                      const int*, T*, const int*, T*, const int*, T*, int*);
 
+// gebrd(m, n, a, lda, d, e, tauq, taup, work, lwork, info)
+template <class T>
+using gebrd_t = void(const int*, const int*, T*, const int*, T*, T*, T*, T*, T*, const int*, int*);
+
 template <class T>
 struct Routines {
     syrk_t<T>* syrk = nullptr;
@@ -40,6 +44,7 @@ struct Routines {
     potrf_t<T>* potrf = nullptr;
     gemm_t<T>* gemm = nullptr;
     bdsqr_t<T>* bdsqr = nullptr;
+    gebrd_t<T>* gebrd = nullptr;
 };
 
 template <class T>
@@ -52,7 +57,7 @@ template <class T>
 inline const Routines<T>& get() {
     const Routines<T>& r = routines<T>();
     if (!r.syrk || !r.gesdd || !r.geqrf || !r.trtri || !r.potrf || !r.gemm ||
-        !r.bdsqr)
+        !r.bdsqr || !r.gebrd)
         throw std::runtime_error("jacgeom._core: LAPACK routines were not registered");
     return r;
 }

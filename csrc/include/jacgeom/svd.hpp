@@ -137,7 +137,160 @@ struct SvdWorkspace {
         return info;
     }
 
+    // numpy.linalg.matrix_rank of the column-major (rows, cols) matrix A (destroyed): the
+    // singular values above tol, or above rtol * sigma_max when tol is NaN (the comparisons
+    // as numpy makes them: in double against tol, in T against s_max * T(rtol)). 0 when A
+    // holds a NaN or an infinity (NaN thresholds: nothing is above them).
+    //
+    // A is reduced to bidiagonal form B (the first stage of its SVD); full rank p =
+    // min(rows, cols) is certified there in O(p): sigma_min >= 1 / ||B^-1||_F (the entries
+    // of B^-1 are products of the ratios e_i / d_i: ||B^-1||_F^2 = sum_j c_j / d_j^2 with
+    // c_0 = 1, c_j = 1 + (e_(j-1) / d_(j-1))^2 c_(j-1)), sigma_max <= sqrt(||B||_1 ||B||_inf).
+    // A lower bound above 8 times both the threshold's upper bound and the reduction's
+    // rounding (max(rows, cols) eps sigma_max) settles the rank; otherwise dqds finishes the
+    // singular values of B and they are counted.
+    std::int64_t rank(T* A, index_t rows, index_t cols, index_t lda, double tol, double rtol) {
+        const index_t p = std::min(rows, cols), q = std::max(rows, cols);
+        if (p == 0) return 0;
+        int exponent = 0;
+        T* d = nullptr;
+        T* e = nullptr;
+        const int info = bidiagonal(A, rows, cols, lda, d, e, exponent);
+        if (info < 0) return 0;
+        if (info == 1) return 0;  // A = 0
+        // Certificate, on the scaled bidiagonal (largest entry of A in [0.5, 1)).
+        T n1 = 0, ninf = 0;
+        for (index_t i = 0; i < p; ++i) {
+            const T ei = i + 1 < p ? std::fabs(e[i]) : T(0), ep = i > 0 ? std::fabs(e[i - 1]) : T(0);
+            ninf = std::max(ninf, std::fabs(d[i]) + ei);
+            n1 = std::max(n1, std::fabs(d[i]) + ep);
+        }
+        const T upper = std::sqrt(n1 * ninf);
+        T inv2 = 0, c = 1;
+        for (index_t j = 0; j < p; ++j) {
+            if (j > 0) {
+                const T r = e[j - 1] / d[j - 1];
+                c = T(1) + r * r * c;
+            }
+            inv2 += c / (d[j] * d[j]);
+        }
+        const T scale = std::ldexp(T(1), -exponent);  // the thresholds in B's scale
+        const T threshold = std::isnan(tol) ? T(rtol) * upper : T(tol) * scale;
+        const T rounding = T(q) * std::numeric_limits<T>::epsilon() * upper;
+        if (std::isfinite(inv2) && inv2 > T(0) &&
+            T(1) / std::sqrt(inv2) > T(8) * std::max(threshold, rounding))
+            return p;
+        T* s = d;
+        if (finish(d, e, p, exponent, s) != 0) return 0;
+        return count_above(s, p, tol, rtol);
+    }
+
+    // As numpy counts: s > tol in double, or s > s[0] * T(rtol) in T when tol is NaN.
+    static std::int64_t count_above(const T* s, index_t n, double tol, double rtol) {
+        std::int64_t r = 0;
+        if (n == 0) return 0;
+        if (std::isnan(tol)) {
+            const T t = s[0] * T(rtol);
+            for (index_t i = 0; i < n; ++i) r += s[i] > t;
+        } else {
+            for (index_t i = 0; i < n; ++i) r += double(s[i]) > tol;
+        }
+        return r;
+    }
+
    private:
+    std::vector<T> bd_;  // tall copy / R, d, e, tauq, taup, bdsqr's work
+    std::vector<T> bd_work_;
+
+    // Upper bidiagonal form (d, e: p and p - 1 entries, into bd_) of A scaled by
+    // 2^-exponent so that its largest entry lies in [0.5, 1). Returns -1 for a NaN or an
+    // infinity, 1 for A = 0, else 0. Small matrices by the written-out reduction, larger by
+    // gebrd (after a QR factorisation when at least twice as tall as wide).
+    int bidiagonal(T* A, index_t rows, index_t cols, index_t lda, T*& d, T*& e, int& exponent) {
+        const index_t p = std::min(rows, cols), q = std::max(rows, cols);
+        const size_t need = static_cast<size_t>(p * q + 8 * p + q + 1);
+        if (bd_.size() < need) bd_.resize(need);
+        T* M = A;
+        index_t ldm = lda;
+        T* t = bd_.data();
+        if (rows < cols) {  // the tall (q, p) transpose
+            for (index_t j = 0; j < cols; ++j)
+                for (index_t i = 0; i < rows; ++i) t[j + i * cols] = A[i + j * lda];
+            M = t;
+            ldm = cols;
+        }
+        T amax = 0;
+        bool finite = true;
+        for (index_t j = 0; j < p; ++j)
+            for (index_t i = 0; i < q; ++i) {
+                const T a = std::fabs(M[i + j * ldm]);
+                finite = finite && a <= std::numeric_limits<T>::max();
+                amax = std::max(amax, a);
+            }
+        if (!finite) return -1;
+        if (amax == T(0)) return 1;
+        std::frexp(amax, &exponent);
+        const T f = std::ldexp(T(1), -exponent);
+        const bool exact = std::isnormal(f);
+        for (index_t j = 0; j < p; ++j) {
+            T* col = M + j * ldm;
+            if (exact)
+                for (index_t i = 0; i < q; ++i) col[i] *= f;
+            else
+                for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
+        }
+        d = bd_.data() + p * q;
+        e = d + p;
+        T* w = e + p;  // q scratch, then 4 p for bdsqr
+        if (small_svd(q, p)) {
+            detail::bidiagonalize(M, q, p, ldm, d, e, w);
+            return 0;
+        }
+        const auto& L = lapack::get<T>();
+        int info = 0;
+        index_t m = q;
+        if (q >= 2 * p) {  // R of M = Q R: the same singular values, a p x p reduction
+            const int qq = static_cast<int>(q), pp = static_cast<int>(p), ld = static_cast<int>(ldm);
+            query(q, p);
+            int lw = static_cast<int>(bd_work_.size());
+            L.geqrf(&qq, &pp, M, &ld, w, bd_work_.data(), &lw, &info);
+            for (index_t j = 0; j < p; ++j)
+                for (index_t i = j + 1; i < p; ++i) M[i + j * ldm] = T(0);
+            m = p;
+        }
+        query(m, p);
+        const int mm = static_cast<int>(m), pp = static_cast<int>(p), ld = static_cast<int>(ldm);
+        int lw = static_cast<int>(bd_work_.size()) - static_cast<int>(2 * p);
+        T* tauq = bd_work_.data() + lw;
+        L.gebrd(&mm, &pp, M, &ld, d, e, tauq, tauq + p, bd_work_.data(), &lw, &info);
+        return 0;
+    }
+
+    // bd_work_ large enough for geqrf and gebrd of (m, p), plus 2 p for gebrd's taus.
+    void query(index_t m, index_t p) {
+        const auto& L = lapack::get<T>();
+        const int mm = static_cast<int>(m), pp = static_cast<int>(p);
+        int lw = -1, info = 0;
+        T q1 = 0, q2 = 0, dummy = 0;
+        L.geqrf(&mm, &pp, &dummy, &mm, &dummy, &q1, &lw, &info);
+        L.gebrd(&mm, &pp, &dummy, &mm, &dummy, &dummy, &dummy, &dummy, &q2, &lw, &info);
+        const size_t need = static_cast<size_t>(std::max({q1, q2, T(1)})) + static_cast<size_t>(2 * p) + 1;
+        if (bd_work_.size() < need) bd_work_.resize(need);
+    }
+
+    // Singular values of the scaled upper bidiagonal (d, e) by dqds, unscaled into s (may be d).
+    int finish(T* d, T* e, index_t p, int exponent, T* s) {
+        const auto& L = lapack::get<T>();
+        const int n = static_cast<int>(p), zero = 0, one = 1;
+        int info = 0;
+        T dummy = 0;
+        L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
+                e + p, &info);
+        if (info != 0) return info;
+        for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
+        return 0;
+    }
+
     int run_gesdd(T* A, index_t rows, index_t cols, index_t lda, T* s) {
         const index_t p = std::min(rows, cols);
         // gesdd returns NaN for a NaN but may return finite values for an infinity.
