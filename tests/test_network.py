@@ -343,7 +343,13 @@ def _explicit_products(net: Network, X: np.ndarray) -> np.ndarray:
 # Widths that put the narrowest layer of the product at the input, in the middle (the
 # C++ kernels split there) and at the output; a tall live-row core (QR before the
 # bidiagonal reduction); one wide enough for LAPACK's reduction.
-SPLITS = [[4, 40, 40, 40], [40, 40, 3, 40, 20], [30, 30, 30, 2], [100, 60, 60, 12], [70, 90, 90, 70]]
+SPLITS = [
+    [4, 40, 40, 40],
+    [40, 40, 3, 40, 20],
+    [30, 30, 30, 2],
+    [100, 60, 60, 12],
+    [70, 90, 90, 70],
+]
 
 
 @pytest.mark.parametrize("widths", SPLITS)
@@ -354,7 +360,9 @@ def test_split_products_match_explicit_svd(widths: list[int], act: str, dtype: t
     scale = S[:, :1]
     for backend in jacgeom.backends():
         s = net.singular_values(X, backend=backend)
-        np.testing.assert_allclose(s, S, rtol=0, atol=tol(dtype) * 10 * scale.max(), err_msg=backend)
+        np.testing.assert_allclose(
+            s, S, rtol=0, atol=tol(dtype) * 10 * scale.max(), err_msg=backend
+        )
     if dtype == np.float64:
         np.testing.assert_array_equal(net.rank(X, backend="cpp"), ref.rank(net, X))
 
