@@ -406,3 +406,31 @@ def test_dead_layer_and_non_finite_products() -> None:
         r = net0.rank(Xi, backend="cpp", check_finite=False)
     assert s.shape == (4, 5) and r.shape == (4,)
     np.testing.assert_allclose(s[1:], ref.singular_values(net0, X[1:]), atol=1e-12)
+
+
+@pytest.mark.parametrize("scales", [[1e-200, 1.0, 1e200, 1e200], [1e200, 1.0, 1e-170, 1e-170]])
+def test_split_factors_out_of_range_where_the_product_is_not(scales: list[float]) -> None:
+    # Split at the 32-wide layer, the factors above and below are ~1e±370 while J is
+    # ~1e±200: the partial products are kept in range by exact powers of two.
+    rng = np.random.default_rng(1)
+    w = [40, 40, 32, 40, 40]
+    Ws = [rng.standard_normal((w[l + 1], w[l])) * scales[l] for l in range(4)]
+    net = Network(Ws, [np.zeros(x) for x in w[1:]], activation="tanh")
+    X = np.zeros((2, 40))
+    S = ref.singular_values(net, X)
+    s = net.singular_values(X, backend="cpp")
+    np.testing.assert_allclose(s, S, rtol=1e-10, atol=1e-12 * S.max())
+    np.testing.assert_allclose(net.jacobian(X, backend="cpp"), ref.jacobian(net, X), rtol=1e-10)
+    np.testing.assert_array_equal(net.rank(X, backend="cpp"), ref.rank(net, X))
+    t = float(S[0, 5] * np.sqrt(S[0, 6] / S[0, 5]))  # an absolute tol in J's units (~1e±200)
+    np.testing.assert_array_equal(net.rank(X, backend="cpp", tol=t), ref.rank(net, X, tol=t))
+
+
+def test_explicit_rtol_is_compared_in_float64_as_numpy_does() -> None:
+    net, X = net_and_data([40, 40, 40, 40], {}, "tanh", np.float32, B=30)
+    S = ref.singular_values(net, X).astype(np.float64)
+    # an rtol that puts a threshold between two singular values of each sample
+    rtol = float(np.median(S[:, 20] / S[:, 0]))
+    expected = ref.rank(net, X, rtol=rtol)
+    for backend in jacgeom.backends():
+        np.testing.assert_array_equal(net.rank(X, backend=backend, rtol=rtol), expected)

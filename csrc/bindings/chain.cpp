@@ -53,12 +53,13 @@ carray<T> chain_singular_values(const std::vector<carray<T>>& W, const std::vect
 }
 
 template <class T>
-py::array_t<std::int64_t> chain_rank(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, double tol, double rtol) {
+py::array_t<std::int64_t> chain_rank(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, double tol, double rtol,
+                                       bool rtol_double) {
     const jacgeom::ChainArgs<T> a = chain_args(W, D);
     py::array_t<std::int64_t> r(a.B);
     std::int64_t* out = r.mutable_data();
     py::gil_scoped_release release;
-    jacgeom::chain_rank<T>(a, tol, rtol, out);
+    jacgeom::chain_rank<T>(a, tol, rtol, rtol_double, out);
     return r;
 }
 
@@ -69,6 +70,8 @@ void register_chain(py::module_& m) {
     m.def("chain_active", &chain_active<float>, py::arg("W"), py::arg("D"), py::arg("reverse"));
     m.def("chain_singular_values", &chain_singular_values<double>, py::arg("W"), py::arg("D"));
     m.def("chain_singular_values", &chain_singular_values<float>, py::arg("W"), py::arg("D"));
-    m.def("chain_rank", &chain_rank<double>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"));
-    m.def("chain_rank", &chain_rank<float>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"));
+    m.def("chain_rank", &chain_rank<double>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"),
+          py::arg("rtol_double"));
+    m.def("chain_rank", &chain_rank<float>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"),
+          py::arg("rtol_double"));
 }

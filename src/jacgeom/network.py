@@ -425,14 +425,15 @@ class Network:
         return self._dense_forward(layers, B)
 
     def _spectrum_chunk(
-        self, X: FloatArray, backend: str, tolerances: tuple[float, float] | None = None
+        self, X: FloatArray, backend: str, tolerances: tuple[float, float, bool] | None = None
     ) -> FloatArray | IntArray:
-        """Singular values (B_c, min(n_L, n_0)) of one chunk, or with tolerances = (tol, rtol)
-        (one of them NaN, as numpy.linalg.matrix_rank reads them) the ranks (B_c,).
+        """Singular values (B_c, min(n_L, n_0)) of one chunk, or with tolerances = (tol, rtol,
+        rtol given) (tol or rtol NaN, as numpy.linalg.matrix_rank reads them) the ranks (B_c,).
 
         Where the C++ active-sub-block kernels apply, the product is split at its narrowest
         layer and no dense Jacobian is formed (jacgeom/chain.hpp); the rank is then certified
-        by a QR factorisation where it can be, the SVD counted where it cannot."""
+        on the bidiagonal form of the split's core where it can be, the singular values
+        counted where it cannot."""
         layers = list(self._layers(X, backend))
         Ds = self._active_chain(layers, backend)
         core = _backends.core
@@ -444,9 +445,9 @@ class Network:
         s = _batched_singular_values(self._dense_chunk(layers, X.shape[0]), backend)
         if tolerances is None:
             return s
-        tol, rtol = tolerances
+        tol, rtol, given = tolerances
         shape = (self.widths[-1], self.widths[0])
-        return _count_rank(s, shape, None if np.isnan(tol) else tol, rtol)
+        return _count_rank(s, shape, None if np.isnan(tol) else tol, rtol if given else None)
 
     def _dense_forward(self, layers: list[Any], B: int) -> FloatArray:
         # P holds the partial products of all samples side by side, (n_l, B, n_0), so that
@@ -572,6 +573,14 @@ class Network:
         Returns
         -------
         (B,) int64 ndarray, or an int64 scalar for a 1-D X
+
+        Notes
+        -----
+        On the cpp backend a product of plain layers is split at its narrowest layer, so the
+        singular values that are zero in exact arithmetic (beyond the fewest active units)
+        come out as exact zeros rather than as the rounding noise of a dense product. With
+        the default tolerance the count is the same; with ``tol=0`` numpy would count that
+        noise, and the backends can differ there.
         """
         tol, rtol = _validation.tolerances(tol, rtol)
         be = _backends.resolve(backend)
@@ -580,10 +589,10 @@ class Network:
             out = _ref.rank(self, Xk, tol, rtol)
         else:
             out = np.empty(Xk.shape[0], dtype=np.int64)
-            if tol is None:
-                eps = float(np.finfo(self.dtype).eps)
-                rtol = rtol if rtol is not None else max(self.widths[-1], self.widths[0]) * eps
-            tolerances = (np.nan if tol is None else tol, np.nan if rtol is None else rtol)
+            given = rtol is not None
+            if tol is None and rtol is None:
+                rtol = max(self.widths[-1], self.widths[0]) * float(np.finfo(self.dtype).eps)
+            tolerances = (np.nan if tol is None else tol, np.nan if rtol is None else rtol, given)
             for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
                 out[sl] = self._spectrum_chunk(Xk[sl], be, tolerances)
         return out[0] if squeeze else out
@@ -846,9 +855,12 @@ def _count_rank(
     """numpy.linalg.matrix_rank's count from singular values of (r, c) matrices."""
     if s.shape[1] == 0:
         return np.zeros(s.shape[0], dtype=np.int64)
+    # As numpy compares: in float64 against a tol or rtol given (it takes asarray of them),
+    # in the values' precision against its default rtol (an eps of that precision).
     if tol is not None:
         t = np.full(s.shape[0], tol)
+    elif rtol is not None:
+        t = s[:, 0].astype(np.float64) * rtol
     else:
-        r = rtol if rtol is not None else max(shape) * np.finfo(s.dtype).eps
-        t = s[:, 0] * r
+        t = s[:, 0] * (max(shape) * np.finfo(s.dtype).eps)
     return np.count_nonzero(s > t[:, None], axis=1).astype(np.int64)

@@ -72,18 +72,33 @@ class ActiveChain {
     const ChainArgs<T>& a_;
     index_t L_;
     std::vector<std::vector<index_t>> S_;  // S_[0] = all inputs, S_[l+1] = live units of layer l
+    std::vector<double> wlog_;  // log2 max |W_l| (NaN for per-sample weights: unknown)
+    std::vector<double> blog_;  // log2 of a bound on |entries| of block l of the loaded sample
     index_t b_ = 0;
 
    public:
     std::vector<T> sub;  // the last gathered block, row-major
 
-    explicit ActiveChain(const ChainArgs<T>& a) : a_(a), L_(static_cast<index_t>(a.W.size())), S_(static_cast<size_t>(L_ + 1)) {
+    explicit ActiveChain(const ChainArgs<T>& a)
+        : a_(a), L_(static_cast<index_t>(a.W.size())), S_(static_cast<size_t>(L_ + 1)),
+          wlog_(static_cast<size_t>(L_)), blog_(static_cast<size_t>(L_)) {
         index_t wmax = 0;
         for (index_t w : a.widths) wmax = std::max(wmax, w);
         sub.resize(static_cast<size_t>(std::max<index_t>(1, wmax * wmax)));
         const index_t n0 = a.widths[0];
         S_[0].resize(static_cast<size_t>(n0));
         for (index_t j = 0; j < n0; ++j) S_[0][static_cast<size_t>(j)] = j;
+        for (index_t l = 0; l < L_; ++l) {
+            const size_t ls = static_cast<size_t>(l);
+            if (a.W_stride[ls] != 0) {
+                wlog_[ls] = std::numeric_limits<double>::quiet_NaN();
+                continue;
+            }
+            T m = 0;
+            const index_t n = a.widths[ls] * a.widths[ls + 1];
+            for (index_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a.W[ls][i]));
+            wlog_[ls] = std::log2(double(m));
+        }
     }
 
     // Active sets of sample b.
@@ -94,8 +109,13 @@ class ActiveChain {
             const T* d = a_.D[static_cast<size_t>(l)] + b * w;
             auto& s = S_[static_cast<size_t>(l + 1)];
             s.clear();
+            T dmax = 0;
             for (index_t i = 0; i < w; ++i)
-                if (d[i] != T(0)) s.push_back(i);
+                if (d[i] != T(0)) {
+                    s.push_back(i);
+                    dmax = std::max(dmax, std::fabs(d[i]));
+                }
+            blog_[static_cast<size_t>(l)] = wlog_[static_cast<size_t>(l)] + std::log2(double(dmax));
         }
     }
 
@@ -128,29 +148,66 @@ class ActiveChain {
     }
 
     // Blocks hi-1 .. lo multiplied from the top down: R = block(hi-1), R <- R block(l);
-    // (k_hi x k_lo) row-major in `cur` (hi > lo). `nxt` is scratch; returns where R is.
-    T* right_to(index_t hi, index_t lo, T* cur, T* nxt) {
+    // (k_hi x k_lo) row-major in `cur` (hi > lo), equal to the product times 2^-e (e added
+    // to `e`). `nxt` is scratch; returns where R is.
+    T* right_to(index_t hi, index_t lo, T* cur, T* nxt, int& e) {
         gather(hi - 1);
         std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(hi) * k(hi - 1)));
+        double u = blog_[static_cast<size_t>(hi - 1)];
+        guard(cur, k(hi) * k(hi - 1), u, e);
         for (index_t l = hi - 2; l >= lo; --l) {
             gather(l);
             matmul(cur, sub.data(), nxt, k(hi), k(l + 1), k(l));
             std::swap(cur, nxt);
+            u += blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l + 1))));
+            guard(cur, k(hi) * k(l), u, e);
         }
         return cur;
     }
 
     // Blocks lo .. hi-1 multiplied from the bottom up: C = block(lo), C <- block(l) C;
-    // (k_hi x k_lo) row-major (hi > lo).
-    T* left_to(index_t lo, index_t hi, T* cur, T* nxt) {
+    // (k_hi x k_lo) row-major, the product times 2^-e (hi > lo).
+    T* left_to(index_t lo, index_t hi, T* cur, T* nxt, int& e) {
         gather(lo);
         std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(lo + 1) * k(lo)));
+        double u = blog_[static_cast<size_t>(lo)];
+        guard(cur, k(lo + 1) * k(lo), u, e);
         for (index_t l = lo + 1; l < hi; ++l) {
             gather(l);
             matmul(sub.data(), cur, nxt, k(l + 1), k(l), k(lo));
             std::swap(cur, nxt);
+            u += blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l))));
+            guard(cur, k(l + 1) * k(lo), u, e);
         }
         return cur;
+    }
+
+    // A partial product can leave the floating-point range where the whole product does
+    // not (a split's two factors, a run of tiny then huge layers). u is log2 of an upper
+    // bound on its entries (max |d_l| max |W_l| times the inner dimension per product); while
+    // it stays within [-64, 64] in the current scale no entry can overflow or be pushed
+    // towards underflow by the scale alone, and nothing is done. Otherwise (or with the bound
+    // unknown) x is scanned, brought into [0.5, 1) by a power of two (exact) when its
+    // largest entry lies outside [2^-16, 2^16], the exponent added to e and u reset.
+    static void guard(T* x, index_t n, double& u, int& e) {
+        if (u >= -64.0 && u <= 64.0) return;
+        T amax = 0;
+        for (index_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+        const T hi = T(65536), lo = T(1) / hi;
+        if (amax == T(0) || !(amax <= std::numeric_limits<T>::max())) return;  // u stays out: checked again
+        if (amax >= lo && amax <= hi) {
+            u = std::log2(double(amax));
+            return;
+        }
+        int ex = 0;
+        std::frexp(amax, &ex);
+        const T f = std::ldexp(T(1), -ex);
+        if (std::isnormal(f))
+            for (index_t i = 0; i < n; ++i) x[i] *= f;
+        else
+            for (index_t i = 0; i < n; ++i) x[i] = std::ldexp(x[i], -ex);
+        e += ex;
+        u = 0.0;
     }
 };
 
@@ -182,11 +239,18 @@ void chain_active(const ChainArgs<T>& a) {
             double all = 0;
             for (index_t l = 0; l < L; ++l) all += ch.block(l);
             const double fwd = double(n0) * (all - ch.block(0)), rev = double(kL) * (all - ch.block(L - 1));
-            const T* R = fwd < rev || (fwd == rev && !a.reverse) ? ch.left_to(0, L, P.data(), Q.data())
-                                                                  : ch.right_to(L, 0, P.data(), Q.data());
+            int e = 0;
+            const T* R = fwd < rev || (fwd == rev && !a.reverse) ? ch.left_to(0, L, P.data(), Q.data(), e)
+                                                                  : ch.right_to(L, 0, P.data(), Q.data(), e);
             const auto& rows = ch.live(L);
-            for (size_t r = 0; r < rows.size(); ++r)
-                std::memcpy(out + rows[r] * n0, R + static_cast<index_t>(r) * n0, sizeof(T) * static_cast<size_t>(n0));
+            for (size_t r = 0; r < rows.size(); ++r) {
+                const T* src = R + static_cast<index_t>(r) * n0;
+                T* dst = out + rows[r] * n0;
+                if (e == 0)
+                    std::memcpy(dst, src, sizeof(T) * static_cast<size_t>(n0));
+                else
+                    for (index_t c = 0; c < n0; ++c) dst[c] = std::ldexp(src[c], e);
+            }
         }
     });
 }
@@ -210,6 +274,7 @@ class ChainSpectrum {
     struct Core {
         T* data;
         index_t rows, cols, ld;
+        int exponent;  // J's singular values are the core's times 2^exponent
     };
 
     explicit ChainSpectrum(const ChainArgs<T>& a)
@@ -260,19 +325,20 @@ class ChainSpectrum {
             }
         }
         const index_t kj = ch.k(j);
-        if (kj == 0) return {P_.data(), std::max<index_t>(kL, 1), 0, std::max<index_t>(kL, 1)};
+        if (kj == 0) return {P_.data(), std::max<index_t>(kL, 1), 0, std::max<index_t>(kL, 1), 0};
+        int e = 0;
         if (j == 0 || j == L) {
             // J's live rows (kL x n0) row-major = column-major (n0 x kL).
-            T* J = j == 0 ? ch.left_to(0, L, P_.data(), Q_.data()) : ch.right_to(L, 0, P_.data(), Q_.data());
-            return {J, n0, kL, n0};
+            T* J = j == 0 ? ch.left_to(0, L, P_.data(), Q_.data(), e) : ch.right_to(L, 0, P_.data(), Q_.data(), e);
+            return {J, n0, kL, n0, e};
         }
-        T* A = ch.left_to(j, L, P_.data(), Q_.data());  // kL x kj row-major
+        T* A = ch.left_to(j, L, P_.data(), Q_.data(), e);  // kL x kj row-major
         T* spare = A == P_.data() ? Q_.data() : P_.data();
-        T* Bm = ch.right_to(j, 0, spare, Bk_.data());  // kj x n0 row-major
+        T* Bm = ch.right_to(j, 0, spare, Bk_.data(), e);  // kj x n0 row-major
         T* M = Bm == Bk_.data() ? spare : Bk_.data();
         if (!all_finite(Bm, kj * n0)) {  // geqrf's output would be meaningless
             std::fill(M, M + kL * kj, std::numeric_limits<T>::quiet_NaN());
-            return {M, kL, kj, kL};
+            return {M, kL, kj, kL, e};
         }
         // B row-major (kj x n0) = column-major B^T (n0 x kj) = Q R, so J = A R^T Q^T.
         const int nn = static_cast<int>(n0), kk = static_cast<int>(kj), ll = static_cast<int>(kL);
@@ -284,15 +350,17 @@ class ChainSpectrum {
         // M = A R^T column-major (kL x kj): A row-major is A^T column-major (kj x kL).
         const T one = 1, zero = 0;
         lapack::get<T>().gemm("T", "T", &ll, &kk, &kk, &one, A, &kk, R, &kk, &zero, M, &ll);
-        return {M, kL, kj, kL};
+        return {M, kL, kj, kL, e};
     }
 
     // rank(J) by numpy's rule (SvdWorkspace::rank: certified from the core's bidiagonal
     // form where it can be, counted from its singular values where it cannot).
-    std::int64_t rank(index_t b, double tol, double rtol) {
+    std::int64_t rank(index_t b, double tol, double rtol, bool rtol_double) {
         const Core c = core(b);
         if (c.cols == 0) return 0;
-        return svd.rank(c.data, c.rows, c.cols, c.ld, tol, rtol);
+        // An absolute tol in the core's scale; rtol is scale-free.
+        const double t = std::isnan(tol) ? tol : std::ldexp(tol, -c.exponent);
+        return svd.rank(c.data, c.rows, c.cols, c.ld, t, rtol, rtol_double);
     }
 
    private:
@@ -306,7 +374,7 @@ class ChainSpectrum {
 }  // namespace detail
 
 // Singular values of every end-to-end Jacobian, (B, min(n0, nL)) row-major into S,
-// descending; the rows of samples whose product holds a NaN or an infinity are NaN.
+// descending; NaN for a sample whose partial products hold a NaN or an infinity.
 template <class T>
 void chain_singular_values(const ChainArgs<T>& a, T* S) {
     const index_t L = static_cast<index_t>(a.W.size());
@@ -318,15 +386,20 @@ void chain_singular_values(const ChainArgs<T>& a, T* S) {
             T* s = S + b * p;
             std::fill(s, s + p, T(0));
             const auto c = one.core(b);
-            if (c.cols > 0) one.svd.run(c.data, c.rows, c.cols, c.ld, s, p);
+            if (c.cols == 0) continue;
+            one.svd.run(c.data, c.rows, c.cols, c.ld, s, p);
+            if (c.exponent != 0)
+                for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(s[i], c.exponent);
         }
     });
 }
 
 // rank of every end-to-end Jacobian into r (B,): singular values above tol, or (tol NaN)
-// above rtol times the largest (numpy.linalg.matrix_rank's rule).
+// above rtol times the largest (numpy.linalg.matrix_rank's rule; rtol_double: the threshold
+// and comparison in double, as numpy makes them for an rtol given, else in T, as for its
+// default rtol).
 template <class T>
-void chain_rank(const ChainArgs<T>& a, double tol, double rtol, std::int64_t* r) {
+void chain_rank(const ChainArgs<T>& a, double tol, double rtol, bool rtol_double, std::int64_t* r) {
     const index_t L = static_cast<index_t>(a.W.size());
     if (std::min(a.widths[0], a.widths[static_cast<size_t>(L)]) == 0) {
         std::fill(r, r + a.B, std::int64_t(0));
@@ -334,7 +407,7 @@ void chain_rank(const ChainArgs<T>& a, double tol, double rtol, std::int64_t* r)
     }
     parallel_for(a.B, 1, [&](index_t, index_t begin, index_t end) {
         detail::ChainSpectrum<T> one(a);
-        for (index_t b = begin; b < end; ++b) r[b] = one.rank(b, tol, rtol);
+        for (index_t b = begin; b < end; ++b) r[b] = one.rank(b, tol, rtol, rtol_double);
     });
 }
 

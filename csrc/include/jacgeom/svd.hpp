@@ -138,8 +138,8 @@ struct SvdWorkspace {
     }
 
     // numpy.linalg.matrix_rank of the column-major (rows, cols) matrix A (destroyed): the
-    // singular values above tol, or above rtol * sigma_max when tol is NaN (the comparisons
-    // as numpy makes them: in double against tol, in T against s_max * T(rtol)). 0 when A
+    // singular values above tol, or above rtol * sigma_max when tol is NaN (compared as
+    // numpy compares, count_above). 0 when A
     // holds a NaN or an infinity (NaN thresholds: nothing is above them).
     //
     // A is reduced to bidiagonal form B (the first stage of its SVD); full rank p =
@@ -149,7 +149,7 @@ struct SvdWorkspace {
     // A lower bound above 8 times both the threshold's upper bound and the reduction's
     // rounding (max(rows, cols) eps sigma_max) settles the rank; otherwise dqds finishes the
     // singular values of B and they are counted.
-    std::int64_t rank(T* A, index_t rows, index_t cols, index_t lda, double tol, double rtol) {
+    std::int64_t rank(T* A, index_t rows, index_t cols, index_t lda, double tol, double rtol, bool rtol_double) {
         const index_t p = std::min(rows, cols), q = std::max(rows, cols);
         if (p == 0) return 0;
         int exponent = 0;
@@ -182,14 +182,18 @@ struct SvdWorkspace {
             return p;
         T* s = d;
         if (finish(d, e, p, exponent, s) != 0) return 0;
-        return count_above(s, p, tol, rtol);
+        return count_above(s, p, tol, rtol, rtol_double);
     }
 
-    // As numpy counts: s > tol in double, or s > s[0] * T(rtol) in T when tol is NaN.
-    static std::int64_t count_above(const T* s, index_t n, double tol, double rtol) {
+    // As numpy counts: s > tol in double; when tol is NaN, s > s[0] * rtol in double for an
+    // rtol the caller gave (numpy takes asarray(rtol)), in T for its default rtol.
+    static std::int64_t count_above(const T* s, index_t n, double tol, double rtol, bool rtol_double) {
         std::int64_t r = 0;
         if (n == 0) return 0;
-        if (std::isnan(tol)) {
+        if (std::isnan(tol) && rtol_double) {
+            const double t = double(s[0]) * rtol;
+            for (index_t i = 0; i < n; ++i) r += double(s[i]) > t;
+        } else if (std::isnan(tol)) {
             const T t = s[0] * T(rtol);
             for (index_t i = 0; i < n; ++i) r += s[i] > t;
         } else {
