@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.special
+from threadpoolctl import threadpool_limits
 
 import jacgeom
 from jacgeom import reference
@@ -240,6 +241,20 @@ def _rank_tolerance(inp: LayerInputs) -> float:
     return max(inp.m, inp.n) * float(np.finfo(inp.dtype).eps)
 
 
+# LAPACK on stacks of small matrices (numpy's svd, matrix_rank over samples or masks) runs
+# with numpy's BLAS on one thread: at these sizes gesdd's BLAS-2 calls gain nothing from a
+# second thread and lose to the hand-over (4096 SVDs of 256 x 256: 19.3 s on one thread,
+# 28.9 s on two; the network loop's rank 0.58 s on one, 0.59-1.3 s on two, 2.4 s beside one
+# busy thread). One thread makes these baselines both steady and their fastest; batched
+# matrix products keep numpy's threads.
+def _one_blas_thread(run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    def pinned() -> np.ndarray:
+        with threadpool_limits(1, user_api="blas"):
+            return run()
+
+    return pinned
+
+
 # naive: the loop over samples a user writes first, one small numpy problem per sample.
 
 
@@ -278,7 +293,7 @@ def naive_layer_singular_values(inp: LayerInputs) -> Callable[[], np.ndarray]:
             S[i] = np.linalg.svd(J, compute_uv=False)
         return S
 
-    return run
+    return _one_blas_thread(run)
 
 
 def naive_log_volume(inp: LayerInputs) -> Callable[[], np.ndarray]:
@@ -294,7 +309,7 @@ def naive_log_volume(inp: LayerInputs) -> Callable[[], np.ndarray]:
             v[i] = np.sum(np.log(s)) if full_rank else -np.inf
         return v
 
-    return run
+    return _one_blas_thread(run)
 
 
 # vectorised: the best plain numpy on the stacked (B, m, n) Jacobian.
@@ -318,7 +333,7 @@ def vectorised_pullback_metric(inp: LayerInputs) -> Callable[[], np.ndarray]:
 
 
 def vectorised_layer_singular_values(inp: LayerInputs) -> Callable[[], np.ndarray]:
-    return lambda: np.linalg.svd(_stacked_jacobian(inp), compute_uv=False)
+    return _one_blas_thread(lambda: np.linalg.svd(_stacked_jacobian(inp), compute_uv=False))
 
 
 def vectorised_log_volume(inp: LayerInputs) -> Callable[[], np.ndarray]:
@@ -331,7 +346,7 @@ def vectorised_log_volume(inp: LayerInputs) -> Callable[[], np.ndarray]:
             logs = np.log(s).sum(axis=1)
         return np.where(full_rank, logs, -np.inf).astype(inp.dtype)
 
-    return run
+    return _one_blas_thread(run)
 
 
 def vectorised_slogdet_log_volume(inp: LayerInputs) -> Callable[[], np.ndarray]:
@@ -659,13 +674,15 @@ def mask_inputs(w: Workload) -> MaskInputs:
 
 def naive_masked_rank(inp: MaskInputs) -> Callable[[], np.ndarray]:
     W, masks = inp.W, inp.masks
-    return lambda: np.array([np.linalg.matrix_rank(W[m]) for m in masks], dtype=np.int64)
+    return _one_blas_thread(
+        lambda: np.array([np.linalg.matrix_rank(W[m]) for m in masks], dtype=np.int64)
+    )
 
 
 def stacked_masked_rank(inp: MaskInputs) -> Callable[[], np.ndarray]:
     """matrix_rank of the stacked (B, m, n) array with the masked rows zeroed."""
     W, masks = inp.W, inp.masks
-    return lambda: np.linalg.matrix_rank(W * masks[:, :, None])
+    return _one_blas_thread(lambda: np.linalg.matrix_rank(W * masks[:, :, None]))
 
 
 def masked_rank_backend(backend: str) -> Prepare:
@@ -760,13 +777,15 @@ def naive_network_jacobian(inp: NetworkInputs) -> Callable[[], np.ndarray]:
             J[i] = _naive_product(layers, x)
         return J
 
-    return run
+    return _one_blas_thread(run)
 
 
 def naive_network_rank(inp: NetworkInputs) -> Callable[[], np.ndarray]:
     layers, X = _numpy_layers(inp), inp.X
-    return lambda: np.array(
-        [np.linalg.matrix_rank(_naive_product(layers, x)) for x in X], dtype=np.int64
+    return _one_blas_thread(
+        lambda: np.array(
+            [np.linalg.matrix_rank(_naive_product(layers, x)) for x in X], dtype=np.int64
+        )
     )
 
 
@@ -780,7 +799,7 @@ def naive_network_singular_values(inp: NetworkInputs) -> Callable[[], np.ndarray
             S[i] = np.linalg.svd(_naive_product(layers, x), compute_uv=False)
         return S
 
-    return run
+    return _one_blas_thread(run)
 
 
 def _stacked_network_jacobian(inp: NetworkInputs) -> np.ndarray:
@@ -819,11 +838,19 @@ def one_gemm_network_jacobian(inp: NetworkInputs) -> Callable[[], np.ndarray]:
 
 
 def vectorised_network_rank(inp: NetworkInputs) -> Callable[[], np.ndarray]:
-    return lambda: np.linalg.matrix_rank(_stacked_network_jacobian(inp))
+    def run() -> np.ndarray:
+        J = _stacked_network_jacobian(inp)  # batched products on numpy's threads
+        return _one_blas_thread(lambda: np.linalg.matrix_rank(J))()
+
+    return run
 
 
 def vectorised_network_singular_values(inp: NetworkInputs) -> Callable[[], np.ndarray]:
-    return lambda: np.linalg.svd(_stacked_network_jacobian(inp), compute_uv=False)
+    def run() -> np.ndarray:
+        J = _stacked_network_jacobian(inp)
+        return _one_blas_thread(lambda: np.linalg.svd(J, compute_uv=False))()
+
+    return run
 
 
 def network_backend(method: str, backend: str) -> Prepare:
