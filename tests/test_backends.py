@@ -155,3 +155,42 @@ def test_blas_pin_is_lifted_after_kernels_return() -> None:
     assert before and all(n == 2 for n in before)
     assert during == [1] * len(before)
     assert main == workers == before
+
+
+_LIMITS_SCRIPT = """
+import json, threading, time
+import numpy as np
+import jacgeom
+from threadpoolctl import threadpool_info, threadpool_limits
+
+def blas():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+W = np.random.default_rng(0).standard_normal((64, 32))
+masks = np.random.default_rng(1).random((8, 64)) < 0.5
+jacgeom.masked_rank(W, masks, backend="cpp")
+time.sleep(0.5)  # the pin is lifted _RESTORE_DELAY after the last kernel
+with threadpool_limits(1, user_api="blas"):
+    inside = blas()
+names = [t.name for t in threading.enumerate()]
+print(json.dumps([inside, blas(), names]))
+"""
+
+
+def test_callers_thread_limits_work_after_kernels() -> None:
+    # OpenBLAS ignores counts set from other threads while the thread that changed it
+    # lives: the pin thread exits once it has lifted the pin, so a caller's own
+    # threadpool_limits still takes effect after jacgeom's kernels have run.
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", _LIMITS_SCRIPT], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    inside, after, names = json.loads(out.stdout)
+    assert inside and all(n == 1 for n in inside)
+    assert all(n == 2 for n in after)
+    assert "jacgeom-blas-pin" not in names

@@ -156,7 +156,8 @@ set_num_threads(_initial_threads())
 #   reference-counted across threads and lifted only _RESTORE_DELAY seconds after the last
 #   kernel returns, and back-to-back calls change nothing;
 # - raising the count back from a thread other than the one that lowered it is ignored
-#   (OpenBLAS 0.3.30): so one daemon thread makes every change, both ways.
+#   (OpenBLAS 0.3.30): so one daemon thread makes every change, both ways, and exits once
+#   the pin is lifted (while it lives, counts set from other threads are ignored too).
 _RESTORE_DELAY = 0.05
 _blas_controller: Any = None
 
@@ -215,6 +216,12 @@ class _BlasPin:
                         continue
                     self._limiter.restore_original_limits()
                     self._limiter = None
+                    # Exit: while a thread that changed OpenBLAS's thread count is alive,
+                    # OpenBLAS (0.3.30, 0.3.31) ignores counts set from other threads, so a
+                    # caller's own threadpool_limits would silently do nothing after jacgeom
+                    # has run. The next pin starts a new thread.
+                    self._thread = None
+                    return
                 else:
                     self._cv.wait()
 
