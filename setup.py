@@ -14,6 +14,8 @@ ext_modules = [
         "jacgeom._core",
         sorted(glob("csrc/**/*.cpp", recursive=True)),
         include_dirs=["csrc/include"],
+        # Every source includes the headers: an edited header rebuilds the extension.
+        depends=sorted(glob("csrc/**/*.hpp", recursive=True)),
         cxx_std=17,
         extra_compile_args=["-O3", "-Wall", "-Wextra", "-fvisibility=hidden"],
     )

@@ -154,13 +154,15 @@ class ActiveChain {
         gather(hi - 1);
         std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(hi) * k(hi - 1)));
         double u = blog_[static_cast<size_t>(hi - 1)];
-        guard(cur, k(hi) * k(hi - 1), u, e);
+        guard(cur, k(hi) * k(hi - 1), u, e, 0.0);
         for (index_t l = hi - 2; l >= lo; --l) {
+            const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l + 1))));
+            guard(cur, k(hi) * k(l + 1), u, e, grow);  // before: the product must fit
             gather(l);
             matmul(cur, sub.data(), nxt, k(hi), k(l + 1), k(l));
             std::swap(cur, nxt);
-            u += blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l + 1))));
-            guard(cur, k(hi) * k(l), u, e);
+            u += grow;
+            guard(cur, k(hi) * k(l), u, e, 0.0);
         }
         return cur;
     }
@@ -171,28 +173,44 @@ class ActiveChain {
         gather(lo);
         std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(lo + 1) * k(lo)));
         double u = blog_[static_cast<size_t>(lo)];
-        guard(cur, k(lo + 1) * k(lo), u, e);
+        guard(cur, k(lo + 1) * k(lo), u, e, 0.0);
         for (index_t l = lo + 1; l < hi; ++l) {
+            const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l))));
+            guard(cur, k(l) * k(lo), u, e, grow);
             gather(l);
             matmul(sub.data(), cur, nxt, k(l + 1), k(l), k(lo));
             std::swap(cur, nxt);
-            u += blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l))));
-            guard(cur, k(l + 1) * k(lo), u, e);
+            u += grow;
+            guard(cur, k(l + 1) * k(lo), u, e, 0.0);
         }
         return cur;
     }
 
     // A partial product can leave the floating-point range where the whole product does
     // not (a split's two factors, a run of tiny then huge layers). u is log2 of an upper
-    // bound on its entries (max |d_l| max |W_l| times the inner dimension per product); while
-    // it stays within [-64, 64] in the current scale no entry can overflow or be pushed
-    // towards underflow by the scale alone, and nothing is done. Otherwise (or with the bound
-    // unknown) x is scanned, brought into [0.5, 1) by a power of two (exact) when its
-    // largest entry lies outside [2^-16, 2^16], the exponent added to e and u reset.
-    static void guard(T* x, index_t n, double& u, int& e) {
-        if (u >= -64.0 && u <= 64.0) return;
-        T amax = 0;
-        for (index_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+    // bound on its entries (max |d_l| max |W_l| times the inner dimension per product). x is
+    // scanned only when u leaves [-kBand, kBand], or when u + grow (the bound after the next
+    // product) would come within a tenth of the type's exponent range of overflow or
+    // underflow; then, if its largest entry lies outside [2^-16, 2^16], it is brought into
+    // [0.5, 1) by a power of two (exact), the exponent added to e and u reset. For plain
+    // networks the bound grows by about log2(width) per layer: one scan in tens of layers.
+    static void guard(T* x, index_t n, double& u, int& e, double grow) {
+        constexpr double kBand = std::numeric_limits<T>::max_exponent / 4;
+        constexpr double kTop = 0.9 * std::numeric_limits<T>::max_exponent;
+        constexpr double kBottom = 0.9 * std::numeric_limits<T>::min_exponent;
+        const double next = u + grow;
+        if (u >= -kBand && u <= kBand && next <= kTop && next >= kBottom) return;
+        // Four running maxima: independent chains the core can overlap.
+        T m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        index_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            m0 = std::max(m0, std::fabs(x[i]));
+            m1 = std::max(m1, std::fabs(x[i + 1]));
+            m2 = std::max(m2, std::fabs(x[i + 2]));
+            m3 = std::max(m3, std::fabs(x[i + 3]));
+        }
+        for (; i < n; ++i) m0 = std::max(m0, std::fabs(x[i]));
+        const T amax = std::max(std::max(m0, m1), std::max(m2, m3));
         const T hi = T(65536), lo = T(1) / hi;
         if (amax == T(0) || !(amax <= std::numeric_limits<T>::max())) return;  // u stays out: checked again
         if (amax >= lo && amax <= hi) {
@@ -203,9 +221,9 @@ class ActiveChain {
         std::frexp(amax, &ex);
         const T f = std::ldexp(T(1), -ex);
         if (std::isnormal(f))
-            for (index_t i = 0; i < n; ++i) x[i] *= f;
+            for (index_t j = 0; j < n; ++j) x[j] *= f;
         else
-            for (index_t i = 0; i < n; ++i) x[i] = std::ldexp(x[i], -ex);
+            for (index_t j = 0; j < n; ++j) x[j] = std::ldexp(x[j], -ex);
         e += ex;
         u = 0.0;
     }
