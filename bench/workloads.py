@@ -39,7 +39,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.special
-from threadpoolctl import threadpool_limits
 
 import jacgeom
 from jacgeom import reference
@@ -248,8 +247,13 @@ def _rank_tolerance(inp: LayerInputs) -> float:
 # busy thread). One thread makes these baselines both steady and their fastest; batched
 # matrix products keep numpy's threads.
 def _one_blas_thread(run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    # jacgeom's own pin: one thread lowers and restores the count (OpenBLAS ignores a count
+    # restored from a thread other than the one that lowered it, and the main thread's
+    # threadpool_limits left later rows of a full run on one thread).
+    from jacgeom import _backends
+
     def pinned() -> np.ndarray:
-        with threadpool_limits(1, user_api="blas"):
+        with _backends.single_threaded_blas():
             return run()
 
     return pinned
