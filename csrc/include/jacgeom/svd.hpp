@@ -104,7 +104,6 @@ template <class T>
 struct SvdWorkspace {
     std::vector<T> work;
     std::vector<int> iwork;
-    std::vector<T> small;  // transpose, d, e, scratch and bdsqr's work for the small path
 
     // For every matrix of at most rows x cols: the small path's buffer for those of them that
     // take it, gesdd's workspace unless none can.
@@ -114,7 +113,7 @@ struct SvdWorkspace {
         const int c = static_cast<int>(std::max<index_t>(1, cols));
         const index_t p = std::min<index_t>({r, c, kSmallSvd});
         const index_t q = std::min<index_t>(std::max<index_t>(r, c), kSmallSvd);
-        small.resize(static_cast<size_t>(p * q + 7 * p + q + 1));
+        bd_.resize(static_cast<size_t>(p * q + 8 * p + q + 1));
         if (small_svd(r, c)) return;
         int lwork = -1, info = 0, one = 1;
         T query = 0, dummy = 0;
@@ -320,60 +319,19 @@ struct SvdWorkspace {
         return info;
     }
 
+    // The written-out reduction (bidiagonal() takes it at these sizes), then dqds.
     int run_small(T* A, index_t rows, index_t cols, index_t lda, T* s) {
-        const index_t p = std::min(rows, cols), q = std::max(rows, cols);
-        if (small.size() < static_cast<size_t>(p * q + 7 * p + q + 1))
-            small.resize(static_cast<size_t>(p * q + 7 * p + q + 1));
-        // Tall (q, p) column-major view: A itself, or its transpose copied.
-        T* M = A;
-        index_t ldm = lda;
-        T* t = small.data();
-        if (rows < cols) {
-            for (index_t j = 0; j < cols; ++j)
-                for (index_t i = 0; i < rows; ++i) t[j + i * cols] = A[i + j * lda];
-            M = t;
-            ldm = cols;
-        }
-        // Scale by a power of two so the largest entry lies in [0.5, 1): exact, and the
-        // sums of squares in the reflectors can neither overflow nor lose the matrix.
-        T amax = 0;
-        bool finite = true;
-        for (index_t j = 0; j < p; ++j)
-            for (index_t i = 0; i < q; ++i) {
-                const T a = std::fabs(M[i + j * ldm]);
-                finite = finite && a <= std::numeric_limits<T>::max();  // false for NaN
-                amax = std::max(amax, a);
-            }
-        if (!finite) return -1;
-        if (amax == T(0)) {
+        const index_t p = std::min(rows, cols);
+        int exponent = 0;
+        T* d = nullptr;
+        T* e = nullptr;
+        const int info = bidiagonal(A, rows, cols, lda, d, e, exponent);
+        if (info < 0) return -1;
+        if (info == 1) {  // A = 0
             std::fill(s, s + p, T(0));
             return 0;
         }
-        int exponent = 0;
-        std::frexp(amax, &exponent);
-        const T f = std::ldexp(T(1), -exponent);
-        const bool exact = std::isnormal(f);  // else (subnormal input) one ldexp per entry
-        for (index_t j = 0; j < p; ++j) {
-            T* col = M + j * ldm;
-            if (exact)
-                for (index_t i = 0; i < q; ++i) col[i] *= f;
-            else
-                for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
-        }
-        T* d = small.data() + p * q;
-        T* e = d + p;
-        T* w = e + p;
-        T* bwork = w + q;
-        detail::bidiagonalize(M, q, p, ldm, d, e, w);
-        const auto& L = lapack::get<T>();
-        const int n = static_cast<int>(p), zero = 0, one = 1;
-        int info = 0;
-        T dummy = 0;
-        L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
-                bwork, &info);
-        if (info != 0) return info;
-        for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
-        return 0;
+        return finish(d, e, p, exponent, s);
     }
 };
 
