@@ -41,6 +41,11 @@ struct ChainArgs {
     std::vector<index_t> W_stride;  // 0: shared by all samples; else elements per sample
     std::vector<const T*> D;  // layer l: (B, widths[l+1]) row-major
     std::vector<index_t> widths;  // n0, n1, ..., nL
+    index_t widest() const {
+        index_t w = 1;
+        for (index_t x : widths) w = std::max(w, x);
+        return w;
+    }
     index_t B;
     bool reverse;
     T* J;  // (B, nL, n0)
@@ -82,9 +87,8 @@ class ActiveChain {
     explicit ActiveChain(const ChainArgs<T>& a)
         : a_(a), L_(static_cast<index_t>(a.W.size())), S_(static_cast<size_t>(L_ + 1)),
           wlog_(static_cast<size_t>(L_)), blog_(static_cast<size_t>(L_)) {
-        index_t wmax = 0;
-        for (index_t w : a.widths) wmax = std::max(wmax, w);
-        sub.resize(static_cast<size_t>(std::max<index_t>(1, wmax * wmax)));
+        const index_t wmax = a.widest();
+        sub.resize(static_cast<size_t>(wmax * wmax));
         const index_t n0 = a.widths[0];
         S_[0].resize(static_cast<size_t>(n0));
         for (index_t j = 0; j < n0; ++j) S_[0][static_cast<size_t>(j)] = j;
@@ -124,6 +128,11 @@ class ActiveChain {
     const std::vector<index_t>& live(index_t j) const { return S_[static_cast<size_t>(j)]; }
     // Flops-per-row of block l (k_(l+1) x k_l).
     double block(index_t l) const { return l < 0 || l >= L_ ? 0.0 : double(k(l + 1)) * double(k(l)); }
+    double blocks() const {
+        double all = 0;
+        for (index_t l = 0; l < L_; ++l) all += block(l);
+        return all;
+    }
 
     // d_l[S_(l+1)] W_l[S_(l+1), S_l] into `sub` (k_(l+1) x k_l), row-major.
     void gather(index_t l) {
@@ -241,8 +250,7 @@ template <class T>
 void chain_active(const ChainArgs<T>& a) {
     const index_t L = static_cast<index_t>(a.W.size());
     const index_t n0 = a.widths[0], nL = a.widths[static_cast<size_t>(L)];
-    index_t wmax = 0;
-    for (index_t w : a.widths) wmax = std::max(wmax, w);
+    const index_t wmax = a.widest();
     parallel_for(a.B, 1, [&](index_t, index_t begin, index_t end) {
         detail::ActiveChain<T> ch(a);
         const index_t buf = std::max<index_t>(1, wmax * std::max(n0, nL));
@@ -254,8 +262,7 @@ void chain_active(const ChainArgs<T>& a) {
             std::fill(out, out + nL * n0, T(0));
             if (kL == 0) continue;
             // Both orders multiply the same sub-blocks k_(l+1) x k_l except one end's.
-            double all = 0;
-            for (index_t l = 0; l < L; ++l) all += ch.block(l);
+            const double all = ch.blocks();
             const double fwd = double(n0) * (all - ch.block(0)), rev = double(kL) * (all - ch.block(L - 1));
             int e = 0;
             const T* R = fwd < rev || (fwd == rev && !a.reverse) ? ch.left_to(0, L, P.data(), Q.data(), e)
@@ -280,7 +287,6 @@ namespace detail {
 // (J's others are exact zeros).
 template <class T>
 class ChainSpectrum {
-    const ChainArgs<T>& a_;
     index_t L_, n0_;
     ActiveChain<T> ch_;
     std::vector<T> P_, Q_, Bk_, R_, tau_, work_;
@@ -296,24 +302,18 @@ class ChainSpectrum {
     };
 
     explicit ChainSpectrum(const ChainArgs<T>& a)
-        : a_(a), L_(static_cast<index_t>(a.W.size())), n0_(a.widths[0]), ch_(a), svd(wmax(a), wmax(a)) {
-        const index_t w = wmax(a), buf = std::max<index_t>(1, w * w);
+        : L_(static_cast<index_t>(a.W.size())), n0_(a.widths[0]), ch_(a), svd(a.widest(), a.widest()) {
+        const index_t w = a.widest(), buf = w * w;
         for (auto* v : {&P_, &Q_, &Bk_, &R_}) v->resize(static_cast<size_t>(buf));
         tau_.resize(static_cast<size_t>(w + 1));
-        // geqrf of the largest core: at most wmax x wmax.
-        const int r = static_cast<int>(std::max<index_t>(1, w));
+        // geqrf of the largest core: at most w x w.
+        const int r = static_cast<int>(w);
         int info = 0;
         lwork_ = -1;
         T query = 0;
         lapack::get<T>().geqrf(&r, &r, Bk_.data(), &r, tau_.data(), &query, &lwork_, &info);
         lwork_ = static_cast<int>(std::max<T>(query, T(1))) + 1;
         work_.resize(static_cast<size_t>(lwork_));
-    }
-
-    static index_t wmax(const ChainArgs<T>& a) {
-        index_t w = 1;
-        for (index_t x : a.widths) w = std::max(w, x);
-        return w;
     }
 
     // The core of sample b (cols = 0: J = 0). Its entries are not checked for finiteness.
@@ -323,8 +323,7 @@ class ChainSpectrum {
         ch.load(b);
         // The split j with the fewest flops: the products cost k_j per row of every block
         // but the two at j; a split inside adds the QR of B and the product A R^T.
-        double all = 0;
-        for (index_t l = 0; l < L; ++l) all += ch.block(l);
+        const double all = ch.blocks();
         const index_t kL = ch.k(L);
         index_t j = 0;
         double best = 0;
