@@ -367,36 +367,45 @@ def test_misaligned_inputs(backend: str, dtype: type) -> None:
         assert_close(fn(Wm, X, b, backend=backend), fn(W, X, b, backend=backend), dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
-    "shape",
+    ("shape", "dtype"),
     [
-        (1, 1),
-        (1, 5),
-        (5, 1),
-        (2, 3),
-        (16, 8),
-        (8, 16),
-        (17, 33),
-        (64, 64),
-        (65, 65),
-        (64, 100),
-        (100, 64),
+        *[
+            (shape, dtype)
+            for dtype in (np.float64, np.float32)
+            for shape in [
+                (1, 1),
+                (1, 5),
+                (5, 1),
+                (2, 3),
+                (16, 8),
+                (8, 16),
+                (17, 33),
+                (64, 64),
+                (65, 65),
+                (64, 100),
+                (100, 64),
+                (257, 256),
+                (600, 250),  # float64: above 1 MiB and twice as tall as wide: QR first
+                (250, 600),
+                (800, 700),  # float64: above 4 MiB: gesdd
+            ]
+        ],
+        ((1100, 1000), np.float32),  # float32 above 4 MiB: gesdd
     ],
 )
-def test_batched_singular_values_on_both_sides_of_the_small_path(
-    shape: tuple[int, int], dtype: type
-) -> None:
-    # min(m, n) <= 64 goes through the written-out bidiagonalisation + bdsqr, above through
-    # gesdd: both must agree with numpy on random, graded, tiny, huge, zero-row and zero
-    # matrices, and give NaN (not a crash or a hang) for non-finite ones.
+def test_batched_singular_values_on_every_path(shape: tuple[int, int], dtype: type) -> None:
+    # Up to 4 MiB the written-out bidiagonalisation (after a QR factorisation for tall
+    # shapes above 1 MiB) + bdsqr, above it gesdd: every path must agree with numpy on
+    # random, graded, tiny, huge, zero-row and zero matrices, and give NaN (not a crash or
+    # a hang) for non-finite ones.
     from jacgeom import _backends
 
     if _backends.core is None:
         pytest.skip("the compiled extension is not importable here")
     m, n = shape
     rng = np.random.default_rng(m * 1000 + n)
-    A = rng.standard_normal((12, m, n))
+    A = rng.standard_normal((12 if m * n < 10**5 else 7, m, n))
     big = 1e300 if dtype == np.float64 else 1e30
     A[1] = 0.0
     A[2, ::2] = 0.0

@@ -67,6 +67,7 @@ def test_kernel_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
         [
             cxx,
             "-O1",
+            "-fopenmp-simd",
             "-g",
             *SANITIZE,
             "-fno-sanitize-recover=undefined",
