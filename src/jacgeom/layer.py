@@ -291,8 +291,12 @@ def pullback_metric(
     -----
     They are not the singular values of W scaled entry by entry; only the bounds
     min|d_i| sigma_k(W) <= sigma_k(D W) <= max|d_i| sigma_k(W) hold. The compiled backends
-    compute the values of the k x n matrix of rows with phi'(z_i) != 0 (LAPACK gesdd, values
-    only) and append min(m, n) - min(k, n) exact zeros.
+    compute the values of the k x n matrix of rows with phi'(z_i) != 0 and append
+    min(m, n) - min(k, n) exact zeros: numba by LAPACK's gesdd (values only); cpp by a
+    Householder bidiagonalisation of its own up to 4 MiB per matrix (the reflectors of
+    LAPACK's, backward stable alike, vectorised for the machine) and LAPACK's dqds on the
+    bidiagonal, gesdd above. Each value is accurate to a small multiple of
+    max(m, n) eps sigma_max, as gesdd's are.
 
     Examples
     --------
