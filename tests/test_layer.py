@@ -425,3 +425,48 @@ def test_batched_singular_values_on_every_path(shape: tuple[int, int], dtype: ty
     bad[1, -1, -1] = np.inf
     out = _backends.core.batched_singular_values(bad)
     assert np.all(np.isnan(out[:2])) and np.all(np.isfinite(out[2]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_singular_values_with_a_row_in_the_subnormal_range(dtype: type, transpose: bool) -> None:
+    # A row (or column) so small that its squares are subnormal: the Householder vector
+    # made from it must be scaled first, or its tau is inexact, the reflector not
+    # orthogonal, and the large rows it is applied to are corrupted (28% off once).
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the compiled extension is not importable here")
+    eps = np.finfo(dtype).eps
+    scales = (
+        [1e-150, 1e-158, 1e-160, 1e-161, 1e-200, 1e-300, 1e-320]
+        if dtype == np.float64
+        else [1e-18, 1e-20, 1e-22, 1e-25, 1e-30, 1e-40]
+    )
+    rng = np.random.default_rng(7)
+    for n in (3, 5, 64, 200):
+        A = rng.standard_normal((len(scales), n, n)).astype(dtype)
+        for i, scale in enumerate(scales):
+            A[i, 0] *= dtype(scale)
+        A[0, 0] = 0.0
+        A[0, 0, 1] = dtype(scales[3])  # a lone tiny entry in a zero row
+        if transpose:
+            A = np.ascontiguousarray(A.transpose(0, 2, 1))
+        s = _backends.core.batched_singular_values(A)
+        want = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+        assert np.all(np.abs(s - want) <= 50 * eps * n * want[:, :1])
+
+
+def test_saturated_float32_unit_keeps_the_other_singular_values() -> None:
+    # A tanh unit saturated to phi' ~ 1e-20 in float32: its row of D W is in the subnormal
+    # squares' range (the case above, reached through the public API).
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((32, 64)).astype(np.float32)
+    W[0] *= 0.01
+    X = rng.standard_normal((6, 64)).astype(np.float32)
+    b = np.zeros(32, np.float32)
+    b[0] = 24.0
+    want = jacgeom.layer_singular_values(W, X, b, activation="tanh", backend="numpy")
+    for backend in jacgeom.backends():
+        got = jacgeom.layer_singular_values(W, X, b, activation="tanh", backend=backend)
+        assert np.all(np.abs(got - want) <= 50 * np.finfo(np.float32).eps * 64 * want[:, :1])

@@ -124,10 +124,12 @@ _NOTES = """Notes
     plus a bound on the rounding of forming and factoring G (Rump, "Verification of
     positive definiteness", BIT 2006), runs to completion, then sigma_min(A) > need: every
     singular value numpy would compute is above numpy's threshold, so the answer is p.
-    Otherwise the singular values of A (LAPACK gesdd, in the input precision) decide, as in
-    numpy. The Gram matrix never decides a rank below full. Backend "numba" always uses the
-    singular values; "numpy" calls numpy.linalg.matrix_rank per mask. Identical masks are
-    computed once."""
+    Otherwise the singular values of A (in the input precision, accurate as LAPACK's gesdd
+    that numpy uses: jacgeom's own bidiagonalisation and LAPACK's dqds up to 4 MiB, gesdd
+    above) decide, as in numpy; a singular value within rounding of the threshold can be
+    counted differently from numpy. The Gram matrix never decides a rank below full. Backend
+    "numba" always uses the singular values; "numpy" calls numpy.linalg.matrix_rank per
+    mask. Identical masks are computed once."""
 
 
 def masked_rank(

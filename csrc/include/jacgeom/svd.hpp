@@ -45,21 +45,47 @@ namespace detail {
 
 // Householder vector of x (len entries, stride apart), as LAPACK's larfg: on return
 // x[0] is unchanged, x[1..] hold v's tail (v_0 = 1), tau is set and beta returned, with
-// (I - tau v v^T) x = beta e_0. No rescaling: callers pass entries of magnitude <= 1.
+// (I - tau v v^T) x = beta e_0. Callers pass entries of magnitude <= 1 (no overflow). A
+// vector whose squares reach the subnormal range (norm below sqrt(min / eps)) is first
+// scaled by an exact power of two, as larfg does: its sum of squares would otherwise
+// lose digits, and a reflector with an inexact tau is not orthogonal (it would corrupt
+// the large columns it is applied to). Tails too small to register against alpha are
+// left alone (tau = 0).
 template <class T>
 inline T reflector(T* x, index_t len, index_t stride, T& tau) {
+    constexpr T small = std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon();
     const T alpha = x[0];
-    T tail2 = 0;
-    for (index_t i = 1; i < len; ++i) tail2 += x[i * stride] * x[i * stride];
-    if (tail2 == T(0)) {
+    T tail2 = 0, tmax = 0;
+    for (index_t i = 1; i < len; ++i) {
+        const T xi = x[i * stride];
+        tail2 += xi * xi;
+        tmax = std::max(tmax, std::fabs(xi));
+    }
+    const T norm2 = alpha * alpha + tail2;
+    if (tmax == T(0) || (tail2 == T(0) && norm2 >= small)) {
         tau = 0;
         return alpha;
     }
-    const T beta = -std::copysign(std::sqrt(alpha * alpha + tail2), alpha);
-    tau = (beta - alpha) / beta;
-    const T scale = T(1) / (alpha - beta);
-    for (index_t i = 1; i < len; ++i) x[i * stride] *= scale;
-    return beta;
+    if (norm2 >= small) {
+        const T beta = -std::copysign(std::sqrt(norm2), alpha);
+        tau = (beta - alpha) / beta;
+        const T scale = T(1) / (alpha - beta);
+        for (index_t i = 1; i < len; ++i) x[i * stride] *= scale;
+        return beta;
+    }
+    int ex = 0;
+    std::frexp(std::max(std::fabs(alpha), tmax), &ex);  // largest entry in [0.5, 1) after
+    const T as = std::ldexp(alpha, -ex);
+    T ts = 0;
+    for (index_t i = 1; i < len; ++i) {
+        const T xi = std::ldexp(x[i * stride], -ex);
+        ts += xi * xi;
+    }
+    const T beta = -std::copysign(std::sqrt(as * as + ts), as);
+    tau = (beta - as) / beta;
+    const T scale = T(1) / (as - beta);
+    for (index_t i = 1; i < len; ++i) x[i * stride] = std::ldexp(x[i * stride], -ex) * scale;
+    return std::ldexp(beta, ex);
 }
 
 // The column loops of the reduction below, compiled for AVX-512, AVX2 and baseline x86-64
@@ -272,9 +298,9 @@ struct SvdWorkspace {
         const auto& L = lapack::get<T>();
         const int r = static_cast<int>(std::max<index_t>(1, rows));
         const int c = static_cast<int>(std::max<index_t>(1, cols));
-        if (reduced_here<T>(r, c)) {
+        if (reduced_here<T>(r, c)) {  // bidiagonal() adds room for a transpose if one comes
             const index_t p = std::min(r, c), q = std::max(r, c);
-            bd_.resize(static_cast<size_t>(p * q + 8 * p + q + 1));
+            bd_.resize(static_cast<size_t>(8 * p + q + 1));
             return;
         }
         int lwork = -1, info = 0, one = 1;
@@ -364,7 +390,7 @@ struct SvdWorkspace {
     }
 
    private:
-    std::vector<T> bd_;  // tall copy / R, d, e, tauq, taup, bdsqr's work
+    std::vector<T> bd_;  // the tall transpose (wide inputs only), d, e, scratch, bdsqr's work
     std::vector<T> bd_work_;
 
     // Upper bidiagonal form (d, e: p and p - 1 entries, into bd_) of A scaled by
@@ -373,7 +399,8 @@ struct SvdWorkspace {
     // gebrd (after a QR factorisation when at least twice as tall as wide).
     int bidiagonal(T* A, index_t rows, index_t cols, index_t lda, T*& d, T*& e, int& exponent) {
         const index_t p = std::min(rows, cols), q = std::max(rows, cols);
-        const size_t need = static_cast<size_t>(p * q + 8 * p + q + 1);
+        const index_t copy = rows < cols ? p * q : 0;  // room for the tall transpose
+        const size_t need = static_cast<size_t>(copy + 8 * p + q + 1);
         if (bd_.size() < need) bd_.resize(need);
         T* M = A;
         index_t ldm = lda;
@@ -404,9 +431,9 @@ struct SvdWorkspace {
             else
                 for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
         }
-        d = bd_.data() + p * q;
+        d = bd_.data() + copy;
         e = d + p;
-        T* w = e + p;  // q scratch, then 4 p for bdsqr
+        T* w = e + p;  // q + 2 p scratch, then 4 p for bdsqr
         const auto& L = lapack::get<T>();
         int info = 0;
         index_t m = q;
