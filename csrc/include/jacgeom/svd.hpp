@@ -2,14 +2,15 @@
 //
 // Up to a few MiB (reduced_here below) the reduction to bidiagonal form is written out:
 // Householder bidiagonalisation in place with the reflectors of LAPACK's dgebd2 (4 m n^2 -
-// 4/3 n^3 flops), arranged so that each column costs two passes over the trailing matrix,
-// vectorised at the machine's width (detail::bidiagonalize); then LAPACK's bdsqr without
-// vectors, which runs dqds (dlasq1) on the bidiagonal and returns its singular values to
-// high relative accuracy. Both stages are backward stable like gesdd's. LAPACK's own
-// reduction (gebrd, inside gesdd) makes a BLAS-2 call per column and reflector: about a
-// hundred calls for a 16 x 16 problem, and at 256 x 256 its gemv calls run at a third of
-// the rate the two passes reach in cache (one thread, values only, the whole SVD: 2.9 ms
-// against gesdd's 4.1-4.8 ms; 64 x 64 0.11 vs 0.15 ms). Larger matrices go to gesdd.
+// 4/3 n^3 flops), arranged so that each column costs one reading and one rewriting pass
+// over the trailing matrix, vectorised at the machine's width (detail::bidiagonalize); then
+// LAPACK's bdsqr without vectors, which runs dqds (dlasq1) on the bidiagonal and returns
+// its singular values to high relative accuracy. Both stages are backward stable like
+// gesdd's. LAPACK's own reduction (gebrd, inside gesdd) makes a BLAS-2 call per column and
+// reflector: about a hundred calls for a 16 x 16 problem, and at 256 x 256 its gemv calls
+// run at well under half the rate the passes reach in cache (one thread, values only, the
+// whole SVD: 2.5-2.7 ms against gesdd's 4.1-4.8 ms, of which dqds is 0.8; 64 x 64 0.11 vs
+// 0.15 ms). Larger matrices go to gesdd.
 #pragma once
 
 #include <algorithm>
@@ -26,14 +27,14 @@ using index_t = std::int64_t;
 
 // The written-out reduction (bidiagonalize below) serves every matrix of at most
 // kReducedBytes bytes; larger ones go to LAPACK (gesdd; geqrf and gebrd for the rank).
-// Measured with one thread, values only, against numpy's gesdd: 512 x 512 20.6 vs
-// 32.8 ms, 724 x 724 (4 MiB) 47.6 vs 52.6 ms.
+// Measured with one thread, values only, against numpy's gesdd: 512 x 512 17.7 vs
+// 34.0 ms, 724 x 724 (4 MiB) 42.6 vs 53.3 ms.
 inline constexpr index_t kReducedBytes = index_t(4) << 20;
 // A matrix at least twice as tall as wide and larger than this (about a core's L2 cache
 // here) is first factored M = Q R by geqrf (blocked, half the flops of reducing M); the
-// reduction then works on R. Below it the two passes per column stay in cache and the
-// direct reduction is as fast or faster (one thread: 512 x 128 2.07 vs 2.16 ms, 512 x 256
-// 6.7 vs 7.2; but 1024 x 256 13.5 vs 10.2).
+// reduction then works on R. Below it the passes over the matrix stay in cache and the
+// direct reduction is as fast or faster (one thread, an earlier version of the passes:
+// 512 x 128 2.07 vs 2.16 ms, 512 x 256 6.7 vs 7.2; but 1024 x 256 13.5 vs 10.2).
 inline constexpr index_t kQrFirstBytes = index_t(1) << 20;
 
 template <class T>
@@ -98,8 +99,8 @@ inline T reflector(T* x, index_t len, index_t stride, T& tau) {
 #define JACGEOM_VECTOR_CLONES
 #endif
 
-// For each of the K columns a_k = a + k lda (len entries): a_k -= s_k u + t_k x (x may be
-// null: no t_k x term), then out_k = w . a_k. u, x and w are loaded once for all K columns.
+// For each of the K columns a_k = a + k lda (len entries): a_k -= s_k u + t_k x, then
+// out_k = w . a_k. u, x and w are loaded once for all K columns.
 template <class T, int K>
 JACGEOM_VECTOR_CLONES void rank2_dot(T* a, index_t lda, const T* __restrict u, const T* s,
                                      const T* __restrict x, const T* t, const T* __restrict w,
@@ -107,23 +108,13 @@ JACGEOM_VECTOR_CLONES void rank2_dot(T* a, index_t lda, const T* __restrict u, c
     static_assert(K == 1 || K == 4, "one or four columns");
     if constexpr (K == 1) {
         T* __restrict a0 = a;
-        const T s0 = s[0];
+        const T s0 = s[0], t0 = t[0];
         T c0 = 0;
-        if (x) {
-            const T t0 = t[0];
 #pragma omp simd reduction(+ : c0)
-            for (index_t i = 0; i < len; ++i) {
-                const T b0 = a0[i] - u[i] * s0 - x[i] * t0;
-                a0[i] = b0;
-                c0 += w[i] * b0;
-            }
-        } else {
-#pragma omp simd reduction(+ : c0)
-            for (index_t i = 0; i < len; ++i) {
-                const T b0 = a0[i] - u[i] * s0;
-                a0[i] = b0;
-                c0 += w[i] * b0;
-            }
+        for (index_t i = 0; i < len; ++i) {
+            const T b0 = a0[i] - u[i] * s0 - x[i] * t0;
+            a0[i] = b0;
+            c0 += w[i] * b0;
         }
         out[0] = c0;
     } else {
@@ -132,38 +123,21 @@ JACGEOM_VECTOR_CLONES void rank2_dot(T* a, index_t lda, const T* __restrict u, c
         T* __restrict a2 = a + 2 * lda;
         T* __restrict a3 = a + 3 * lda;
         const T s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+        const T t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];
         T c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-        if (x) {
-            const T t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3];
 #pragma omp simd reduction(+ : c0, c1, c2, c3)
-            for (index_t i = 0; i < len; ++i) {
-                const T ui = u[i], xi = x[i], wi = w[i];
-                const T b0 = a0[i] - ui * s0 - xi * t0, b1 = a1[i] - ui * s1 - xi * t1;
-                const T b2 = a2[i] - ui * s2 - xi * t2, b3 = a3[i] - ui * s3 - xi * t3;
-                a0[i] = b0;
-                a1[i] = b1;
-                a2[i] = b2;
-                a3[i] = b3;
-                c0 += wi * b0;
-                c1 += wi * b1;
-                c2 += wi * b2;
-                c3 += wi * b3;
-            }
-        } else {
-#pragma omp simd reduction(+ : c0, c1, c2, c3)
-            for (index_t i = 0; i < len; ++i) {
-                const T ui = u[i], wi = w[i];
-                const T b0 = a0[i] - ui * s0, b1 = a1[i] - ui * s1;
-                const T b2 = a2[i] - ui * s2, b3 = a3[i] - ui * s3;
-                a0[i] = b0;
-                a1[i] = b1;
-                a2[i] = b2;
-                a3[i] = b3;
-                c0 += wi * b0;
-                c1 += wi * b1;
-                c2 += wi * b2;
-                c3 += wi * b3;
-            }
+        for (index_t i = 0; i < len; ++i) {
+            const T ui = u[i], xi = x[i], wi = w[i];
+            const T b0 = a0[i] - ui * s0 - xi * t0, b1 = a1[i] - ui * s1 - xi * t1;
+            const T b2 = a2[i] - ui * s2 - xi * t2, b3 = a3[i] - ui * s3 - xi * t3;
+            a0[i] = b0;
+            a1[i] = b1;
+            a2[i] = b2;
+            a3[i] = b3;
+            c0 += wi * b0;
+            c1 += wi * b1;
+            c2 += wi * b2;
+            c3 += wi * b3;
         }
         out[0] = c0;
         out[1] = c1;
@@ -240,10 +214,10 @@ void bidiagonalize(T* A, index_t m, index_t n, index_t lda, T* d, T* e, T* w) {
         v[0] = T(1);
         const index_t r1 = m - j - 1;  // rows j + 1 ..
         const T* ub = u + 1;
-        // Pass B: x = pi (A_j v - u (y . v)) on rows j + 1.., reading A_j only.
-        const bool right = pi != T(0) && r1 > 0;
-        if (right) {
-            std::fill(x, x + r1, T(0));
+        // Pass B: x = pi (A_j v - u (y . v)) on rows j + 1.., reading A_j only (x = 0 when
+        // the row needs no right reflector).
+        std::fill(x, x + r1, T(0));
+        if (pi != T(0)) {
             index_t c = j + 1;
             for (; c + 4 <= n; c += 4) gemv_columns<T, 4>(A + j + 1 + c * lda, lda, v + (c - j - 1), x, r1);
             for (; c < n; ++c) gemv_columns<T, 1>(A + j + 1 + c * lda, lda, v + (c - j - 1), x, r1);
@@ -253,31 +227,25 @@ void bidiagonalize(T* A, index_t m, index_t n, index_t lda, T* d, T* e, T* w) {
         }
         // Column j + 1 after both updates of step j: the next left reflector.
         T* un = A + (j + 1) + (j + 1) * lda;
-        {
-            const T sy = y[j + 1];
-            if (right)
-                for (index_t i = 0; i < r1; ++i) un[i] -= ub[i] * sy + x[i];
-            else
-                for (index_t i = 0; i < r1; ++i) un[i] -= ub[i] * sy;
-        }
+        const T sy = y[j + 1];
+        for (index_t i = 0; i < r1; ++i) un[i] -= ub[i] * sy + x[i];
         T taun;
         d[j + 1] = reflector(un, r1, index_t(1), taun);
         if (j + 2 == n) break;
         un[0] = T(1);
         // Pass A: both updates of step j on the rest, then y for step j + 1.
-        const T* xp = right ? x : nullptr;
         index_t c = j + 2;
         for (; c + 4 <= n; c += 4) {
             for (int k = 0; k < 4; ++k) {
                 s4[k] = y[c + k];
                 t4[k] = v[c + k - j - 1];
             }
-            rank2_dot<T, 4>(A + j + 1 + c * lda, lda, ub, s4, xp, t4, un, r1, y + c);
+            rank2_dot<T, 4>(A + j + 1 + c * lda, lda, ub, s4, x, t4, un, r1, y + c);
         }
         for (; c < n; ++c) {
             s4[0] = y[c];
             t4[0] = v[c - j - 1];
-            rank2_dot<T, 1>(A + j + 1 + c * lda, lda, ub, s4, xp, t4, un, r1, y + c);
+            rank2_dot<T, 1>(A + j + 1 + c * lda, lda, ub, s4, x, t4, un, r1, y + c);
         }
         for (c = j + 2; c < n; ++c) y[c] *= taun;
     }
