@@ -388,6 +388,7 @@ def test_misaligned_inputs(backend: str, dtype: type) -> None:
                 (257, 256),
                 (600, 250),  # float64: above 1 MiB and twice as tall as wide: QR first
                 (250, 600),
+                (1100, 300),  # both dtypes: QR first
                 (800, 700),  # float64: above 4 MiB: gesdd
             ]
         ],

@@ -192,7 +192,8 @@ JACGEOM_VECTOR_CLONES T dot(const T* __restrict u, const T* __restrict a, index_
 //                      they are in registers.
 // Columns go four at a time, so u, x and the next u are loaded once per four columns. The
 // trailing matrix stays in cache for the shapes this serves (kReducedBytes); the passes run
-// at about the L2 cache's bandwidth: 256 x 256 doubles 1.65 ms here, LAPACK's gebrd 3.8.
+// at about the L2 cache's bandwidth: 256 x 256 doubles 1.65 ms here, where gesdd's whole
+// SVD (gebrd, then the same dqds) takes 4.1-4.8 ms.
 template <class T>
 void bidiagonalize(T* A, index_t m, index_t n, index_t lda, T* d, T* e, T* w) {
     T* x = w;      // x_j (rows j + 1 .. m - 1)
@@ -260,8 +261,8 @@ struct SvdWorkspace {
     std::vector<T> work;
     std::vector<int> iwork;
 
-    // For every matrix of at most rows x cols: the written-out path's buffer for those of them that
-    // take it, gesdd's workspace unless none can.
+    // For every matrix of at most rows x cols: the written-out path's buffer (bidiagonal()
+    // grows it for larger shapes and transposes) or, above kReducedBytes, gesdd's workspace.
     SvdWorkspace(index_t rows, index_t cols) {
         const auto& L = lapack::get<T>();
         const int r = static_cast<int>(std::max<index_t>(1, rows));
@@ -363,8 +364,9 @@ struct SvdWorkspace {
 
     // Upper bidiagonal form (d, e: p and p - 1 entries, into bd_) of A scaled by
     // 2^-exponent so that its largest entry lies in [0.5, 1). Returns -1 for a NaN or an
-    // infinity, 1 for A = 0, else 0. Small matrices by the written-out reduction, larger by
-    // gebrd (after a QR factorisation when at least twice as tall as wide).
+    // infinity, 1 for A = 0, else 0. The matrix (or its R, for shapes at least twice as tall
+    // as wide above kQrFirstBytes) is reduced by detail::bidiagonalize up to kReducedBytes,
+    // by LAPACK's gebrd above.
     int bidiagonal(T* A, index_t rows, index_t cols, index_t lda, T*& d, T*& e, int& exponent) {
         const index_t p = std::min(rows, cols), q = std::max(rows, cols);
         const index_t copy = rows < cols ? p * q : 0;  // room for the tall transpose
