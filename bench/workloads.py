@@ -512,7 +512,7 @@ def work_pullback_metric(w: Workload) -> Work:
     return Work(
         float(np.sum(k * w.n * w.n)),
         "flops",
-        "Σ_b k_b·n² flops (one syrk of the k_b × n active rows) / gemm rate",
+        "Σ_b k_b·n² flops (the Gram matrix of the k_b × n active rows) / gemm rate",
     )
 
 

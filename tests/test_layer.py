@@ -471,3 +471,69 @@ def test_saturated_float32_unit_keeps_the_other_singular_values() -> None:
     for backend in jacgeom.backends():
         got = jacgeom.layer_singular_values(W, X, b, activation="tanh", backend=backend)
         assert np.all(np.abs(got - want) <= 50 * np.finfo(np.float32).eps * 64 * want[:, :1])
+
+
+def _gram_kernels() -> list[str]:
+    from jacgeom import _backends
+
+    return [] if _backends.core is None else list(_backends.core.gram_kernels())
+
+
+@pytest.mark.parametrize("kernel", _gram_kernels() or ["none"])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1), (3, 1), (1, 5), (7, 9), (40, 17), (13, 33), (300, 100), (100, 300), (257, 255)],
+    ids=lambda s: "x".join(map(str, s)),
+)
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_pullback_metric_on_every_gram_kernel(
+    kernel: str, shape: tuple[int, int], act: str, dtype: type
+) -> None:
+    # Each Gram kernel this CPU can run (the tiled AVX-512 and AVX2 ones, BLAS syrk) against
+    # the reference: widths that leave partial panels, dead rows compacted away (relu, one
+    # sample with every unit dead), and the result exactly symmetric.
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the compiled extension is not importable here")
+    core = _backends.core
+    m, n = shape
+    W, X, b = data(5, m, n, dtype, seed=3)
+    b[:] = b.dtype.type(0.3)
+    X[0] = 0
+    b_dead = b.copy()
+    before = core.get_gram_kernel()
+    try:
+        core.set_gram_kernel(kernel)
+        got = jacgeom.pullback_metric(W, X, b, activation=act, backend="cpp")
+        dead = jacgeom.pullback_metric(W, X[:1], b_dead - 1, activation="relu", backend="cpp")
+    finally:
+        core.set_gram_kernel(before)
+    want = reference.pullback_metric(W, X, b, act)
+    assert got.dtype == dtype
+    assert_close(got, want, dtype, max(float(np.abs(want).max(initial=0.0)), 1.0) * max(m, n))
+    np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+    np.testing.assert_array_equal(dead, np.zeros((1, n, n), dtype))
+
+
+def test_pullback_metric_above_the_tiled_kernel_size() -> None:
+    # An operand above 8 MiB goes from the tiled kernel to syrk.
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the compiled extension is not importable here")
+    W, X, b = data(2, 1100, 1000, np.float64, seed=4)
+    got = jacgeom.pullback_metric(W, X, b, activation="gelu", backend="cpp")
+    want = reference.pullback_metric(W, X, b, "gelu")
+    assert_close(got, want, np.float64, float(np.abs(want).max()) * 1100)
+    np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+
+
+def test_gram_kernel_choice_is_checked() -> None:
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the compiled extension is not importable here")
+    with pytest.raises(ValueError, match="must be one of 'avx512', 'avx2', 'blas'"):
+        _backends.core.set_gram_kernel("sse")
+    assert _backends.core.get_gram_kernel() == _backends.core.gram_kernels()[0]

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "jacgeom/gram.hpp"
 #include "jacgeom/lapack.hpp"
 #include "jacgeom/parallel.hpp"
 
@@ -35,6 +36,13 @@ void fill(const py::dict& blas, const py::dict& lapack, char prefix) {
     r.gebrd = capsule_pointer<jacgeom::lapack::gebrd_t<T>>(lapack, (p + "gebrd").c_str());
 }
 
+jacgeom::gram::Kernel gram_kernel(const std::string& name) {
+    if (name == "avx512") return jacgeom::gram::Kernel::avx512;
+    if (name == "avx2") return jacgeom::gram::Kernel::avx2;
+    if (name == "blas") return jacgeom::gram::Kernel::blas;
+    throw py::value_error("Gram kernel must be one of 'avx512', 'avx2', 'blas', got '" + name + "'");
+}
+
 }  // namespace
 
 void register_runtime(py::module_& m) {
@@ -50,4 +58,31 @@ void register_runtime(py::module_& m) {
         "set_num_threads", [](int n) { jacgeom::num_threads_setting().store(n < 1 ? 1 : n); },
         py::arg("n"));
     m.def("get_num_threads", []() { return jacgeom::num_threads_setting().load(); });
+    // Which Gram kernel the pullback metric uses (gram.hpp): tests run every one this CPU
+    // supports against the reference; the default is the fastest.
+    m.def("gram_kernels", []() {
+        py::list names;
+        for (const char* name : {"avx512", "avx2", "blas"})
+            if (jacgeom::gram::supported(gram_kernel(name))) names.append(name);
+        return names;
+    });
+    m.def("get_gram_kernel", []() {
+        switch (static_cast<jacgeom::gram::Kernel>(jacgeom::gram::kernel_setting().load())) {
+            case jacgeom::gram::Kernel::avx512:
+                return "avx512";
+            case jacgeom::gram::Kernel::avx2:
+                return "avx2";
+            default:
+                return "blas";
+        }
+    });
+    m.def(
+        "set_gram_kernel",
+        [](const std::string& name) {
+            const auto k = gram_kernel(name);
+            if (!jacgeom::gram::supported(k))
+                throw py::value_error("this CPU cannot run the " + name + " Gram kernel");
+            jacgeom::gram::kernel_setting().store(static_cast<int>(k));
+        },
+        py::arg("name"));
 }

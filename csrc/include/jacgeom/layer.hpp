@@ -16,6 +16,7 @@
 #endif
 
 #include "activations.hpp"
+#include "gram.hpp"
 #include "lapack.hpp"
 #include "parallel.hpp"
 #include "svd.hpp"
@@ -120,67 +121,13 @@ void jacobian_from_preactivations(const T* W, const T* Z, int code, T param, T* 
     jacobian_rows(W, [=](index_t r) { return derivative<T>(code, param, Z[r]); }, J, B, m, n);
 }
 
-// Rows of D W with d_i != 0, compacted. Rows with d_i == 0 are exactly zero in D W and
-// contribute nothing to J^T J or to the non-zero singular values, so every kernel below
-// works on the k x n compacted matrix (k = number of non-zero d_i), which for relu halves
-// the work on average. Row-major (k, n) unless col_major, then column-major with ld = k.
-template <class T>
-index_t gather_rows(const T* W, const T* d, index_t m, index_t n, T* out, bool col_major) {
-    index_t k = 0;
-    for (index_t i = 0; i < m; ++i) k += d[i] != T(0);
-    index_t r = 0;
-    for (index_t i = 0; i < m; ++i) {
-        const T di = d[i];
-        if (di == T(0)) continue;
-        const T* w = W + i * n;
-        if (col_major) {
-            for (index_t j = 0; j < n; ++j) out[r + j * k] = di * w[j];
-        } else {
-            T* o = out + r * n;
-            for (index_t j = 0; j < n; ++j) o[j] = di * w[j];
-        }
-        ++r;
-    }
-    return k;
-}
-
-// Copies the upper triangle of the column-major (n, n) g onto its lower triangle, in tiles
-// so that the strided side of the transpose stays in L1 (a plain double loop walks a
-// stride of n for every element: at n = 256 it cost as much as the syrk).
-template <class T>
-void mirror_upper(T* g, index_t n) {
-    constexpr index_t tile = 32;
-    for (index_t jb = 0; jb < n; jb += tile) {
-        const index_t je = std::min(n, jb + tile);
-        for (index_t ib = 0; ib <= jb; ib += tile) {
-            for (index_t j = jb; j < je; ++j) {
-                const index_t ie = std::min(j, ib + tile);
-                for (index_t i = ib; i < ie; ++i) g[j + i * n] = g[i + j * n];
-            }
-        }
-    }
-}
-
-// G_b = W^T D_b^2 W = A^T A with A the compacted rows: one syrk per sample, k n^2 flops
-// (half a gemm), then the upper triangle mirrored. Never forms the (B, m, n) Jacobian.
+// G_b = W^T D_b^2 W for every sample: one Gram matrix of the scaled, compacted rows per
+// sample (gram.hpp), about k n^2 flops. Never forms the (B, m, n) Jacobian.
 template <class T>
 void pullback(const T* W, const T* D, T* G, index_t B, index_t m, index_t n) {
-    const auto& L = lapack::get<T>();
     parallel_for(B, 1, [&](index_t, index_t begin, index_t end) {
-        std::vector<T> A(static_cast<size_t>(std::max<index_t>(1, m * n)));
-        for (index_t b = begin; b < end; ++b) {
-            T* g = G + b * n * n;
-            const index_t k = gather_rows(W, D + b * m, m, n, A.data(), false);
-            if (k == 0 || n == 0) {
-                std::fill(g, g + n * n, T(0));
-                continue;
-            }
-            const int nn = static_cast<int>(n), kk = static_cast<int>(k);
-            const T one = 1, zero = 0;
-            // Row-major A (k, n) is column-major A^T (n, k): syrk('N') gives A^T A.
-            L.syrk("U", "N", &nn, &kk, &one, A.data(), &nn, &zero, g, &nn);
-            mirror_upper(g, n);
-        }
+        gram::Workspace<T> ws;
+        for (index_t b = begin; b < end; ++b) gram::scaled_gram(W, D + b * m, m, n, ws, G + b * n * n);
     });
 }
 

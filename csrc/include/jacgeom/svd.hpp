@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "lapack.hpp"
+#include "simd.hpp"
 
 namespace jacgeom {
 
@@ -89,15 +90,9 @@ inline T reflector(T* x, index_t len, index_t stride, T& tau) {
     return std::ldexp(beta, ex);
 }
 
-// The column loops of the reduction below, compiled for AVX-512, AVX2 and baseline x86-64
-// and chosen at load time (GCC's target_clones): the package is built for any x86-64, and
-// these loops run at the machine's vector width. Reductions are vectorised (omp simd), so
-// results differ between machines by rounding only.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define JACGEOM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define JACGEOM_VECTOR_CLONES
-#endif
+// The column loops of the reduction below are compiled for AVX-512, AVX2 and baseline
+// x86-64 and chosen at load time (JACGEOM_VECTOR_CLONES, simd.hpp). Reductions are
+// vectorised (omp simd), so results differ between machines by rounding only.
 
 // For each of the K columns a_k = a + k lda (len entries): a_k -= s_k u + t_k x, then
 // out_k = w . a_k. u, x and w are loaded once for all K columns.

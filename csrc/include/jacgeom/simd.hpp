@@ -1,0 +1,42 @@
+// Load-time choice between code compiled for AVX-512, AVX2 and baseline x86-64.
+//
+// The package is built for any x86-64 (no -march), so the loops that must run at the
+// machine's vector width are compiled several times and chosen when the extension loads:
+// GCC's target_clones for plain loops, and an explicit target attribute where a kernel's
+// register tiling depends on the width (gram.hpp). Other compilers and architectures get
+// the baseline build only.
+#pragma once
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define JACGEOM_X86_DISPATCH 1
+#define JACGEOM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define JACGEOM_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
+#define JACGEOM_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
+#else
+#define JACGEOM_X86_DISPATCH 0
+#define JACGEOM_VECTOR_CLONES
+#endif
+
+namespace jacgeom {
+
+// Whether this process may run the x86-64-v4 (AVX-512 F/BW/CD/DQ/VL) and x86-64-v3 (AVX2,
+// FMA) builds.
+inline bool cpu_has_avx512() {
+#if JACGEOM_X86_DISPATCH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v4");
+#else
+    return false;
+#endif
+}
+
+inline bool cpu_has_avx2() {
+#if JACGEOM_X86_DISPATCH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("x86-64-v3");
+#else
+    return false;
+#endif
+}
+
+}  // namespace jacgeom
