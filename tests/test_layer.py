@@ -496,19 +496,16 @@ def test_pullback_metric_on_every_gram_kernel(
 
     if _backends.core is None:
         pytest.skip("the compiled extension is not importable here")
-    core = _backends.core
     m, n = shape
     W, X, b = data(5, m, n, dtype, seed=3)
     b[:] = b.dtype.type(0.3)
     X[0] = 0
-    b_dead = b.copy()
-    before = core.get_gram_kernel()
-    try:
-        core.set_gram_kernel(kernel)
-        got = jacgeom.pullback_metric(W, X, b, activation=act, backend="cpp")
-        dead = jacgeom.pullback_metric(W, X[:1], b_dead - 1, activation="relu", backend="cpp")
-    finally:
-        core.set_gram_kernel(before)
+    got = _with_gram_kernel(
+        kernel, lambda: jacgeom.pullback_metric(W, X, b, activation=act, backend="cpp")
+    )
+    dead = _with_gram_kernel(
+        kernel, lambda: jacgeom.pullback_metric(W, X[:1], b - 1, activation="relu", backend="cpp")
+    )
     want = reference.pullback_metric(W, X, b, act)
     assert got.dtype == dtype
     assert_close(got, want, dtype, max(float(np.abs(want).max(initial=0.0)), 1.0) * max(m, n))
@@ -516,17 +513,62 @@ def test_pullback_metric_on_every_gram_kernel(
     np.testing.assert_array_equal(dead, np.zeros((1, n, n), dtype))
 
 
+def _with_gram_kernel(kernel: str, fn: Callable[[], np.ndarray]) -> np.ndarray:
+    from jacgeom import _backends
+
+    core = _backends.core
+    before = core.get_gram_kernel()
+    try:
+        core.set_gram_kernel(kernel)
+        return fn()
+    finally:
+        core.set_gram_kernel(before)
+
+
 def test_pullback_metric_above_the_tiled_kernel_size() -> None:
-    # An operand above 8 MiB goes from the tiled kernel to syrk.
+    # A packed operand above 8 MiB (1049 active rows of 1000 float64 columns) goes from the
+    # tiled kernel to syrk: bitwise syrk's result there, the tiled kernel's one row below.
+    # The kernel is called on fixed derivatives (the public function's preactivations may
+    # round differently from call to call with the BLAS thread count).
     from jacgeom import _backends
 
     if _backends.core is None:
         pytest.skip("the compiled extension is not importable here")
-    W, X, b = data(2, 1100, 1000, np.float64, seed=4)
-    got = jacgeom.pullback_metric(W, X, b, activation="gelu", backend="cpp")
-    want = reference.pullback_metric(W, X, b, "gelu")
-    assert_close(got, want, np.float64, float(np.abs(want).max()) * 1100)
-    np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+    core = _backends.core
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((1049, 1000))
+    D = rng.uniform(0.5, 1.5, (1, 1049))
+    for rows, handed_over in ((1049, True), (1048, False)):
+        Wr, Dr = W[:rows], np.ascontiguousarray(D[:, :rows])
+        got = core.pullback_metric(Wr, Dr)
+        syrk = _with_gram_kernel("blas", lambda Wr=Wr, Dr=Dr: core.pullback_metric(Wr, Dr))
+        want = np.einsum("bi,ij,ik->bjk", Dr**2, Wr, Wr)
+        assert_close(got, want, np.float64, float(np.abs(want).max()) * rows)
+        np.testing.assert_array_equal(got, got.transpose(0, 2, 1))
+        if handed_over or core.get_gram_kernel() == "blas":
+            np.testing.assert_array_equal(got, syrk)
+        else:
+            assert not np.array_equal(got, syrk)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pullback_metric_exact_on_integers_on_every_gram_kernel(dtype: type) -> None:
+    # Small integers make every product and partial sum exact: every kernel (syrk with
+    # 65,536-row blocks past that height) must return the exact Gram matrix, bitwise.
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the compiled extension is not importable here")
+    rng = np.random.default_rng(5)
+    for m, n in ((70_000, 3), (37, 29), (256, 17)):
+        W = rng.integers(-3, 4, (m, n)).astype(dtype)
+        X = rng.integers(-2, 3, (3, n)).astype(dtype)
+        want = reference.pullback_metric(W, X, None, "relu")
+        for kernel in _backends.core.gram_kernels():
+            got = _with_gram_kernel(
+                kernel, lambda W=W, X=X: jacgeom.pullback_metric(W, X, backend="cpp")
+            )
+            np.testing.assert_array_equal(got, want)
 
 
 def test_gram_kernel_choice_is_checked() -> None:

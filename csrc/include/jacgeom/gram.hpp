@@ -7,8 +7,8 @@
 // rounding only. Why not syrk everywhere: at the sizes of a layer (256 x 256, one sample
 // per call, many calls) OpenBLAS's dsyrk ran at 38 GFLOP/s per core on the development
 // machine (Zen 4), three quarters of its own dgemm rate (51), because it treats the
-// diagonal blocks separately; the tiled kernel computes the diagonal blocks whole (8 x 8,
-// a few percent more flops) and runs at the gemm rate: 0.33 ms of arithmetic per 256 x 256
+// diagonal blocks separately; the tiled kernel computes the diagonal blocks whole (V x V
+// for a vector of V entries: 8 x 8 for float64 with AVX-512; a few percent more flops) and runs at the gemm rate: 0.33 ms of arithmetic per 256 x 256
 // sample, 0.38 ms with the row scaling, packing and mirroring, against 0.43 ms for
 // gather + syrk + mirror.
 #pragma once
@@ -95,8 +95,8 @@ inline std::atomic<int>& kernel_setting() {
     return k;
 }
 
-// The tiled kernel streams the packed operand (k x n, padded to the vector width) once per
-// panel of output rows, without blocking the row dimension as a BLAS does, so it wants the
+// The tiled kernel streams the packed operand (k x n, padded to the vector width) from
+// panel q on once per C output rows of panel q, without blocking the row dimension as a BLAS does, so it wants the
 // operand in cache. Measured on one core of the development machine (32 MiB L3), per
 // sample, tiled AVX-512 against syrk: 512 x 512 float64 (2 MiB) 2.7 vs 3.4 ms, 1024 x 1024
 // float64 (8 MiB) 22.5 vs 24.6 ms. Larger operands go to syrk.
@@ -192,8 +192,10 @@ template <class T, int V, int R, int C>
 }
 
 // G (n, n) row-major = (D W)^T (D W). Computes, for each panel q of V output rows, the
-// columns from panel q on (the diagonal V x V blocks whole, so exactly symmetric), then
-// copies the upper blocks onto the lower ones.
+// columns from panel q on (the diagonal V x V blocks whole), then copies the upper triangle
+// onto the lower one (the diagonal blocks' lower halves equal their mirror images already,
+// except for the sign a NaN takes from its first operand: copied too, so that G is
+// bitwise symmetric).
 template <class T, int V, int R, int C>
 [[gnu::always_inline]] inline void tiled(const T* W, const T* d, index_t m, index_t n,
                                          Workspace<T>& ws, T* G) {
@@ -214,10 +216,10 @@ template <class T, int V, int R, int C>
     }
     for (index_t bi = 0; bi < np; ++bi) {
         const index_t ce = std::min(n, (bi + 1) * V);
-        for (index_t bj = bi + 1; bj < np; ++bj) {
+        for (index_t bj = bi; bj < np; ++bj) {
             const index_t re = std::min(n, (bj + 1) * V);
             for (index_t r = bj * V; r < re; ++r)
-                for (index_t c = bi * V; c < ce; ++c) G[r * n + c] = G[c * n + r];
+                for (index_t c = bi * V; c < std::min(ce, r); ++c) G[r * n + c] = G[c * n + r];
         }
     }
 }
@@ -230,7 +232,8 @@ JACGEOM_TARGET_AVX512 void tiled_avx512(const T* W, const T* d, index_t m, index
     tiled<T, 64 / sizeof(T), 2, 8>(W, d, m, n, ws, G);
 }
 
-// 16 ymm registers: 2 x 4 accumulators, two panel vectors and a broadcast (3 x 4 spills).
+// 16 ymm registers: 2 x 4 accumulators, two panel vectors and a broadcast (a 3 x 4 tile spills
+// accumulators to the stack).
 template <class T>
 JACGEOM_TARGET_AVX2 void tiled_avx2(const T* W, const T* d, index_t m, index_t n,
                                     Workspace<T>& ws, T* G) {
@@ -238,18 +241,30 @@ JACGEOM_TARGET_AVX2 void tiled_avx2(const T* W, const T* d, index_t m, index_t n
 }
 #endif
 
+// syrk takes 32-bit sizes, so the active rows are accumulated in blocks of at most kBlasRows
+// (one block for any layer of realistic height; the workspace holds one block).
+constexpr index_t kBlasRows = index_t(1) << 16;
+
 template <class T>
 void blas(const T* W, const T* d, index_t m, index_t n, Workspace<T>& ws, T* G) {
-    ws.panels.resize(static_cast<std::size_t>(std::max<index_t>(1, m * n)));
-    const index_t k = gather_rows(W, d, m, n, ws.panels.data(), false);
-    if (k == 0) {
+    const int nn = static_cast<int>(n);
+    const T one = 1;
+    bool first = true;
+    for (index_t i0 = 0; i0 < m; i0 += kBlasRows) {
+        const index_t rows = std::min(kBlasRows, m - i0);
+        ws.panels.resize(static_cast<std::size_t>(std::max<index_t>(1, rows * n)));
+        const index_t k = gather_rows(W + i0 * n, d + i0, rows, n, ws.panels.data(), false);
+        if (k == 0) continue;
+        const int kk = static_cast<int>(k);
+        const T beta = first ? T(0) : T(1);
+        // Row-major A (k, n) is column-major A^T (n, k): syrk('N') gives A^T A.
+        lapack::get<T>().syrk("U", "N", &nn, &kk, &one, ws.panels.data(), &nn, &beta, G, &nn);
+        first = false;
+    }
+    if (first) {
         std::fill(G, G + n * n, T(0));
         return;
     }
-    const int nn = static_cast<int>(n), kk = static_cast<int>(k);
-    const T one = 1, zero = 0;
-    // Row-major A (k, n) is column-major A^T (n, k): syrk('N') gives A^T A.
-    lapack::get<T>().syrk("U", "N", &nn, &kk, &one, ws.panels.data(), &nn, &zero, G, &nn);
     mirror_upper(G, n);
 }
 

@@ -7,7 +7,8 @@
 // the baseline build only.
 #pragma once
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+// GCC 12 is the first to accept x86-64-v4 in __builtin_cpu_supports.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define JACGEOM_X86_DISPATCH 1
 #define JACGEOM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define JACGEOM_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
