@@ -8,9 +8,10 @@
 // per call, many calls) OpenBLAS's dsyrk ran at 38 GFLOP/s per core on the development
 // machine (Zen 4), three quarters of its own dgemm rate (51), because it treats the
 // diagonal blocks separately; the tiled kernel computes the diagonal blocks whole (V x V
-// for a vector of V entries: 8 x 8 for float64 with AVX-512; a few percent more flops) and runs at the gemm rate: 0.33 ms of arithmetic per 256 x 256
-// sample, 0.38 ms with the row scaling, packing and mirroring, against 0.43 ms for
-// gather + syrk + mirror.
+// for a vector of V entries: 8 x 8 for float64 with AVX-512; a few percent more flops) and
+// runs at the gemm rate: 0.33 ms of arithmetic per 256 x 256 sample, 0.38 ms with the row
+// scaling, packing and mirroring, against 0.43 ms for gather + syrk + mirror (one gelu
+// sample through jacgeom.pullback_metric, fresh result included: 0.42 vs 0.51 ms).
 #pragma once
 
 #include <algorithm>
@@ -69,18 +70,14 @@ void mirror_upper(T* g, index_t n) {
 
 namespace gram {
 
+// The tiled kernel for AVX-512 or AVX2 (simd.hpp's instruction-set levels), or syrk.
 enum class Kernel : int { blas = 0, avx2 = 1, avx512 = 2 };
 
-inline bool supported(Kernel k) {
-    switch (k) {
-        case Kernel::avx512:
-            return cpu_has_avx512();
-        case Kernel::avx2:
-            return cpu_has_avx2();
-        default:
-            return true;
-    }
-}
+static_assert(int(Kernel::blas) == int(Isa::baseline) && int(Kernel::avx2) == int(Isa::avx2) &&
+                  int(Kernel::avx512) == int(Isa::avx512),
+              "each kernel runs at its instruction-set level");
+
+inline bool supported(Kernel k) { return cpu_supports(static_cast<Isa>(static_cast<int>(k))); }
 
 inline Kernel best_supported() {
     if (supported(Kernel::avx512)) return Kernel::avx512;
@@ -96,10 +93,10 @@ inline std::atomic<int>& kernel_setting() {
 }
 
 // The tiled kernel streams the packed operand (k x n, padded to the vector width) from
-// panel q on once per C output rows of panel q, without blocking the row dimension as a BLAS does, so it wants the
-// operand in cache. Measured on one core of the development machine (32 MiB L3), per
-// sample, tiled AVX-512 against syrk: 512 x 512 float64 (2 MiB) 2.7 vs 3.4 ms, 1024 x 1024
-// float64 (8 MiB) 22.5 vs 24.6 ms. Larger operands go to syrk.
+// panel q on once per C output rows of panel q, without blocking the row dimension as a
+// BLAS does, so it wants the operand in cache. Measured on one core of the development
+// machine (32 MiB L3), per sample, tiled AVX-512 against syrk: 512 x 512 float64 (2 MiB)
+// 2.7 vs 3.4 ms, 1024 x 1024 float64 (8 MiB) 22.5 vs 24.6 ms. Larger operands go to syrk.
 constexpr std::size_t kTiledBytes = std::size_t(8) << 20;
 
 // Per-thread scratch, reused across samples.
@@ -280,7 +277,8 @@ void scaled_gram(const T* W, const T* d, index_t m, index_t n, Workspace<T>& ws,
         index_t k = 0;
         for (index_t i = 0; i < m; ++i) k += d[i] != T(0);
         const index_t width = kernel == Kernel::avx512 ? 64 / sizeof(T) : 32 / sizeof(T);
-        const auto bytes = static_cast<std::size_t>(k * ((n + width - 1) / width) * width) * sizeof(T);
+        const index_t padded = (n + width - 1) / width * width;
+        const auto bytes = static_cast<std::size_t>(k * padded) * sizeof(T);
         if (bytes <= kTiledBytes) {
             if (kernel == Kernel::avx512)
                 detail::tiled_avx512(W, d, m, n, ws, G);

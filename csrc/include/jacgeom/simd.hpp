@@ -8,9 +8,11 @@
 #pragma once
 
 // GCC 12 is the first to accept x86-64-v4 in __builtin_cpu_supports.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 12
 #define JACGEOM_X86_DISPATCH 1
-#define JACGEOM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define JACGEOM_VECTOR_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define JACGEOM_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
 #define JACGEOM_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
 #else
@@ -20,23 +22,24 @@
 
 namespace jacgeom {
 
-// Whether this process may run the x86-64-v4 (AVX-512 F/BW/CD/DQ/VL) and x86-64-v3 (AVX2,
-// FMA) builds.
-inline bool cpu_has_avx512() {
-#if JACGEOM_X86_DISPATCH
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("x86-64-v4");
-#else
-    return false;
-#endif
-}
+// Instruction-set levels of x86-64: x86-64-v3 (AVX2, FMA) and x86-64-v4 (AVX-512 F/BW/CD/
+// DQ/VL).
+enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
 
-inline bool cpu_has_avx2() {
+// Whether this process may run code built for isa.
+inline bool cpu_supports(Isa isa) {
 #if JACGEOM_X86_DISPATCH
     __builtin_cpu_init();
-    return __builtin_cpu_supports("x86-64-v3");
+    switch (isa) {
+        case Isa::avx512:
+            return __builtin_cpu_supports("x86-64-v4");
+        case Isa::avx2:
+            return __builtin_cpu_supports("x86-64-v3");
+        default:
+            return true;
+    }
 #else
-    return false;
+    return isa == Isa::baseline;
 #endif
 }
 
