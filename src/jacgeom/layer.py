@@ -251,8 +251,8 @@ def layer_jacobian(
     G = sum_i phi'(z_i)^2 w_i w_i^T over the rows w_i of W. The compiled backends gather the
     k rows with phi'(z_i) != 0, scaled, and form A^T A per sample (k n^2 flops), never the
     (B, m, n) Jacobian: the cpp backend with a register-tiled kernel of its own on x86-64
-    with AVX2 or AVX-512 (BLAS syrk elsewhere, and for operands above 8 MiB), numba with a
-    BLAS gemm.
+    with AVX2 or AVX-512 (BLAS syrk elsewhere, and for operands above 8 MiB), numba with
+    one BLAS syrk.
 
     Examples
     --------

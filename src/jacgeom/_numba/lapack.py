@@ -1,7 +1,8 @@
-"""scipy's LAPACK routines as ctypes functions that Numba can call in nopython mode.
+"""scipy's BLAS and LAPACK routines as ctypes functions that Numba can call in nopython mode.
 
-Numba's own np.linalg.svd always computes the singular vectors; the kernels need values
-only (gesdd with jobz = 'N'), so they call scipy's LAPACK directly through the same
+Numba's own np.linalg.svd always computes the singular vectors, and its matrix product of
+A^T with A is a full gemm; the kernels need values only (gesdd with jobz = 'N') and half
+the product (syrk), so they call scipy's routines directly through the same cython_blas /
 cython_lapack capsules that numba itself uses. Fortran conventions: every argument by
 pointer, column-major, 32-bit integers.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from scipy.linalg import cython_lapack
+from scipy.linalg import cython_blas, cython_lapack
 
 _get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
 _get_pointer.restype = ctypes.c_void_p
@@ -23,8 +24,8 @@ _get_name.restype = ctypes.c_char_p
 _get_name.argtypes = [ctypes.py_object]
 
 
-def _address(name: str) -> int:
-    capsule = cython_lapack.__pyx_capi__[name]
+def _address(name: str, module: Any = cython_lapack) -> int:
+    capsule = module.__pyx_capi__[name]
     return int(_get_pointer(capsule, _get_name(capsule)))
 
 
@@ -35,6 +36,11 @@ dgesdd = _GESDD(_address("dgesdd"))
 sgesdd = _GESDD(_address("sgesdd"))
 
 JOBZ_N = np.frombuffer(b"N", dtype=np.uint8).copy()
+# syrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
+_SYRK = ctypes.CFUNCTYPE(None, *([_P] * 10))
+dsyrk = _SYRK(_address("dsyrk", cython_blas))
+ssyrk = _SYRK(_address("ssyrk", cython_blas))
+UPPER_NOTRANS = np.frombuffer(b"UN", dtype=np.uint8).copy()
 
 
 @numba.njit(nogil=True, cache=True)
@@ -70,3 +76,36 @@ def svd_values(gesdd: Any, A: Any, s: Any, jobz: Any) -> int:
         ints[5:].ctypes,
     )
     return ints[5]
+
+
+@numba.njit(nogil=True, cache=True)
+def gram(syrk: Any, A: Any, G: Any, chars: Any) -> None:
+    """G = A^T A for A (k, n) C-contiguous, k >= 1, into G (n, n) C-contiguous."""
+    k, n = A.shape
+    ints = np.empty(2, dtype=np.int32)
+    ints[0] = n
+    ints[1] = k
+    scalars = np.empty(2, dtype=A.dtype)
+    scalars[0] = 1  # alpha
+    scalars[1] = 0  # beta
+    # A row-major (k, n) is A^T column-major (n, k): syrk('U', 'N') gives A^T A, its upper
+    # triangle in column-major order, which is G's lower triangle in row-major order.
+    syrk(
+        chars[0:].ctypes,
+        chars[1:].ctypes,
+        ints[0:].ctypes,
+        ints[1:].ctypes,
+        scalars[0:].ctypes,
+        A.ctypes,
+        ints[0:].ctypes,
+        scalars[1:].ctypes,
+        G.ctypes,
+        ints[0:].ctypes,
+    )
+    # Copy the lower triangle onto the upper in 32 x 32 tiles, so that the strided side of
+    # the transpose stays in cache.
+    for ib in range(0, n, 32):
+        for jb in range(ib, n, 32):
+            for i in range(ib, min(n, ib + 32)):
+                for j in range(max(jb, i + 1), min(n, jb + 32)):
+                    G[i, j] = G[j, i]

@@ -137,7 +137,7 @@ def _gather(W: FloatArray, d: FloatArray, A: FloatArray) -> int:
 
 
 @numba.njit(parallel=True, **_OPTS)
-def _pullback(W: FloatArray, D: FloatArray, G: FloatArray) -> None:
+def _pullback(W: FloatArray, D: FloatArray, syrk: Any, chars: Any, G: FloatArray) -> None:
     B = D.shape[0]
     m, n = W.shape
     for b in numba.prange(B):
@@ -146,14 +146,14 @@ def _pullback(W: FloatArray, D: FloatArray, G: FloatArray) -> None:
         if k == 0 or n == 0:
             G[b] = 0
         else:
-            Ak = A[:k]
-            G[b] = Ak.T @ Ak
+            lapack.gram(syrk, A[:k], G[b], chars)
 
 
 def pullback_metric(W: FloatArray, D: FloatArray) -> FloatArray:
-    """G[b] = W^T diag(D[b])^2 W, shape (B, n, n)."""
+    """G[b] = W^T diag(D[b])^2 W, shape (B, n, n): one syrk of the active rows per sample."""
     G = np.empty((D.shape[0], W.shape[1], W.shape[1]), dtype=W.dtype)
-    _pullback(W, D, G)
+    syrk = lapack.dsyrk if W.dtype == np.float64 else lapack.ssyrk
+    _pullback(W, D, syrk, lapack.UPPER_NOTRANS, G)
     return G
 
 
