@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <utility>
 
 #include "jacgeom/gram.hpp"
 #include "jacgeom/lapack.hpp"
@@ -36,11 +37,17 @@ void fill(const py::dict& blas, const py::dict& lapack, char prefix) {
     r.gebrd = capsule_pointer<jacgeom::lapack::gebrd_t<T>>(lapack, (p + "gebrd").c_str());
 }
 
-jacgeom::gram::Kernel gram_kernel(const std::string& name) {
-    if (name == "avx512") return jacgeom::gram::Kernel::avx512;
-    if (name == "avx2") return jacgeom::gram::Kernel::avx2;
-    if (name == "blas") return jacgeom::gram::Kernel::blas;
-    throw py::value_error("Gram kernel must be one of 'avx512', 'avx2', 'blas', got '" + name + "'");
+using GramKernel = jacgeom::gram::Kernel;
+
+// The Gram kernels by name, fastest first.
+constexpr std::pair<const char*, GramKernel> kGramKernels[] = {
+    {"avx512", GramKernel::avx512}, {"avx2", GramKernel::avx2}, {"blas", GramKernel::blas}};
+
+GramKernel gram_kernel(const std::string& name) {
+    for (const auto& [n, k] : kGramKernels)
+        if (name == n) return k;
+    throw py::value_error("Gram kernel must be one of 'avx512', 'avx2', 'blas', got '" + name +
+                          "'");
 }
 
 }  // namespace
@@ -62,19 +69,15 @@ void register_runtime(py::module_& m) {
     // supports against the reference; the default is the fastest.
     m.def("gram_kernels", []() {
         py::list names;
-        for (const char* name : {"avx512", "avx2", "blas"})
-            if (jacgeom::gram::supported(gram_kernel(name))) names.append(name);
+        for (const auto& [name, k] : kGramKernels)
+            if (jacgeom::gram::supported(k)) names.append(name);
         return names;
     });
     m.def("get_gram_kernel", []() {
-        switch (static_cast<jacgeom::gram::Kernel>(jacgeom::gram::kernel_setting().load())) {
-            case jacgeom::gram::Kernel::avx512:
-                return "avx512";
-            case jacgeom::gram::Kernel::avx2:
-                return "avx2";
-            default:
-                return "blas";
-        }
+        const auto now = static_cast<GramKernel>(jacgeom::gram::kernel_setting().load());
+        for (const auto& [name, k] : kGramKernels)
+            if (k == now) return name;
+        return "blas";
     });
     m.def(
         "set_gram_kernel",
