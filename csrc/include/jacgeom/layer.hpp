@@ -127,7 +127,8 @@ template <class T>
 void pullback(const T* W, const T* D, T* G, index_t B, index_t m, index_t n) {
     parallel_for(B, 1, [&](index_t, index_t begin, index_t end) {
         gram::Workspace<T> ws;
-        for (index_t b = begin; b < end; ++b) gram::scaled_gram(W, D + b * m, m, n, ws, G + b * n * n);
+        for (index_t b = begin; b < end; ++b)
+            gram::scaled_gram(W, D + b * m, m, n, ws, G + b * n * n);
     });
 }
 
