@@ -16,7 +16,6 @@ release = jacgeom.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
     "numpydoc",
     "myst_parser",
@@ -43,8 +42,9 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
-# doctest: `sphinx-build -b doctest docs docs/_build/doctest` runs the pages' examples.
-doctest_global_setup = "import numpy as np\nimport jacgeom"
+# The examples run in the test suite: the pages' ```python blocks in tests/test_docs.py, the
+# docstrings' examples in tests/test_doctests.py (with each module's globals, as doctest.testmod
+# runs them).
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"jacgeom {release}"
