@@ -190,6 +190,100 @@ def _f_silu(z: FloatArray, p: float) -> FloatArray:
     return z * _sigmoid(z)
 
 
+# log|phi'(z)|: finite wherever phi'(z) is not zero mathematically, even where phi'(z)
+# underflows to 0 (tanh beyond |z| ~ 373 in float64, ~ 45 in float32; sigmoid, softplus, elu,
+# gelu, silu likewise). The stable network spectra scale rows by exp(log|phi'| - max log|phi'|)
+# so that a saturated unit still counts.
+
+
+def _log_sigmoid(x: FloatArray) -> FloatArray:
+    # log s(x) = min(x, 0) - log1p(exp(-|x|)): no overflow for any x.
+    return np.minimum(x, 0) - np.log1p(_exp_neg_abs(x))
+
+
+def _l_identity(z: FloatArray, p: float) -> FloatArray:
+    return np.zeros_like(z)
+
+
+def _l_relu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z.dtype.type(0), z.dtype.type(-np.inf))
+
+
+def _l_leaky_relu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z.dtype.type(0), z.dtype.type(math.log(p)))
+
+
+def _l_sigmoid(z: FloatArray, p: float) -> FloatArray:
+    # s'(z) = e / (1 + e)^2, e = exp(-|z|)
+    return -np.abs(z) - 2 * np.log1p(_exp_neg_abs(z))
+
+
+def _l_tanh(z: FloatArray, p: float) -> FloatArray:
+    # 1 - tanh^2 = 4 e / (1 + e)^2, e = exp(-2|z|)
+    e = _exp_neg_abs(z)
+    return z.dtype.type(math.log(4.0)) - 2 * np.abs(z) - 2 * np.log1p(e * e)
+
+
+def _l_softplus(z: FloatArray, p: float) -> FloatArray:
+    with np.errstate(over="ignore"):
+        bz = z * z.dtype.type(p)
+    return _log_sigmoid(bz)
+
+
+def _l_elu(z: FloatArray, p: float) -> FloatArray:
+    return np.where(z > 0, z.dtype.type(0), z.dtype.type(math.log(p)) + np.minimum(z, 0))
+
+
+# Built-ins whose phi' is negative on the left tail (where it underflows to -0 or 0).
+_NEGATIVE_LEFT_TAIL = frozenset({"gelu", "gelu_tanh", "silu"})
+
+
+def _log_where_tiny(
+    z: FloatArray, p: float, dphi: Callable[[FloatArray, float], FloatArray], tail: Any
+) -> FloatArray:
+    """log|phi'(z)| from phi' where it is a normal number, from ``tail`` (a closed form in
+    log space for the left tail, where phi' underflows) elsewhere."""
+    d = dphi(z, p)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.abs(d))
+    tiny = np.abs(d) < np.finfo(z.dtype).tiny * 2**20
+    if np.any(tiny):
+        out[tiny] = tail(z[tiny].astype(np.float64)).astype(z.dtype)
+    return out
+
+
+def _gelu_tail(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    # phi'(z) = pdf(z) (Phi(z) / pdf(z) + z), Phi / pdf = sqrt(pi / 2) erfcx(-z / sqrt(2)).
+    z = np.maximum(z, -1e150)
+    mills = math.sqrt(math.pi / 2) * scipy.special.erfcx(-z * _SQRT_HALF)
+    return -0.5 * z * z - 0.5 * math.log(2 * math.pi) + np.log(np.abs(mills + z))
+
+
+def _gelu_tanh_tail(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    # phi'(z) = s(2u) (1 + 2 z s(-2u) u'(z)), u = c (z + a z^3).
+    z = np.clip(z, -1e100, 1e100)
+    u = _GELU_TANH_C * (z + _GELU_TANH_A * z * z * z)
+    du = _GELU_TANH_C * (1 + 3 * _GELU_TANH_A * z * z)
+    return _log_sigmoid(2 * u) + np.log(np.abs(1 + 2 * z * np.exp(_log_sigmoid(-2 * u)) * du))
+
+
+def _silu_tail(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    # phi'(z) = s(z) (1 + z s(-z))
+    return _log_sigmoid(z) + np.log(np.abs(1 + z * np.exp(_log_sigmoid(-z))))
+
+
+def _l_gelu(z: FloatArray, p: float) -> FloatArray:
+    return _log_where_tiny(z, p, _d_gelu, _gelu_tail)
+
+
+def _l_gelu_tanh(z: FloatArray, p: float) -> FloatArray:
+    return _log_where_tiny(z, p, _d_gelu_tanh, _gelu_tanh_tail)
+
+
+def _l_silu(z: FloatArray, p: float) -> FloatArray:
+    return _log_where_tiny(z, p, _d_silu, _silu_tail)
+
+
 @dataclass(frozen=True)
 class _Spec:
     phi: Callable[[FloatArray, float], FloatArray]
@@ -197,21 +291,24 @@ class _Spec:
     strictly_monotone: bool
     smooth: bool
     derivative_can_vanish: bool
+    log_dphi: Callable[[FloatArray, float], FloatArray]
     parameter: str | None = None
     default: float = 0.0
 
 
 _REGISTRY: dict[str, _Spec] = {
-    "identity": _Spec(_f_identity, _d_identity, True, True, False),
-    "relu": _Spec(_f_relu, _d_relu, False, False, True),
-    "leaky_relu": _Spec(_f_leaky_relu, _d_leaky_relu, True, False, False, "alpha", 0.01),
-    "sigmoid": _Spec(_f_sigmoid, _d_sigmoid, True, True, False),
-    "tanh": _Spec(_f_tanh, _d_tanh, True, True, False),
-    "gelu": _Spec(_f_gelu, _d_gelu, False, True, True),
-    "gelu_tanh": _Spec(_f_gelu_tanh, _d_gelu_tanh, False, True, True),
-    "softplus": _Spec(_f_softplus, _d_softplus, True, True, False, "beta", 1.0),
-    "elu": _Spec(_f_elu, _d_elu, True, False, False, "alpha", 1.0),
-    "silu": _Spec(_f_silu, _d_silu, False, True, True),
+    "identity": _Spec(_f_identity, _d_identity, True, True, False, _l_identity),
+    "relu": _Spec(_f_relu, _d_relu, False, False, True, _l_relu),
+    "leaky_relu": _Spec(
+        _f_leaky_relu, _d_leaky_relu, True, False, False, _l_leaky_relu, "alpha", 0.01
+    ),
+    "sigmoid": _Spec(_f_sigmoid, _d_sigmoid, True, True, False, _l_sigmoid),
+    "tanh": _Spec(_f_tanh, _d_tanh, True, True, False, _l_tanh),
+    "gelu": _Spec(_f_gelu, _d_gelu, False, True, True, _l_gelu),
+    "gelu_tanh": _Spec(_f_gelu_tanh, _d_gelu_tanh, False, True, True, _l_gelu_tanh),
+    "softplus": _Spec(_f_softplus, _d_softplus, True, True, False, _l_softplus, "beta", 1.0),
+    "elu": _Spec(_f_elu, _d_elu, True, False, False, _l_elu, "alpha", 1.0),
+    "silu": _Spec(_f_silu, _d_silu, False, True, True, _l_silu),
 }
 
 
@@ -284,6 +381,96 @@ class Activation:
         if self.is_custom:
             return _apply_scalar(self.scalar_dphi, zz)
         return _REGISTRY[self.name].dphi(zz, self.parameter)
+
+    def log_abs_derivative(self, z: Any) -> FloatArray:
+        """log|phi'(z)|, elementwise: finite wherever phi'(z) is not zero mathematically,
+        even where phi'(z) itself underflows to 0; -inf only at exact zeros.
+
+        Parameters
+        ----------
+        z : (...) array_like of float
+
+        Returns
+        -------
+        (...) ndarray, same floating dtype as z (float64 for integer input)
+
+        Notes
+        -----
+        Computed in closed form in log space, e.g. for tanh
+        log(1 - tanh(z)^2) = log 4 - 2|z| - 2 log1p(exp(-2|z|)). A custom activation
+        gives log|dphi(z)|, so its underflowed values read as exact zeros.
+
+        Examples
+        --------
+        >>> import math
+        >>> t = activation("tanh")
+        >>> float(t.derivative(1000.0)), round(float(t.log_abs_derivative(1000.0)), 6)
+        (0.0, -1998.613706)
+        >>> round(math.log(4) - 2000, 6)
+        -1998.613706
+        """
+        zz = _as_float(z)
+        if self.is_custom:
+            with np.errstate(divide="ignore"):
+                return np.log(np.abs(self.derivative(zz)))
+        return _REGISTRY[self.name].log_dphi(zz, self.parameter)
+
+    def derivative_sign(self, z: Any) -> FloatArray:
+        """sign(phi'(z)) in {-1, 0, 1}, elementwise, right where phi'(z) underflows too.
+
+        gelu, gelu_tanh and silu have phi' < 0 on their left tail (phi' ~ z pdf(z) for
+        gelu), so an underflowed 0 there is -1; every other built-in has phi' >= 0. The
+        stable spectra scale rows by sign(phi') e^(log|phi'| - c).
+
+        Parameters
+        ----------
+        z : (...) array_like of float
+
+        Returns
+        -------
+        (...) ndarray of -1.0, 0.0, 1.0, same floating dtype as z
+
+        Examples
+        --------
+        >>> activation("gelu").derivative_sign([-100.0, -0.5, 3.0]).tolist()
+        [-1.0, 1.0, 1.0]
+        """
+        zz = _as_float(z)
+        s = np.sign(self.derivative(zz))
+        if not self.is_custom:
+            underflow = (s == 0) & ~self.derivative_is_zero(zz)
+            negative = self.name in _NEGATIVE_LEFT_TAIL
+            s = np.where(underflow, np.where(negative & (zz < 0), -1, 1), s).astype(zz.dtype)
+        return s
+
+    def derivative_is_zero(self, z: Any) -> NDArray[np.bool_]:
+        """Where phi'(z) = 0 mathematically (not merely below the floating-point range).
+
+        These are the units whose rows of D_phi W are deleted exactly: relu's z <= 0; for a
+        custom activation, where dphi(z) returns 0. Smooth built-ins (gelu, silu) vanish only
+        at an irrational point, which no floating-point z equals.
+
+        Parameters
+        ----------
+        z : (...) array_like of float
+
+        Returns
+        -------
+        (...) bool ndarray
+
+        Examples
+        --------
+        >>> activation("relu").derivative_is_zero([-1.0, 0.0, 2.0]).tolist()
+        [True, True, False]
+        >>> activation("tanh").derivative_is_zero([1e4]).tolist()
+        [False]
+        """
+        zz = _as_float(z)
+        if self.is_custom:
+            return np.asarray(self.derivative(zz) == 0)
+        if self.name == "relu":
+            return np.asarray(zz <= 0)
+        return np.zeros(zz.shape, dtype=bool)
 
     @classmethod
     def custom(

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _validation
+from . import _backends, _frame, _validation
 from .activations import Activation
 from .activations import activation as _lookup
 from .kernel_layer import KernelLayer
+from .reference import graded as _ref_graded
 from .reference import network as _ref
 
 __all__ = ["Network"]
@@ -568,7 +569,17 @@ class Network:
         backend: str = "auto",
         check_finite: bool = True,
     ) -> IntArray:
-        """numpy.linalg.matrix_rank of each end-to-end Jacobian (same tol / rtol meaning).
+        """Numerical rank of each end-to-end Jacobian: numpy.linalg.matrix_rank's rule
+        applied to J's exact singular values.
+
+        Parameters
+        ----------
+        X : (B, n_0) or (n_0,) array_like
+        tol, rtol : float, optional
+            As in numpy.linalg.matrix_rank: sigma_i > tol, or sigma_i > rtol * sigma_1;
+            default rtol = max(n_L, n_0) * eps of the network's dtype.
+        backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+        check_finite : bool, default True
 
         Returns
         -------
@@ -576,25 +587,94 @@ class Network:
 
         Notes
         -----
-        On the cpp backend a product of plain layers is split at its narrowest layer, so the
-        singular values that are zero in exact arithmetic (beyond the fewest active units)
-        come out as exact zeros rather than as the rounding noise of a dense product. With
-        the default tolerance the count is the same; with ``tol=0`` numpy would count that
-        noise, and the backends can differ there.
+        **Numerical rank** is what numpy.linalg.matrix_rank would report if it could form J
+        exactly: the count of singular values above the tolerance, taken from
+        :meth:`log_singular_values` (accurate to a small multiple of L n eps relative,
+        at any depth), not from a formed float product, whose small singular values are
+        rounding noise. It drops when the condition number passes 1 / rtol, which deep
+        smooth networks reach without losing any exact rank; see :meth:`exact_rank`.
+
+        Examples
+        --------
+        >>> import numpy as np, jacgeom
+        >>> net = jacgeom.Network.random([32] * 17, activation="tanh", seed=0)
+        >>> x = np.random.default_rng(0).standard_normal(32)
+        >>> int(net.exact_rank(x)), bool(net.rank(x) < 32)
+        (32, True)
         """
         tol, rtol = _validation.tolerances(tol, rtol)
+        logs = self.log_singular_values(X, backend=backend, check_finite=check_finite)
+        return _numerical_rank(np.atleast_2d(logs), tol, rtol, self._rank_shape(), self.dtype)[
+            0 if np.ndim(logs) == 1 else slice(None)
+        ]
+
+    def _rank_shape(self) -> tuple[int, int]:
+        return (self.widths[-1], self.widths[0])
+
+    def exact_rank(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> IntArray:
+        """Exact rank of each end-to-end Jacobian.
+
+        Parameters
+        ----------
+        X : (B, n_0) or (n_0,) array_like
+        backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+        check_finite : bool, default True
+
+        Returns
+        -------
+        (B,) int64 ndarray, or an int64 scalar for a 1-D X
+
+        Notes
+        -----
+        **Exact rank** is the number of singular values of J that are non-zero in exact
+        arithmetic, given the weights and inputs. It drops only through structure: units
+        whose phi' is zero mathematically (relu's dead half-line, a custom activation's
+        exact zeros; not a saturated tanh, whose phi' underflows but is never 0), a layer
+        normalisation's null direction, a layer narrower than the rank so far, weights of
+        lower rank. It is computed on the stable frame, layer by layer, where those come out
+        as exact zeros and nothing else does; a weight matrix's own rank is decided by
+        numpy.linalg.matrix_rank. Residual and kernel layers are taken as non-singular.
+        For strictly monotone activations and Gaussian weights it is full with
+        probability 1 at every depth; the numerical rank (:meth:`rank`) is not.
+
+        Examples
+        --------
+        >>> import numpy as np, jacgeom
+        >>> net = jacgeom.Network.random([8, 8, 8], activation="relu", seed=1)
+        >>> X = np.random.default_rng(2).standard_normal((3, 8))
+        >>> bool(np.all(net.exact_rank(X) <= net.active_counts(X).min(axis=1)))
+        True
+        """
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
         if be == "numpy":
-            out = _ref.rank(self, Xk, tol, rtol)
+            out = _ref.exact_rank(self, Xk)
         else:
             out = np.empty(Xk.shape[0], dtype=np.int64)
-            given = rtol is not None
-            if tol is None and rtol is None:
-                rtol = max(self.widths[-1], self.widths[0]) * float(np.finfo(self.dtype).eps)
-            tolerances = (np.nan if tol is None else tol, np.nan if rtol is None else rtol, given)
-            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-                out[sl] = self._spectrum_chunk(Xk[sl], be, tolerances)
+            for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
+                out[sl] = _frame.stable_frame(self, Xk[sl], be)[2][:, -1]
+        return out[0] if squeeze else out
+
+    def layer_exact_ranks(
+        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+    ) -> IntArray:
+        """Exact rank of the partial product A_l ... A_1 after each layer l (see
+        :meth:`exact_rank`).
+
+        Returns
+        -------
+        (B, L) int64 ndarray (or (L,) for a 1-D X); non-increasing along each row.
+        """
+        be = _backends.resolve(backend)
+        Xk, squeeze = self._inputs(X, check_finite)
+        if be == "numpy":
+            out = _ref.layer_exact_ranks(self, Xk)
+        else:
+            out = np.empty((Xk.shape[0], self.depth), dtype=np.int64)
+            for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
+                out[sl] = _frame.stable_frame(self, Xk[sl], be)[2]
         return out[0] if squeeze else out
 
     def layer_ranks(
@@ -605,7 +685,8 @@ class Network:
         backend: str = "auto",
         check_finite: bool = True,
     ) -> IntArray:
-        """Rank of the partial product A_l ... A_1 after each layer l.
+        """Numerical rank (see :meth:`rank`) of the partial product A_l ... A_1 after each
+        layer l, from its exact singular values.
 
         Returns
         -------
@@ -614,23 +695,28 @@ class Network:
         tol, rtol = _validation.tolerances(tol, rtol)
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
-        if be == "numpy":
-            out = _ref.layer_ranks(self, Xk, tol, rtol)
-        else:
-            out = np.empty((Xk.shape[0], self.depth), dtype=np.int64)
-            n0 = self.widths[0]
-            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-                B = sl.stop - sl.start
-                P: FloatArray = np.broadcast_to(
-                    np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0)
-                )
-                for l, (_, d, state) in enumerate(self._layers(Xk[sl], be)):
-                    P = self._apply_layer_forward(l, P, d, state, B)
-                    J = np.ascontiguousarray(P.transpose(1, 0, 2))
-                    out[sl, l] = _count_rank(
-                        _batched_singular_values(J, be), J.shape[1:], tol, rtol
-                    )
+        out = np.empty((Xk.shape[0], self.depth), dtype=np.int64)
+        for l in range(self.depth):
+            sub = self._prefix(l + 1)
+            logs = sub.log_singular_values(Xk, backend=be, check_finite=False)
+            shape = (sub.widths[-1], sub.widths[0])
+            out[:, l] = _numerical_rank(logs, tol, rtol, shape, self.dtype)
         return out[0] if squeeze else out
+
+    def _prefix(self, depth: int) -> Network:
+        """The network of the first ``depth`` layers (shares the weights)."""
+        if depth == self.depth:
+            return self
+        return Network(
+            self.weights[:depth],
+            self.biases[:depth],
+            activation=self.activations[:depth],
+            residual=self.residual,
+            norm=self.norm,
+            norm_eps=self.norm_eps,
+            memory_budget=self.memory_budget,
+            check_finite=False,
+        )
 
     def active_counts(
         self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
@@ -677,22 +763,41 @@ class Network:
     def log_singular_values(
         self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
     ) -> FloatArray:
-        """log of the singular values of each end-to-end Jacobian, descending, at any depth.
+        """log (natural) of the singular values of each end-to-end Jacobian, descending,
+        accurate at any depth.
+
+        Parameters
+        ----------
+        X : (B, n_0) or (n_0,) array_like
+        backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+        check_finite : bool, default True
 
         Returns
         -------
         (B, min(n_L, n_0)) or (min(n_L, n_0),) ndarray
-            -inf for singular values that are exactly zero (rank lost on the way).
+            Finite for the first :meth:`exact_rank` values, -inf beyond (exact zeros).
 
         Notes
         -----
-        The product is never formed. A graded frame J = U diag(e^g) V is propagated:
-        at layer l, A = A_l U, its columns ordered by their scaled norms, A = Q R,
-        g <- log|R_ii| + g, V <- (R_ij / |R_ii|) e^{g_j - g_i} V, U <- Q. The singular values
-        are those of diag(e^{g - max g}) V, shifted by max g; where they fall below 1e-13 of
-        the largest (spreads beyond the floating-point range, at depths of hundreds of
-        layers) the graded scales g are returned, which is where they converge. The sum of
-        the logs is log|det J| exactly when J is square.
+        The product is never formed. A graded frame J = U diag(e^g) V is propagated
+        (computed in float64 whatever the network's dtype): at layer l, A = A_l U, its
+        columns ordered by their scaled norms and its rows by their norms, A = Q R,
+        g <- log|R_ii| + g, V <- (R_ij / |R_ii|) e^(g_j - g_i) V, U <- Q; rows of A_l are
+        scaled by e^(log|phi'| - c) with c joining g, so saturated units (phi' below the
+        floating-point range) still count. The singular values of diag(e^g) V then come
+        from one-sided Jacobi on log-scaled columns, which keeps high relative accuracy
+        on such graded matrices: each value to a small multiple of L n eps relative,
+        however small next to the largest (checked against 80-digit arithmetic). The sum
+        of the logs is log|det J| when J is square.
+        The cpp backend runs the numba kernel for the Jacobi step.
+
+        Examples
+        --------
+        >>> import numpy as np, jacgeom
+        >>> net = jacgeom.Network.random([16] * 17, activation="tanh", seed=0)
+        >>> logs = net.log_singular_values(np.ones(16))
+        >>> bool(np.isfinite(logs).all()), bool((logs[0] - logs[-1]) / np.log(10) > 16)
+        (True, True)
         """
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
@@ -700,23 +805,23 @@ class Network:
             out = _ref.log_singular_values(self, Xk)
         else:
             p = min(self.widths[0], self.widths[-1])
-            out = np.empty((Xk.shape[0], p), dtype=self.dtype)
+            out = np.full((Xk.shape[0], p), -np.inf, dtype=self.dtype)
             for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
-                logD, V, bound = self._frame(Xk[sl], be)
-                out[sl] = _ref.graded_log_singular_values(
-                    logD, V, p, lambda M: _batched_singular_values(M, be)
-                )
-                out[sl][np.arange(p)[None, :] >= bound[:, None]] = -np.inf
+                g, V, _ = _frame.stable_frame(self, Xk[sl], be)
+                logs = _graded_log_singular_values(g, V)
+                q = min(p, logs.shape[1])
+                out[sl, :q] = logs[:, :q]
         return out[0] if squeeze else out
 
     def log_abs_det(
         self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
     ) -> FloatArray:
-        """log|det J(x)| for a square end-to-end Jacobian (n_L = n_0), stable at any depth.
+        """log|det J(x)| (natural log) for a square end-to-end Jacobian (n_L = n_0), stable
+        at any depth.
 
         Returns
         -------
-        (B,) ndarray (a scalar array for a 1-D X); -inf where J is singular.
+        (B,) ndarray (a scalar array for a 1-D X); -inf where the exact rank is below n_0.
 
         Raises
         ------
@@ -736,58 +841,14 @@ class Network:
             out = np.empty(Xk.shape[0], dtype=self.dtype)
             n0 = self.widths[0]
             for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
-                logD, _, bound = self._frame(Xk[sl], be)
-                total = (
-                    np.sum(logD, axis=1) if logD.shape[1] == n0 else np.full(len(bound), -np.inf)
-                )
-                out[sl] = np.where(bound == n0, total, -np.inf)
+                g, _, ranks = _frame.stable_frame(self, Xk[sl], be)
+                with np.errstate(invalid="ignore"):
+                    total = np.sum(g, axis=1)
+                out[sl] = np.where(ranks[:, -1] == n0, total, -np.inf)
         return out[0] if squeeze else out
 
     def _frame_bytes(self) -> int:
-        return 6 * max(self.widths) * self.widths[0] * self.dtype.itemsize
-
-    def _frame(self, X: FloatArray, backend: str) -> tuple[FloatArray, FloatArray, IntArray]:
-        """Graded frame of a chunk: J = U diag(e^logD) V; returns logD (Bc, r), V (Bc, r, n0)
-        and the structural rank bound (Bc,) of jacgeom.reference.network.structural_rank_bound.
-
-        The vectorised twin of jacgeom.reference.network._frame (see its docstring).
-        """
-        B, n0 = X.shape
-        bound = np.full(B, min(self.widths), dtype=np.int64)
-        U: FloatArray = np.broadcast_to(np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0))
-        logD = np.zeros((B, n0), dtype=self.dtype)
-        V = np.broadcast_to(np.eye(n0, dtype=self.dtype), (B, n0, n0))
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for l, (_, d, state) in enumerate(self._layers(X, backend)):
-                if not self.residual:
-                    bound = np.minimum(bound, np.count_nonzero(d, axis=1))
-                    if self.norm == "layer":
-                        bound = np.minimum(bound, d.shape[1] - 1)
-                # U is kept as (n_l, B, r) so the layer applies as one gemm.
-                A = self._apply_layer_forward(l, U, d, state, B).transpose(1, 0, 2)
-                order = np.argsort(
-                    -(np.log(np.linalg.norm(A, axis=1)) + logD), axis=1, kind="stable"
-                )
-                A = np.take_along_axis(A, order[:, None, :], axis=2)
-                logD = np.take_along_axis(logD, order, axis=1)
-                V = np.take_along_axis(V, order[:, :, None], axis=1)
-                Q, R = np.linalg.qr(A)
-                k = R.shape[1]
-                diagR = np.diagonal(R, axis1=1, axis2=2)
-                diag = np.abs(diagR)
-                log_ratio = (
-                    np.log(np.abs(R))
-                    - np.log(diag)[:, :, None]
-                    + logD[:, None, :]
-                    - logD[:, :k, None]
-                )
-                coeff = np.sign(R) * np.exp(np.minimum(log_ratio, 700.0))
-                alive = np.isfinite(logD[:, :k]) & (diag > 0)
-                coeff = np.where(np.isfinite(coeff) & alive[:, :, None], coeff, 0.0)
-                V = coeff @ V
-                logD = np.log(diag) + logD[:, :k]
-                U = np.ascontiguousarray(Q.transpose(1, 0, 2))
-        return logD, V, bound
+        return 8 * max(self.widths) * self.widths[0] * 8
 
 
 def init_std(init: str, sigma_w: float | None, fan_in: int, fan_out: int) -> float:
@@ -847,6 +908,29 @@ def _batched_singular_values(J: FloatArray, backend: str) -> FloatArray:
             return _backends.core.batched_singular_values(Jc)
         assert _backends.numba_kernels is not None
         return _backends.numba_kernels.batched_singular_values(Jc)
+
+
+def _graded_log_singular_values(g: Any, V: Any) -> Any:
+    if _backends.numba_kernels is not None:
+        return _backends.numba_kernels.graded_log_singular_values(g, V)
+    return np.array(
+        [_ref_graded.graded_log_singular_values(gi, Vi) for gi, Vi in zip(g, V, strict=True)]
+    )
+
+
+def _numerical_rank(
+    logs: FloatArray,
+    tol: float | None,
+    rtol: float | None,
+    shape: tuple[int, int],
+    dtype: np.dtype[Any],
+) -> IntArray:
+    """numpy.linalg.matrix_rank's count from descending log singular values (B, p)."""
+    eps = float(np.finfo(dtype).eps)
+    return np.array(
+        [_ref_graded.numerical_rank_from_logs(row, tol, rtol, shape, eps) for row in logs],
+        dtype=np.int64,
+    ).reshape(-1)
 
 
 def _count_rank(

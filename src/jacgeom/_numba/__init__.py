@@ -14,6 +14,7 @@ from .layer import (
     pullback_metric,
     singular_values,
 )
+from .graded import graded_log_singular_values
 from .rank import masked_rank
 from .sampling import place_live_rows
 
@@ -21,6 +22,7 @@ __all__ = [
     "batched_singular_values",
     "derivatives",
     "derivatives_custom",
+    "graded_log_singular_values",
     "jacobian",
     "log_volume",
     "masked_rank",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .graded import graded_log_singular_values, graded_qr_step, numerical_rank_from_logs
 from .layer import svd_values
 from .rank import rank_and_values
 
@@ -142,113 +143,155 @@ def frobenius_norm(net: Any, X: FloatArray) -> FloatArray:
 
 def log_singular_values(net: Any, X: FloatArray) -> FloatArray:
     """log of the singular values of each end-to-end Jacobian, descending, (B, min(n_L, n_0)),
-    by propagating a graded orthonormal frame (never forms the product; no overflow)."""
+    from the stable frame (never forms the product; no overflow); -inf beyond the exact rank."""
     p = min(net.widths[0], net.widths[-1])
-    out = np.empty((X.shape[0], p), dtype=X.dtype)
+    out = np.full((X.shape[0], p), -np.inf, dtype=X.dtype)
     for i, x in enumerate(X):
-        out[i] = _frame_log_singular_values(net, x, p)
+        g, V, _ = stable_frame(net, x)
+        logs = graded_log_singular_values(g, V)
+        out[i, : min(p, logs.size)] = logs[:p]
     return out
 
 
-def structural_rank_bound(net: Any, x: FloatArray) -> int:
-    """An exact upper bound on rank(J(x)) from the structure alone: every width, the number
-    of units with phi' != 0 of each plain layer, and n_l - 1 for a layer normalisation
-    (its Jacobian annihilates the all-ones direction). Residual layers impose none."""
-    bound = min(net.widths)
-    h = x
-    for l in range(len(net.weights)):
-        h_next, z, _ = _layer(net, l, h)
-        if not net.residual:
-            k = int(np.count_nonzero(_derivative(net, l, z)))
-            bound = min(bound, k, z.shape[0] - 1 if net.norm == "layer" else k)
-        h = h_next
-    return max(bound, 0)
+def exact_rank(net: Any, X: FloatArray) -> NDArray[np.int64]:
+    """Exact rank of each end-to-end Jacobian, (B,): the directions the stable frame keeps."""
+    return np.array([stable_frame(net, x)[2][-1] for x in X], dtype=np.int64).reshape(-1)
+
+
+def layer_exact_ranks(net: Any, X: FloatArray) -> NDArray[np.int64]:
+    """Exact rank of the partial product after each layer, (B, L)."""
+    out = np.empty((X.shape[0], len(net.weights)), dtype=np.int64)
+    for i, x in enumerate(X):
+        out[i] = stable_frame(net, x)[2]
+    return out
+
+
+def stable_rank(
+    net: Any, X: FloatArray, tol: float | None = None, rtol: float | None = None
+) -> NDArray[np.int64]:
+    """numpy.linalg.matrix_rank's rule applied to the exact singular values of J, (B,)."""
+    shape = (net.widths[-1], net.widths[0])
+    eps = float(np.finfo(X.dtype).eps)
+    return np.array(
+        [
+            numerical_rank_from_logs(row, tol, rtol, shape, eps)
+            for row in log_singular_values(net, X)
+        ],
+        dtype=np.int64,
+    ).reshape(-1)
 
 
 def log_abs_det(net: Any, X: FloatArray) -> FloatArray:
     """log|det J| for square end-to-end Jacobians, (B,): the sum of the frame's log scales,
-    -inf where the structural rank bound is below n_0."""
+    -inf where the exact rank is below n_0."""
     out = np.empty(X.shape[0], dtype=X.dtype)
     for i, x in enumerate(X):
-        U, logD, V = _frame(net, x)
-        full = logD.size == net.widths[0] and structural_rank_bound(net, x) == net.widths[0]
-        out[i] = np.sum(logD) if full else -np.inf
+        g, _, ranks = stable_frame(net, x)
+        out[i] = np.sum(g) if ranks[-1] == net.widths[0] else -np.inf
     return out
 
 
-def _frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """J = U diag(exp(logD)) V with U orthonormal columns and V of unit-scale rows.
+def _layer_factors(
+    net: Any, l: int, h: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float, NDArray[np.bool_]]:
+    """One layer at one sample, for the stable frame, all in float64:
+    (output, X, sign, t, c, alive) where X is the layer's map with the units whose phi' is
+    zero mathematically removed and invertible diagonal factors dropped (it decides ranks);
+    the layer Jacobian restricted to the ``alive`` rows is e^c diag(sign e^t) X, t <= 0,
+    even where phi' underflows."""
+    W, b, act = net.weights[l], net.biases[l], net.activations[l]
+    if _is_kernel(net, l):
+        out, J = W.forward(h), W.jacobian(h)
+        A = np.asarray(J, dtype=np.float64)
+        if net.residual:
+            A = A + np.eye(A.shape[0])
+            out = h + out
+        return out, A, *_unscaled(A.shape[0])
+    W64 = np.asarray(W, dtype=np.float64)
+    z = W @ h + b
+    M = W64
+    arg = z
+    if net.norm == "layer":
+        m = z.shape[0]
+        mu = z.mean()
+        sigma = np.sqrt(np.mean((z - mu) ** 2) + net.norm_eps)
+        arg = (z - mu) / sigma
+        u = arg.astype(np.float64)
+        J_norm = (np.eye(m) - np.ones((m, m)) / m - np.outer(u, u) / m) / float(sigma)
+        M = J_norm @ W64
+    a = act.phi(arg)
+    out = h + a if net.residual else a
+    if net.residual:
+        d = act.derivative(arg).astype(np.float64)
+        A = np.eye(M.shape[0]) + d[:, None] * M
+        return out, A, *_unscaled(M.shape[0])
+    alive = ~act.derivative_is_zero(arg)
+    log_d = act.log_abs_derivative(arg.astype(np.float64))
+    if not np.all(np.isfinite(arg)):
+        raise FloatingPointError(
+            f"the pre-activations of layer {l} are not finite (non-finite inputs with "
+            "check_finite=False, or weights that overflow); no spectrum or rank exists"
+        )
+    if np.any(np.isnan(log_d[alive])):
+        raise FloatingPointError(
+            f"phi' of activation {act.name!r} is NaN at layer {l} for finite pre-activations"
+        )
+    c = float(np.max(log_d[alive])) if alive.any() else 0.0
+    X = M[alive]
+    return out, X, act.derivative_sign(arg)[alive].astype(np.float64), log_d[alive] - c, c, alive
 
-    Each layer: A = A_l U; columns ordered by their scaled norms (pre-pivoting); A = Q R;
-    logD <- log|R_ii| + logD; V <- (R_ij / |R_ii|) exp(logD_j - logD_i) V; U <- Q.
+
+def _unscaled(m: int) -> tuple[FloatArray, FloatArray, float, NDArray[np.bool_]]:
+    return np.ones(m), np.zeros(m), 0.0, np.ones(m, dtype=bool)
+
+
+# Row scales e^t with t below this apart are applied one after another, each factor within
+# [e^-600, 1] so that every scaled entry stays a normal float64.
+_LOG_SCALE_STEP = 600.0
+
+
+def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArray[np.int64]]:
+    """The stable factorisation J(x) = U diag(e^g) V of one sample, with the exact rank
+    after every layer.
+
+    Returns
+    -------
+    g : (r,) float64, V : (r, n_0) float64, ranks : (L,) int64
+        r is the exact rank; U (orthonormal columns) is not returned.
+
+    Notes
+    -----
+    Per layer: X U (X the layer's map on its live units, U the frame's orthonormal basis
+    of the range so far) has the rank r_l of the partial product, decided by
+    numpy.linalg.matrix_rank on a matrix no worse conditioned than one layer. Where
+    r_l < r, the frame is first restricted to the row space of X U (right singular
+    vectors Z_1): A diag(e^g) V -> (A Z_1) (Z_1^T diag(e^g) V), so the lost directions
+    leave exactly. Then C U diag(e^g) V is refactored by :func:`graded_qr_step`.
     """
     n0 = x.shape[0]
-    U = np.eye(n0, dtype=x.dtype)
-    logD = np.zeros(n0, dtype=x.dtype)
-    V = np.eye(n0, dtype=x.dtype)
+    U = np.eye(n0)
+    g = np.zeros(n0)
+    V = np.eye(n0)
     h = x
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for l in range(len(net.weights)):
-            h, _, A_l = _layer(net, l, h)
-            A = A_l @ U
-            order = np.argsort(-(np.log(np.linalg.norm(A, axis=0)) + logD), kind="stable")
-            A, logD, V = A[:, order], logD[order], V[order]
-            Q, R = np.linalg.qr(A)
-            r = R.shape[0]
-            diag = np.abs(np.diagonal(R))
-            log_ratio = np.log(np.abs(R)) - np.log(diag)[:, None] + logD[None, :] - logD[:r, None]
-            coeff = np.sign(R) * np.exp(np.minimum(log_ratio, 700.0))
-            # Directions already scaled to zero (exact rank loss) stay zero.
-            alive = np.isfinite(logD[:r]) & (diag > 0)
-            coeff = np.where(np.isfinite(coeff) & alive[:, None], coeff, 0.0)
-            V = coeff @ V
-            logD = np.log(diag) + logD[:r]
-            U = Q
-    return U, logD, V
-
-
-def _frame_log_singular_values(net: Any, x: FloatArray, p: int) -> FloatArray:
-    _, logD, V = _frame(net, x)
-    out = graded_log_singular_values(logD[None], V[None], p, svd_values)[0]
-    out[structural_rank_bound(net, x) :] = -np.inf
-    return out
-
-
-def graded_log_singular_values(
-    logD: FloatArray, V: FloatArray, p: int, svd_values: Any
-) -> FloatArray:
-    """log singular values of diag(e^logD) V for a batch, (B, p), padded with -inf.
-
-    logD : (B, r), V : (B, r, n0), svd_values: (B, r, n0) -> (B, min(r, n0)).
-
-    The values come from the SVD of diag(e^(logD - max logD)) V, shifted back. Those below
-    1e-13 of the largest are lost to rounding there (spreads beyond the floating-point range,
-    at depths of hundreds of layers); they are replaced by the graded scales logD, sorted,
-    and, when V is square (so that prod s_i = e^(sum logD) exactly), shifted by a common
-    amount so that their sum is exactly sum(logD) minus the sum of the reliable values: the
-    product of the lost values is then exact even though each is an estimate.
-    """
-    B, r = logD.shape
-    out = np.full((B, p), -np.inf, dtype=logD.dtype)
-    if r == 0 or B == 0:
-        return out
-    n0 = V.shape[2]
-    with np.errstate(divide="ignore", under="ignore", invalid="ignore", over="ignore"):
-        top = np.max(logD, axis=1)
-        top = np.where(np.isfinite(top), top, 0.0)
-        M = np.exp(logD - top[:, None])[:, :, None] * V
-        s = svd_values(M)
-        logs = np.log(s) + top[:, None]
-        graded = -np.sort(-logD, axis=1)[:, : s.shape[1]]
-        lost = (s < 1e-13 * s[:, :1]) & np.isfinite(graded)
-        if r == n0:
-            finite = np.isfinite(logD).all(axis=1)
-            missing = np.sum(logD, axis=1) - np.sum(np.where(lost, 0.0, logs), axis=1)
-            shift = (missing - np.sum(np.where(lost, graded, 0.0), axis=1)) / np.maximum(
-                lost.sum(1), 1
-            )
-            graded = graded + np.where(finite, shift, 0.0)[:, None]
-        logs = np.where(lost, graded, logs)
-    q = min(p, logs.shape[1])
-    out[:, :q] = logs[:, :q]
-    return out
+    ranks = np.empty(len(net.weights), dtype=np.int64)
+    for l in range(len(net.weights)):
+        h, X, sign, t, c, alive = _layer_factors(net, l, h)
+        XU = X @ U
+        r = U.shape[1]
+        r_l = int(np.linalg.matrix_rank(XU)) if XU.size else 0
+        if r_l < r:
+            Z1 = np.linalg.svd(XU)[2][:r_l].T if r_l else np.zeros((r, 0))
+            Q1, g, V = graded_qr_step(Z1.T, g, V)
+            XU = XU @ (Z1 @ Q1)
+        # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1).
+        t_first = np.maximum(t, -_LOG_SCALE_STEP)
+        Q, g, V = graded_qr_step((sign * np.exp(t_first))[:, None] * XU, g + c, V)
+        t = t - t_first
+        while np.any(t < 0):
+            t_next = np.maximum(t, -_LOG_SCALE_STEP)
+            Q, g, V = graded_qr_step(np.exp(t_next)[:, None] * Q, g, V)
+            t = t - t_next
+        U = np.zeros((alive.shape[0], Q.shape[1]))
+        U[alive] = Q
+        ranks[l] = r_l
+    return g, V, ranks

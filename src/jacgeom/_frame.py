@@ -1,0 +1,192 @@
+"""The stable frame of Network's compiled backends: J(x) = U diag(e^g) V for a chunk of
+samples at once, with the exact rank after every layer.
+
+The vectorised twin of jacgeom.reference.network.stable_frame (one sample at a time, which
+decides each layer's rank with an SVD). Here the structure that makes exact zeros is
+handled where it arises, so that every sample goes through the same batched QRs:
+
+- units whose phi' is zero mathematically (jacgeom.Activation.derivative_is_zero) give
+  exactly zero rows; the graded QR sorts rows by norm, so Householder leaves R_kk = 0
+  exactly for them (no rounding noise) and the direction dies (g = -inf);
+- a layer normalisation's null direction (the all-ones vector) is removed by a fixed
+  orthonormal basis B_1 of its complement: D J_N W = (D B_1)(B_1^T J_N W), two steps;
+- a weight matrix of numerical rank rho < min(shape) is applied as W = Y Z^T (Z with rho
+  orthonormal columns, from its SVD, once per network), two steps;
+- saturated units count: rows are scaled by e^(log|phi'| - c), c the largest log|phi'| of
+  the layer, and c joins g, so phi' below the floating-point range does not delete a row.
+
+Residual and kernel layers are taken as non-singular (their Jacobians I + D W and
+A grad k(h) are, except on a set of inputs of measure zero); their rank loss, if any, is
+not detected here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from .network import Network
+
+F64 = NDArray[np.float64]
+
+
+def graded_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
+    """Batched refactorisation A diag(e^g) V = Q diag(e^g') V'.
+
+    A : (B, m, k), g : (B, k) (-inf for dead directions), V : (B, k, n0);
+    returns Q (B, m, q), g' (B, q), V' (B, q, n0) with q = min(m, k). The batched twin of
+    jacgeom.reference.graded.graded_qr_step.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        key = np.log(np.linalg.norm(A, axis=1)) + g
+        key = np.where(np.isnan(key), -np.inf, key)
+        order = np.argsort(-key, axis=1, kind="stable")
+        A = np.take_along_axis(A, order[:, None, :], axis=2)
+        g = np.take_along_axis(g, order, axis=1)
+        V = np.take_along_axis(V, order[:, :, None], axis=1)
+        rows = np.argsort(-np.linalg.norm(A, axis=2), axis=1, kind="stable")
+        Q, R = np.linalg.qr(np.take_along_axis(A, rows[:, :, None], axis=1))
+        Q = np.take_along_axis(Q, np.argsort(rows, axis=1)[:, :, None], axis=1)
+        q = R.shape[1]
+        diag = np.abs(np.diagonal(R, axis1=1, axis2=2))
+        new_g = np.log(diag) + g[:, :q]
+        log_ratio = np.log(np.abs(R)) - np.log(diag)[:, :, None] + g[:, None, :] - g[:, :q, None]
+        coeff = np.sign(R) * np.exp(np.minimum(log_ratio, 700.0))
+        alive = np.isfinite(new_g)
+        coeff = np.where(np.isfinite(coeff) & alive[:, :, None], coeff, 0.0)
+        new_g = np.where(alive, new_g, -np.inf)
+    return Q, new_g, np.matmul(coeff, V)
+
+
+# Row scales e^t with t below this apart are applied in several steps: e^-600 (1e-261) times
+# a unit-size entry stays a normal float64, and each step's QR sorts rows by norm.
+LOG_SCALE_STEP = 600.0
+
+
+def check_layer_values(arg: Any, log_d: Any, name: str, l: int) -> None:
+    """A clear error, not a rank, where a layer's values are not finite."""
+    if not np.all(np.isfinite(arg)):
+        raise FloatingPointError(
+            f"the pre-activations of layer {l} are not finite (non-finite inputs with "
+            "check_finite=False, or weights that overflow); no spectrum or rank exists"
+        )
+    if np.any(np.isnan(log_d)):
+        raise FloatingPointError(
+            f"phi' of activation {name!r} is NaN at layer {l} for finite pre-activations"
+        )
+
+
+def log_scale_parts(t: F64) -> list[F64]:
+    """Split log row scales t <= 0 into parts t_1 + ... + t_K = t, each in [-600, 0]:
+    t_k = clip(t + 600 (k - 1), -600, 0); K = 1 unless a layer's phi' spread past e^-600."""
+    low = np.min(np.where(np.isfinite(t), t, 0.0), initial=0.0)
+    K = max(1, int(np.ceil(-low / LOG_SCALE_STEP)))
+    return [np.clip(t + LOG_SCALE_STEP * k, -LOG_SCALE_STEP, 0.0) for k in range(K)]
+
+
+def _live(U: F64, g: F64) -> F64:
+    return U * np.isfinite(g)[:, None, :]
+
+
+@functools.lru_cache(maxsize=16)
+def _ones_complement(m: int) -> F64:
+    """(m, m - 1) orthonormal basis of the complement of the all-ones vector: the left
+    singular vectors of the centring projector I - 1 1^T / m for its m - 1 unit values."""
+    Q = np.linalg.svd(np.eye(m) - 1.0 / m)[0][:, : m - 1]
+    Q.setflags(write=False)
+    return Q
+
+
+def weight_factors(net: Network) -> list[tuple[F64, F64] | None]:
+    """Per layer, (Y, Z) with W = Y Z^T when W has numerical rank below min(shape), else
+    None (kernel layers: None). Computed once per network."""
+    cached = getattr(net, "_weight_factors_cache", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    out: list[tuple[F64, F64] | None] = []
+    for W, kernel in zip(net.weights, net.kernel_layers, strict=True):
+        if kernel:
+            out.append(None)
+            continue
+        W64 = np.asarray(W, dtype=np.float64)
+        rho = int(np.linalg.matrix_rank(W64)) if W64.size else 0
+        if rho == min(W64.shape):
+            out.append(None)
+            continue
+        _, _, Vt = np.linalg.svd(W64)
+        Z = np.ascontiguousarray(Vt[:rho].T)
+        out.append((W64 @ Z, Z))
+    object.__setattr__(net, "_weight_factors_cache", out)
+    return out
+
+
+def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[np.int64]]:
+    """g (B, k), V (B, k, n_0) (float64) and the exact ranks (B, L) of a chunk X."""
+    B, n0 = X.shape
+    L = net.depth
+    factors = weight_factors(net)
+    U = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
+    g = np.zeros((B, n0))
+    V = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
+    ranks = np.empty((B, L), dtype=np.int64)
+    for l, (z, d, state) in enumerate(net._layers(X, backend)):
+        if net.kernel_layers[l]:
+            Uz = _live(U, g)
+            A = np.matmul(np.asarray(state, dtype=np.float64), Uz)
+            if net.residual:
+                A += Uz
+            U, g, V = graded_step(A, g, V)
+            ranks[:, l] = np.count_nonzero(np.isfinite(g), axis=1)
+            continue
+        act = net.activations[l]
+        W = np.asarray(net.weights[l], dtype=np.float64)
+        arg = state[1] if net.norm == "layer" else z
+        if net.residual:
+            Uz = _live(U, g)
+            Y = _norm_jacobian(np.matmul(W, Uz), state) if net.norm == "layer" else np.matmul(W, Uz)
+            A = Uz + np.asarray(d, dtype=np.float64)[:, :, None] * Y
+            U, g, V = graded_step(A, g, V)
+            ranks[:, l] = np.count_nonzero(np.isfinite(g), axis=1)
+            continue
+        zero = act.derivative_is_zero(arg)
+        log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
+        check_layer_values(arg, log_d[~zero], act.name, l)
+        with np.errstate(invalid="ignore"):
+            c = np.max(np.where(zero, -np.inf, log_d), axis=1)
+        c = np.where(np.isfinite(c), c, 0.0)
+        sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
+        factor = factors[l]
+        if factor is not None:
+            Ymat, Z = factor
+            U, g, V = graded_step(np.matmul(Z.T, _live(U, g)), g, V)
+            W = Ymat
+        Y = np.matmul(W, _live(U, g))
+        if net.norm == "layer":
+            m = W.shape[0]
+            B1 = _ones_complement(m)
+            U, g, V = graded_step(np.matmul(B1.T, _norm_jacobian(Y, state)), g, V)
+            Y = np.matmul(B1, _live(U, g))
+        with np.errstate(invalid="ignore"):
+            g = g + c[:, None]
+        parts = log_scale_parts(np.where(zero, 0.0, log_d - c[:, None]))
+        scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
+        U, g, V = graded_step(scale[:, :, None] * Y, g, V)
+        for t in parts[1:]:
+            U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V)
+        ranks[:, l] = np.count_nonzero(np.isfinite(g), axis=1)
+    return g, V, ranks
+
+
+def _norm_jacobian(Y: F64, state: Any) -> F64:
+    """J_N Y for a batch: (Y - mean_rows(Y) - u (u^T Y) / m) / sigma."""
+    sigma, u = state
+    u = np.asarray(u, dtype=np.float64)
+    m = Y.shape[1]
+    uY = np.einsum("bi,bik->bk", u, Y)
+    out = Y - Y.mean(axis=1, keepdims=True) - u[:, :, None] * (uY / m)[:, None, :]
+    out /= np.asarray(sigma, dtype=np.float64)[:, None, None]
+    return out
