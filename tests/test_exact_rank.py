@@ -1,0 +1,228 @@
+"""Exact rank, numerical rank and accurate log singular values of networks, against
+independent truths: 80-digit arithmetic (mpmath), closed forms, and structure built on
+purpose."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+import jacgeom
+from jacgeom import Network
+from jacgeom.reference import graded as ref_graded
+
+BACKENDS = jacgeom.backends()
+
+
+def _mp_log_singular_values(net: Network, x: np.ndarray) -> np.ndarray:
+    """log singular values of D_L W_L ... D_1 W_1 in 80 digits, with D_l = phi'(z_l) at the
+    network's own (float) pre-activations: exactly the product the library factors."""
+    mpmath.mp.dps = 80
+    zs = net.preactivations(x)
+    J = mpmath.eye(len(x))
+    for W, z, act in zip(net.weights, zs, net.activations, strict=True):
+        Wm = mpmath.matrix([[mpmath.mpf(float(v)) for v in row] for row in W])
+        if act.name == "tanh":
+            d = [1 - mpmath.tanh(mpmath.mpf(float(v))) ** 2 for v in z]
+        elif act.name == "identity":
+            d = [mpmath.mpf(1)] * len(z)
+        else:  # relu
+            d = [mpmath.mpf(1) if float(v) > 0 else mpmath.mpf(0) for v in z]
+        J = mpmath.diag(d) * Wm * J
+    s = mpmath.svd_r(J, compute_uv=False)
+    return np.array(sorted((float(mpmath.log(v)) for v in s), reverse=True))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("act", "width", "depth", "seed"),
+    [("tanh", 16, 16, 2001), ("identity", 12, 16, 3), ("tanh", 10, 30, 7)],
+)
+def test_log_singular_values_match_80_digits(
+    act: str, width: int, depth: int, seed: int, backend: str
+) -> None:
+    net = Network.random([width] * (depth + 1), activation=act, init="he", seed=seed)
+    x = np.random.default_rng(seed).standard_normal(width)
+    want = _mp_log_singular_values(net, x)
+    got = net.log_singular_values(x, backend=backend)
+    # Condition numbers beyond 1e14 (so a formed product could not give these values),
+    # each value to a few L n eps relative.
+    assert (want[0] - want[-1]) / math.log(10) > 13
+    np.testing.assert_allclose(got, want, rtol=0, atol=8 * depth * width * 2.2e-16)
+    assert net.exact_rank(x, backend=backend) == width
+    # Numerical rank: numpy's rule on the exact values.
+    rtol = width * np.finfo(np.float64).eps
+    assert net.rank(x, backend=backend) == np.count_nonzero(want > want[0] + math.log(rtol))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_condition_number_against_the_inverse_product(backend: str) -> None:
+    # An independent check for square networks: log cond = log s_max(J) + log s_max(J^-1),
+    # each largest singular value from a formed float64 product (accurate to a few digits),
+    # J^-1 = W_1^-1 D_1^-1 ... W_L^-1 D_L^-1 by solves.
+    n, L = 12, 16
+    net = Network.random([n] * (L + 1), activation="tanh", seed=11)
+    x = np.random.default_rng(5).standard_normal(n)
+    d = net.layer_derivatives(x) if hasattr(net, "layer_derivatives") else None
+    zs = net.preactivations(x)
+    tanh = jacgeom.activation("tanh")
+    J = np.eye(n)
+    Jinv = np.eye(n)
+    for W, z in zip(net.weights, zs, strict=True):
+        d = tanh.derivative(z)
+        J = d[:, None] * W @ J
+        Jinv = Jinv @ np.linalg.solve(W, np.diag(1.0 / d))
+    want = math.log(np.linalg.norm(J, 2)) + math.log(np.linalg.norm(Jinv, 2))
+    logs = net.log_singular_values(x, backend=backend)
+    assert want / math.log(10) > 20
+    assert logs[0] - logs[-1] == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturated_units_count_and_their_logs_are_exact(backend: str, dtype: type) -> None:
+    # W_l = c I, tanh: every unit at |z| in [500, 1500], phi' underflows to 0 in both
+    # precisions; each log singular value is the sum over layers of log c + log tanh'(z_l)
+    # of one unit, in closed form in log space.
+    n, L, c = 6, 4, 1000.0
+    net = Network([np.eye(n, dtype=dtype) * c] * L, activation="tanh")
+    x = np.linspace(0.5, 1.5, n).astype(dtype)
+    h = x.astype(np.float64)
+    total = np.zeros(n)
+    for _ in range(L):
+        z = np.float64(dtype(c)) * h.astype(dtype).astype(np.float64)
+        total += math.log(c) + (math.log(4) - 2 * np.abs(z) - 2 * np.log1p(np.exp(-2 * np.abs(z))))
+        h = np.tanh(z)
+    assert np.all(jacgeom.activation("tanh").derivative(total.astype(dtype) * 0 + 1000) == 0)
+    got = net.log_singular_values(x, backend=backend)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(
+        got, np.sort(total)[::-1], rtol=1e-6 if dtype == np.float32 else 1e-12
+    )
+    assert net.exact_rank(x, backend=backend) == n
+    assert net.log_abs_det(x, backend=backend) == pytest.approx(total.sum(), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_relu_exact_rank_is_the_fewest_active_units(backend: str) -> None:
+    # Gaussian weights: rank(J) = min(n_0, k_1, ..., k_L) almost surely.
+    net = Network.random([10, 12, 9, 11, 10], activation="relu", seed=4)
+    X = np.random.default_rng(6).standard_normal((40, 10))
+    k = net.active_counts(X)
+    want = np.minimum(10, np.minimum.accumulate(k, axis=1))
+    np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), want)
+    np.testing.assert_array_equal(net.exact_rank(X, backend=backend), want[:, -1])
+    logs = net.log_singular_values(X, backend=backend)
+    np.testing.assert_array_equal(np.isfinite(logs).sum(axis=1), want[:, -1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_rank_of_structured_weights(backend: str) -> None:
+    # Diagonal weights, relu: the live units of layer 2 are a subset pattern of layer 1's,
+    # so rank = |S_1 and S_2|, below min(|S_1|, |S_2|): a structural count no bound gives.
+    n = 6
+    W1 = np.eye(n)
+    W2 = np.diag([1.0, -1.0, 1.0, -1.0, 1.0, 1.0])
+    net = Network([W1, W2], activation="relu")
+    x = np.array([1.0, 1.0, -1.0, 1.0, 1.0, -1.0])  # S_1 = {0, 1, 3, 4}, S_2 = {0, 4}
+    assert net.exact_rank(x, backend=backend) == 2
+    np.testing.assert_array_equal(net.layer_exact_ranks(x, backend=backend), [4, 2])
+    # Weights of rank 3 in a tanh network: exact rank 3 at every later layer.
+    rng = np.random.default_rng(0)
+    low = rng.standard_normal((8, 3)) @ rng.standard_normal((3, 8))
+    net = Network(
+        [rng.standard_normal((8, 8)), low, rng.standard_normal((8, 8))], activation="tanh"
+    )
+    X = rng.standard_normal((5, 8))
+    np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), [[8, 3, 3]] * 5)
+    logs = net.log_singular_values(X, backend=backend)
+    assert np.all(np.isfinite(logs[:, :3])) and np.all(np.isneginf(logs[:, 3:]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_normalisation_loses_one_direction_per_layer(backend: str) -> None:
+    # The normalisation's Jacobian annihilates the ones vector: rank n_l - 1 at a square
+    # layer, never above a narrower layer's width (a rank above it was reported before).
+    net = Network.random([3, 2, 3], activation="gelu", norm="layer", seed=2)
+    X = np.random.default_rng(2).standard_normal((20, 3))
+    assert np.all(net.exact_rank(X, backend=backend) <= 1)
+    assert np.all(net.rank(X, backend=backend) <= 1)
+    net = Network.random([6, 6, 6, 6], activation="tanh", norm="layer", seed=3)
+    X = np.random.default_rng(3).standard_normal((10, 6))
+    np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), [[5, 5, 5]] * 10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deep_smooth_networks_keep_their_exact_rank(backend: str) -> None:
+    # The distinction the library exists to show: float64 rank drops, exact rank does not.
+    net = Network.random([24] * 25, activation="tanh", seed=9)
+    X = np.random.default_rng(9).standard_normal((6, 24))
+    assert np.all(net.exact_rank(X, backend=backend) == 24)
+    assert np.all(net.rank(X, backend=backend) < 24)
+    assert np.all(np.isfinite(net.log_singular_values(X, backend=backend)))
+
+
+def test_custom_activation_exact_zeros_delete_rows() -> None:
+    step = jacgeom.Activation.custom(lambda z: max(z, 0.0) ** 2, lambda z: 2 * max(z, 0.0))
+    net = Network.random([5, 7, 5], activation=step, seed=1)
+    X = np.random.default_rng(1).standard_normal((8, 5))
+    want = np.minimum(5, np.minimum.accumulate(net.active_counts(X), axis=1))[:, -1]
+    for be in BACKENDS:
+        np.testing.assert_array_equal(net.exact_rank(X, backend=be), want)
+
+
+def test_nan_derivative_is_an_error_not_a_rank() -> None:
+    bad = jacgeom.Activation.custom(lambda z: z, lambda z: float("nan"))
+    net = Network.random([3, 3], activation=bad, seed=0)
+    for be in BACKENDS:
+        with pytest.raises(FloatingPointError, match="NaN"):
+            net.exact_rank(np.ones(3), backend=be)
+
+
+def _gelu_tanh_derivative(t: mpmath.mpf) -> mpmath.mpf:
+    # 1 + tanh(u) and sech(u)^2 through exp(2u): no cancellation in the left tail.
+    c = mpmath.sqrt(2 / mpmath.pi)
+    u = c * (t + 0.044715 * t**3)
+    e = mpmath.exp(2 * u)
+    return e / (1 + e) + 0.5 * t * 4 * e / (1 + e) ** 2 * c * (1 + 3 * 0.044715 * t**2)
+
+
+@pytest.mark.parametrize(
+    "name", ["gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "softplus", "elu"]
+)
+def test_log_abs_derivative_in_the_tails(name: str) -> None:
+    mpmath.mp.dps = 50
+    act = jacgeom.activation(name)
+    z = np.array([-700.0, -60.0, -3.0, -0.3, 0.4, 5.0, 40.0, 800.0])
+    got = act.log_abs_derivative(z)
+    f = {
+        "gelu": lambda t: mpmath.ncdf(t) + t * mpmath.npdf(t),
+        "gelu_tanh": _gelu_tanh_derivative,
+        "silu": lambda t: (1 + t / (1 + mpmath.exp(t))) / (1 + mpmath.exp(-t)),
+        "tanh": lambda t: 4 * mpmath.exp(-2 * abs(t)) / (1 + mpmath.exp(-2 * abs(t))) ** 2,
+        "sigmoid": lambda t: mpmath.exp(-abs(t)) / (1 + mpmath.exp(-abs(t))) ** 2,
+        "softplus": lambda t: 1 / (1 + mpmath.exp(-t)),
+        "elu": lambda t: 1 if t > 0 else mpmath.exp(t),
+    }[name]
+    want = np.array([float(mpmath.log(abs(f(mpmath.mpf(float(t)))))) for t in z])
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert np.all(np.isfinite(got))
+    assert not act.derivative_is_zero(z).any()
+
+
+def test_graded_jacobi_beyond_the_floating_point_range() -> None:
+    # Rows 10^(-300 k): a spread no formed matrix holds. Against the same matrix with the
+    # scales split off exactly: for a triangular V with unit diagonal and small
+    # off-diagonal entries the values are e^(g_i) to within the coupling, which we bound.
+    rng = np.random.default_rng(3)
+    n = 6
+    V = np.eye(n) + np.triu(rng.standard_normal((n, n)) * 1e-3, 1)
+    g = -np.arange(n) * 300 * math.log(10)
+    got = ref_graded.graded_log_singular_values(g, V)
+    np.testing.assert_allclose(got, g, atol=1e-5)
+    from jacgeom._numba.graded import graded_log_singular_values as numba_graded
+
+    np.testing.assert_allclose(numba_graded(g[None], V[None])[0], got, rtol=0, atol=1e-12)
