@@ -37,6 +37,7 @@ import numpy as np
 
 import jacgeom
 from jacgeom import montecarlo
+from jacgeom.montecarlo.sampling import chunk_rng
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def draw_normals(per_sample: int, samples: int, chunk: int, threads: int) -> Non
     and draws its share."""
 
     def work(seed: int, count: int) -> None:
-        rng = montecarlo._chunk_rng(montecarlo.Spec(widths=(1, 1), seed=seed), 0)
+        rng = chunk_rng(montecarlo.Spec(widths=(1, 1), seed=seed), 0)
         buf = np.empty((min(chunk, count), per_sample))
         for start in range(0, count, chunk):
             rng.standard_normal(out=buf[: min(chunk, count - start)])
@@ -349,10 +350,10 @@ def markdown(rows: Sequence[Row]) -> str:
         "1 thread); 100% "
         "would mean everything but the random numbers is free, for a run that draws every "
         "weight. montecarlo.run draws fewer: a relu layer draws its pre-activations and then "
-        "only the rows of its live units (jacgeom.montecarlo._draw_layer_given_input); the "
+        "only the rows of its live units (jacgeom.montecarlo.sampling.draw_layer_given_input); the "
         "first layer in the frame where x = |x| e_1 (one chi-square variate for x, n_0 "
         "normals per live row, the first replaced by its pre-activation's; "
-        "_draw_first_layer), the others only the columns that meet live units below "
+        "draw_first_layer), the others only the columns that meet live units below "
         "unless the layer ranks are recorded: about n_1 + n_1 n_0 / 2 and "
         "n_l + n_l n_(l-1) / 4 normals instead of n_l n_(l-1), so it can pass 100%. The "
         "naive loop draws its "

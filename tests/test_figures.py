@@ -10,6 +10,7 @@ import pytest
 import jacgeom
 from jacgeom.cli import main
 from jacgeom.homeomorphism import derivative_zeros, homeomorphism_report
+from jacgeom.montecarlo import Spec, run
 
 plot = pytest.importorskip("jacgeom.plot")
 
@@ -100,3 +101,17 @@ def test_kernel_comparison_figure() -> None:
     assert set(data) == {"relu", "tanh", "kernel (rbf)"}
     assert np.all(data["kernel (rbf)"]["rank"] == 5)  # smooth dense Jacobians keep rank
     assert data["relu"]["rank"].mean() < 5
+
+
+def test_monte_carlo_figure_data() -> None:
+    results = [
+        (
+            {"activation": "relu", "width": w, "depth": 1},
+            run(Spec(width=w, depth=1, samples=400, seed=w), progress=False),
+        )
+        for w in (2, 4)
+    ]
+    fig = plot.monte_carlo_figure(results)
+    w, p = fig.jacgeom_data["width"]["relu"]
+    np.testing.assert_array_equal(w, [2, 4])
+    assert p[0] == pytest.approx(0.75, abs=0.1) and p[1] == pytest.approx(1 - 1 / 16, abs=0.05)

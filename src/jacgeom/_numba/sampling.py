@@ -26,7 +26,7 @@ def place_live_rows(
     W: NDArray[np.float64],
 ) -> None:
     """Rows of live units given their pre-activations; the numpy twin,
-    jacgeom.montecarlo._place_live_rows, documents the arguments and the law."""
+    jacgeom.reference.montecarlo.place_live_rows, documents the arguments and the law."""
     kg = 0
     kb = 0
     N, m, n = W.shape

@@ -1,0 +1,59 @@
+"""Monte Carlo of rank collapse: how often, and by how much, activations make the Jacobian
+of a random network lose rank and conditioning.
+
+An experiment is a plain, serialisable :class:`Spec`. :func:`run` splits its samples into
+chunks of ``chunk_size``; chunk i draws from two SFC64 generators seeded by
+``SeedSequence(seed, spawn_key=(i,))`` and ``(i, 1)`` (the second only for weights that the
+layer ranks alone need), so results depend only on (spec, seed, chunk size) (and the sampler
+version, ``sampling.SAMPLER``), never on the executor, the number of workers or the order in
+which chunks finish. (Rows of relu layers are placed by a numba kernel, or by its numpy twin
+where numba is not installed: the two agree to rounding, not bit for bit.) Chunks run
+locally on a thread pool (the kernels release the GIL) or on any
+``concurrent.futures.Executor``, such as a ``dask.distributed`` client's ``get_executor()``.
+With ``out=DIR`` every finished chunk is written atomically and a rerun resumes; a directory
+written by another sampler version is refused.
+
+Recorded per sample (arrays of :attr:`Result.data`, computed by
+:func:`chunk_statistics`):
+
+=================  =========  ================================================================
+key                shape      meaning
+=================  =========  ================================================================
+active_counts      (N, L)     units with phi'(z) != 0 in each layer
+layer_ranks        (N, L)     numerical rank of each layer's Jacobian (numpy.linalg.matrix_rank
+                              rule: singular values above sigma_max max(m, n) eps)
+rank               (N,)       numerical rank of the end-to-end Jacobian (same rule)
+log_smax, log_smin (N,)       natural log of its largest and smallest singular value (-inf if
+                              0)
+log_cond           (N,)       log_smax - log_smin (inf when singular)
+frobenius2         (N,)       squared Frobenius norm
+log_volume         (N,)       sum of natural-log singular values when n_L >= n_0 (-inf if
+                              rank < n_0), NaN when n_L < n_0
+=================  =========  ================================================================
+
+``Spec(layer_ranks=False)`` leaves out ``layer_ranks``, ``Spec(spectra=False)`` the five keys
+from log_smax to log_volume.
+
+Modules: ``spec`` (Spec), ``sampling`` (how a chunk draws its inputs, weights and biases),
+``statistics`` (what is recorded per sample, and how), ``kernel_layers`` (Spec(layer=
+"kernel")), ``result`` (Result and its summary), ``runner`` (run: executors, retries,
+checkpoints), ``sweep`` (grids of specs), ``compare`` (kernel beside activation layers).
+"""
+
+from .compare import compare_with_activation_network
+from .result import Result
+from .runner import RETRIES, run
+from .spec import Spec
+from .statistics import chunk_statistics
+from .sweep import sweep, sweep_table
+
+__all__ = [
+    "RETRIES",
+    "Result",
+    "Spec",
+    "chunk_statistics",
+    "compare_with_activation_network",
+    "run",
+    "sweep",
+    "sweep_table",
+]

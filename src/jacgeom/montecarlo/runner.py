@@ -1,0 +1,206 @@
+"""Running a Monte Carlo: chunks on an executor, retries, checkpoints, progress.
+
+Results depend only on (spec, seed, chunk size) and the sampler version
+(sampling.SAMPLER), never on the executor, the number of workers or the order in which
+chunks finish. Chunks run locally on a thread pool (the kernels release the GIL) or on any
+``concurrent.futures.Executor``, such as a ``dask.distributed`` client's ``get_executor()``.
+With ``out=DIR`` every finished chunk is written atomically and a rerun resumes; a directory
+written by another spec or sampler version is refused.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import _backends
+from .result import Result, atomic_savez
+from .sampling import SAMPLER
+from .spec import Spec
+from .statistics import chunk_statistics
+
+__all__ = ["RETRIES", "chunk_task", "run"]
+
+# Times a failing chunk is resubmitted before the run stops.
+RETRIES = 2
+
+
+def chunk_path(out: Path, index: int) -> Path:
+    """The checkpoint file of chunk ``index`` in the directory ``out``."""
+    return out / f"chunk-{index:06d}.npz"
+
+
+def prepare_out_dir(out: Path, spec: Spec) -> dict[int, dict[str, NDArray[Any]]]:
+    """Create or check the checkpoint directory; return the chunks already finished."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"out directory {str(out)!r} is not writable: {exc}") from exc
+    spec_file = out / "spec.json"
+    mine = {**spec.to_dict(), "sampler": SAMPLER}
+    if spec_file.exists():
+        theirs = json.loads(spec_file.read_text())
+        if theirs != mine:
+            diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+            k = "sampler" if "sampler" in diff else diff[0]  # another sampler says it all
+            raise ValueError(
+                f"out directory {str(out)!r} holds results of a different spec ({k}: "
+                f"{theirs.get(k)!r} there, {mine.get(k)!r} here); use another directory"
+            )
+    else:
+        tmp = spec_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(mine, indent=1))
+        os.replace(tmp, spec_file)
+    done: dict[int, dict[str, NDArray[Any]]] = {}
+    for i in range(spec.n_chunks):
+        path = chunk_path(out, i)
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    done[i] = {k: f[k] for k in f.files}
+            except Exception:  # noqa: BLE001 - a damaged chunk is recomputed
+                path.unlink(missing_ok=True)
+    return done
+
+
+def run(
+    spec: Spec,
+    executor: cf.Executor | None = None,
+    progress: bool | str = True,
+    out: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    retries: int = RETRIES,
+) -> Result:
+    """Run a Monte Carlo experiment.
+
+    Parameters
+    ----------
+    spec : Spec
+    executor : concurrent.futures.Executor, optional
+        Where chunks run. Default: a local thread pool of ``workers`` threads (all cores).
+        For several machines, a dask.distributed ``Client(...).get_executor()``.
+    progress : bool or "always", default True
+        A tqdm bar on stderr (samples per second, time left) when stderr is a terminal;
+        "always" shows it anyway, False never.
+    out : path, optional
+        Checkpoint directory: spec.json and one atomically written file per finished
+        chunk. Rerunning the same spec resumes; a different spec is refused.
+    workers : int, optional
+        Threads of the default local pool (default: all cores). With more than one, the
+        compiled kernels run single-threaded inside each chunk for the duration of the run
+        (jacgeom.set_num_threads is restored afterwards).
+    retries : int, default 2
+        A chunk that raises is resubmitted this many times before the run stops with an
+        error naming the chunk (finished chunks stay on disk).
+
+    Returns
+    -------
+    Result
+
+    Examples
+    --------
+    >>> from jacgeom.montecarlo import Spec, run
+    >>> res = run(Spec(widths=(10, 10), samples=4000, seed=1), progress=False)
+    >>> s = res.summary()
+    >>> p, theory = s["p_rank_deficient"], s["theory"]["p_rank_deficient"]
+    >>> p["lo"] <= theory <= p["hi"]
+    True
+    """
+    if not isinstance(spec, Spec):
+        raise TypeError(f"spec must be a jacgeom.montecarlo.Spec, got {type(spec).__name__}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    out_dir = Path(out) if out is not None else None
+    results: dict[int, dict[str, NDArray[Any]]] = prepare_out_dir(out_dir, spec) if out_dir else {}
+    todo = [i for i in range(spec.n_chunks) if i not in results]
+    bar = progress_bar(spec, progress, sum(chunk_len(spec, i) for i in results))
+    own = executor is None
+    n_workers = workers or os.cpu_count() or 1
+    pool = executor or cf.ThreadPoolExecutor(max_workers=n_workers)
+    # With several local chunk workers the parallelism is across chunks: each kernel runs on
+    # one thread for the duration, so the cores are not oversubscribed (restored after).
+    threads_before = _backends.get_num_threads()
+    if own and n_workers > 1:
+        _backends.set_num_threads(1)
+    spec_dict = spec.to_dict()
+    attempts = dict.fromkeys(todo, 0)
+    try:
+        pending = {pool.submit(chunk_task, spec_dict, i): i for i in todo}
+        while pending:
+            finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                i = pending.pop(fut)
+                try:
+                    _, stats = fut.result()
+                except Exception as exc:  # noqa: BLE001 - retried, then reported with the chunk
+                    attempts[i] += 1
+                    if attempts[i] > retries:
+                        # Chunks not started are cancelled; running ones finish and are kept.
+                        for other in list(pending):
+                            if other.cancel():
+                                pending.pop(other)
+                        for other, j in pending.items():
+                            try:
+                                _, done_stats = other.result()
+                            except Exception:  # noqa: BLE001, S112 - the first failure is reported
+                                continue
+                            if out_dir is not None:
+                                atomic_savez(chunk_path(out_dir, j), **done_stats)
+                        raise RuntimeError(
+                            f"chunk {i} (samples {i * spec.chunk_size} to "
+                            f"{i * spec.chunk_size + chunk_len(spec, i) - 1}) failed "
+                            f"{attempts[i]} times; last error: {type(exc).__name__}: {exc}"
+                        ) from exc
+                    pending[pool.submit(chunk_task, spec_dict, i)] = i
+                    continue
+                if out_dir is not None:
+                    atomic_savez(chunk_path(out_dir, i), **stats)
+                results[i] = stats
+                if bar is not None:
+                    bar.update(chunk_len(spec, i))
+    finally:
+        if own:
+            pool.shutdown(wait=True, cancel_futures=True)
+            _backends.set_num_threads(threads_before)
+        if bar is not None:
+            bar.close()
+    keys = results[0].keys()
+    data = {k: np.concatenate([results[i][k] for i in range(spec.n_chunks)]) for k in keys}
+    return Result(spec, data)
+
+
+def chunk_len(spec: Spec, i: int) -> int:
+    """Samples in chunk i (chunk_size, or fewer for the last chunk)."""
+    return min(spec.chunk_size, spec.samples - i * spec.chunk_size)
+
+
+def progress_bar(spec: Spec, progress: bool | str, initial: int) -> Any:
+    """A tqdm bar on stderr, or None (see run's ``progress``)."""
+    if progress is False or (progress != "always" and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=spec.samples,
+        initial=initial,
+        unit="samples",
+        unit_scale=True,
+        file=sys.stderr,
+        leave=False,
+    )
+
+
+def chunk_task(spec_dict: dict[str, Any], index: int) -> tuple[int, dict[str, NDArray[Any]]]:
+    """(index, chunk_statistics) of a spec given as Spec.to_dict(): what run submits."""
+    # Module-level and taking plain data, so process pools and dask workers can run it.
+    return index, chunk_statistics(Spec.from_dict(spec_dict), index)

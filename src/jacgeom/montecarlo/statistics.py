@@ -1,0 +1,371 @@
+"""Per-chunk statistics of the Monte Carlo: what is recorded for every sample, and how.
+
+:func:`chunk_statistics` is a pure function of (spec, chunk index): it draws the chunk's
+samples in blocks (:func:`block_size`) and, for each block, walks the layers once, then
+summarises the end-to-end Jacobians J (n, n_L, n_0). Three walks, one per kind of network:
+
+- plain layers (no residual connection, no normalisation): J = D_L W_L ... D_1 W_1, relu
+  layers drawn by the conditional sampler (sampling.conditional_layers); every rank is
+  bounded by the fewest active units, which the compiled summary uses;
+- residual and / or layer-normalised layers: each layer's dense Jacobian, then their product;
+- kernel layers (kernel_layers.kernel_chain).
+
+Recorded per sample: the keys of :data:`RECORDED`, in that order, whose shapes and meanings
+the table of jacgeom.montecarlo's docstring gives. ``Spec(layer_ranks=False)`` leaves out
+``layer_ranks``, ``Spec(spectra=False)`` the keys of :data:`SPECTRA`. A new statistic: its
+key in RECORDED and the table, its value computed in the walks and stored by :func:`record`.
+Ranks here are numerical (float) ranks, numpy.linalg.matrix_rank's rule; logs are natural.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .. import _backends
+from ..activations import Activation
+from ..activations import activation as _lookup
+from ..network import _derivatives
+from ..reference.montecarlo import numerical_rank
+from . import _compiled
+from .kernel_layers import kernel_chain
+from .sampling import (
+    Scratch,
+    block_weights,
+    chunk_rng,
+    conditional_layers,
+    draw_biases,
+    draw_first_layer,
+    draw_inputs,
+    draw_layer_given_input,
+    input_norms,
+    weight_std,
+)
+from .spec import Spec, layer_activations
+
+__all__ = ["RECORDED", "SPECTRA", "block_size", "chunk_statistics", "record"]
+
+RECORDED = (
+    "active_counts",
+    "layer_ranks",
+    "rank",
+    "log_smax",
+    "log_smin",
+    "log_cond",
+    "frobenius2",
+    "log_volume",
+)
+# The statistics that Spec.spectra=False leaves out.
+SPECTRA = ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume")
+# A chunk's samples go through the layers in blocks of about this many bytes of per-sample
+# matrices: the block's arrays stay in the last-level cache between the passes over them, and
+# the allocator reuses their memory instead of taking fresh pages from the system (which it
+# zeroes: a fifth of the time of a depth-10 chunk at 1000 samples per block).
+_BLOCK_BYTES = 16 << 20
+# Layer normalisation's epsilon under the square root (the variance's floor).
+_LAYER_NORM_EPS = 1e-5
+
+Streams = tuple[np.random.Generator, np.random.Generator]
+Statistics = dict[str, NDArray[Any]]
+
+
+def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> Statistics:
+    """Statistics of the samples of chunk ``index`` (a pure function of spec and index).
+
+    Parameters
+    ----------
+    spec : Spec
+    index : int
+        0 <= index < spec.n_chunks.
+    backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+        The backends draw the same samples and agree on every rank; the singular-value
+        statistics agree to rounding.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Per-sample arrays of the chunk's samples, keys as in the module docstring.
+
+    Examples
+    --------
+    >>> from jacgeom.montecarlo import Spec, chunk_statistics
+    >>> d = chunk_statistics(Spec(widths=(3, 3), samples=10, chunk_size=4), 2)
+    >>> list(d), d["rank"].shape, d["active_counts"].shape
+    (['active_counts', 'layer_ranks', 'rank', 'log_smax', 'log_smin', 'log_cond', \
+'frobenius2', 'log_volume'], (2,), (2, 1))
+    """
+    backend = _backends.resolve(backend)
+    start = index * spec.chunk_size
+    n = min(spec.chunk_size, spec.samples - start)
+    if n <= 0:
+        raise ValueError(f"chunk {index} is outside the {spec.n_chunks} chunks of this spec")
+    streams = (chunk_rng(spec, index), chunk_rng(spec, index, 1))
+    block, scratch = block_size(spec), Scratch()
+    parts = [
+        block_statistics(spec, streams, min(block, n - s), backend, scratch)
+        for s in range(0, n, block)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def block_size(spec: Spec) -> int:
+    """Samples per block: a function of the widths alone, so the random stream a chunk
+    consumes, and hence every result, does not depend on anything else."""
+    w = spec.resolved_widths()
+    per_sample = 8 * (sum(a * b for a, b in zip(w[:-1], w[1:], strict=True)) + w[0] * w[-1])
+    if spec.layer == "kernel":
+        per_sample *= 3  # centers, coefficients and feature gradients per layer
+    return max(1, _BLOCK_BYTES // per_sample)
+
+
+def block_statistics(
+    spec: Spec, streams: Streams, n: int, backend: str, scratch: Scratch
+) -> Statistics:
+    """Statistics of the next n samples drawn from the chunk's two streams (one block)."""
+    if spec.layer == "kernel":
+        X = draw_inputs(spec, streams[0], n)
+        J, active, layer_ranks = kernel_chain(spec, streams[0], X, backend)
+        summary = _compiled.spectral_summary(J, None, spec.spectra, backend)
+        return record(active, layer_ranks, summary, J.shape[1:], spec.spectra)
+    if spec.residual or spec.norm is not None:
+        return _dense_block_statistics(spec, streams[0], n, backend)
+    return _plain_block_statistics(spec, streams, n, backend, scratch)
+
+
+def record(
+    active: NDArray[np.int64],
+    layer_ranks: NDArray[np.int64] | None,
+    summary: _compiled.SpectralSummary,
+    shape: tuple[int, int],
+    spectra: bool,
+) -> Statistics:
+    """The recorded arrays of a block, keys in the order of RECORDED: its active counts,
+    layer ranks (None: not recorded) and the spectral summary of its end-to-end Jacobians
+    of shape (n_L, n_0) (spectra False: the rank only)."""
+    rank, log_smax, log_smin, frobenius2, log_volume = summary
+    out: Statistics = {"active_counts": active}
+    if layer_ranks is not None:
+        out["layer_ranks"] = layer_ranks
+    out["rank"] = rank
+    if spectra:
+        with np.errstate(invalid="ignore"):  # inf - inf where every value is zero
+            log_cond = np.where(rank == min(shape), log_smax - log_smin, np.inf)
+        out.update(
+            log_smax=log_smax,
+            log_smin=log_smin,
+            log_cond=log_cond,
+            frobenius2=frobenius2,
+            log_volume=log_volume,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------- plain layers
+
+
+class _DrawnLayer(NamedTuple):
+    """One layer of a block as the conditional sampler drew it."""
+
+    weights: NDArray[Any] | None  # (n, m, k), dead rows zero; None when left packed
+    preactivations: NDArray[Any]  # (n, m), z
+    derivatives: NDArray[Any]  # (n, m), phi'(z)
+    packed_rows: NDArray[Any] | None  # (live rows, k): the live rows of D W / std, unplaced
+    std: float
+
+
+def _draw_conditional_layer(
+    spec: Spec,
+    l: int,
+    h: NDArray[Any],
+    streams: Streams,
+    live_below: NDArray[np.bool_] | None,
+    act: Activation,
+    backend: str,
+    scratch: Scratch,
+    pack: bool,
+) -> _DrawnLayer:
+    """Layer l drawn given its input h (the first layer: given |x|, h (n,)); ``pack`` leaves
+    the first layer's live rows packed instead of placing them into an (n, n_1, n_0) W."""
+    rng, rest_rng = streams
+    widths = spec.resolved_widths()
+    n, fan_in, fan_out = h.shape[0], widths[l], widths[l + 1]
+    b = draw_biases(spec, rng, n, fan_out)
+    std = weight_std(spec, fan_in, fan_out)
+    if l == 0:
+        P, z, d = draw_first_layer(rng, h, fan_in, std, b, act, backend, scratch)
+        if pack:
+            return _DrawnLayer(None, z, d, P, std)
+        W = scratch.take(("W", 0), (n, fan_out, fan_in))
+        W.fill(0.0)
+        W[d != 0] = std * P
+        return _DrawnLayer(W, z, d, None, std)
+    # Columns of units dead in the layer below meet zeros of D in J: only this layer's
+    # rank needs them, and they come from a stream of their own.
+    rest = rest_rng if spec.layer_ranks else None
+    W, z, d = draw_layer_given_input(
+        rng, h, fan_out, std, b, act, backend, scratch, l, live_below, rest
+    )
+    return _DrawnLayer(W, z, d, None, std)
+
+
+def _plain_block_statistics(
+    spec: Spec, streams: Streams, n: int, backend: str, scratch: Scratch
+) -> Statistics:
+    """A block of plain layers h -> phi(W h + b): J = D_L W_L ... D_1 W_1."""
+    rng = streams[0]
+    widths = spec.resolved_widths()
+    L, n0, nL = len(widths) - 1, widths[0], widths[-1]
+    names = layer_activations(spec)
+    acts = [_lookup(a) for a in names]
+    conditional = conditional_layers(spec)
+    # One layer with n_1 <= n_0: its Jacobian is the end-to-end one, and both ranks use the
+    # same tolerance (sigma_max * n_0 * eps), so it is computed once.
+    end_to_end_is_layer = L == 1 and nL <= n0
+    # On the cpp backend such a layer, when the conditional sampler draws it, hands its live
+    # rows to the spectral summary as they are drawn, packed, never placed into (n, n_1, n_0).
+    pack = end_to_end_is_layer and backend == "cpp"
+    # A conditional first layer needs |x| only (draw_first_layer).
+    h = input_norms(spec, rng, n) if conditional[0] else draw_inputs(spec, rng, n)
+    Ws, bs = block_weights(spec, rng, n, skip=conditional)
+    # The compiled kernels take one shared (m, k) W, or one per sample (n, m, k) without copies.
+    kernel_Ws = [W if spec.fresh_weights else W[0] for W in Ws]
+    active = np.empty((n, L), dtype=np.int64)
+    layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
+    Ds: list[NDArray[Any]] = []
+    packed: _DrawnLayer | None = None
+    for l in range(L):
+        if conditional[l]:
+            live_below = Ds[-1] != 0 if l else None
+            drawn = _draw_conditional_layer(
+                spec, l, h, streams, live_below, acts[l], backend, scratch, pack
+            )
+            W, z, d = drawn.weights, drawn.preactivations, drawn.derivatives
+            Ws[l] = kernel_Ws[l] = W
+            if drawn.packed_rows is not None:
+                packed = drawn
+        else:
+            W = Ws[l]
+            z = _affine(W, h, bs[l])
+            d = _derivatives(np.ascontiguousarray(z), acts[l], backend)
+        active[:, l] = np.count_nonzero(d, axis=1)
+        if l + 1 < L:  # the last layer's output is not needed
+            h = acts[l].phi(z)
+        Ds.append(np.ascontiguousarray(d))
+        if layer_ranks is not None and not end_to_end_is_layer:
+            assert W is not None
+            layer_ranks[:, l] = _masked_layer_rank(kernel_Ws[l], W, Ds[-1], backend)
+    # rank(J) <= min(n_0, fewest active units of any layer), exactly.
+    bound = np.minimum(active.min(axis=1), n0)
+    if packed is not None:
+        assert packed.packed_rows is not None
+        counts = np.ascontiguousarray(active[:, 0])
+        summary = _compiled.spectral_summary_rows(
+            packed.packed_rows, counts, nL, packed.std, bound, spec.spectra
+        )
+    else:
+        single_relu = L == 1 and conditional[0] and names[0] == "relu"
+        J = _plain_chain(Ws, kernel_Ws, Ds, single_relu, backend)
+        summary = _compiled.spectral_summary(J, bound, spec.spectra, backend)
+    if layer_ranks is not None and end_to_end_is_layer:
+        layer_ranks[:, 0] = summary[0]
+    return record(active, layer_ranks, summary, (nL, n0), spec.spectra)
+
+
+def _affine(W: NDArray[Any], h: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
+    """z = W h + b per sample: W (n, m, k), h (n, k), b (n, m)."""
+    return np.matmul(W, h[:, :, None])[:, :, 0] + b
+
+
+def _masked_layer_rank(
+    kernel_W: NDArray[Any], W: NDArray[Any], d: NDArray[Any], backend: str
+) -> NDArray[np.int64]:
+    """Numerical rank of each plain layer Jacobian diag(d) W (n, m, k): numpy's matrix_rank
+    of its k_b non-zero rows (so the tolerance is sigma_max max(k_b, k) eps)."""
+    if backend == "cpp":
+        return _compiled.masked_layer_rank(kernel_W, d)
+    A = d[:, :, None] * W
+    s = _compiled.singular_values(A, backend)
+    live = np.count_nonzero(d, axis=1)
+    tol = s[:, :1] * np.maximum(live, A.shape[2])[:, None] * np.finfo(s.dtype).eps
+    return np.count_nonzero(s > tol, axis=1).astype(np.int64)
+
+
+def _plain_chain(
+    Ws: list[Any], kernel_Ws: list[Any], Ds: list[NDArray[Any]], single_relu: bool, backend: str
+) -> NDArray[Any]:
+    """J = D_L W_L ... D_1 W_1 (n, n_L, n_0). ``single_relu``: one relu layer drawn by the
+    conditional sampler, whose W is D W already (relu' = 1 on live rows, dead rows zero)."""
+    if single_relu:
+        return Ws[0]
+    if backend == "cpp":
+        n0, nL = kernel_Ws[0].shape[-1], Ds[-1].shape[1]
+        return _compiled.chain_active(kernel_Ws, Ds, nL < n0)
+    J = Ds[0][:, :, None] * Ws[0]
+    for d, W in zip(Ds[1:], Ws[1:], strict=True):
+        J = (d[:, :, None] * W) @ J
+    return J
+
+
+# ------------------------------------------------------- residual and normalised layers
+
+
+def _dense_block_statistics(
+    spec: Spec, rng: np.random.Generator, n: int, backend: str
+) -> Statistics:
+    """A block of layers h -> [h +] phi(N(W h + b)), N a layer normalisation or the identity:
+    each layer's Jacobian formed densely, then their product."""
+    widths = spec.resolved_widths()
+    L = len(widths) - 1
+    acts = [_lookup(a) for a in layer_activations(spec)]
+    h = draw_inputs(spec, rng, n)
+    Ws, bs = block_weights(spec, rng, n)
+    active = np.empty((n, L), dtype=np.int64)
+    layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
+    J: NDArray[Any] | None = None
+    for l in range(L):
+        W = Ws[l]
+        z = _affine(W, h, bs[l])
+        arg, sigma = _layer_norm(z) if spec.norm == "layer" else (z, None)
+        d = _derivatives(np.ascontiguousarray(arg), acts[l], backend)
+        active[:, l] = np.count_nonzero(d, axis=1)
+        if l + 1 < L:  # the last layer's output is not needed
+            a = acts[l].phi(arg)
+            h = h + a if spec.residual else a
+        A = _dense_layer_jacobian(W, arg, sigma, d, spec.residual)
+        if layer_ranks is not None:
+            layer_ranks[:, l] = numerical_rank(_compiled.singular_values(A, backend), A.shape[1:])
+        J = A if J is None else A @ J
+    assert J is not None
+    summary = _compiled.spectral_summary(J, None, spec.spectra, backend)
+    return record(active, layer_ranks, summary, J.shape[1:], spec.spectra)
+
+
+def _layer_norm(z: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """(z - mean) / sigma per sample, sigma = sqrt(variance + eps), and sigma (n,)."""
+    mu = z.mean(axis=1, keepdims=True)
+    sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + _LAYER_NORM_EPS)
+    return (z - mu) / sigma[:, None], sigma
+
+
+def _dense_layer_jacobian(
+    W: NDArray[Any],
+    arg: NDArray[Any],
+    sigma: NDArray[Any] | None,
+    d: NDArray[Any],
+    residual: bool,
+) -> NDArray[Any]:
+    """[I +] diag(d) N' W (n, m, k), N' the Jacobian of the layer normalisation at z
+    ((I - 1/m - y y^T / m) / sigma, y = arg the normalised z) or the identity (sigma None)."""
+    m = W.shape[1]
+    A = W
+    if sigma is not None:
+        JN = (np.eye(m) - 1.0 / m - arg[:, :, None] * arg[:, None, :] / m) / sigma[:, None, None]
+        A = JN @ W
+    A = d[:, :, None] * A
+    if residual:
+        A = A + np.eye(m)
+    return A

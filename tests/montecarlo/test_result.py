@@ -1,0 +1,79 @@
+"""Result: summaries with their intervals and closed forms, storage (.npz, dict)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jacgeom import theory
+from jacgeom.montecarlo import Result, Spec, run
+from jacgeom.montecarlo.result import distribution_summary
+
+from .helpers import LEVEL, assert_same
+
+
+def test_result_save_load_and_dict(tmp_path: Path) -> None:
+    res = run(
+        Spec(width=4, depth=2, samples=50, seed=1, activation=("relu", "tanh")), progress=False
+    )
+    res.save(tmp_path / "r.npz")
+    back = Result.load(tmp_path / "r.npz")
+    assert back.spec == res.spec
+    assert_same(res, back)
+    d = res.to_dict()
+    assert d["format"] == 1
+    assert d["spec"]["activation"] == ["relu", "tanh"] and len(d["data"]["rank"]) == 50
+    assert Spec.from_dict(d["spec"]) == res.spec
+    assert d["data"]["rank"] == res.data["rank"].tolist()
+
+
+def test_ranks_only_summary() -> None:
+    # One relu layer of width 6 with fresh Gaussian weights: rank-deficient exactly when a
+    # unit is dead (rank = active count almost surely), with probability 1 - 2**-6.
+    res = run(Spec(widths=(6, 6), samples=4000, seed=2, spectra=False), progress=False)
+    s = res.summary(level=LEVEL)
+    assert "log_cond" not in s and "log_smax" not in s
+    p = s["p_rank_deficient"]
+    dead = int(np.count_nonzero(res.data["active_counts"][:, 0] < 6))
+    assert p["count"] == dead and p["p"] == dead / 4000
+    assert p["lo"] <= 1 - 2.0**-6 <= p["hi"]
+    assert s["p_any_zeroed"]["count"] == dead
+    assert s["theory"]["p_rank_deficient"] == pytest.approx(1 - 2.0**-6)
+
+
+def test_probability_interval() -> None:
+    res = run(Spec(widths=(3, 3), samples=10), progress=False)
+    event = np.zeros(10, dtype=bool)
+    event[:3] = True
+    p = res.probability(event, level=0.9)
+    lo, hi = theory.clopper_pearson(3, 10, 0.9)
+    assert p == {"p": 0.3, "lo": lo, "hi": hi, "count": 3}
+    assert math.isnan(res.probability(np.zeros(0, dtype=bool))["p"])
+
+
+def test_theory_only_where_it_holds() -> None:
+    assert Result(Spec(widths=(4, 4), activation="tanh"), {}).theory() == {}
+    assert Result(Spec(widths=(4, 4), residual=True), {}).theory() == {}
+    one = Result(Spec(widths=(4, 4)), {}).theory()
+    assert one == {
+        "active_fraction": 0.5,
+        "p_rank_deficient": pytest.approx(1 - 2.0**-4),
+        "p_any_zeroed": pytest.approx(theory.p_any_zeroed(4)),
+    }
+
+
+def test_distribution_summary() -> None:
+    x = np.random.default_rng(0).standard_normal(1001)
+    x[:10] = np.inf
+    s = distribution_summary(x)
+    finite = x[np.isfinite(x)]
+    assert s["mean"] == pytest.approx(finite.mean()) and s["std"] == pytest.approx(finite.std())
+    assert s["finite_fraction"] == pytest.approx(991 / 1001)
+    for key, q in (("q05", 0.05), ("q25", 0.25), ("median", 0.5), ("q75", 0.75), ("q95", 0.95)):
+        assert s[key] == np.quantile(x, q, method="inverted_cdf"), key
+    assert s["median_lo"] <= s["median"] <= s["median_hi"]
+    empty = distribution_summary(np.zeros(0))
+    assert all(math.isnan(v) for v in empty.values())

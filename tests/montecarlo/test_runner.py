@@ -1,0 +1,212 @@
+"""run: the same results on every executor (dask included), checkpoints and resume (after
+SIGKILL too), retries, refusals, the progress bar."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jacgeom.montecarlo import Spec, run
+from jacgeom.montecarlo.sampling import SAMPLER
+
+from .helpers import assert_same
+
+
+def test_same_results_on_every_executor() -> None:
+    spec = Spec(
+        width=6, depth=3, activation="tanh", samples=900, chunk_size=100, seed=11, sigma_b=0.3
+    )
+    one = run(spec, progress=False, workers=1)
+    two = run(spec, progress=False, workers=2)
+    # Another process (chunks pickled there and back; one is enough: the thread pool above
+    # finishes chunks out of order already). spawn, not fork: forking a process whose BLAS /
+    # JAX threads are running is unsafe.
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        procs = run(spec, progress=False, executor=pool)
+    assert_same(one, two)
+    assert_same(one, procs)
+    assert one.samples == 900
+
+
+def test_dask_local_cluster_matches_local_run() -> None:
+    distributed = pytest.importorskip("dask.distributed")
+    spec = Spec(width=5, depth=2, samples=600, chunk_size=100, seed=2)
+    local = run(spec, progress=False)
+    # Workers in this process: what goes through dask's executor is under test here; chunks
+    # computed in another process are test_same_results_on_every_executor's.
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote = run(spec, progress=False, executor=client.get_executor(pure=False))
+    assert_same(local, remote)
+
+
+class RefusingExecutor(cf.ThreadPoolExecutor):
+    """Fails the test if any chunk is submitted."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        raise AssertionError(f"chunk {args[1]} was recomputed")
+
+
+def test_checkpoints_resume_and_refuse_other_specs(tmp_path: Path) -> None:
+    spec = Spec(widths=(6, 6), samples=500, chunk_size=100, seed=9)
+    first = run(spec, progress=False, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [
+        f"chunk-{i:06d}.npz" for i in range(5)
+    ]
+    assert not list(tmp_path.glob("*.tmp"))
+    # resume computes nothing: every chunk is on disk
+    with RefusingExecutor(1) as ex:
+        assert_same(first, run(spec, progress=False, out=tmp_path, executor=ex))
+    with pytest.raises(
+        ValueError, match=r"holds results of a different spec \(seed: 9 there, 10 here\)"
+    ):
+        run(spec.replace(seed=10), progress=False, out=tmp_path)
+
+
+def test_checkpoints_of_another_sampler_are_refused(tmp_path: Path) -> None:
+    # A directory written before the sampler changed (no "sampler" entry, or an older one)
+    # holds chunks drawn another way: they must not be mixed with new ones.
+    spec = Spec(widths=(6, 6), samples=200, chunk_size=100, seed=9)
+    run(spec, progress=False, out=tmp_path)
+    recorded = json.loads((tmp_path / "spec.json").read_text())
+    assert recorded["sampler"] == SAMPLER
+    del recorded["sampler"]
+    (tmp_path / "spec.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"different spec \(sampler: None there, \d+ here\)"):
+        run(spec, progress=False, out=tmp_path)
+
+
+def test_another_sampler_is_named_before_other_differences(tmp_path: Path) -> None:
+    spec = Spec(widths=(4, 4), samples=50, chunk_size=50, layer_ranks=np.bool_(False))
+    run(spec, progress=False, out=tmp_path)  # the spec serialises
+    recorded = json.loads((tmp_path / "spec.json").read_text())
+    assert recorded["layer_ranks"] is False
+    recorded["sampler"] = SAMPLER - 1
+    recorded["layer_ranks"] = True  # a difference that sorts before "sampler"
+    (tmp_path / "spec.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=rf"\(sampler: {SAMPLER - 1} there, {SAMPLER} here\)"):
+        run(spec, progress=False, out=tmp_path)
+
+
+def test_partial_directory_computes_only_missing(tmp_path: Path) -> None:
+    spec = Spec(widths=(6, 6), samples=500, chunk_size=100, seed=9)
+    full = run(spec, progress=False, out=tmp_path)
+    (tmp_path / "chunk-000002.npz").unlink()
+    (tmp_path / "chunk-000004.npz").write_bytes(b"damaged")
+    assert_same(full, run(spec, progress=False, out=tmp_path))
+
+
+def test_unwritable_out(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="is not writable"):
+        run(Spec(widths=(3, 3), samples=10), progress=False, out=blocker / "sub")
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="spec must be a jacgeom.montecarlo.Spec, got dict"):
+        run({"widths": [3, 3]})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retries must be >= 0, got -1"):
+        run(Spec(widths=(3, 3), samples=10), retries=-1)
+
+
+class FlakyExecutor(cf.ThreadPoolExecutor):
+    """Fails chunk 1 the first ``failures`` times it is submitted."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(2)
+        self.failures = failures
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        if args[1] == 1 and self.failures > 0:
+            self.failures -= 1
+            return super().submit(_boom)
+        return super().submit(fn, *args, **kwargs)
+
+
+def _boom() -> None:
+    raise OSError("worker lost")
+
+
+def test_retries_then_named_failure(tmp_path: Path) -> None:
+    spec = Spec(widths=(4, 4), samples=300, chunk_size=100, seed=1)
+    with FlakyExecutor(failures=2) as ex:
+        assert_same(run(spec, progress=False, executor=ex), run(spec, progress=False))
+    with (
+        FlakyExecutor(failures=10) as ex,
+        pytest.raises(
+            RuntimeError,
+            match=r"chunk 1 \(samples 100 to 199\) failed 3 times; "
+            r"last error: OSError: worker lost",
+        ),
+    ):
+        run(spec, progress=False, executor=ex, out=tmp_path)
+    assert not (tmp_path / "chunk-000001.npz").exists()
+    kept = {p.name for p in tmp_path.glob("chunk-*.npz")}
+    assert_same(run(spec, progress=False, out=tmp_path), run(spec, progress=False))  # resumes
+    assert kept <= {p.name for p in tmp_path.glob("chunk-*.npz")}
+
+
+def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "jacgeom",
+        "mc",
+        "--widths",
+        "12",
+        "12",
+        "12",
+        "--samples",
+        "60000",
+        "--chunk-size",
+        "1000",
+        "--seed",
+        "7",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sub = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        sub = next(iter([p for p in tmp_path.glob("*") if p.is_dir()]), None)
+        if sub is not None and len(list(sub.glob("chunk-*.npz"))) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert sub is not None
+    done_before = len(list(sub.glob("chunk-*.npz")))
+    assert 3 <= done_before < 60
+    out = subprocess.run(args[:-1] + ["1", "--json"], capture_output=True, text=True, check=True)
+    resumed = json.loads(out.stdout)[0]["summary"]
+    spec = Spec(widths=(12, 12, 12), samples=60000, chunk_size=1000, seed=7)
+    fresh = run(spec, progress=False).summary()
+    assert resumed["p_rank_deficient"] == fresh["p_rank_deficient"]
+    assert resumed["log_volume"] == pytest.approx(fresh["log_volume"], nan_ok=True)
+    assert len(list(sub.glob("chunk-*.npz"))) == 60
+
+
+def test_progress_bar_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    run(Spec(widths=(3, 3), samples=20, chunk_size=5), progress="always")
+    assert "samples" in capsys.readouterr().err
+    run(Spec(widths=(3, 3), samples=20, chunk_size=5), progress=True)  # no terminal: silent
+    assert capsys.readouterr().err == ""
