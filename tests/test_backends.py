@@ -1,17 +1,23 @@
-"""Backend discovery, the missing-extension path, threads and the command line."""
+"""Backend discovery, the missing-extension path, threads, the command line, and the dispatch
+table: every implementation of every kernel against its numpy twin."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
 
 import jacgeom
-from jacgeom import cli
+from jacgeom import _dispatch, cli
+from jacgeom._dispatch import KERNELS, Tolerance
+
+from .conftest import assert_close
 
 
 def test_backends_listed() -> None:
@@ -194,3 +200,243 @@ def test_callers_thread_limits_work_after_kernels() -> None:
     assert inside and all(n == 1 for n in inside)
     assert all(n == 2 for n in after)
     assert "jacgeom-blas-pin" not in names
+
+
+# ---------------------------------------------------------------------------------------
+# The dispatch table (jacgeom._dispatch.KERNELS): every implementation of every kernel
+# against its numpy twin, on small float32 and float64 cases built for that kernel. A
+# kernel added to the table without a case here fails test_every_kernel_has_a_case.
+
+Case = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _derivative_matrix(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> Any:
+    """relu-like derivatives with exact zeros (dead units) and varied magnitudes."""
+    d = rng.uniform(0.5, 2.0, shape) * (rng.random(shape) < 0.7)
+    return d.astype(dtype)
+
+
+def _integer_matrix(rng: np.random.Generator, dtype: type) -> Any:
+    """(7, 5) with exact dependencies (row 4 = row 0 + row 1, row 5 = 2 row 2): ranks that
+    no rounding can blur, in float32 too."""
+    W = rng.integers(-4, 5, (7, 5)).astype(np.float64)
+    W[4], W[5] = W[0] + W[1], 2 * W[2]
+    return W.astype(dtype)
+
+
+def _chain(rng: np.random.Generator, dtype: type, per_sample: bool) -> tuple[list[Any], list[Any]]:
+    widths, B = (4, 5, 3, 4), 6
+    Ws, Ds = [], []
+    for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+        shape = (B, n_out, n_in) if per_sample else (n_out, n_in)
+        Ws.append(np.ascontiguousarray(rng.standard_normal(shape).astype(dtype)))
+        Ds.append(_derivative_matrix(rng, (B, n_out), dtype))
+    return Ws, Ds
+
+
+def _stack_with_dead_rows(rng: np.random.Generator, dtype: type) -> Any:
+    J = rng.standard_normal((6, 5, 3))
+    J[:, 1] = 0.0  # a dead unit in every sample
+    J[1, 2:] = 0.0  # sample 1: one live row, rank 1 < 3
+    J[2] = 0.0  # sample 2: nothing live
+    return J.astype(dtype)
+
+
+def _cases(name: str, dtype: type) -> list[Case]:
+    rng = np.random.default_rng(sum(map(ord, name)))
+    acts = [jacgeom.activation(a) for a in ("relu", "tanh", "gelu", "silu")]
+    acts.append(jacgeom.activation("leaky_relu", alpha=0.1))
+    acts.append(jacgeom.activation("softplus", beta=2.0))
+    W = rng.standard_normal((6, 4)).astype(dtype)
+    wide = rng.standard_normal((3, 5)).astype(dtype)
+    D = _derivative_matrix(rng, (5, 6), dtype)
+    Z = (3 * rng.standard_normal((5, 6))).astype(dtype)
+    if name == "derivatives":
+        return [((Z, act), {}) for act in acts]
+    if name == "custom_derivatives":
+        custom = jacgeom.Activation.custom(math.tanh, lambda z: 1.0 - math.tanh(z) ** 2)
+        return [((Z, custom), {})]
+    if name == "jacobian":
+        return [((W, D, None), {}), ((W, D), {"out": np.empty((5, 6, 4), dtype)})]
+    if name == "jacobian_from_preactivations":
+        return [((W, Z, act, None), {}) for act in acts[:3]]
+    if name in ("pullback_metric", "singular_values"):
+        return [((W, D), {}), ((wide, _derivative_matrix(rng, (5, 3), dtype)), {})]
+    if name == "log_volume":
+        D_full = rng.uniform(0.5, 2.0, (4, 6)).astype(dtype)
+        D_full[1, 3:] = 0.0  # three live rows of four columns: rank 3, -inf
+        return [((W, D), {}), ((W, D_full), {})]
+    if name == "batched_singular_values":
+        return [((rng.standard_normal((4, 5, 3)).astype(dtype),), {})]
+    if name == "masked_rank":
+        M = _integer_matrix(rng, dtype)
+        scale = (rng.random((9, 7)) < 0.6).astype(dtype)
+        scale[0] = 0.0  # an empty mask
+        scale[1] = 1.0
+        tolerances = [Tolerance(), Tolerance(tol=0.5), Tolerance(rtol=1e-3)]
+        return [((M, scale, t, want), {}) for t in tolerances for want in (False, True)]
+    if name == "chain_active":
+        Ws, Ds = _chain(rng, dtype, per_sample=False)
+        Wp, Dp = _chain(rng, dtype, per_sample=True)
+        return [((Ws, Ds, False), {}), ((Ws, Ds, True), {}), ((Wp, Dp, False), {})]
+    if name == "chain_singular_values":
+        return [(_chain(rng, dtype, per_sample=False), {})]
+    if name == "chain_rank":
+        Ws, Ds = _chain(rng, dtype, per_sample=False)
+        return [((Ws, Ds, t), {}) for t in (Tolerance(), Tolerance(tol=1e-2), Tolerance(rtol=1e-3))]
+    if name == "spectral_summary":
+        J = _stack_with_dead_rows(rng, dtype)
+        bound = np.full(J.shape[0], 3, dtype=np.int64)
+        return [((J,), {}), ((J, bound, False), {}), ((np.swapaxes(J, 1, 2).copy(),), {})]
+    if name == "spectral_summary_rows":
+        counts = np.array([2, 0, 3, 1], dtype=np.int64)
+        rows = rng.standard_normal((int(counts.sum()), 3)).astype(dtype)
+        return [((rows, counts, 4), {}), ((rows, counts, 4, 0.5, None, False), {})]
+    if name == "graded_log_singular_values":
+        if dtype != np.float64:
+            return []  # the graded frame is float64 only
+        g = np.sort(rng.uniform(-30.0, 5.0, (4, 3)), axis=1)[:, ::-1].copy()
+        V = rng.standard_normal((4, 3, 5))
+        V[1, 2] = V[1, 0]  # an exact dependency: a -inf
+        return [((g, V), {})]
+    if name == "place_live_rows":
+        if dtype != np.float64:
+            return []  # the sampler draws in float64 only
+        N, m, n = 7, 4, 6
+        h = rng.standard_normal((N, n)) * (rng.random((N, n)) < 0.6)
+        h[2] = 0.0
+        cols = (rng.random((N, n)) < 0.5) | (h != 0)
+        u = rng.standard_normal((N, m))
+        live = u > -0.3
+        rows_live, n_cols = live.sum(axis=1), cols.sum(axis=1)
+        G = rng.standard_normal(int(rows_live @ (n_cols - (h != 0).any(axis=1))))
+        B = rng.standard_normal(int(rows_live @ (n - n_cols)))
+        return [
+            ((h, cols, u, live, G, B, fill, 0.7, np.full((N, m, n), np.nan)), {})
+            for fill in (True, False)
+        ]
+    raise KeyError(name)
+
+
+def _assert_same_result(actual: Any, expected: Any, dtype: type) -> None:
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected)
+        for a, e in zip(actual, expected, strict=True):
+            _assert_same_result(a, e, dtype)
+        return
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if expected.dtype.kind in "iu":
+        np.testing.assert_array_equal(actual, expected)
+        assert actual.dtype == expected.dtype
+        return
+    assert actual.dtype == expected.dtype == np.dtype(dtype)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(actual), nan)
+    assert_close(np.where(nan, 0, actual), np.where(nan, 0, expected), dtype)
+
+
+def _run(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:
+    args = tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+    kwargs = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    out = fn(*args, **kwargs)
+    if name == "place_live_rows":  # writes its last argument
+        return args[-1]
+    if name == "masked_rank" and not args[3]:  # the values are unspecified without want_values
+        return out[0]
+    return out
+
+
+def test_every_kernel_has_a_numpy_twin_and_a_case() -> None:
+    for name, entry in KERNELS.items():
+        assert entry.name == name
+        assert callable(entry.numpy), name
+        module = entry.numpy.__module__
+        assert module == "jacgeom._dispatch" or module.startswith("jacgeom.reference"), module
+        assert _cases(name, np.float64), f"no float64 case for kernel {name!r}"
+        assert set(entry.compiled) <= {"cpp", "numba"}, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_every_implementation_matches_the_numpy_twin(name: str, dtype: type) -> None:
+    implementations = _dispatch.implementations(name)
+    assert implementations["numpy"] is KERNELS[name].numpy
+    for args, kwargs in _cases(name, dtype):
+        expected = _run(implementations["numpy"], args, kwargs, name)
+        for backend, fn in implementations.items():
+            if backend == "numpy":
+                continue
+            got = _run(fn, args, kwargs, name)
+            try:
+                _assert_same_result(got, expected, dtype)
+            except AssertionError as e:
+                raise AssertionError(f"{name} on {backend}, {np.dtype(dtype)}: {e}") from e
+
+
+def test_a_backend_without_an_implementation_runs_the_next() -> None:
+    if "numba" in jacgeom.backends():
+        assert _dispatch.kernel("place_live_rows", "cpp") is not KERNELS["place_live_rows"].numpy
+    assert _dispatch.kernel("chain_active", "numba") is KERNELS["chain_active"].numpy
+    assert _dispatch.kernel("chain_active", "numpy") is KERNELS["chain_active"].numpy
+    with pytest.raises(KeyError, match="no kernel 'nope'"):
+        _dispatch.kernel("nope", "numpy")
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        _dispatch.kernel("jacobian", "gpu")
+
+
+def test_the_table_follows_a_missing_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jacgeom import _backends
+
+    monkeypatch.setattr(_backends, "numba_kernels", None)
+    assert _dispatch.kernel("place_live_rows", "auto") is KERNELS["place_live_rows"].numpy
+    monkeypatch.undo()
+    if "numba" in jacgeom.backends():
+        assert _dispatch.kernel("place_live_rows", "auto") is not KERNELS["place_live_rows"].numpy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_matrix_rank_count_is_numpys(dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((40, 6, 4)) @ np.diag([1.0, 1e-3, 1e-6, 1e-9])
+    A[::3, :, 3] = A[::3, :, 0]  # exact rank deficiencies
+    A = A.astype(dtype)
+    s = np.linalg.svd(A, compute_uv=False)
+    for tol, rtol in [(None, None), (1e-4, None), (None, 1e-5), (None, 1e-8)]:
+        want = np.linalg.matrix_rank(A, tol=tol, rtol=rtol)
+        got = _dispatch.matrix_rank_count(s, A.shape[1:], Tolerance(tol, rtol))
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == np.int64
+    # Per-matrix row counts: matrix_rank of the live rows only (the zero rows dropped).
+    live = rng.integers(1, 7, 40)
+    B = A * (np.arange(6)[None, :, None] < live[:, None, None])
+    s = np.linalg.svd(B, compute_uv=False)
+    want = [np.linalg.matrix_rank(b[:k]) for b, k in zip(B, live, strict=True)]
+    np.testing.assert_array_equal(_dispatch.matrix_rank_count(s, (live, 4)), want)
+    assert _dispatch.matrix_rank_count(np.zeros((3, 0)), (0, 5)).tolist() == [0, 0, 0]
+
+
+def test_tolerance_encodings() -> None:
+    assert Tolerance().masked_rank_mode() == (0, 0.0)
+    assert Tolerance(tol=0.5).masked_rank_mode() == (1, 0.5)
+    assert Tolerance(rtol=1e-3).masked_rank_mode() == (2, 1e-3)
+    tol, rtol, given = Tolerance().chain_rank_arguments((3, 7), np.dtype(np.float32))
+    assert math.isnan(tol) and rtol == 7 * float(np.finfo(np.float32).eps) and not given
+    tol, rtol, given = Tolerance(tol=0.5).chain_rank_arguments((3, 7), np.dtype(np.float64))
+    assert tol == 0.5 and math.isnan(rtol) and not given
+    tol, rtol, given = Tolerance(rtol=1e-3).chain_rank_arguments((3, 7), np.dtype(np.float64))
+    assert math.isnan(tol) and rtol == 1e-3 and given
+
+
+def test_core_stubs_name_every_binding() -> None:
+    import ast
+    from pathlib import Path
+
+    from jacgeom import _backends
+
+    if _backends.core is None:
+        pytest.skip("the C++ extension is not built here")
+    stub = Path(jacgeom.__file__).with_name("_core.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    stubbed = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    bound = {name for name in dir(_backends.core) if not name.startswith("_")}
+    assert stubbed == bound

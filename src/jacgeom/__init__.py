@@ -6,6 +6,8 @@ and fast, for many samples at once, on three backends: C++ ("cpp"), Numba ("numb
 readable numpy reference ("numpy").
 """
 
+from importlib import metadata as _metadata
+
 from ._backends import backends, get_num_threads, set_num_threads
 from .activations import Activation, activation, activation_names
 from .homeomorphism import HomeomorphismReport, homeomorphism_report
@@ -21,7 +23,10 @@ from .layer import (
 from .network import Network
 from .rank import active_rank, jacobian_rank, masked_rank
 
-__version__ = "0.1.0"
+try:  # one version, pyproject.toml's [project] version, as installed
+    __version__ = _metadata.version("jacgeom")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 __all__ = [
     "Activation",

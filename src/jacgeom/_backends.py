@@ -12,7 +12,6 @@ imported, jacgeom still works on the other two and warns once, at import, with t
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import threading
 import time
@@ -23,13 +22,17 @@ from typing import Any
 
 BACKEND_NAMES = ("auto", "cpp", "numba", "numpy")
 
+# Only this module and jacgeom._dispatch touch the compiled modules (docs/architecture.md);
+# the public modules reach them through jacgeom._dispatch's table.
 core: ModuleType | None
 core_error: str | None = None
 try:
     from scipy.linalg import cython_blas, cython_lapack
 
-    core = importlib.import_module("jacgeom._core")
-    core.register_lapack(cython_blas.__pyx_capi__, cython_lapack.__pyx_capi__)
+    from . import _core
+
+    _core.register_lapack(cython_blas.__pyx_capi__, cython_lapack.__pyx_capi__)
+    core = _core
 except Exception as exc:  # noqa: BLE001 - any failure means "no C++ backend", with the reason
     core = None
     core_error = f"{type(exc).__name__}: {exc}"
@@ -49,6 +52,14 @@ except Exception as exc:  # noqa: BLE001
     numba_error = f"{type(exc).__name__}: {exc}"
 
 
+def compiled_modules() -> dict[str, ModuleType]:
+    """The compiled backends loaded in this process, fastest first: {"cpp": jacgeom._core,
+    "numba": jacgeom._numba}, without those that failed to load. jacgeom._dispatch binds its
+    table to these; adding a backend means loading it here and one entry per kernel there."""
+    loaded = {"cpp": core, "numba": numba_kernels}
+    return {name: module for name, module in loaded.items() if module is not None}
+
+
 def backends() -> list[str]:
     """The backends available in this process, fastest first.
 
@@ -62,13 +73,7 @@ def backends() -> list[str]:
     >>> "numpy" in backends()
     True
     """
-    out = []
-    if core is not None:
-        out.append("cpp")
-    if numba_kernels is not None:
-        out.append("numba")
-    out.append("numpy")
-    return out
+    return [*compiled_modules(), "numpy"]
 
 
 def resolve(backend: Any) -> str:

@@ -1,9 +1,10 @@
 """Single-layer kernels: the Jacobian D_phi(z) W of x -> phi(W x + b) and what derives from it.
 
 Every function validates its inputs (jacgeom._validation), resolves the backend and
-dispatches. The pre-activations Z = X W^T + b are one BLAS gemm (through numpy) in every
-backend; the backends differ in what they do with d = phi'(Z): the compiled ones never form
-the (B, m, n) Jacobian unless it is the result asked for, and skip the rows where d_i = 0.
+dispatches through jacgeom._dispatch. The pre-activations Z = X W^T + b are one BLAS gemm
+(through numpy) in every backend; the backends differ in what they do with d = phi'(Z): the
+compiled ones never form the (B, m, n) Jacobian unless it is the result asked for, and skip
+the rows where d_i = 0.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _validation, reference
+from . import _backends, _dispatch, _validation, reference
 from .activations import Activation
 from .activations import activation as _lookup
 
@@ -49,28 +50,7 @@ class _Layer:
 
     def derivatives(self) -> FloatArray:
         """d = phi'(Z), (B, m), computed by the resolved backend."""
-        Z = self.preactivations()
-        act = self.act
-        if self.backend == "numpy":
-            return act.derivative(Z)
-        if act.is_custom:
-            # The C++ kernels switch on built-in codes; a Python derivative is compiled by
-            # numba when it can be, else evaluated by numpy. The rest stays on the backend.
-            if _backends.numba_kernels is not None:
-                try:
-                    return _backends.numba_kernels.derivatives_custom(Z, act.scalar_dphi)
-                except Exception:  # noqa: BLE001 - numba cannot compile this function
-                    pass
-            return act.derivative(Z)
-        if self.backend == "cpp":
-            assert _backends.core is not None
-            return _backends.core.derivatives(Z, act.code, act.parameter)
-        assert _backends.numba_kernels is not None
-        return _backends.numba_kernels.derivatives(Z, act.code, act.parameter)
-
-    def kernel(self, name: str) -> Any:
-        module = _backends.core if self.backend == "cpp" else _backends.numba_kernels
-        return getattr(module, name)
+        return _dispatch.derivatives(self.preactivations(), self.act, self.backend)
 
 
 _PARAMETERS = """W : (m, n) array_like
@@ -222,14 +202,17 @@ def layer_jacobian(
             return layer.out(J)
         target[...] = J
         return out  # type: ignore[return-value]
-    if layer.backend == "cpp" and not layer.act.is_custom:
-        assert _backends.core is not None
-        # phi' evaluated row by row inside the (bandwidth-bound) write
-        J = _backends.core.jacobian_z(
-            layer.W, layer.preactivations(), layer.act.code, layer.act.parameter, target
-        )
+    if layer.act.is_custom:
+        J = _dispatch.call("jacobian", layer.backend, layer.W, layer.derivatives(), target)
     else:
-        J = layer.kernel("jacobian")(layer.W, layer.derivatives(), target)
+        J = _dispatch.call(
+            "jacobian_from_preactivations",
+            layer.backend,
+            layer.W,
+            layer.preactivations(),
+            layer.act,
+            target,
+        )
     return out if out is not None else layer.out(J)
 
 
@@ -274,8 +257,7 @@ def pullback_metric(
     if layer.backend == "numpy":
         return layer.out(reference.pullback_metric(layer.W, layer.X, layer.b, layer.act))
     D = layer.derivatives()
-    with _backends.single_threaded_blas():
-        return layer.out(layer.kernel("pullback_metric")(layer.W, D))
+    return layer.out(_dispatch.call("pullback_metric", layer.backend, layer.W, D))
 
 
 @_doc(
@@ -322,8 +304,7 @@ def layer_singular_values(
     if layer.backend == "numpy":
         return layer.out(reference.layer_singular_values(layer.W, layer.X, layer.b, layer.act))
     D = layer.derivatives()
-    with _backends.single_threaded_blas():
-        return layer.out(layer.kernel("singular_values")(layer.W, D))
+    return layer.out(_dispatch.call("singular_values", layer.backend, layer.W, D))
 
 
 @_doc(
@@ -380,5 +361,4 @@ def log_volume(
     if layer.backend == "numpy":
         return layer.out(reference.log_volume(layer.W, layer.X, layer.b, layer.act))
     D = layer.derivatives()
-    with _backends.single_threaded_blas():
-        return layer.out(layer.kernel("log_volume")(layer.W, D))
+    return layer.out(_dispatch.call("log_volume", layer.backend, layer.W, D))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _validation, reference
+from . import _backends, _dispatch, _validation, reference
 from .activations import Activation
 from .activations import activation as _lookup
 from .layer import _Layer
@@ -30,10 +30,6 @@ from .layer import _Layer
 __all__ = ["active_rank", "jacobian_rank", "masked_rank"]
 
 FloatArray = NDArray[np.floating[Any]]
-
-# W W^T costs m^2 n / 2 flops once and saves ~k^2 n per mask; beyond this many rows its
-# m^2 doubles would cost more memory than the design's O(threads m n) budget allows.
-_ROW_GRAM_MAX_ROWS = 4096
 
 
 def _unique_rows(mask: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], NDArray[np.intp]]:
@@ -53,14 +49,6 @@ def _unique_rows(mask: NDArray[np.bool_]) -> tuple[NDArray[np.bool_], NDArray[np
     return mask[first], inverse.reshape(-1)
 
 
-def _tolerance_mode(tol: float | None, rtol: float | None) -> tuple[int, float]:
-    if tol is not None:
-        return 1, tol
-    if rtol is not None:
-        return 2, rtol
-    return 0, 0.0
-
-
 def _compiled_rank(
     W: FloatArray,
     scale: FloatArray,
@@ -69,19 +57,8 @@ def _compiled_rank(
     backend: str,
     want_values: bool,
 ) -> tuple[NDArray[np.int64], FloatArray]:
-    mode, value = _tolerance_mode(tol, rtol)
-    with _backends.single_threaded_blas():
-        if backend == "numba":
-            assert _backends.numba_kernels is not None
-            return _backends.numba_kernels.masked_rank(W, scale, mode, value)
-        assert _backends.core is not None
-        m = W.shape[0]
-        row_gram = None
-        if not want_values and scale.shape[0] >= 4 and m <= _ROW_GRAM_MAX_ROWS:
-            W64 = W.astype(np.float64, copy=False)
-            row_gram = W64 @ W64.T
-        ranks, values, _ = _backends.core.masked_rank(W, scale, row_gram, mode, value, want_values)
-        return ranks, values
+    tolerance = _dispatch.Tolerance(tol, rtol)
+    return _dispatch.call("masked_rank", backend, W, scale, tolerance, want_values)
 
 
 def _ranks_of_masks(
