@@ -1,8 +1,10 @@
-"""Reliability: concurrent callers, thread-count changes during calls, memory growth,
-a hypothesis fuzz over every public function, and 64-bit index arithmetic."""
+"""Reliability: the GIL released by every compiled kernel, concurrent callers, thread-count
+changes during calls, memory growth, a hypothesis fuzz over every public function, and 64-bit
+index arithmetic."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import os
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 
 import jacgeom
 
-from .conftest import LAYER_FUNCTIONS
+from .conftest import COMPILED, LAYER_FUNCTIONS
 
 
 def _inputs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,6 +45,134 @@ def _calls(seed: int) -> dict[str, Callable[[], Any]]:
         "net.log_singular_values": lambda: net.log_singular_values(X),
         "relu_net.rank": lambda: relu_net.rank(X),
     }
+
+
+def _stall_fraction(call: Callable[[], Any]) -> tuple[float, float]:
+    """Run ``call`` in a second thread while this thread spins in Python; return the longest
+    interval in which this thread made no progress, as a fraction of the call's duration,
+    and that duration (seconds).
+
+    A call that holds the GIL stalls this thread for all of its run (fraction about 1); one
+    that releases it lets this thread go on, stalled only by the GIL hand-overs around the
+    call (sys.getswitchinterval(), 5 ms) and by the OS scheduler."""
+    duration: list[float] = []
+
+    def timed() -> None:
+        start = time.perf_counter()
+        call()
+        duration.append(time.perf_counter() - start)
+
+    worker = threading.Thread(target=timed)
+    last = time.perf_counter()
+    longest = 0.0
+    worker.start()
+    while worker.is_alive():
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+    worker.join()
+    assert duration, "the call raised in its thread"
+    return longest / duration[0], duration[0]
+
+
+def _released(make: Callable[[int], Callable[[], Any]], size: int) -> tuple[bool, str]:
+    """Whether the call of ``make(size)`` lets this thread run: the size doubles until one
+    call takes 0.15 s (long enough for a stall to stand out of the scheduler's noise), and
+    the verdict is the median of three runs (a loaded machine stalls threads at random):
+    released when this thread's longest stall is under half the call."""
+    call = make(size)
+    call()  # numba's dispatch and the BLAS pin's thread: set up outside the measurement
+    for doublings in range(7):  # at most 64 times the first size (memory)
+        fraction, duration = _stall_fraction(call)
+        if duration >= 0.15 or doublings == 6:
+            break
+        size *= 2
+        call = make(size)
+    runs = sorted([(fraction, duration), _stall_fraction(call), _stall_fraction(call)])
+    detail = ", ".join(f"stalled {f:.0%} of {d * 1e3:.0f} ms" for f, d in runs)
+    return runs[1][0] < 0.5, f"size {size}: {detail}"
+
+
+def _usleep(library: ctypes.CDLL) -> Callable[[int], Callable[[], Any]]:
+    usleep = library.usleep
+    usleep.argtypes = [ctypes.c_uint]
+    return lambda size: lambda: usleep(1000 * size)
+
+
+def test_gil_probe_tells_a_held_gil_from_a_released_one() -> None:
+    # The control of test_kernels_release_the_gil: the same C function (usleep) called
+    # through ctypes.PyDLL, which keeps the GIL, and through ctypes.CDLL, which releases it.
+    if not hasattr(ctypes.CDLL(None), "usleep"):
+        pytest.skip("no usleep in this C library")
+    released, detail = _released(_usleep(ctypes.PyDLL(None)), 100)
+    assert not released, f"the probe missed a call holding the GIL ({detail})"
+    released, detail = _released(_usleep(ctypes.CDLL(None)), 100)
+    assert released, f"the probe saw a GIL-releasing call as holding it ({detail})"
+
+
+def _gil_workloads() -> list[tuple[str, str, Callable[[str, int], Callable[[], Any]]]]:
+    """(backend, name, make): public calls whose time is mostly one compiled kernel's, for a
+    batch of ``size`` samples. A kernel that kept the GIL would stall the probe for that
+    share of the call; calls split into several kernels (numba's networks: one per layer)
+    would hide it, so they are not here."""
+
+    def layer(fn: Callable[..., Any], **kw: Any) -> Callable[[str, int], Callable[[], Any]]:
+        def make(backend: str, size: int) -> Callable[[], Any]:
+            rng = np.random.default_rng(0)
+            W, b = rng.standard_normal((128, 48)), rng.standard_normal(128)
+            X = rng.standard_normal((size, 48))
+            return lambda: fn(W, X, b, backend=backend, **kw)
+
+        return make
+
+    def layer_jacobian(backend: str, size: int) -> Callable[[], Any]:
+        # gelu and n = 2: phi' is the work, not the (bandwidth-bound) write of J, so the call
+        # lasts without a gigabyte of output; into a reused out=, not fresh pages
+        rng = np.random.default_rng(0)
+        W, b = rng.standard_normal((256, 2)), rng.standard_normal(256)
+        X, out = rng.standard_normal((size, 2)), np.ones((size, 256, 2))
+        return lambda: jacgeom.layer_jacobian(W, X, b, activation="gelu", backend=backend, out=out)
+
+    def masked_rank(backend: str, size: int) -> Callable[[], Any]:
+        rng = np.random.default_rng(0)
+        W, masks = rng.standard_normal((96, 96)), rng.random((size, 96)) < 0.5
+        return lambda: jacgeom.masked_rank(W, masks, backend=backend)
+
+    def network(backend: str, size: int) -> Callable[[], Any]:
+        # relu and width 64: the C++ chain kernel, one call for the whole batch
+        net = jacgeom.Network.random([64] * 4, activation="relu", seed=0)
+        X = np.random.default_rng(0).standard_normal((size, 64))
+        return lambda: net.singular_values(X, backend=backend)
+
+    per_backend = {
+        "layer_jacobian": layer_jacobian,
+        "pullback_metric": layer(jacgeom.pullback_metric),
+        "layer_singular_values": layer(jacgeom.layer_singular_values, activation="tanh"),
+        "log_volume": layer(jacgeom.log_volume, activation="softplus"),
+        "masked_rank": masked_rank,
+    }
+    cases = [(backend, name, make) for backend in COMPILED for name, make in per_backend.items()]
+    if "cpp" in COMPILED:
+        cases.append(("cpp", "Network.singular_values", network))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("backend", "name", "make"),
+    [pytest.param(*case, id=f"{case[0]}-{case[1]}") for case in _gil_workloads()],
+)
+def test_kernels_release_the_gil(
+    backend: str, name: str, make: Callable[[str, int], Callable[[], Any]]
+) -> None:
+    # test_gil_probe_tells_a_held_gil_from_a_released_one checks the probe on a call that
+    # holds the GIL and on one that releases it.
+    before = jacgeom.get_num_threads()
+    jacgeom.set_num_threads(1)  # the kernel and this thread each on a core of their own
+    try:
+        released, detail = _released(functools.partial(make, backend), 1024)
+    finally:
+        jacgeom.set_num_threads(before)
+    assert released, f"{name} ({backend}) held the GIL: {detail}"
 
 
 def test_many_threads_hammering_every_function() -> None:
@@ -248,11 +378,25 @@ RANK_VALUED = {
 }
 
 
+def _available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 @pytest.mark.slow
 def test_64_bit_indexing_layer_jacobian() -> None:
     # B * m * n = 33000 * 256 * 256 > 2^31 float32 elements (8.7 GB): the C++ kernel's index
     # arithmetic is 64-bit. Entries far past 2^31 are checked against the formula.
     B, m, n = 33000, 256, 256
+    needed, available = B * m * n * 4 + 2**30, _available_memory_bytes()
+    if available is not None and available < needed:
+        pytest.skip(f"needs {needed / 2**30:.1f} GiB of free memory, {available / 2**30:.1f} here")
     rng = np.random.default_rng(0)
     W = rng.standard_normal((m, n)).astype(np.float32)
     X = rng.standard_normal((B, n)).astype(np.float32)
