@@ -276,8 +276,8 @@ def check(rows: Sequence[Row]) -> None:
             f"{by[name].experiment.name}: mean rank {ranks.mean():.4f} ({name}) vs "
             f"{naive.mean():.4f} (naive loop), more than 5 standard errors ({se:.4f}) apart"
         )
-        theory = res.summary()["theory"].get("p_rank_deficient")
-        p = res.summary()["p_rank_deficient"]
+        theory = res.summary()["theory"].get("p_exact_rank_deficient")
+        p = res.summary()["p_exact_rank_deficient"]
         if theory is not None and len(res.spec.resolved_widths()) == 2:
             assert p["lo"] <= theory <= p["hi"], (
                 f"{by[name].experiment.name}: P(rank-deficient) interval "

@@ -66,7 +66,6 @@ def test_log_condition_number_against_the_inverse_product(backend: str) -> None:
     n, L = 12, 16
     net = Network.random([n] * (L + 1), activation="tanh", seed=11)
     x = np.random.default_rng(5).standard_normal(n)
-    d = net.layer_derivatives(x) if hasattr(net, "layer_derivatives") else None
     zs = net.preactivations(x)
     tanh = jacgeom.activation("tanh")
     J = np.eye(n)

@@ -23,10 +23,12 @@ not detected here.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+
+from . import _backends
 
 if TYPE_CHECKING:
     from .network import Network
@@ -124,61 +126,143 @@ def weight_factors(net: Network) -> list[tuple[F64, F64] | None]:
     return out
 
 
+class FrameLayer(NamedTuple):
+    """One layer of a chain for :func:`chain_frame`, for a batch of B samples.
+
+    W : (m, k) shared or (B, m, k) per-sample weights (None for a dense layer);
+    arg : (B, m) the argument of phi (z, or the normalised z);
+    act : the layer's Activation; norm : (sigma (B,), u (B, m)) of a layer normalisation
+    or None; residual : the layer is h -> h + phi(...); d : (B, m) phi'(arg) (read by
+    residual layers only); dense : (B, m, k) the layer Jacobians of a kernel layer (with
+    W None), residual included or not as ``residual`` says.
+    """
+
+    W: Any
+    arg: Any
+    act: Any
+    norm: Any = None
+    residual: bool = False
+    d: Any = None
+    dense: Any = None
+    factor: tuple[F64, F64] | None = None  # W = Y Z^T when W's rank is below min(shape)
+
+
 def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[np.int64]]:
     """g (B, k), V (B, k, n_0) (float64) and the exact ranks (B, L) of a chunk X."""
-    B, n0 = X.shape
-    L = net.depth
     factors = weight_factors(net)
-    U = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
-    g = np.zeros((B, n0))
-    V = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
-    ranks = np.empty((B, L), dtype=np.int64)
-    for l, (z, d, state) in enumerate(net._layers(X, backend)):
-        if net.kernel_layers[l]:
-            Uz = _live(U, g)
-            A = np.matmul(np.asarray(state, dtype=np.float64), Uz)
-            if net.residual:
-                A += Uz
-            U, g, V = graded_step(A, g, V)
-            ranks[:, l] = np.count_nonzero(np.isfinite(g), axis=1)
-            continue
-        act = net.activations[l]
-        W = np.asarray(net.weights[l], dtype=np.float64)
-        arg = state[1] if net.norm == "layer" else z
-        if net.residual:
-            Uz = _live(U, g)
-            Y = _norm_jacobian(np.matmul(W, Uz), state) if net.norm == "layer" else np.matmul(W, Uz)
-            A = Uz + np.asarray(d, dtype=np.float64)[:, :, None] * Y
-            U, g, V = graded_step(A, g, V)
-            ranks[:, l] = np.count_nonzero(np.isfinite(g), axis=1)
-            continue
-        zero = act.derivative_is_zero(arg)
-        log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
-        check_layer_values(arg, log_d[~zero], act.name, l)
-        with np.errstate(invalid="ignore"):
-            c = np.max(np.where(zero, -np.inf, log_d), axis=1)
-        c = np.where(np.isfinite(c), c, 0.0)
-        sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
-        factor = factors[l]
-        if factor is not None:
-            Ymat, Z = factor
-            U, g, V = graded_step(np.matmul(Z.T, _live(U, g)), g, V)
-            W = Ymat
-        Y = np.matmul(W, _live(U, g))
-        if net.norm == "layer":
-            m = W.shape[0]
-            B1 = _ones_complement(m)
-            U, g, V = graded_step(np.matmul(B1.T, _norm_jacobian(Y, state)), g, V)
-            Y = np.matmul(B1, _live(U, g))
-        with np.errstate(invalid="ignore"):
-            g = g + c[:, None]
-        parts = log_scale_parts(np.where(zero, 0.0, log_d - c[:, None]))
-        scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
-        U, g, V = graded_step(scale[:, :, None] * Y, g, V)
-        for t in parts[1:]:
-            U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V)
-        ranks[:, l] = np.count_nonzero(np.isfinite(g), axis=1)
-    return g, V, ranks
+
+    def layers() -> Any:
+        for l, (z, d, state) in enumerate(net._layers(X, backend)):
+            if net.kernel_layers[l]:
+                yield FrameLayer(None, z, None, residual=net.residual, dense=state)
+                continue
+            arg = state[1] if net.norm == "layer" else z
+            yield FrameLayer(
+                net.weights[l],
+                arg,
+                net.activations[l],
+                norm=state if net.norm == "layer" else None,
+                residual=net.residual,
+                d=d,
+                factor=factors[l],
+            )
+
+    return chain_frame(X.shape[1], X.shape[0], layers())
+
+
+def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int64]]:
+    """The stable frame of a chain of :class:`FrameLayer`: g (B, k), V (B, k, n_0) and the
+    exact rank after every layer (B, L)."""
+    # numpy's batched QR calls LAPACK once per sample: a threaded BLAS inside each small
+    # call oversubscribes the cores (35x slower on 2 busy cores at 128 x 128).
+    with _backends.single_threaded_blas():
+        U = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
+        g = np.zeros((B, n0))
+        V = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
+        ranks = []
+        for l, layer in enumerate(layers):
+            U, g, V = _apply(l, layer, U, g, V)
+            ranks.append(np.count_nonzero(np.isfinite(g), axis=1))
+    out = np.stack(ranks, axis=1) if ranks else np.zeros((B, 0), dtype=np.int64)
+    return g, V, out.astype(np.int64)
+
+
+def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
+    if layer.dense is not None:
+        Uz = _live(U, g)
+        A = np.matmul(np.asarray(layer.dense, dtype=np.float64), Uz)
+        if layer.residual:
+            A += Uz
+        return graded_step(A, g, V)
+    act, arg, state = layer.act, layer.arg, layer.norm
+    W = np.asarray(layer.W, dtype=np.float64)
+    if layer.residual:
+        Uz = _live(U, g)
+        Y = np.matmul(W, Uz)
+        if state is not None:
+            Y = _norm_jacobian(Y, state)
+        return graded_step(Uz + np.asarray(layer.d, dtype=np.float64)[:, :, None] * Y, g, V)
+    zero = act.derivative_is_zero(arg)
+    log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
+    check_layer_values(arg, log_d[~zero], act.name, l)
+    with np.errstate(invalid="ignore"):
+        c = np.max(np.where(zero, -np.inf, log_d), axis=1)
+    c = np.where(np.isfinite(c), c, 0.0)
+    sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
+    if layer.factor is not None:
+        Ymat, Z = layer.factor
+        U, g, V = graded_step(np.matmul(Z.T, _live(U, g)), g, V)
+        W = Ymat
+    Y = np.matmul(W, _live(U, g))
+    if state is not None:
+        B1 = _ones_complement(W.shape[-2])
+        U, g, V = graded_step(np.matmul(B1.T, _norm_jacobian(Y, state)), g, V)
+        Y = np.matmul(B1, _live(U, g))
+    with np.errstate(invalid="ignore"):
+        g = g + c[:, None]
+    parts = log_scale_parts(np.where(zero, 0.0, log_d - c[:, None]))
+    scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
+    U, g, V = graded_step(scale[:, :, None] * Y, g, V)
+    for t in parts[1:]:
+        U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V)
+    return U, g, V
+
+
+class StableSummary(NamedTuple):
+    """Per-sample statistics of the end-to-end Jacobians from their stable spectra."""
+
+    exact_rank: NDArray[np.int64]
+    rank: NDArray[np.int64]  # numerical: numpy's rule on the exact values
+    log_smax: F64
+    log_smin: F64  # -inf where the exact rank is below min(n_L, n_0)
+    log_cond: F64  # +inf exactly where log_smin is -inf
+    frobenius2: F64
+    log_volume: F64  # sum of log sigma_i; -inf where the exact rank is below n_0 (n_L >= n_0)
+
+
+def stable_summary(
+    logs: F64, exact_rank: NDArray[np.int64], shape: tuple[int, int], eps: float
+) -> StableSummary:
+    """Summary of descending log singular values (B, p), p = min(shape); natural logs."""
+    B, p = logs.shape
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        if p == 0:
+            top = np.full(B, -np.inf)
+            bottom = np.full(B, -np.inf)
+        else:
+            top, bottom = logs[:, 0], logs[:, -1]
+        threshold = top + np.log(max(shape) * eps)
+        rank = np.count_nonzero(logs > threshold[:, None], axis=1).astype(np.int64)
+        full = exact_rank == p
+        log_cond = np.where(full, top - bottom, np.inf)
+        frobenius2 = np.sum(np.exp(2 * logs), axis=1)
+        n_L, n0 = shape
+        volume = np.where(
+            full & (n_L >= n0), np.sum(np.where(full[:, None], logs, 0.0), axis=1), -np.inf
+        )
+    return StableSummary(
+        exact_rank, rank, top, np.where(full, bottom, -np.inf), log_cond, frobenius2, volume
+    )
 
 
 def _norm_jacobian(Y: F64, state: Any) -> F64:

@@ -163,30 +163,59 @@ def _mc(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     if args.json:
         json.dump(
-            [
-                {
-                    "point": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
-                    "summary": r.summary(),
-                }
-                for p, r in results
-            ],
+            _strict_json(
+                [
+                    {
+                        "point": {
+                            k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()
+                        },
+                        "spec": r.spec.to_dict(),
+                        "logs": "natural",
+                        "summary": r.summary(),
+                    }
+                    for p, r in results
+                ]
+            ),
             sys.stdout,
             indent=1,
-            default=float,
+            allow_nan=False,
         )
         print()
     else:
         print(sweep_table(results))
         total = sum(r.samples for _, r in results)
         print(
-            f"\n{total} samples in {elapsed:.1f} s ({total / elapsed:,.0f} samples/s); theory: "
-            "closed forms of THEORY.md section 5 (relu, fresh Gaussian weights)."
+            f"\n{total} samples in {elapsed:.1f} s. n = min(n_0, n_L). Exact rank: singular "
+            "values non-zero in exact arithmetic (lost only through structure, e.g. relu's "
+            "dead units); float64 rank: numpy.linalg.matrix_rank's rule on the exact singular "
+            "values. log10 cond is finite wherever the exact rank is full; inf only where the "
+            "smallest singular value is exactly 0. Theory: relu's binomial law (fresh Gaussian "
+            "weights), full exact rank for every other activation, and for linear networks the "
+            "Lyapunov limit L (mu_1 - mu_d), the large-depth growth of log cond (at finite "
+            "depth the median lies above it by O(1)); empty where no closed form applies."
         )
     if args.plot:
         from .plot import monte_carlo_figure
 
         monte_carlo_figure(results).savefig(args.plot, dpi=120)
     return 0
+
+
+def _strict_json(x: Any) -> Any:
+    """JSON that strict parsers read: numpy scalars as Python numbers, non-finite floats as
+    the strings "inf", "-inf" and "nan"."""
+    if isinstance(x, dict):
+        return {str(k): _strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict_json(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return v if math.isfinite(v) else str(v)
+    return x
 
 
 def _bench(rest: list[str]) -> int:

@@ -650,7 +650,8 @@ class Network:
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
         if be == "numpy":
-            out = _ref.exact_rank(self, Xk)
+            with _backends.single_threaded_blas():
+                out = _ref.exact_rank(self, Xk)
         else:
             out = np.empty(Xk.shape[0], dtype=np.int64)
             for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
@@ -670,7 +671,8 @@ class Network:
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
         if be == "numpy":
-            out = _ref.layer_exact_ranks(self, Xk)
+            with _backends.single_threaded_blas():
+                out = _ref.layer_exact_ranks(self, Xk)
         else:
             out = np.empty((Xk.shape[0], self.depth), dtype=np.int64)
             for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
@@ -709,7 +711,9 @@ class Network:
             return self
         return Network(
             self.weights[:depth],
-            self.biases[:depth],
+            [None if k else b for b, k in zip(self.biases, self.kernel_layers, strict=True)][
+                :depth
+            ],
             activation=self.activations[:depth],
             residual=self.residual,
             norm=self.norm,
@@ -802,7 +806,8 @@ class Network:
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
         if be == "numpy":
-            out = _ref.log_singular_values(self, Xk)
+            with _backends.single_threaded_blas():
+                out = _ref.log_singular_values(self, Xk)
         else:
             p = min(self.widths[0], self.widths[-1])
             out = np.full((Xk.shape[0], p), -np.inf, dtype=self.dtype)
@@ -836,7 +841,8 @@ class Network:
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
         if be == "numpy":
-            out = _ref.log_abs_det(self, Xk)
+            with _backends.single_threaded_blas():
+                out = _ref.log_abs_det(self, Xk)
         else:
             out = np.empty(Xk.shape[0], dtype=self.dtype)
             n0 = self.widths[0]

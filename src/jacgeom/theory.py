@@ -15,6 +15,7 @@ from scipy.stats import beta
 __all__ = [
     "binomial_cdf_below",
     "clopper_pearson",
+    "linear_log_cond",
     "p_any_zeroed",
     "p_rank_at_least",
     "p_rank_deficient",
@@ -97,3 +98,18 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
         else float(beta.ppf(1 - a / 2, successes + 1, trials - successes))
     )
     return lo, hi
+
+
+def linear_log_cond(d: int, depth: int) -> float:
+    """Large-depth limit of the natural log condition number of a product of ``depth`` iid
+    Gaussian d x d matrices: depth (mu_1 - mu_d), mu_i = (ln 2 + digamma((d - i + 1) / 2)) / 2
+    - ln(d) / 2 (the Lyapunov exponents; the entries' scale cancels).
+
+    Examples
+    --------
+    >>> round(linear_log_cond(2, 1), 4)  # ln 2: E log(s1 / s2) of one 2 x 2 Gaussian
+    0.6931
+    """
+    from scipy.special import digamma
+
+    return depth * float(digamma(d / 2) - digamma(0.5)) / 2

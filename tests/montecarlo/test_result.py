@@ -41,7 +41,7 @@ def test_ranks_only_summary() -> None:
     assert p["count"] == dead and p["p"] == dead / 4000
     assert p["lo"] <= 1 - 2.0**-6 <= p["hi"]
     assert s["p_any_zeroed"]["count"] == dead
-    assert s["theory"]["p_rank_deficient"] == pytest.approx(1 - 2.0**-6)
+    assert s["theory"]["p_exact_rank_deficient"] == pytest.approx(1 - 2.0**-6)
 
 
 def test_probability_interval() -> None:
@@ -55,14 +55,29 @@ def test_probability_interval() -> None:
 
 
 def test_theory_only_where_it_holds() -> None:
-    assert Result(Spec(widths=(4, 4), activation="tanh"), {}).theory() == {}
+    # Smooth activations: full exact rank with probability 1, unless a narrow layer or a
+    # layer normalisation (n_l - 1) caps it; nothing is claimed for the float64 rank.
+    assert Result(Spec(widths=(4, 4), activation="tanh"), {}).theory() == {
+        "p_exact_rank_deficient": 0.0
+    }
+    assert Result(Spec(widths=(4, 3, 4), activation="tanh"), {}).theory() == {
+        "p_exact_rank_deficient": 1.0
+    }
+    assert Result(Spec(widths=(4, 4), activation="gelu", norm="layer"), {}).theory() == {
+        "p_exact_rank_deficient": 1.0
+    }
+    # relu's binomial laws need fresh weights and no residual connection.
     assert Result(Spec(widths=(4, 4), residual=True), {}).theory() == {}
     one = Result(Spec(widths=(4, 4)), {}).theory()
     assert one == {
         "active_fraction": 0.5,
-        "p_rank_deficient": pytest.approx(1 - 2.0**-4),
+        "p_exact_rank_deficient": pytest.approx(1 - 2.0**-4),
         "p_any_zeroed": pytest.approx(theory.p_any_zeroed(4)),
     }
+    # Linear networks: the Lyapunov limit of the log condition number.
+    assert "log10_cond" not in Result(Spec(widths=(8,) * 4, activation="identity"), {}).theory()
+    lin = Result(Spec(widths=(8,) * 5, activation="identity"), {}).theory()
+    assert lin["log10_cond"] == pytest.approx(theory.linear_log_cond(8, 4) / np.log(10))
 
 
 def test_distribution_summary() -> None:

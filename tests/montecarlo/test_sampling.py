@@ -100,7 +100,7 @@ def test_leaving_layer_ranks_out_changes_nothing_else(
     spec = Spec(widths=widths, activation=activation, samples=600, chunk_size=250, seed=2)
     full = run(spec, progress=False).data
     lean = run(spec.replace(layer_ranks=False), progress=False).data
-    assert set(full) - set(lean) == {"layer_ranks"}
+    assert set(full) - set(lean) == {"layer_ranks", "layer_exact_ranks"}
     for key, value in lean.items():
         np.testing.assert_array_equal(value, full[key], err_msg=key)
 

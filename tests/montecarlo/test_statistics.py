@@ -37,8 +37,10 @@ from .helpers import LEVEL
 def test_closed_forms(widths: tuple[int, ...], expected: float) -> None:
     res = run(Spec(widths=widths, samples=20000, seed=3, sigma_b=0.5), progress=False)
     s = res.summary(level=LEVEL)
-    assert s["p_rank_deficient"]["lo"] <= expected <= s["p_rank_deficient"]["hi"]
-    assert s["theory"]["p_rank_deficient"] == pytest.approx(expected)
+    assert s["p_exact_rank_deficient"]["lo"] <= expected <= s["p_exact_rank_deficient"]["hi"]
+    assert s["theory"]["p_exact_rank_deficient"] == pytest.approx(expected)
+    # relu's float64 rank agrees with its exact rank at this depth (no conditioning loss)
+    assert s["p_rank_deficient"] == s["p_exact_rank_deficient"]
     # active fraction 1/2 at every width: binomial interval on the pooled unit count
     counts = res.data["active_counts"]
     units = counts.size and int(np.sum(np.array(widths[1:]) * np.ones_like(counts)))
@@ -85,6 +87,16 @@ def test_variants_run_and_are_consistent(kw: dict[str, Any]) -> None:
         assert np.all(d["rank"] <= d["layer_ranks"].min(axis=1))
 
 
+def _product_of_layer_norms(net: jacgeom.Network, x: np.ndarray) -> float:
+    from jacgeom.reference import network as ref
+
+    h, out = x, 1.0
+    for l in range(net.depth):
+        h, _, A = ref._layer(net, l, h)
+        out *= float(np.linalg.norm(A, 2))
+    return out
+
+
 @pytest.mark.parametrize("kw", VARIANTS)
 def test_variants_match_network_on_the_same_weights(
     monkeypatch: pytest.MonkeyPatch, kw: dict[str, Any]
@@ -122,10 +134,19 @@ def test_variants_match_network_on_the_same_weights(
     # ranks where numpy's rule is unambiguous on the recomputed J (no singular value within
     # a factor 10 of the tolerance: the zeros of a product of rank-deficient factors are
     # rounding, near the tolerance, in both computations)
+    # A formed product's singular values are known only to about eps * prod_l ||A_l||_2,
+    # which a layer normalisation's 1 / sigma makes far larger than s_max(J): values below
+    # that are rounding, not rank, and leave the sample out.
     tol = s[:, :1] * 6 * np.finfo(float).eps
-    clear = np.all((s > 10 * tol) | (s < tol / 10), axis=1)
+    noise = (
+        np.finfo(float).eps
+        * np.array([_product_of_layer_norms(net, x) for net, x in zip(nets, X, strict=True)])[
+            :, None
+        ]
+    )
+    clear = np.all((s > 10 * (tol + noise)) | (s < tol / 10), axis=1)
     np.testing.assert_array_equal(d["rank"][clear], np.count_nonzero(s > tol, axis=1)[clear])
-    assert clear.sum() >= 30
+    assert clear.sum() >= 25
 
 
 @pytest.mark.parametrize("kernel", ["rbf", "laplacian", "polynomial"])

@@ -5,6 +5,7 @@ parallelises over samples with prange; LAPACK calls go through numba's np.linalg
 scipy's LAPACK.
 """
 
+from .graded import graded_log_singular_values
 from .layer import (
     batched_singular_values,
     derivatives,
@@ -14,7 +15,6 @@ from .layer import (
     pullback_metric,
     singular_values,
 )
-from .graded import graded_log_singular_values
 from .rank import masked_rank
 from .sampling import place_live_rows
 

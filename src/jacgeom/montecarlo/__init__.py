@@ -22,17 +22,24 @@ key                shape      meaning
 active_counts      (N, L)     units with phi'(z) != 0 in each layer
 layer_ranks        (N, L)     numerical rank of each layer's Jacobian (numpy.linalg.matrix_rank
                               rule: singular values above sigma_max max(m, n) eps)
-rank               (N,)       numerical rank of the end-to-end Jacobian (same rule)
-log_smax, log_smin (N,)       natural log of its largest and smallest singular value (-inf if
-                              0)
-log_cond           (N,)       log_smax - log_smin (inf when singular)
+layer_exact_ranks  (N, L)     exact rank of the partial product A_l ... A_1 after each layer
+rank               (N,)       numerical (float64) rank of the end-to-end Jacobian: numpy's rule
+                              applied to its exact singular values
+exact_rank         (N,)       exact rank of the end-to-end Jacobian: singular values non-zero
+                              in exact arithmetic (lost only through structure)
+log_smax, log_smin (N,)       natural log of its largest and smallest singular value, from the
+                              stable spectrum (-inf only for an exact zero)
+log_cond           (N,)       log_smax - log_smin: finite whenever the exact rank is full, inf
+                              exactly when the smallest singular value is 0
 frobenius2         (N,)       squared Frobenius norm
-log_volume         (N,)       sum of natural-log singular values when n_L >= n_0 (-inf if
-                              rank < n_0), NaN when n_L < n_0
+log_volume         (N,)       sum of natural-log singular values when n_L >= n_0 and the exact
+                              rank is n_0, else -inf
 =================  =========  ================================================================
 
-``Spec(layer_ranks=False)`` leaves out ``layer_ranks``, ``Spec(spectra=False)`` the five keys
-from log_smax to log_volume.
+``Spec(layer_ranks=False)`` leaves out ``layer_ranks`` and ``layer_exact_ranks``,
+``Spec(spectra=False)`` the five keys from log_smax to log_volume. Everything but the kernel
+networks' statistics (``Spec(layer="kernel")``: from the formed product; exact rank
+min(n_0, widths)) comes from the stable frame of :meth:`jacgeom.Network.log_singular_values`.
 
 Modules: ``spec`` (Spec), ``sampling`` (how a chunk draws its inputs, weights and biases),
 ``statistics`` (what is recorded per sample, and how), ``kernel_layers`` (Spec(layer=

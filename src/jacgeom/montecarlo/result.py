@@ -52,35 +52,68 @@ class Result:
         return {"p": k / event.size if event.size else float("nan"), "lo": lo, "hi": hi, "count": k}
 
     def theory(self) -> dict[str, float]:
-        """Closed forms of THEORY.md section 5 that apply to this spec (may be empty).
+        """The closed forms that apply to this spec (may be empty): keys as in
+        :meth:`summary`.
 
-        They hold for relu with fresh zero-mean Gaussian weights per sample and symmetric
-        (zero-mean) biases, without residual connections or normalisation.
+        - Exact rank, any activation of jacgeom's registry but relu, Gaussian weights (fresh
+          or shared, any init but orthogonal, which is full rank too), no kernel layers:
+          full with probability 1, except where a layer is narrower than min(n_0, n_L) or
+          a layer normalisation (n_l - 1 per layer) caps it: P(exact rank < n) is then 1.
+          phi' vanishes nowhere (gelu and silu only at one irrational point).
+        - relu with fresh zero-mean Gaussian weights per sample and symmetric biases, no
+          residual connections or normalisation: P(exact rank < n) =
+          1 - prod_l P(Binomial(n_l, 1/2) >= n), the active fraction 1/2, and for one layer
+          P(any unit zeroed) = 1 - 2^-n_1.
+        - Linear networks (identity), square widths d, Gaussian weights: log cond ->
+          L (mu_1 - mu_d), mu_i = (ln 2 + digamma((d - i + 1) / 2)) / 2 - ln(d) / 2 (the
+          Lyapunov spectrum of Gaussian products; a large-depth limit, given from depth 4
+          on), as log10_cond.
         """
         s = self.spec
         w = s.resolved_widths()
         acts = layer_activations(s)
-        if not (
+        p = min(w[0], w[-1])
+        out: dict[str, float] = {}
+        if s.layer != "activation":
+            return out
+        if "relu" not in acts:
+            cap = min(w) if s.norm is None else min(w[0], *(x - 1 for x in w[1:]))
+            if s.residual:
+                cap = min(w)
+            out["p_exact_rank_deficient"] = 0.0 if cap >= p else 1.0
+            linear = set(acts) == {"identity"} and s.norm is None and not s.residual
+            # A large-depth limit: shown from depth 4 on, where it is the growth it predicts.
+            if linear and len(set(w)) == 1 and len(w) - 1 >= 4:
+                out["log10_cond"] = theory.linear_log_cond(w[0], len(w) - 1) / math.log(10)
+            return out
+        if (
             s.fresh_weights
-            and s.layer == "activation"
             and set(acts) == {"relu"}
             and not s.residual
             and s.norm is None
             and s.init in ("he", "xavier", "lecun", "gaussian")
         ):
-            return {}
-        r = min(w[0], w[-1])
-        out = {"active_fraction": 0.5, "p_rank_deficient": 1.0 - theory.p_rank_at_least(w, r)}
-        if len(w) == 2:
-            out["p_any_zeroed"] = theory.p_any_zeroed(w[1])
+            out["active_fraction"] = 0.5
+            out["p_exact_rank_deficient"] = 1.0 - theory.p_rank_at_least(w, p)
+            if len(w) == 2:
+                out["p_any_zeroed"] = theory.p_any_zeroed(w[1])
         return out
 
     def summary(self, level: float = 0.95) -> dict[str, Any]:
         """Means, standard deviations and quantiles of every statistic; probabilities with
-        exact Clopper-Pearson intervals; the closed forms beside them where known."""
+        exact Clopper-Pearson intervals; the closed forms beside them where known.
+
+        ``p_exact_rank_deficient``: P(exact rank < n), n = min(n_0, n_L);
+        ``p_rank_deficient``: P(numerical rank < n), the float64 rank of numpy's rule on
+        J's exact singular values; ``mean_exact_rank`` and ``rank_fraction`` (numerical
+        rank / n). Logs are natural.
+        """
         w = self.spec.resolved_widths()
         p = min(w[0], w[-1])
         out: dict[str, Any] = {"samples": self.samples, "widths": list(w)}
+        if "exact_rank" in self.data:
+            out["p_exact_rank_deficient"] = self.probability(self.data["exact_rank"] < p, level)
+            out["mean_exact_rank"] = distribution_summary(self.data["exact_rank"])
         out["p_rank_deficient"] = self.probability(self.data["rank"] < p, level)
         out["p_any_zeroed"] = self.probability(
             np.any(self.data["active_counts"] < np.array(w[1:]), axis=1), level

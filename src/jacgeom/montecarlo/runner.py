@@ -112,7 +112,7 @@ def run(
     >>> from jacgeom.montecarlo import Spec, run
     >>> res = run(Spec(widths=(10, 10), samples=4000, seed=1), progress=False)
     >>> s = res.summary()
-    >>> p, theory = s["p_rank_deficient"], s["theory"]["p_rank_deficient"]
+    >>> p, theory = s["p_exact_rank_deficient"], s["theory"]["p_exact_rank_deficient"]
     >>> p["lo"] <= theory <= p["hi"]
     True
     """

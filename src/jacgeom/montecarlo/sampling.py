@@ -40,8 +40,9 @@ __all__ = [
 ]
 
 # Version of the way a chunk turns its seed into samples (generator, order of the draws,
-# block size). Checkpoint directories record it: chunks drawn another way are never mixed.
-SAMPLER = 3
+# block size, the statistics recorded). Checkpoint directories record it: chunks drawn or
+# summarised another way are never mixed.
+SAMPLER = 4
 # spawn_key of the draws fixed for the whole experiment (never a chunk index)
 SHARED_NETWORK_KEY = (2**31, 0)
 MANIFOLD_KEY = (2**31, 1)

@@ -14,7 +14,16 @@ Recorded per sample: the keys of :data:`RECORDED`, in that order, whose shapes a
 the table of jacgeom.montecarlo's docstring gives. ``Spec(layer_ranks=False)`` leaves out
 ``layer_ranks``, ``Spec(spectra=False)`` the keys of :data:`SPECTRA`. A new statistic: its
 key in RECORDED and the table, its value computed in the walks and stored by :func:`record`.
-Ranks here are numerical (float) ranks, numpy.linalg.matrix_rank's rule; logs are natural.
+
+Two ranks: ``exact_rank`` (singular values non-zero in exact arithmetic: lost only through
+structure) and ``rank`` (numerical: numpy.linalg.matrix_rank's rule on J's exact singular
+values). Both, and log_smax, log_smin, log_cond, log_volume, come from the stable frame of
+jacgeom._frame (never from a formed product), so they are right at any depth: log_cond is
+finite whenever the exact rank is full. ``layer_ranks`` is the numerical rank of each
+layer's own Jacobian, ``layer_exact_ranks`` the exact rank of the partial product after
+each layer. Kernel-layer networks (spec.layer == "kernel") are the exception: their
+statistics come from the formed product, and their exact rank is min(n_0, widths) (kernel
+layers are taken as non-singular). Logs are natural.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from .. import _backends
+from .. import _backends, _dispatch, _frame
 from ..activations import Activation
 from ..activations import activation as _lookup
 from ..network import _derivatives
@@ -50,7 +59,9 @@ __all__ = ["RECORDED", "SPECTRA", "block_size", "chunk_statistics", "record"]
 RECORDED = (
     "active_counts",
     "layer_ranks",
+    "layer_exact_ranks",
     "rank",
+    "exact_rank",
     "log_smax",
     "log_smin",
     "log_cond",
@@ -93,8 +104,8 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> Statistic
     >>> from jacgeom.montecarlo import Spec, chunk_statistics
     >>> d = chunk_statistics(Spec(widths=(3, 3), samples=10, chunk_size=4), 2)
     >>> list(d), d["rank"].shape, d["active_counts"].shape
-    (['active_counts', 'layer_ranks', 'rank', 'log_smax', 'log_smin', 'log_cond', \
-'frobenius2', 'log_volume'], (2,), (2, 1))
+    (['active_counts', 'layer_ranks', 'layer_exact_ranks', 'rank', 'exact_rank', 'log_smax', \
+'log_smin', 'log_cond', 'frobenius2', 'log_volume'], (2,), (2, 1))
     """
     backend = _backends.resolve(backend)
     start = index * spec.chunk_size
@@ -129,8 +140,22 @@ def block_statistics(
     if spec.layer == "kernel":
         X = draw_inputs(spec, streams[0], n)
         J, active, layer_ranks = kernel_chain(spec, streams[0], X, backend)
-        summary = _compiled.spectral_summary(J, None, spec.spectra, backend)
-        return record(active, layer_ranks, summary, J.shape[1:], spec.spectra)
+        rank, log_smax, log_smin, frobenius2, log_volume = _compiled.spectral_summary(
+            J, None, spec.spectra, backend
+        )
+        structural = np.full(n, min(spec.resolved_widths()), dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            log_cond = np.where(rank == min(J.shape[1:]), log_smax - log_smin, np.inf)
+        summary = _frame.StableSummary(
+            structural, rank, log_smax, log_smin, log_cond, frobenius2, log_volume
+        )
+        exact_layers = np.broadcast_to(
+            np.minimum.accumulate(np.array(spec.resolved_widths())[1:]).clip(
+                max=spec.resolved_widths()[0]
+            ),
+            (n, len(spec.resolved_widths()) - 1),
+        ).copy()
+        return record(active, layer_ranks, exact_layers, summary, spec.spectra)
     if spec.residual or spec.norm is not None:
         return _dense_block_statistics(spec, streams[0], n, backend)
     return _plain_block_statistics(spec, streams, n, backend, scratch)
@@ -139,29 +164,41 @@ def block_statistics(
 def record(
     active: NDArray[np.int64],
     layer_ranks: NDArray[np.int64] | None,
-    summary: _compiled.SpectralSummary,
-    shape: tuple[int, int],
+    layer_exact_ranks: NDArray[np.int64] | None,
+    summary: _frame.StableSummary,
     spectra: bool,
 ) -> Statistics:
     """The recorded arrays of a block, keys in the order of RECORDED: its active counts,
-    layer ranks (None: not recorded) and the spectral summary of its end-to-end Jacobians
-    of shape (n_L, n_0) (spectra False: the rank only)."""
-    rank, log_smax, log_smin, frobenius2, log_volume = summary
+    layer ranks (None: not recorded) and the summary of its end-to-end Jacobians
+    (spectra False: the ranks only)."""
     out: Statistics = {"active_counts": active}
     if layer_ranks is not None:
         out["layer_ranks"] = layer_ranks
-    out["rank"] = rank
+        if layer_exact_ranks is not None:
+            out["layer_exact_ranks"] = layer_exact_ranks
+    out["rank"] = summary.rank
+    out["exact_rank"] = summary.exact_rank
     if spectra:
-        with np.errstate(invalid="ignore"):  # inf - inf where every value is zero
-            log_cond = np.where(rank == min(shape), log_smax - log_smin, np.inf)
         out.update(
-            log_smax=log_smax,
-            log_smin=log_smin,
-            log_cond=log_cond,
-            frobenius2=frobenius2,
-            log_volume=log_volume,
+            log_smax=summary.log_smax,
+            log_smin=summary.log_smin,
+            log_cond=summary.log_cond,
+            frobenius2=summary.frobenius2,
+            log_volume=summary.log_volume,
         )
     return out
+
+
+def stable_statistics(
+    n0: int, n: int, layers: list[_frame.FrameLayer], shape: tuple[int, int], backend: str
+) -> tuple[_frame.StableSummary, NDArray[np.int64]]:
+    """The stable summary of a block's chain of layers, and its exact rank after each layer."""
+    g, V, exact = _frame.chain_frame(n0, n, layers)
+    logs = _dispatch.call("graded_log_singular_values", backend, g, V)
+    p = min(shape)
+    if logs.shape[1] < p:
+        logs = np.concatenate([logs, np.full((n, p - logs.shape[1]), -np.inf)], axis=1)
+    return _frame.stable_summary(logs[:, :p], exact[:, -1], shape, np.finfo(np.float64).eps), exact
 
 
 # ---------------------------------------------------------------------- plain layers
@@ -236,6 +273,7 @@ def _plain_block_statistics(
     active = np.empty((n, L), dtype=np.int64)
     layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
     Ds: list[NDArray[Any]] = []
+    frame_layers: list[_frame.FrameLayer] = []
     packed: _DrawnLayer | None = None
     for l in range(L):
         if conditional[l]:
@@ -252,27 +290,35 @@ def _plain_block_statistics(
             z = _affine(W, h, bs[l])
             d = _derivatives(np.ascontiguousarray(z), acts[l], backend)
         active[:, l] = np.count_nonzero(d, axis=1)
+        frame_layers.append(_frame.FrameLayer(kernel_Ws[l], z, acts[l]))
         if l + 1 < L:  # the last layer's output is not needed
             h = acts[l].phi(z)
         Ds.append(np.ascontiguousarray(d))
         if layer_ranks is not None and not end_to_end_is_layer:
             assert W is not None
             layer_ranks[:, l] = _masked_layer_rank(kernel_Ws[l], W, Ds[-1], backend)
-    # rank(J) <= min(n_0, fewest active units of any layer), exactly.
-    bound = np.minimum(active.min(axis=1), n0)
     if packed is not None:
+        # One relu layer left packed: its rank is exact (phi' is 0 or 1) and the compiled
+        # summary of its live rows is the stable one (no product).
         assert packed.packed_rows is not None
         counts = np.ascontiguousarray(active[:, 0])
-        summary = _compiled.spectral_summary_rows(
+        bound = np.minimum(active.min(axis=1), n0)
+        rank, log_smax, log_smin, frobenius2, log_volume = _compiled.spectral_summary_rows(
             packed.packed_rows, counts, nL, packed.std, bound, spec.spectra
         )
+        with np.errstate(invalid="ignore"):
+            log_cond = np.where(rank == min(nL, n0), log_smax - log_smin, np.inf)
+        # The volume of a map onto fewer dimensions is 0, as the stable summary has it.
+        log_volume = log_volume if nL >= n0 else np.full_like(log_volume, -np.inf)
+        summary = _frame.StableSummary(
+            rank, rank, log_smax, log_smin, log_cond, frobenius2, log_volume
+        )
+        exact = rank[:, None]
     else:
-        single_relu = L == 1 and conditional[0] and names[0] == "relu"
-        J = _plain_chain(Ws, kernel_Ws, Ds, single_relu, backend)
-        summary = _compiled.spectral_summary(J, bound, spec.spectra, backend)
+        summary, exact = stable_statistics(n0, n, frame_layers, (nL, n0), backend)
     if layer_ranks is not None and end_to_end_is_layer:
-        layer_ranks[:, 0] = summary[0]
-    return record(active, layer_ranks, summary, (nL, n0), spec.spectra)
+        layer_ranks[:, 0] = summary.rank
+    return record(active, layer_ranks, exact, summary, spec.spectra)
 
 
 def _affine(W: NDArray[Any], h: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
@@ -325,7 +371,7 @@ def _dense_block_statistics(
     Ws, bs = block_weights(spec, rng, n)
     active = np.empty((n, L), dtype=np.int64)
     layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
-    J: NDArray[Any] | None = None
+    frame_layers: list[_frame.FrameLayer] = []
     for l in range(L):
         W = Ws[l]
         z = _affine(W, h, bs[l])
@@ -335,13 +381,13 @@ def _dense_block_statistics(
         if l + 1 < L:  # the last layer's output is not needed
             a = acts[l].phi(arg)
             h = h + a if spec.residual else a
-        A = _dense_layer_jacobian(W, arg, sigma, d, spec.residual)
+        norm = (sigma, arg) if sigma is not None else None
+        frame_layers.append(_frame.FrameLayer(W, arg, acts[l], norm, spec.residual, d))
         if layer_ranks is not None:
+            A = _dense_layer_jacobian(W, arg, sigma, d, spec.residual)
             layer_ranks[:, l] = numerical_rank(_compiled.singular_values(A, backend), A.shape[1:])
-        J = A if J is None else A @ J
-    assert J is not None
-    summary = _compiled.spectral_summary(J, None, spec.spectra, backend)
-    return record(active, layer_ranks, summary, J.shape[1:], spec.spectra)
+    summary, exact = stable_statistics(widths[0], n, frame_layers, (widths[-1], widths[0]), backend)
+    return record(active, layer_ranks, exact, summary, spec.spectra)
 
 
 def _layer_norm(z: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:

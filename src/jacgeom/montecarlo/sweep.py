@@ -54,35 +54,52 @@ def point_label(v: Any) -> str:
 
 
 def sweep_table(results: Sequence[tuple[dict[str, Any], Result]]) -> str:
-    """One markdown table for a sweep: P(rank-deficient), rank / width, median condition."""
+    """One markdown table for a sweep, n = min(n_0, n_L): P(exact rank < n) with its closed
+    form, P(float64 rank < n) (numpy's rule on J's exact singular values), the mean float64
+    rank / n, and the median log10 condition number with its closed form where one is known
+    ("inf" only where the smallest singular value is exactly zero). Intervals are 95%."""
     if not results:
         return ""
     names = list(results[0][0])
     head = names + [
         "samples",
-        "P(rank-deficient) [95% CI]",
+        "P(exact rank < n) [95% CI]",
         "theory",
-        "mean rank / width [95% CI]",
+        "P(float64 rank < n) [95% CI]",
+        "float64 rank / n [95% CI]",
         "median log10 cond [95% CI]",
+        "theory",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for point, res in results:
         s = res.summary()
-        pr = s["p_rank_deficient"]
-        th = s["theory"].get("p_rank_deficient")
+        th = s["theory"]
         rf = s["rank_fraction"]
         half = 1.96 * rf["std"] / math.sqrt(res.samples) if res.samples > 1 else float("nan")
         lc = s.get("log_cond")
-        l10 = 1 / math.log(10)
         cells = [point_label(point[k]) for k in names] + [
             str(res.samples),
-            f"{pr['p']:.4f} [{pr['lo']:.4f}, {pr['hi']:.4f}]",
-            "" if th is None else f"{th:.4f}",
+            _probability(s.get("p_exact_rank_deficient")),
+            _number(th.get("p_exact_rank_deficient"), 4),
+            _probability(s["p_rank_deficient"]),
             f"{rf['mean']:.3f} [{rf['mean'] - half:.3f}, {rf['mean'] + half:.3f}]",
-            "not recorded"
-            if lc is None
-            else f"{lc['median'] * l10:.2f} [{lc['median_lo'] * l10:.2f}, "
-            f"{lc['median_hi'] * l10:.2f}]",
+            "not recorded" if lc is None else _log10_cell(lc),
+            _number(th.get("log10_cond"), 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _probability(p: dict[str, float] | None) -> str:
+    return "" if p is None else f"{p['p']:.4f} [{p['lo']:.4f}, {p['hi']:.4f}]"
+
+
+def _number(x: float | None, digits: int) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _log10_cell(lc: dict[str, float]) -> str:
+    def one(v: float) -> str:
+        return "inf" if v == math.inf else f"{v / math.log(10):.2f}"
+
+    return f"{one(lc['median'])} [{one(lc['median_lo'])}, {one(lc['median_hi'])}]"
