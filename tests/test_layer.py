@@ -425,9 +425,12 @@ def test_batched_singular_values_on_every_path(shape: tuple[int, int], dtype: ty
     A[5, :, : n // 2 + 1] *= 1e-9  # graded columns
     A[6] = np.outer(rng.standard_normal(m), rng.standard_normal(n))  # rank one
     A = A.astype(dtype)
-    s = _backends.core.batched_singular_values(np.ascontiguousarray(A))
-    # numpy's OpenBLAS on its own threads spin-waits: with one other busy process on two
-    # cores, its SVD of the largest stacks took 30 s instead of 1 (the same values)
+    # Called as the public functions call it, scipy's BLAS pinned to one thread: unpinned,
+    # each kernel thread's gesdd starts OpenBLAS threads of its own, and their spin-waits
+    # took 7 s instead of 0.07 with another busy process on two cores. numpy's reference SVD
+    # on one thread too, for the same reason (30 s instead of 1); the values are the same.
+    with _backends.single_threaded_blas():
+        s = _backends.core.batched_singular_values(np.ascontiguousarray(A))
     with threadpool_limits(1, user_api="blas"):
         want = np.linalg.svd(A.astype(np.float64), compute_uv=False)
     scale = np.maximum(want[:, :1], np.finfo(np.float64).tiny)
@@ -437,7 +440,8 @@ def test_batched_singular_values_on_every_path(shape: tuple[int, int], dtype: ty
     bad = A[:3].copy()
     bad[0, 0, 0] = np.nan
     bad[1, -1, -1] = np.inf
-    out = _backends.core.batched_singular_values(bad)
+    with _backends.single_threaded_blas():
+        out = _backends.core.batched_singular_values(bad)
     assert np.all(np.isnan(out[:2])) and np.all(np.isfinite(out[2]))
 
 
