@@ -56,10 +56,19 @@ def graded_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
         q = R.shape[1]
         diag = np.abs(np.diagonal(R, axis1=1, axis2=2))
         new_g = np.log(diag) + g[:, :q]
-        log_ratio = np.log(np.abs(R)) - np.log(diag)[:, :, None] + g[:, None, :] - g[:, :q, None]
-        coeff = np.sign(R) * np.exp(np.minimum(log_ratio, 700.0))
+        # coeff_ij = R_ij / |R_ii| e^(g_j - g_i): bounded by one layer's conditioning, since
+        # the columns were ordered by their scaled norms; formed in log space only where the
+        # two factors apart leave the floating-point range.
         alive = np.isfinite(new_g)
-        coeff = np.where(np.isfinite(coeff) & alive[:, :, None], coeff, 0.0)
+        live = alive[:, :, None] & np.isfinite(g)[:, None, :]
+        coeff = (R / diag[:, :, None]) * np.exp(np.minimum(g[:, None, :] - g[:, :q, None], 700.0))
+        bad = live & ~np.isfinite(coeff)
+        if bad.any():
+            log_ratio = (
+                np.log(np.abs(R)) - np.log(diag)[:, :, None] + g[:, None, :] - g[:, :q, None]
+            )
+            coeff[bad] = (np.sign(R) * np.exp(np.minimum(log_ratio, 700.0)))[bad]
+        coeff = np.where(live & np.isfinite(coeff), coeff, 0.0)
         new_g = np.where(alive, new_g, -np.inf)
     return Q, new_g, np.matmul(coeff, V)
 
@@ -88,6 +97,19 @@ def log_scale_parts(t: F64) -> list[F64]:
     low = np.min(np.where(np.isfinite(t), t, 0.0), initial=0.0)
     K = max(1, int(np.ceil(-low / LOG_SCALE_STEP)))
     return [np.clip(t + LOG_SCALE_STEP * k, -LOG_SCALE_STEP, 0.0) for k in range(K)]
+
+
+def _trim(U: F64, g: F64, V: F64, keep: int) -> tuple[F64, F64, F64]:
+    """Drop the frame's directions that are dead in every sample (lost exactly: they stay
+    lost), live ones first; later QRs then cost the rank so far, not the width."""
+    if keep >= g.shape[1]:
+        return U, g, V
+    order = np.argsort(~np.isfinite(g), axis=1, kind="stable")[:, :keep]
+    return (
+        np.take_along_axis(U, order[:, None, :], axis=2),
+        np.take_along_axis(g, order, axis=1),
+        np.take_along_axis(V, order[:, :, None], axis=1),
+    )
 
 
 def _live(U: F64, g: F64) -> F64:
@@ -182,7 +204,9 @@ def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int6
         ranks = []
         for l, layer in enumerate(layers):
             U, g, V = _apply(l, layer, U, g, V)
-            ranks.append(np.count_nonzero(np.isfinite(g), axis=1))
+            live = np.count_nonzero(np.isfinite(g), axis=1)
+            ranks.append(live)
+            U, g, V = _trim(U, g, V, int(live.max(initial=0)))
     out = np.stack(ranks, axis=1) if ranks else np.zeros((B, 0), dtype=np.int64)
     return g, V, out.astype(np.int64)
 
