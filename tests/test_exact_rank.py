@@ -225,3 +225,21 @@ def test_graded_jacobi_beyond_the_floating_point_range() -> None:
     from jacgeom._numba.graded import graded_log_singular_values as numba_graded
 
     np.testing.assert_allclose(numba_graded(g[None], V[None])[0], got, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_exact_rank(backend: str, dtype: type) -> None:
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((7, 5)).astype(dtype)
+    X = (rng.standard_normal((30, 5)) * 400).astype(dtype)  # many tanh units saturated
+    # relu: exact = numerical = the rank of the live rows, min(k, 5) for Gaussian W.
+    k = np.count_nonzero(X @ W.T > 0, axis=1)
+    exact = jacgeom.jacobian_rank(W, X, activation="relu", exact=True, backend=backend)
+    np.testing.assert_array_equal(exact, np.minimum(k, 5))
+    # tanh: phi' underflows for most units, but no row is deleted in exact arithmetic.
+    tanh = jacgeom.jacobian_rank(W, X, activation="tanh", backend=backend)
+    assert np.all(jacgeom.jacobian_rank(W, X, activation="tanh", exact=True, backend=backend) == 5)
+    assert np.any(tanh < 5)
+    with pytest.raises(TypeError, match="exact must be a bool"):
+        jacgeom.jacobian_rank(W, X, exact="yes")  # type: ignore[arg-type]

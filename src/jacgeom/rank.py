@@ -224,12 +224,18 @@ def jacobian_rank(
     backend: str = "auto",
     check_finite: bool = True,
     return_singular_values: bool = False,
+    exact: bool = False,
 ) -> Any:
     if return_singular_values not in (True, False):
         raise TypeError("return_singular_values must be a bool")
+    if exact not in (True, False):
+        raise TypeError("exact must be a bool")
     tol, rtol = _validation.tolerances(tol, rtol)
     layer = _Layer(W, X, b, activation, backend, check_finite)
     want = bool(return_singular_values)
+    if exact:
+        live = ~_lookup(activation).derivative_is_zero(layer.preactivations())
+        return _ranks_of_masks(layer.W, live, layer.squeeze, tol, rtol, layer.backend, want)
     if layer.backend == "numpy":
         out = reference.jacobian_rank(layer.W, layer.X, layer.b, layer.act, tol, rtol, want)
         return _squeeze(out, layer.squeeze, want)
@@ -243,10 +249,20 @@ def jacobian_rank(
     return _squeeze((ranks, values) if want else ranks, layer.squeeze, want)
 
 
-jacobian_rank.__doc__ = f"""Numerical rank of the layer Jacobian D_phi(z) W, for any activation.
+jacobian_rank.__doc__ = f"""Numerical or exact rank of the layer Jacobian D_phi(z) W, for any
+    activation.
 
-    The rank of the non-zero rows phi'(z_i) w_i (k of them), with numpy.linalg.matrix_rank's
-    tolerance on that k x n matrix; for relu this is :func:`active_rank`.
+    Numerical rank (default): the rank of the non-zero rows phi'(z_i) w_i (k of them), with
+    numpy.linalg.matrix_rank's tolerance on that k x n matrix; for relu this is
+    :func:`active_rank`. It drops where phi' is small (a saturated unit's row is rounding
+    next to the others).
+
+    Exact rank (``exact=True``): the number of singular values of D_phi(z) W that are
+    non-zero in exact arithmetic. Only units whose phi' is zero mathematically
+    (:meth:`Activation.derivative_is_zero`: relu's z <= 0, a custom activation's exact
+    zeros) delete rows; every other row counts however small phi' is, so the answer is the
+    rank of W's rows at those units, decided by the same rule on the unscaled rows (where
+    a single weight matrix's own conditioning is all that matters).
 
     Parameters
     ----------
@@ -259,6 +275,8 @@ jacobian_rank.__doc__ = f"""Numerical rank of the layer Jacobian D_phi(z) W, for
     backend : {{"auto", "cpp", "numba", "numpy"}}, default "auto"
     check_finite : bool, default True
     return_singular_values : bool, default False
+        With ``exact=True``, the singular values of the unscaled live rows.
+    exact : bool, default False
 
     Returns
     -------
@@ -270,6 +288,12 @@ jacobian_rank.__doc__ = f"""Numerical rank of the layer Jacobian D_phi(z) W, for
     Examples
     --------
     >>> import numpy as np, jacgeom
+    >>> W1 = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> x = [[1000.0, 1.0]]  # the first tanh unit saturates: tanh'(1000) underflows to 0
+    >>> jacgeom.jacobian_rank(W1, x, activation="tanh").tolist()
+    [1]
+    >>> jacgeom.jacobian_rank(W1, x, activation="tanh", exact=True).tolist()
+    [2]
     >>> W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     >>> jacgeom.jacobian_rank(W, [[1.0, -1.0]], activation="relu").tolist()
     [1]
