@@ -32,7 +32,11 @@ LAYER_FUNCTIONS = [
     jacgeom.jacobian_rank,
 ]
 
-BACKENDS = jacgeom.backends()
+# JACGEOM_TEST_BACKENDS=cpp (a comma-separated list) limits the backend fixtures to those
+# backends: tests/test_sanitizers.py runs its subset so against the instrumented C++ build,
+# whose numba and numpy cases would not touch the extension.
+_ONLY = os.environ.get("JACGEOM_TEST_BACKENDS")
+BACKENDS = [b for b in jacgeom.backends() if not _ONLY or b in _ONLY.split(",")]
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 DTYPES = [np.float32, np.float64]
 

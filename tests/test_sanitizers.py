@@ -137,6 +137,9 @@ def test_kernel_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
         "LD_PRELOAD": " ".join(preload),
         **flags["SANITIZE_ENV"],
+        # the backend fixtures' cpp cases only (tests/conftest.py): the others' do not
+        # touch the extension
+        "JACGEOM_TEST_BACKENDS": "cpp",
     }
     where = subprocess.run(
         [sys.executable, "-c", "import jacgeom._core as c; print(c.__file__)"],
