@@ -1,11 +1,17 @@
-"""Figures (their plotted data, not pixels), the homeomorphism report, the figures command."""
+"""Figures: the data they draw, checked against independent values (closed forms computed
+here with scipy, numpy's rank of small well-conditioned matrices, the mathematics of exact
+rank), and what a reader sees (labelled axes, nothing infinite drawn as a value); the
+homeomorphism report; the figures command."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import binom
 
 import jacgeom
 from jacgeom.cli import main
@@ -15,9 +21,35 @@ from jacgeom.montecarlo import Spec, run
 plot = pytest.importorskip("jacgeom.plot")
 
 
-def test_activations_figure_data() -> None:
-    data = plot.activations_figure().jacgeom_data
-    assert set(data) == set(jacgeom.activation_names())
+def relu_p_rank_at_least(widths: tuple[int, ...], r: int) -> float:
+    """P(exact rank >= r) of a relu network with fresh Gaussian weights: the rank is
+    min(n_0, |S_1|, ..., |S_L|), |S_l| ~ Bin(n_l, 1/2) independent (scipy, not jacgeom)."""
+    if r > widths[0]:
+        return 0.0
+    return float(np.prod([binom.sf(r - 1, n, 0.5) for n in widths[1:]]))
+
+
+def assert_readable(fig: Any) -> None:
+    """Every visible panel has a title and labelled axes; every line drawn in data
+    coordinates has finite values (infinite medians sit on an edge, in axes coordinates)."""
+    for ax in fig.axes:
+        if not ax.get_visible() or ax.get_label() == "<colorbar>":
+            continue
+        assert ax.get_title(), "panel without a title"
+        assert ax.get_xlabel(), f"no x label on {ax.get_title()!r}"
+        # a row of panels sharing one y axis is labelled once, on its left
+        siblings = ax.get_shared_y_axes().get_siblings(ax)
+        assert any(a.get_ylabel() for a in siblings), f"no y label on {ax.get_title()!r}"
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            assert not np.isinf(y).any(), f"infinite value drawn on {ax.get_title()!r}"
+
+
+def test_activations_figure_data_and_titles() -> None:
+    fig = plot.activations_figure()
+    data = fig.jacgeom_data
+    titles = data.pop("titles")
+    assert set(data) == set(jacgeom.activation_names()) == set(titles)
     for name, (z, phi, dphi, _zeros) in data.items():
         act = jacgeom.activation(name)
         np.testing.assert_allclose(phi, act.phi(z))
@@ -25,6 +57,13 @@ def test_activations_figure_data() -> None:
     assert data["gelu"][3] == pytest.approx([-0.75179], abs=1e-5)
     assert data["silu"][3] == pytest.approx([-1.27846], abs=1e-5)
     assert data["tanh"][3].size == 0 and data["relu"][3].size == 0
+    # relu is monotone (phi' >= 0), just not strictly; gelu and silu decrease somewhere
+    assert titles["relu"] == "relu: monotone, not strictly"
+    for name in ("gelu", "gelu_tanh", "silu"):
+        assert "not monotone" in titles[name]
+    for name in ("tanh", "leaky_relu", "identity", "sigmoid", "softplus", "elu"):
+        assert "strictly increasing" in titles[name]
+    assert_readable(fig)
 
 
 def test_warp_data_relu_folds_and_circle() -> None:
@@ -36,28 +75,98 @@ def test_warp_data_relu_folds_and_circle() -> None:
     assert 0.7 < d["folded"].mean() < 0.8  # three of four quadrants of the rotated frame
     tanh = plot.warp_data(np.pi / 6, "tanh")
     assert not tanh["folded"].any()
-    assert set(plot.warp_figure().jacgeom_data) == {"relu", "leaky_relu", "tanh", "gelu", "silu"}
+    fig = plot.warp_figure()
+    assert set(fig.jacgeom_data) == {"relu", "leaky_relu", "tanh", "gelu", "silu"}
+    assert_readable(fig)
 
 
 def test_dead_coordinate_figure_matches_closed_form() -> None:
-    d = plot.dead_coordinate_figure(widths=(1, 2, 4), samples=3000).jacgeom_data
+    fig = plot.dead_coordinate_figure(widths=(1, 2, 4), samples=3000)
+    d = fig.jacgeom_data
     np.testing.assert_allclose(d["theory"], [0.5, 0.75, 0.9375])
     # 95% intervals at three points: generous check that measurements straddle theory
     assert np.all(np.abs(d["p"] - d["theory"]) < 4 * np.sqrt(0.25 / 3000))
+    assert_readable(fig)
 
 
-def test_rank_depth_and_metric_figures() -> None:
-    data = plot.rank_depth_figure(width=6, depths=(1, 4), samples=200).jacgeom_data
-    assert data[("plain", "relu")][1][0] == pytest.approx(0.5, abs=0.1)
-    assert data[("residual", "tanh")][1][-1] == pytest.approx(1.0)
-    md = plot.metric_distortion_figure().jacgeom_data
-    theta, ev = md["tanh"]
-    assert ev.shape == (theta.size, 2) and np.all(ev > 0)
-    assert np.any(md["relu"][1][:, 0] < 1e-10)  # relu deletes a direction somewhere
+def test_rank_depth_exact_rank_full_float64_rank_drops() -> None:
+    """Strictly monotone activations (and gelu, whose phi' vanishes only at one point) keep
+    the exact rank at any depth, while their float64 rank falls once the condition number
+    passes 1 / (n eps): width 16, depth 16."""
+    threshold = -math.log10(16 * np.finfo(np.float64).eps)
+    for act in ("leaky_relu", "tanh", "gelu", "identity"):
+        d = plot.rank_depth_data(16, (16,), act, samples=150)
+        assert d["exact"][0] == 1.0 and d["p_exact"][0] == 0.0 and d["p_exact_theory"][0] == 0.0
+        assert d["float64"][0] < 1.0  # numpy's rule drops what exact arithmetic keeps
+        assert np.isfinite(d["log10_cond_median"][0]) and d["log10_cond_median"][0] > threshold
+        assert d["samples"][0] == 150
+    identity = plot.rank_depth_data(16, (16,), "identity", samples=150)
+    assert identity["log10_cond_theory"][0] == pytest.approx(13.82, abs=0.01)
 
 
-def test_figures_command(tmp_path: Path) -> None:
-    assert main(["figures", "--out", str(tmp_path), "--samples", "200", "--gif"]) == 0
+def test_rank_depth_relu_matches_binomial_law() -> None:
+    width, depths = 6, (1, 2, 4)
+    d = plot.rank_depth_data(width, depths, "relu", samples=600)
+    for i, L in enumerate(depths):
+        widths = (width,) * (L + 1)
+        mean = sum(relu_p_rank_at_least(widths, r) for r in range(1, width + 1)) / width
+        assert d["exact_theory"][i] == pytest.approx(mean, rel=1e-12)
+        # the closed form lies in the drawn 95% band, widened to 4 standard errors
+        half = (d["exact_hi"][i] - d["exact_lo"][i]) / 2
+        assert abs(d["exact"][i] - mean) < 4 / 1.96 * half
+        p = 1 - relu_p_rank_at_least(widths, width)
+        assert d["p_exact_theory"][i] == pytest.approx(p, rel=1e-12)
+        assert d["p_exact_lo"][i] <= p <= d["p_exact_hi"][i] + 1e-12
+        assert d["float64"][i] <= d["exact"][i]
+    # relu's exact rank is lost, so its condition number is infinite: never a finite point
+    assert np.isposinf(d["log10_cond_median"]).all()
+
+
+def test_rank_depth_figure_panels() -> None:
+    fig = plot.rank_depth_figure(width=6, depths=(1, 2), samples=60, activations=("relu", "tanh"))
+    data = fig.jacgeom_data
+    assert set(data) == {
+        (v, a) for v in ("plain", "residual", "layer norm") for a in ("relu", "tanh")
+    }
+    assert np.all(data[("plain", "tanh")]["exact"] == 1.0)
+    assert np.all(data[("residual", "tanh")]["exact"] == 1.0)
+    assert np.all(data[("layer norm", "tanh")]["exact"] == pytest.approx(5 / 6))  # n - 1
+    assert np.all(data[("plain", "relu")]["samples"] == 60)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert sum("exact rank" in t for t in titles) == 3
+    assert sum("float64 rank" in t for t in titles) == 3
+    assert sum("log10 condition number" in t for t in titles) == 3
+    assert "60 samples per point" in fig._suptitle.get_text()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "relu" in legend and any("float64 rank drops" in t for t in legend)
+    assert_readable(fig)
+
+
+def test_metric_distortion_exact_zeros() -> None:
+    fig = plot.metric_distortion_figure(activations=("relu", "tanh"))
+    md = fig.jacgeom_data
+    for name, d in md.items():
+        W, b = d["W"], d["b"]
+        theta, ev, zero = d["theta"], d["eigenvalues"], d["exact_zero"]
+        x = np.stack([np.cos(theta), np.sin(theta)], 1)
+        dphi = jacgeom.activation(name).derivative(x @ W.T + b)
+        # numpy's rank of the small, well-conditioned D W decides the same zeros
+        ranks = np.array([np.linalg.matrix_rank(dphi[i][:, None] * W) for i in range(len(x))])
+        np.testing.assert_array_equal(zero.sum(axis=1), 2 - ranks)
+        assert np.all(ev[zero] == 0) and np.all(ev[~zero] > 0)
+    assert md["relu"]["exact_zero"].any() and md["relu"]["smaller_exact_zero"].any()
+    assert not md["tanh"]["exact_zero"].any() and not md["tanh"]["smaller_exact_zero"].any()
+    assert_readable(fig)
+
+
+def test_figures_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["figures", "--out", str(blocker / "sub"), "--samples", "50"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jacgeom: error:")
+    blocker.unlink()
+    assert main(["figures", "--out", str(tmp_path), "--samples", "100", "--gif"]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         "activations.png",
@@ -97,21 +206,80 @@ def test_derivative_zeros_and_report() -> None:
 
 
 def test_kernel_comparison_figure() -> None:
-    data = plot.kernel_comparison_figure(widths=(5, 5, 5), samples=60).jacgeom_data
+    fig = plot.kernel_comparison_figure(widths=(5, 5, 5), samples=60)
+    data = fig.jacgeom_data
     assert set(data) == {"relu", "tanh", "kernel (rbf)"}
-    assert np.all(data["kernel (rbf)"]["rank"] == 5)  # smooth dense Jacobians keep rank
-    assert data["relu"]["rank"].mean() < 5
+    assert np.all(data["kernel (rbf)"]["exact_rank"] == 5)  # smooth dense Jacobians keep rank
+    assert np.all(data["tanh"]["exact_rank"] == 5)
+    assert data["relu"]["exact_rank"].mean() < 5
+    # relu networks with no finite condition number still appear, counted, in the legend
+    legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    finite = int(np.isfinite(data["relu"]["log_cond"]).sum())
+    assert f"relu: {finite} of 60 finite" in legend
+    assert_readable(fig)
 
 
-def test_monte_carlo_figure_data() -> None:
-    results = [
-        (
-            {"activation": "relu", "width": w, "depth": 1},
-            run(Spec(width=w, depth=1, samples=400, seed=w), progress=False),
-        )
-        for w in (2, 4)
-    ]
+def test_monte_carlo_figure_sweep() -> None:
+    """Several activations at 0 stay visible (offset along x); relu's P(exact rank < n)
+    straddles its closed form, computed here from the binomial law."""
+    results = []
+    for act in ("relu", "tanh", "leaky_relu"):
+        for w in (2, 4):
+            spec = Spec(width=w, depth=1, activation=act, samples=400, seed=w)
+            results.append(({"activation": act, "width": w, "depth": 1}, run(spec, progress=False)))
+        for depth in (2, 6):
+            spec = Spec(width=4, depth=depth, activation=act, samples=300, seed=depth)
+            results.append(
+                ({"activation": act, "width": 4, "depth": depth}, run(spec, progress=False))
+            )
     fig = plot.monte_carlo_figure(results)
-    w, p = fig.jacgeom_data["width"]["relu"]
-    np.testing.assert_array_equal(w, [2, 4])
-    assert p[0] == pytest.approx(0.75, abs=0.1) and p[1] == pytest.approx(1 - 1 / 16, abs=0.05)
+    data = fig.jacgeom_data
+    assert set(data) == {"width", "depth"}
+    relu = data["width"]["relu"]
+    np.testing.assert_array_equal(relu["x"], [2, 4])
+    theory = [1 - relu_p_rank_at_least((w, w), w) for w in (2, 4)]
+    np.testing.assert_allclose(relu["p_exact_theory"], theory, rtol=1e-12)
+    assert np.all(relu["p_exact_lo"] <= theory) and np.all(theory <= relu["p_exact_hi"])
+    deep = data["depth"]["relu"]
+    np.testing.assert_array_equal(deep["x"], [1, 2, 6])
+    theory = [1 - relu_p_rank_at_least((4,) * (L + 1), 4) for L in (1, 2, 6)]
+    assert np.all(deep["p_exact_lo"] <= theory) and np.all(theory <= deep["p_exact_hi"])
+    for row in ("width", "depth"):
+        for act in ("tanh", "leaky_relu"):
+            assert np.all(data[row][act]["p_exact"] == 0)
+            assert np.all(data[row][act]["p_exact_theory"] == 0)
+            assert np.all(np.isfinite(data[row][act]["log10_cond_median"]))
+    assert np.all(data["depth"]["relu"]["samples"] == [400, 300, 300])
+    # curves at 0 are drawn side by side, not on top of each other
+    ax = fig.axes[0]
+    at_zero = [
+        tuple(np.round(bars.lines[0].get_xdata(), 6))
+        for bars in ax.containers  # the measured curves, not the closed forms
+        if np.all(np.asarray(bars.lines[0].get_ydata()) == 0)
+    ]
+    assert len(set(at_zero)) == len(at_zero) >= 2
+    assert_readable(fig)
+
+
+def test_monte_carlo_figure_single_point_and_no_spectra() -> None:
+    one = [
+        (
+            {"activation": "tanh", "width": 6, "depth": 6},
+            run(Spec(width=6, depth=6, activation="tanh", samples=100), progress=False),
+        )
+    ]
+    fig = plot.monte_carlo_figure(one)
+    d = fig.jacgeom_data["depth"]["tanh"]
+    assert d["p_exact"].tolist() == [0.0] and np.isfinite(d["log10_cond_median"]).all()
+    assert_readable(fig)
+    lean = [
+        (
+            {"widths": (5, 6, 5)},
+            run(Spec(widths=(5, 6, 5), samples=100, spectra=False), progress=False),
+        )
+    ]
+    fig = plot.monte_carlo_figure(lean)
+    assert set(fig.jacgeom_data) == {"point"}
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("not recorded" in t for t in texts)
+    assert_readable(fig)

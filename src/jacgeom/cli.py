@@ -295,11 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--plot", help="write figures to this PNG (needs matplotlib)")
     mc.add_argument("--quiet", action="store_true", help="no progress bar")
     figs = sub.add_parser(
-        "figures", help="write the seed's figures as PNG files (needs matplotlib)"
+        "figures",
+        help="write the seed's figures as PNG files (needs matplotlib)",
+        description="Write the figures of the story as PNG files: activations.png, warp.png, "
+        "dead_coordinates.png, rank_depth.png (exact rank, float64 rank and log10 condition "
+        "number against depth), metric_distortion.png, kernel_comparison.png.",
     )
-    figs.add_argument("--out", required=True, help="directory for the PNG files")
+    figs.add_argument("--out", required=True, help="directory for the PNG files (created)")
     figs.add_argument("--gif", action="store_true", help="also the warp animation (pillow)")
-    figs.add_argument("--samples", type=int, default=2000)
+    figs.add_argument(
+        "--samples",
+        type=int,
+        default=2000,
+        help="Monte Carlo samples per point of dead_coordinates.png; rank_depth.png takes a "
+        "quarter of it per point, kernel_comparison.png a tenth (at least 50 each; "
+        "default 2000)",
+    )
     bench = sub.add_parser(
         "bench",
         help="run the benchmark report of a source checkout (bench/report.py); "
@@ -333,7 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.samples < 1:
             raise ValueError("--samples must be >= 1")
         if args.command == "figures":
-            from .plot import write_figures
+            from .plot import _pyplot, write_figures
+
+            try:
+                _pyplot()
+            except ImportError as exc:  # before any work, as one line
+                raise ValueError(str(exc)) from None
 
             for path in write_figures(args.out, gif=args.gif, samples=args.samples):
                 print(path)
