@@ -321,7 +321,7 @@ def test_fuzz_every_public_function(
             try:
                 with np.errstate(all="ignore"):
                     results[backend] = call(backend)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, FloatingPointError):  # non-finite values: no rank exists
                 results[backend] = "error"
         kinds = {k: isinstance(v, str) for k, v in results.items()}
         assert len(set(kinds.values())) == 1, (name, results)  # all raise or none does

@@ -43,6 +43,9 @@ def graded_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     returns Q (B, m, q), g' (B, q), V' (B, q, n0) with q = min(m, k). The batched twin of
     jacgeom.reference.graded.graded_qr_step.
     """
+    B, m, k = A.shape
+    if m == 0 or k == 0:
+        return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, V.shape[2]))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         key = np.log(np.linalg.norm(A, axis=1)) + g
         key = np.where(np.isnan(key), -np.inf, key)
@@ -130,7 +133,7 @@ def weight_factors(net: Network) -> list[tuple[F64, F64] | None]:
     None (kernel layers: None). Computed once per network."""
     cached = getattr(net, "_weight_factors_cache", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     out: list[tuple[F64, F64] | None] = []
     for W, kernel in zip(net.weights, net.kernel_layers, strict=True):
         if kernel:
@@ -197,6 +200,9 @@ def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int6
     exact rank after every layer (B, L)."""
     # numpy's batched QR calls LAPACK once per sample: a threaded BLAS inside each small
     # call oversubscribes the cores (35x slower on 2 busy cores at 128 x 128).
+    if B == 0 or n0 == 0:
+        L = len(list(layers))
+        return np.zeros((B, 0)), np.zeros((B, 0, n0)), np.zeros((B, L), dtype=np.int64)
     with _backends.single_threaded_blas():
         U = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
         g = np.zeros((B, n0))
@@ -230,7 +236,7 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
     log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
     check_layer_values(arg, log_d[~zero], act.name, l)
     with np.errstate(invalid="ignore"):
-        c = np.max(np.where(zero, -np.inf, log_d), axis=1)
+        c = np.max(np.where(zero, -np.inf, log_d), axis=1, initial=-np.inf)
     c = np.where(np.isfinite(c), c, 0.0)
     sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
     if layer.factor is not None:
@@ -257,11 +263,13 @@ class StableSummary(NamedTuple):
 
     exact_rank: NDArray[np.int64]
     rank: NDArray[np.int64]  # numerical: numpy's rule on the exact values
-    log_smax: F64
-    log_smin: F64  # -inf where the exact rank is below min(n_L, n_0)
-    log_cond: F64  # +inf exactly where log_smin is -inf
-    frobenius2: F64
-    log_volume: F64  # sum of log sigma_i; -inf where the exact rank is below n_0 (n_L >= n_0)
+    log_smax: NDArray[Any]
+    log_smin: NDArray[Any]  # -inf where the exact rank is below min(n_L, n_0)
+    log_cond: NDArray[Any]  # +inf exactly where log_smin is -inf
+    frobenius2: NDArray[Any]
+    log_volume: NDArray[
+        Any
+    ]  # sum of log sigma_i; -inf where the exact rank is below n_0 (n_L >= n_0)
 
 
 def stable_summary(

@@ -252,14 +252,14 @@ def _log_where_tiny(
     return out
 
 
-def _gelu_tail(z: NDArray[np.float64]) -> NDArray[np.float64]:
+def _gelu_tail(z: FloatArray) -> FloatArray:
     # phi'(z) = pdf(z) (Phi(z) / pdf(z) + z), Phi / pdf = sqrt(pi / 2) erfcx(-z / sqrt(2)).
     z = np.maximum(z, -1e150)
     mills = math.sqrt(math.pi / 2) * scipy.special.erfcx(-z * _SQRT_HALF)
     return -0.5 * z * z - 0.5 * math.log(2 * math.pi) + np.log(np.abs(mills + z))
 
 
-def _gelu_tanh_tail(z: NDArray[np.float64]) -> NDArray[np.float64]:
+def _gelu_tanh_tail(z: FloatArray) -> FloatArray:
     # phi'(z) = s(2u) (1 + 2 z s(-2u) u'(z)), u = c (z + a z^3).
     z = np.clip(z, -1e100, 1e100)
     u = _GELU_TANH_C * (z + _GELU_TANH_A * z * z * z)
@@ -267,7 +267,7 @@ def _gelu_tanh_tail(z: NDArray[np.float64]) -> NDArray[np.float64]:
     return _log_sigmoid(2 * u) + np.log(np.abs(1 + 2 * z * np.exp(_log_sigmoid(-2 * u)) * du))
 
 
-def _silu_tail(z: NDArray[np.float64]) -> NDArray[np.float64]:
+def _silu_tail(z: FloatArray) -> FloatArray:
     # phi'(z) = s(z) (1 + z s(-z))
     return _log_sigmoid(z) + np.log(np.abs(1 + z * np.exp(_log_sigmoid(-z))))
 

@@ -709,11 +709,12 @@ class Network:
         """The network of the first ``depth`` layers (shares the weights)."""
         if depth == self.depth:
             return self
+        biases: list[Any] = [
+            None if k else b for b, k in zip(self.biases, self.kernel_layers, strict=True)
+        ]
         return Network(
             self.weights[:depth],
-            [None if k else b for b, k in zip(self.biases, self.kernel_layers, strict=True)][
-                :depth
-            ],
+            biases[:depth],
             activation=self.activations[:depth],
             residual=self.residual,
             norm=self.norm,

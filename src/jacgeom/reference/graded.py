@@ -64,7 +64,7 @@ def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     return Q, new_g, coeff @ V
 
 
-def graded_log_singular_values(g: F64, V: F64) -> F64:
+def graded_log_singular_values(g: NDArray[Any], V: NDArray[Any]) -> F64:
     """log singular values of diag(e^g) V, descending, to high relative accuracy.
 
     Parameters
