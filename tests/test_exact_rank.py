@@ -26,7 +26,7 @@ def _mp_log_singular_values(net: Network, x: np.ndarray) -> np.ndarray:
     for W, z, act in zip(net.weights, zs, net.activations, strict=True):
         Wm = mpmath.matrix([[mpmath.mpf(float(v)) for v in row] for row in W])
         if act.name == "tanh":
-            d = [1 - mpmath.tanh(mpmath.mpf(float(v))) ** 2 for v in z]
+            d = [mpmath.sech(mpmath.mpf(float(v))) ** 2 for v in z]
         elif act.name == "identity":
             d = [mpmath.mpf(1)] * len(z)
         else:  # relu
@@ -243,3 +243,42 @@ def test_layer_exact_rank(backend: str, dtype: type) -> None:
     assert np.any(tanh < 5)
     with pytest.raises(TypeError, match="exact must be a bool"):
         jacgeom.jacobian_rank(W, X, exact="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_units_saturated_far_apart_against_80_digits(backend: str) -> None:
+    # tanh units at |z| = 0.5 ... 9000 (log phi' from -0.4 to -18000): the gaps between them
+    # (1600 to 13000 nats) are wider than the frame applies as factors, so its shortcut
+    # for wide gaps is what is measured, after a dense second layer mixes the units.
+    n = 5
+    W1 = np.diag([0.5, -3.0, 800.0, 2500.0, -9000.0])
+    W2 = np.random.default_rng(3).standard_normal((n, n)) / 3
+    net = Network([W1, W2], activation="tanh")
+    x = np.ones(n)
+    want = _mp_log_singular_values(net, x)
+    assert want[0] - want[-1] > 15000
+    got = net.log_singular_values(x, backend=backend)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    assert net.exact_rank(x, backend=backend) == n
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_phi_prime_of_e_to_minus_five_billion_is_a_value(backend: str) -> None:
+    # gelu at z = -1e5: phi'(z) ~ z npdf(z) = e^-5e9. Diagonal weights, so each log singular
+    # value is log|w_i| + log|phi'(z_i)| in closed form (50 digits); the frame takes a few
+    # steps, not one per e^-600 of spread.
+    mpmath.mp.dps = 50
+    w = np.array([1e5, -1e5, 1e3, 2.0])
+    net = Network([np.diag(w)], activation="gelu")
+    x = np.array([-1.0, 1.0, 1.0, 0.3])
+    z = w * x
+
+    def log_gelu_prime(t: float) -> float:
+        t = mpmath.mpf(t)
+        return float(mpmath.log(abs(mpmath.ncdf(t) + t * mpmath.npdf(t))))
+
+    want = np.sort([math.log(abs(wi)) + log_gelu_prime(zi) for wi, zi in zip(w, z, strict=True)])
+    got = net.log_singular_values(x, backend=backend)
+    np.testing.assert_allclose(got, want[::-1], rtol=1e-12)
+    assert got[-1] < -4e9
+    assert net.exact_rank(x, backend=backend) == 4

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _backends
+from .reference.graded import scaled_norms, split_log_scales, unshift_log_scales
 
 if TYPE_CHECKING:
     from .network import Network
@@ -47,13 +48,16 @@ def graded_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     if m == 0 or k == 0:
         return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, V.shape[2]))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        key = np.log(np.linalg.norm(A, axis=1)) + g
-        key = np.where(np.isnan(key), -np.inf, key)
-        order = np.argsort(-key, axis=1, kind="stable")
+        # Columns to unit size, their norms into g (see graded_qr_step).
+        norms = scaled_norms(A, axis=1)
+        A = A / np.where(norms > 0, norms, 1.0)[:, None, :]
+        g = g + np.log(norms)
+        g = np.where(np.isnan(g), -np.inf, g)
+        order = np.argsort(-g, axis=1, kind="stable")
         A = np.take_along_axis(A, order[:, None, :], axis=2)
         g = np.take_along_axis(g, order, axis=1)
         V = np.take_along_axis(V, order[:, :, None], axis=1)
-        rows = np.argsort(-np.linalg.norm(A, axis=2), axis=1, kind="stable")
+        rows = np.argsort(-scaled_norms(A, axis=2), axis=1, kind="stable")
         Q, R = np.linalg.qr(np.take_along_axis(A, rows[:, :, None], axis=1))
         Q = np.take_along_axis(Q, np.argsort(rows, axis=1)[:, :, None], axis=1)
         q = R.shape[1]
@@ -76,11 +80,6 @@ def graded_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     return Q, new_g, np.matmul(coeff, V)
 
 
-# Row scales e^t with t below this apart are applied in several steps: e^-600 (1e-261) times
-# a unit-size entry stays a normal float64, and each step's QR sorts rows by norm.
-LOG_SCALE_STEP = 600.0
-
-
 def check_layer_values(arg: Any, log_d: Any, name: str, l: int) -> None:
     """A clear error, not a rank, where a layer's values are not finite."""
     if not np.all(np.isfinite(arg)):
@@ -92,14 +91,6 @@ def check_layer_values(arg: Any, log_d: Any, name: str, l: int) -> None:
         raise FloatingPointError(
             f"phi' of activation {name!r} is NaN at layer {l} for finite pre-activations"
         )
-
-
-def log_scale_parts(t: F64) -> list[F64]:
-    """Split log row scales t <= 0 into parts t_1 + ... + t_K = t, each in [-600, 0]:
-    t_k = clip(t + 600 (k - 1), -600, 0); K = 1 unless a layer's phi' spread past e^-600."""
-    low = np.min(np.where(np.isfinite(t), t, 0.0), initial=0.0)
-    K = max(1, int(np.ceil(-low / LOG_SCALE_STEP)))
-    return [np.clip(t + LOG_SCALE_STEP * k, -LOG_SCALE_STEP, 0.0) for k in range(K)]
 
 
 def _trim(U: F64, g: F64, V: F64, keep: int) -> tuple[F64, F64, F64]:
@@ -250,12 +241,12 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
         Y = np.matmul(B1, _live(U, g))
     with np.errstate(invalid="ignore"):
         g = g + c[:, None]
-    parts = log_scale_parts(np.where(zero, 0.0, log_d - c[:, None]))
+    parts, shift = split_log_scales(np.where(zero, 0.0, log_d - c[:, None]))
     scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
     U, g, V = graded_step(scale[:, :, None] * Y, g, V)
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V)
-    return U, g, V
+    return U, unshift_log_scales(U, g, shift), V
 
 
 class StableSummary(NamedTuple):
@@ -283,8 +274,10 @@ def stable_summary(
             bottom = np.full(B, -np.inf)
         else:
             top, bottom = logs[:, 0], logs[:, -1]
-        threshold = top + np.log(max(shape) * eps)
-        rank = np.count_nonzero(logs > threshold[:, None], axis=1).astype(np.int64)
+        # Differences, not top + log(...): at |log sigma| ~ 1e160 the sum rounds to top.
+        rank = np.count_nonzero(
+            logs - top[:, None] > np.log(max(shape) * eps), axis=1
+        ).astype(np.int64)
         full = exact_rank == p
         log_cond = np.where(full, top - bottom, np.inf)
         frobenius2 = np.sum(np.exp(2 * logs), axis=1)

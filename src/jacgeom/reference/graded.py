@@ -21,6 +21,64 @@ F64 = NDArray[np.float64]
 _JACOBI_MAX_SWEEPS = 60
 
 
+# Row scales are applied as factors e^t, t in [-600, 0], one step at a time: e^-600
+# (1e-261) times a unit-size entry stays a normal float64.
+LOG_SCALE_STEP = 600.0
+# Rows whose log scales lie further apart than this are decoupled beyond float64 precision
+# (e^-1200 = 1e-521): the excess of such a gap is not applied as factors (a unit whose
+# phi' is e^-1e9 would take millions of steps) but added to the log singular values of
+# the directions those rows carry, once the layer is refactored.
+LOG_SCALE_GAP = 1200.0
+
+
+def split_log_scales(t: F64) -> tuple[list[F64], F64]:
+    """Split log row scales t (..., m), finite and <= 0, into steps and a shift.
+
+    Returns ``parts``, a list of K arrays (..., m) with entries in [-600, 0], and
+    ``shift`` (..., m) >= 0 such that sum(parts) = t + shift. Along the last axis, sorted
+    t is compressed: every gap wider than LOG_SCALE_GAP is cut to that width, so K is at
+    most (m - 1) * LOG_SCALE_GAP / LOG_SCALE_STEP + 1 whatever the spread, and rows with
+    different shifts stay at least LOG_SCALE_GAP apart after the compression.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if t.shape[-1] == 0:
+        return [t], np.zeros_like(t)
+    order = np.argsort(-t, axis=-1, kind="stable")
+    ts = np.take_along_axis(t, order, axis=-1)
+    gaps = np.minimum(ts[..., :-1] - ts[..., 1:], LOG_SCALE_GAP)
+    # The compressed values are built from the capped gaps, never as t + shift, which
+    # would cancel catastrophically when t is of order 1e9 or more.
+    compressed_sorted = ts[..., :1] - np.concatenate(
+        [np.zeros_like(ts[..., :1]), np.cumsum(gaps, axis=-1)], axis=-1
+    )
+    compressed = np.empty_like(t)
+    np.put_along_axis(compressed, order, compressed_sorted, axis=-1)
+    shift = compressed - t
+    low = float(np.min(compressed, initial=0.0))
+    K = max(1, int(np.ceil(-low / LOG_SCALE_STEP)))
+    parts = [np.clip(compressed + LOG_SCALE_STEP * k, -LOG_SCALE_STEP, 0.0) for k in range(K)]
+    return parts, shift
+
+
+def unshift_log_scales(Q: F64, g: F64, shift: F64) -> F64:
+    """g of a frame Q (..., m, q) diag(e^g) built with row scales t + shift: each
+    direction's g less the shift of the row that carries it (its largest |Q_ij|; rows of
+    different shifts are decoupled, so each column of Q lives on rows of one shift)."""
+    if not np.any(shift > 0) or Q.shape[-1] == 0:
+        return g
+    home = np.argmax(np.abs(Q), axis=-2)
+    with np.errstate(invalid="ignore"):
+        return g - np.take_along_axis(shift, home, axis=-1)
+
+
+def scaled_norms(A: F64, axis: int) -> F64:
+    """2-norms along ``axis`` that neither underflow nor overflow (entries down to the
+    smallest normal float64 give a nonzero norm)."""
+    big = np.max(np.abs(A), axis=axis, keepdims=True, initial=0.0)
+    safe = np.where(big > 0, big, 1.0)
+    return np.squeeze(big, axis=axis) * np.linalg.norm(A / safe, axis=axis)
+
+
 def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     """Refactor A diag(e^g) V = Q diag(e^g') V' for one sample.
 
@@ -44,13 +102,18 @@ def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     that R is graded like the product and V' stays well conditioned.
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        key = np.log(np.linalg.norm(A, axis=0)) + g
-        key = np.where(np.isnan(key), -np.inf, key)
+        # Columns to unit size first, their norms into g: a column whose entries are
+        # all near the bottom of the float64 range keeps its relative accuracy.
+        norms = scaled_norms(A, axis=0)
+        A = A / np.where(norms > 0, norms, 1.0)
+        g = g + np.log(norms)
+        key = np.where(np.isnan(g), -np.inf, g)
+        g = key
         order = np.argsort(-key, kind="stable")
         A, g, V = A[:, order], g[order], V[order]
         # Rows by decreasing norm too: Householder QR of a row-graded matrix keeps the
         # small rows' relative accuracy only when they come last (Cox and Higham).
-        rows = np.argsort(-np.linalg.norm(A, axis=1), kind="stable")
+        rows = np.argsort(-scaled_norms(A, axis=1), kind="stable")
         Q, R = np.linalg.qr(A[rows])
         Q = Q[np.argsort(rows)]
         q = R.shape[0]
@@ -151,4 +214,5 @@ def numerical_rank_from_logs(
     rel = max(shape) * eps if rtol is None else rtol
     if rel <= 0:
         return int(np.count_nonzero(np.isfinite(log_s)))
-    return int(np.count_nonzero(log_s > log_s[0] + math.log(rel)))
+    # Differences, not log_s[0] + log(rel): at |log sigma| ~ 1e160 the sum rounds to log_s[0].
+    return int(np.count_nonzero(log_s - log_s[0] > math.log(rel)))

@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .graded import graded_log_singular_values, graded_qr_step, numerical_rank_from_logs
+from .graded import (
+    graded_log_singular_values,
+    graded_qr_step,
+    numerical_rank_from_logs,
+    split_log_scales,
+    unshift_log_scales,
+)
 from .layer import svd_values
 from .rank import rank_and_values
 
@@ -245,11 +251,6 @@ def _unscaled(m: int) -> tuple[FloatArray, FloatArray, float, NDArray[np.bool_]]
     return np.ones(m), np.zeros(m), 0.0, np.ones(m, dtype=bool)
 
 
-# Row scales e^t with t below this apart are applied one after another, each factor within
-# [e^-600, 1] so that every scaled entry stays a normal float64.
-_LOG_SCALE_STEP = 600.0
-
-
 def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArray[np.int64]]:
     """The stable factorisation J(x) = U diag(e^g) V of one sample, with the exact rank
     after every layer.
@@ -283,14 +284,13 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
             Z1 = np.linalg.svd(XU)[2][:r_l].T if r_l else np.zeros((r, 0))
             Q1, g, V = graded_qr_step(Z1.T, g, V)
             XU = XU @ (Z1 @ Q1)
-        # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1).
-        t_first = np.maximum(t, -_LOG_SCALE_STEP)
-        Q, g, V = graded_qr_step((sign * np.exp(t_first))[:, None] * XU, g + c, V)
-        t = t - t_first
-        while np.any(t < 0):
-            t_next = np.maximum(t, -_LOG_SCALE_STEP)
-            Q, g, V = graded_qr_step(np.exp(t_next)[:, None] * Q, g, V)
-            t = t - t_next
+        # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
+        # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
+        parts, shift = split_log_scales(t)
+        Q, g, V = graded_qr_step((sign * np.exp(parts[0]))[:, None] * XU, g + c, V)
+        for part in parts[1:]:
+            Q, g, V = graded_qr_step(np.exp(part)[:, None] * Q, g, V)
+        g = unshift_log_scales(Q, g, shift)
         U = np.zeros((alive.shape[0], Q.shape[1]))
         U[alive] = Q
         ranks[l] = r_l
