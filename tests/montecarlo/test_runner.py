@@ -10,6 +10,7 @@ import multiprocessing
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jacgeom.montecarlo import Spec, run
+from jacgeom import get_num_threads, set_num_threads
+from jacgeom.montecarlo import Spec, run, runner
 from jacgeom.montecarlo.sampling import SAMPLER
 
 from .helpers import assert_same
@@ -118,11 +120,47 @@ def test_unwritable_out(tmp_path: Path) -> None:
         run(Spec(widths=(3, 3), samples=10), progress=False, out=blocker / "sub")
 
 
-def test_bad_arguments() -> None:
-    with pytest.raises(TypeError, match="spec must be a jacgeom.montecarlo.Spec, got dict"):
-        run({"widths": [3, 3]})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="retries must be >= 0, got -1"):
-        run(Spec(widths=(3, 3), samples=10), retries=-1)
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"spec": {"widths": [3, 3]}},
+            TypeError,
+            "spec must be a jacgeom.montecarlo.Spec, got dict",
+        ),
+        ({"retries": -1}, ValueError, "retries must be >= 0, got -1"),
+        ({"retries": 1.5}, TypeError, "retries must be an int, got float"),
+        ({"workers": 0}, ValueError, "workers must be >= 1, got 0"),
+        ({"workers": 1.5}, TypeError, "workers must be an int or None, got float"),
+        ({"workers": True}, TypeError, "workers must be an int or None, got bool"),
+        ({"executor": "x"}, TypeError, "executor must be a concurrent.futures.Executor .* got str"),
+        ({"progress": "sometimes"}, ValueError, "progress must be True, False or 'always'"),
+        ({"out": 3}, TypeError, "out must be a path or None, got int"),
+        (
+            {"spec": Spec(widths=(3, 3), samples=10**12)},
+            ValueError,
+            r"samples=1000000000000 keeps about .* GiB .* more than the memory limit of",
+        ),
+    ],
+)
+def test_bad_arguments(
+    kwargs: dict[str, Any], error: type[Exception], match: str, tmp_path: Path
+) -> None:
+    # Refused before any work: nothing is submitted, no directory is created.
+    args: dict[str, Any] = {
+        "spec": Spec(widths=(3, 3), samples=10),
+        "progress": False,
+        "out": tmp_path / "never",
+        **kwargs,
+    }
+    with pytest.raises(error, match=match):
+        run(**args)
+    assert not (tmp_path / "never").exists()
+
+
+def test_workers_with_an_executor_is_refused() -> None:
+    with RefusingExecutor(1) as ex, pytest.raises(ValueError, match="workers sizes the default"):
+        run(Spec(widths=(3, 3), samples=10), executor=ex, workers=2, progress=False)
 
 
 class FlakyExecutor(cf.ThreadPoolExecutor):
@@ -216,3 +254,38 @@ def test_progress_bar_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     assert "samples" in capsys.readouterr().err
     run(Spec(widths=(3, 3), samples=20, chunk_size=5), progress=True)  # no terminal: silent
     assert capsys.readouterr().err == ""
+
+
+def test_overlapping_runs_restore_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Run A (seed 1) starts, then run B (seed 2); B finishes last. Saving and restoring per
+    # run, B saved A's 1 and restored it: the count was left at 1 for good.
+    b_started, a_returned = threading.Event(), threading.Event()
+    seen: list[int] = []
+    original = runner.chunk_task
+
+    def task(spec_dict: dict[str, Any], index: int) -> Any:
+        seen.append(get_num_threads())
+        if spec_dict["seed"] == 1:
+            assert b_started.wait(30)
+        else:
+            b_started.set()
+            assert a_returned.wait(30)
+        return original(spec_dict, index)
+
+    monkeypatch.setattr(runner, "chunk_task", task)
+    before = get_num_threads()
+    set_num_threads(3)
+    try:
+
+        def run_a() -> None:
+            run(Spec(widths=(3, 3), samples=5, seed=1), progress=False, workers=2)
+            a_returned.set()
+
+        a = threading.Thread(target=run_a)
+        a.start()
+        run(Spec(widths=(3, 3), samples=5, seed=2), progress=False, workers=2)
+        a.join()
+        assert seen == [1, 1]
+        assert get_num_threads() == 3
+    finally:
+        set_num_threads(before)

@@ -56,7 +56,15 @@ def test_n_chunks(n_chunks: int, samples: int, chunk_size: int) -> None:
             {"widths": (3, 3), "inputs": "manifold", "manifold_dim": 5},
             r"manifold_dim must be in \[1, 3\]",
         ),
-        ({"widths": (3, 3), "samples": 0}, "samples and chunk_size must be >= 1"),
+        ({"widths": (3, 3), "samples": 0}, "samples must be >= 1, got 0"),
+        ({"widths": (3, 3), "chunk_size": -2}, "chunk_size must be >= 1, got -2"),
+        ({"widths": (3, 3), "seed": -1}, "seed must be a non-negative int, got -1"),
+        ({"width": 3, "depth": 0}, r"widths must hold at least two positive integers, got \[3\]"),
+        (
+            {"widths": (3, 3), "samples": 10**12, "chunk_size": 10**12},
+            r"chunk_size=1000000000000 needs about .* GiB per chunk .* more than the memory "
+            r"limit of .* GiB",
+        ),
         ({"widths": (3, 3), "init": "kaiming"}, "unknown init 'kaiming'"),
         ({"widths": (3, 3), "norm": "batch"}, "unknown norm 'batch'"),
         ({"widths": (3, 3), "sigma_b": -1.0}, "sigma_b must be a finite number >= 0"),
@@ -83,3 +91,55 @@ def test_bad_specs(kw: dict[str, Any], match: str) -> None:
 def test_unknown_field() -> None:
     with pytest.raises(ValueError, match="unknown spec field 'colour'; valid fields: "):
         Spec.from_dict({"widths": [3, 3], "colour": 1})
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"residual": "no"}, "residual must be a bool, got str"),
+        ({"fresh_weights": 0}, "fresh_weights must be a bool, got int"),
+        ({"spectra": None}, "spectra must be a bool, got NoneType"),
+        ({"seed": 1.5}, "seed must be an int, got float 1.5"),
+        ({"seed": "x"}, "seed must be an int, got str 'x'"),
+        ({"seed": True}, "seed must be an int, got bool True"),
+        ({"samples": 10.0}, "samples must be an int, got float 10.0"),
+        ({"chunk_size": "100"}, "chunk_size must be an int, got str '100'"),
+        ({"widths": (4.7, 3)}, r"widths\[0\] must be an int, got float 4.7"),
+        ({"widths": (3, np.float64(3))}, r"widths\[1\] must be an int, got float64 3.0"),
+        ({"widths": 3}, "widths must be a sequence of ints, got int"),
+        ({"widths": None, "width": 4, "depth": 2.0}, "depth must be an int, got float 2.0"),
+        ({"manifold_dim": 1.0}, "manifold_dim must be an int, got float"),
+        ({"layer": "kernel", "centers": 2.5}, "centers must be an int, got float 2.5"),
+        ({"sigma_b": "0.1"}, "sigma_b must be a real number, got str '0.1'"),
+        ({"sigma_w": True}, "sigma_w must be a real number, got bool True"),
+        ({"activation": 3}, "activation must be a str or a sequence of str, got int"),
+        ({"activation": ("relu", None)}, "activation entries must be str, got NoneType"),
+        ({"init": None}, "init must be a str, got NoneType"),
+        ({"norm": 1}, "norm must be None or a str, got int"),
+    ],
+)
+def test_bad_field_types(kw: dict[str, Any], match: str) -> None:
+    # Each of these used to pass Spec: truncated (4.7 -> 4), truthy ("no" -> a residual
+    # network) or failing only inside every chunk (a float seed).
+    with pytest.raises(TypeError, match=match):
+        Spec(**{"widths": (3, 3), **kw})
+
+
+def test_numpy_integers_become_ints() -> None:
+    spec = Spec(widths=(np.int32(3), np.int64(4)), seed=np.uint8(5), samples=np.int64(7), sigma_b=1)
+    assert spec.widths == (3, 4) and spec.seed == 5 and spec.samples == 7
+    assert all(type(v) is int for v in (*spec.widths, spec.seed, spec.samples))
+    assert type(spec.sigma_b) is float
+    json.dumps(spec.to_dict())  # serialisable
+    with pytest.raises(TypeError, match=r"widths\[0\] must be an int, got float 2.5"):
+        spec.replace(width=2.5)
+
+
+def test_chunk_bytes_counts_the_recorded_arrays() -> None:
+    from jacgeom.montecarlo.spec import bytes_per_sample
+    from jacgeom.montecarlo.statistics import chunk_statistics
+
+    for kw in ({}, {"layer_ranks": False}, {"spectra": False}, {"residual": True}):
+        spec = Spec(widths=(3, 3, 3), samples=5, chunk_size=5, **kw)
+        stats = chunk_statistics(spec, 0)
+        assert bytes_per_sample(spec) * 5 == sum(a.nbytes for a in stats.values()), kw

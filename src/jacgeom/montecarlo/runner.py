@@ -11,9 +11,12 @@ written by another spec or sampler version is refused.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +26,40 @@ from numpy.typing import NDArray
 from .. import _backends
 from .result import Result, atomic_savez
 from .sampling import SAMPLER
-from .spec import Spec
+from .spec import Spec, bytes_per_sample, memory_limit
 from .statistics import chunk_statistics
 
 __all__ = ["RETRIES", "chunk_task", "run"]
 
 # Times a failing chunk is resubmitted before the run stops.
 RETRIES = 2
+
+
+# Runs with their own thread pool of several workers make the compiled kernels
+# single-threaded while they last. Runs may overlap (threads of one process): the first to
+# start saves the thread count, the last to finish restores it.
+_threads_lock = threading.Lock()
+_single_threaded_runs = 0
+_threads_saved = 1
+
+
+@contextlib.contextmanager
+def single_threaded_kernels() -> Iterator[None]:
+    """jacgeom.set_num_threads(1) for the duration; the count before the first of any
+    overlapping such blocks is restored when the last one ends."""
+    global _single_threaded_runs, _threads_saved
+    with _threads_lock:
+        if _single_threaded_runs == 0:
+            _threads_saved = _backends.get_num_threads()
+            _backends.set_num_threads(1)
+        _single_threaded_runs += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _single_threaded_runs -= 1
+            if _single_threaded_runs == 0:
+                _backends.set_num_threads(_threads_saved)
 
 
 def chunk_path(out: Path, index: int) -> Path:
@@ -73,6 +103,44 @@ def prepare_out_dir(out: Path, spec: Spec) -> dict[int, dict[str, NDArray[Any]]]
     return done
 
 
+def check_run_arguments(
+    spec: Any, executor: Any, progress: Any, out: Any, workers: Any, retries: Any
+) -> None:
+    """TypeError / ValueError naming the first argument of :func:`run` that is not valid."""
+    if not isinstance(spec, Spec):
+        raise TypeError(f"spec must be a jacgeom.montecarlo.Spec, got {type(spec).__name__}")
+    if executor is not None and not isinstance(executor, cf.Executor):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor (for dask, "
+            f"Client.get_executor(pure=False)) or None, got {type(executor).__name__}"
+        )
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
+            raise TypeError(f"workers must be an int or None, got {type(workers).__name__}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if executor is not None:
+            raise ValueError(
+                "workers sizes the default local pool; with an executor, size the executor"
+            )
+    if not (isinstance(progress, bool) or progress == "always"):
+        raise ValueError(f"progress must be True, False or 'always', got {progress!r}")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a path or None, got {type(out).__name__}")
+    if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)):
+        raise TypeError(f"retries must be an int, got {type(retries).__name__}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    # The run returns every per-sample statistic: they must fit in this process.
+    need, limit = spec.samples * bytes_per_sample(spec), memory_limit()
+    if need > limit:
+        raise ValueError(
+            f"samples={spec.samples} keeps about {need / 2**30:.3g} GiB of per-sample "
+            f"statistics ({bytes_per_sample(spec)} bytes each), more than the memory limit "
+            f"of {limit / 2**30:.3g} GiB (this machine's memory); use fewer samples"
+        )
+
+
 def run(
     spec: Spec,
     executor: cf.Executor | None = None,
@@ -96,9 +164,10 @@ def run(
         Checkpoint directory: spec.json and one atomically written file per finished
         chunk. Rerunning the same spec resumes; a different spec is refused.
     workers : int, optional
-        Threads of the default local pool (default: all cores). With more than one, the
-        compiled kernels run single-threaded inside each chunk for the duration of the run
-        (jacgeom.set_num_threads is restored afterwards).
+        Threads of the default local pool, >= 1 (default: all cores); not with
+        ``executor``. With more than one, the compiled kernels run single-threaded inside
+        each chunk for the duration of the run (jacgeom.set_num_threads is restored when the
+        last of any overlapping runs ends).
     retries : int, default 2
         A chunk that raises is resubmitted this many times before the run stops with an
         error naming the chunk (finished chunks stay on disk).
@@ -116,24 +185,43 @@ def run(
     >>> p["lo"] <= theory <= p["hi"]
     True
     """
-    if not isinstance(spec, Spec):
-        raise TypeError(f"spec must be a jacgeom.montecarlo.Spec, got {type(spec).__name__}")
-    if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
+    check_run_arguments(spec, executor, progress, out, workers, retries)
     out_dir = Path(out) if out is not None else None
-    results: dict[int, dict[str, NDArray[Any]]] = prepare_out_dir(out_dir, spec) if out_dir else {}
+    with contextlib.ExitStack() as stack:
+        results = prepare_out_dir(out_dir, spec) if out_dir else {}
+        n_workers = int(workers or os.cpu_count() or 1)
+        if executor is None and n_workers > 1:
+            # With several local chunk workers the parallelism is across chunks: each
+            # kernel runs on one thread, so the cores are not oversubscribed.
+            stack.enter_context(single_threaded_kernels())
+        run_chunks(spec, executor, progress, out_dir, n_workers, retries, results)
+    keys = results[0].keys()
+    data = {k: np.concatenate([results[i][k] for i in range(spec.n_chunks)]) for k in keys}
+    return Result(spec, data)
+
+
+def run_chunks(
+    spec: Spec,
+    executor: cf.Executor | None,
+    progress: bool | str,
+    out_dir: Path | None,
+    n_workers: int,
+    retries: int,
+    results: dict[int, dict[str, NDArray[Any]]],
+) -> None:
+    """Compute the chunks not in ``results`` into it (and into ``out_dir``)."""
     todo = [i for i in range(spec.n_chunks) if i not in results]
     bar = progress_bar(spec, progress, sum(chunk_len(spec, i) for i in results))
     own = executor is None
-    n_workers = workers or os.cpu_count() or 1
     pool = executor or cf.ThreadPoolExecutor(max_workers=n_workers)
-    # With several local chunk workers the parallelism is across chunks: each kernel runs on
-    # one thread for the duration, so the cores are not oversubscribed (restored after).
-    threads_before = _backends.get_num_threads()
-    if own and n_workers > 1:
-        _backends.set_num_threads(1)
     spec_dict = spec.to_dict()
     attempts = dict.fromkeys(todo, 0)
+
+    def keep(i: int, stats: dict[str, NDArray[Any]]) -> None:
+        if out_dir is not None:
+            atomic_savez(chunk_path(out_dir, i), **stats)
+        results[i] = stats
+
     try:
         pending = {pool.submit(chunk_task, spec_dict, i): i for i in todo}
         while pending:
@@ -154,8 +242,7 @@ def run(
                                 _, done_stats = other.result()
                             except Exception:  # noqa: BLE001, S112 - the first failure is reported
                                 continue
-                            if out_dir is not None:
-                                atomic_savez(chunk_path(out_dir, j), **done_stats)
+                            keep(j, done_stats)
                         raise RuntimeError(
                             f"chunk {i} (samples {i * spec.chunk_size} to "
                             f"{i * spec.chunk_size + chunk_len(spec, i) - 1}) failed "
@@ -163,20 +250,14 @@ def run(
                         ) from exc
                     pending[pool.submit(chunk_task, spec_dict, i)] = i
                     continue
-                if out_dir is not None:
-                    atomic_savez(chunk_path(out_dir, i), **stats)
-                results[i] = stats
+                keep(i, stats)
                 if bar is not None:
                     bar.update(chunk_len(spec, i))
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
-            _backends.set_num_threads(threads_before)
         if bar is not None:
             bar.close()
-    keys = results[0].keys()
-    data = {k: np.concatenate([results[i][k] for i in range(spec.n_chunks)]) for k in keys}
-    return Result(spec, data)
 
 
 def chunk_len(spec: Spec, i: int) -> int:

@@ -5,19 +5,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import numpy as np
 
 from ..activations import activation as _lookup
 
-__all__ = ["Spec", "layer_activations"]
+__all__ = [
+    "Spec",
+    "bytes_per_sample",
+    "chunk_bytes",
+    "layer_activations",
+    "memory_limit",
+]
 
 INPUTS = ("gaussian", "sphere", "manifold")
 MANIFOLDS = ("linear", "curved")
 LAYERS = ("activation", "kernel")
 KERNELS = ("rbf", "laplacian", "polynomial")
 INITS = ("he", "xavier", "lecun", "orthogonal", "gaussian")
+_BOOLS = ("residual", "fresh_weights", "layer_ranks", "spectra")
+# What a chunk holds beside its per-sample arrays: the blocks its samples go through the
+# layers in (statistics._BLOCK_BYTES of matrices, a few such arrays alive at once).
+_CHUNK_OVERHEAD = 256 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,26 +121,66 @@ class Spec:
     chunk_size: int = 2000
 
     def __post_init__(self) -> None:
+        # Types first, so every later comparison is between numbers of the right kind (a
+        # float width is refused, never truncated; a numpy integer becomes an int, for JSON).
+        self._normalise_types()
         # Normalised to explicit widths, so equal experiments compare (and serialise) equal.
         if self.widths is None and self.width is not None and self.depth is not None:
-            object.__setattr__(self, "widths", (int(self.width),) * (int(self.depth) + 1))
+            object.__setattr__(self, "widths", (self.width,) * (self.depth + 1))
             object.__setattr__(self, "width", None)
             object.__setattr__(self, "depth", None)
-        if self.widths is not None:
-            object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if isinstance(self.activation, list):
-            object.__setattr__(self, "activation", tuple(self.activation))
-        for name in ("layer_ranks", "spectra"):  # numpy bools become bools (JSON)
-            if isinstance(getattr(self, name), np.bool_):
-                object.__setattr__(self, name, bool(getattr(self, name)))
         self.validate()
 
+    def _normalise_types(self) -> None:
+        """Check every field's type (TypeError naming the field) and store plain Python
+        values: numpy integers as int, numpy bools as bool, sequences as tuples."""
+        for name in _BOOLS:
+            object.__setattr__(self, name, _boolean(name, getattr(self, name)))
+        for name in ("samples", "seed", "chunk_size", "manifold_dim"):
+            object.__setattr__(self, name, _integer(name, getattr(self, name)))
+        for name in ("width", "depth", "centers"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _integer(name, getattr(self, name)))
+        if self.widths is not None:
+            if isinstance(self.widths, (str, bytes)) or not hasattr(self.widths, "__iter__"):
+                raise TypeError(
+                    f"widths must be a sequence of ints, got {type(self.widths).__name__}"
+                )
+            widths = tuple(_integer(f"widths[{i}]", w) for i, w in enumerate(self.widths))
+            object.__setattr__(self, "widths", widths)
+        object.__setattr__(self, "sigma_b", _real("sigma_b", self.sigma_b))
+        for name in ("sigma_w", "gamma"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _real(name, getattr(self, name)))
+        if isinstance(self.activation, (list, tuple)):
+            object.__setattr__(self, "activation", tuple(self.activation))
+            for a in self.activation:
+                if not isinstance(a, str):
+                    raise TypeError(f"activation entries must be str, got {type(a).__name__}")
+        elif not isinstance(self.activation, str):
+            raise TypeError(
+                f"activation must be a str or a sequence of str, got "
+                f"{type(self.activation).__name__}"
+            )
+        for name in ("init", "inputs", "manifold", "layer", "kernel"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str, got {type(getattr(self, name)).__name__}")
+        if self.norm is not None and not isinstance(self.norm, str):
+            raise TypeError(f"norm must be None or a str, got {type(self.norm).__name__}")
+
     def validate(self) -> None:
-        """Raise ValueError naming the first field that is not valid (TypeError for a
-        layer_ranks or spectra that is not a bool)."""
+        """Raise ValueError naming the first field that is not valid.
+
+        Types are checked when the Spec is built (TypeError naming the field: bools are
+        bools, counts and seeds ints, scales real numbers); this checks ranges and
+        combinations, including that one chunk's arrays fit in memory
+        (:func:`chunk_bytes` against :func:`memory_limit`).
+        """
         w = self.resolved_widths()
         if len(w) < 2 or min(w) < 1:
             raise ValueError(f"widths must hold at least two positive integers, got {list(w)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed}")
         acts = (self.activation,) if isinstance(self.activation, str) else self.activation
         for a in acts:
             _lookup(a)
@@ -157,15 +208,22 @@ class Spec:
             raise ValueError(f"unknown manifold {self.manifold!r}; valid choices: linear, curved")
         if self.inputs == "manifold" and not 1 <= self.manifold_dim <= w[0]:
             raise ValueError(f"manifold_dim must be in [1, {w[0]}], got {self.manifold_dim}")
-        for name in ("layer_ranks", "spectra"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
-        if self.samples < 1 or self.chunk_size < 1:
-            raise ValueError("samples and chunk_size must be >= 1")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if not (math.isfinite(self.sigma_b) and self.sigma_b >= 0):
             raise ValueError(f"sigma_b must be a finite number >= 0, got {self.sigma_b}")
         if self.sigma_w is not None and not (math.isfinite(self.sigma_w) and self.sigma_w >= 0):
             raise ValueError(f"sigma_w must be a finite number >= 0, got {self.sigma_w}")
+        need, limit = chunk_bytes(self), memory_limit()
+        if need > limit:
+            raise ValueError(
+                f"chunk_size={self.chunk_size} needs about {_gib(need)} per chunk "
+                f"({bytes_per_sample(self)} bytes per sample, twice while a chunk is "
+                f"assembled), more than the memory limit of {_gib(limit)} (this machine's "
+                f"memory); use a smaller chunk_size"
+            )
 
     def resolved_widths(self) -> tuple[int, ...]:
         """[n_0, ..., n_L] as a tuple."""
@@ -207,7 +265,11 @@ class Spec:
             w = self.resolved_widths()
             width = changes.pop("width", w[0])
             depth = changes.pop("depth", len(w) - 1)
-            d["widths"] = [int(width)] * (int(depth) + 1)
+            # Spec checks the types: a float width is refused there, not truncated here.
+            if isinstance(depth, (int, np.integer)) and not isinstance(depth, bool):
+                d["widths"] = [width] * (int(depth) + 1)
+            else:
+                d["widths"], d["width"], d["depth"] = None, width, depth
         d.update(changes)
         return Spec.from_dict(d)
 
@@ -216,3 +278,58 @@ def layer_activations(spec: Spec) -> list[str]:
     """The activation name of each of the L layers."""
     L = len(spec.resolved_widths()) - 1
     return [spec.activation] * L if isinstance(spec.activation, str) else list(spec.activation)
+
+
+def bytes_per_sample(spec: Spec) -> int:
+    """Bytes of the per-sample arrays one sample records (int64 and float64 entries):
+    active counts, and with ``layer_ranks`` the two layer ranks, per layer; the two ranks;
+    with ``spectra`` the five singular-value statistics."""
+    L = len(spec.resolved_widths()) - 1
+    entries = L * (3 if spec.layer_ranks else 1) + 2 + (5 if spec.spectra else 0)
+    return 8 * entries
+
+
+def chunk_bytes(spec: Spec) -> int:
+    """Estimated peak bytes of one chunk: its per-sample arrays twice (the blocks' arrays and
+    their concatenation are alive together) and the working set of its blocks."""
+    return 2 * min(spec.chunk_size, spec.samples) * bytes_per_sample(spec) + _CHUNK_OVERHEAD
+
+
+def memory_limit() -> int:
+    """The memory a chunk may use: this machine's physical memory (os.sysconf), or 2**40
+    bytes where the platform does not tell."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def _boolean(name: str, value: Any) -> bool:
+    # "no", 0 and 1 are refused: a truthy string would silently switch the option on.
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def _integer(name: str, value: Any) -> int:
+    # 4.7 is refused, not truncated; True is not a count.
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise TypeError(f"{name} must be an int, got {type(value).__name__} {_shown(value)}")
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    ):
+        return float(value)
+    raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    # Strings quoted (so "100" reads as text), numbers as printed (np.float64(3.0) as 3.0).
+    return repr(value) if isinstance(value, (str, bytes)) else str(value)[:80]
