@@ -5,6 +5,7 @@ purpose."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import mpmath
 import numpy as np
@@ -282,3 +283,92 @@ def test_phi_prime_of_e_to_minus_five_billion_is_a_value(backend: str) -> None:
     np.testing.assert_allclose(got, want[::-1], rtol=1e-12)
     assert got[-1] < -4e9
     assert net.exact_rank(x, backend=backend) == 4
+
+
+def _fraction_rank(rows: list[list[Fraction]]) -> int:
+    """Rank by Gaussian elimination in exact rational arithmetic."""
+    M = [list(r) for r in rows]
+    rank, cols = 0, len(M[0]) if M else 0
+    for c in range(cols):
+        pivot = next((i for i in range(rank, len(M)) if M[i][c] != 0), None)
+        if pivot is None:
+            continue
+        M[rank], M[pivot] = M[pivot], M[rank]
+        for i in range(len(M)):
+            if i != rank and M[i][c] != 0:
+                f = M[i][c] / M[rank][c]
+                M[i] = [a - f * b for a, b in zip(M[i], M[rank], strict=True)]
+        rank += 1
+    return rank
+
+
+def _exact_partial_ranks(net: Network, x: np.ndarray) -> list[int]:
+    """Ranks of D_l W_l ... D_1 W_1 in rational arithmetic: every float is a dyadic
+    rational, and relu / leaky_relu / identity have rational phi'."""
+    zs = net.preactivations(x)
+    n0 = len(x)
+    J = [[Fraction(int(i == j)) for j in range(n0)] for i in range(n0)]
+    out = []
+    for W, z, act in zip(net.weights, zs, net.activations, strict=True):
+        d = [Fraction(float(v)) for v in act.derivative(np.asarray(z))]
+        Wf = [[Fraction(float(v)) for v in row] for row in W]
+        J = [
+            [d[i] * sum(Wf[i][k] * J[k][j] for k in range(len(J))) for j in range(n0)]
+            for i in range(len(Wf))
+        ]
+        out.append(_fraction_rank(J))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act", ["relu", "identity", "leaky_relu"])
+def test_sparse_integer_weights_exact_rank_in_rational_arithmetic(backend: str, act: str) -> None:
+    # Weights in {-1, 0, 1}, 60% zeros: blocks of W on the live units are often
+    # rank-deficient although W is not, which no zero row reveals.
+    rng = np.random.default_rng(17)
+    n, L, B = 6, 3, 24
+    deficient = 0
+    for trial in range(6):
+        Ws = [rng.choice([-1.0, 0.0, 0.0, 0.0, 1.0], size=(n, n)) for _ in range(L)]
+        bs = [rng.choice([-1.0, 0.0, 1.0], size=n) for _ in range(L)]
+        net = Network(Ws, bs, activation=act)
+        X = rng.choice([-2.0, -1.0, 1.0, 3.0], size=(B, n))
+        want = np.array([_exact_partial_ranks(net, x) for x in X])
+        deficient += int(np.sum(want[:, -1] < n))
+        np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), want, f"{trial}")
+        np.testing.assert_array_equal(net.exact_rank(X, backend=backend), want[:, -1])
+    assert deficient > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiny_nonzero_weights_keep_their_rank(backend: str) -> None:
+    # diag(1, 1e-20, 1e-200): exact rank 3 (every stored number is exact and nonzero),
+    # whatever a formed product's float64 rank says.
+    net = Network([np.diag([1.0, 1e-20, 1e-200]), np.eye(3)], activation="identity")
+    x = np.ones(3)
+    assert net.exact_rank(x, backend=backend) == 3
+    np.testing.assert_allclose(
+        net.log_singular_values(x, backend=backend),
+        [0.0, math.log(1e-20), math.log(1e-200)],
+        atol=1e-12,
+    )
+    assert net.rank(x, backend=backend) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernel_layer_with_fewer_centres_than_units(backend: str) -> None:
+    # A grad k(h) with p = 2 centres: rank <= 2 whatever the width (5).
+    rng = np.random.default_rng(4)
+    K = jacgeom.KernelLayer(rng.standard_normal((2, 5)), rng.standard_normal((5, 2)), gamma=0.5)
+    net = Network([rng.standard_normal((5, 5)), K, rng.standard_normal((5, 5))], activation="tanh")
+    X = rng.standard_normal((7, 5))
+    np.testing.assert_array_equal(net.exact_rank(X, backend=backend), 2)
+    np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend)[:, 1:], 2)
+    assert np.all(np.isneginf(net.log_singular_values(X, backend=backend)[:, 2:]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_residual_networks_with_non_finite_values_are_an_error(backend: str) -> None:
+    net = Network([np.eye(3) * 1e200, np.eye(3) * 1e200], activation="identity", residual=True)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="not finite"):
+        net.exact_rank(np.full(3, 1e200), backend=backend)

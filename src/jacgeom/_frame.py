@@ -5,19 +5,21 @@ The vectorised twin of jacgeom.reference.network.stable_frame (one sample at a t
 decides each layer's rank with an SVD). Here the structure that makes exact zeros is
 handled where it arises, so that every sample goes through the same batched QRs:
 
+- every layer's rank is decided on its unscaled map on the frame's live directions
+  (numpy.linalg.matrix_rank on unit rows, one batched SVD of values): where it is below
+  what the layer's zero rows alone leave (a rank-deficient block of W on the live units,
+  a rank-deficient W, a kernel layer with fewer centres than units, a singular I + D W),
+  the frame is first restricted to the map's row space, so the lost directions leave
+  exactly (g = -inf), as the reference does;
 - units whose phi' is zero mathematically (jacgeom.Activation.derivative_is_zero) give
   exactly zero rows; the graded QR sorts rows by norm, so Householder leaves R_kk = 0
   exactly for them (no rounding noise) and the direction dies (g = -inf);
 - a layer normalisation's null direction (the all-ones vector) is removed by a fixed
   orthonormal basis B_1 of its complement: D J_N W = (D B_1)(B_1^T J_N W), two steps;
-- a weight matrix of numerical rank rho < min(shape) is applied as W = Y Z^T (Z with rho
-  orthonormal columns, from its SVD, once per network), two steps;
 - saturated units count: rows are scaled by e^(log|phi'| - c), c the largest log|phi'| of
-  the layer, and c joins g, so phi' below the floating-point range does not delete a row.
-
-Residual and kernel layers are taken as non-singular (their Jacobians I + D W and
-A grad k(h) are, except on a set of inputs of measure zero); their rank loss, if any, is
-not detected here.
+  the layer, and c joins g, so phi' below the floating-point range does not delete a row;
+  row scales further apart than e^-1200 are compressed and the excess given back to the
+  directions those rows carry (jacgeom.reference.graded.split_log_scales).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _backends
-from .reference.graded import scaled_norms, split_log_scales, unshift_log_scales
+from .reference.graded import (
+    graded_qr_step_pivoted,
+    map_rank,
+    scaled_norms,
+    split_log_scales,
+    unshift_log_scales,
+)
 
 if TYPE_CHECKING:
     from .network import Network
@@ -119,29 +127,6 @@ def _ones_complement(m: int) -> F64:
     return Q
 
 
-def weight_factors(net: Network) -> list[tuple[F64, F64] | None]:
-    """Per layer, (Y, Z) with W = Y Z^T when W has numerical rank below min(shape), else
-    None (kernel layers: None). Computed once per network."""
-    cached = getattr(net, "_weight_factors_cache", None)
-    if cached is not None:
-        return cached
-    out: list[tuple[F64, F64] | None] = []
-    for W, kernel in zip(net.weights, net.kernel_layers, strict=True):
-        if kernel:
-            out.append(None)
-            continue
-        W64 = np.asarray(W, dtype=np.float64)
-        rho = int(np.linalg.matrix_rank(W64)) if W64.size else 0
-        if rho == min(W64.shape):
-            out.append(None)
-            continue
-        _, _, Vt = np.linalg.svd(W64)
-        Z = np.ascontiguousarray(Vt[:rho].T)
-        out.append((W64 @ Z, Z))
-    object.__setattr__(net, "_weight_factors_cache", out)
-    return out
-
-
 class FrameLayer(NamedTuple):
     """One layer of a chain for :func:`chain_frame`, for a batch of B samples.
 
@@ -160,12 +145,10 @@ class FrameLayer(NamedTuple):
     residual: bool = False
     d: Any = None
     dense: Any = None
-    factor: tuple[F64, F64] | None = None  # W = Y Z^T when W's rank is below min(shape)
 
 
 def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[np.int64]]:
     """g (B, k), V (B, k, n_0) (float64) and the exact ranks (B, L) of a chunk X."""
-    factors = weight_factors(net)
 
     def layers() -> Any:
         for l, (z, d, state) in enumerate(net._layers(X, backend)):
@@ -180,7 +163,6 @@ def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[
                 norm=state if net.norm == "layer" else None,
                 residual=net.residual,
                 d=d,
-                factor=factors[l],
             )
 
     return chain_frame(X.shape[1], X.shape[0], layers())
@@ -209,34 +191,66 @@ def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int6
 
 
 def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
-    if layer.dense is not None:
-        Uz = _live(U, g)
-        A = np.matmul(np.asarray(layer.dense, dtype=np.float64), Uz)
+    Uz = _live(U, g)
+    B = U.shape[0]
+    live = np.count_nonzero(np.isfinite(g), axis=1)
+    if layer.dense is not None or layer.residual:
+        # Formed layer Jacobians (I + D J_N W, or a kernel layer's A grad k): well scaled,
+        # so their rank is decided on them as they are, and a generic one keeps every
+        # live direction up to the output width.
+        if layer.dense is not None:
+            M = np.array(layer.dense, dtype=np.float64)
+        else:
+            check_layer_values(layer.arg, layer.d, layer.act.name, l)
+            M = np.broadcast_to(np.asarray(layer.W, dtype=np.float64), (B,) + layer.W.shape[-2:])
+            if layer.norm is not None:
+                M = _norm_jacobian(M, layer.norm)
+            M = np.asarray(layer.d, dtype=np.float64)[:, :, None] * M
         if layer.residual:
-            A += Uz
+            M = M + np.eye(M.shape[1])
+        if not np.all(np.isfinite(M)):
+            raise FloatingPointError(
+                f"the Jacobian of layer {l} is not finite (non-finite inputs with "
+                "check_finite=False, or weights that overflow); no spectrum or rank exists"
+            )
+        A = np.matmul(M, Uz)
+        Zq, g, V = _deflate(A, scaled_norms(M, axis=2), np.minimum(live, A.shape[1]), g, V)
+        if Zq is not None:
+            A = np.matmul(A, Zq)
         return graded_step(A, g, V)
     act, arg, state = layer.act, layer.arg, layer.norm
     W = np.asarray(layer.W, dtype=np.float64)
-    if layer.residual:
-        Uz = _live(U, g)
-        Y = np.matmul(W, Uz)
-        if state is not None:
-            Y = _norm_jacobian(Y, state)
-        return graded_step(Uz + np.asarray(layer.d, dtype=np.float64)[:, :, None] * Y, g, V)
     zero = act.derivative_is_zero(arg)
     log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
     check_layer_values(arg, log_d[~zero], act.name, l)
+    m = W.shape[-2]
+    # The rank is decided on the unscaled map (rows of the units whose phi' is zero
+    # removed, every other row of unit size): saturation scales rows, it never removes
+    # them. With a layer normalisation the map is J_N W, of rank m - 1 at most (all units
+    # alive); its u-direction is scaled by eps / (var + eps), which the rank decision sees
+    # as a value like any other (as the reference does).
+    Y = np.matmul(W, Uz)
+    if state is not None:
+        X = _norm_jacobian(Y, state)
+        M = _norm_jacobian(np.broadcast_to(W, (B,) + W.shape[-2:]), state)
+        row_norms = scaled_norms(M, axis=2)
+    else:
+        X = Y
+        row_norms = np.broadcast_to(scaled_norms(W, axis=-1), (B, m))
+    alive = np.count_nonzero(~zero, axis=1)
+    generic = np.minimum(live, alive)
+    if state is not None:
+        generic = np.minimum(generic, m - 1)
+    row_norms = np.where(zero, 0.0, row_norms)
+    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, X), row_norms, generic, g, V)
+    if Zq is not None:
+        Y = np.matmul(Y, Zq)
     with np.errstate(invalid="ignore"):
         c = np.max(np.where(zero, -np.inf, log_d), axis=1, initial=-np.inf)
     c = np.where(np.isfinite(c), c, 0.0)
     sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
-    if layer.factor is not None:
-        Ymat, Z = layer.factor
-        U, g, V = graded_step(np.matmul(Z.T, _live(U, g)), g, V)
-        W = Ymat
-    Y = np.matmul(W, _live(U, g))
     if state is not None:
-        B1 = _ones_complement(W.shape[-2])
+        B1 = _ones_complement(m)
         U, g, V = graded_step(np.matmul(B1.T, _norm_jacobian(Y, state)), g, V)
         Y = np.matmul(B1, _live(U, g))
     with np.errstate(invalid="ignore"):
@@ -247,6 +261,38 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V)
     return U, unshift_log_scales(U, g, shift), V
+
+
+def _deflate(
+    X: F64, row_norms: F64, generic: NDArray[np.int64], g: F64, V: F64
+) -> tuple[F64 | None, F64, F64]:
+    """Restrict the frame to the row space of the layer's map on its live directions,
+    X (B, m, r), where X has lower rank than its zero rows explain.
+
+    The rank is jacgeom.reference.graded.map_rank's (row_norms (B, m): the norms of the
+    layer map's rows; a tiny but nonzero weight row stays, a row that cancels on the frame
+    goes). Where it is below ``generic`` (B,), the rank the structure alone leaves (a
+    rank-deficient block of W on the live units, a kernel layer with fewer centres than
+    units), the frame U diag(e^g) V becomes (U Z_1) (Z_1^T diag(e^g) V), Z_1 the leading
+    right singular vectors of X, and the lost directions leave exactly (g = -inf).
+    Returns (Zq, g, V), Zq (B, r, r) to apply to the frame's basis (None when no sample
+    is deficient).
+    """
+    B, m, r = X.shape
+    rank, Xn = map_rank(X, row_norms)
+    need = rank < generic
+    if not need.any():
+        return None, g, V
+    Zq = np.broadcast_to(np.eye(r), (B, r, r)).copy()
+    g, V = g.copy(), V.copy()
+    Vh = np.linalg.svd(Xn[need])[2]
+    # One sample at a time, with dynamic pivoting: Z_1^T's columns are often exactly
+    # dependent (units with parallel rows), where the batched step's static order fails.
+    for i, Zt, k in zip(np.flatnonzero(need), Vh, rank[need], strict=True):
+        Zt[k:] = 0.0
+        Q1, g[i], V[i] = graded_qr_step_pivoted(Zt, g[i], V[i])
+        Zq[i] = Zt.T @ Q1
+    return Zq, g, V
 
 
 class StableSummary(NamedTuple):
@@ -275,9 +321,9 @@ def stable_summary(
         else:
             top, bottom = logs[:, 0], logs[:, -1]
         # Differences, not top + log(...): at |log sigma| ~ 1e160 the sum rounds to top.
-        rank = np.count_nonzero(
-            logs - top[:, None] > np.log(max(shape) * eps), axis=1
-        ).astype(np.int64)
+        rank = np.count_nonzero(logs - top[:, None] > np.log(max(shape) * eps), axis=1).astype(
+            np.int64
+        )
         full = exact_rank == p
         log_cond = np.where(full, top - bottom, np.inf)
         frobenius2 = np.sum(np.exp(2 * logs), axis=1)

@@ -79,6 +79,25 @@ def scaled_norms(A: F64, axis: int) -> F64:
     return np.squeeze(big, axis=axis) * np.linalg.norm(A / safe, axis=axis)
 
 
+def map_rank(XU: F64, row_norms: F64) -> tuple[NDArray[np.int64], F64]:
+    """Rank of a layer's map X on an orthonormal basis U of the frame, (..., m, r).
+
+    ``row_norms`` (..., m) are the norms of X's rows (0 for rows removed). Each row of XU
+    is divided by its row's norm in X, not in XU: a row that XU cancels to rounding noise
+    stays noise. The rank is numpy.linalg.matrix_rank's count with the tolerance of that
+    row-normalised X, max(m, r) eps sqrt(rows), not of XU, whose largest value can itself
+    be noise. Returns the ranks (...) and the row-normalised XU.
+    """
+    Xn = XU / np.where(row_norms > 0, row_norms, 1.0)[..., None]
+    m, r = XU.shape[-2:]
+    if m == 0 or r == 0:
+        return np.zeros(XU.shape[:-2], dtype=np.int64), Xn
+    s = np.linalg.svd(Xn, compute_uv=False)
+    rows = np.count_nonzero(row_norms > 0, axis=-1)
+    tol = max(m, r) * np.finfo(np.float64).eps * np.sqrt(np.maximum(rows, 1))
+    return np.count_nonzero(s > tol[..., None], axis=-1).astype(np.int64), Xn
+
+
 def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     """Refactor A diag(e^g) V = Q diag(e^g') V' for one sample.
 
@@ -116,7 +135,13 @@ def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
         rows = np.argsort(-scaled_norms(A, axis=1), kind="stable")
         Q, R = np.linalg.qr(A[rows])
         Q = Q[np.argsort(rows)]
-        q = R.shape[0]
+    return (Q, *_graded_from_r(R, g, V))
+
+
+def _graded_from_r(R: F64, g: F64, V: F64) -> tuple[F64, F64]:
+    """g' and V' of R diag(e^g) V = diag(e^g') V', R (q, k) upper triangular."""
+    q = R.shape[0]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         diag = np.abs(np.diagonal(R))
         new_g = np.log(diag) + g[:q]
         log_ratio = np.log(np.abs(R)) - np.log(diag)[:, None] + g[None, :] - g[:q, None]
@@ -124,7 +149,47 @@ def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
         alive = np.isfinite(new_g)
         coeff = np.where(np.isfinite(coeff) & alive[:, None], coeff, 0.0)
         new_g = np.where(alive, new_g, -np.inf)
-    return Q, new_g, coeff @ V
+    return new_g, coeff @ V
+
+
+def graded_qr_step_pivoted(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
+    """:func:`graded_qr_step` with dynamic column pivoting: Householder QR that takes, at
+    each step, the column whose remaining part has the largest scaled norm
+    log ||a_j|| + g_j. Rank-revealing where columns of A are exactly dependent (two units
+    with parallel weight rows), which the static order of graded_qr_step is not: there
+    R_kk can vanish while a later column still adds a direction."""
+    A = np.array(A, dtype=np.float64)
+    g = np.array(g, dtype=np.float64)
+    V = np.array(V, dtype=np.float64)
+    m, k = A.shape
+    q = min(m, k)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        norms = scaled_norms(A, axis=0)
+        A /= np.where(norms > 0, norms, 1.0)
+        g = g + np.log(norms)
+        g = np.where(np.isnan(g), -np.inf, g)
+        reflectors = []
+        for j in range(q):
+            key = np.log(scaled_norms(A[j:, j:], axis=0)) + g[j:]
+            key = np.where(np.isnan(key), -np.inf, key)
+            p = j + int(np.argmax(key))
+            if not np.isfinite(key[p - j]):
+                break  # what is left is exactly zero (or dead): R_ii = 0 from here on
+            A[:, [j, p]] = A[:, [p, j]]
+            g[[j, p]] = g[[p, j]]
+            V[[j, p]] = V[[p, j]]
+            x = A[j:, j]
+            v = x.copy()
+            v[0] += math.copysign(float(scaled_norms(x, axis=0)), x[0])
+            v /= scaled_norms(v, axis=0)
+            A[j:, j:] -= 2.0 * np.outer(v, v @ A[j:, j:])
+            reflectors.append((j, v))
+        R = np.triu(A[:q])
+        R[len(reflectors) :] = 0.0
+        Q = np.eye(m)[:, :q]
+        for j, v in reversed(reflectors):
+            Q[j:] -= 2.0 * np.outer(v, v @ Q[j:])
+    return (Q, *_graded_from_r(R, g, V))
 
 
 def graded_log_singular_values(g: NDArray[Any], V: NDArray[Any]) -> F64:

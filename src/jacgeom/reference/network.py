@@ -17,7 +17,10 @@ from numpy.typing import NDArray
 from .graded import (
     graded_log_singular_values,
     graded_qr_step,
+    graded_qr_step_pivoted,
+    map_rank,
     numerical_rank_from_logs,
+    scaled_norms,
     split_log_scales,
     unshift_log_scales,
 )
@@ -209,6 +212,11 @@ def _layer_factors(
     if _is_kernel(net, l):
         out, J = W.forward(h), W.jacobian(h)
         A = np.asarray(J, dtype=np.float64)
+        if not np.all(np.isfinite(A)):
+            raise FloatingPointError(
+                f"the Jacobian of layer {l} is not finite (non-finite inputs with "
+                "check_finite=False, or weights that overflow); no spectrum or rank exists"
+            )
         if net.residual:
             A = A + np.eye(A.shape[0])
             out = h + out
@@ -227,17 +235,17 @@ def _layer_factors(
         M = J_norm @ W64
     a = act.phi(arg)
     out = h + a if net.residual else a
+    if not np.all(np.isfinite(arg)):
+        raise FloatingPointError(
+            f"the pre-activations of layer {l} are not finite (non-finite inputs with "
+            "check_finite=False, or weights that overflow); no spectrum or rank exists"
+        )
     if net.residual:
         d = act.derivative(arg).astype(np.float64)
         A = np.eye(M.shape[0]) + d[:, None] * M
         return out, A, *_unscaled(M.shape[0])
     alive = ~act.derivative_is_zero(arg)
     log_d = act.log_abs_derivative(arg.astype(np.float64))
-    if not np.all(np.isfinite(arg)):
-        raise FloatingPointError(
-            f"the pre-activations of layer {l} are not finite (non-finite inputs with "
-            "check_finite=False, or weights that overflow); no spectrum or rank exists"
-        )
     if np.any(np.isnan(log_d[alive])):
         raise FloatingPointError(
             f"phi' of activation {act.name!r} is NaN at layer {l} for finite pre-activations"
@@ -264,7 +272,8 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     -----
     Per layer: X U (X the layer's map on its live units, U the frame's orthonormal basis
     of the range so far) has the rank r_l of the partial product, decided by
-    numpy.linalg.matrix_rank on a matrix no worse conditioned than one layer. Where
+    jacgeom.reference.graded.map_rank (numpy.linalg.matrix_rank's count on X U with rows
+    divided by X's row norms) on a matrix no worse conditioned than one layer. Where
     r_l < r, the frame is first restricted to the row space of X U (right singular
     vectors Z_1): A diag(e^g) V -> (A Z_1) (Z_1^T diag(e^g) V), so the lost directions
     leave exactly. Then C U diag(e^g) V is refactored by :func:`graded_qr_step`.
@@ -279,10 +288,11 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
         h, X, sign, t, c, alive = _layer_factors(net, l, h)
         XU = X @ U
         r = U.shape[1]
-        r_l = int(np.linalg.matrix_rank(XU)) if XU.size else 0
+        r_l, Xn = map_rank(XU, scaled_norms(X, axis=1))
+        r_l = int(r_l)
         if r_l < r:
-            Z1 = np.linalg.svd(XU)[2][:r_l].T if r_l else np.zeros((r, 0))
-            Q1, g, V = graded_qr_step(Z1.T, g, V)
+            Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((r, 0))
+            Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
             XU = XU @ (Z1 @ Q1)
         # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
         # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
