@@ -7,6 +7,7 @@ readable numpy reference ("numpy").
 """
 
 from importlib import metadata as _metadata
+from pathlib import Path as _Path
 
 from ._backends import backends, get_num_threads, set_num_threads
 from .activations import Activation, activation, activation_names
@@ -28,6 +29,35 @@ try:  # one version, pyproject.toml's [project] version, as installed
 except _metadata.PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
 
+
+def get_include() -> str:
+    """The folder of jacgeom's C++ headers, for compiling against the C-level API.
+
+    Returns
+    -------
+    str
+        A folder holding ``jacgeom/capi.hpp`` and the kernels' other headers (pure C++,
+        no Python headers): pass it as an include directory. Cython code needs no include
+        directory to ``cimport jacgeom.cython_kernels``; the ``.pxd`` is found on sys.path.
+
+    Notes
+    -----
+    An installed wheel carries the headers in ``jacgeom/include``; an editable install of a
+    source checkout reads them from ``csrc/include``.
+
+    Examples
+    --------
+    >>> import os, jacgeom
+    >>> os.path.isfile(os.path.join(jacgeom.get_include(), "jacgeom", "capi.hpp"))
+    True
+    """
+    here = _Path(__file__).resolve().parent
+    installed = here / "include"
+    if (installed / "jacgeom" / "capi.hpp").is_file():
+        return str(installed)
+    return str(here.parent.parent / "csrc" / "include")
+
+
 __all__ = [
     "Activation",
     "HomeomorphismReport",
@@ -37,6 +67,7 @@ __all__ = [
     "active_rank",
     "activation_names",
     "backends",
+    "get_include",
     "get_num_threads",
     "homeomorphism_report",
     "jacobian_rank",

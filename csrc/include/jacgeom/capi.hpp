@@ -1,0 +1,367 @@
+// One-sample kernels over raw pointers and element strides, with the caller's workspace:
+// the C-level API that jacgeom.cython_kernels exports to Cython, Numba and C/C++ callers.
+//
+// Nothing here allocates, throws or touches Python: each function returns a status (>= 0
+// success, < 0 one of the Status codes) so that it can run inside a caller's nogil loop.
+// The arithmetic is that of the batched kernels, step for step (the same inline functions
+// of activations.hpp, rank.hpp and svd.hpp wherever they take no allocating workspace), so
+// a result equals the Python API's (backend "cpp") bit for bit when both are built with the
+// same flags (setup.py builds both from tools/build_flags.py).
+//
+// Strides count elements, not bytes, and may be negative or zero (a zero stride repeats
+// one entry). Workspaces are arrays of doubles of the length the *_workspace functions
+// return; their address needs only double alignment (regions inside are rounded up to
+// 64 bytes from wherever the buffer starts).
+//
+// BLAS/LAPACK: the kernels call lapack::routines<T>(), which the including module must fill
+// (jacgeom.cython_kernels does it at import, from scipy's capsules, as jacgeom._core does).
+// A C++ program that includes this header fills them itself with the same routines.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "activations.hpp"
+#include "lapack.hpp"
+#include "rank.hpp"
+#include "svd.hpp"
+
+namespace jacgeom::capi {
+
+enum Status : int {
+    kOk = 0,
+    kBadArgument = -1,     // a negative size, an unknown activation, a bad tolerance
+    kNotRegistered = -2,   // BLAS/LAPACK pointers missing (the module was not initialised)
+    kTooLarge = -3,        // beyond kMaxMatrixBytes (see below)
+    kWorkspaceSmall = -4,  // lwork below what the *_workspace function returns
+    kNonFinite = -5,       // a NaN or an infinity where a finite matrix is needed
+    kLapackFailed = -6,    // dqds did not converge (LAPACK's info > 0)
+};
+
+// The one-sample SVD here is svd.hpp's written-out path (Householder bidiagonalisation,
+// then LAPACK's dqds), which the batched kernels take for every matrix up to kQrFirstBytes
+// (they factor larger tall ones by geqrf first, and go to gesdd above kReducedBytes).
+// Above this size a call returns kTooLarge rather than give different bits; the per-call
+// API is meant for small matrices, where Python's overhead dominates.
+inline constexpr index_t kMaxMatrixBytes = kQrFirstBytes;
+
+// rows * cols * sizeof(T) > kMaxMatrixBytes, without overflowing for huge sizes.
+template <class T>
+inline bool too_large(index_t rows, index_t cols) {
+    return rows > 0 && cols > kMaxMatrixBytes / index_t(sizeof(T)) / rows;
+}
+
+inline index_t round_up(index_t bytes) { return (bytes + 63) / 64 * 64; }
+inline index_t bytes_to_doubles(index_t bytes) { return (bytes + 7) / 8 + 8; }  // + 64 B slack to align the start
+
+// The first 64-byte boundary at or after work: regions are laid out from there.
+inline char* aligned_start(double* work) {
+    const auto a = reinterpret_cast<std::uintptr_t>(work);
+    return reinterpret_cast<char*>((a + 63) / 64 * 64);
+}
+
+template <class T>
+inline bool routines_ready() {
+    const auto& r = lapack::routines<T>();
+    return r.syrk && r.gesdd && r.geqrf && r.trtri && r.potrf && r.gemm && r.bdsqr && r.gebrd;
+}
+
+// ---------------------------------------------------------------------------------------
+// phi'(z) of a vector: out[i * out_stride] = phi'(z[i * z_stride]), i < count.
+// One loop per activation with the switch folded away, as layer.hpp's derivatives_of.
+
+template <class T, int Code>
+inline void derivative_loop(const T* z, index_t zs, T* out, index_t os, index_t count, T param) {
+    for (index_t i = 0; i < count; ++i) out[i * os] = derivative<T>(Code, param, z[i * zs]);
+}
+
+template <class T>
+int derivatives(int code, T param, const T* z, index_t zs, T* out, index_t os, index_t count) {
+    if (count < 0 || !activation_supported(code)) return kBadArgument;
+    switch (code) {
+        case kIdentity: derivative_loop<T, kIdentity>(z, zs, out, os, count, param); break;
+        case kRelu: derivative_loop<T, kRelu>(z, zs, out, os, count, param); break;
+        case kLeakyRelu: derivative_loop<T, kLeakyRelu>(z, zs, out, os, count, param); break;
+        case kSigmoid: derivative_loop<T, kSigmoid>(z, zs, out, os, count, param); break;
+        case kTanh: derivative_loop<T, kTanh>(z, zs, out, os, count, param); break;
+        case kGelu: derivative_loop<T, kGelu>(z, zs, out, os, count, param); break;
+        case kGeluTanh: derivative_loop<T, kGeluTanh>(z, zs, out, os, count, param); break;
+        case kSoftplus: derivative_loop<T, kSoftplus>(z, zs, out, os, count, param); break;
+        case kElu: derivative_loop<T, kElu>(z, zs, out, os, count, param); break;
+        case kSilu: derivative_loop<T, kSilu>(z, zs, out, os, count, param); break;
+        default: return kBadArgument;
+    }
+    return kOk;
+}
+
+// ---------------------------------------------------------------------------------------
+// Singular values of a column-major (rows, cols) matrix A (leading dimension lda,
+// destroyed) into s (min(rows, cols), descending): SvdWorkspace::run's written-out path
+// (run_reduced, bidiagonal, finish) with the buffer bd of bd_entries<T>(rows, cols) entries
+// given instead of owned. Only for rows * cols * sizeof(T) <= kMaxMatrixBytes, where that
+// path never factors by geqrf first.
+
+template <class T>
+inline index_t bd_entries(index_t rows, index_t cols) {
+    const index_t p = std::min(rows, cols), q = std::max(rows, cols);
+    return (rows < cols ? p * q : 0) + 8 * p + q + 1;
+}
+
+template <class T>
+int svd_values(T* A, index_t rows, index_t cols, index_t lda, T* s, T* bd) {
+    const index_t p = std::min(rows, cols), q = std::max(rows, cols);
+    if (p == 0) return kOk;
+    // bidiagonal(): the tall transpose, then A scaled by 2^-exponent (largest entry in
+    // [0.5, 1)), then detail::bidiagonalize.
+    const index_t copy = rows < cols ? p * q : 0;
+    T* M = A;
+    index_t ldm = lda;
+    if (rows < cols) {
+        for (index_t j = 0; j < cols; ++j)
+            for (index_t i = 0; i < rows; ++i) bd[j + i * cols] = A[i + j * lda];
+        M = bd;
+        ldm = cols;
+    }
+    T amax = 0;
+    bool finite = true;
+    for (index_t j = 0; j < p; ++j)
+        for (index_t i = 0; i < q; ++i) {
+            const T a = std::fabs(M[i + j * ldm]);
+            finite = finite && a <= std::numeric_limits<T>::max();
+            amax = std::max(amax, a);
+        }
+    if (!finite) {
+        std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+        return kNonFinite;
+    }
+    if (amax == T(0)) {
+        std::fill(s, s + p, T(0));
+        return kOk;
+    }
+    int exponent = 0;
+    std::frexp(amax, &exponent);
+    const T f = std::ldexp(T(1), -exponent);
+    const bool exact = std::isnormal(f);
+    for (index_t j = 0; j < p; ++j) {
+        T* col = M + j * ldm;
+        if (exact)
+            for (index_t i = 0; i < q; ++i) col[i] *= f;
+        else
+            for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
+    }
+    T* d = bd + copy;
+    T* e = d + p;
+    T* w = e + p;  // q + 2 p scratch, then 4 p for bdsqr (e + p)
+    detail::bidiagonalize(M, q, p, ldm, d, e, w);
+    // finish(): dqds on the scaled bidiagonal, unscaled into s.
+    const auto& L = lapack::routines<T>();
+    const int n = static_cast<int>(p), zero = 0, one = 1;
+    int info = 0;
+    T dummy = 0;
+    L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
+            e + p, &info);
+    if (info != 0) {
+        std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
+        return kLapackFailed;
+    }
+    for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
+    return kOk;
+}
+
+// Workspace (doubles) of singular_values for a (rows, cols) matrix; -1 when too large.
+template <class T>
+index_t singular_values_workspace(index_t rows, index_t cols) {
+    if (rows < 0 || cols < 0) return kBadArgument;
+    if (too_large<T>(rows, cols)) return kTooLarge;
+    const index_t bytes = round_up(rows * cols * index_t(sizeof(T))) +
+                          round_up(bd_entries<T>(cols, rows) * index_t(sizeof(T)));
+    return bytes_to_doubles(bytes);
+}
+
+// Singular values of the (rows, cols) matrix A[i * rs + j * cs], descending, into
+// s[k * ss], k < min(rows, cols). As jacgeom.layer_singular_values (identity activation):
+// A is copied row-major, which is the column-major (cols, rows) matrix of A^T (the same
+// singular values), and reduced as layer.hpp's singular_values reduces it.
+// log_values: s holds log(sigma_k) instead (std::log; -inf for an exact zero).
+template <class T>
+int singular_values(const T* A, index_t rows, index_t cols, index_t rs, index_t cs, T* s,
+                    index_t ss, double* work, index_t lwork, bool log_values) {
+    const index_t need = singular_values_workspace<T>(rows, cols);
+    if (need < 0) return static_cast<int>(need);
+    if (lwork < need) return kWorkspaceSmall;
+    if (!routines_ready<T>()) return kNotRegistered;
+    const index_t p = std::min(rows, cols);
+    if (p == 0) return kOk;
+    char* base = aligned_start(work);
+    T* a = reinterpret_cast<T*>(base);
+    T* bd = reinterpret_cast<T*>(base + round_up(rows * cols * index_t(sizeof(T))));
+    for (index_t i = 0; i < rows; ++i)
+        for (index_t j = 0; j < cols; ++j) a[i * cols + j] = A[i * rs + j * cs];
+    // svd_values writes p contiguous values; with a stride they go to a first (the copy of
+    // A is dead once the bidiagonal form is in bd), then out.
+    const int status = svd_values(a, cols, rows, cols, ss == 1 ? s : a, bd);
+    if (ss != 1)
+        for (index_t k = 0; k < p; ++k) s[k * ss] = a[k];
+    if (status == kOk && log_values)
+        for (index_t k = 0; k < p; ++k) s[k * ss] = std::log(s[k * ss]);
+    return status;
+}
+
+// ---------------------------------------------------------------------------------------
+// Rank of diag(scale) W restricted to the rows with scale != 0 (a 0/1 mask: rank(W[mask])),
+// numpy.linalg.matrix_rank's rule: rank.hpp's masked_rank for one mask, the same
+// certificate (shifted Cholesky of the double Gram matrix, gathered from row_gram when the
+// caller passes W W^T and k <= n, else one syrk) and the same fallback to the singular
+// values, counted by count_above. tol_mode / tol_value: RankTolerance (0 numpy's default
+// rtol, 1 absolute tol, 2 relative rtol).
+
+template <class T>
+index_t masked_rank_workspace(index_t m, index_t n) {
+    if (m < 0 || n < 0) return kBadArgument;
+    if (too_large<T>(m, n)) return kTooLarge;
+    const index_t p = std::min(m, n);
+    const index_t bytes = round_up(m * index_t(sizeof(index_t))) +  // idx
+                          round_up(m * n * 8) +                    // Ad (double)
+                          round_up(p * p * 8) +                    // G (double)
+                          round_up(m * n * index_t(sizeof(T))) +   // At
+                          round_up(p * index_t(sizeof(T))) +       // s
+                          round_up(bd_entries<T>(n, m) * index_t(sizeof(T)));  // SVD
+    return bytes_to_doubles(bytes);
+}
+
+// Scale: any callable i -> T (the i-th row's factor; 0 drops the row).
+template <class T, class Scale>
+std::int64_t scaled_rank(const T* W, index_t m, index_t n, index_t rs, index_t cs, Scale scale,
+                         int tol_mode, double tol_value, const double* row_gram, double* work,
+                         index_t lwork) {
+    const index_t need = masked_rank_workspace<T>(m, n);
+    if (need < 0) return need;
+    if (tol_mode < 0 || tol_mode > 2 || !(tol_value >= 0) || !std::isfinite(tol_value))
+        return kBadArgument;
+    if (lwork < need) return kWorkspaceSmall;
+    if (!routines_ready<T>()) return kNotRegistered;
+    const index_t pmax = std::min(m, n);
+    char* base = aligned_start(work);
+    index_t* idx = reinterpret_cast<index_t*>(base);
+    base += round_up(m * index_t(sizeof(index_t)));
+    double* Ad = reinterpret_cast<double*>(base);
+    base += round_up(m * n * 8);
+    double* G = reinterpret_cast<double*>(base);
+    base += round_up(pmax * pmax * 8);
+    T* At = reinterpret_cast<T*>(base);
+    base += round_up(m * n * index_t(sizeof(T)));
+    T* s = reinterpret_cast<T*>(base);
+    base += round_up(pmax * index_t(sizeof(T)));
+    T* bd = reinterpret_cast<T*>(base);
+
+    const RankTolerance tol{tol_mode, tol_value};
+    const double eps_t = std::numeric_limits<T>::epsilon();
+    index_t k = 0;
+    for (index_t i = 0; i < m; ++i)
+        if (scale(i) != T(0)) idx[k++] = i;
+    const index_t p = std::min(k, n);
+    if (p == 0) return 0;
+    // Step 1 of rank.hpp: the certificate of full rank p.
+    const auto& Ld = lapack::routines<double>();
+    const int pp = static_cast<int>(p), nn = static_cast<int>(n), kk = static_cast<int>(k);
+    if (k <= n && row_gram) {
+        for (index_t c = 0; c < p; ++c) {
+            const index_t ic = idx[c];
+            const double sc_c = double(scale(ic));
+            const double* rg = row_gram + ic * m;
+            for (index_t r = 0; r <= c; ++r) {
+                const index_t ir = idx[r];
+                G[r + c * p] = sc_c * double(scale(ir)) * rg[ir];
+            }
+        }
+    } else {
+        for (index_t r = 0; r < k; ++r) {
+            const index_t i = idx[r];
+            const double si = double(scale(i));
+            const T* w = W + i * rs;
+            double* o = Ad + r * n;
+            for (index_t j = 0; j < n; ++j) o[j] = si * double(w[j * cs]);
+        }
+        const double one = 1, zero = 0;
+        if (k <= n)
+            Ld.syrk("U", "T", &kk, &nn, &one, Ad, &nn, &zero, G, &pp);
+        else
+            Ld.syrk("U", "N", &nn, &kk, &one, Ad, &nn, &zero, G, &pp);
+    }
+    if (certify_full_rank(G, p, k, n, k, tol, eps_t)) return p;
+    // Step 2: the singular values of the kept, scaled rows (row-major (k, n) = column-major
+    // (n, k)), in the input precision.
+    for (index_t r = 0; r < k; ++r) {
+        const index_t i = idx[r];
+        const T si = scale(i);
+        const T* w = W + i * rs;
+        T* o = At + r * n;
+        for (index_t j = 0; j < n; ++j) o[j] = si * w[j * cs];
+    }
+    // The batched kernel counts the NaNs SvdWorkspace::run returns for a non-finite W as
+    // rank 0 (the Python layer has rejected such W before); here the caller learns why.
+    const int status = svd_values(At, n, k, n, s, bd);
+    if (status != kOk) return status;
+    return count_above(s, p, tol, k, n);
+}
+
+template <class T>
+std::int64_t masked_rank(const T* W, index_t m, index_t n, index_t rs, index_t cs,
+                         const unsigned char* mask, index_t ms, int tol_mode, double tol_value,
+                         const double* row_gram, double* work, index_t lwork) {
+    return scaled_rank<T>(
+        W, m, n, rs, cs, [&](index_t i) { return mask[i * ms] ? T(1) : T(0); }, tol_mode,
+        tol_value, row_gram, work, lwork);
+}
+
+template <class T>
+std::int64_t row_scaled_rank(const T* W, index_t m, index_t n, index_t rs, index_t cs,
+                             const T* scale, index_t ss, int tol_mode, double tol_value,
+                             const double* row_gram, double* work, index_t lwork) {
+    return scaled_rank<T>(
+        W, m, n, rs, cs, [&](index_t i) { return scale[i * ss]; }, tol_mode, tol_value,
+        row_gram, work, lwork);
+}
+
+// W W^T in double (m, m, row-major), the row Gram matrix masked_rank gathers from when a
+// caller ranks many masks of one W (k <= n kept rows: no flops per mask beyond the gather).
+template <class T>
+int row_gram(const T* W, index_t m, index_t n, index_t rs, index_t cs, double* out) {
+    if (m < 0 || n < 0) return kBadArgument;
+    for (index_t i = 0; i < m; ++i)
+        for (index_t l = 0; l <= i; ++l) {
+            double acc = 0;
+            for (index_t j = 0; j < n; ++j) acc += double(W[i * rs + j * cs]) * double(W[l * rs + j * cs]);
+            out[i * m + l] = acc;
+            out[l * m + i] = acc;
+        }
+    return kOk;
+}
+
+// ---------------------------------------------------------------------------------------
+// Registration of the BLAS/LAPACK routines by name ("dsyrk", "sgesdd", ...): a pointer
+// read from scipy's capsules. Returns false for a name the kernels do not use.
+inline bool set_routine(const char* name, void* pointer) {
+    if (!name || !(name[0] == 'd' || name[0] == 's')) return false;
+    const char* rest = name + 1;
+    auto fill = [&](auto& r) {
+        using R = std::remove_reference_t<decltype(r)>;
+        if (!std::strcmp(rest, "syrk")) r.syrk = reinterpret_cast<decltype(R::syrk)>(pointer);
+        else if (!std::strcmp(rest, "gesdd")) r.gesdd = reinterpret_cast<decltype(R::gesdd)>(pointer);
+        else if (!std::strcmp(rest, "geqrf")) r.geqrf = reinterpret_cast<decltype(R::geqrf)>(pointer);
+        else if (!std::strcmp(rest, "trtri")) r.trtri = reinterpret_cast<decltype(R::trtri)>(pointer);
+        else if (!std::strcmp(rest, "potrf")) r.potrf = reinterpret_cast<decltype(R::potrf)>(pointer);
+        else if (!std::strcmp(rest, "gemm")) r.gemm = reinterpret_cast<decltype(R::gemm)>(pointer);
+        else if (!std::strcmp(rest, "bdsqr")) r.bdsqr = reinterpret_cast<decltype(R::bdsqr)>(pointer);
+        else if (!std::strcmp(rest, "gebrd")) r.gebrd = reinterpret_cast<decltype(R::gebrd)>(pointer);
+        else return false;
+        return true;
+    };
+    return name[0] == 'd' ? fill(lapack::routines<double>()) : fill(lapack::routines<float>());
+}
+
+}  // namespace jacgeom::capi
