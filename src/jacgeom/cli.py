@@ -147,10 +147,11 @@ def _mc(args: argparse.Namespace) -> int:
             if args.out:
                 from pathlib import Path
 
-                out = Path(args.out) / "_".join(
-                    f"{k}={v if not isinstance(v, tuple) else '-'.join(map(str, v))}"
-                    for k, v in point.items()
-                )
+                from .montecarlo.sweep import run_directory_name
+
+                # Every field that changes the samples is in the name (the seed too), so
+                # another experiment never lands in, and is refused by, this one's directory.
+                out = Path(args.out) / run_directory_name(point, spec)
             results.append(
                 (
                     point,

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import json
 import math
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 
 from jacgeom import get_num_threads, set_num_threads
 from jacgeom.montecarlo import Spec, run, runner
+from jacgeom.montecarlo.checkpoint import CheckpointWarning, directory_lock
 from jacgeom.montecarlo.sampling import SAMPLER
 
 from .helpers import assert_same
@@ -110,7 +112,10 @@ def test_partial_directory_computes_only_missing(tmp_path: Path) -> None:
     full = run(spec, progress=False, out=tmp_path)
     (tmp_path / "chunk-000002.npz").unlink()
     (tmp_path / "chunk-000004.npz").write_bytes(b"damaged")
-    assert_same(full, run(spec, progress=False, out=tmp_path))
+    with pytest.warns(
+        CheckpointWarning, match=r"chunk-000004.npz' is not merged .* cannot be read"
+    ):
+        assert_same(full, run(spec, progress=False, out=tmp_path))
 
 
 def test_unwritable_out(tmp_path: Path) -> None:
@@ -289,3 +294,181 @@ def test_overlapping_runs_restore_the_thread_count(monkeypatch: pytest.MonkeyPat
         assert get_num_threads() == 3
     finally:
         set_num_threads(before)
+
+
+def _rewrite_chunk(path: Path, change: Any) -> None:
+    """Rewrite a chunk file as a valid .npz whose arrays ``change`` edits in place, the
+    meta (hash, index, count, checksum) kept as it was."""
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def _truncate(arrays: dict[str, Any]) -> None:
+    for k in arrays:
+        if k != "meta":
+            arrays[k] = arrays[k][:10]
+
+
+def _edit(arrays: dict[str, Any]) -> None:
+    arrays["rank"] = arrays["rank"].copy()
+    arrays["rank"][0] -= 1
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (_truncate, r"its array 'active_counts' has shape \(10, 1\), expected \(100, 1\)"),
+        (_edit, "its arrays do not match their checksum"),
+        (lambda a: a.pop("rank"), "it holds arrays .*, expected .*'rank'"),
+        (lambda a: a.pop("meta"), "cannot be read as a chunk .*KeyError"),
+    ],
+)
+def test_wrong_chunk_content_is_recomputed(tmp_path: Path, change: Any, why: str) -> None:
+    spec = Spec(widths=(6, 6), samples=400, chunk_size=100, seed=9)
+    fresh = run(spec, progress=False)
+    run(spec, progress=False, out=tmp_path)
+    _rewrite_chunk(tmp_path / "chunk-000002.npz", change)
+    with pytest.warns(CheckpointWarning, match=rf"chunk-000002.npz' is not merged .*{why}"):
+        resumed = run(spec, progress=False, out=tmp_path)
+    assert resumed.samples == 400
+    assert_same(fresh, resumed)
+    # The file was rewritten: a third run merges it without a word.
+    assert_same(fresh, run(spec, progress=False, out=tmp_path))
+
+
+def test_swapped_chunks_are_recomputed(tmp_path: Path) -> None:
+    spec = Spec(widths=(6, 6), samples=400, chunk_size=100, seed=9)
+    fresh = run(spec, progress=False)
+    run(spec, progress=False, out=tmp_path)
+    one, two = tmp_path / "chunk-000001.npz", tmp_path / "chunk-000002.npz"
+    one.rename(tmp_path / "x")
+    two.rename(one)
+    (tmp_path / "x").rename(two)
+    with pytest.warns(CheckpointWarning) as caught:
+        assert_same(fresh, run(spec, progress=False, out=tmp_path))
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert (
+        "chunk-000001.npz' is not merged" in messages[0]
+        and "holds chunk 2, not chunk 1" in messages[0]
+    )
+    assert (
+        "chunk-000002.npz' is not merged" in messages[1]
+        and "holds chunk 1, not chunk 2" in messages[1]
+    )
+
+
+def test_missing_spec_json_does_not_let_another_seed_reuse_chunks(tmp_path: Path) -> None:
+    spec = Spec(widths=(6, 6), samples=300, chunk_size=100, seed=3)
+    run(spec, progress=False, out=tmp_path)
+    (tmp_path / "spec.json").unlink()
+    other = spec.replace(seed=4)
+    with pytest.warns(CheckpointWarning, match="written for another spec") as caught:
+        got = run(other, progress=False, out=tmp_path)
+    assert len(caught) == 3
+    assert_same(got, run(other, progress=False))
+    assert json.loads((tmp_path / "spec.json").read_text())["seed"] == 4
+
+
+def test_older_chunks_without_meta_are_recomputed(tmp_path: Path) -> None:
+    spec = Spec(widths=(4, 4), samples=100, chunk_size=100, seed=2)
+    fresh = run(spec, progress=False)
+    run(spec, progress=False, out=tmp_path)
+    _rewrite_chunk(tmp_path / "chunk-000000.npz", lambda a: a.pop("meta"))
+    with pytest.warns(CheckpointWarning, match="cannot be read as a chunk"):
+        assert_same(fresh, run(spec, progress=False, out=tmp_path))
+
+
+class RecordingExecutor(cf.ThreadPoolExecutor):
+    """Runs chunks, remembering which were submitted."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.submitted: list[int] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        self.submitted.append(args[1])
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize(("first", "recomputed"), [(300, [3, 4]), (250, [2, 3, 4]), (700, [])])
+def test_more_or_fewer_samples_reuse_the_chunks_in_common(
+    tmp_path: Path, first: int, recomputed: list[int]
+) -> None:
+    spec = Spec(widths=(6, 6), samples=500, chunk_size=100, seed=5)
+    run(spec.replace(samples=first), progress=False, out=tmp_path)
+    with RecordingExecutor() as ex:
+        extended = run(spec, progress=False, out=tmp_path, executor=ex)
+    assert sorted(ex.submitted) == recomputed
+    assert_same(extended, run(spec, progress=False))
+    assert json.loads((tmp_path / "spec.json").read_text())["samples"] == 500
+
+
+def test_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    spec = Spec(widths=(4, 4), samples=200, chunk_size=100, seed=2)
+    run(spec, progress=False, out=tmp_path)
+    left = [tmp_path / "chunk-000001.npz.k2j4.tmp", tmp_path / "spec.json.x81a.tmp"]
+    for path in left:
+        path.write_bytes(b"half written")
+    run(spec, progress=False, out=tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_one_run_at_a_time_per_directory(tmp_path: Path) -> None:
+    spec = Spec(widths=(4, 4), samples=100, seed=2)
+    with (
+        directory_lock(tmp_path),
+        pytest.raises(
+            RuntimeError, match=rf"is in use by another run \(process {os.getpid()}, lock file"
+        ),
+    ):
+        run(spec, progress=False, out=tmp_path)
+    run(spec, progress=False, out=tmp_path)  # released
+
+
+def test_lock_of_a_live_process_refuses_and_of_a_killed_one_is_taken(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from jacgeom.montecarlo.checkpoint import directory_lock\n"
+        "with directory_lock(Path(sys.argv[1])):\n"
+        "    print('locked', flush=True); time.sleep(120)"
+    )
+    spec = Spec(widths=(4, 4), samples=100, seed=2)
+    args = [sys.executable, "-c", code, str(tmp_path)]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+            with pytest.raises(RuntimeError, match=rf"in use by another run \(process {proc.pid},"):
+                run(spec, progress=False, out=tmp_path)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    # Its lock file stays, with its pid: the kernel released the lock, the run takes it.
+    assert (tmp_path / ".lock").read_text().strip() == str(proc.pid)
+    assert_same(run(spec, progress=False, out=tmp_path), run(spec, progress=False))
+
+
+def test_cli_directory_names_tell_experiments_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The name used to hold the grid point only: --seed 2 after --seed 1 was refused.
+    from jacgeom.cli import main
+
+    argv = ["mc", "--widths", "4", "4", "--quiet", "--json", "--out", str(tmp_path)]
+    seeds = []
+    for extra in (["--seed", "1"], ["--seed", "2"], ["--seed", "2", "--chunk-size", "25"]):
+        assert main([*argv, "--samples", "50", *extra]) == 0, capsys.readouterr().err
+        seeds.append(json.loads(capsys.readouterr().out)[0]["spec"]["seed"])
+    assert seeds == [1, 2, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "widths=4-4_activation=relu_seed=1",
+        "widths=4-4_activation=relu_seed=2",
+        "widths=4-4_activation=relu_seed=2_chunk_size=25",
+    ]
+    # More samples extend the directory of the same experiment.
+    assert main([*argv, "--samples", "100", "--seed", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)[0]["summary"]
+    assert summary["samples"] == 100
+    assert len(list(tmp_path.iterdir())) == 3

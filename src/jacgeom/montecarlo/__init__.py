@@ -10,8 +10,10 @@ which chunks finish. (Rows of relu layers are placed by a numba kernel, or by it
 where numba is not installed: the two agree to rounding, not bit for bit.) Chunks run
 locally on a thread pool (the kernels release the GIL) or on any
 ``concurrent.futures.Executor``, such as a ``dask.distributed`` client's ``get_executor()``.
-With ``out=DIR`` every finished chunk is written atomically and a rerun resumes; a directory
-written by another sampler version is refused.
+With ``out=DIR`` every finished chunk is written atomically, with its spec's hash, index,
+sample count and checksum, and a rerun resumes (with more samples too); a chunk file that
+does not match is recomputed, never merged, and a directory written by another spec or
+sampler version, or held by another run, is refused (module ``checkpoint``).
 
 Recorded per sample (arrays of :attr:`Result.data`, computed by
 :func:`chunk_statistics`):
@@ -43,8 +45,9 @@ min(n_0, widths)) comes from the stable frame of :meth:`jacgeom.Network.log_sing
 
 Modules: ``spec`` (Spec), ``sampling`` (how a chunk draws its inputs, weights and biases),
 ``statistics`` (what is recorded per sample, and how), ``kernel_layers`` (Spec(layer=
-"kernel")), ``result`` (Result and its summary), ``runner`` (run: executors, retries,
-checkpoints), ``sweep`` (grids of specs), ``compare`` (kernel beside activation layers).
+"kernel")), ``result`` (Result and its summary), ``runner`` (run: executors, retries),
+``checkpoint`` (chunk files, the directory lock), ``sweep`` (grids of specs), ``compare``
+(kernel beside activation layers).
 """
 
 from .compare import compare_with_activation_network

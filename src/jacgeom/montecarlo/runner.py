@@ -4,15 +4,15 @@ Results depend only on (spec, seed, chunk size) and the sampler version
 (sampling.SAMPLER), never on the executor, the number of workers or the order in which
 chunks finish. Chunks run locally on a thread pool (the kernels release the GIL) or on any
 ``concurrent.futures.Executor``, such as a ``dask.distributed`` client's ``get_executor()``.
-With ``out=DIR`` every finished chunk is written atomically and a rerun resumes; a directory
-written by another spec or sampler version is refused.
+With ``out=DIR`` every finished chunk is written atomically with the proof of what it holds
+and a rerun resumes (module ``checkpoint``: one run per directory, chunks that do not match
+recomputed, a directory of another spec or sampler version refused).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import json
 import os
 import sys
 import threading
@@ -24,10 +24,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import _backends
-from .result import Result, atomic_savez
-from .sampling import SAMPLER
+from .checkpoint import directory_lock, load_chunk, prepare_directory, save_chunk
+from .result import Result
 from .spec import Spec, bytes_per_sample, memory_limit
-from .statistics import chunk_statistics
+from .statistics import chunk_statistics, recorded_shapes
 
 __all__ = ["RETRIES", "chunk_task", "run"]
 
@@ -62,44 +62,14 @@ def single_threaded_kernels() -> Iterator[None]:
                 _backends.set_num_threads(_threads_saved)
 
 
-def chunk_path(out: Path, index: int) -> Path:
-    """The checkpoint file of chunk ``index`` in the directory ``out``."""
-    return out / f"chunk-{index:06d}.npz"
-
-
-def prepare_out_dir(out: Path, spec: Spec) -> dict[int, dict[str, NDArray[Any]]]:
-    """Create or check the checkpoint directory; return the chunks already finished."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"out directory {str(out)!r} is not writable: {exc}") from exc
-    spec_file = out / "spec.json"
-    mine = {**spec.to_dict(), "sampler": SAMPLER}
-    if spec_file.exists():
-        theirs = json.loads(spec_file.read_text())
-        if theirs != mine:
-            diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-            k = "sampler" if "sampler" in diff else diff[0]  # another sampler says it all
-            raise ValueError(
-                f"out directory {str(out)!r} holds results of a different spec ({k}: "
-                f"{theirs.get(k)!r} there, {mine.get(k)!r} here); use another directory"
-            )
-    else:
-        tmp = spec_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(mine, indent=1))
-        os.replace(tmp, spec_file)
+def load_finished(out: Path, spec: Spec) -> dict[int, dict[str, NDArray[Any]]]:
+    """The chunks of ``spec`` already in ``out`` that prove they are its chunks."""
     done: dict[int, dict[str, NDArray[Any]]] = {}
     for i in range(spec.n_chunks):
-        path = chunk_path(out, i)
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as f:
-                    done[i] = {k: f[k] for k in f.files}
-            except Exception:  # noqa: BLE001 - a damaged chunk is recomputed
-                path.unlink(missing_ok=True)
+        n = chunk_len(spec, i)
+        arrays = load_chunk(out, spec, i, n, recorded_shapes(spec, n))
+        if arrays is not None:
+            done[i] = arrays
     return done
 
 
@@ -162,7 +132,11 @@ def run(
         "always" shows it anyway, False never.
     out : path, optional
         Checkpoint directory: spec.json and one atomically written file per finished
-        chunk. Rerunning the same spec resumes; a different spec is refused.
+        chunk, each carrying its spec's hash, index, sample count and checksum
+        (jacgeom.montecarlo.checkpoint). Rerunning the same spec resumes, with more or fewer
+        samples too (the chunks in common are reused); a chunk file that does not match is
+        recomputed with a CheckpointWarning naming it; a different spec is refused, and so
+        is a directory another run holds (RuntimeError naming its pid).
     workers : int, optional
         Threads of the default local pool, >= 1 (default: all cores); not with
         ``executor``. With more than one, the compiled kernels run single-threaded inside
@@ -188,7 +162,11 @@ def run(
     check_run_arguments(spec, executor, progress, out, workers, retries)
     out_dir = Path(out) if out is not None else None
     with contextlib.ExitStack() as stack:
-        results = prepare_out_dir(out_dir, spec) if out_dir else {}
+        results: dict[int, dict[str, NDArray[Any]]] = {}
+        if out_dir is not None:
+            stack.enter_context(directory_lock(out_dir))
+            prepare_directory(out_dir, spec)
+            results = load_finished(out_dir, spec)
         n_workers = int(workers or os.cpu_count() or 1)
         if executor is None and n_workers > 1:
             # With several local chunk workers the parallelism is across chunks: each
@@ -219,7 +197,7 @@ def run_chunks(
 
     def keep(i: int, stats: dict[str, NDArray[Any]]) -> None:
         if out_dir is not None:
-            atomic_savez(chunk_path(out_dir, i), **stats)
+            save_chunk(out_dir, spec, i, chunk_len(spec, i), stats)
         results[i] = stats
 
     try:

@@ -54,7 +54,14 @@ from .sampling import (
 )
 from .spec import Spec, layer_activations
 
-__all__ = ["RECORDED", "SPECTRA", "block_size", "chunk_statistics", "record"]
+__all__ = [
+    "RECORDED",
+    "SPECTRA",
+    "block_size",
+    "chunk_statistics",
+    "record",
+    "recorded_shapes",
+]
 
 RECORDED = (
     "active_counts",
@@ -121,6 +128,17 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> Statistic
     if len(parts) == 1:
         return parts[0]
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def recorded_shapes(spec: Spec, n: int) -> dict[str, tuple[int, ...]]:
+    """The keys :func:`chunk_statistics` returns for ``spec`` (in the order of RECORDED) and
+    their shapes for a chunk of n samples: (n, L) per layer, (n,) per sample."""
+    L = len(spec.resolved_widths()) - 1
+    per_layer = ("active_counts", "layer_ranks", "layer_exact_ranks")
+    left_out = (() if spec.layer_ranks else ("layer_ranks", "layer_exact_ranks")) + (
+        () if spec.spectra else SPECTRA
+    )
+    return {k: (n, L) if k in per_layer else (n,) for k in RECORDED if k not in left_out}
 
 
 def block_size(spec: Spec) -> int:

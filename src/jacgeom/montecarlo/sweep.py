@@ -12,7 +12,7 @@ from .result import Result
 from .runner import run
 from .spec import Spec
 
-__all__ = ["point_label", "sweep", "sweep_table"]
+__all__ = ["point_label", "run_directory_name", "sweep", "sweep_table"]
 
 
 def sweep(
@@ -51,6 +51,28 @@ def sweep(
 def point_label(v: Any) -> str:
     """A grid value as text: sequences joined by "-"."""
     return "-".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def run_directory_name(point: dict[str, Any], spec: Spec) -> str:
+    """A checkpoint sub-directory name for one run of a grid: the point's fields, then every
+    other field that changes the samples or what they record, where it differs from Spec's
+    default, and the seed always (``samples`` is left out: a run with more samples extends
+    the same directory). Two runs of different samples never share a name.
+
+    Examples
+    --------
+    >>> run_directory_name({"width": 4, "depth": 1}, Spec(widths=(4, 4), seed=3, sigma_b=0.5))
+    'width=4_depth=1_sigma_b=0.5_seed=3'
+    """
+    parts = [f"{k}={point_label(v)}" for k, v in point.items()]
+    default = Spec(widths=spec.resolved_widths()).to_dict()
+    covered = set(point) | ({"widths"} if {"width", "depth", "widths"} & set(point) else set())
+    for k, v in spec.to_dict().items():
+        if k in covered or k in ("samples", "width", "depth"):
+            continue
+        if k == "seed" or v != default[k]:
+            parts.append(f"{k}={point_label(v)}")
+    return "_".join(parts)
 
 
 def sweep_table(results: Sequence[tuple[dict[str, Any], Result]]) -> str:
