@@ -31,7 +31,7 @@ LOG_SCALE_STEP = 600.0
 LOG_SCALE_GAP = 1200.0
 
 
-def split_log_scales(t: F64) -> tuple[list[F64], F64]:
+def split_log_scales(t: NDArray[Any]) -> tuple[list[F64], F64]:
     """Split log row scales t (..., m), finite and <= 0, into steps and a shift.
 
     Returns ``parts``, a list of K arrays (..., m) with entries in [-600, 0], and
@@ -71,7 +71,7 @@ def unshift_log_scales(Q: F64, g: F64, shift: F64) -> F64:
         return g - np.take_along_axis(shift, home, axis=-1)
 
 
-def scaled_norms(A: F64, axis: int) -> F64:
+def scaled_norms(A: NDArray[Any], axis: int) -> F64:
     """2-norms along ``axis`` that neither underflow nor overflow (entries down to the
     smallest normal float64 give a nonzero norm)."""
     big = np.max(np.abs(A), axis=axis, keepdims=True, initial=0.0)

@@ -288,8 +288,8 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
         h, X, sign, t, c, alive = _layer_factors(net, l, h)
         XU = X @ U
         r = U.shape[1]
-        r_l, Xn = map_rank(XU, scaled_norms(X, axis=1))
-        r_l = int(r_l)
+        rank_l, Xn = map_rank(XU, scaled_norms(X, axis=1))
+        r_l = int(rank_l)
         if r_l < r:
             Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((r, 0))
             Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
