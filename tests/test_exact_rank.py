@@ -174,12 +174,15 @@ def test_custom_activation_exact_zeros_delete_rows() -> None:
         np.testing.assert_array_equal(net.exact_rank(X, backend=be), want)
 
 
-def test_nan_derivative_is_an_error_not_a_rank() -> None:
-    bad = jacgeom.Activation.custom(lambda z: z, lambda z: float("nan"))
-    net = Network.random([3, 3], activation=bad, seed=0)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_or_infinite_derivative_is_an_error_not_a_rank(value: float) -> None:
+    bad = jacgeom.Activation.custom(lambda z: z, lambda z: np.where(z > 0, value, 1.0))
+    net = Network([np.eye(3)], activation=bad)
     for be in BACKENDS:
-        with pytest.raises(FloatingPointError, match="NaN"):
-            net.exact_rank(np.ones(3), backend=be)
+        with pytest.raises(FloatingPointError, match="NaN or infinite"):
+            net.exact_rank(np.array([1.0, -1.0, -1.0]), backend=be)
+        with pytest.raises(FloatingPointError, match="NaN or infinite"):
+            net.log_singular_values(np.array([1.0, -1.0, -1.0]), backend=be)
 
 
 def _gelu_tanh_derivative(t: mpmath.mpf) -> mpmath.mpf:

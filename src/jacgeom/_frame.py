@@ -95,9 +95,10 @@ def check_layer_values(arg: Any, log_d: Any, name: str, l: int) -> None:
             f"the pre-activations of layer {l} are not finite (non-finite inputs with "
             "check_finite=False, or weights that overflow); no spectrum or rank exists"
         )
-    if np.any(np.isnan(log_d)):
+    if np.any(np.isnan(log_d)) or np.any(np.isposinf(log_d)):
         raise FloatingPointError(
-            f"phi' of activation {name!r} is NaN at layer {l} for finite pre-activations"
+            f"phi' of activation {name!r} is NaN or infinite at layer {l} for finite "
+            "pre-activations"
         )
 
 

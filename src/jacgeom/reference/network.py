@@ -246,9 +246,10 @@ def _layer_factors(
         return out, A, *_unscaled(M.shape[0])
     alive = ~act.derivative_is_zero(arg)
     log_d = act.log_abs_derivative(arg.astype(np.float64))
-    if np.any(np.isnan(log_d[alive])):
+    if np.any(np.isnan(log_d[alive])) or np.any(np.isposinf(log_d[alive])):
         raise FloatingPointError(
-            f"phi' of activation {act.name!r} is NaN at layer {l} for finite pre-activations"
+            f"phi' of activation {act.name!r} is NaN or infinite at layer {l} for finite "
+            "pre-activations"
         )
     c = float(np.max(log_d[alive])) if alive.any() else 0.0
     X = M[alive]
