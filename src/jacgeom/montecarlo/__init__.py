@@ -46,8 +46,9 @@ min(n_0, widths)) comes from the stable frame of :meth:`jacgeom.Network.log_sing
 Modules: ``spec`` (Spec), ``sampling`` (how a chunk draws its inputs, weights and biases),
 ``statistics`` (what is recorded per sample, and how), ``kernel_layers`` (Spec(layer=
 "kernel")), ``result`` (Result and its summary), ``runner`` (run: executors, retries),
-``checkpoint`` (chunk files, the directory lock), ``sweep`` (grids of specs), ``compare``
-(kernel beside activation layers).
+``checkpoint`` (chunk files, the directory lock), ``summaries`` (mergeable chunk
+summaries: exact counts, streaming moments, histograms; not yet what run returns),
+``sweep`` (grids of specs), ``compare`` (kernel beside activation layers).
 """
 
 from .compare import compare_with_activation_network

@@ -1,0 +1,118 @@
+"""Mergeable summaries: counts exact, moments to rounding, quantiles to their bin, against
+the per-sample summary of runs small enough to keep both."""
+
+from __future__ import annotations
+
+import math
+from functools import reduce
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jacgeom.montecarlo import Spec, chunk_statistics, run
+from jacgeom.montecarlo.result import distribution_summary
+from jacgeom.montecarlo.summaries import BIN_WIDTH, Moments, Summary, summarise
+
+EXACT = ("p_exact_rank_deficient", "p_rank_deficient", "p_any_zeroed")
+
+
+def assert_within_a_bin(got: float, want: float, key: str) -> None:
+    if math.isnan(want) or math.isinf(want):
+        assert got == want or (math.isnan(got) and math.isnan(want)), key
+    else:
+        # Both in the same bin of the asinh grid: at most one bin width apart there.
+        assert abs(math.asinh(got) - math.asinh(want)) <= BIN_WIDTH * (1 + 1e-9), (key, got, want)
+
+
+def assert_distribution_close(got: dict[str, float], want: dict[str, float], key: str) -> None:
+    assert got.keys() == want.keys()
+    for k in ("mean", "std", "finite_fraction"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-12, err_msg=f"{key} {k}")
+    for k in ("q05", "q25", "median", "q75", "q95", "median_lo", "median_hi"):
+        assert_within_a_bin(got[k], want[k], f"{key} {k}")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"widths": (6, 6)},
+        {"widths": (5, 7, 4), "activation": "tanh", "sigma_b": 0.3},
+        {"width": 6, "depth": 3, "layer_ranks": False},
+        {"width": 5, "depth": 2, "spectra": False},
+        {"width": 5, "depth": 2, "residual": True, "activation": "relu"},
+        {"widths": (4, 4), "layer": "kernel"},
+        {"widths": (3, 3), "activation": "identity"},
+    ],
+)
+def test_merged_summaries_agree_with_the_per_sample_summary(kw: dict[str, Any]) -> None:
+    spec = Spec(**kw, samples=700, chunk_size=200, seed=4)
+    per_sample = run(spec, progress=False, workers=1).summary()
+    chunks = [summarise(spec, chunk_statistics(spec, i)) for i in range(spec.n_chunks)]
+    merged = reduce(Summary.merge, chunks).summary(spec)
+    assert merged["samples"] == 700 and merged["bin_width"] == BIN_WIDTH
+    for key in EXACT:
+        assert merged[key] == per_sample[key], key
+    # From counts: the same numbers up to the summation order of mean and std.
+    for key in ("rank_fraction", "mean_exact_rank"):
+        assert_distribution_close(merged[key], per_sample[key], key)
+    for key in ("active_fraction", "log_smax", "log_smin", "log_cond", "frobenius2", "log_volume"):
+        assert (key in merged) == (key in per_sample), key
+        if key in merged:
+            assert_distribution_close(merged[key], per_sample[key], key)
+
+
+def test_integer_counts_are_exact_whatever_the_grouping() -> None:
+    spec = Spec(widths=(6, 6, 6), samples=600, chunk_size=100, seed=8)
+    chunks = [summarise(spec, chunk_statistics(spec, i)) for i in range(spec.n_chunks)]
+    left = reduce(Summary.merge, chunks)
+    paired = reduce(
+        Summary.merge, [a.merge(b) for a, b in zip(chunks[::2], chunks[1::2], strict=True)]
+    )
+    data = run(spec, progress=False).data
+    for k, v in left.integers.items():
+        np.testing.assert_array_equal(v, paired.integers[k], err_msg=k)
+    np.testing.assert_array_equal(left.integers["rank"], np.bincount(data["rank"], minlength=7))
+    for l in range(2):
+        np.testing.assert_array_equal(
+            left.integers["active_counts"][l], np.bincount(data["active_counts"][:, l], minlength=7)
+        )
+    joint = np.zeros((7, 7), dtype=np.int64)
+    np.add.at(joint, (data["exact_rank"], data["active_counts"].min(axis=1)), 1)
+    np.testing.assert_array_equal(left.integers["exact_rank_by_min_active"], joint)
+    assert left.reals["log_cond"].count == paired.reals["log_cond"].count
+
+
+def test_moments_of_awkward_values() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [rng.standard_normal(500) * 1e3, [-np.inf, -np.inf, np.inf, np.nan], [1e150, -1e-300]]
+    )
+    rng.shuffle(x)
+    parts = np.array_split(x, 7)
+    m = reduce(Moments.merge, [Moments.of(p) for p in parts])
+    assert (m.count, m.neginf, m.posinf, m.nan, m.total) == (502, 2, 1, 1, 506)
+    assert m.minimum == np.nanmin(x[np.isfinite(x)]) and m.maximum == 1e150
+    finite = x[np.isfinite(x)]
+    np.testing.assert_allclose(m.mean, finite.mean(), rtol=1e-12)
+    np.testing.assert_allclose(math.sqrt(m.m2 / m.count), finite.std(), rtol=1e-12)
+    want = distribution_summary(x)
+    got = m.distribution()
+    assert_distribution_close(got, want, "x")
+    srt = np.sort(x)
+    for k in (0, 1, 2, 3, 250, 503, 504, 505):
+        assert_within_a_bin(m.order_statistic(k), float(srt[k]), str(k))
+
+
+def test_empty_and_mismatched() -> None:
+    empty = Moments.of(np.array([]))
+    assert empty.total == 0 and math.isnan(empty.distribution()["median"])
+    one = Moments.of(np.array([2.0]))
+    assert empty.merge(one).mean == 2.0 and one.merge(empty).count == 1
+    a = summarise(
+        Spec(widths=(3, 3), samples=5), chunk_statistics(Spec(widths=(3, 3), samples=5), 0)
+    )
+    lean = Spec(widths=(3, 3), samples=5, spectra=False)
+    b = summarise(lean, chunk_statistics(lean, 0))
+    with pytest.raises(ValueError, match="summaries of different statistics cannot be merged"):
+        a.merge(b)
