@@ -175,7 +175,16 @@ def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int6
     # numpy's batched QR calls LAPACK once per sample: a threaded BLAS inside each small
     # call oversubscribes the cores (35x slower on 2 busy cores at 128 x 128).
     if B == 0 or n0 == 0:
-        L = len(list(layers))
+        L = 0
+        for l, layer in enumerate(layers):  # no spectrum, but the values are still checked
+            if layer.act is not None and layer.arg is not None:
+                arg = np.asarray(layer.arg, dtype=np.float64)
+                with np.errstate(all="ignore"):
+                    log_d = layer.act.log_abs_derivative(arg)
+                check_layer_values(
+                    arg, log_d[~layer.act.derivative_is_zero(arg)], layer.act.name, l
+                )
+            L += 1
         return np.zeros((B, 0)), np.zeros((B, 0, n0)), np.zeros((B, L), dtype=np.int64)
     with _backends.single_threaded_blas():
         U = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
