@@ -81,6 +81,24 @@ DOWNSTREAM_PYX = textwrap.dedent(
         return jk.srow_scaled_rank(&W[0, 0], m, n, W.strides[0] // item, W.strides[1] // item,
                                    &scale[0], 1, NAN, NAN, NULL, &work[0], work.shape[0])
 
+    def pullback_metric(floating[:, :] W, floating[:] d):
+        cdef Py_ssize_t m = W.shape[0], n = W.shape[1]
+        cdef Py_ssize_t item = sizeof(floating)
+        cdef double[::1] work = np.empty(jk.dpullback_metric_workspace(m, n))
+        G = np.full((n, n), np.nan, dtype=np.float64 if floating is double else np.float32)
+        cdef floating[:, ::1] g = G
+        cdef int status
+        with nogil:
+            if floating is double:
+                status = jk.dpullback_metric(&W[0, 0], m, n, W.strides[0] // item,
+                                             W.strides[1] // item, &d[0], d.strides[0] // item,
+                                             &g[0, 0], &work[0], work.shape[0])
+            else:
+                status = jk.spullback_metric(&W[0, 0], m, n, W.strides[0] // item,
+                                             W.strides[1] // item, &d[0], d.strides[0] // item,
+                                             &g[0, 0], &work[0], work.shape[0])
+        return status, G
+
     def derivatives(int code, double param, floating[:] z):
         out = np.empty(z.shape[0], dtype=np.float64 if floating is double else np.float32)
         cdef floating[::1] o = out
@@ -241,6 +259,30 @@ def test_cython_scaled_rank_equals_jacobian_rank(
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (20, 12), (9, 33), (40, 17)])
+@pytest.mark.parametrize("name", ["relu", "gelu"])
+def test_cython_pullback_metric_equals_the_python_api(
+    downstream: ModuleType, dtype: Any, shape: tuple[int, int], name: str
+) -> None:
+    core = jacgeom._backends.core
+    # The C-level API uses the best Gram kernel of the CPU, _core's default.
+    assert core.get_gram_kernel() == core.gram_kernels()[0]
+    rng = np.random.default_rng(shape[0])
+    big = rng.standard_normal((2 * shape[0], 2 * shape[1])).astype(dtype)
+    W = big[::-2, ::2]  # negative and non-unit strides
+    X = rng.standard_normal((3, shape[1])).astype(dtype)
+    X[2] = 0.0  # relu: every unit dead, G = 0
+    b = np.zeros(shape[0], dtype)
+    expected = jacgeom.pullback_metric(W, X, b, activation=name, backend="cpp")
+    D = jacgeom.layer_derivatives(W, X, b, activation=name, backend="cpp")
+    for x_index in range(3):
+        status, G = downstream.pullback_metric(W, D[x_index])
+        assert status == 0 and G.dtype == dtype
+        np.testing.assert_array_equal(G, expected[x_index])
+    assert name != "relu" or not expected[2].any()
+
+
 def _awkward_z(dtype: Any) -> np.ndarray:
     big = float(np.finfo(dtype).max)
     special = [
@@ -389,9 +431,17 @@ def test_numba_float32_kernels_through_ctypes_function() -> None:
     rank = ck.ctypes_function("smasked_rank")
     values = ck.ctypes_function("ssingular_values")
     deriv = ck.ctypes_function("sderivatives")
+    metric = ck.ctypes_function("spullback_metric")
 
     @numba.njit
-    def run(W: np.ndarray, mask: np.ndarray, work: np.ndarray, s: np.ndarray, d: np.ndarray) -> Any:
+    def run(
+        W: np.ndarray,
+        mask: np.ndarray,
+        mask_f: np.ndarray,
+        work: np.ndarray,
+        s: np.ndarray,
+        d: np.ndarray,
+    ) -> Any:
         m, n = W.shape
         r = rank(
             W.ctypes.data,
@@ -409,7 +459,20 @@ def test_numba_float32_kernels_through_ctypes_function() -> None:
         )
         st = values(W.ctypes.data, m, n, n, 1, s.ctypes.data, 1, work.ctypes.data, work.size)
         sd = deriv(4, np.float32(0.0), W.ctypes.data, 1, d.ctypes.data, 1, d.size)
-        return r, st, sd
+        G = np.empty((n, n), np.float32)
+        sg = metric(
+            W.ctypes.data,
+            m,
+            n,
+            n,
+            1,
+            mask_f.ctypes.data,
+            1,
+            G.ctypes.data,
+            work.ctypes.data,
+            work.size,
+        )
+        return r, st, sd, sg, G
 
     rng = np.random.default_rng(9)
     W = _deficient(rng, 10, 8, 5, np.float32)
@@ -418,11 +481,15 @@ def test_numba_float32_kernels_through_ctypes_function() -> None:
         max(
             ck.workspace_size("masked_rank", 10, 8, "float32"),
             ck.workspace_size("singular_values", 10, 8, "float32"),
+            ck.workspace_size("pullback_metric", 10, 8, "float32"),
         )
     )
     s, d = np.empty(8, np.float32), np.empty(8, np.float32)
-    r, st, sd = run(W, mask, work, s, d)
-    assert (st, sd) == (0, 0)
+    r, st, sd, sg, G = run(W, mask, mask.astype(np.float32), work, s, d)
+    assert (st, sd, sg) == (0, 0, 0)
+    np.testing.assert_array_equal(
+        G, jacgeom._dispatch.call("pullback_metric", "cpp", W, mask[None].astype(np.float32))[0]
+    )
     assert r == jacgeom.masked_rank(W, mask.astype(bool), backend="cpp")
     expected = jacgeom.layer_singular_values(
         W, np.zeros(8, np.float32), activation="identity", backend="cpp"
@@ -527,7 +594,7 @@ def test_every_pxd_function_is_in_pyx_capi() -> None:
     import re
 
     declared = set(re.findall(r"^cdef \w+ (\w+)\(", pxd, flags=re.MULTILINE))
-    assert len(declared) == 16
+    assert len(declared) == 20
     assert declared == set(ck.__pyx_capi__)
     for name in declared:
         ck.ctypes_function(name)  # a prototype for each

@@ -101,6 +101,19 @@ cdef Py_ssize_t srow_scaled_rank(const float* W, Py_ssize_t m, Py_ssize_t n,
                                  double tol, double rtol, const double* row_gram,
                                  double* work, Py_ssize_t lwork) noexcept nogil
 
+# Workspace length (doubles) of [ds]pullback_metric for an (m, n) W.
+cdef Py_ssize_t dpullback_metric_workspace(Py_ssize_t m, Py_ssize_t n) noexcept nogil
+cdef Py_ssize_t spullback_metric_workspace(Py_ssize_t m, Py_ssize_t n) noexcept nogil
+
+# The pullback metric of one sample, G = W^T diag(d)^2 W with d = phi'(z), into G ((n, n)
+# C-contiguous), as jacgeom.pullback_metric. Returns 0 or a status.
+cdef int dpullback_metric(const double* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_stride,
+                          Py_ssize_t col_stride, const double* d, Py_ssize_t d_stride,
+                          double* G, double* work, Py_ssize_t lwork) noexcept nogil
+cdef int spullback_metric(const float* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_stride,
+                          Py_ssize_t col_stride, const float* d, Py_ssize_t d_stride,
+                          float* G, double* work, Py_ssize_t lwork) noexcept nogil
+
 # out = W W^T in float64, (m, m) C-contiguous: the row Gram matrix of the rank functions.
 cdef int drow_gram(const double* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_stride,
                    Py_ssize_t col_stride, double* out) noexcept nogil

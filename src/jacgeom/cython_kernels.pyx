@@ -3,7 +3,8 @@
 """jacgeom's C-level API: one-sample kernels for Cython, Numba and C callers.
 
 The functions declared in ``cython_kernels.pxd`` (phi' of a vector, singular values and
-log singular values of a small matrix, the rank of a masked or row-scaled W, W W^T) run
+log singular values of a small matrix, the rank of a masked or row-scaled W, the pullback
+metric of one sample, W W^T) run
 without the GIL over raw pointers and element strides, with the caller's workspace, as
 scipy.linalg.cython_blas does for BLAS. Cython code cimports them; Numba reaches the same
 functions through ``__pyx_capi__`` (:func:`ctypes_function` builds the ctypes prototype).
@@ -51,6 +52,9 @@ cdef extern from "jacgeom/capi.hpp" namespace "jacgeom::capi" nogil:
         const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, int, double,
         const double*, double*, int64_t)
     int cpp_row_gram "jacgeom::capi::row_gram" [T](const T*, int64_t, int64_t, int64_t, int64_t, double*)
+    int64_t pb_workspace "jacgeom::capi::pullback_metric_workspace" [T](int64_t, int64_t)
+    int cpp_pullback_metric "jacgeom::capi::pullback_metric" [T](
+        const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T*, double*, int64_t)
     bint set_routine "jacgeom::capi::set_routine" (const char*, void*)
 
 
@@ -199,6 +203,28 @@ cdef Py_ssize_t srow_scaled_rank(const float* W, Py_ssize_t m, Py_ssize_t n,
                                       mode, value, row_gram, work, lwork)
 
 
+cdef Py_ssize_t dpullback_metric_workspace(Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    return pb_workspace[double](m, n)
+
+
+cdef Py_ssize_t spullback_metric_workspace(Py_ssize_t m, Py_ssize_t n) noexcept nogil:
+    return pb_workspace[float](m, n)
+
+
+cdef int dpullback_metric(const double* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_stride,
+                          Py_ssize_t col_stride, const double* d, Py_ssize_t d_stride,
+                          double* G, double* work, Py_ssize_t lwork) noexcept nogil:
+    return cpp_pullback_metric[double](W, m, n, row_stride, col_stride, d, d_stride, G, work,
+                                       lwork)
+
+
+cdef int spullback_metric(const float* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_stride,
+                          Py_ssize_t col_stride, const float* d, Py_ssize_t d_stride,
+                          float* G, double* work, Py_ssize_t lwork) noexcept nogil:
+    return cpp_pullback_metric[float](W, m, n, row_stride, col_stride, d, d_stride, G, work,
+                                      lwork)
+
+
 cdef int drow_gram(const double* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_stride,
                    Py_ssize_t col_stride, double* out) noexcept nogil:
     return cpp_row_gram[double](W, m, n, row_stride, col_stride, out)
@@ -239,6 +265,8 @@ _SIGNATURES = {
     "row_scaled_rank": (_N, [_P, _N, _N, _N, _N, _P, _N, ctypes.c_double, ctypes.c_double,
                              _P, _P, _N]),
     "row_gram": (ctypes.c_int, [_P, _N, _N, _N, _N, _P]),
+    "pullback_metric_workspace": (_N, [_N, _N]),
+    "pullback_metric": (ctypes.c_int, [_P, _N, _N, _N, _N, _P, _N, _P, _P, _N]),
 }
 
 
@@ -290,7 +318,8 @@ def ctypes_function(name):
     return ctypes.CFUNCTYPE(restype, *argtypes)(<Py_ssize_t>pointer)
 
 
-_KERNELS = ("masked_rank", "row_scaled_rank", "singular_values", "log_singular_values")
+_KERNELS = ("masked_rank", "row_scaled_rank", "singular_values", "log_singular_values",
+            "pullback_metric")
 
 
 cdef Py_ssize_t _workspace(str kernel, bint double_precision, Py_ssize_t rows,
@@ -299,6 +328,10 @@ cdef Py_ssize_t _workspace(str kernel, bint double_precision, Py_ssize_t rows,
         if double_precision:
             return dmasked_rank_workspace(rows, cols)
         return smasked_rank_workspace(rows, cols)
+    if kernel == "pullback_metric":
+        if double_precision:
+            return dpullback_metric_workspace(rows, cols)
+        return spullback_metric_workspace(rows, cols)
     if double_precision:
         return dsingular_values_workspace(rows, cols)
     return ssingular_values_workspace(rows, cols)
@@ -310,7 +343,9 @@ def workspace_size(kernel, rows, cols, dtype="float64"):
 
     Parameters
     ----------
-    kernel : {"masked_rank", "row_scaled_rank", "singular_values", "log_singular_values"}
+    kernel : str
+        One of "masked_rank", "row_scaled_rank", "singular_values", "log_singular_values",
+        "pullback_metric".
     rows, cols : int
         The matrix's shape (W's for the ranks).
     dtype : {"float64", "float32"}, default "float64"

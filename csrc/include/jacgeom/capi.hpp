@@ -26,6 +26,7 @@
 #include <type_traits>
 
 #include "activations.hpp"
+#include "gram.hpp"
 #include "lapack.hpp"
 #include "rank.hpp"
 #include "svd.hpp"
@@ -339,6 +340,136 @@ int row_gram(const T* W, index_t m, index_t n, index_t rs, index_t cs, double* o
             out[i * m + l] = acc;
             out[l * m + i] = acc;
         }
+    return kOk;
+}
+
+// ---------------------------------------------------------------------------------------
+// The pullback metric of one sample: G = W^T diag(d)^2 W, (n, n) row-major (contiguous),
+// d = phi'(z). gram.hpp's scaled_gram step for step: the rows with d_i != 0 scaled and
+// packed into column panels, then the register-tiled kernel for the best instruction set
+// the CPU has (jacgeom._core's default; jacgeom._core.set_gram_kernel changes only
+// _core's), or gather + syrk + mirror without AVX2. The panels live in the caller's
+// workspace instead of gram::Workspace's vectors.
+
+// The widest vector any kernel packs for: 64 bytes (AVX-512).
+template <class T>
+inline index_t padded_columns(index_t n) {
+    constexpr index_t V = 64 / index_t(sizeof(T));
+    return (n + V - 1) / V * V;
+}
+
+template <class T>
+index_t pullback_metric_workspace(index_t m, index_t n) {
+    if (m < 0 || n < 0) return kBadArgument;
+    if (too_large<T>(m, n)) return kTooLarge;
+    return bytes_to_doubles(round_up(std::max<index_t>(1, m * padded_columns<T>(n)) * index_t(sizeof(T))));
+}
+
+namespace gram_detail {
+
+// gram::detail::pack with strided W and d, into P (k * np * V entries). Returns k.
+template <class T, int V>
+[[gnu::always_inline]] inline index_t pack(const T* W, index_t rs, index_t cs, const T* d,
+                                           index_t ds, index_t m, index_t n, T* P) {
+    index_t k = 0;
+    for (index_t i = 0; i < m; ++i) k += d[i * ds] != T(0);
+    const index_t np = (n + V - 1) / V;
+    for (index_t p = 0; p < np; ++p) {
+        const index_t j0 = p * V;
+        T* o = P + p * k * V;
+        index_t r = 0;
+        for (index_t i = 0; i < m; ++i) {
+            const T s = d[i * ds];
+            if (s == T(0)) continue;
+            const T* w = W + i * rs + j0 * cs;
+            for (int l = 0; l < V; ++l) o[r * V + l] = j0 + l < n ? s * w[l * cs] : T(0);
+            ++r;
+        }
+    }
+    return k;
+}
+
+// gram::detail::tiled, the packing above instead of gram::detail::pack.
+template <class T, int V, int R, int C>
+[[gnu::always_inline]] inline void tiled(const T* W, index_t rs, index_t cs, const T* d,
+                                         index_t ds, index_t m, index_t n, T* P, T* G) {
+    const index_t k = pack<T, V>(W, rs, cs, d, ds, m, n, P);
+    if (k == 0) {
+        std::fill(G, G + n * n, T(0));
+        return;
+    }
+    const index_t np = (n + V - 1) / V;
+    for (index_t q = 0; q < np; ++q) {
+        for (index_t coff = 0; coff < V && q * V + coff < n; coff += C) {
+            index_t p = q;
+            for (; p + R <= np; p += R) gram::detail::tile<T, V, R, C>(P, k, q, coff, p, G, n);
+            for (; p < np; ++p) gram::detail::tile<T, V, 1, C>(P, k, q, coff, p, G, n);
+        }
+    }
+    for (index_t bi = 0; bi < np; ++bi) {
+        const index_t ce = std::min(n, (bi + 1) * V);
+        for (index_t bj = bi; bj < np; ++bj) {
+            const index_t re = std::min(n, (bj + 1) * V);
+            for (index_t r = bj * V; r < re; ++r)
+                for (index_t c = bi * V; c < std::min(ce, r); ++c) G[r * n + c] = G[c * n + r];
+        }
+    }
+}
+
+#if JACGEOM_X86_DISPATCH
+template <class T>
+JACGEOM_TARGET_AVX512 void tiled_avx512(const T* W, index_t rs, index_t cs, const T* d,
+                                        index_t ds, index_t m, index_t n, T* P, T* G) {
+    tiled<T, 64 / sizeof(T), 2, 8>(W, rs, cs, d, ds, m, n, P, G);
+}
+
+template <class T>
+JACGEOM_TARGET_AVX2 void tiled_avx2(const T* W, index_t rs, index_t cs, const T* d,
+                                    index_t ds, index_t m, index_t n, T* P, T* G) {
+    tiled<T, 32 / sizeof(T), 2, 4>(W, rs, cs, d, ds, m, n, P, G);
+}
+#endif
+
+}  // namespace gram_detail
+
+template <class T>
+int pullback_metric(const T* W, index_t m, index_t n, index_t rs, index_t cs, const T* d,
+                    index_t ds, T* G, double* work, index_t lwork) {
+    const index_t need = pullback_metric_workspace<T>(m, n);
+    if (need < 0) return static_cast<int>(need);
+    if (lwork < need) return kWorkspaceSmall;
+    if (!routines_ready<T>()) return kNotRegistered;
+    if (n == 0) return kOk;
+    T* P = reinterpret_cast<T*>(aligned_start(work));
+#if JACGEOM_X86_DISPATCH
+    // The operand is at most kMaxMatrixBytes, far inside gram::kTiledBytes.
+    const auto kernel = gram::best_supported();
+    if (kernel == gram::Kernel::avx512) {
+        gram_detail::tiled_avx512(W, rs, cs, d, ds, m, n, P, G);
+        return kOk;
+    }
+    if (kernel == gram::Kernel::avx2) {
+        gram_detail::tiled_avx2(W, rs, cs, d, ds, m, n, P, G);
+        return kOk;
+    }
+#endif
+    // gram::detail::blas for one block of rows (m < kBlasRows here).
+    index_t k = 0;
+    for (index_t i = 0; i < m; ++i) {
+        const T di = d[i * ds];
+        if (di == T(0)) continue;
+        T* o = P + k * n;
+        for (index_t j = 0; j < n; ++j) o[j] = di * W[i * rs + j * cs];
+        ++k;
+    }
+    if (k == 0) {
+        std::fill(G, G + n * n, T(0));
+        return kOk;
+    }
+    const int nn = static_cast<int>(n), kk = static_cast<int>(k);
+    const T one = 1, zero = 0;
+    lapack::routines<T>().syrk("U", "N", &nn, &kk, &one, P, &nn, &zero, G, &nn);
+    mirror_upper(G, n);
     return kOk;
 }
 
