@@ -243,3 +243,24 @@ def test_chunks_and_blocks() -> None:
     )
     with pytest.raises(ValueError, match="chunk 3 is outside the 3 chunks of this spec"):
         chunk_statistics(spec, 3)
+
+
+def test_kernel_layers_with_fewer_centres_lose_exact_rank() -> None:
+    # A grad k(h) has rank <= p, the number of centres: with p = 2 < width 5 the exact
+    # rank of every sample is 2 (generic Gaussian centres), and its smallest singular
+    # values are exact zeros, not a float64 artefact.
+    spec = Spec(
+        widths=(5, 5, 5),
+        layer="kernel",
+        kernel="rbf",
+        centers=2,
+        samples=30,
+        chunk_size=30,
+        seed=4,
+        layer_ranks=True,
+    )
+    d = chunk_statistics(spec, 0)
+    np.testing.assert_array_equal(d["exact_rank"], 2)
+    np.testing.assert_array_equal(d["layer_exact_ranks"], 2)
+    assert np.all(np.isinf(d["log_cond"]))
+    np.testing.assert_array_equal(d["layer_ranks"], 2)  # each layer's own numerical rank

@@ -19,8 +19,8 @@ __all__ = ["kernel_chain", "kernel_features"]
 
 def kernel_chain(
     spec: Spec, rng: np.random.Generator, X: NDArray[Any], backend: str
-) -> tuple[NDArray[Any], NDArray[np.int64], NDArray[np.int64] | None]:
-    """End-to-end Jacobians of a chain of kernel layers at the inputs X (n, n_0).
+) -> tuple[list[NDArray[Any]], NDArray[np.int64], NDArray[np.int64] | None]:
+    """The layer Jacobians of a chain of kernel layers at the inputs X (n, n_0).
 
     Layer l has ``spec.centers`` (default n_{l-1}) centers C ~ N(0, I) and coefficients
     A ~ N(0, 1 / centers), drawn from ``rng`` per sample, or once from the seed when the
@@ -28,7 +28,8 @@ def kernel_chain(
 
     Returns
     -------
-    J : (n, n_L, n_0)
+    Js : list of (n, n_l, n_(l-1)), each layer's Jacobian (the identity included for a
+        residual chain)
     active : (n, L) int64, every unit (a kernel layer has no dead units)
     layer_ranks : (n, L) int64, numerical rank of each layer's Jacobian; None unless
         spec.layer_ranks
@@ -42,7 +43,7 @@ def kernel_chain(
         draw, count = np.random.default_rng(seed), 1
     active = np.tile(np.asarray(widths[1:], dtype=np.int64), (n, 1))
     layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
-    h, J = X, None
+    h, Js = X, []
     for l, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         p = spec.centers or fan_in
         C = draw.standard_normal((count, p, fan_in))
@@ -59,10 +60,9 @@ def kernel_chain(
             layer_ranks[:, l] = numerical_rank(
                 _compiled.singular_values(Jl, backend), (fan_out, fan_in)
             )
-        J = Jl if J is None else np.matmul(Jl, J)
+        Js.append(Jl)
         h = out
-    assert J is not None
-    return J, active, layer_ranks
+    return Js, active, layer_ranks
 
 
 def kernel_features(

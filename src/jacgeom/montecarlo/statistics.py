@@ -21,9 +21,8 @@ values). Both, and log_smax, log_smin, log_cond, log_volume, come from the stabl
 jacgeom._frame (never from a formed product), so they are right at any depth: log_cond is
 finite whenever the exact rank is full. ``layer_ranks`` is the numerical rank of each
 layer's own Jacobian, ``layer_exact_ranks`` the exact rank of the partial product after
-each layer. Kernel-layer networks (spec.layer == "kernel") are the exception: their
-statistics come from the formed product, and their exact rank is min(n_0, widths) (kernel
-layers are taken as non-singular). Logs are natural.
+each layer. Kernel-layer networks (spec.layer == "kernel") go through the same frame, on
+their formed layer Jacobians (A grad k(h), well scaled). Logs are natural.
 """
 
 from __future__ import annotations
@@ -157,22 +156,14 @@ def block_statistics(
     """Statistics of the next n samples drawn from the chunk's two streams (one block)."""
     if spec.layer == "kernel":
         X = draw_inputs(spec, streams[0], n)
-        J, active, layer_ranks = kernel_chain(spec, streams[0], X, backend)
-        rank, log_smax, log_smin, frobenius2, log_volume = _compiled.spectral_summary(
-            J, None, spec.spectra, backend
+        Js, active, layer_ranks = kernel_chain(spec, streams[0], X, backend)
+        # Formed Jacobians, well scaled: the frame decides each layer's rank on them (a
+        # layer with fewer centres than units loses rank) and keeps the spectrum exact.
+        frame_layers = [_frame.FrameLayer(None, None, None, dense=Jl) for Jl in Js]
+        widths = spec.resolved_widths()
+        summary, exact_layers = stable_statistics(
+            widths[0], n, frame_layers, (widths[-1], widths[0]), backend
         )
-        structural = np.full(n, min(spec.resolved_widths()), dtype=np.int64)
-        with np.errstate(invalid="ignore"):
-            log_cond = np.where(rank == min(J.shape[1:]), log_smax - log_smin, np.inf)
-        summary = _frame.StableSummary(
-            structural, rank, log_smax, log_smin, log_cond, frobenius2, log_volume
-        )
-        exact_layers = np.broadcast_to(
-            np.minimum.accumulate(np.array(spec.resolved_widths())[1:]).clip(
-                max=spec.resolved_widths()[0]
-            ),
-            (n, len(spec.resolved_widths()) - 1),
-        ).copy()
         return record(active, layer_ranks, exact_layers, summary, spec.spectra)
     if spec.residual or spec.norm is not None:
         return _dense_block_statistics(spec, streams[0], n, backend)
