@@ -35,8 +35,6 @@ COMPILED_ATTRIBUTES = frozenset({"core", "numba_kernels"})
 # entry is no longer needed, so that it is deleted with the conversion.
 COMPILED_ACCESS_ALLOWED = frozenset(
     {
-        "jacgeom.network",  # being converted
-        "jacgeom.kernel_layer",  # being converted
         "jacgeom.montecarlo",  # being converted (and split into a package)
     }
 )

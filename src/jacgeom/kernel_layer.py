@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _validation
+from . import _backends, _dispatch, _validation
 
 __all__ = ["KernelLayer"]
 
@@ -171,27 +171,16 @@ class KernelLayer:
         """Singular values of J(x), descending, (B, min(m, n))."""
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X)
-        J = np.ascontiguousarray(np.matmul(self.coefficients, self._grad_k(Xk)))
-        if be == "numpy":
-            s = np.linalg.svd(J, compute_uv=False)
-        else:
-            kernels = _backends.core if be == "cpp" else _backends.numba_kernels
-            assert kernels is not None
-            with _backends.single_threaded_blas():
-                s = kernels.batched_singular_values(J)
+        J = np.matmul(self.coefficients, self._grad_k(Xk))
+        s = _dispatch.batched_singular_values(J, be)
         return s[0] if squeeze else s
 
     def rank(self, X: ArrayLike, tol: float | None = None, rtol: float | None = None) -> Any:
         """numpy.linalg.matrix_rank of J(x) for every sample, (B,) int64."""
         tol, rtol = _validation.tolerances(tol, rtol)
         s = np.atleast_2d(self.singular_values(X))
-        m, n = self.output_dim, self.input_dim
-        if tol is not None:
-            t = np.full(s.shape[0], tol)
-        else:
-            r = rtol if rtol is not None else max(m, n) * np.finfo(s.dtype).eps
-            t = s[:, 0] * r if s.shape[1] else np.zeros(s.shape[0])
-        out = np.count_nonzero(s > t[:, None], axis=1).astype(np.int64)
+        shape = (self.output_dim, self.input_dim)
+        out = _dispatch.matrix_rank_count(s, shape, _dispatch.Tolerance(tol, rtol))
         return out[0] if np.ndim(X) == 1 else out
 
     def rkhs_norms(self) -> FloatArray:

@@ -20,13 +20,13 @@ backends compute, chunk by chunk of samples:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _frame, _validation
+from . import _backends, _dispatch, _frame, _validation
 from .activations import Activation
 from .activations import activation as _lookup
 from .kernel_layer import KernelLayer
@@ -329,7 +329,7 @@ class Network:
                 sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + self.norm_eps)
                 arg = (z - mu) / sigma[:, None]
                 state = (sigma, arg)
-            d = _derivatives(arg, act, backend)
+            d = _dispatch.derivatives(arg, act, backend)
             a = act.phi(arg)
             h = h + a if self.residual else a
             yield z, d, state
@@ -415,9 +415,9 @@ class Network:
         layers = list(self._layers(X, backend))
         Ds = self._active_chain(layers, backend)
         if Ds is not None:
-            assert _backends.core is not None
-            with _backends.single_threaded_blas():
-                return _backends.core.chain_active(self.weights, Ds, self._reverse_is_cheaper())
+            return _dispatch.call(
+                "chain_active", backend, self.weights, Ds, self._reverse_is_cheaper()
+            )
         return self._dense_chunk(layers, X.shape[0])
 
     def _dense_chunk(self, layers: list[Any], B: int) -> FloatArray:
@@ -425,30 +425,17 @@ class Network:
             return self._dense_reverse(layers, B)
         return self._dense_forward(layers, B)
 
-    def _spectrum_chunk(
-        self, X: FloatArray, backend: str, tolerances: tuple[float, float, bool] | None = None
-    ) -> FloatArray | IntArray:
-        """Singular values (B_c, min(n_L, n_0)) of one chunk, or with tolerances = (tol, rtol,
-        rtol given) (tol or rtol NaN, as numpy.linalg.matrix_rank reads them) the ranks (B_c,).
+    def _singular_values_chunk(self, X: FloatArray, backend: str) -> FloatArray:
+        """Singular values (B_c, min(n_L, n_0)) of the end-to-end Jacobians of one chunk,
+        compiled backends.
 
         Where the C++ active-sub-block kernels apply, the product is split at its narrowest
-        layer and no dense Jacobian is formed (jacgeom/chain.hpp); the rank is then certified
-        on the bidiagonal form of the split's core where it can be, the singular values
-        counted where it cannot."""
+        layer and no dense Jacobian is formed (jacgeom/chain.hpp)."""
         layers = list(self._layers(X, backend))
         Ds = self._active_chain(layers, backend)
-        core = _backends.core
-        if Ds is not None and core is not None:
-            with _backends.single_threaded_blas():
-                if tolerances is None:
-                    return core.chain_singular_values(self.weights, Ds)
-                return core.chain_rank(self.weights, Ds, *tolerances)
-        s = _batched_singular_values(self._dense_chunk(layers, X.shape[0]), backend)
-        if tolerances is None:
-            return s
-        tol, rtol, given = tolerances
-        shape = (self.widths[-1], self.widths[0])
-        return _count_rank(s, shape, None if np.isnan(tol) else tol, rtol if given else None)
+        if Ds is not None:
+            return _dispatch.call("chain_singular_values", backend, self.weights, Ds)
+        return _dispatch.batched_singular_values(self._dense_chunk(layers, X.shape[0]), backend)
 
     def _dense_forward(self, layers: list[Any], B: int) -> FloatArray:
         # P holds the partial products of all samples side by side, (n_l, B, n_0), so that
@@ -558,7 +545,7 @@ class Network:
         else:
             out = np.empty((Xk.shape[0], min(self.widths[0], self.widths[-1])), dtype=self.dtype)
             for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-                out[sl] = self._spectrum_chunk(Xk[sl], be)
+                out[sl] = self._singular_values_chunk(Xk[sl], be)
         return out[0] if squeeze else out
 
     def rank(
@@ -647,16 +634,15 @@ class Network:
         >>> bool(np.all(net.exact_rank(X) <= net.active_counts(X).min(axis=1)))
         True
         """
-        be = _backends.resolve(backend)
-        Xk, squeeze = self._inputs(X, check_finite)
-        if be == "numpy":
-            with _backends.single_threaded_blas():
-                out = _ref.exact_rank(self, Xk)
-        else:
-            out = np.empty(Xk.shape[0], dtype=np.int64)
-            for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
-                out[sl] = _frame.stable_frame(self, Xk[sl], be)[2][:, -1]
-        return out[0] if squeeze else out
+        return self._frame_reduction(
+            X,
+            backend,
+            check_finite,
+            _ref.exact_rank,
+            (),
+            np.int64,
+            lambda g, V, ranks: ranks[:, -1],
+        )
 
     def layer_exact_ranks(
         self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
@@ -668,16 +654,15 @@ class Network:
         -------
         (B, L) int64 ndarray (or (L,) for a 1-D X); non-increasing along each row.
         """
-        be = _backends.resolve(backend)
-        Xk, squeeze = self._inputs(X, check_finite)
-        if be == "numpy":
-            with _backends.single_threaded_blas():
-                out = _ref.layer_exact_ranks(self, Xk)
-        else:
-            out = np.empty((Xk.shape[0], self.depth), dtype=np.int64)
-            for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
-                out[sl] = _frame.stable_frame(self, Xk[sl], be)[2]
-        return out[0] if squeeze else out
+        return self._frame_reduction(
+            X,
+            backend,
+            check_finite,
+            _ref.layer_exact_ranks,
+            (self.depth,),
+            np.int64,
+            lambda g, V, ranks: ranks,
+        )
 
     def layer_ranks(
         self,
@@ -804,20 +789,20 @@ class Network:
         >>> bool(np.isfinite(logs).all()), bool((logs[0] - logs[-1]) / np.log(10) > 16)
         (True, True)
         """
-        be = _backends.resolve(backend)
-        Xk, squeeze = self._inputs(X, check_finite)
-        if be == "numpy":
-            with _backends.single_threaded_blas():
-                out = _ref.log_singular_values(self, Xk)
-        else:
-            p = min(self.widths[0], self.widths[-1])
-            out = np.full((Xk.shape[0], p), -np.inf, dtype=self.dtype)
-            for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
-                g, V, _ = _frame.stable_frame(self, Xk[sl], be)
-                logs = _graded_log_singular_values(g, V)
-                q = min(p, logs.shape[1])
-                out[sl, :q] = logs[:, :q]
-        return out[0] if squeeze else out
+        p = min(self.widths[0], self.widths[-1])
+
+        def logs(g: FloatArray, V: FloatArray, ranks: IntArray) -> FloatArray:
+            # The frame is trimmed to the largest live rank: beyond it, exact zeros (-inf).
+            # The cpp backend runs numba's kernel (the table has no C++ one).
+            out = np.full((g.shape[0], p), -np.inf)
+            s = _dispatch.call("graded_log_singular_values", backend, g, V)
+            q = min(p, s.shape[1])
+            out[:, :q] = s[:, :q]
+            return out
+
+        return self._frame_reduction(
+            X, backend, check_finite, _ref.log_singular_values, (p,), self.dtype, logs
+        )
 
     def log_abs_det(
         self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
@@ -839,23 +824,48 @@ class Network:
                 f"log_abs_det needs a square end-to-end Jacobian; this network maps "
                 f"{self.widths[0]} inputs to {self.widths[-1]} outputs"
             )
+        n0 = self.widths[0]
+
+        def log_abs_det(g: FloatArray, V: FloatArray, ranks: IntArray) -> FloatArray:
+            with np.errstate(invalid="ignore"):
+                total = np.sum(g, axis=1)
+            return np.where(ranks[:, -1] == n0, total, -np.inf)
+
+        return self._frame_reduction(
+            X, backend, check_finite, _ref.log_abs_det, (), self.dtype, log_abs_det
+        )
+
+    def _frame_bytes(self) -> int:
+        return 8 * max(self.widths) * self.widths[0] * 8
+
+    def _frame_reduction(
+        self,
+        X: ArrayLike,
+        backend: str,
+        check_finite: bool,
+        reference: Callable[[Network, FloatArray], Any],
+        per_sample: tuple[int, ...],
+        dtype: Any,
+        reduce: Callable[[FloatArray, FloatArray, IntArray], NDArray[Any]],
+    ) -> Any:
+        """A reduction of the stable frame (jacgeom._frame), the one loop of exact_rank,
+        layer_exact_ranks, log_singular_values and log_abs_det.
+
+        The numpy backend runs ``reference(self, X)`` (one small QR per sample, BLAS pinned to
+        one thread). The compiled backends build the frame g (B_c, k), V (B_c, k, n_0) and the
+        exact ranks (B_c, L) chunk by chunk and write ``reduce(g, V, ranks)``, of shape
+        (B_c, *per_sample), into an output of ``dtype``. A 1-D X gives one sample's result.
+        """
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
         if be == "numpy":
             with _backends.single_threaded_blas():
-                out = _ref.log_abs_det(self, Xk)
+                out = reference(self, Xk)
         else:
-            out = np.empty(Xk.shape[0], dtype=self.dtype)
-            n0 = self.widths[0]
+            out = np.empty((Xk.shape[0], *per_sample), dtype=dtype)
             for sl in self._chunks(Xk.shape[0], self._frame_bytes()):
-                g, _, ranks = _frame.stable_frame(self, Xk[sl], be)
-                with np.errstate(invalid="ignore"):
-                    total = np.sum(g, axis=1)
-                out[sl] = np.where(ranks[:, -1] == n0, total, -np.inf)
+                out[sl] = reduce(*_frame.stable_frame(self, Xk[sl], be))
         return out[0] if squeeze else out
-
-    def _frame_bytes(self) -> int:
-        return 8 * max(self.widths) * self.widths[0] * 8
 
 
 def init_std(init: str, sigma_w: float | None, fan_in: int, fan_out: int) -> float:
@@ -896,33 +906,9 @@ def _zero_fraction(Ds: list[FloatArray]) -> float:
     return sum(int(d.size - np.count_nonzero(d)) for d in Ds) / total if total else 0.0
 
 
-def _derivatives(Z: FloatArray, act: Activation, backend: str) -> FloatArray:
-    if backend == "numpy" or act.is_custom:
-        return act.derivative(Z)
-    Zc = np.ascontiguousarray(Z)
-    if backend == "cpp":
-        assert _backends.core is not None
-        return _backends.core.derivatives(Zc, act.code, act.parameter)
-    assert _backends.numba_kernels is not None
-    return _backends.numba_kernels.derivatives(Zc, act.code, act.parameter)
-
-
-def _batched_singular_values(J: FloatArray, backend: str) -> FloatArray:
-    Jc = np.ascontiguousarray(J)
-    with _backends.single_threaded_blas():
-        if backend == "cpp":
-            assert _backends.core is not None
-            return _backends.core.batched_singular_values(Jc)
-        assert _backends.numba_kernels is not None
-        return _backends.numba_kernels.batched_singular_values(Jc)
-
-
-def _graded_log_singular_values(g: Any, V: Any) -> Any:
-    if _backends.numba_kernels is not None:
-        return _backends.numba_kernels.graded_log_singular_values(g, V)
-    return np.array(
-        [_ref_graded.graded_log_singular_values(gi, Vi) for gi, Vi in zip(g, V, strict=True)]
-    )
+# jacgeom.montecarlo still imports phi' from here; it moves to _dispatch.derivatives with the
+# Monte Carlo's own conversion (issue 19), and this name goes with it.
+_derivatives = _dispatch.derivatives
 
 
 def _numerical_rank(
@@ -938,20 +924,3 @@ def _numerical_rank(
         [_ref_graded.numerical_rank_from_logs(row, tol, rtol, shape, eps) for row in logs],
         dtype=np.int64,
     ).reshape(-1)
-
-
-def _count_rank(
-    s: FloatArray, shape: tuple[int, ...], tol: float | None, rtol: float | None
-) -> IntArray:
-    """numpy.linalg.matrix_rank's count from singular values of (r, c) matrices."""
-    if s.shape[1] == 0:
-        return np.zeros(s.shape[0], dtype=np.int64)
-    # As numpy compares: in float64 against a tol or rtol given (it takes asarray of them),
-    # in the values' precision against its default rtol (an eps of that precision).
-    if tol is not None:
-        t = np.full(s.shape[0], tol)
-    elif rtol is not None:
-        t = s[:, 0].astype(np.float64) * rtol
-    else:
-        t = s[:, 0] * (max(shape) * np.finfo(s.dtype).eps)
-    return np.count_nonzero(s > t[:, None], axis=1).astype(np.int64)
