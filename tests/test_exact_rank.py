@@ -375,3 +375,20 @@ def test_residual_networks_with_non_finite_values_are_an_error(backend: str) -> 
     net = Network([np.eye(3) * 1e200, np.eye(3) * 1e200], activation="identity", residual=True)
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="not finite"):
         net.exact_rank(np.full(3, 1e200), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_narrow_layer_normalised_networks_stay_within_their_structural_rank(backend: str) -> None:
+    # A layer normalisation of width w has a Jacobian of rank w - 1 (the ones vector is
+    # its null direction); gelu's phi' is non-zero here, so the exact rank is exactly
+    # min(n_0, w_l - 1) and the float64 rank never above it. Width 2 is the sharp case:
+    # J_N is then delta P / sigma, delta = eps / (var + eps), and formed as
+    # I - 1 1^T / m - u u^T / m its rounding looked like a second direction.
+    for seed in range(300):
+        widths = [int(w) for w in np.random.default_rng(seed).integers(1, 5, size=3)]
+        net = Network.random(widths, activation="gelu", norm="layer", seed=seed)
+        X = np.random.default_rng(seed).standard_normal((20, widths[0]))
+        bound = max(0, min(widths[0], *(w - 1 for w in widths[1:])))
+        exact = net.exact_rank(X, backend=backend)
+        np.testing.assert_array_equal(exact, bound, err_msg=f"widths {widths}")
+        assert np.all(net.rank(X, backend=backend) <= exact), widths

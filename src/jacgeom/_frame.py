@@ -241,8 +241,8 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
     # as a value like any other (as the reference does).
     Y = np.matmul(W, Uz)
     if state is not None:
-        X = _norm_jacobian(Y, state)
-        M = _norm_jacobian(np.broadcast_to(W, (B,) + W.shape[-2:]), state)
+        X = _norm_jacobian_factored(Y, state)
+        M = _norm_jacobian_factored(np.broadcast_to(W, (B,) + W.shape[-2:]), state)
         row_norms = scaled_norms(M, axis=2)
     else:
         X = Y
@@ -353,5 +353,40 @@ def _norm_jacobian(Y: F64, state: Any) -> F64:
     m = Y.shape[1]
     uY = np.einsum("bi,bik->bk", u, Y)
     out = Y - Y.mean(axis=1, keepdims=True) - u[:, :, None] * (uY / m)[:, None, :]
+    out /= np.asarray(sigma, dtype=np.float64)[:, None, None]
+    return out
+
+
+def _norm_jacobian_factored(Y: F64, state: Any) -> F64:
+    """J_N Y for a batch without cancellation, for rank decisions:
+    J_N = (1 / sigma) B_1 H diag(delta, 1, ..., 1) H B_1^T, H the reflector that maps
+    B_1^T u / |u| to e_1 and delta = 1 - |u|^2 / m = eps / (var + eps), the u-direction's
+    factor. Formed as I - 1 1^T / m - u u^T / m, that direction comes out with an absolute
+    error of eps next to a value delta (1e-5 and less), so a map of rank m - 2 looks like
+    rank m - 1 to any tolerance; factored, each direction keeps its relative accuracy.
+    delta is kept at least eps: norm_eps > 0, so the u-direction is never exactly lost."""
+    sigma, u = state
+    u = np.asarray(u, dtype=np.float64)
+    m = Y.shape[1]
+    B1 = _ones_complement(m)
+    T = np.matmul(B1.T, Y)  # (B, m - 1, r)
+    if m < 2:
+        return np.zeros_like(Y)
+    w = u @ B1  # (B, m - 1): u lies in the complement of the ones vector
+    norm_w = scaled_norms(w, axis=1)
+    w = w / np.where(norm_w > 0, norm_w, 1.0)[:, None]
+    v = w.copy()
+    v[:, 0] += np.where(w[:, 0] >= 0, 1.0, -1.0)  # maps w to -sign(w_0) e_1
+    vv = np.einsum("bi,bi->b", v, v)
+    v = v / np.sqrt(np.where(vv > 0, vv, 1.0))[:, None]
+
+    def reflect(A: F64) -> F64:
+        return A - 2.0 * v[:, :, None] * np.einsum("bi,bik->bk", v, A)[:, None, :]
+
+    eps = np.finfo(np.float64).eps
+    delta = np.clip(1.0 - np.einsum("bi,bi->b", u, u) / m, eps, 1.0)
+    HT = reflect(T)
+    HT[:, 0, :] *= np.where(norm_w > 0, delta, 1.0)[:, None]
+    out = np.matmul(B1, reflect(HT))
     out /= np.asarray(sigma, dtype=np.float64)[:, None, None]
     return out

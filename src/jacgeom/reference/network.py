@@ -9,6 +9,7 @@ and ``jacobian`` of one sample, as jacgeom.KernelLayer) with every unit live.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -226,12 +227,11 @@ def _layer_factors(
     M = W64
     arg = z
     if net.norm == "layer":
-        m = z.shape[0]
         mu = z.mean()
         sigma = np.sqrt(np.mean((z - mu) ** 2) + net.norm_eps)
         arg = (z - mu) / sigma
         u = arg.astype(np.float64)
-        J_norm = (np.eye(m) - np.ones((m, m)) / m - np.outer(u, u) / m) / float(sigma)
+        J_norm = _norm_jacobian(u, float(sigma))
         M = J_norm @ W64
     a = act.phi(arg)
     out = h + a if net.residual else a
@@ -254,6 +254,35 @@ def _layer_factors(
     c = float(np.max(log_d[alive])) if alive.any() else 0.0
     X = M[alive]
     return out, X, act.derivative_sign(arg)[alive].astype(np.float64), log_d[alive] - c, c, alive
+
+
+@functools.lru_cache(maxsize=16)
+def _ones_complement(m: int) -> FloatArray:
+    """(m, m - 1) orthonormal basis of the complement of the ones vector."""
+    return np.linalg.svd(np.eye(m) - 1.0 / m)[0][:, : m - 1]
+
+
+def _norm_jacobian(u: FloatArray, sigma: float) -> FloatArray:
+    """The layer normalisation's Jacobian (I - 1 1^T / m - u u^T / m) / sigma, formed as
+    B_1 H diag(delta, 1, ..., 1) H B_1^T / sigma (B_1 an orthonormal basis of the
+    complement of the ones vector, H the reflector taking B_1^T u / |u| to e_1,
+    delta = 1 - |u|^2 / m, at least eps since norm_eps > 0): the u-direction's small
+    factor delta keeps its relative accuracy, which the formula as written loses to
+    cancellation (a rank-1 Jacobian at m = 2 would look like rank 2)."""
+    m = u.shape[0]
+    if m < 2:
+        return np.zeros((m, m))
+    B1 = _ones_complement(m)
+    w = B1.T @ u
+    nw = np.linalg.norm(w)
+    H = np.eye(m - 1)
+    delta = np.ones(m - 1)
+    if nw > 0:
+        v = w / nw
+        v[0] += 1.0 if v[0] >= 0 else -1.0
+        H -= 2.0 * np.outer(v, v) / (v @ v)
+        delta[0] = min(max(1.0 - float(u @ u) / m, np.finfo(np.float64).eps), 1.0)
+    return (B1 @ H @ (delta[:, None] * (H @ B1.T))) / sigma
 
 
 def _unscaled(m: int) -> tuple[FloatArray, FloatArray, float, NDArray[np.bool_]]:
