@@ -392,3 +392,21 @@ def test_narrow_layer_normalised_networks_stay_within_their_structural_rank(back
         exact = net.exact_rank(X, backend=backend)
         np.testing.assert_array_equal(exact, bound, err_msg=f"widths {widths}")
         assert np.all(net.rank(X, backend=backend) <= exact), widths
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_rank_does_not_depend_on_the_batch_or_dead_rows(backend: str) -> None:
+    # The live block [[1, 0], [1, 1e-15]] has determinant 1e-15 exactly: rank 2, as
+    # numpy.linalg.matrix_rank of that block says. The tolerance counts the sample's own
+    # live rows and directions, not the batch's widest frame nor the dead rows.
+    W2 = np.zeros((2, 8))
+    W2[0, 0] = W2[1, 0] = 1.0
+    W2[1, 1] = 1e-15
+    net = Network([np.eye(8), W2], activation=["relu", "identity"])
+    xa = np.array([1.0, 1.0] + [-1.0] * 6)
+    alone = net.exact_rank(xa, backend=backend)
+    assert alone == np.linalg.matrix_rank(W2[:, :2]) == 2
+    assert net.exact_rank(np.stack([xa, np.ones(8)]), backend=backend)[0] == alone
+    W = np.zeros((8, 2))
+    W[0], W[1], W[2:] = [1.0, 0.0], [1.0, 1e-15], [-1.0, 0.0]
+    assert Network([W], activation="relu").exact_rank(np.array([1.0, 0.5]), backend=backend) == 2

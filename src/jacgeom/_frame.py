@@ -224,7 +224,8 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
                 "check_finite=False, or weights that overflow); no spectrum or rank exists"
             )
         A = np.matmul(M, Uz)
-        Zq, g, V = _deflate(A, scaled_norms(M, axis=2), np.minimum(live, A.shape[1]), g, V)
+        generic = np.minimum(live, A.shape[1])
+        Zq, g, V = _deflate(A, scaled_norms(M, axis=2), generic, live, g, V)
         if Zq is not None:
             A = np.matmul(A, Zq)
         return graded_step(A, g, V)
@@ -252,7 +253,7 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
     if state is not None:
         generic = np.minimum(generic, m - 1)
     row_norms = np.where(zero, 0.0, row_norms)
-    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, X), row_norms, generic, g, V)
+    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, X), row_norms, generic, live, g, V)
     if Zq is not None:
         Y = np.matmul(Y, Zq)
     with np.errstate(invalid="ignore"):
@@ -274,7 +275,7 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
 
 
 def _deflate(
-    X: F64, row_norms: F64, generic: NDArray[np.int64], g: F64, V: F64
+    X: F64, row_norms: F64, generic: NDArray[np.int64], live: NDArray[Any], g: F64, V: F64
 ) -> tuple[F64 | None, F64, F64]:
     """Restrict the frame to the row space of the layer's map on its live directions,
     X (B, m, r), where X has lower rank than its zero rows explain.
@@ -289,7 +290,7 @@ def _deflate(
     is deficient).
     """
     B, m, r = X.shape
-    rank, Xn = map_rank(X, row_norms)
+    rank, Xn = map_rank(X, row_norms, live)  # live directions (B,): the tolerance's r
     need = rank < generic
     if not need.any():
         return None, g, V

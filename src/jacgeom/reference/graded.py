@@ -79,14 +79,18 @@ def scaled_norms(A: NDArray[Any], axis: int) -> F64:
     return np.squeeze(big, axis=axis) * np.linalg.norm(A / safe, axis=axis)
 
 
-def map_rank(XU: F64, row_norms: F64) -> tuple[NDArray[np.int64], F64]:
+def map_rank(
+    XU: F64, row_norms: F64, columns: NDArray[Any] | None = None
+) -> tuple[NDArray[np.int64], F64]:
     """Rank of a layer's map X on an orthonormal basis U of the frame, (..., m, r).
 
     ``row_norms`` (..., m) are the norms of X's rows (0 for rows removed). Each row of XU
     is divided by its row's norm in X, not in XU: a row that XU cancels to rounding noise
     stays noise. The rank is numpy.linalg.matrix_rank's count with the tolerance of that
     row-normalised X, max(m, r) eps sqrt(rows), not of XU, whose largest value can itself
-    be noise. Returns the ranks (...) and the row-normalised XU.
+    be noise. m counts the rows kept (row_norms > 0) and r the live columns, ``columns``
+    (...), default all: a sample's rank never depends on the batch around it. Returns the
+    ranks (...) and the row-normalised XU.
     """
     Xn = XU / np.where(row_norms > 0, row_norms, 1.0)[..., None]
     m, r = XU.shape[-2:]
@@ -94,7 +98,9 @@ def map_rank(XU: F64, row_norms: F64) -> tuple[NDArray[np.int64], F64]:
         return np.zeros(XU.shape[:-2], dtype=np.int64), Xn
     s = np.linalg.svd(Xn, compute_uv=False)
     rows = np.count_nonzero(row_norms > 0, axis=-1)
-    tol = max(m, r) * np.finfo(np.float64).eps * np.sqrt(np.maximum(rows, 1))
+    cols = np.full(rows.shape, r) if columns is None else np.asarray(columns)
+    tol = np.maximum(np.maximum(rows, cols), 1) * np.finfo(np.float64).eps
+    tol = tol * np.sqrt(np.maximum(rows, 1))
     return np.count_nonzero(s > tol[..., None], axis=-1).astype(np.int64), Xn
 
 
