@@ -209,7 +209,7 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
         # so their rank is decided on them as they are, and a generic one keeps every
         # live direction up to the output width.
         if layer.dense is not None:
-            M = np.array(layer.dense, dtype=np.float64)
+            M = np.asarray(layer.dense, dtype=np.float64)
         else:
             check_layer_values(layer.arg, layer.d, layer.act.name, l)
             M = np.broadcast_to(np.asarray(layer.W, dtype=np.float64), (B,) + layer.W.shape[-2:])
