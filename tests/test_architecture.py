@@ -29,16 +29,6 @@ COMPILED = ("jacgeom._core", "jacgeom._numba")
 # The attributes of jacgeom._backends that hold the compiled modules.
 COMPILED_ATTRIBUTES = frozenset({"core", "numba_kernels"})
 
-# Modules that still call the compiled modules directly: they are being converted to
-# jacgeom._dispatch (issue 19) by the engineers editing them now. An entry covers the module
-# and its submodules. The list only shrinks: test_allowlist_is_still_needed fails once an
-# entry is no longer needed, so that it is deleted with the conversion.
-COMPILED_ACCESS_ALLOWED = frozenset(
-    {
-        "jacgeom.montecarlo",  # being converted (and split into a package)
-    }
-)
-
 # Import edges allowed to close a cycle, (importer, imported), while a cycle is being
 # removed; test_allowed_cycle_edges_still_close_a_cycle fails once an entry is not needed.
 # Empty: kernel_layer -> montecarlo -> network -> kernel_layer was the last (issue 19).
@@ -214,13 +204,6 @@ def _exempt(name: str) -> bool:
     return name in DISPATCH_LAYER or name == "jacgeom._numba" or name.startswith("jacgeom._numba.")
 
 
-def _allowance(name: str) -> str | None:
-    for entry in COMPILED_ACCESS_ALLOWED:
-        if name == entry or name.startswith(entry + "."):
-            return entry
-    return None
-
-
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle of the graph as a path [a, b, ..., a], or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
@@ -284,22 +267,12 @@ def test_allowed_cycle_edges_still_close_a_cycle() -> None:
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_only_the_dispatch_layer_touches_compiled_code(name: str) -> None:
-    if _exempt(name) or _allowance(name):
+    if _exempt(name):
         return
     found = _touches_compiled(MODULES[name])
     assert not found, (
         f"{name} {'; '.join(found)}: call the kernel through jacgeom._dispatch "
         "(docs/architecture.md)"
-    )
-
-
-@pytest.mark.parametrize("entry", sorted(COMPILED_ACCESS_ALLOWED))
-def test_allowlist_is_still_needed(entry: str) -> None:
-    covered = [name for name in MODULES if _allowance(name) == entry]
-    assert covered, f"{entry} is not a module any more: delete it from COMPILED_ACCESS_ALLOWED"
-    assert any(_touches_compiled(MODULES[name]) for name in covered), (
-        f"{entry} no longer touches jacgeom._core or jacgeom._numba: "
-        "delete it from COMPILED_ACCESS_ALLOWED"
     )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .. import _dispatch
 from ..reference.montecarlo import numerical_rank
-from . import _compiled
 from .sampling import SHARED_KERNEL_LAYERS_KEY
 from .spec import Spec
 
@@ -58,7 +58,7 @@ def kernel_chain(
             Jl = Jl + np.eye(fan_in)
         if layer_ranks is not None:
             layer_ranks[:, l] = numerical_rank(
-                _compiled.singular_values(Jl, backend), (fan_out, fan_in)
+                _dispatch.batched_singular_values(Jl, backend), (fan_out, fan_in)
             )
         Js.append(Jl)
         h = out

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .. import _dispatch
 from ..activations import Activation
-from ..network import Network, _derivatives, init_std, random_orthogonal
-from . import _compiled
+from ..network import Network, init_std, random_orthogonal
 from .spec import Spec, layer_activations
 
 __all__ = [
@@ -167,7 +167,7 @@ def draw_preactivations(
     of norms |h| (N,): the pre-activations are independent N(b_i, std^2 |h|^2)."""
     u = rng.standard_normal(b.shape)
     z = (std * norms)[:, None] * u + b
-    return u, z, _derivatives(z, act, backend)
+    return u, z, _dispatch.derivatives(z, act, backend)
 
 
 def draw_first_layer(
@@ -261,7 +261,20 @@ def draw_layer_given_input(
             if scratch is not None
             else np.empty(b_count)
         )
-    _compiled.place_live_rows(h, cols, u, live, G, B, rest is not None, std, W)
+    # numba's one pass without the GIL wherever numba is installed, whatever the backend.
+    _dispatch.call(
+        "place_live_rows",
+        "numba",
+        np.ascontiguousarray(h),
+        cols,
+        u,
+        live,
+        G,
+        B,
+        rest is not None,
+        std,
+        W,
+    )
     return W, z, d
 
 

@@ -35,9 +35,7 @@ from numpy.typing import NDArray
 from .. import _backends, _dispatch, _frame
 from ..activations import Activation
 from ..activations import activation as _lookup
-from ..network import _derivatives
 from ..reference.montecarlo import numerical_rank
-from . import _compiled
 from .kernel_layers import kernel_chain
 from .sampling import (
     Scratch,
@@ -297,7 +295,7 @@ def _plain_block_statistics(
         else:
             W = Ws[l]
             z = _affine(W, h, bs[l])
-            d = _derivatives(np.ascontiguousarray(z), acts[l], backend)
+            d = _dispatch.derivatives(np.ascontiguousarray(z), acts[l], backend)
         active[:, l] = np.count_nonzero(d, axis=1)
         frame_layers.append(_frame.FrameLayer(kernel_Ws[l], z, acts[l]))
         if l + 1 < L:  # the last layer's output is not needed
@@ -312,8 +310,15 @@ def _plain_block_statistics(
         assert packed.packed_rows is not None
         counts = np.ascontiguousarray(active[:, 0])
         bound = np.minimum(active.min(axis=1), n0)
-        rank, log_smax, log_smin, frobenius2, log_volume = _compiled.spectral_summary_rows(
-            packed.packed_rows, counts, nL, packed.std, bound, spec.spectra
+        rank, log_smax, log_smin, frobenius2, log_volume = _dispatch.call(
+            "spectral_summary_rows",
+            backend,
+            packed.packed_rows,
+            counts,
+            nL,
+            packed.std,
+            bound,
+            spec.spectra,
         )
         with np.errstate(invalid="ignore"):
             log_cond = np.where(rank == min(nL, n0), log_smax - log_smin, np.inf)
@@ -341,28 +346,21 @@ def _masked_layer_rank(
     """Numerical rank of each plain layer Jacobian diag(d) W (n, m, k): numpy's matrix_rank
     of its k_b non-zero rows (so the tolerance is sigma_max max(k_b, k) eps)."""
     if backend == "cpp":
-        return _compiled.masked_layer_rank(kernel_W, d)
+        ranks, _ = _dispatch.call(
+            "masked_rank",
+            backend,
+            np.ascontiguousarray(kernel_W),
+            d,
+            _dispatch.DEFAULT_TOLERANCE,
+            False,
+            False,
+        )
+        return ranks
     A = d[:, :, None] * W
-    s = _compiled.singular_values(A, backend)
+    s = _dispatch.batched_singular_values(A, backend)
     live = np.count_nonzero(d, axis=1)
     tol = s[:, :1] * np.maximum(live, A.shape[2])[:, None] * np.finfo(s.dtype).eps
     return np.count_nonzero(s > tol, axis=1).astype(np.int64)
-
-
-def _plain_chain(
-    Ws: list[Any], kernel_Ws: list[Any], Ds: list[NDArray[Any]], single_relu: bool, backend: str
-) -> NDArray[Any]:
-    """J = D_L W_L ... D_1 W_1 (n, n_L, n_0). ``single_relu``: one relu layer drawn by the
-    conditional sampler, whose W is D W already (relu' = 1 on live rows, dead rows zero)."""
-    if single_relu:
-        return Ws[0]
-    if backend == "cpp":
-        n0, nL = kernel_Ws[0].shape[-1], Ds[-1].shape[1]
-        return _compiled.chain_active(kernel_Ws, Ds, nL < n0)
-    J = Ds[0][:, :, None] * Ws[0]
-    for d, W in zip(Ds[1:], Ws[1:], strict=True):
-        J = (d[:, :, None] * W) @ J
-    return J
 
 
 # ------------------------------------------------------- residual and normalised layers
@@ -385,7 +383,7 @@ def _dense_block_statistics(
         W = Ws[l]
         z = _affine(W, h, bs[l])
         arg, sigma = _layer_norm(z) if spec.norm == "layer" else (z, None)
-        d = _derivatives(np.ascontiguousarray(arg), acts[l], backend)
+        d = _dispatch.derivatives(np.ascontiguousarray(arg), acts[l], backend)
         active[:, l] = np.count_nonzero(d, axis=1)
         if l + 1 < L:  # the last layer's output is not needed
             a = acts[l].phi(arg)
@@ -394,7 +392,9 @@ def _dense_block_statistics(
         frame_layers.append(_frame.FrameLayer(W, arg, acts[l], norm, spec.residual, d))
         if layer_ranks is not None:
             A = _dense_layer_jacobian(W, arg, sigma, d, spec.residual)
-            layer_ranks[:, l] = numerical_rank(_compiled.singular_values(A, backend), A.shape[1:])
+            layer_ranks[:, l] = numerical_rank(
+                _dispatch.batched_singular_values(A, backend), A.shape[1:]
+            )
     summary, exact = stable_statistics(widths[0], n, frame_layers, (widths[-1], widths[0]), backend)
     return record(active, layer_ranks, exact, summary, spec.spectra)
 
