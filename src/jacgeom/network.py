@@ -867,6 +867,184 @@ class Network:
                 out[sl] = reduce(*_frame.stable_frame(self, Xk[sl], be))
         return out[0] if squeeze else out
 
+    # ------------------------------------------------------------------ trained models
+    # (issue 22) Thin entry points; the work is in jacgeom.interop and jacgeom.report,
+    # imported here lazily (neither imports this module at run time).
+
+    @classmethod
+    def from_torch(cls, module: Any, dtype: Any = None) -> Network:
+        """A Network with the weights of a trained torch module.
+
+        Parameters
+        ----------
+        module : torch.nn.Module or torch.jit.ScriptModule
+            A ``torch.nn.Sequential`` (nested ones flattened) of Linear, ReLU,
+            LeakyReLU, Tanh, Sigmoid, GELU (both approximations), SiLU, Softplus, ELU,
+            Identity, Dropout and LayerNorm (between a Linear and its activation, gamma = 1
+            and beta = 0), or a module whose forward chains them, residual blocks
+            ``x + act(linear(x))`` included (read with torch.fx).
+        dtype : float32 or float64, optional
+            Default: the module's (float16 / bfloat16 become float32).
+
+        Returns
+        -------
+        Network
+            Layer l is a Linear with the activation after it (identity where none follows).
+            Weights are copied once, detached; the module is not modified.
+
+        Raises
+        ------
+        jacgeom.interop.UnsupportedModuleError (a TypeError)
+            Naming the module that a Network cannot represent, and what is supported.
+
+        Notes
+        -----
+        See :func:`jacgeom.interop.spec_from_torch` for the exact rules (Softplus's
+        threshold, LeakyReLU's slope, LayerNorm's affine parameters).
+
+        Examples
+        --------
+        >>> import torch, jacgeom  # doctest: +SKIP
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+        ...                           torch.nn.Linear(8, 2))  # doctest: +SKIP
+        >>> jacgeom.Network.from_torch(mlp).widths  # doctest: +SKIP
+        [4, 8, 2]
+        """
+        from .interop import spec_from_torch
+
+        return cls(**spec_from_torch(module).network_kwargs(dtype))
+
+    @classmethod
+    def from_jax(
+        cls,
+        params: Any,
+        activation: str | Activation | Sequence[str | Activation] = "relu",
+        output_activation: str | Activation = "identity",
+        residual: bool = False,
+        dtype: Any = None,
+    ) -> Network:
+        """A Network from an MLP's parameter pytree (JAX, Flax ``nn.Dense`` layers, numpy).
+
+        Parameters
+        ----------
+        params : pytree
+            A sequence of ``(W, b)`` pairs with W (n_l, n_{l-1}); a sequence of mappings
+            with ``"kernel"`` (n_{l-1}, n_l) and ``"bias"`` (Flax) or ``"W"``/``"weight"``
+            and ``"b"``/``"bias"``; or Flax's ``{"params": {"Dense_0": ..., ...}}``. See
+            :func:`jacgeom.interop.spec_from_jax`.
+        activation : str, Activation or sequence, default "relu"
+            The hidden layers' activation, or one per layer.
+        output_activation : str or Activation, default "identity"
+            The last layer's, when ``activation`` is one name.
+        residual : bool, default False
+        dtype : float32 or float64, optional
+
+        Returns
+        -------
+        Network
+
+        Examples
+        --------
+        >>> import numpy as np, jacgeom
+        >>> rng = np.random.default_rng(0)
+        >>> params = [{"kernel": rng.standard_normal((3, 5)), "bias": np.zeros(5)},
+        ...           {"kernel": rng.standard_normal((5, 2)), "bias": np.zeros(2)}]
+        >>> net = jacgeom.Network.from_jax(params, activation="tanh")
+        >>> net.widths, [a.name for a in net.activations]
+        ([3, 5, 2], ['tanh', 'identity'])
+        """
+        from .interop import spec_from_jax
+
+        spec = spec_from_jax(params, activation, output_activation, residual)
+        return cls(**spec.network_kwargs(dtype))
+
+    def layer_jacobians(
+        self,
+        X: ArrayLike,
+        lazy: bool = False,
+        backend: str = "auto",
+        as_input: bool = False,
+    ) -> Any:
+        """Each layer's own Jacobian A_l at its inputs h_{l-1}.
+
+        Parameters
+        ----------
+        X : (B, n_0) or (n_0,) array_like
+            numpy, torch (``requires_grad`` tensors are detached: their values are read)
+            or JAX arrays.
+        lazy : bool, default False
+            Return a generator that computes one layer at a time (memory: one layer's
+            (B, n_l, n_{l-1}) array at a time) instead of a list.
+        backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+        as_input : bool, default False
+            Return torch tensors / JAX arrays (through DLPack) when X is one.
+
+        Returns
+        -------
+        list (or generator) of L arrays (B, n_l, n_{l-1}) (or (n_l, n_{l-1}) for a 1-D X),
+        in the network's dtype. Their product A_L ... A_1 is :meth:`jacobian`.
+
+        Examples
+        --------
+        >>> import numpy as np, jacgeom
+        >>> net = jacgeom.Network.random([3, 5, 2], activation="tanh", seed=0)
+        >>> X = np.random.default_rng(1).standard_normal((4, 3))
+        >>> [J.shape for J in net.layer_jacobians(X)]
+        [(4, 5, 3), (4, 2, 5)]
+        """
+        from .report import layer_jacobians
+
+        return layer_jacobians(self, X, lazy=lazy, backend=backend, as_input=as_input)
+
+    def layer_report(
+        self,
+        X: ArrayLike,
+        saturation_tol: float = 1e-2,
+        backend: str = "auto",
+        names: list[str] | None = None,
+    ) -> Any:
+        """Per-layer geometry over a probe batch: dead and saturated units, exact and
+        float64 numerical rank, log-volume, log condition number, homeomorphism verdict.
+
+        Parameters
+        ----------
+        X : (B, n_0) array_like
+            numpy, torch (detached) or JAX arrays.
+        saturation_tol : float, default 1e-2
+            A unit is saturated at a sample when 0 < |phi'(z)| < saturation_tol.
+        backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+        names : list of L str, optional
+            Labels for the layers (e.g. the torch modules they came from).
+
+        Returns
+        -------
+        jacgeom.report.LayerReport
+            ``.layers`` holds a :class:`jacgeom.report.LayerGeometry` per layer;
+            ``.table()`` prints them, ``.as_dict()`` / ``.to_json()`` serialise them.
+
+        Notes
+        -----
+        Layer l is examined alone, as a one-layer Network at its inputs h_{l-1}. Ranks,
+        log-volumes (natural log of the product of singular values) and log condition
+        numbers (natural log) come from :meth:`log_singular_values` in float64: the exact
+        rank is the count of its finite values (:meth:`exact_rank`), the numerical rank
+        applies numpy.linalg.matrix_rank's rule to them. Unit fractions use the network's
+        own dtype.
+
+        Examples
+        --------
+        >>> import numpy as np, jacgeom
+        >>> net = jacgeom.Network.random([6, 6, 6], activation="relu", seed=0)
+        >>> rep = net.layer_report(np.random.default_rng(1).standard_normal((50, 6)))
+        >>> [g.verdict for g in rep.layers]
+        ['rank lost', 'rank lost']
+        >>> rep.layers[0].exact_rank.max <= 6
+        True
+        """
+        from .report import layer_report
+
+        return layer_report(self, X, saturation_tol=saturation_tol, backend=backend, names=names)
+
 
 def init_std(init: str, sigma_w: float | None, fan_in: int, fan_out: int) -> float:
     """Standard deviation of iid Gaussian weights under ``init`` (not "orthogonal")."""

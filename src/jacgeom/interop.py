@@ -1,0 +1,738 @@
+"""Networks and arrays from PyTorch and JAX.
+
+Two halves:
+
+- **Arrays.** :func:`to_numpy` turns a torch tensor (``requires_grad`` or not, on any
+  device), a JAX array or anything DLPack / array-protocol capable into a numpy array, a view
+  where the producer allows; :func:`to_array_library` sends a numpy result back to the
+  caller's library (torch or JAX) through DLPack.
+- **Networks.** :func:`spec_from_torch` and :func:`spec_from_jax` read a trained model into a
+  :class:`NetworkSpec`: the weights, biases and per-layer activations of a
+  :class:`jacgeom.Network`. ``Network.from_torch`` and ``Network.from_jax`` build the network
+  from it; this module never imports :mod:`jacgeom.network`, so the two stay free of import
+  cycles.
+
+torch and jax are optional: they are imported only by the functions that need them.
+
+Supported torch layers (``torch.nn``): Linear, ReLU, LeakyReLU (negative_slope >= 0),
+Tanh, Sigmoid, GELU (approximate "none" -> gelu, "tanh" -> gelu_tanh), SiLU, Softplus
+(beta; see :func:`spec_from_torch` for threshold), ELU (alpha), Identity, Dropout (the
+eval-mode map, the identity), LayerNorm between a Linear and its activation (see
+:func:`spec_from_torch`), nested Sequential, and modules whose ``forward`` is a chain of
+those, with residual blocks ``h + phi(W h + b)`` recognised through ``torch.fx``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .activations import Activation
+from .activations import activation as _lookup
+
+__all__ = [
+    "SUPPORTED_TORCH_MODULES",
+    "NetworkSpec",
+    "UnsupportedModuleError",
+    "array_library",
+    "spec_from_jax",
+    "spec_from_torch",
+    "to_array_library",
+    "to_numpy",
+]
+
+FloatArray = NDArray[np.floating[Any]]
+
+SUPPORTED_TORCH_MODULES = (
+    "Linear",
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "GELU",
+    "SiLU",
+    "Softplus",
+    "ELU",
+    "Identity",
+    "Dropout",
+    "LayerNorm",
+    "Sequential",
+)
+_ACTIVATION_MODULES = frozenset(
+    {"ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GELU", "SiLU", "Softplus", "ELU"}
+)
+_SKIPPED_MODULES = frozenset({"Identity", "Dropout"})
+
+
+class UnsupportedModuleError(TypeError):
+    """A module (or an operation in a traced forward) jacgeom's Network cannot represent."""
+
+
+# ---------------------------------------------------------------------------- arrays
+
+
+def array_library(x: Any) -> str:
+    """The array library ``x`` belongs to: "torch", "jax" or "numpy" (anything else).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> array_library(np.ones(3))
+    'numpy'
+    """
+    module = type(x).__module__
+    if module.startswith("torch"):
+        return "torch"
+    if module.startswith(("jax", "jaxlib")):
+        return "jax"
+    return "numpy"
+
+
+def to_numpy(x: Any) -> Any:
+    """A numpy view (or copy) of an array from any library, without touching autograd.
+
+    Parameters
+    ----------
+    x : array_like, torch.Tensor or jax.Array
+        A torch tensor that requires grad is detached first (its values are read, the graph
+        is left alone: jacgeom computes its own derivatives); a tensor on an accelerator is
+        copied to the CPU; float16 / bfloat16 tensors become float32.
+
+    Returns
+    -------
+    ndarray
+        A view of the tensor's memory where DLPack allows (CPU, no conjugate / negative
+        bit), otherwise a copy. Other inputs are returned as ``numpy.asarray`` gives them.
+
+    Examples
+    --------
+    >>> to_numpy([1.0, 2.0]).tolist()
+    [1.0, 2.0]
+    """
+    if array_library(x) == "torch":
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype.is_floating_point and t.element_size() < 4:
+            t = t.float()
+        t = t.resolve_conj().resolve_neg()
+        try:
+            return np.from_dlpack(t)
+        except (TypeError, ValueError, RuntimeError, BufferError):
+            return t.numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "__dlpack__") and not isinstance(x, np.generic):
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, ValueError, RuntimeError, BufferError):
+            pass
+    return np.asarray(x)
+
+
+def to_array_library(result: Any, like: Any) -> Any:
+    """Send a numpy result to the array library of ``like`` through DLPack.
+
+    Parameters
+    ----------
+    result : ndarray (or a list / tuple of them)
+    like : array
+        The caller's input. A torch tensor gives torch tensors (on ``like``'s device), a JAX
+        array gives JAX arrays; anything else returns ``result`` unchanged.
+
+    Returns
+    -------
+    The same structure as ``result``, in the caller's library. Read-only numpy arrays
+    (a Network's weights) are copied first, since DLPack cannot mark memory read-only;
+    writeable results are shared with torch (zero copy on the CPU).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_array_library(np.ones(2), like=np.zeros(3)).tolist()
+    [1.0, 1.0]
+    """
+    lib = array_library(like)
+    if lib == "numpy":
+        return result
+    if isinstance(result, (list, tuple)):
+        return type(result)(to_array_library(r, like) for r in result)
+    if not isinstance(result, np.ndarray):
+        return result
+    arr = np.ascontiguousarray(result)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    if lib == "torch":
+        import torch.utils.dlpack
+
+        out = torch.utils.dlpack.from_dlpack(arr)
+        return out if like.device.type == "cpu" else out.to(like.device)
+    import jax.numpy as jnp
+
+    return jnp.from_dlpack(arr)
+
+
+# ---------------------------------------------------------------------------- networks
+
+
+@dataclasses.dataclass
+class NetworkSpec:
+    """The pieces of a :class:`jacgeom.Network` read from another library.
+
+    Attributes
+    ----------
+    weights : list of (n_l, n_{l-1}) ndarray
+    biases : list of (n_l,) ndarray
+    activations : list of Activation
+    residual : bool
+    norm : {None, "layer"}
+    norm_eps : float
+    names : list of str
+        For each layer, the source modules it was made of, e.g. "0:Linear+1:Tanh".
+    notes : list of str
+        Approximations made while reading (e.g. Softplus's threshold), one line each.
+    """
+
+    weights: list[FloatArray]
+    biases: list[FloatArray]
+    activations: list[Activation]
+    residual: bool = False
+    norm: str | None = None
+    norm_eps: float = 1e-5
+    names: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def network_kwargs(self, dtype: Any = None) -> dict[str, Any]:
+        """Keyword arguments of ``Network(...)``; ``dtype`` casts weights and biases."""
+        ws: list[Any] = self.weights
+        bs: list[Any] = self.biases
+        if dtype is not None:
+            dt = np.dtype(dtype)
+            if dt not in (np.float32, np.float64):
+                raise TypeError(f"dtype must be float32 or float64, got {dt}")
+            ws = [w.astype(dt, copy=False) for w in ws]
+            bs = [b.astype(dt, copy=False) for b in bs]
+        return {
+            "weights": ws,
+            "biases": bs,
+            "activation": list(self.activations),
+            "residual": self.residual,
+            "norm": self.norm,
+            "norm_eps": self.norm_eps,
+        }
+
+
+@dataclasses.dataclass
+class _Residual:
+    body: list[Any]
+
+
+@dataclasses.dataclass
+class _Layer:
+    W: FloatArray | None = None  # None: an activation with no Linear before it (W = I)
+    b: FloatArray | None = None
+    act: Activation | None = None
+    norm_eps: float | None = None
+    residual: bool = False
+    names: list[str] = dataclasses.field(default_factory=list)
+
+
+def _kind(module: Any) -> str:
+    """The torch.nn class name of a module, or of a TorchScript module's original class;
+    "" for a subclass or a user module (those are traced, not read)."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        name = str(getattr(module, "original_name", ""))
+        return name if name in SUPPORTED_TORCH_MODULES else ""
+    cls = type(module)
+    if cls.__module__.startswith("torch.nn.") and cls.__name__ in SUPPORTED_TORCH_MODULES:
+        return cls.__name__
+    return ""
+
+
+def _supported_message() -> str:
+    return (
+        "supported: torch.nn." + ", torch.nn.".join(SUPPORTED_TORCH_MODULES) + " (LayerNorm "
+        "between a Linear and its activation, without affine parameters or with gamma = 1, "
+        "beta = 0), and modules whose forward chains them, with residual blocks "
+        "h + phi(W h + b)"
+    )
+
+
+def _unsupported(what: str, why: str = "") -> UnsupportedModuleError:
+    return UnsupportedModuleError(
+        f"{what} cannot be read into a jacgeom Network{': ' + why if why else ''}; "
+        + _supported_message()
+    )
+
+
+def _tensor(t: Any) -> FloatArray:
+    arr = np.asarray(to_numpy(t))
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _activation_of(module: Any, kind: str, notes: list[str], label: str) -> Activation:
+    if kind == "ReLU":
+        return _lookup("relu")
+    if kind == "Tanh":
+        return _lookup("tanh")
+    if kind == "Sigmoid":
+        return _lookup("sigmoid")
+    if kind == "SiLU":
+        return _lookup("silu")
+    if kind == "GELU":
+        approx = str(getattr(module, "approximate", "none"))
+        if approx == "none":
+            return _lookup("gelu")
+        if approx == "tanh":
+            return _lookup("gelu_tanh")
+        raise _unsupported(f"{label} (GELU, approximate={approx!r})")
+    if kind == "LeakyReLU":
+        slope = float(module.negative_slope)
+        if slope == 0.0:  # torch's leaky_relu with slope 0 is relu, phi'(0) = 0 included
+            return _lookup("relu")
+        if slope < 0:
+            raise _unsupported(
+                f"{label} (LeakyReLU, negative_slope={slope})",
+                "jacgeom's leaky_relu needs alpha > 0",
+            )
+        return _lookup("leaky_relu", alpha=slope)
+    if kind == "ELU":
+        alpha = float(module.alpha)
+        if alpha <= 0:
+            raise _unsupported(f"{label} (ELU, alpha={alpha})", "jacgeom's elu needs alpha > 0")
+        return _lookup("elu", alpha=alpha)
+    if kind == "Softplus":
+        beta, threshold = float(module.beta), float(module.threshold)
+        # torch switches to the identity where beta z > threshold; jacgeom's softplus has no
+        # threshold. There phi differs by log1p(e^-threshold) / beta and phi' by
+        # s(-beta z) < e^-threshold (2e-9 at torch's default 20): never a rank change.
+        notes.append(
+            f"{label}: Softplus(beta={beta:g}, threshold={threshold:g}) read as softplus"
+            f"(beta={beta:g}) without the threshold: phi' differs from torch's by less than "
+            f"e^-threshold = {math.exp(-threshold):.1e} where beta z > threshold"
+        )
+        return _lookup("softplus", beta=beta)
+    raise _unsupported(f"{label} ({kind})")
+
+
+def _function_module(node: Any) -> Any:
+    """The torch.nn module equivalent to an activation called as a function in a traced
+    forward (torch.relu, F.gelu(approximate=...), x.tanh(), ...), or None."""
+    import torch
+    import torch.nn.functional as F
+
+    def arg(i: int, key: str, default: Any) -> Any:
+        if key in node.kwargs:
+            return node.kwargs[key]
+        return node.args[i] if len(node.args) > i else default
+
+    target = node.target
+    simple: dict[Any, Callable[[], Any]] = {
+        torch.relu: torch.nn.ReLU,
+        F.relu: torch.nn.ReLU,
+        torch.tanh: torch.nn.Tanh,
+        F.tanh: torch.nn.Tanh,
+        torch.sigmoid: torch.nn.Sigmoid,
+        F.sigmoid: torch.nn.Sigmoid,
+        F.silu: torch.nn.SiLU,
+        "relu": torch.nn.ReLU,
+        "tanh": torch.nn.Tanh,
+        "sigmoid": torch.nn.Sigmoid,
+    }
+    if node.op == "call_method" and target in ("relu", "tanh", "sigmoid"):
+        return simple[target]()
+    if node.op != "call_function":
+        return None
+    if target in simple:
+        return simple[target]()
+    if target is F.gelu:
+        return torch.nn.GELU(approximate=arg(1, "approximate", "none"))
+    if target is F.leaky_relu:
+        return torch.nn.LeakyReLU(arg(1, "negative_slope", 0.01))
+    if target is F.elu:
+        return torch.nn.ELU(arg(1, "alpha", 1.0))
+    if target is F.softplus:
+        return torch.nn.Softplus(arg(1, "beta", 1.0), arg(2, "threshold", 20.0))
+    return None
+
+
+def _items(module: Any, label: str) -> list[tuple[str, Any]]:
+    """The flat chain of (label, leaf module or _Residual) that ``module``'s forward is."""
+    kind = _kind(module)
+    if kind == "Sequential":
+        out: list[tuple[str, Any]] = []
+        for name, child in module.named_children():
+            out.extend(_items(child, f"{label}.{name}" if label else name))
+        return out
+    if kind:
+        return [(label or kind, module)]
+    return _traced_items(module, label)
+
+
+def _traced_items(module: Any, label: str) -> list[tuple[str, Any]]:
+    import torch
+
+    what = f"module {label or '<root>'} ({type(module).__name__})"
+    if isinstance(module, torch.jit.ScriptModule):
+        raise _unsupported(
+            f"TorchScript {what.replace(type(module).__name__, str(module.original_name))}",
+            "only scripted torch.nn modules and Sequentials of them can be read",
+        )
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception as exc:
+        raise _unsupported(what, f"its forward could not be traced by torch.fx ({exc})") from exc
+    values: dict[Any, list[tuple[str, Any]]] = {}
+    inputs = 0
+    result: list[tuple[str, Any]] | None = None
+    prefix = f"{label}." if label else ""
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            inputs += 1
+            if inputs > 1:
+                raise _unsupported(what, "its forward takes more than one input")
+            values[node] = []
+            continue
+        if node.op == "output":
+            out = node.args[0]
+            if out not in values:
+                raise _unsupported(what, "its forward does not return one tensor")
+            result = values[out]
+            continue
+        node_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        if node.op == "call_module":
+            sub = module.get_submodule(node.target)
+            if len(node_args) != 1 or len(node.args) != 1 or node.kwargs:
+                raise _unsupported(what, f"submodule {node.target} is called with extra inputs")
+            values[node] = values[node_args[0]] + _items(sub, prefix + str(node.target))
+            continue
+        if node.op == "call_function" and node.target in (operator.add, torch.add):
+            if len(node_args) != 2 or len(node.args) != 2 or node.kwargs:
+                raise _unsupported(what, f"{node.name} is not a sum of two tensors")
+            a, b = values[node_args[0]], values[node_args[1]]
+            long, short = (a, b) if len(a) >= len(b) else (b, a)
+            if len(long) == len(short) or any(
+                x is not y for x, y in zip(long[: len(short)], short, strict=False)
+            ):
+                raise _unsupported(
+                    what, f"{node.name} adds two tensors that are not h and a branch from h"
+                )
+            values[node] = short + [(f"{prefix}{node.name}", _Residual(long[len(short) :]))]
+            continue
+        equivalent = _function_module(node)
+        if equivalent is not None and len(node_args) == 1:
+            values[node] = values[node_args[0]] + [(f"{prefix}{node.name}", equivalent)]
+            continue
+        raise _unsupported(what, f"its forward calls {node.op} {node.target!r}")
+    assert result is not None
+    return result
+
+
+def _layers(items: list[tuple[str, Any]], notes: list[str], residual: bool) -> list[_Layer]:
+    """Group the chain into layers phi(N(W h + b)): a Linear, an optional LayerNorm, an
+    activation (identity when none follows)."""
+    layers: list[_Layer] = []
+    open_layer: _Layer | None = None
+
+    def close() -> None:
+        nonlocal open_layer
+        if open_layer is not None:
+            if open_layer.act is None:
+                open_layer.act = _lookup("identity")
+            layers.append(open_layer)
+            open_layer = None
+
+    for label, item in items:
+        if isinstance(item, _Residual):
+            close()
+            body = _layers(item.body, notes, residual=True)
+            if len(body) != 1:
+                raise _unsupported(
+                    f"residual block {label}",
+                    f"its branch holds {len(body)} layers; jacgeom's residual layer is "
+                    "h + phi(N(W h + b)), one Linear (then LayerNorm, activation) per block",
+                )
+            body[0].residual = True
+            body[0].names = [f"{label}(" + "+".join(body[0].names) + ")"]
+            layers.extend(body)
+            continue
+        kind = _kind(item)
+        tag = f"{label}:{kind}" if kind and kind not in label else label
+        if kind in _SKIPPED_MODULES:
+            if open_layer is not None:
+                open_layer.names.append(tag)
+            continue
+        if kind == "Linear":
+            close()
+            b = (
+                _tensor(item.bias)
+                if item.bias is not None
+                else np.zeros(int(item.weight.shape[0]), dtype=_tensor(item.weight).dtype)
+            )
+            open_layer = _Layer(W=_tensor(item.weight), b=b, names=[tag])
+            continue
+        if kind == "LayerNorm":
+            if open_layer is None or open_layer.act is not None or open_layer.norm_eps is not None:
+                raise _unsupported(
+                    f"{label} (LayerNorm)",
+                    "jacgeom normalises pre-activations only: LayerNorm must follow a Linear "
+                    "and come before its activation",
+                )
+            shape = tuple(item.normalized_shape)
+            assert open_layer.W is not None
+            if shape != (open_layer.W.shape[0],):
+                raise _unsupported(
+                    f"{label} (LayerNorm, normalized_shape={shape})",
+                    f"it must normalise the Linear's {open_layer.W.shape[0]} outputs",
+                )
+            gamma = getattr(item, "weight", None)
+            beta = getattr(item, "bias", None)
+            if (gamma is not None and not np.all(_tensor(gamma) == 1)) or (
+                beta is not None and not np.all(_tensor(beta) == 0)
+            ):
+                raise _unsupported(
+                    f"{label} (LayerNorm with trained affine parameters)",
+                    "jacgeom's Network normalises without gamma and beta (norm='layer'); "
+                    "gamma = 1, beta = 0 or elementwise_affine=False are accepted",
+                )
+            open_layer.norm_eps = float(item.eps)
+            open_layer.names.append(tag)
+            continue
+        if kind in _ACTIVATION_MODULES:
+            act = _activation_of(item, kind, notes, label)
+            if open_layer is None or open_layer.act is not None:
+                close()
+                # An activation with no Linear of its own: the layer phi(I h).
+                open_layer = _Layer(act=act, names=[tag])
+            else:
+                open_layer.act = act
+                open_layer.names.append(tag)
+            continue
+        raise _unsupported(f"module {label} ({type(item).__name__})")
+    close()
+    return layers
+
+
+def spec_from_torch(module: Any) -> NetworkSpec:
+    """Read a torch module into the pieces of a :class:`jacgeom.Network`.
+
+    Parameters
+    ----------
+    module : torch.nn.Module or torch.jit.ScriptModule
+        A Sequential (nested ones are flattened), a supported torch.nn layer, or a module
+        whose forward is a chain of them (read with torch.fx), e.g. a residual block
+        ``x + act(linear(x))``. TorchScript modules must be scripted torch.nn layers or
+        Sequentials of them.
+
+    Returns
+    -------
+    NetworkSpec
+        Weights and biases are read once, detached, as numpy arrays in the module's dtype
+        (float16 / bfloat16 become float32). Each layer is a Linear, an optional LayerNorm
+        and the activation that follows (identity when another Linear or the end comes
+        first); an activation with no Linear before it becomes phi(I h).
+
+    Raises
+    ------
+    UnsupportedModuleError (a TypeError)
+        For any module or operation that a Network cannot represent; the message names the
+        module and lists what is supported. In particular: LayerNorm with trained affine
+        parameters (gamma, beta sit between the normalisation and phi, which jacgeom's
+        norm="layer" does not have), LayerNorm on some layers only, residual blocks mixed
+        with plain layers, LayerNorm after the activation.
+
+    Notes
+    -----
+    Softplus(beta, threshold) becomes softplus(beta): jacgeom's softplus has no threshold,
+    so phi' differs from torch's by less than e^-threshold where beta z > threshold (a note
+    is added to ``notes``; ranks are unaffected). LeakyReLU with negative_slope 0 is relu;
+    a negative slope is not supported. Dropout is read as the identity (the eval-mode map).
+    """
+    notes: list[str] = []
+    layers = _layers(_items(module, ""), notes, residual=False)
+    if not layers:
+        raise _unsupported(f"module {type(module).__name__}", "it holds no layer")
+    for l, layer in enumerate(layers):
+        if layer.W is None:
+            previous = layers[l - 1].W if l else None
+            n = int(previous.shape[0]) if previous is not None else _input_width(layers, l)
+            dtype = _first_dtype(layers)
+            layer.W = np.eye(n, dtype=dtype)
+            layer.b = np.zeros(n, dtype=dtype)
+    residual = {layer.residual for layer in layers}
+    if len(residual) > 1:
+        plain = [l for l, layer in enumerate(layers) if not layer.residual]
+        raise _unsupported(
+            f"layers {plain} ({', '.join('+'.join(layers[l].names) for l in plain)})",
+            "a jacgeom Network's layers are all residual or none; these are not residual "
+            "while others are",
+        )
+    normed = {layer.norm_eps is not None for layer in layers}
+    eps = {layer.norm_eps for layer in layers if layer.norm_eps is not None}
+    if len(normed) > 1 or len(eps) > 1:
+        bare = [l for l, layer in enumerate(layers) if layer.norm_eps is None]
+        raise _unsupported(
+            f"layers {bare or list(range(len(layers)))}",
+            "a jacgeom Network normalises every layer (one eps) or none; "
+            f"LayerNorm found on some layers only or with different eps {sorted(eps)}",
+        )
+    weights = [layer.W for layer in layers if layer.W is not None]
+    biases = [layer.b for layer in layers if layer.b is not None]
+    acts = [layer.act for layer in layers if layer.act is not None]
+    return NetworkSpec(
+        weights=weights,
+        biases=biases,
+        activations=acts,
+        residual=residual == {True},
+        norm="layer" if normed == {True} else None,
+        norm_eps=eps.pop() if eps else 1e-5,
+        names=["+".join(layer.names) for layer in layers],
+        notes=notes,
+    )
+
+
+def _first_dtype(layers: list[_Layer]) -> np.dtype[Any]:
+    for layer in layers:
+        if layer.W is not None:
+            return layer.W.dtype
+    return np.dtype(np.float32)
+
+
+def _input_width(layers: list[_Layer], l: int) -> int:
+    for layer in layers[l + 1 :]:
+        if layer.W is not None:
+            return int(layer.W.shape[1])
+    raise _unsupported(
+        "a module of activations only", "the input width cannot be read without a Linear"
+    )
+
+
+# ---------------------------------------------------------------------------- JAX
+
+
+def spec_from_jax(
+    params: Any,
+    activation: str | Activation | Sequence[str | Activation] = "relu",
+    output_activation: str | Activation = "identity",
+    residual: bool = False,
+) -> NetworkSpec:
+    """Read an MLP's parameters (a JAX / Flax pytree, or numpy arrays) into a NetworkSpec.
+
+    Parameters
+    ----------
+    params : pytree
+        One of these conventions (arrays may be JAX, numpy or torch):
+
+        - a sequence of ``(W, b)`` pairs, W of shape (n_l, n_{l-1}) (the torch and
+          jacgeom convention: y = W h + b);
+        - a sequence of mappings with ``"W"`` / ``"weight"`` (n_l, n_{l-1}) and
+          ``"b"`` / ``"bias"``, or with ``"kernel"`` (n_{l-1}, n_l) and ``"bias"``
+          (Flax's ``nn.Dense``: y = h @ kernel + bias);
+        - a mapping of layers, ordered by the number their names end in (Flax's
+          ``{"params": {"Dense_0": {...}, "Dense_1": {...}}}``, with or without the
+          ``"params"`` level), each layer a mapping as above.
+    activation : str, Activation or sequence, default "relu"
+        One name for every hidden layer (the last layer then takes ``output_activation``),
+        or one per layer (``output_activation`` is then ignored).
+    output_activation : str or Activation, default "identity"
+    residual : bool, default False
+
+    Returns
+    -------
+    NetworkSpec
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> params = [{"kernel": np.ones((3, 4)), "bias": np.zeros(4)},
+    ...           {"kernel": np.ones((4, 2)), "bias": np.zeros(2)}]
+    >>> spec = spec_from_jax(params, activation="tanh")
+    >>> [w.shape for w in spec.weights], [a.name for a in spec.activations]
+    ([(4, 3), (2, 4)], ['tanh', 'identity'])
+    """
+    layers = _jax_layers(params)
+    L = len(layers)
+    if isinstance(activation, (str, Activation)):
+        acts = [_lookup(activation)] * (L - 1) + [_lookup(output_activation)]
+    else:
+        if len(activation) != L:
+            raise ValueError(
+                f"activation has {len(activation)} entries for {L} layers; give one name "
+                f"for the hidden layers or {L}"
+            )
+        acts = [_lookup(a) for a in activation]
+    weights, biases = [], []
+    for l, (W, b) in enumerate(layers):
+        Wn, bn = _tensor(W), _tensor(b) if b is not None else None
+        if Wn.ndim != 2:
+            raise ValueError(f"layer {l}: weight has shape {Wn.shape}; expected a 2-D matrix")
+        weights.append(Wn)
+        biases.append(np.zeros(Wn.shape[0], dtype=Wn.dtype) if bn is None else bn)
+    return NetworkSpec(
+        weights=weights,
+        biases=biases,
+        activations=acts,
+        residual=residual,
+        names=[f"layer {l}" for l in range(L)],
+    )
+
+
+def _jax_layers(params: Any) -> list[tuple[Any, Any]]:
+    if isinstance(params, Mapping):
+        inner = params.get("params", params)
+        if not isinstance(inner, Mapping) or not inner:
+            raise ValueError("params['params'] must be a non-empty mapping of layers")
+        if _is_layer_mapping(inner):
+            return [_one_jax_layer(inner, "params")]
+
+        def order(name: str) -> tuple[int, str]:
+            digits = "".join(c for c in reversed(name) if c.isdigit())[::-1]
+            stem = name[: len(name) - len(digits)]
+            if not digits or not name.endswith(digits):
+                raise ValueError(
+                    f"layer {name!r}: a mapping of layers needs names ending in their "
+                    "number (Dense_0, Dense_1, ...)"
+                )
+            return int(digits), stem
+
+        names = sorted(inner, key=lambda k: order(str(k)))
+        return [_one_jax_layer(inner[k], str(k)) for k in names]
+    if isinstance(params, Sequence) and not isinstance(params, (str, bytes)) and params:
+        return [_one_jax_layer(p, f"params[{i}]") for i, p in enumerate(params)]
+    raise TypeError(
+        "params must be a non-empty sequence of (W, b) pairs or of mappings, or a Flax-style "
+        "mapping of layers; see jacgeom.interop.spec_from_jax"
+    )
+
+
+def _is_layer_mapping(m: Mapping[Any, Any]) -> bool:
+    return any(k in m for k in ("W", "weight", "kernel"))
+
+
+def _one_jax_layer(p: Any, where: str) -> tuple[Any, Any]:
+    if isinstance(p, Mapping):
+        if "kernel" in p:
+            K = to_numpy(p["kernel"])
+            if np.ndim(K) != 2:
+                raise ValueError(f"{where}: kernel has shape {np.shape(K)}; expected 2-D")
+            return np.asarray(K).T, p.get("bias")
+        for key in ("W", "weight"):
+            if key in p:
+                return p[key], p.get("b", p.get("bias"))
+        raise ValueError(
+            f"{where}: a layer mapping needs 'kernel' (n_in, n_out), 'W' or 'weight' "
+            f"(n_out, n_in); got keys {sorted(map(str, p))}"
+        )
+    if isinstance(p, Sequence) and len(p) == 2:
+        return p[0], p[1]
+    raise TypeError(f"{where} must be a (W, b) pair or a mapping, got {type(p).__name__}")

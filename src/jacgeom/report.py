@@ -1,0 +1,395 @@
+"""Per-layer geometry of a network: each layer's Jacobian A_l at its own inputs h_{l-1}.
+
+``Network.layer_jacobians`` and ``Network.layer_report`` delegate here. Every layer is read
+as a one-layer :class:`jacgeom.Network` (same weights, activation, residual and norm
+settings) applied to the layer's inputs, so ranks, spectra and log-volumes come from the
+Network's own machinery (the graded frame of ``Network.log_singular_values``); nothing is
+recomputed by a second method. This module imports no other part of jacgeom's network
+code at run time (it receives the network), so ``jacgeom.network`` can import it lazily
+without an import cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .homeomorphism import derivative_zeros, homeomorphism_report
+from .interop import to_array_library, to_numpy
+from .reference.graded import numerical_rank_from_logs
+
+if TYPE_CHECKING:
+    from .network import Network
+
+__all__ = [
+    "Distribution",
+    "LayerGeometry",
+    "LayerReport",
+    "Verdict",
+    "layer_jacobians",
+    "layer_report",
+]
+
+FloatArray = NDArray[np.floating[Any]]
+Verdict = Literal[
+    "injective",  # criterion holds: phi strictly monotone, rank W = n_{l-1}
+    "rank lost",  # the layer's Jacobian is singular at some probe samples
+    "criterion fails",  # not guaranteed, but every probe sample has full exact rank
+    "not injective",  # a layer normalisation (loses the mean direction) or n_l < n_{l-1}
+    "undecided",  # residual and kernel layers: the criterion does not apply
+]
+DEFAULT_SATURATION_TOL = 1e-2
+
+
+class DistributionDict(TypedDict):
+    count: int
+    infinite: int
+    min: float
+    q05: float
+    median: float
+    q95: float
+    max: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """Quantiles of a per-sample quantity over the probe batch.
+
+    Attributes
+    ----------
+    count : int
+        Samples.
+    infinite : int
+        Samples where the value is +-inf (a log-volume of -inf, a log condition number of
+        +inf: exact rank lost); the quantiles are taken over the finite ones.
+    min, q05, median, q95, max : float
+        NaN when no value is finite.
+    """
+
+    count: int
+    infinite: int
+    min: float
+    q05: float
+    median: float
+    q95: float
+    max: float
+
+    @classmethod
+    def of(cls, values: NDArray[Any]) -> Distribution:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        finite = v[np.isfinite(v)]
+        if finite.size == 0:
+            nan = float("nan")
+            return cls(int(v.size), int(v.size), nan, nan, nan, nan, nan)
+        q = np.quantile(finite, [0.0, 0.05, 0.5, 0.95, 1.0])
+        return cls(int(v.size), int(v.size - finite.size), *(float(x) for x in q))
+
+    def as_dict(self) -> DistributionDict:
+        return DistributionDict(
+            count=self.count,
+            infinite=self.infinite,
+            min=self.min,
+            q05=self.q05,
+            median=self.median,
+            q95=self.q95,
+            max=self.max,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerGeometry:
+    """The geometry of one layer's Jacobian A_l over the probe batch.
+
+    Attributes
+    ----------
+    layer : int
+        0-based index l.
+    name : str
+        What the layer was made of (torch module names after ``Network.from_torch``).
+    activation : str
+    shape : (int, int)
+        (n_l, n_{l-1}).
+    dead_fraction : float
+        Units with phi'(z) = 0 exactly (relu's z <= 0) on every probe sample.
+    inactive_fraction : float
+        (sample, unit) pairs with phi'(z) = 0 exactly.
+    saturated_fraction : float
+        (sample, unit) pairs with 0 < |phi'(z)| < saturation_tol: alive, but their rows of
+        A_l are shrunk by more than 1 / saturation_tol.
+    exact_rank : Distribution
+        **Exact** rank of A_l per sample: singular values non-zero in exact arithmetic
+        (``Network.exact_rank``'s definition: the count of finite log singular values).
+    numerical_rank : Distribution
+        **Numerical (float64)** rank of A_l per sample, numpy.linalg.matrix_rank's rule
+        sigma_i > max(n_l, n_{l-1}) eps_64 sigma_1 on accurately computed singular values.
+    full_rank : int
+        min(n_l, n_{l-1}).
+    rank_lost_samples : int
+        Samples whose exact rank is below ``full_rank``.
+    log_volume : Distribution
+        Sum of the natural-log singular values of A_l (0.5 log det(A^T A) for n_l >= n_{l-1},
+        0.5 log det(A A^T) otherwise); -inf when exact rank is lost.
+    log_condition : Distribution
+        Natural log of sigma_1 / sigma_min(n_l, n_{l-1}); +inf when exact rank is lost.
+    verdict : Verdict
+        Whether the layer is a homeomorphism onto its image (jacgeom.homeomorphism_report's
+        criterion: phi strictly monotone and rank W = n_{l-1}), checked on the probe samples.
+    near_fold_samples : int
+        Samples with a pre-activation within 1e-2 of an isolated zero of phi' (gelu, silu).
+    """
+
+    layer: int
+    name: str
+    activation: str
+    shape: tuple[int, int]
+    dead_fraction: float
+    inactive_fraction: float
+    saturated_fraction: float
+    exact_rank: Distribution
+    numerical_rank: Distribution
+    full_rank: int
+    rank_lost_samples: int
+    log_volume: Distribution
+    log_condition: Distribution
+    verdict: Verdict
+    near_fold_samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReport:
+    """:meth:`jacgeom.Network.layer_report`'s result: one :class:`LayerGeometry` per layer.
+
+    Attributes
+    ----------
+    layers : list of LayerGeometry
+    samples : int
+    dtype : str
+        The network's dtype (the forward pass and the unit fractions); ranks, spectra and
+        volumes are computed in float64 whatever it is.
+    saturation_tol : float
+    notes : list of str
+    """
+
+    layers: list[LayerGeometry]
+    samples: int
+    dtype: str
+    saturation_tol: float
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready nested dicts (NaN and infinities as JSON's NaN / Infinity)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.as_dict(), **kwargs)
+
+    def table(self) -> str:
+        """A plain-text table, one row per layer.
+
+        Columns: dead (units dead on every sample), sat (saturated pairs), exact rank and
+        float64 numerical rank (median [min]), log vol (natural log, median) and log cond
+        (natural log, median; inf counts where rank is lost), verdict.
+        """
+        head = (
+            f"{'layer':<5} {'activation':<10} {'shape':>9} {'dead':>6} {'sat':>6} "
+            f"{'exact rank':>11} {'f64 rank':>11} {'log vol':>9} {'log cond':>9} "
+            f"{'inf':>4}  verdict"
+        )
+        lines = [head, "-" * len(head)]
+        for g in self.layers:
+
+            def rank(d: Distribution) -> str:
+                return f"{d.median:g} [{d.min:g}]"
+
+            lines.append(
+                f"{g.layer:<5} {g.activation:<10} {g.shape[0]:>4}x{g.shape[1]:<4} "
+                f"{g.dead_fraction:>6.3f} {g.saturated_fraction:>6.3f} "
+                f"{rank(g.exact_rank):>11} {rank(g.numerical_rank):>11} "
+                f"{g.log_volume.median:>9.3g} {g.log_condition.median:>9.3g} "
+                f"{g.log_condition.infinite:>4}  {g.verdict}"
+            )
+        lines.append(
+            f"{self.samples} samples; ranks: exact and float64 numerical (median [min]); "
+            "logs natural; inf: samples with exact rank lost"
+        )
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _one_layer(net: Network, l: int, dtype: Any) -> Network:
+    """Layer l alone, as a Network of the given dtype (weights shared when it matches)."""
+    W = net.weights[l]
+    kernel = net.kernel_layers[l]
+    return type(net)(
+        [W._astype(np.dtype(dtype)) if kernel else W.astype(dtype, copy=False)],
+        [None if kernel else net.biases[l]],  # type: ignore[list-item]
+        activation=[None if kernel else net.activations[l]],  # type: ignore[list-item]
+        residual=net.residual,
+        norm=net.norm,
+        norm_eps=net.norm_eps,
+        memory_budget=net.memory_budget,
+        check_finite=False,
+    )
+
+
+def _inputs(net: Network, X: Any) -> tuple[FloatArray, bool]:
+    Xn = np.asarray(to_numpy(X))
+    squeeze = Xn.ndim == 1
+    return (Xn[None, :] if squeeze else Xn), squeeze
+
+
+def _iter_layers(
+    net: Network, X: FloatArray, backend: str
+) -> Iterator[tuple[int, Network, FloatArray]]:
+    """(l, layer l alone, its inputs h_{l-1}) for every layer, inputs in the net's dtype."""
+    H = X
+    for l in range(net.depth):
+        sub = _one_layer(net, l, net.dtype)
+        yield l, sub, H
+        H = sub.forward(H, check_finite=False)
+
+
+def layer_jacobians(
+    net: Network,
+    X: Any,
+    lazy: bool = False,
+    backend: str = "auto",
+    as_input: bool = False,
+) -> Any:
+    """See :meth:`jacgeom.Network.layer_jacobians`."""
+    X2, squeeze = _inputs(net, X)
+    net.forward(X2[:0])  # validates X's width and dtype before the first layer runs
+    Xk = np.ascontiguousarray(X2, dtype=net.dtype) if X2.dtype != net.dtype else X2
+    if not np.isfinite(Xk).all():
+        raise ValueError("X contains NaN or Inf; pass check_finite=False to compute anyway")
+
+    def gen() -> Iterator[Any]:
+        for _, sub, H in _iter_layers(net, Xk, backend):
+            J = sub.jacobian(H, backend=backend, check_finite=False)
+            J = J[0] if squeeze else J
+            yield to_array_library(J, X) if as_input else J
+
+    return gen() if lazy else list(gen())
+
+
+def layer_report(
+    net: Network,
+    X: Any,
+    saturation_tol: float = DEFAULT_SATURATION_TOL,
+    backend: str = "auto",
+    names: list[str] | None = None,
+    notes: list[str] | None = None,
+) -> LayerReport:
+    """See :meth:`jacgeom.Network.layer_report`."""
+    if not (math.isfinite(saturation_tol) and saturation_tol >= 0):
+        raise ValueError(f"saturation_tol must be a finite number >= 0, got {saturation_tol!r}")
+    if names is not None and len(names) != net.depth:
+        raise ValueError(f"names has {len(names)} entries for {net.depth} layers")
+    X2, _ = _inputs(net, X)
+    net.forward(X2[:0])  # validates X's width and dtype
+    Xk = np.ascontiguousarray(X2, dtype=net.dtype)
+    if not np.isfinite(Xk).all():
+        raise ValueError("X contains NaN or Inf")
+    eps64 = float(np.finfo(np.float64).eps)
+    out = []
+    for l, sub, H in _iter_layers(net, Xk, backend):
+        m, n = net.widths[l + 1], net.widths[l]
+        p = min(m, n)
+        kernel = net.kernel_layers[l]
+        act = net.activations[l]
+        B = H.shape[0]
+        # Unit fractions in the network's own dtype: what its forward pass computes.
+        if kernel:
+            zero = np.zeros((B, m), dtype=bool)
+            saturated = zero
+            arg = None
+        else:
+            z = sub.preactivations(H, check_finite=False)[0]
+            arg = z
+            if net.norm == "layer":
+                mu = z.mean(axis=1, keepdims=True)
+                arg = (z - mu) / np.sqrt(
+                    np.mean((z - mu) ** 2, axis=1, keepdims=True) + net.norm_eps
+                )
+            d = act.derivative(arg)
+            zero = act.derivative_is_zero(arg)
+            saturated = ~zero & (np.abs(d) < saturation_tol)
+        # Ranks and spectra in float64, from the graded frame: finite logs are exactly the
+        # exact rank (Network.log_singular_values' contract), no second pass for it.
+        sub64 = sub if net.dtype == np.float64 else _one_layer(net, l, np.float64)
+        logs = sub64.log_singular_values(
+            H.astype(np.float64, copy=False), backend=backend, check_finite=False
+        )
+        logs = logs.reshape(B, p)
+        exact = np.isfinite(logs).sum(axis=1)
+        numerical = np.array(
+            [numerical_rank_from_logs(row, None, None, (m, n), eps64) for row in logs],
+            dtype=np.int64,
+        )
+        with np.errstate(invalid="ignore"):
+            log_volume = logs.sum(axis=1) if p else np.zeros(B)
+            log_condition = (logs[:, 0] - logs[:, -1]) if p else np.zeros(B)
+        log_condition = np.where(exact < p, np.inf, log_condition)
+        lost = int(np.count_nonzero(exact < p))
+        verdict, near = _verdict(net, l, arg, exact)
+        out.append(
+            LayerGeometry(
+                layer=l,
+                name=names[l] if names is not None else f"layer {l}",
+                activation="kernel" if kernel else act.name,
+                shape=(m, n),
+                dead_fraction=float(zero.all(axis=0).mean()) if B and m else 0.0,
+                inactive_fraction=float(zero.mean()) if zero.size else 0.0,
+                saturated_fraction=float(saturated.mean()) if saturated.size else 0.0,
+                exact_rank=Distribution.of(exact),
+                numerical_rank=Distribution.of(numerical),
+                full_rank=p,
+                rank_lost_samples=lost,
+                log_volume=Distribution.of(log_volume),
+                log_condition=Distribution.of(log_condition),
+                verdict=verdict,
+                near_fold_samples=near,
+            )
+        )
+    return LayerReport(
+        layers=out,
+        samples=int(Xk.shape[0]),
+        dtype=str(net.dtype),
+        saturation_tol=float(saturation_tol),
+        notes=list(notes or []),
+    )
+
+
+def _verdict(
+    net: Network, l: int, arg: FloatArray | None, exact: NDArray[np.int64]
+) -> tuple[Verdict, int]:
+    m, n = net.widths[l + 1], net.widths[l]
+    if net.kernel_layers[l] or net.residual:
+        return "undecided", 0
+    act = net.activations[l]
+    if net.norm == "layer" or m < n:
+        verdict: Verdict = "not injective"
+    else:
+        crit = homeomorphism_report(net.weights[l], act)
+        if crit.injective:
+            verdict = "injective"
+        elif np.any(exact < n):
+            verdict = "rank lost"
+        else:
+            verdict = "criterion fails"
+    near = 0
+    if arg is not None and act.derivative_can_vanish and not act.is_custom and act.smooth:
+        hits = np.zeros(arg.shape[0], dtype=bool)
+        for z0 in derivative_zeros(act):
+            hits |= np.any(np.abs(arg - z0) < 1e-2, axis=1)
+        near = int(np.count_nonzero(hits))
+    return verdict, near
