@@ -1,15 +1,274 @@
-"""The command line: ``python -m jacgeom mc`` (JSON, plots, errors, kernel layers, lean
-runs) and its default sweep."""
+"""The command line: ``jacgeom mc`` (validation before any work, progress, Ctrl-C, resume
+reporting, strict JSON, the closing theory lines, plots, kernel layers, lean runs), its
+default sweep, and ``jacgeom demo``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jacgeom.cli import main
+import jacgeom
+import jacgeom.montecarlo
+from jacgeom.cli import EXIT_INTERRUPTED, build_parser, main
+from jacgeom.montecarlo import Spec
+from jacgeom.montecarlo.sampling import SAMPLER
+
+
+def strict_json(text: str) -> Any:
+    """json.loads that refuses NaN and Infinity, as strict parsers do."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the Monte Carlo starts: errors must come before any work."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(jacgeom.montecarlo, "run", refuse)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--width", "0"], "argument --width: must be >= 1, got 0"),
+        (["--depth", "0"], "argument --depth: must be >= 1, got 0"),
+        (["--width", "4", "--depth", "-2"], "argument --depth: must be >= 1, got -2"),
+        (["--samples", "0"], "argument --samples: must be >= 1, got 0"),
+        (["--widths", "4", "0"], "argument --widths: must be >= 1, got 0"),
+        (["--width", "2.5"], "argument --width: expected an integer >= 1, got '2.5'"),
+        (["--chunk-size", "0"], "argument --chunk-size: must be >= 1"),
+        (["--workers", "0"], "argument --workers: must be >= 1"),
+        (["--seed", "-1"], "argument --seed: must be >= 0"),
+        (["--sigma-b", "nan"], "argument --sigma-b: must be >= 0, got nan"),
+        (["--layer", "kernel", "--gamma", "0"], "argument --gamma: must be > 0"),
+        (["--activation", "swish"], "argument --activation: invalid choice: 'swish'"),
+        (["--widths", "4", "4", "--width", "4"], "--widths gives every width: drop --width"),
+        (
+            ["--layer", "kernel", "--activation", "tanh"],
+            "--activation: not used by kernel layers",
+        ),
+        (["--layer", "kernel", "--init", "xavier"], "--init: not used by kernel layers"),
+        (["--kernel", "rbf"], "--kernel: only for kernel layers; add --layer kernel"),
+        (["--width", "4", "--centers", "3"], "--centers: only for kernel layers"),
+        (["--sigma-w", "2"], "--sigma-w is the gain of --init gaussian or orthogonal"),
+        (["--manifold-dim", "3"], "--manifold-dim: only with --inputs manifold"),
+        (["--resume"], "--resume needs --out DIR"),
+        (["--timeout", "3"], "--timeout is the time to reach --scheduler"),
+        (["--width", "4", "--plot", "figure.txt"], "give a file name ending in .png"),
+        (["--widths", "3"], "widths must hold at least two positive integers, got [3]"),
+        (
+            ["--widths", "4", "4", "4", "--residual", "--norm", "layer", "--layer", "kernel"],
+            "normalise",
+        ),
+        (["--width", "4", "--activation", "relu", "tanh"], "activation has 2 entries for 1 layers"),
+    ],
+)
+def test_invalid_command_lines_fail_before_any_work(
+    argv: list[str], message: str, no_run: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["mc", *argv]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1, captured.err
+    assert err[0].startswith("jacgeom mc: error: ")
+    assert message in err[0]
+    assert captured.out == ""
+
+
+def test_output_paths_and_matplotlib_checked_before_the_run(
+    tmp_path: Path,
+    no_run: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "mc.png"
+    assert main(["mc", "--width", "4", "--plot", str(missing)]) == 2
+    assert f"directory {str(missing.parent)!r} does not exist" in capsys.readouterr().err
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    assert main(["mc", "--width", "3", "--out", str(blocker / "x")]) == 2
+    assert "--out" in (err := capsys.readouterr().err) and "not writable" in err
+    assert main(["mc", "--width", "3", "--out", str(tmp_path / "absent"), "--resume"]) == 2
+    assert "no checkpoint directory" in capsys.readouterr().err
+
+    import jacgeom.plot
+
+    def no_matplotlib() -> None:
+        raise ImportError('figures need matplotlib: pip install "jacgeom[plot]"')
+
+    monkeypatch.setattr(jacgeom.plot, "_pyplot", no_matplotlib)
+    assert main(["mc", "--width", "4", "--plot", str(tmp_path / "mc.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        'jacgeom mc: error: --plot: figures need matplotlib: pip install "jacgeom[plot]"'
+    ]
+
+
+def test_every_spec_field_has_a_flag_with_help_and_default() -> None:
+    parser = build_parser()
+    (mc,) = [
+        a.choices["mc"]  # type: ignore[index]
+        for a in parser._actions
+        if a.dest == "command"
+    ]
+    options = {o: a for a in mc._actions for o in a.option_strings}
+    flag = {
+        "fresh_weights": "--shared-weights",
+        "layer_ranks": "--no-layer-ranks",
+        "spectra": "--no-spectra",
+    }
+    for field in dataclasses.fields(Spec):
+        name = flag.get(field.name, "--" + field.name.replace("_", "-"))
+        assert name in options, f"Spec.{field.name} has no flag {name}"
+        text = options[name].help or ""
+        assert text, f"{name} has no help text"
+        if not name.startswith(("--no-", "--shared", "--residual")):
+            assert "default" in text, f"{name} does not state its default"
+    text = mc.format_help()
+    assert "4000 samples per point" in text and "20000 samples" in text
+    assert "exit code 130" in text
+
+
+def test_one_experiment_progress_theory_lines_and_timing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["mc", "--width", "6", "--samples", "200"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["point 1/1: width 6, depth 1, relu, 200 samples"]
+    out = captured.out
+    assert "| width | depth | activation | samples |" in out
+    assert "relu: P(exact rank < n) = 1 - prod_l P(Binomial(n_l, 1/2) >= n)" in out
+    assert "phi' vanishes nowhere" not in out and "Lyapunov" not in out
+    assert "200 samples: 200 computed in " in out and "reused" not in out
+    assert main(["mc", "--width", "6", "--samples", "200", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_theory_lines_name_the_closed_form_of_each_activation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from jacgeom.cli import _theory_notes
+    from jacgeom.montecarlo import run
+
+    def result(**fields: Any) -> tuple[dict[str, Any], Any]:
+        return {}, run(Spec(samples=20, **fields), progress=False)
+
+    notes = _theory_notes(
+        [
+            result(width=4, depth=1, activation="relu"),
+            result(width=4, depth=1, activation="tanh"),
+            result(width=4, depth=1, activation="gelu"),
+            result(width=4, depth=4, activation="identity"),
+            result(width=4, depth=1, layer="kernel"),
+            result(width=4, depth=1, activation="relu", fresh_weights=False),
+        ]
+    )
+    by_text = {n.split(": ", 1)[1]: n.split(": ", 1)[0].strip() for n in notes}
+    binomial = next(t for t in by_text if "Binomial" in t)
+    assert by_text[binomial] == "relu"
+    full = next(t for t in by_text if "phi' vanishes nowhere" in t)
+    assert by_text[full] == "tanh, gelu, identity"
+    lyapunov = next(t for t in by_text if "Lyapunov" in t)
+    assert by_text[lyapunov] == "identity"
+    none = next(t for t in by_text if "no closed form" in t)
+    assert by_text[none] == "kernel layers (rbf), relu"
+
+
+def test_json_is_strict_with_spec_versions_and_log_base(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["mc", "--width", "6", "--samples", "200", "--seed", "3", "--json", "--quiet"]
+    assert main(argv) == 0
+    (record,) = strict_json(capsys.readouterr().out)
+    assert record["jacgeom"] == jacgeom.__version__ and record["sampler"] == SAMPLER
+    assert record["log_base"] == "e" and "natural" in record["logs"]
+    assert record["spec"] == Spec(width=6, depth=1, samples=200, seed=3).to_dict()
+    assert record["point"] == {"width": 6, "depth": 1, "activation": "relu"}
+    summary = record["summary"]
+    assert summary["samples"] == 200
+    # most one-layer relu samples lose rank: the median condition number is infinite
+    assert summary["log_cond"]["median"] == "inf"
+    assert record["run"]["computed"] == 200 and record["run"]["reused"] == 0
+    assert any("Binomial" in n for n in record["theory_notes"])
+
+
+def test_strict_json_values() -> None:
+    import numpy as np
+
+    from jacgeom.cli import _strict_json
+
+    value = {"a": [np.inf, -np.inf, np.nan, np.float32(0.5), np.int64(3), np.bool_(True)]}
+    assert _strict_json(value) == {"a": ["inf", "-inf", None, 0.5, 3, True]}
+
+
+def test_resumed_run_reports_computed_and_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["mc", "--width", "5", "--chunk-size", "100", "--out", str(tmp_path), "--quiet"]
+    assert main([*argv, "--samples", "300"]) == 0
+    assert "300 samples: 300 computed in " in capsys.readouterr().out
+    assert main([*argv, "--samples", "500", "--json"]) == 0
+    (record,) = strict_json(capsys.readouterr().out)
+    assert record["run"]["computed"] == 200 and record["run"]["reused"] == 300
+    assert record["summary"]["samples"] == 500
+    assert main([*argv, "--samples", "500", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "500 samples, all reused from the checkpoints in " in out
+    assert "none computed" in out
+
+
+def test_interrupted_run_without_out_says_nothing_was_saved(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupt(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jacgeom.montecarlo, "run", interrupt)
+    assert main(["mc", "--samples", "10"]) == EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert "interrupted at point 1/35: nothing saved" in err and "--out DIR" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_saves_chunks_and_a_rerun_resumes(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "jacgeom", "mc", "--width", "12", "--depth", "3"]
+    argv += ["--samples", "200000", "--chunk-size", "200", "--workers", "1"]
+    argv += ["--out", str(tmp_path), "--json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("*/chunk-*.npz"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and out == ""
+    saved = len(list(tmp_path.glob("*/chunk-*.npz")))
+    assert saved >= 2
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("jacgeom: interrupted at point 1/1: ")
+    assert line.endswith(f"saved under {tmp_path}; rerun the same command to resume")
+    n = int(line.split(": ")[-1].split(" chunks")[0])
+    assert n >= 2 and f"({n * 200} samples)" in line
+    # the rerun, with fewer samples so it ends quickly, reuses what was saved
+    argv[argv.index("200000")] = str(n * 200)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
+    (record,) = strict_json(done.stdout)
+    assert record["run"] == {**record["run"], "computed": 0, "reused": n * 200}
 
 
 def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -17,19 +276,9 @@ def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     png = tmp_path / "mc.png"
     argv = ["mc", "--widths", "6", "6", "--samples", "300", "--json", "--quiet"]
     assert main([*argv, "--plot", str(png)]) == 0
-    summary = json.loads(capsys.readouterr().out)[0]["summary"]
+    summary = strict_json(capsys.readouterr().out)[0]["summary"]
     assert summary["samples"] == 300 and "p_rank_deficient" in summary
     assert png.stat().st_size > 10000
-    assert main(["mc", "--width", "4", "--activation", "swish", "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown activation 'swish'" in err[0]
-    assert main(["mc", "--widths", "3", "--quiet"]) == 2
-    assert "widths must hold at least two" in capsys.readouterr().err
-    blocker = tmp_path / "f"
-    blocker.write_text("")
-    argv = ["mc", "--width", "3", "--samples", "10", "--out", str(blocker / "x"), "--quiet"]
-    assert main(argv) == 2
-    assert "not writable" in capsys.readouterr().err
 
 
 def test_cli_unreachable_scheduler(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,26 +295,31 @@ def test_default_sweep_plan() -> None:
     from jacgeom.cli import DEFAULT_ACTIVATIONS, _default_sweep
 
     plan = _default_sweep(100)
+    assert len(plan) == 35
     assert {p["activation"] for p, _ in plan} == set(DEFAULT_ACTIVATIONS)
     assert min(p["width"] for p, _ in plan) == 8 and max(p["width"] for p, _ in plan) == 128
     assert max(p["depth"] for p, _ in plan) == 16
+    assert {f["samples"] for p, f in plan if p["width"] == 128} == {25}
 
 
 def test_cli_kernel_layers(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["mc", "--layer", "kernel", "--widths", "4", "4", "--samples", "300", "--json"]
-    assert main(argv) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out[0]["point"]["layer"] == "kernel" and out[0]["summary"]["samples"] == 300
+    assert main([*argv, "--quiet"]) == 0
+    (record,) = strict_json(capsys.readouterr().out)
+    assert record["point"]["layer"] == "kernel" and record["summary"]["samples"] == 300
+    assert record["theory_notes"] == [
+        "kernel layers (rbf): no closed form applies: the theory columns are empty"
+    ]
 
 
 def test_cli_no_layer_ranks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["mc", "--widths", "5", "6", "5", "--samples", "300", "--quiet", "--json"]
     assert main([*argv, "--no-layer-ranks", "--out", str(tmp_path)]) == 0
-    lean = json.loads(capsys.readouterr().out)[0]["summary"]
+    lean = strict_json(capsys.readouterr().out)[0]["summary"]
     (sub,) = [p for p in tmp_path.glob("*") if p.is_dir()]
     assert json.loads((sub / "spec.json").read_text())["layer_ranks"] is False
     assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out)[0]["summary"] == lean
+    assert strict_json(capsys.readouterr().out)[0]["summary"] == lean
 
 
 def test_cli_no_spectra_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,3 +328,17 @@ def test_cli_no_spectra_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["mc", "--width", "6", "--depth", "2", "--samples", "300", "--quiet"]
     assert main([*argv, "--no-spectra", "--plot", str(png)]) == 0
     assert png.stat().st_size > 0 and "not recorded" in capsys.readouterr().out
+
+
+def test_demo_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--samples", "0"]) == 2
+    assert "argument --samples: must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--samples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "P(float64 rank < n)" in out and "P(Binomial(m, 1/2) < n)" in out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("mc", "figures", "demo", "bench"):
+        assert command in out
+    assert main(["bogus"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,23 +1,36 @@
-"""Command line: ``jacgeom mc`` (the Monte Carlo of rank collapse), ``jacgeom figures``
-and ``jacgeom demo``.
+"""Command line: ``jacgeom mc`` (the Monte Carlo of rank collapse), ``jacgeom figures``,
+``jacgeom demo`` and ``jacgeom bench``.
 
-Errors are one line on stderr and exit code 2.
+Errors are one line on stderr and exit code 2; every value is checked before any work
+starts. An interrupted ``jacgeom mc`` (Ctrl-C) exits with code 130 and says how many
+checkpointed chunks a rerun will reuse.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from ._backends import backends
+from .activations import activation_names
 from .layer import layer_derivatives, layer_singular_values
+
+if TYPE_CHECKING:
+    from .montecarlo import Result, Spec
+
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 def _binomial_below(m: int, n: int) -> float:
@@ -26,13 +39,15 @@ def _binomial_below(m: int, n: int) -> float:
 
 
 def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
-    """Rank collapse of one random relu layer against the closed forms of THEORY.md.
+    """Rank collapse of one random relu layer against the closed form of docs/theory.md.
 
     Every sample draws a fresh W with iid N(0, 1/n) entries and a Gaussian input x; then
     the pre-activations are independent and symmetric, the rank of D W is min(|S|, n) almost
     surely with |S| ~ Binomial(m, 1/2), so P(rank < n) = P(Bin(m, 1/2) < n) (1 - 2^-n when
     m = n). (With one W shared by all samples the law is that of W's hyperplane arrangement,
-    not the binomial.) Returns the table as markdown.
+    not the binomial.) The rank measured is the float64 rank (numpy.linalg.matrix_rank's
+    rule on the layer's singular values); for one layer with Gaussian weights it equals the
+    exact rank almost surely. Returns the table as markdown.
     """
     rng = np.random.default_rng(seed)
     lines = [
@@ -40,7 +55,7 @@ def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
         "backend "
         f"{backend if backend != 'auto' else backends()[0]}",
         "",
-        "| m | n | P(rank < n) measured | 95% interval | theory | mean active fraction |",
+        "| m | n | P(float64 rank < n) measured | 95% interval | theory | mean active fraction |",
         "|---:|---:|---:|---|---:|---:|",
     ]
     for m, n in [(4, 4), (10, 10), (32, 32), (12, 6), (20, 10), (40, 32)]:
@@ -59,48 +74,125 @@ def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
             f"| {m} | {n} | {p:.5f} | [{max(0.0, p - half):.5f}, {min(1.0, p + half):.5f}] "
             f"| {_binomial_below(m, n):.5f} | {active:.4f} |"
         )
+    lines.append(
+        "\ntheory: P(Binomial(m, 1/2) < n), relu's rank law for fresh Gaussian weights "
+        "(docs/theory.md); intervals: normal approximation, 95%"
+    )
     return "\n".join(lines)
 
 
 DEFAULT_ACTIVATIONS = ["relu", "leaky_relu", "tanh", "gelu", "identity"]
+DEFAULT_WIDTHS = (8, 16, 32, 64, 128)
+DEFAULT_DEPTHS = (4, 16)
+# Samples of one experiment and of each point of the default sweep (a quarter of it at
+# width 128, whose samples cost about 16 times those of width 32).
+SINGLE_SAMPLES = 20000
+SWEEP_SAMPLES = 4000
+# One experiment's width and depth when only one of them (or neither) is given.
+SINGLE_WIDTH = 32
+SINGLE_DEPTH = 1
 
 
 def _default_sweep(samples: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(point, spec fields) of the default story: width at depth 1, then depth at width 32."""
-    points: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    points: list[dict[str, Any]] = []
     for act in DEFAULT_ACTIVATIONS:
-        for width in (8, 16, 32, 64, 128):
-            points.append(({"activation": act, "width": width, "depth": 1}, {}))
-        for depth in (4, 16):
-            points.append(({"activation": act, "width": 32, "depth": depth}, {}))
+        for width in DEFAULT_WIDTHS:
+            points.append({"activation": act, "width": width, "depth": 1})
+        for depth in DEFAULT_DEPTHS:
+            points.append({"activation": act, "width": 32, "depth": depth})
     return [
-        (p, {**p, "samples": samples if p["width"] < 128 else max(1, samples // 4)})
-        for p, _ in points
+        (p, {**p, "samples": samples if p["width"] < 128 else max(1, samples // 4)}) for p in points
     ]
 
 
-def _mc(args: argparse.Namespace) -> int:
-    from .montecarlo import Result, Spec, run, sweep_table
+class UsageError(ValueError):
+    """A command line that cannot run: reported as one line, exit code 2, before any work."""
 
-    executor = None
-    client = None
-    if args.scheduler:
+
+def _single_experiment(args: argparse.Namespace) -> bool:
+    return any(
+        getattr(args, k) is not None for k in ("widths", "width", "depth", "activation", "layer")
+    )
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """UsageError for flags that contradict each other or that the run would ignore."""
+
+    def given(*names: str) -> list[str]:
+        return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+    if args.widths is not None and given("width", "depth"):
+        raise UsageError(
+            f"--widths gives every width: drop {' and '.join(given('width', 'depth'))}"
+        )
+    if args.layer == "kernel":
+        ignored = given("activation", "init", "sigma_w", "sigma_b")
+        if ignored:
+            raise UsageError(
+                f"{', '.join(ignored)}: not used by kernel layers (--layer kernel draws "
+                "h -> A k(h)); remove it"
+            )
+    else:
+        ignored = given("kernel", "centers", "gamma")
+        if ignored:
+            raise UsageError(
+                f"{', '.join(ignored)}: only for kernel layers; add --layer kernel or remove it"
+            )
+    if args.sigma_w is not None and (args.init or "he") not in ("gaussian", "orthogonal"):
+        raise UsageError(
+            f"--sigma-w is the gain of --init gaussian or orthogonal; --init {args.init or 'he'} "
+            "fixes the weights' scale itself"
+        )
+    if args.inputs != "manifold" and given("manifold_dim", "manifold"):
+        raise UsageError(
+            f"{', '.join(given('manifold_dim', 'manifold'))}: only with --inputs manifold"
+        )
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out DIR, the checkpoint directory to resume from")
+    if args.resume and not Path(args.out).is_dir():
+        raise UsageError(f"--resume: no checkpoint directory {args.out!r} to resume from")
+    if args.scheduler is None and args.timeout is not None:
+        raise UsageError("--timeout is the time to reach --scheduler; give --scheduler or drop it")
+    if args.scheduler is not None and args.workers is not None:
+        raise UsageError(
+            "--workers sizes the local thread pool; with --scheduler, size the cluster"
+        )
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """UsageError where --plot or --out cannot be written, or matplotlib is missing: checked
+    before the run, not after it."""
+    if args.plot:
+        plot = Path(args.plot)
+        formats = ("png", "pdf", "svg")
+        if plot.suffix.lstrip(".").lower() not in formats:
+            raise UsageError(f"--plot {args.plot}: give a file name ending in .png, .pdf or .svg")
+        parent = plot.parent if str(plot.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"--plot {args.plot}: directory {str(parent)!r} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"--plot {args.plot}: directory {str(parent)!r} is not writable")
+        from .plot import _pyplot
+
         try:
-            from dask.distributed import Client
-        except ImportError:
-            raise SystemExit(
-                '--scheduler needs dask.distributed: pip install "jacgeom[dask]"'
-            ) from None
+            _pyplot()
+        except ImportError as exc:
+            raise UsageError(f"--plot: {exc}") from None
+    if args.out:
+        out = Path(args.out)
         try:
-            if args.scheduler.endswith(".json"):
-                client = Client(scheduler_file=args.scheduler, timeout=args.timeout)
-            else:
-                client = Client(args.scheduler, timeout=args.timeout)
-        except Exception as exc:  # noqa: BLE001 - reported as one line
-            raise SystemExit(
-                f"cannot reach scheduler {args.scheduler}: {type(exc).__name__}: {exc}"
-            ) from None
-        executor = client.get_executor(pure=False)
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: not writable ({exc.strerror})") from None
+        if not os.access(out, os.W_OK):
+            raise UsageError(f"--out {args.out}: not writable")
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[dict[str, Any], Spec]]:
+    """Every (point, Spec) the command will run, each Spec built (and so validated) now."""
+    from .montecarlo import Spec
+
     base: dict[str, Any] = {
         k: v
         for k, v in {
@@ -110,7 +202,9 @@ def _mc(args: argparse.Namespace) -> int:
             "residual": args.residual,
             "norm": args.norm,
             "inputs": args.inputs,
-            "fresh_weights": not args.shared_weights,
+            "manifold_dim": args.manifold_dim,
+            "manifold": args.manifold,
+            "fresh_weights": False if args.shared_weights else None,
             "layer": args.layer,
             "kernel": args.kernel,
             "centers": args.centers,
@@ -122,89 +216,275 @@ def _mc(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    if args.widths or args.width or args.depth or args.activation or args.layer:
+    if _single_experiment(args):
         point: dict[str, Any] = {}
         if args.widths:
             point["widths"] = tuple(args.widths)
         else:
-            point["width"] = args.width or 32
-            point["depth"] = args.depth or 1
+            point["width"] = args.width or SINGLE_WIDTH
+            point["depth"] = args.depth or SINGLE_DEPTH
         if args.layer == "kernel":
             point["layer"] = "kernel"
             point["kernel"] = args.kernel or "rbf"
         else:
-            point["activation"] = args.activation or "relu"
-        plan = [({k: v for k, v in point.items()}, {**point, "samples": args.samples or 20000})]
+            acts = args.activation or ["relu"]
+            point["activation"] = acts[0] if len(acts) == 1 else tuple(acts)
+        plan = [(point, {**point, "samples": args.samples or SINGLE_SAMPLES})]
     else:
-        plan = _default_sweep(args.samples or 4000)
-    progress: bool | str = False if args.quiet else True
-    results: list[tuple[dict[str, Any], Result]] = []
-    start = time.perf_counter()
-    try:
-        for point, fields in plan:
-            spec = Spec(**{**base, **fields})
-            out = None
-            if args.out:
-                from pathlib import Path
+        plan = _default_sweep(args.samples or SWEEP_SAMPLES)
+    return [(point, Spec(**{**base, **fields})) for point, fields in plan]
 
-                from .montecarlo.sweep import run_directory_name
 
-                # Every field that changes the samples is in the name (the seed too), so
-                # another experiment never lands in, and is refused by, this one's directory.
-                out = Path(args.out) / run_directory_name(point, spec)
-            results.append(
-                (
-                    point,
-                    run(spec, executor=executor, progress=progress, out=out, workers=args.workers),
-                )
+def _describe(point: dict[str, Any]) -> str:
+    """'tanh, width 32, depth 4' for a progress line."""
+    from .montecarlo.sweep import point_label
+
+    return ", ".join(
+        point_label(v) if k in ("activation", "layer", "kernel") else f"{k} {point_label(v)}"
+        for k, v in point.items()
+    )
+
+
+def _chunk_files(out: Path | None, spec: Spec) -> dict[int, tuple[int, int]]:
+    """(inode, mtime) of the checkpoint file of every chunk of ``spec`` present in ``out``."""
+    from .montecarlo.checkpoint import chunk_path
+
+    found: dict[int, tuple[int, int]] = {}
+    if out is None or not out.is_dir():
+        return found
+    for i in range(spec.n_chunks):
+        try:
+            st = chunk_path(out, i).stat()
+        except OSError:
+            continue
+        found[i] = (st.st_ino, st.st_mtime_ns)
+    return found
+
+
+def _chunk_samples(spec: Spec, i: int) -> int:
+    return min(spec.chunk_size, spec.samples - i * spec.chunk_size)
+
+
+@dataclasses.dataclass
+class _Accounting:
+    """What a run computed and what it read back from its checkpoint directory."""
+
+    samples: int = 0
+    computed: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: _Accounting) -> None:
+        self.samples += other.samples
+        self.computed += other.computed
+        self.reused += other.reused
+        self.seconds += other.seconds
+
+
+def _theory_notes(results: Sequence[tuple[dict[str, Any], Result]]) -> list[str]:
+    """One line per closed form shown in the table's theory columns, naming the runs (by
+    activation) it was shown for, and the runs for which none applies."""
+    from .montecarlo.spec import layer_activations
+
+    notes: dict[str, list[str]] = {}
+
+    def note(text: str, who: str) -> None:
+        names = notes.setdefault(text, [])
+        if who not in names:
+            names.append(who)
+
+    for _, res in results:
+        spec = res.spec
+        th = res.theory()
+        acts = layer_activations(spec)
+        who = (
+            f"kernel layers ({spec.kernel})"
+            if spec.layer == "kernel"
+            else "-".join(dict.fromkeys(acts))
+        )
+        if "active_fraction" in th:
+            note(
+                "P(exact rank < n) = 1 - prod_l P(Binomial(n_l, 1/2) >= n): relu's binomial law "
+                "for fresh Gaussian weights and symmetric biases",
+                who,
             )
+        elif th.get("p_exact_rank_deficient") == 0.0:
+            note(
+                "P(exact rank < n) = 0: phi' vanishes nowhere (gelu and silu only at one "
+                "point), so Gaussian weights keep the exact rank full",
+                who,
+            )
+        elif th.get("p_exact_rank_deficient") == 1.0:
+            note(
+                "P(exact rank < n) = 1: a narrower layer or layer normalisation (n_l - 1) "
+                "caps the rank below n",
+                who,
+            )
+        if "log10_cond" in th:
+            note(
+                "median log10 cond -> L (mu_1 - mu_d) / ln 10: the Lyapunov limit of products "
+                "of Gaussian matrices, a large-depth growth rate (shown from depth 4; at finite "
+                "depth the median lies above it by O(1))",
+                who,
+            )
+        if not th:
+            note("no closed form applies: the theory columns are empty", who)
+    return [f"  {', '.join(who)}: {text}" for text, who in notes.items()]
+
+
+TABLE_LEGEND = (
+    "n = min(n_0, n_L). Exact rank: singular values non-zero in exact arithmetic (lost only "
+    "through structure, such as relu's dead units). float64 rank: numpy.linalg.matrix_rank's "
+    "rule on the exact singular values. log10 cond = log10(s_max / s_min), finite wherever "
+    "the exact rank is full, inf where s_min is exactly 0. Intervals are 95%: Clopper-Pearson "
+    "for probabilities, order statistics for medians."
+)
+
+
+def _mc(args: argparse.Namespace) -> int:
+    from .montecarlo import run, sweep_table
+    from .montecarlo.sampling import SAMPLER
+    from .montecarlo.sweep import run_directory_name
+
+    _check_flags(args)
+    plan = _plan(args)
+    _check_outputs(args)
+    executor = None
+    client = None
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise UsageError(
+                '--scheduler needs dask.distributed: pip install "jacgeom[dask]"'
+            ) from None
+        timeout = 10.0 if args.timeout is None else args.timeout
+        try:
+            if args.scheduler.endswith(".json"):
+                client = Client(scheduler_file=args.scheduler, timeout=timeout)
+            else:
+                client = Client(args.scheduler, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - reported as one line
+            raise UsageError(
+                f"cannot reach scheduler {args.scheduler}: {type(exc).__name__}: {exc}"
+            ) from None
+        executor = client.get_executor(pure=False)
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    results: list[tuple[dict[str, Any], Result]] = []
+    runs: list[_Accounting] = []
+    outs: list[Path | None] = []
+    total = _Accounting()
+    k = 0
+    try:
+        for k, (point, spec) in enumerate(plan, 1):
+            out = None if not args.out else Path(args.out) / run_directory_name(point, spec)
+            outs.append(out)
+            before = _chunk_files(out, spec)
+            say(f"point {k}/{len(plan)}: {_describe(point)}, {spec.samples} samples")
+            start = time.perf_counter()
+            res = run(
+                spec,
+                executor=executor,
+                progress=not args.quiet,
+                out=out,
+                workers=args.workers,
+            )
+            after = _chunk_files(out, spec)
+            reused = sum(
+                _chunk_samples(spec, i) for i, stamp in before.items() if after.get(i) == stamp
+            )
+            acc = _Accounting(spec.samples, spec.samples - reused, reused)
+            acc.seconds = time.perf_counter() - start
+            total.add(acc)
+            runs.append(acc)
+            results.append((point, res))
+            if reused:
+                say(f"point {k}/{len(plan)}: {reused} of {spec.samples} samples reused from {out}")
+    except KeyboardInterrupt:
+        saved = [(i, s) for o, (_, s) in zip(outs, plan, strict=False) for i in _chunk_files(o, s)]
+        where = (
+            f"{len(saved)} chunks ({sum(_chunk_samples(s, i) for i, s in saved)} samples) saved "
+            f"under {args.out}; rerun the same command to resume"
+            if args.out
+            else "nothing saved (without --out DIR nothing is checkpointed; give --out DIR "
+            "and a rerun resumes)"
+        )
+        print(
+            f"\njacgeom: interrupted at point {k}/{len(plan)}: {where}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
     finally:
         if client is not None:
             client.close()
-    elapsed = time.perf_counter() - start
+    notes = _theory_notes(results)
     if args.json:
-        json.dump(
-            _strict_json(
-                [
-                    {
-                        "point": {
-                            k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()
-                        },
-                        "spec": r.spec.to_dict(),
-                        "logs": "natural",
-                        "summary": r.summary(),
-                    }
-                    for p, r in results
-                ]
-            ),
-            sys.stdout,
-            indent=1,
-            allow_nan=False,
-        )
+        from . import __version__
+
+        records = [
+            {
+                "jacgeom": __version__,
+                "sampler": SAMPLER,
+                "log_base": "e",
+                "logs": (
+                    "natural logarithms: log_smax, log_smin, log_cond and log_volume of "
+                    "summary (the table's log10 cond is log_cond / ln 10)"
+                ),
+                "non_finite": (
+                    'infinite values are the strings "inf" and "-inf"; null is a value that '
+                    "is undefined (such as the mean of a statistic with no finite sample)"
+                ),
+                "point": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
+                "spec": r.spec.to_dict(),
+                "summary": r.summary(),
+                "theory_notes": [n.strip() for n in _theory_notes([(p, r)])],
+                "run": {
+                    "samples": acc.samples,
+                    "computed": acc.computed,
+                    "reused": acc.reused,
+                    "seconds": round(acc.seconds, 3),
+                    "out": None if o is None else str(o),
+                },
+            }
+            for (p, r), acc, o in zip(results, runs, outs, strict=True)
+        ]
+        json.dump(_strict_json(records), sys.stdout, indent=1, allow_nan=False)
         print()
     else:
         print(sweep_table(results))
-        total = sum(r.samples for _, r in results)
-        print(
-            f"\n{total} samples in {elapsed:.1f} s. n = min(n_0, n_L). Exact rank: singular "
-            "values non-zero in exact arithmetic (lost only through structure, e.g. relu's "
-            "dead units); float64 rank: numpy.linalg.matrix_rank's rule on the exact singular "
-            "values. log10 cond is finite wherever the exact rank is full; inf only where the "
-            "smallest singular value is exactly 0. Theory: relu's binomial law (fresh Gaussian "
-            "weights), full exact rank for every other activation, and for linear networks the "
-            "Lyapunov limit L (mu_1 - mu_d), the large-depth growth of log cond (at finite "
-            "depth the median lies above it by O(1)); empty where no closed form applies."
-        )
+        print(f"\n{textwrap.fill(TABLE_LEGEND, 88)}\n\nTheory columns (docs/theory.md):")
+        print("\n".join(notes))
+        print(f"\n{_work_line(total, args.out)}")
     if args.plot:
         from .plot import monte_carlo_figure
 
         monte_carlo_figure(results).savefig(args.plot, dpi=120)
+        say(f"figure written to {args.plot}")
     return 0
 
 
+def _work_line(total: _Accounting, out: str | None) -> str:
+    """'N samples: C computed in T s (R samples/s), U reused from DIR'."""
+    if total.computed == 0:
+        return f"{total.samples} samples, all reused from the checkpoints in {out}: none computed"
+    rate = total.computed / total.seconds if total.seconds > 0 else math.inf
+    line = (
+        f"{total.samples} samples: {total.computed} computed in {total.seconds:.1f} s "
+        f"({rate:,.0f} samples/s)"
+    )
+    if total.reused:
+        line += f", {total.reused} reused from the checkpoints in {out}"
+    return line
+
+
 def _strict_json(x: Any) -> Any:
-    """JSON that strict parsers read: numpy scalars as Python numbers, non-finite floats as
-    the strings "inf", "-inf" and "nan"."""
+    """JSON that strict parsers read: numpy scalars as Python numbers, infinite floats as
+    the strings "inf" and "-inf", NaN (an undefined value) as null."""
     if isinstance(x, dict):
         return {str(k): _strict_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -215,16 +495,16 @@ def _strict_json(x: Any) -> Any:
         return int(x)
     if isinstance(x, (float, np.floating)):
         v = float(x)
-        return v if math.isfinite(v) else str(v)
+        if math.isnan(v):
+            return None
+        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
     return x
 
 
 def _bench(rest: list[str]) -> int:
     """Run bench/report.py of the checkout in the current directory (or JACGEOM_BENCH_DIR):
     the suite is part of the source tree, not of the installed package."""
-    import os
     import runpy
-    from pathlib import Path
 
     where = Path(os.environ.get("JACGEOM_BENCH_DIR", "bench"))
     report = where / "report.py"
@@ -245,59 +525,273 @@ def _bench(rest: list[str]) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: 'jacgeom mc: error: ... (see jacgeom mc --help)'."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, low: float, strict: bool) -> Any:
+    """An argparse type: a number of ``kind`` above ``low`` (at least ``low`` unless strict)."""
+    word = "integer" if kind is int else "number"
+    bound = f"> {low:g}" if strict else f">= {low:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an {word} {bound}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = word  # argparse names the type in some messages
+    return parse
+
+
+_positive_int = _number(int, 1, strict=False)
+_non_negative_int = _number(int, 0, strict=False)
+_positive_float = _number(float, 0.0, strict=True)
+_non_negative_float = _number(float, 0.0, strict=False)
+
+MC_DESCRIPTION = "\n\n".join(
+    textwrap.fill(paragraph, 88)
+    for paragraph in (
+        "The Monte Carlo of rank collapse: draw random networks and inputs, and measure how "
+        "often and how far the end-to-end Jacobian J loses rank and conditioning, beside the "
+        "closed forms.",
+        f"Without network flags: the default sweep of {len(DEFAULT_ACTIVATIONS) * 7} points, "
+        f"each of the activations {', '.join(DEFAULT_ACTIVATIONS)} at depth 1 and widths "
+        f"{', '.join(map(str, DEFAULT_WIDTHS))}, then at width 32 and depths "
+        f"{', '.join(map(str, DEFAULT_DEPTHS))}; {SWEEP_SAMPLES} samples per point (a quarter "
+        "of it at width 128). With --widths, --width, --depth, --activation or --layer: one "
+        f"experiment of {SINGLE_SAMPLES} samples.",
+        "Output: a Markdown table with P(exact rank < n) and P(float64 rank < n) and their "
+        "95% intervals, the mean float64 rank / n and the median log10 condition number, each "
+        "beside its closed form where one applies, n = min(n_0, n_L); then one line per "
+        "closed form shown, and the samples computed and reused. Progress goes to stderr: a "
+        "line per point ('point 7/35: tanh, width 32, depth 4') and, on a terminal, a bar "
+        "for the current point.",
+    )
+)
+
+MC_EPILOG = """\
+examples:
+  jacgeom mc                                          the default sweep (2 to 4 minutes)
+  jacgeom mc --width 32 --depth 8 --activation tanh   one experiment, 20000 samples
+  jacgeom mc --widths 16 32 16 --activation relu tanh one activation per layer
+  jacgeom mc --layer kernel --kernel rbf --width 8    kernel layers instead of activations
+  jacgeom mc --out runs/ --json > mc.json             checkpoint (Ctrl-C, rerun to resume)
+
+Ctrl-C stops a run with exit code 130; with --out, the chunks finished so far are saved
+and the same command resumes from them. Errors are one line on stderr, exit code 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jacgeom", description="What activations do to the geometry of networks."
+    from .montecarlo import Spec
+
+    spec_default = {f.name: f.default for f in dataclasses.fields(Spec)}
+    parser = _Parser(
+        prog="jacgeom",
+        description="What pointwise activations do to the geometry of neural networks: "
+        "Jacobians, ranks and conditioning, measured against closed forms.",
+        epilog="Run 'jacgeom COMMAND --help' for a command's options. Documentation: the "
+        "README and docs/ of the source repository.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     mc = sub.add_parser(
-        "mc", help="Monte Carlo of rank collapse (default: a sweep that tells the story)"
+        "mc",
+        help="the Monte Carlo of rank collapse (default: a 35-point sweep that tells the story)",
+        description=MC_DESCRIPTION,
+        epilog=MC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mc.add_argument("--widths", type=int, nargs="+", help="n0 n1 ... nL (one experiment)")
-    mc.add_argument("--width", type=int)
-    mc.add_argument("--depth", type=int)
-    mc.add_argument("--activation")
-    mc.add_argument("--init", choices=["he", "xavier", "lecun", "orthogonal", "gaussian"])
-    mc.add_argument("--sigma-w", type=float)
-    mc.add_argument("--sigma-b", type=float)
-    mc.add_argument("--residual", action="store_true", default=None)
-    mc.add_argument("--norm", choices=["layer"])
-    mc.add_argument("--inputs", choices=["gaussian", "sphere", "manifold"])
-    mc.add_argument("--shared-weights", action="store_true", help="one network for all samples")
-    mc.add_argument(
-        "--layer", choices=["activation", "kernel"], help="kernel: every layer a kernel layer"
+    net = mc.add_argument_group("the network (any of these makes one experiment)")
+    net.add_argument(
+        "--widths",
+        type=_positive_int,
+        nargs="+",
+        metavar="N",
+        help="every width n_0 n_1 ... n_L (at least two); not with --width or --depth "
+        "(default: --width at every layer, --depth layers)",
     )
-    mc.add_argument("--kernel", choices=["rbf", "laplacian", "polynomial"])
-    mc.add_argument("--centers", type=int, help="centers per kernel layer")
-    mc.add_argument("--gamma", type=float, help="kernel scale (default 1 / input width)")
-    mc.add_argument("--samples", type=int)
-    mc.add_argument("--seed", type=int, default=0)
-    mc.add_argument("--chunk-size", type=int)
-    mc.add_argument(
+    net.add_argument(
+        "--width",
+        type=_positive_int,
+        metavar="N",
+        help=f"the width of every layer, input included (default {SINGLE_WIDTH})",
+    )
+    net.add_argument(
+        "--depth",
+        type=_positive_int,
+        metavar="L",
+        help=f"the number of layers L (default {SINGLE_DEPTH})",
+    )
+    net.add_argument(
+        "--activation",
+        nargs="+",
+        choices=activation_names(),
+        metavar="NAME",
+        help="one activation for every layer, or one per layer; one of "
+        f"{', '.join(activation_names())} (default {spec_default['activation']})",
+    )
+    net.add_argument(
+        "--layer",
+        choices=["activation", "kernel"],
+        help="'activation': h -> phi(W h + b); 'kernel': every layer a kernel layer "
+        f"h -> A k(h) of the same widths (default {spec_default['layer']})",
+    )
+    draw = mc.add_argument_group("how networks and inputs are drawn")
+    draw.add_argument(
+        "--init",
+        choices=["he", "xavier", "lecun", "orthogonal", "gaussian"],
+        help=f"weight initialisation (default {spec_default['init']})",
+    )
+    draw.add_argument(
+        "--sigma-w",
+        type=_non_negative_float,
+        metavar="S",
+        help="weight gain of --init gaussian (std S / sqrt(fan_in)) or orthogonal (default 1)",
+    )
+    draw.add_argument(
+        "--sigma-b",
+        type=_non_negative_float,
+        metavar="S",
+        help=f"biases iid N(0, S^2) (default {spec_default['sigma_b']:g}: no biases)",
+    )
+    draw.add_argument(
+        "--residual",
+        action="store_true",
+        default=None,
+        help="residual layers h + phi(W h + b) (equal widths; default off)",
+    )
+    draw.add_argument(
+        "--norm",
+        choices=["layer"],
+        help="layer normalisation of the pre-activations (default none)",
+    )
+    draw.add_argument(
+        "--shared-weights",
+        action="store_true",
+        help="one network for all samples (default: every sample draws its own, the model "
+        "of the closed forms)",
+    )
+    draw.add_argument(
+        "--inputs",
+        choices=["gaussian", "sphere", "manifold"],
+        help="x ~ N(0, I), uniform on the unit sphere, or on a random manifold "
+        f"(default {spec_default['inputs']})",
+    )
+    draw.add_argument(
+        "--manifold-dim",
+        type=_positive_int,
+        metavar="K",
+        help=f"dimension of the input manifold, with --inputs manifold "
+        f"(default {spec_default['manifold_dim']})",
+    )
+    draw.add_argument(
+        "--manifold",
+        choices=["linear", "curved"],
+        help="a random subspace or a curved sine embedding, with --inputs manifold "
+        f"(default {spec_default['manifold']})",
+    )
+    draw.add_argument(
+        "--kernel",
+        choices=["rbf", "laplacian", "polynomial"],
+        help=f"the kernel k of --layer kernel (default {spec_default['kernel']})",
+    )
+    draw.add_argument(
+        "--centers",
+        type=_positive_int,
+        metavar="C",
+        help="centres per kernel layer (default: the layer's input width)",
+    )
+    draw.add_argument(
+        "--gamma",
+        type=_positive_float,
+        metavar="G",
+        help="kernel scale of --layer kernel (default 1 / the layer's input width)",
+    )
+    rec = mc.add_argument_group("what is recorded, how many samples")
+    rec.add_argument(
+        "--samples",
+        type=_positive_int,
+        metavar="N",
+        help=f"samples per experiment (default {SINGLE_SAMPLES} for one experiment, "
+        f"{SWEEP_SAMPLES} per point of the sweep)",
+    )
+    rec.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        metavar="S",
+        help=f"seed of every random draw; results depend only on it, the spec and the chunk "
+        f"size (default {spec_default['seed']})",
+    )
+    rec.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        metavar="N",
+        help=f"samples per chunk, the unit of work and of checkpoints "
+        f"(default {spec_default['chunk_size']})",
+    )
+    rec.add_argument(
         "--no-layer-ranks",
         action="store_true",
-        help="leave out each layer's rank (deep relu runs draw half the normals)",
+        help="leave out each layer's rank (deep relu runs then draw about half the normals)",
     )
-    mc.add_argument(
+    rec.add_argument(
         "--no-spectra",
         action="store_true",
-        help="ranks and active counts only: no singular-value statistics",
+        help="ranks and active counts only: no singular-value statistics (no log10 cond)",
     )
-    mc.add_argument("--out", help="checkpoint directory (resumes when rerun)")
-    mc.add_argument(
-        "--resume", action="store_true", help="resume from --out (the default when --out exists)"
+    where = mc.add_argument_group("where it runs")
+    where.add_argument(
+        "--out",
+        metavar="DIR",
+        help="checkpoint directory, one sub-directory per experiment; rerunning the same "
+        "command resumes (default: no checkpoints)",
     )
-    mc.add_argument(
-        "--scheduler", help="dask scheduler address tcp://HOST:PORT or a scheduler file .json"
+    where.add_argument(
+        "--resume",
+        action="store_true",
+        help="insist on resuming: refuse to start if --out DIR does not exist (a rerun with "
+        "--out resumes anyway)",
     )
-    mc.add_argument("--timeout", type=float, default=10.0, help="seconds to reach the scheduler")
-    mc.add_argument("--workers", type=int, help="local threads")
-    mc.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
-    mc.add_argument("--plot", help="write figures to this PNG (needs matplotlib)")
-    mc.add_argument("--quiet", action="store_true", help="no progress bar")
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the chunks on a Dask cluster: tcp://HOST:PORT or a scheduler file .json "
+        "(needs jacgeom[dask])",
+    )
+    where.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds to reach --scheduler (default 10)",
+    )
+    where.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="K",
+        help="local threads, one chunk each (default: all cores)",
+    )
+    show = mc.add_argument_group("output")
+    show.add_argument(
+        "--json",
+        action="store_true",
+        help="strict JSON on stdout instead of the table: per experiment the full spec, "
+        "summary, versions and the log base",
+    )
+    show.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also write the figure to FILE (.png, .pdf or .svg; needs matplotlib)",
+    )
+    show.add_argument("--quiet", action="store_true", help="no progress lines or bars on stderr")
     figs = sub.add_parser(
         "figures",
-        help="write the seed's figures as PNG files (needs matplotlib)",
+        help="write the figures of the story as PNG files (needs matplotlib)",
         description="Write the figures of the story as PNG files: activations.png, warp.png, "
         "dead_coordinates.png, rank_depth.png (exact rank, float64 rank and log10 condition "
         "number against depth), metric_distortion.png, kernel_comparison.png.",
@@ -306,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--gif", action="store_true", help="also the warp animation (pillow)")
     figs.add_argument(
         "--samples",
-        type=int,
+        type=_positive_int,
         default=2000,
         help="Monte Carlo samples per point of dead_coordinates.png; rank_depth.png takes a "
         "quarter of it per point, kernel_comparison.png a tenth (at least 50 each; "
@@ -319,14 +813,27 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     bench.add_argument("rest", nargs="*")
-    demo_p = sub.add_parser("demo", help="rank collapse of a random relu layer vs theory")
-    demo_p.add_argument("--samples", type=int, default=4000)
-    demo_p.add_argument("--seed", type=int, default=0)
-    demo_p.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "numpy"])
+    demo_p = sub.add_parser(
+        "demo",
+        help="seconds: the rank of a random relu layer against its closed form",
+        description="Rank collapse of single random relu layers (fresh weights per sample) "
+        "against the binomial closed form P(Binomial(m, 1/2) < n).",
+    )
+    demo_p.add_argument(
+        "--samples", type=_positive_int, default=4000, help="samples per row (default 4000)"
+    )
+    demo_p.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
+    demo_p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "cpp", "numba", "numpy"],
+        help="kernel backend (default auto)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0, 2 for errors, 130 for Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         # Everything after "bench" belongs to the report's own parser (--help included).
@@ -336,14 +843,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"jacgeom: error: {exc}", file=sys.stderr)
             return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.command == "mc":
-            if args.samples is not None and args.samples < 1:
-                raise ValueError("--samples must be >= 1")
             return _mc(args)
-        if args.samples < 1:
-            raise ValueError("--samples must be >= 1")
         if args.command == "figures":
             from .plot import _pyplot, write_figures
 
@@ -357,16 +863,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         start = time.perf_counter()
         print(demo(args.samples, args.seed, args.backend))
-        print(f"\n({time.perf_counter() - start:.2f} s)")
+        print(f"({time.perf_counter() - start:.2f} s)")
         return 0
+    except KeyboardInterrupt:
+        print("\njacgeom: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
-        print(f"jacgeom: error: {exc}", file=sys.stderr)
+        prefix = f"jacgeom {args.command}: error: "
+        print(f"{prefix}{exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(f"jacgeom: error: {exc.code}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":
