@@ -1,0 +1,211 @@
+"""Network.from_torch against torch.func.jacrev of the original module (issue 22)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+
+import jacgeom
+from jacgeom.interop import UnsupportedModuleError, spec_from_torch
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: dict(rtol=2e-4, atol=2e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def _reference(module: Any, X: Any) -> np.ndarray:
+    J = torch.func.vmap(torch.func.jacrev(module))(X)
+    return J.detach().numpy()
+
+
+def _check(module: Any, n_in: int, dtype: Any, B: int = 7, seed: int = 0) -> jacgeom.Network:
+    module = module.to(dtype).eval()
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(B, n_in, generator=g, dtype=dtype) * 1.5
+    net = jacgeom.Network.from_torch(module)
+    assert net.dtype == np.dtype(str(dtype).removeprefix("torch."))
+    with torch.no_grad():
+        np.testing.assert_allclose(net.forward(X), module(X).numpy(), **TOL[dtype])
+    got = net.jacobian(X)
+    assert got.shape == (B, net.widths[-1], n_in)
+    np.testing.assert_allclose(got, _reference(module, X), **TOL[dtype])
+    return net
+
+
+ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(),
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+    "tanh": lambda: nn.Tanh(),
+    "sigmoid": lambda: nn.Sigmoid(),
+    "gelu": lambda: nn.GELU(),
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "silu": lambda: nn.SiLU(),
+    "softplus": lambda: nn.Softplus(beta=2.0, threshold=20.0),
+    "elu": lambda: nn.ELU(alpha=0.7),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_every_activation_matches_jacrev(name: str, dtype: Any) -> None:
+    torch.manual_seed(1)
+    act = ACTIVATIONS[name]
+    mlp = nn.Sequential(nn.Linear(5, 9), act(), nn.Linear(9, 6), act(), nn.Linear(6, 3))
+    net = _check(mlp, 5, dtype)
+    assert [a.name for a in net.activations] == [name, name, "identity"]
+    param = {"leaky_relu": 0.2, "softplus": 2.0, "elu": 0.7}.get(name, 0.0)
+    assert net.activations[0].parameter == pytest.approx(param)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nested_sequential_identity_dropout_and_requires_grad(dtype: Any) -> None:
+    torch.manual_seed(2)
+    mlp = nn.Sequential(
+        nn.Sequential(nn.Linear(4, 6), nn.Tanh()),
+        nn.Identity(),
+        nn.Dropout(0.5),
+        nn.Linear(6, 6, bias=False),
+        nn.ReLU(),
+        nn.Sigmoid(),  # two activations in a row: the layer sigmoid(I h)
+    )
+    assert all(p.requires_grad for p in mlp.parameters())
+    net = _check(mlp, 4, dtype)
+    assert [a.name for a in net.activations] == ["tanh", "relu", "sigmoid"]
+    np.testing.assert_array_equal(net.weights[2], np.eye(6))
+    # Weights copied once: changing the module afterwards leaves the network alone.
+    before = net.weights[0].copy()
+    with torch.no_grad():
+        mlp[0][0].weight.add_(1.0)
+    np.testing.assert_array_equal(net.weights[0], before)
+
+
+def test_leaky_relu_slope_zero_is_relu_and_negative_slope_refused() -> None:
+    net = jacgeom.Network.from_torch(nn.Sequential(nn.Linear(3, 3), nn.LeakyReLU(0.0)))
+    assert net.activations[0].name == "relu"
+    with pytest.raises(UnsupportedModuleError, match=r"LeakyReLU, negative_slope=-0.5"):
+        jacgeom.Network.from_torch(nn.Sequential(nn.Linear(3, 3), nn.LeakyReLU(-0.5)))
+
+
+def test_softplus_threshold_is_noted() -> None:
+    spec = spec_from_torch(nn.Sequential(nn.Linear(3, 3), nn.Softplus(beta=1.0, threshold=5.0)))
+    assert len(spec.notes) == 1 and "threshold" in spec.notes[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_layer_norm_without_affine(dtype: Any) -> None:
+    torch.manual_seed(3)
+    mlp = nn.Sequential(
+        nn.Linear(4, 6),
+        nn.LayerNorm(6, elementwise_affine=False, eps=1e-3),
+        nn.Tanh(),
+        nn.Linear(6, 5),
+        nn.LayerNorm(5, eps=1e-3),  # gamma = 1, beta = 0 as initialised
+        nn.GELU(),
+    )
+    net = _check(mlp, 4, dtype)
+    assert net.norm == "layer" and net.norm_eps == pytest.approx(1e-3)
+
+
+def test_layer_norm_refusals() -> None:
+    ln = nn.LayerNorm(6)
+    with torch.no_grad():
+        ln.weight.mul_(2.0)
+    with pytest.raises(UnsupportedModuleError, match=r"1 \(LayerNorm with trained affine"):
+        spec_from_torch(nn.Sequential(nn.Linear(4, 6), ln, nn.Tanh()))
+    with pytest.raises(UnsupportedModuleError, match=r"must follow a Linear"):
+        spec_from_torch(nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.LayerNorm(6)))
+    with pytest.raises(UnsupportedModuleError, match=r"normalises every layer"):
+        spec_from_torch(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 2)))
+
+
+class Block(nn.Module):
+    def __init__(self, n: int, act: nn.Module) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.act = act
+
+    def forward(self, x: Any) -> Any:
+        return x + self.act(self.fc(x))
+
+
+class FunctionalBlock(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+
+    def forward(self, x: Any) -> Any:
+        return F.gelu(self.fc(x), approximate="tanh") + x
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_residual_blocks_recognised(dtype: Any) -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(Block(5, nn.Tanh()), FunctionalBlock(5), Block(5, nn.ReLU()))
+    net = _check(model, 5, dtype)
+    assert net.residual
+    assert [a.name for a in net.activations] == ["tanh", "gelu_tanh", "relu"]
+
+
+class Chain(nn.Module):
+    """A module whose forward is a sequence, written out by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 7)
+        self.b = nn.Linear(7, 2)
+
+    def forward(self, x: Any) -> Any:
+        return torch.sigmoid(self.b(torch.relu(self.a(x))))
+
+
+def test_module_with_sequential_forward() -> None:
+    net = _check(Chain(), 3, torch.float64)
+    assert [a.name for a in net.activations] == ["relu", "sigmoid"]
+
+
+class Unsupported(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: Any) -> Any:
+        return self.fc(x) * 2
+
+
+def test_unsupported_modules_named() -> None:
+    with pytest.raises(UnsupportedModuleError, match=r"module 1 \(Conv1d\).*supported: torch"):
+        spec_from_torch(nn.Sequential(nn.Linear(3, 3), nn.Conv1d(1, 1, 1)))
+    with pytest.raises(UnsupportedModuleError, match=r"Hardtanh"):
+        spec_from_torch(nn.Sequential(nn.Linear(3, 3), nn.Hardtanh()))
+    with pytest.raises(UnsupportedModuleError, match=r"call_function <built-in function mul>"):
+        spec_from_torch(Unsupported())
+    mixed = nn.Sequential(nn.Linear(5, 5), nn.Tanh(), Block(5, nn.Tanh()))
+    with pytest.raises(UnsupportedModuleError, match=r"all residual or none"):
+        spec_from_torch(mixed)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_round_trip() -> None:
+    torch.manual_seed(5)
+    mlp = nn.Sequential(nn.Linear(4, 6), nn.ELU(0.5), nn.Linear(6, 3), nn.Softplus(3.0))
+    ref = jacgeom.Network.from_torch(mlp)
+    scripted = torch.jit.script(mlp)
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    buf.seek(0)
+    net = jacgeom.Network.from_torch(torch.jit.load(buf))
+    X = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(net.jacobian(X), ref.jacobian(X))
+    assert [a.name for a in net.activations] == ["elu", "softplus"]
+    assert net.activations[1].parameter == 3.0
+
+
+def test_dtype_override() -> None:
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    assert jacgeom.Network.from_torch(mlp, dtype=np.float64).dtype == np.float64
