@@ -394,6 +394,57 @@ def test_narrow_layer_normalised_networks_stay_within_their_structural_rank(back
         assert np.all(net.rank(X, backend=backend) <= exact), widths
 
 
+def _mp_layer_norm_log_singular_values(
+    W: np.ndarray, b: np.ndarray, x: np.ndarray, eps: float
+) -> np.ndarray:
+    """log singular values of diag(tanh'(u)) J_N W at 60 digits, from the float64 inputs:
+    J_N = (I - 1 1^T / m - u u^T / m) / sigma, u = (z - mean z) / sigma."""
+    mpmath.mp.dps = 60
+    m, n = W.shape
+    z = [
+        mpmath.fsum(mpmath.mpf(float(W[i, j])) * mpmath.mpf(float(x[j])) for j in range(n))
+        + mpmath.mpf(float(b[i]))
+        for i in range(m)
+    ]
+    mu = mpmath.fsum(z) / m
+    sigma = mpmath.sqrt(mpmath.fsum((v - mu) ** 2 for v in z) / m + mpmath.mpf(eps))
+    u = [(v - mu) / sigma for v in z]
+    J = mpmath.matrix(m, n)
+    for i in range(m):
+        d = mpmath.sech(u[i]) ** 2
+        for k in range(n):
+            J[i, k] = d * mpmath.fsum(
+                ((1 if i == j else 0) - mpmath.mpf(1) / m - u[i] * u[j] / m)
+                / sigma
+                * mpmath.mpf(float(W[j, k]))
+                for j in range(m)
+            )
+    s = mpmath.svd_r(J, compute_uv=False)
+    return np.array(sorted((float(mpmath.log(v)) for v in s if v > 0), reverse=True))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1.0, 1e6, 1e8])
+def test_layer_normalisation_at_large_weights_against_60_digits(
+    backend: str, scale: float
+) -> None:
+    # The u-direction of J_N is scaled by delta = eps / (var + eps): 1e-17 at weights of
+    # 1e6, below float64's resolution of 1 - |u|^2 / m. It is a scale, not a lost
+    # direction: the exact rank stays m - 1, and its singular value is found to full
+    # relative accuracy (the frame computes delta as eps / sigma^2).
+    rng = np.random.default_rng(int(scale))
+    for m in (2, 3, 4):
+        W = rng.standard_normal((m, 3)) * scale
+        b = rng.standard_normal(m)
+        x = rng.standard_normal(3)
+        net = Network([W], biases=[b], activation="tanh", norm="layer")
+        k = min(m - 1, 3)
+        assert int(net.exact_rank(x, backend=backend)) == k
+        want = _mp_layer_norm_log_singular_values(W, b, x, net.norm_eps)[:k]
+        got = net.log_singular_values(x, backend=backend)[:k]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=f"m={m}")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exact_rank_does_not_depend_on_the_batch_or_dead_rows(backend: str) -> None:
     # The live block [[1, 0], [1, 1e-15]] has determinant 1e-15 exactly: rank 2, as

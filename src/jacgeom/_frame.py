@@ -133,7 +133,7 @@ class FrameLayer(NamedTuple):
 
     W : (m, k) shared or (B, m, k) per-sample weights (None for a dense layer);
     arg : (B, m) the argument of phi (z, or the normalised z);
-    act : the layer's Activation; norm : (sigma (B,), u (B, m)) of a layer normalisation
+    act : the layer's Activation; norm : the :class:`NormState` of a layer normalisation
     or None; residual : the layer is h -> h + phi(...); d : (B, m) phi'(arg) (read by
     residual layers only); dense : (B, m, k) the layer Jacobians of a kernel layer (with
     W None), residual included or not as ``residual`` says.
@@ -230,40 +230,52 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
             A = np.matmul(A, Zq)
         return graded_step(A, g, V)
     act, arg, state = layer.act, layer.arg, layer.norm
-    W = np.asarray(layer.W, dtype=np.float64)
     zero = act.derivative_is_zero(arg)
     log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
     check_layer_values(arg, log_d[~zero], act.name, l)
+    sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
+    W = np.asarray(layer.W, dtype=np.float64)
+    if state is not None:
+        # J_N W = (B_1 H) diag(delta, 1, ..., 1) (H B_1^T W) / sigma: two steps, each with
+        # its rank decided on its unscaled map; delta (1e-17 at weights of 1e6) is a row
+        # scale like phi', so it never removes the u-direction.
+        B1H, log_delta = _norm_factors(state, W.shape[-2])
+        step = np.zeros(log_delta.shape[:1] + (B1H.shape[2],))
+        step[:, :1] = log_delta[:, None]  # nothing at width 1 (J_N = 0)
+        U, g, V = _scaled_rows_step(
+            np.matmul(B1H.transpose(0, 2, 1), W),
+            np.zeros(step.shape, dtype=bool),
+            step - np.log(np.asarray(state.sigma, dtype=np.float64))[:, None],
+            np.ones(step.shape),
+            U,
+            g,
+            V,
+        )
+        W = B1H
+    return _scaled_rows_step(W, zero, log_d, sign, U, g, V)
+
+
+def _scaled_rows_step(
+    W: F64, zero: NDArray[np.bool_], log_d: F64, sign: F64, U: F64, g: F64, V: F64
+) -> tuple[F64, F64, F64]:
+    """The frame after the map diag(sign e^log_d) W, W (m, k) shared or (B, m, k), with the
+    rows where ``zero`` is true removed exactly.
+
+    The rank is decided on the unscaled map (those rows removed, every other row of unit
+    size): the scales are row factors, which never remove a direction."""
+    Uz = _live(U, g)
+    B = U.shape[0]
+    live = np.count_nonzero(np.isfinite(g), axis=1)
     m = W.shape[-2]
-    # The rank is decided on the unscaled map (rows of the units whose phi' is zero
-    # removed, every other row of unit size): saturation scales rows, it never removes
-    # them. With a layer normalisation the map is J_N W, of rank m - 1 at most (all units
-    # alive); its u-direction is scaled by eps / (var + eps), which the rank decision sees
-    # as a value like any other (as the reference does).
     Y = np.matmul(W, Uz)
-    if state is not None:
-        X = _norm_jacobian_factored(Y, state)
-        M = _norm_jacobian_factored(np.broadcast_to(W, (B,) + W.shape[-2:]), state)
-        row_norms = scaled_norms(M, axis=2)
-    else:
-        X = Y
-        row_norms = np.broadcast_to(scaled_norms(W, axis=-1), (B, m))
-    alive = np.count_nonzero(~zero, axis=1)
-    generic = np.minimum(live, alive)
-    if state is not None:
-        generic = np.minimum(generic, m - 1)
-    row_norms = np.where(zero, 0.0, row_norms)
-    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, X), row_norms, generic, live, g, V)
+    row_norms = np.where(zero, 0.0, np.broadcast_to(scaled_norms(W, axis=-1), (B, m)))
+    generic = np.minimum(live, np.count_nonzero(~zero, axis=1))
+    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, Y), row_norms, generic, live, g, V)
     if Zq is not None:
         Y = np.matmul(Y, Zq)
     with np.errstate(invalid="ignore"):
         c = np.max(np.where(zero, -np.inf, log_d), axis=1, initial=-np.inf)
     c = np.where(np.isfinite(c), c, 0.0)
-    sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
-    if state is not None:
-        B1 = _ones_complement(m)
-        U, g, V = graded_step(np.matmul(B1.T, _norm_jacobian(Y, state)), g, V)
-        Y = np.matmul(B1, _live(U, g))
     with np.errstate(invalid="ignore"):
         g = g + c[:, None]
     parts, shift = split_log_scales(np.where(zero, 0.0, log_d - c[:, None]))
@@ -347,47 +359,46 @@ def stable_summary(
     )
 
 
-def _norm_jacobian(Y: F64, state: Any) -> F64:
-    """J_N Y for a batch: (Y - mean_rows(Y) - u (u^T Y) / m) / sigma."""
-    sigma, u = state
-    u = np.asarray(u, dtype=np.float64)
-    m = Y.shape[1]
-    uY = np.einsum("bi,bik->bk", u, Y)
-    out = Y - Y.mean(axis=1, keepdims=True) - u[:, :, None] * (uY / m)[:, None, :]
-    out /= np.asarray(sigma, dtype=np.float64)[:, None, None]
-    return out
+class NormState(NamedTuple):
+    """A layer normalisation N(z) = (z - mean z) / sigma at a batch of B samples:
+    sigma (B,) = sqrt(var z + eps), u (B, m) = N(z), eps the normalisation's constant."""
+
+    sigma: Any
+    u: Any
+    eps: float
 
 
-def _norm_jacobian_factored(Y: F64, state: Any) -> F64:
-    """J_N Y for a batch without cancellation, for rank decisions:
-    J_N = (1 / sigma) B_1 H diag(delta, 1, ..., 1) H B_1^T, H the reflector that maps
-    B_1^T u / |u| to e_1 and delta = 1 - |u|^2 / m = eps / (var + eps), the u-direction's
-    factor. Formed as I - 1 1^T / m - u u^T / m, that direction comes out with an absolute
-    error of eps next to a value delta (1e-5 and less), so a map of rank m - 2 looks like
-    rank m - 1 to any tolerance; factored, each direction keeps its relative accuracy.
-    delta is kept at least eps: norm_eps > 0, so the u-direction is never exactly lost."""
-    sigma, u = state
-    u = np.asarray(u, dtype=np.float64)
-    m = Y.shape[1]
-    B1 = _ones_complement(m)
-    T = np.matmul(B1.T, Y)  # (B, m - 1, r)
+def _norm_factors(state: NormState, m: int) -> tuple[F64, F64]:
+    """J_N = (B_1 H) diag(delta, 1, ..., 1) (B_1 H)^T / sigma per sample: returns B_1 H
+    (B, m, m - 1) and log delta (B,).
+
+    B_1 is an orthonormal basis of the complement of the ones vector (u lies in it), H the
+    reflector taking B_1^T u / |u| to e_1, and delta = 1 - |u|^2 / m = eps / sigma^2,
+    computed as the latter: the former cancels to rounding noise once the variance is
+    large, and J_N formed as I - 1 1^T / m - u u^T / m loses the u-direction the same way."""
+    u = np.asarray(state.u, dtype=np.float64)
+    B = u.shape[0]
     if m < 2:
-        return np.zeros_like(Y)
-    w = u @ B1  # (B, m - 1): u lies in the complement of the ones vector
+        return np.zeros((B, m, 0)), np.zeros(B)
+    B1 = _ones_complement(m)
+    w = u @ B1  # (B, m - 1)
     norm_w = scaled_norms(w, axis=1)
-    w = w / np.where(norm_w > 0, norm_w, 1.0)[:, None]
-    v = w.copy()
-    v[:, 0] += np.where(w[:, 0] >= 0, 1.0, -1.0)  # maps w to -sign(w_0) e_1
+    v = w / np.where(norm_w > 0, norm_w, 1.0)[:, None]
+    v[:, 0] += np.where(v[:, 0] >= 0, 1.0, -1.0)  # H maps w to -sign(w_0) |w| e_1
     vv = np.einsum("bi,bi->b", v, v)
     v = v / np.sqrt(np.where(vv > 0, vv, 1.0))[:, None]
+    B1H = B1[None] - 2.0 * np.matmul(B1, v[:, :, None]) * v[:, None, :]
+    sigma = np.asarray(state.sigma, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        log_delta = np.minimum(np.log(state.eps) - 2.0 * np.log(sigma), 0.0)
+    return B1H, np.where(norm_w > 0, log_delta, 0.0)
 
-    def reflect(A: F64) -> F64:
-        return A - 2.0 * v[:, :, None] * np.einsum("bi,bik->bk", v, A)[:, None, :]
 
-    eps = np.finfo(np.float64).eps
-    delta = np.clip(1.0 - np.einsum("bi,bi->b", u, u) / m, eps, 1.0)
-    HT = reflect(T)
-    HT[:, 0, :] *= np.where(norm_w > 0, delta, 1.0)[:, None]
-    out = np.matmul(B1, reflect(HT))
-    out /= np.asarray(sigma, dtype=np.float64)[:, None, None]
+def _norm_jacobian(Y: F64, state: NormState) -> F64:
+    """J_N Y (B, m, r) for a batch, from :func:`_norm_factors`."""
+    B1H, log_delta = _norm_factors(state, Y.shape[1])
+    T = np.matmul(B1H.transpose(0, 2, 1), Y)
+    T[:, :1, :] *= np.exp(log_delta)[:, None, None]
+    out = np.matmul(B1H, T)
+    out /= np.asarray(state.sigma, dtype=np.float64)[:, None, None]
     return out

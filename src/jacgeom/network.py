@@ -309,7 +309,7 @@ class Network:
         return _validation.to_kernel(X2, self.dtype), squeeze
 
     def _layers(self, X: FloatArray, backend: str) -> Iterator[tuple[FloatArray, FloatArray, Any]]:
-        """Per layer: (z, d, state) for the chunk X; state = (sigma, u) for a layer
+        """Per layer: (z, d, state) for the chunk X; state = a _frame.NormState for a layer
         normalisation, the layer Jacobians (Bc, n_l, n_{l-1}) for a kernel layer, or None."""
         h = X
         for l in range(self.depth):
@@ -328,7 +328,7 @@ class Network:
                 mu = z.mean(axis=1, keepdims=True)
                 sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + self.norm_eps)
                 arg = (z - mu) / sigma[:, None]
-                state = (sigma, arg)
+                state = _frame.NormState(sigma, arg, self.norm_eps)
             d = _dispatch.derivatives(arg, act, backend)
             a = act.phi(arg)
             h = h + a if self.residual else a
@@ -462,7 +462,7 @@ class Network:
         else:
             Y = (W @ np.ascontiguousarray(P).reshape(n_in, B * n0)).reshape(W.shape[0], B, n0)
         if state is not None:
-            sigma, u = state
+            sigma, u = state.sigma, state.u
             m = W.shape[0]
             uY = np.einsum("bi,ibj->bj", u, Y)
             Y -= Y.mean(axis=0, keepdims=True)
@@ -486,7 +486,7 @@ class Network:
                 continue
             T = R * d[:, None, :]
             if state is not None:
-                sigma, u = state
+                sigma, u = state.sigma, state.u
                 m = u.shape[1]
                 Tu = np.einsum("bki,bi->bk", T, u)
                 T = T - T.mean(axis=2, keepdims=True) - Tu[:, :, None] * u[:, None, :] / m

@@ -388,7 +388,7 @@ def _dense_block_statistics(
         if l + 1 < L:  # the last layer's output is not needed
             a = acts[l].phi(arg)
             h = h + a if spec.residual else a
-        norm = (sigma, arg) if sigma is not None else None
+        norm = _frame.NormState(sigma, arg, _LAYER_NORM_EPS) if sigma is not None else None
         frame_layers.append(_frame.FrameLayer(W, arg, acts[l], norm, spec.residual, d))
         if layer_ranks is not None:
             A = _dense_layer_jacobian(W, arg, sigma, d, spec.residual)

@@ -201,14 +201,20 @@ def log_abs_det(net: Any, X: FloatArray) -> FloatArray:
     return out
 
 
-def _layer_factors(
-    net: Any, l: int, h: FloatArray
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float, NDArray[np.bool_]]:
-    """One layer at one sample, for the stable frame, all in float64:
-    (output, X, sign, t, c, alive) where X is the layer's map with the units whose phi' is
-    zero mathematically removed and invertible diagonal factors dropped (it decides ranks);
-    the layer Jacobian restricted to the ``alive`` rows is e^c diag(sign e^t) X, t <= 0,
-    even where phi' underflows."""
+Step = tuple[FloatArray, FloatArray, FloatArray, float, NDArray[np.bool_]]
+
+
+def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[Step]]:
+    """One layer at one sample, for the stable frame, all in float64: (output, steps), the
+    layer Jacobian as a product of steps applied in order, each (X, sign, t, c, alive):
+    X the step's map with the rows whose factor is zero mathematically removed and
+    invertible diagonal factors dropped (it decides ranks); the step restricted to the
+    ``alive`` rows is e^c diag(sign e^t) X, t <= 0, even where the factors underflow.
+
+    A layer normalisation is two steps, J_N W = (B_1 H) diag(delta, 1, ..., 1) (H B_1^T W)
+    / sigma (see :func:`_norm_factors`): delta is a scale like phi', which never removes a
+    direction, so the rank is decided on H B_1^T W and on B_1 H, not on a product where
+    delta = eps / (var + eps) (1e-17 at weights of 1e6) falls below any tolerance."""
     W, b, act = net.weights[l], net.biases[l], net.activations[l]
     if _is_kernel(net, l):
         out, J = W.forward(h), W.jacobian(h)
@@ -221,18 +227,16 @@ def _layer_factors(
         if net.residual:
             A = A + np.eye(A.shape[0])
             out = h + out
-        return out, A, *_unscaled(A.shape[0])
+        return out, [(A, *_unscaled(A.shape[0]))]
     W64 = np.asarray(W, dtype=np.float64)
     z = W @ h + b
-    M = W64
     arg = z
+    steps: list[Step] = []
+    M: FloatArray = W64
     if net.norm == "layer":
         mu = z.mean()
         sigma = np.sqrt(np.mean((z - mu) ** 2) + net.norm_eps)
         arg = (z - mu) / sigma
-        u = arg.astype(np.float64)
-        J_norm = _norm_jacobian(u, float(sigma))
-        M = J_norm @ W64
     a = act.phi(arg)
     out = h + a if net.residual else a
     if not np.all(np.isfinite(arg)):
@@ -240,10 +244,19 @@ def _layer_factors(
             f"the pre-activations of layer {l} are not finite (non-finite inputs with "
             "check_finite=False, or weights that overflow); no spectrum or rank exists"
         )
+    if net.norm == "layer":
+        B1H, log_delta = _norm_factors(arg.astype(np.float64), float(sigma), net.norm_eps)
+        if net.residual:
+            M = (B1H @ (np.exp(log_delta)[:, None] * (B1H.T @ W64))) / float(sigma)
+        else:
+            t = log_delta - np.max(log_delta, initial=0.0)
+            c = -float(np.log(sigma)) + float(np.max(log_delta, initial=0.0))
+            steps.append((B1H.T @ W64, np.ones(t.shape[0]), t, c, np.ones(t.shape[0], bool)))
+            M = B1H
     if net.residual:
         d = act.derivative(arg).astype(np.float64)
         A = np.eye(M.shape[0]) + d[:, None] * M
-        return out, A, *_unscaled(M.shape[0])
+        return out, [(A, *_unscaled(M.shape[0]))]
     alive = ~act.derivative_is_zero(arg)
     log_d = act.log_abs_derivative(arg.astype(np.float64))
     if np.any(np.isnan(log_d[alive])) or np.any(np.isposinf(log_d[alive])):
@@ -252,8 +265,9 @@ def _layer_factors(
             "pre-activations"
         )
     c = float(np.max(log_d[alive])) if alive.any() else 0.0
-    X = M[alive]
-    return out, X, act.derivative_sign(arg)[alive].astype(np.float64), log_d[alive] - c, c, alive
+    sign = act.derivative_sign(arg)[alive].astype(np.float64)
+    steps.append((M[alive], sign, log_d[alive] - c, c, alive))
+    return out, steps
 
 
 @functools.lru_cache(maxsize=16)
@@ -262,27 +276,30 @@ def _ones_complement(m: int) -> FloatArray:
     return np.linalg.svd(np.eye(m) - 1.0 / m)[0][:, : m - 1]
 
 
-def _norm_jacobian(u: FloatArray, sigma: float) -> FloatArray:
-    """The layer normalisation's Jacobian (I - 1 1^T / m - u u^T / m) / sigma, formed as
-    B_1 H diag(delta, 1, ..., 1) H B_1^T / sigma (B_1 an orthonormal basis of the
-    complement of the ones vector, H the reflector taking B_1^T u / |u| to e_1,
-    delta = 1 - |u|^2 / m, at least eps since norm_eps > 0): the u-direction's small
-    factor delta keeps its relative accuracy, which the formula as written loses to
-    cancellation (a rank-1 Jacobian at m = 2 would look like rank 2)."""
+def _norm_factors(u: FloatArray, sigma: float, eps: float) -> tuple[FloatArray, FloatArray]:
+    """The layer normalisation's Jacobian (I - 1 1^T / m - u u^T / m) / sigma factored as
+    (B_1 H) diag(delta, 1, ..., 1) (B_1 H)^T / sigma: returns B_1 H (m, m - 1) and the log
+    of the diagonal (m - 1,).
+
+    B_1 is an orthonormal basis of the complement of the ones vector, H the reflector taking
+    B_1^T u / |u| to e_1, and delta = 1 - |u|^2 / m = eps / sigma^2 (sigma^2 = var + eps),
+    computed as the latter: the former cancels to rounding noise when the variance is large
+    (delta ~ 1e-17 at weights of 1e6), and formed densely the u-direction is lost the same
+    way (a rank-1 Jacobian at m = 2 would look like rank 2)."""
     m = u.shape[0]
     if m < 2:
-        return np.zeros((m, m))
+        return np.zeros((m, 0)), np.zeros(0)
     B1 = _ones_complement(m)
     w = B1.T @ u
-    nw = np.linalg.norm(w)
+    nw = float(np.linalg.norm(w))
     H = np.eye(m - 1)
-    delta = np.ones(m - 1)
+    log_diag = np.zeros(m - 1)
     if nw > 0:
         v = w / nw
         v[0] += 1.0 if v[0] >= 0 else -1.0
         H -= 2.0 * np.outer(v, v) / (v @ v)
-        delta[0] = min(max(1.0 - float(u @ u) / m, np.finfo(np.float64).eps), 1.0)
-    return (B1 @ H @ (delta[:, None] * (H @ B1.T))) / sigma
+        log_diag[0] = min(np.log(eps) - 2.0 * np.log(sigma), 0.0)
+    return B1 @ H, log_diag
 
 
 def _unscaled(m: int) -> tuple[FloatArray, FloatArray, float, NDArray[np.bool_]]:
@@ -315,23 +332,24 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     h = x
     ranks = np.empty(len(net.weights), dtype=np.int64)
     for l in range(len(net.weights)):
-        h, X, sign, t, c, alive = _layer_factors(net, l, h)
-        XU = X @ U
-        r = U.shape[1]
-        rank_l, Xn = map_rank(XU, scaled_norms(X, axis=1))
-        r_l = int(rank_l)
-        if r_l < r:
-            Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((r, 0))
-            Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
-            XU = XU @ (Z1 @ Q1)
-        # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
-        # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
-        parts, shift = split_log_scales(t)
-        Q, g, V = graded_qr_step((sign * np.exp(parts[0]))[:, None] * XU, g + c, V)
-        for part in parts[1:]:
-            Q, g, V = graded_qr_step(np.exp(part)[:, None] * Q, g, V)
-        g = unshift_log_scales(Q, g, shift)
-        U = np.zeros((alive.shape[0], Q.shape[1]))
-        U[alive] = Q
-        ranks[l] = r_l
+        h, steps = _layer_factors(net, l, h)
+        for X, sign, t, c, alive in steps:
+            XU = X @ U
+            r = U.shape[1]
+            rank_l, Xn = map_rank(XU, scaled_norms(X, axis=1))
+            r_l = int(rank_l)
+            if r_l < r:
+                Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((r, 0))
+                Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
+                XU = XU @ (Z1 @ Q1)
+            # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
+            # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
+            parts, shift = split_log_scales(t)
+            Q, g, V = graded_qr_step((sign * np.exp(parts[0]))[:, None] * XU, g + c, V)
+            for part in parts[1:]:
+                Q, g, V = graded_qr_step(np.exp(part)[:, None] * Q, g, V)
+            g = unshift_log_scales(Q, g, shift)
+            U = np.zeros((alive.shape[0], Q.shape[1]))
+            U[alive] = Q
+        ranks[l] = r_l  # the last step's
     return g, V, ranks
