@@ -27,7 +27,7 @@ import numpy as np
 from workloads import KERNELS, Workload, mask_workload, network_workload, unavailable
 
 # (B, width, depth) of each axis's points. Widths and B are chosen so that the smallest
-# point still takes milliseconds (below that, thread wake-up dominates on this machine).
+# point still takes milliseconds: below that, thread wake-up, not the kernel, is timed.
 AXES: dict[str, dict[str, tuple[int, ...]]] = {
     "layer": {"B": (256, 512, 1024, 2048), "width": (32, 64, 128, 256)},
     "rank": {"B": (512, 1024, 2048, 4096), "width": (32, 64, 128, 256)},
@@ -222,29 +222,66 @@ def as_records(series: Sequence[Series]) -> list[dict[str, Any]]:
     ]
 
 
-def plot(series: Sequence[Series], path: Any, title: str = "") -> None:
+AXIS_LABELS = {
+    "B": "B, samples (or masks) per call",
+    "width": "width n (m = n, or every n_l)",
+    "depth": "depth L, layers",
+}
+MARKERS = "osD^vP<X>"
+EXPONENT_NOTE = (
+    "p: the fitted exponent of median time ~ size^p (least squares on log-log); "
+    "p = 1 is linear, p = 3 the cubic flops of a dense width-n kernel"
+)
+
+
+def figure(series: Sequence[Series], title: str = "") -> Any:
+    """One log-log panel per axis (B, width, depth): each series' median time per call
+    against size, its fitted exponent p in the legend (explained under the title)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     axes_names = [a for a in ("B", "width", "depth") if any(s.axis == a for s in series)]
-    fig, axs = plt.subplots(1, len(axes_names), figsize=(5.2 * len(axes_names), 4.6), squeeze=False)
+    fig, axs = plt.subplots(1, len(axes_names), figsize=(5.2 * len(axes_names), 4.9), squeeze=False)
     for ax, axis in zip(axs[0], axes_names, strict=True):
-        for s in (s for s in series if s.axis == axis):
+        for k, s in enumerate(s for s in series if s.axis == axis):
             label = f"{s.kernel} ({s.implementation}): p = {s.exponent:.2f}"
-            ax.loglog(s.sizes, s.medians, marker="o", label=label)
-        ax.set_xlabel(axis if axis != "B" else "B (samples or masks)")
-        ax.set_ylabel("median time (s)")
+            # Open markers of different shapes and sizes: series that coincide (several
+            # kernels share the same work) stay visible as nested markers.
+            ax.loglog(
+                s.sizes,
+                s.medians,
+                marker=MARKERS[k % len(MARKERS)],
+                markersize=9 - 2 * (k % 3),
+                fillstyle="none",
+                linestyle=("-", "--", ":")[k % 3],
+                label=label,
+            )
+        ax.set_xlabel(AXIS_LABELS[axis])
+        ax.set_ylabel("median time per call (s)")
         ax.set_title(f"cost along {axis}")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
         sizes = sorted({x for s in series if s.axis == axis for x in s.sizes})
         ax.set_xticks(sizes)
         ax.set_xticklabels([str(x) for x in sizes])
-        ax.minorticks_off()
-    if title:
-        fig.suptitle(title, fontsize=9)
+        ax.xaxis.set_minor_locator(NullLocator())
+        # 1, 2 and 5 times each power of ten: a panel spanning one decade still gets
+        # several labelled ticks.
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+    fig.suptitle(f"{title}\n{EXPONENT_NOTE}" if title else EXPONENT_NOTE, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot(series: Sequence[Series], path: Any, title: str = "") -> None:
+    """Write :func:`figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(series, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)

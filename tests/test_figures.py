@@ -164,7 +164,7 @@ def test_figures_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     blocker.write_text("")
     assert main(["figures", "--out", str(blocker / "sub"), "--samples", "50"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("jacgeom: error:")
+    assert len(err) == 1 and err[0].startswith("jacgeom figures: error:")
     blocker.unlink()
     assert main(["figures", "--out", str(tmp_path), "--samples", "100", "--gif"]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -283,3 +283,57 @@ def test_monte_carlo_figure_single_point_and_no_spectra() -> None:
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("not recorded" in t for t in texts)
     assert_readable(fig)
+
+
+def test_scaling_figure_explains_p_and_labels_every_panel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/scaling.py's figure: the data drawn are the medians given, each legend entry
+    carries the fitted exponent, which the title explains; every panel has at least two
+    labelled y ticks inside its data (a one-decade panel had one); series that coincide
+    are told apart by marker and line style."""
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    monkeypatch.syspath_prepend(str(bench))
+    scaling = pytest.importorskip("scaling")
+    sizes = [2, 4, 8, 16]
+    series = [
+        scaling.Series(
+            "network_jacobian", "cpp", "depth", None, sizes, [2e-3, 4e-3, 8e-3, 1.6e-2], [], []
+        ),
+        scaling.Series(
+            "network_rank", "cpp", "depth", None, sizes, [1.3e-2, 1.4e-2, 1.6e-2, 2.2e-2], [], []
+        ),
+        # the same medians as network_rank: must stay visible
+        scaling.Series(
+            "network_singular_values",
+            "cpp",
+            "depth",
+            None,
+            sizes,
+            [1.3e-2, 1.4e-2, 1.6e-2, 2.2e-2],
+            [],
+            [],
+        ),
+        scaling.Series("masked_rank", "cpp", "B", None, [512, 1024], [5e-3, 1e-2], [], []),
+    ]
+    fig = scaling.figure(series, title="test")
+    assert "p: the fitted exponent of median time ~ size^p" in fig._suptitle.get_text()
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    assert set(by_title) == {"cost along B", "cost along depth"}
+    depth = by_title["cost along depth"]
+    assert depth.get_xlabel() == "depth L, layers"
+    assert by_title["cost along B"].get_xlabel() == "B, samples (or masks) per call"
+    lines = depth.get_lines()
+    for line, s in zip(lines, series[:3], strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), s.sizes)
+        np.testing.assert_array_equal(line.get_ydata(), s.medians)
+        assert line.get_label() == f"{s.kernel} (cpp): p = {s.exponent:.2f}"
+    assert series[0].exponent == pytest.approx(1.0)
+    styles = {(line.get_marker(), line.get_linestyle(), line.get_markersize()) for line in lines}
+    assert len(styles) == len(lines)
+    for ax in fig.axes:
+        assert ax.get_ylabel() == "median time per call (s)"
+        lo, hi = ax.get_ylim()
+        fig.canvas.draw()
+        shown = [
+            t for t in ax.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi
+        ]
+        assert len(shown) >= 2, ax.get_title()

@@ -1,6 +1,7 @@
-"""Closed forms of THEORY.md section 5 and exact binomial confidence intervals.
+"""Closed forms of relu rank collapse and exact binomial confidence intervals.
 
-Model: W with iid N(0, s^2) entries (fresh for every sample), x fixed non-zero or random
+The derivations are in docs/theory.md, section "Closed forms for relu rank collapse"; the
+Monte Carlo (jacgeom.montecarlo.Result.theory) prints them beside its estimates. Model: W with iid N(0, s^2) entries (fresh for every sample), x fixed non-zero or random
 and independent of W, zero-mean symmetric biases. Then the number of active relu units of a
 layer of width m is Binomial(m, 1/2) and rank(D W) = min(|S|, n) almost surely.
 """
@@ -60,6 +61,10 @@ def p_rank_deficient(m: int, n: int) -> float:
 def p_rank_at_least(widths: Sequence[int], r: int) -> float:
     """P(rank(J) >= r) through depth: prod_l P(Binomial(n_l, 1/2) >= r), for r <= n_0.
 
+    The exact rank of a relu network's end-to-end Jacobian with fresh Gaussian weights is
+    min(n_0, k_1, ..., k_L), k_l ~ Binomial(n_l, 1/2) the active units of layer l
+    (docs/theory.md, "Closed forms for relu rank collapse", through depth).
+
     Parameters
     ----------
     widths : sequence of int
@@ -103,7 +108,8 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
 def linear_log_cond(d: int, depth: int) -> float:
     """Large-depth limit of the natural log condition number of a product of ``depth`` iid
     Gaussian d x d matrices: depth (mu_1 - mu_d), mu_i = (ln 2 + digamma((d - i + 1) / 2)) / 2
-    - ln(d) / 2 (the Lyapunov exponents; the entries' scale cancels).
+    - ln(d) / 2 (the Lyapunov exponents; the entries' scale cancels; docs/theory.md,
+    "Closed forms for relu rank collapse", linear networks).
 
     Examples
     --------
