@@ -34,3 +34,34 @@ def test_jax_arrays_accepted() -> None:
     W = jnp.ones((3, 2))
     X = jnp.ones((4, 2))
     np.testing.assert_allclose(jacgeom.layer_jacobian(W, X), np.ones((4, 3, 2)))
+
+
+def test_requires_grad_tensors_detached_and_results_returned_as_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    from jacgeom.interop import to_array_library, to_numpy
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    X = torch.randn(5, 4, requires_grad=True)
+    assert isinstance(to_numpy(X), np.ndarray)
+    net = jacgeom.Network.from_torch(mlp)
+    Js = net.layer_jacobians(X, as_input=True)
+    assert all(isinstance(J, torch.Tensor) and J.dtype == torch.float32 for J in Js)
+    assert [tuple(J.shape) for J in Js] == [(5, 6, 4), (5, 2, 6)]
+    assert X.grad is None and not any(J.requires_grad for J in Js)
+    rep = net.layer_report(X)
+    assert rep.samples == 5
+    # The documented way back for any result: jacgeom.interop.to_array_library.
+    J = to_array_library(net.jacobian(to_numpy(X)), like=X)
+    assert isinstance(J, torch.Tensor)
+    torch.testing.assert_close(J, Js[1] @ Js[0])
+    W = to_array_library(net.weights[0], like=X)  # read-only numpy arrays are copied
+    assert isinstance(W, torch.Tensor) and W.shape == (6, 4)
+
+
+def test_jax_arrays_in_and_out() -> None:
+    jnp = pytest.importorskip("jax.numpy")
+    net = jacgeom.Network.random([3, 4, 2], activation="tanh", seed=0, dtype=np.float32)
+    X = jnp.ones((2, 3), dtype=jnp.float32)
+    Js = net.layer_jacobians(X, as_input=True)
+    assert all(type(J).__module__.startswith("jax") for J in Js)
+    np.testing.assert_allclose(np.asarray(Js[0]), net.layer_jacobians(np.ones((2, 3)))[0])

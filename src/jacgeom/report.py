@@ -241,10 +241,10 @@ def _one_layer(net: Network, l: int, dtype: Any) -> Network:
     )
 
 
-def _inputs(net: Network, X: Any) -> tuple[FloatArray, bool]:
-    Xn = np.asarray(to_numpy(X))
-    squeeze = Xn.ndim == 1
-    return (Xn[None, :] if squeeze else Xn), squeeze
+def _inputs(net: Network, X: Any, check_finite: bool = True) -> tuple[FloatArray, bool]:
+    """X as (B, n_0) C-contiguous in the network's dtype: torch tensors detached first,
+    then the Network's own validation (messages name X)."""
+    return net._inputs(to_numpy(X), check_finite)
 
 
 def _iter_layers(
@@ -266,11 +266,7 @@ def layer_jacobians(
     as_input: bool = False,
 ) -> Any:
     """See :meth:`jacgeom.Network.layer_jacobians`."""
-    X2, squeeze = _inputs(net, X)
-    net.forward(X2[:0])  # validates X's width and dtype before the first layer runs
-    Xk = np.ascontiguousarray(X2, dtype=net.dtype) if X2.dtype != net.dtype else X2
-    if not np.isfinite(Xk).all():
-        raise ValueError("X contains NaN or Inf; pass check_finite=False to compute anyway")
+    Xk, squeeze = _inputs(net, X)
 
     def gen() -> Iterator[Any]:
         for _, sub, H in _iter_layers(net, Xk, backend):
@@ -294,11 +290,7 @@ def layer_report(
         raise ValueError(f"saturation_tol must be a finite number >= 0, got {saturation_tol!r}")
     if names is not None and len(names) != net.depth:
         raise ValueError(f"names has {len(names)} entries for {net.depth} layers")
-    X2, _ = _inputs(net, X)
-    net.forward(X2[:0])  # validates X's width and dtype
-    Xk = np.ascontiguousarray(X2, dtype=net.dtype)
-    if not np.isfinite(Xk).all():
-        raise ValueError("X contains NaN or Inf")
+    Xk, _ = _inputs(net, X)
     eps64 = float(np.finfo(np.float64).eps)
     out = []
     for l, sub, H in _iter_layers(net, Xk, backend):

@@ -1,0 +1,137 @@
+"""Network.layer_jacobians and Network.layer_report (issue 22)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import jacgeom
+from jacgeom.report import Distribution, LayerReport
+
+
+def _finite_difference(net: jacgeom.Network, l: int, H: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    sub = jacgeom.Network(
+        [net.weights[l]],
+        [net.biases[l]],
+        activation=[net.activations[l]],
+        residual=net.residual,
+        norm=net.norm,
+    )
+    n = H.shape[1]
+    cols = [(sub.forward(H + h * e) - sub.forward(H - h * e)) / (2 * h) for e in np.eye(n)]
+    return np.stack(cols, axis=2)
+
+
+@pytest.mark.parametrize("kw", [{}, {"norm": "layer"}, {"residual": True}], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_jacobians_multiply_to_the_jacobian(kw: dict[str, object], dtype: type) -> None:
+    widths = [5, 5, 5, 5] if kw.get("residual") else [4, 7, 6, 3]
+    net = jacgeom.Network.random(widths, activation="tanh", seed=0, dtype=dtype, **kw)
+    X = np.random.default_rng(1).standard_normal((9, widths[0])).astype(dtype)
+    Js = net.layer_jacobians(X)
+    assert [J.shape for J in Js] == [
+        (9, m, n) for n, m in zip(widths[:-1], widths[1:], strict=True)
+    ]
+    assert all(J.dtype == dtype for J in Js)
+    P = Js[0]
+    for J in Js[1:]:
+        P = J @ P
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(P, net.jacobian(X), rtol=rtol, atol=rtol)
+    # Each against finite differences of the layer at its own inputs.
+    net64 = jacgeom.Network.random(widths, activation="tanh", seed=0, **kw)
+    H = X.astype(np.float64)
+    for l, J in enumerate(net64.layer_jacobians(H, lazy=True)):
+        np.testing.assert_allclose(J, _finite_difference(net64, l, H), rtol=1e-6, atol=1e-7)
+        H = jacgeom.Network([net64.weights[l]], [net64.biases[l]], activation="tanh", **kw).forward(
+            H
+        )
+
+
+def test_lazy_is_a_generator_and_1d_input_drops_the_batch_axis() -> None:
+    net = jacgeom.Network.random([3, 4, 2], seed=0)
+    gen = net.layer_jacobians(np.ones((2, 3)), lazy=True)
+    assert iter(gen) is gen
+    assert [J.shape for J in net.layer_jacobians(np.ones(3))] == [(4, 3), (2, 4)]
+
+
+def test_layer_jacobians_bad_input_named() -> None:
+    net = jacgeom.Network.random([3, 4, 2], seed=0)
+    with pytest.raises(ValueError, match=r"X has shape \(2, 5\)"):
+        net.layer_jacobians(np.ones((2, 5)))
+
+
+def test_report_relu_dead_units_and_exact_rank() -> None:
+    W1 = np.eye(4)
+    b1 = np.array([0.0, 0.0, -100.0, 0.0])  # unit 2 dead on every sample
+    W2 = np.ones((2, 4))
+    net = jacgeom.Network([W1, W2], [b1, np.zeros(2)], activation=["relu", "identity"])
+    X = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, -2.0, 3.0, 4.0], [-1.0, -2.0, 3.0, -4.0]])
+    rep = net.layer_report(X)
+    assert isinstance(rep, LayerReport) and rep.samples == 3
+    g0, g1 = rep.layers
+    assert g0.dead_fraction == 0.25
+    assert g0.inactive_fraction == pytest.approx((1 + 2 + 4) / 12)
+    assert (g0.exact_rank.min, g0.exact_rank.max) == (0.0, 3.0)  # min over samples: 0 live
+    assert g0.numerical_rank.max == 3.0
+    assert g0.rank_lost_samples == 3 and g0.verdict == "rank lost"
+    assert g0.log_volume.infinite == 3 and g0.log_condition.infinite == 3
+    assert g1.exact_rank.max == 1.0 and g1.verdict == "not injective"
+    assert g1.saturated_fraction == 0.0
+
+
+def test_report_exact_vs_numerical_rank_and_log_volume() -> None:
+    # A layer with singular values 1 and 1e-20: exact rank 2, float64 numerical rank 1.
+    W = np.diag([1.0, 1e-20])
+    net = jacgeom.Network([W], activation="identity")
+    g = net.layer_report(np.ones((4, 2))).layers[0]
+    assert (g.exact_rank.median, g.numerical_rank.median) == (2.0, 1.0)
+    assert g.log_volume.median == pytest.approx(np.log(1e-20))
+    assert g.log_condition.median == pytest.approx(np.log(1e20))
+    # The criterion reads rank W with numpy.linalg.matrix_rank (numerical): it fails,
+    # while no sample loses exact rank.
+    assert g.verdict == "criterion fails" and g.rank_lost_samples == 0
+    assert (
+        jacgeom.Network([np.eye(2)], activation="tanh")
+        .layer_report(np.ones((1, 2)))
+        .layers[0]
+        .verdict
+        == "injective"
+    )
+
+
+def test_report_saturation_and_folds() -> None:
+    net = jacgeom.Network([np.eye(2)], activation="tanh")
+    g = net.layer_report(np.array([[10.0, 0.0], [0.0, 0.0]])).layers[0]
+    assert g.saturated_fraction == 0.25
+    gelu = jacgeom.Network([np.eye(2)], activation="gelu")
+    g = gelu.layer_report(np.array([[-0.7518, 1.0], [2.0, 1.0]])).layers[0]
+    assert g.near_fold_samples == 1 and g.verdict == "criterion fails"
+
+
+def test_report_matches_the_network_machinery() -> None:
+    net = jacgeom.Network.random([6, 6, 6], activation="relu", seed=3)
+    X = np.random.default_rng(4).standard_normal((40, 6))
+    rep = net.layer_report(X)
+    one = jacgeom.Network([net.weights[0]], [net.biases[0]], activation="relu")
+    np.testing.assert_array_equal(
+        Distribution.of(one.exact_rank(X)).as_dict(), rep.layers[0].exact_rank.as_dict()
+    )
+    np.testing.assert_array_equal(
+        Distribution.of(one.rank(X)).as_dict(), rep.layers[0].numerical_rank.as_dict()
+    )
+
+
+def test_report_serialises_and_prints() -> None:
+    net = jacgeom.Network.random([3, 5, 2], activation="silu", seed=0, dtype=np.float32)
+    rep = net.layer_report(np.random.default_rng(0).standard_normal((8, 3)), names=["a", "b"])
+    d = json.loads(rep.to_json())
+    assert d["dtype"] == "float32" and [x["name"] for x in d["layers"]] == ["a", "b"]
+    text = rep.table()
+    assert "exact rank" in text and "f64 rank" in text and "natural" in text
+    with pytest.raises(ValueError, match=r"names has 1 entries for 2 layers"):
+        net.layer_report(np.ones((2, 3)), names=["a"])
+    with pytest.raises(ValueError, match=r"saturation_tol must be"):
+        net.layer_report(np.ones((2, 3)), saturation_tol=-1.0)
