@@ -135,3 +135,52 @@ def test_report_serialises_and_prints() -> None:
         net.layer_report(np.ones((2, 3)), names=["a"])
     with pytest.raises(ValueError, match=r"saturation_tol must be"):
         net.layer_report(np.ones((2, 3)), saturation_tol=-1.0)
+
+
+def _analyze_args(**kw: object) -> object:
+    import argparse
+
+    from jacgeom import analyze
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    analyze.add_parser(sub)
+    argv = ["analyze", str(kw.pop("model")), "--data", str(kw.pop("data"))]
+    for k, v in kw.items():
+        argv += [f"--{k}"] + ([] if v is True else [str(v)])
+    return parser.parse_args(argv)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_analyze_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    from jacgeom import analyze
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3), torch.nn.Tanh()
+    )
+    saved, scripted = tmp_path / "mlp.pt", tmp_path / "mlp.ts"
+    torch.save(mlp, saved)
+    torch.jit.save(torch.jit.script(mlp), scripted)
+    X = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    for model in (saved, scripted):
+        args = _analyze_args(model=model, data=tmp_path / "X.npy")
+        assert args.func(args) == 0
+        out = capsys.readouterr().out
+        assert "0:Linear+1:ReLU" not in out  # names are in JSON, the table stays narrow
+        assert "exact rank" in out and "relu" in out and "tanh" in out
+    args = _analyze_args(model=saved, data=tmp_path / "X.npy", json=True, plot=tmp_path / "f.png")
+    assert analyze.main(args) == 0  # type: ignore[arg-type]
+    d = json.loads(capsys.readouterr().out)
+    assert [g["name"] for g in d["layers"]] == ["0:Linear+1:ReLU", "2:Linear+3:Tanh"]
+    assert (tmp_path / "f.png").stat().st_size > 0
+    torch.save(mlp.state_dict(), tmp_path / "sd.pt")
+    args = _analyze_args(model=tmp_path / "sd.pt", data=tmp_path / "X.npy")
+    assert analyze.main(args) == 2  # type: ignore[arg-type]
+    assert "state_dict" in capsys.readouterr().err
+    torch.save(torch.nn.Sequential(torch.nn.Conv1d(1, 1, 1)), tmp_path / "conv.pt")
+    args = _analyze_args(model=tmp_path / "conv.pt", data=tmp_path / "X.npy")
+    assert analyze.main(args) == 2  # type: ignore[arg-type]
+    assert "Conv1d" in capsys.readouterr().err

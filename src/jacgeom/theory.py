@@ -16,6 +16,7 @@ from scipy.stats import beta
 __all__ = [
     "binomial_cdf_below",
     "clopper_pearson",
+    "he_relu_log_gain",
     "linear_log_cond",
     "p_any_zeroed",
     "p_rank_at_least",
@@ -119,3 +120,61 @@ def linear_log_cond(d: int, depth: int) -> float:
     from scipy.special import digamma
 
     return depth * float(digamma(d / 2) - digamma(0.5)) / 2
+
+
+def he_relu_log_gain(widths: Sequence[int], scale2: float = 2.0) -> dict[str, float]:
+    """Exact finite-width law of the log gain of a relu network in one direction.
+
+    For W_l with iid N(0, scale2 / n_(l-1)) entries (He: scale2 = 2), zero-mean symmetric
+    biases and any fixed input x and direction u,
+    ||J u||^2 / ||u||^2 = prod_l (scale2 / n_(l-1)) chi^2_(K_l), the chi^2 independent
+    given K_l ~ Binomial(n_l, 1/2) independent (flipping a row's signs keeps (w . u)^2 and
+    flips the unit's state, so the two are independent). J u = 0 when some K_l = 0; given
+    that none is,
+
+    E log = sum_l [log(scale2 / n_(l-1)) + log 2 + E psi(K_l / 2)],
+    Var log = sum_l [E psi'(K_l / 2) + Var psi(K_l / 2)],
+
+    psi the digamma function, the expectations over K_l >= 1 (docs/theory.md, "Closed
+    forms for relu rank collapse"). Hanin and Nica's large-width limit N(-b / 2, b),
+    b = 5 sum 1 / n_l, approximates it.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        (n_0, n_1, ..., n_L), each >= 1.
+    scale2 : float, default 2.0
+        Variance of the weights times the fan-in.
+
+    Returns
+    -------
+    dict
+        ``mean`` and ``var`` of the natural log of ||J u||^2 / ||u||^2 given J u != 0, and
+        ``p_zero`` = P(J u = 0) = 1 - prod_l (1 - 2^-n_l).
+
+    Examples
+    --------
+    >>> law = he_relu_log_gain([4, 1])  # (2 / 4) chi^2_1 with probability 1/2, else 0
+    >>> round(law["p_zero"], 4), round(law["mean"], 4)  # log(1/2) + psi(1/2) + log 2
+    (0.5, -1.9635)
+    """
+    from scipy.special import digamma, polygamma
+    from scipy.stats import binom
+
+    ws = [int(w) for w in widths]
+    if len(ws) < 2 or min(ws) < 1:
+        raise ValueError(f"widths must be at least two positive ints, got {list(widths)!r}")
+    if not (math.isfinite(scale2) and scale2 > 0):
+        raise ValueError(f"scale2 must be a finite number > 0, got {scale2!r}")
+    mean = var = 0.0
+    p_alive = 1.0
+    for n_in, n in zip(ws[:-1], ws[1:], strict=True):
+        k = list(range(1, n + 1))
+        p = binom.pmf(k, n, 0.5)
+        p_alive *= float(p.sum())
+        p = p / p.sum()
+        psi = digamma([x / 2 for x in k])
+        m_psi = float(p @ psi)
+        mean += math.log(scale2 / n_in) + math.log(2.0) + m_psi
+        var += float(p @ polygamma(1, [x / 2 for x in k])) + float(p @ (psi - m_psi) ** 2)
+    return {"mean": mean, "var": var, "p_zero": 1.0 - p_alive}
