@@ -72,10 +72,11 @@ def load_torch_model(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MODEL {str(path)!r} is not a file")
+    jit_load: Any = torch.jit.load  # untyped in torch's stubs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's notice
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            return jit_load(str(path), map_location="cpu")
         except (RuntimeError, ValueError):
             pass
     load: Any = torch.load  # untyped in torch's stubs
