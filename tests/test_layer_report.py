@@ -184,3 +184,31 @@ def test_analyze_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped-d
     args = _analyze_args(model=tmp_path / "conv.pt", data=tmp_path / "X.npy")
     assert analyze.main(args) == 2  # type: ignore[arg-type]
     assert "Conv1d" in capsys.readouterr().err
+
+
+def test_geometry_monitor_records_every_k_steps() -> None:
+    torch = pytest.importorskip("torch")
+    from jacgeom.torch import GeometryMonitor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2), torch.nn.Tanh()
+    )
+    probe = torch.randn(32, 4)
+    monitor = GeometryMonitor(model, probe, every=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(5):
+        opt.zero_grad()
+        model(probe).pow(2).sum().backward()
+        opt.step()
+        rep = monitor.step(step)
+        assert (rep is None) == (step % 2 == 1)
+    rows = monitor.table()
+    assert [(r["step"], r["layer"]) for r in rows] == [(s, l) for s in (0, 2, 4) for l in (0, 1)]
+    steps, ranks = monitor.series("exact_rank")
+    assert steps.tolist() == [0, 2, 4] and ranks.shape == (3, 2)
+    assert np.all(ranks <= 4)
+    with pytest.raises(ValueError, match=r"unknown quantity 'rank'"):
+        monitor.series("rank")
+    with pytest.raises(ValueError, match=r"every must be an integer >= 1"):
+        GeometryMonitor(model, probe, every=0)
