@@ -1,8 +1,9 @@
 """Closed forms of relu rank collapse and exact binomial confidence intervals.
 
 The derivations are in docs/theory.md, section "Closed forms for relu rank collapse"; the
-Monte Carlo (jacgeom.montecarlo.Result.theory) prints them beside its estimates. Model: W with iid N(0, s^2) entries (fresh for every sample), x fixed non-zero or random
-and independent of W, zero-mean symmetric biases. Then the number of active relu units of a
+Monte Carlo (jacgeom.montecarlo.Result.theory) prints them beside its estimates. Model: W
+with iid N(0, s^2) entries (fresh for every sample), x fixed non-zero or random and
+independent of W, zero-mean symmetric biases. Then the number of active relu units of a
 layer of width m is Binomial(m, 1/2) and rank(D W) = min(|S|, n) almost surely.
 """
 
