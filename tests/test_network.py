@@ -1,5 +1,5 @@
 """Networks: every backend against the per-sample numpy reference, the reference against
-finite differences and explicit products, the identities of THEORY.md section 4."""
+finite differences and explicit products, the identities of docs/theory.md, "End-to-end Jacobians"."""
 
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def test_rank_cannot_exceed_narrowest_active_layer(backend: str) -> None:
     net, X = net_and_data([8, 8, 8, 8, 8], {}, "relu", np.float64, B=40)
     ranks = net.rank(X, backend=backend)
     bound = np.minimum(8, net.active_counts(X, backend=backend).min(axis=1))
-    np.testing.assert_array_equal(ranks, bound)  # THEORY.md: equality almost surely
+    np.testing.assert_array_equal(ranks, bound)  # docs/theory.md: equality almost surely
     assert np.all(np.diff(net.layer_ranks(X, backend=backend), axis=1) <= 0)
 
 

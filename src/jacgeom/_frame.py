@@ -173,7 +173,7 @@ def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int6
     """The stable frame of a chain of :class:`FrameLayer`: g (B, k), V (B, k, n_0) and the
     exact rank after every layer (B, L)."""
     # numpy's batched QR calls LAPACK once per sample: a threaded BLAS inside each small
-    # call oversubscribes the cores (35x slower on 2 busy cores at 128 x 128).
+    # call oversubscribes the cores (docs/benchmarks.md), so BLAS is pinned to one thread.
     if B == 0 or n0 == 0:
         L = 0
         for l, layer in enumerate(layers):  # no spectrum, but the values are still checked
