@@ -63,7 +63,8 @@ carray<T> jacobian_z(const carray<T>& W, const carray<T>& Z, int code, double pa
     const T *w = W.data(), *z = Z.data();
     T* j = J.mutable_data();
     py::gil_scoped_release release;
-    jacgeom::jacobian_from_preactivations<T>(w, z, code, static_cast<T>(param), j, s.B, s.m, s.n);
+    jacgeom::jacobian_from_preactivations<T>(w, z, code, static_cast<T>(param), j, s.B,
+                                              s.m, s.n);
     return J;
 }
 

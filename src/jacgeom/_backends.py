@@ -120,10 +120,70 @@ def set_num_threads(n: int) -> None:
     _num_threads = n
     if core is not None:
         core.set_num_threads(n)
-    if numba_kernels is not None:
-        import numba
+    # numba.set_num_threads launches numba's thread pool (GNU OpenMP here), and a process
+    # forked after that launch dies in its first parallel kernel. So the count reaches numba
+    # only when its pool runs already; otherwise prepare_numba applies it before the first
+    # numba kernel, and importing jacgeom starts no thread pool.
+    if numba_kernels is not None and _numba_pool_started():
+        _apply_numba_threads()
 
-        numba.set_num_threads(min(n, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+def _numba_pool_started() -> bool:
+    from numba.np.ufunc import parallel
+
+    return bool(getattr(parallel, "_is_initialized", True))
+
+
+def _apply_numba_threads() -> None:
+    import numba
+
+    numba.set_num_threads(min(_num_threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+
+# Set in a child forked after numba's pool started: GNU OpenMP aborts such a child's first
+# parallel region ("fork() called from a process already using GNU OpenMP"), so the numba
+# backend refuses to run there with a clear error instead.
+_numba_unusable_after_fork = False
+_numba_threads_applied = False
+
+
+def prepare_numba() -> None:
+    """Called before every numba kernel (jacgeom._dispatch): applies the thread count on the
+    first call, and raises RuntimeError in a forked child where numba cannot run."""
+    global _numba_threads_applied
+    if _numba_unusable_after_fork:
+        raise RuntimeError(
+            "the numba backend cannot run in this process: it was forked after numba's "
+            "GNU OpenMP thread pool had started in the parent, and GNU OpenMP is not "
+            "fork-safe; use backend='cpp' or 'numpy' here, or start workers with the "
+            "'spawn' or 'forkserver' method"
+        )
+    if not _numba_threads_applied:
+        _apply_numba_threads()
+        _numba_threads_applied = True
+
+
+def _numba_after_fork_in_child() -> None:
+    global _numba_unusable_after_fork
+    if numba_kernels is None or not _numba_pool_started():
+        return
+    try:
+        from numba.np.ufunc import omppool  # type: ignore[attr-defined]
+
+        gnu = numba_threading_layer() == "omp" and getattr(omppool, "openmp_vendor", "") == "GNU"
+    except Exception:  # noqa: BLE001 - another layer (tbb, workqueue) or vendor: fork-safe
+        gnu = False
+    _numba_unusable_after_fork = _numba_unusable_after_fork or gnu
+
+
+def numba_threading_layer() -> str:
+    """The threading layer numba launched ("omp", "tbb", "workqueue"), or "" before launch."""
+    import numba
+
+    try:
+        return str(numba.threading_layer())  # type: ignore[attr-defined]
+    except ValueError:  # not launched yet
+        return ""
 
 
 def get_num_threads() -> int:
@@ -255,3 +315,4 @@ def single_threaded_blas() -> Iterator[None]:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_blas_pin.after_fork_in_child)
+    os.register_at_fork(after_in_child=_numba_after_fork_in_child)

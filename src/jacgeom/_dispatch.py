@@ -305,11 +305,10 @@ def _compiled_derivatives(module: ModuleType, Z: FloatArray, act: Activation) ->
 
 def _numba_custom_derivatives(module: ModuleType, Z: FloatArray, act: Activation) -> FloatArray:
     # The C++ kernels switch on built-in codes; a Python derivative is compiled by numba
-    # when it can be, else evaluated by numpy.
-    try:
-        return module.derivatives_custom(np.ascontiguousarray(Z), act.scalar_dphi)
-    except Exception:  # noqa: BLE001 - numba cannot compile this function
-        return act.derivative(Z)
+    # when it can be (within jacgeom._numba's bound on compilations), else evaluated as the
+    # numpy backend evaluates it. Both read the same snapshot function (Activation.custom).
+    D = module.derivatives_custom(np.ascontiguousarray(Z), act.scalar_dphi)
+    return act.derivative(Z) if D is None else D
 
 
 def _cpp_jacobian_from_preactivations(
@@ -559,8 +558,19 @@ _FALLBACK = {"cpp": ("cpp", "numba", "numpy"), "numba": ("numba", "numpy"), "num
 def _bind(implementation: Implementation, module: ModuleType) -> Adapter:
     if isinstance(implementation, str):
         fn: Adapter = getattr(module, implementation)
+    else:
+        fn = functools.partial(implementation, module)
+    if module is not _backends.numba_kernels:
         return fn
-    return functools.partial(implementation, module)
+
+    # numba's thread pool starts with the first numba kernel, not at import (a process
+    # forked after it starts cannot run numba: _backends.prepare_numba says so).
+    @functools.wraps(fn)
+    def numba_kernel(*args: Any, **kwargs: Any) -> Any:
+        _backends.prepare_numba()
+        return fn(*args, **kwargs)
+
+    return numba_kernel
 
 
 class _Resolved(NamedTuple):

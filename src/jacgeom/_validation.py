@@ -77,6 +77,11 @@ def check_finite_arrays(check: bool, **arrays: FloatArray | None) -> None:
             )
 
 
+def all_finite(*arrays: FloatArray | None) -> bool:
+    """Whether every array given holds only finite values (None counts as finite)."""
+    return all(a is None or bool(np.isfinite(a).all()) for a in arrays)
+
+
 def check_ndim(arr: FloatArray, name: str, allowed: tuple[int, ...], expected: str) -> None:
     if arr.ndim not in allowed:
         raise ValueError(

@@ -24,6 +24,7 @@ exp(|z|) or z**2 unclipped.
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -363,7 +364,7 @@ class Activation:
         """
         zz = _as_float(z)
         if self.is_custom:
-            return _apply_scalar(self.scalar_phi, zz)
+            return _apply_scalar(self.scalar_phi, zz, "phi")
         return _REGISTRY[self.name].phi(zz, self.parameter)
 
     def derivative(self, z: Any) -> FloatArray:
@@ -376,11 +377,27 @@ class Activation:
         Returns
         -------
         (...) ndarray, same floating dtype as z (float64 for integer input)
+
+        Notes
+        -----
+        Evaluated in float64, with the parameter rounded to z's dtype, and rounded once to
+        z's dtype, on every backend: in float32, tanh'(52) = 2.7e-45 is the subnormal
+        2.8e-45, not 0.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> float(activation("tanh").derivative(np.float32(52.0)))
+        2.802596928649634e-45
         """
         zz = _as_float(z)
         if self.is_custom:
-            return _apply_scalar(self.scalar_dphi, zz)
-        return _REGISTRY[self.name].dphi(zz, self.parameter)
+            return _apply_scalar(self.scalar_dphi, zz, "dphi")
+        # One rounding rule on every backend (activations.hpp, jacgeom._numba): the
+        # parameter rounded to z's dtype, phi' evaluated in float64 and rounded once.
+        p = float(zz.dtype.type(self.parameter))
+        d = _REGISTRY[self.name].dphi(zz.astype(np.float64), p)
+        return d.astype(zz.dtype, copy=False)
 
     def log_abs_derivative(self, z: Any) -> FloatArray:
         """log|phi'(z)|, elementwise: finite wherever phi'(z) is not zero mathematically,
@@ -486,8 +503,24 @@ class Activation:
         """An activation from two scalar Python functions.
 
         The properties default to the cautious answers (not monotone, not smooth, phi' may
-        vanish). The Numba backend compiles ``phi`` and ``dphi`` with ``numba.njit``; the C++
-        backend computes phi' through them and runs its own kernels on the result.
+        vanish). The compiled backends evaluate ``dphi`` compiled by numba where numba can
+        compile it (at most 64 custom activations per process are compiled; later ones, and
+        functions numba cannot compile, are called from Python as the numpy backend calls
+        them), then run their own kernels on the result.
+
+        What a custom activation may capture: ``phi`` and ``dphi`` are functions of z alone.
+        The globals and closure variables a plain Python function reads are copied when the
+        Activation is created (a snapshot), so every backend and every later call sees the
+        values of that moment: ``alpha = 5.0`` after ``Activation.custom(..., lambda z:
+        alpha)`` changes nothing; build a new Activation to change a parameter. Captured
+        arrays and other mutable objects are constants: numba compiles their contents, so
+        mutating them in place is not seen by the compiled backends. Other callables
+        (numba dispatchers, functools.partial, objects with ``__call__``) are used as given.
+
+        Values: ``dphi`` must return a real number (int or float); None, complex or other
+        values are a TypeError. phi' is evaluated in float64 and rounded once to the
+        working dtype. A NaN or infinite phi' at finite inputs is a FloatingPointError in
+        every function, never a rank.
 
         Parameters
         ----------
@@ -518,9 +551,33 @@ class Activation:
             smooth=bool(smooth),
             derivative_can_vanish=bool(derivative_can_vanish),
             code=CUSTOM_CODE,
-            scalar_phi=phi,
-            scalar_dphi=dphi,
+            scalar_phi=_snapshot(phi),
+            scalar_dphi=_snapshot(dphi),
         )
+
+
+def _snapshot(fn: Callable[[float], float]) -> Callable[[float], float]:
+    """A copy of a plain Python function whose globals and closure cells hold the values
+    of now: numba freezes them at its first compile while Python reads them live, so
+    without the copy the backends would disagree once a captured variable changes."""
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    closure = None
+    if fn.__closure__ is not None:
+        cells = []
+        for cell in fn.__closure__:
+            try:
+                cells.append(types.CellType(cell.cell_contents))
+            except ValueError:  # an empty cell (a name assigned later): keep it
+                cells.append(cell)
+        closure = tuple(cells)
+    copy = types.FunctionType(
+        fn.__code__, dict(fn.__globals__), fn.__name__, fn.__defaults__, closure
+    )
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = fn.__qualname__
+    copy.__doc__ = fn.__doc__
+    return copy
 
 
 def _as_float(z: Any) -> FloatArray:
@@ -534,10 +591,21 @@ def _as_float(z: Any) -> FloatArray:
     raise TypeError(f"z must be a real floating or integer array, got dtype {arr.dtype}")
 
 
-def _apply_scalar(fn: Callable[[float], float] | None, z: FloatArray) -> FloatArray:
+def _apply_scalar(fn: Callable[[float], float] | None, z: FloatArray, name: str) -> FloatArray:
     assert fn is not None
-    out = np.frompyfunc(fn, 1, 1)(z)
-    return np.asarray(out, dtype=z.dtype)
+
+    def real(x: Any) -> float:
+        # float(x) in float64, rounded once to z's dtype below (the one rounding rule).
+        value = fn(float(x))
+        if not isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
+            raise TypeError(
+                f"{name} of a custom activation returned {value!r} "
+                f"({type(value).__name__}) at z = {float(x)!r}; expected a real number"
+            )
+        return float(value)
+
+    out = np.frompyfunc(real, 1, 1)(z)
+    return np.asarray(out, dtype=np.float64).astype(z.dtype, copy=False)
 
 
 def activation(name: str | Activation, **params: float) -> Activation:

@@ -33,7 +33,17 @@ ActivationLike = str | Activation
 
 
 class _Layer:
-    """Validated inputs of one call."""
+    """Validated inputs of one call, and the values every function derives from them.
+
+    The non-finite rule (the same on every backend, documented in :func:`layer_jacobian`):
+
+    - finite inputs: a NaN pre-activation, a NaN or infinite phi', or a Jacobian entry
+      phi'(z_i) w_ij that overflows is a FloatingPointError; so is a result that overflows
+      the float range after the stable scaling (``_scaled``);
+    - non-finite inputs (only with ``check_finite=False``): IEEE 754 arithmetic, J = phi'(z) w
+      entry by entry (0 * nan = nan, 0 * inf = nan: a dead unit's row of non-finite weights
+      is NaN, never skipped), and what a sample with a non-finite J derives is NaN.
+    """
 
     def __init__(
         self, W: Any, X: Any, b: Any, activation: Any, backend: Any, check_finite: bool
@@ -41,16 +51,113 @@ class _Layer:
         self.backend = _backends.resolve(backend)
         self.act = _lookup(activation)
         self.W, self.X, self.b, self.squeeze = _validation.layer_inputs(W, X, b, check_finite)
+        self.finite_inputs = check_finite or _validation.all_finite(self.W, self.X, self.b)
+        self._Z: FloatArray | None = None
+        self._D: FloatArray | None = None
 
     def out(self, result: FloatArray) -> FloatArray:
         return result[0] if self.squeeze else result
 
     def preactivations(self) -> FloatArray:
-        return reference.preactivations(self.W, self.X, self.b)
+        """Z = X W^T + b, (B, m); NaN from finite inputs (inf - inf in the sum) raises."""
+        if self._Z is None:
+            Z = reference.preactivations(self.W, self.X, self.b)
+            # +-inf is the limit of an overflowing sum and phi'(+-inf) is the limit of phi'
+            # for every built-in; NaN has no meaning (a relu unit would read it as dead).
+            if self.finite_inputs and np.isnan(Z).any():
+                raise FloatingPointError(
+                    "the pre-activations W x + b are NaN for finite inputs (the sum overflows "
+                    "with terms of both signs); no Jacobian exists in floating point"
+                )
+            self._Z = Z
+        return self._Z
 
     def derivatives(self) -> FloatArray:
-        """d = phi'(Z), (B, m), computed by the resolved backend."""
-        return _dispatch.derivatives(self.preactivations(), self.act, self.backend)
+        """d = phi'(Z), (B, m), computed by the resolved backend and checked."""
+        if self._D is None:
+            D = _dispatch.derivatives(self.preactivations(), self.act, self.backend)
+            if self.finite_inputs:
+                _check_derivatives(D, self.act)
+                _check_products(self.W, D)
+            self._D = D
+        return self._D
+
+    def jacobian_may_overflow(self) -> bool:
+        """Whether some phi'(z_i) w_ij can overflow at finite inputs, decided without
+        computing phi' (a custom phi' is not bounded; a built-in's is 1.13 or its parameter)."""
+        if not self.finite_inputs:
+            return False  # IEEE arithmetic: nothing to check
+        if self.act.is_custom:
+            return True
+        amax = float(np.max(np.abs(self.W), initial=0.0))
+        bound = max(2.0, abs(self.act.parameter))  # |phi'| <= 1.13 or the parameter
+        return amax * bound >= float(np.finfo(self.W.dtype).max) / 2
+
+    def nonfinite_samples(self) -> NDArray[np.bool_] | None:
+        """With non-finite inputs: the (B,) samples whose IEEE Jacobian holds NaN or Inf
+        (None with finite inputs, where there are none)."""
+        if self.finite_inputs:
+            return None
+        J = _dispatch.call("jacobian", self.backend, self.W, self.derivatives(), None)
+        return np.asarray(~np.isfinite(J).all(axis=(1, 2)))
+
+
+def _check_derivatives(D: FloatArray, act: Activation) -> None:
+    if not np.isfinite(D).all():
+        raise FloatingPointError(
+            f"phi' of activation {act.name!r} is NaN or infinite at finite inputs; "
+            "no Jacobian exists"
+        )
+
+
+def _check_products(W: FloatArray, D: FloatArray) -> None:
+    # |phi'(z_i) w_ij| is largest at the row's largest |w_ij|, and rounding is monotone:
+    # this product overflows exactly when some entry of J does.
+    if W.size == 0 or D.size == 0:
+        return
+    row_max = np.max(np.abs(W), axis=1)
+    with np.errstate(over="ignore"):
+        overflow = np.isinf(np.abs(D) * row_max)
+    if overflow.any():
+        raise FloatingPointError(
+            "the Jacobian phi'(z_i) w_ij overflows the float range at finite inputs; "
+            "no Jacobian exists in floating point"
+        )
+
+
+def _check_result(result: FloatArray, what: str) -> None:
+    if not np.isfinite(result).all():
+        raise FloatingPointError(
+            f"the {what} overflows the float range at finite inputs (its true value is "
+            "beyond the largest float)"
+        )
+
+
+# Beyond 2^(+-maxexp / 3) the entries of J, or its singular values, could leave the float
+# range (or lose bits as subnormals) inside a kernel; below it nothing is scaled.
+def _scaled(
+    W: FloatArray, D: FloatArray
+) -> tuple[FloatArray, FloatArray, NDArray[np.int64]] | None:
+    """(W', D', e) with W' = W 2^-c, D'[b] = D[b] 2^-a_b and e = a_b + c, so that
+    D'[b] W' = 2^-e[b] D[b] W has entries of magnitude about 1, or None where no scaling is
+    needed.
+
+    Powers of two are exact: the singular values of D[b] W are 2^e[b] times those of D'[b] W'
+    and its log-volume n e[b] log 2 more. Only an entry below 2^-1074 times the sample's
+    largest can be lost (flushed to zero), far below any rank tolerance.
+    """
+    if W.size == 0 or D.size == 0:
+        return None
+    limit = np.finfo(W.dtype).maxexp // 3
+    c = int(np.frexp(np.max(np.abs(W)))[1])
+    d_max = np.max(np.abs(D), axis=1)
+    a = np.frexp(d_max)[1].astype(np.int64)
+    e = a + c
+    if not np.any((d_max > 0) & ((e > limit) | (e < -limit))):
+        return None
+    Ws = np.ldexp(W, -c).astype(W.dtype)
+    Ds = np.ldexp(D, -a[:, None]).astype(D.dtype)
+    return Ws, Ds, e
 
 
 _PARAMETERS = """W : (m, n) array_like
@@ -196,15 +303,10 @@ def layer_jacobian(
         target = out[None] if layer.squeeze else out
     else:
         target = None
-    if layer.backend == "numpy":
-        J = reference.layer_jacobian(layer.W, layer.X, layer.b, layer.act)
-        if target is None:
-            return layer.out(J)
-        target[...] = J
-        return out  # type: ignore[return-value]
-    if layer.act.is_custom:
+    if layer.act.is_custom or layer.backend == "numpy" or layer.jacobian_may_overflow():
         J = _dispatch.call("jacobian", layer.backend, layer.W, layer.derivatives(), target)
     else:
+        # phi' of a built-in evaluated inside the write (cpp); z NaN is checked first
         J = _dispatch.call(
             "jacobian_from_preactivations",
             layer.backend,
@@ -254,10 +356,14 @@ def pullback_metric(
     check_finite: bool = True,
 ) -> FloatArray:
     layer = _Layer(W, X, b, activation, backend, check_finite)
-    if layer.backend == "numpy":
-        return layer.out(reference.pullback_metric(layer.W, layer.X, layer.b, layer.act))
     D = layer.derivatives()
-    return layer.out(_dispatch.call("pullback_metric", layer.backend, layer.W, D))
+    if not layer.finite_inputs:
+        # IEEE: J^T J of the Jacobian as formed, dead rows of non-finite weights included
+        J = _dispatch.call("jacobian", layer.backend, layer.W, D, None)
+        return layer.out(np.matmul(np.swapaxes(J, -1, -2), J))
+    G = _dispatch.call("pullback_metric", layer.backend, layer.W, D)
+    _check_result(G, "pullback metric")
+    return layer.out(G)
 
 
 @_doc(
@@ -301,10 +407,7 @@ def layer_singular_values(
     check_finite: bool = True,
 ) -> FloatArray:
     layer = _Layer(W, X, b, activation, backend, check_finite)
-    if layer.backend == "numpy":
-        return layer.out(reference.layer_singular_values(layer.W, layer.X, layer.b, layer.act))
-    D = layer.derivatives()
-    return layer.out(_dispatch.call("singular_values", layer.backend, layer.W, D))
+    return layer.out(_spectrum(layer, "singular_values"))
 
 
 @_doc(
@@ -358,7 +461,37 @@ def log_volume(
             f"W has shape {layer.W.shape}; log_volume needs m >= n (at least as many rows as "
             "columns), otherwise the volume element is 0 for every input"
         )
-    if layer.backend == "numpy":
-        return layer.out(reference.log_volume(layer.W, layer.X, layer.b, layer.act))
+    return layer.out(_spectrum(layer, "log_volume"))
+
+
+def _spectrum(layer: _Layer, name: str) -> FloatArray:
+    """Kernel ``name`` ("singular_values" or "log_volume") of every sample, by the rule of
+    _Layer: scaled by powers of two where J's entries are near the ends of the float range,
+    NaN for the samples whose Jacobian is not finite (non-finite inputs), and LAPACK never
+    sees a non-finite matrix."""
     D = layer.derivatives()
-    return layer.out(_dispatch.call("log_volume", layer.backend, layer.W, D))
+    W = layer.W
+    n = W.shape[1]
+    bad = layer.nonfinite_samples()
+    if bad is not None and bad.any():
+        good = ~bad
+        shape = (D.shape[0], min(W.shape)) if name == "singular_values" else (D.shape[0],)
+        out = np.full(shape, np.nan, dtype=W.dtype)
+        if good.any():
+            out[good] = _dispatch.call(name, layer.backend, W, np.ascontiguousarray(D[good]))
+        return out
+    scaled = _scaled(W, D)
+    if scaled is None:
+        result = _dispatch.call(name, layer.backend, W, D)
+    else:
+        Ws, Ds, e = scaled
+        result = _dispatch.call(name, layer.backend, Ws, Ds)
+        if name == "singular_values":
+            with np.errstate(over="ignore"):
+                result = np.ldexp(result, e[:, None]).astype(W.dtype)
+        else:
+            result = (result.astype(np.float64) + n * e * np.log(2.0)).astype(W.dtype)
+    if layer.finite_inputs:
+        finite = result if name == "singular_values" else result[~np.isneginf(result)]
+        _check_result(finite, "singular values" if name == "singular_values" else "log-volume")
+    return result

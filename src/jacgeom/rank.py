@@ -24,8 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _backends, _dispatch, _validation, reference
 from .activations import Activation
-from .activations import activation as _lookup
-from .layer import _Layer
+from .layer import _Layer, _scaled
 
 __all__ = ["active_rank", "jacobian_rank", "masked_rank"]
 
@@ -57,8 +56,38 @@ def _compiled_rank(
     backend: str,
     want_values: bool,
 ) -> tuple[NDArray[np.int64], FloatArray]:
+    """Ranks (and values) of diag(scale[u]) W restricted to scale != 0, on any backend (the
+    numpy twin is numpy.linalg.matrix_rank per row set), scaled by powers of two where the
+    rows' magnitudes would leave the float range inside the SVD (a sigma_max of inf made
+    the threshold inf and the rank 0)."""
+    e: NDArray[np.int64] | None = None
+    if tol is None:
+        scaled = _scaled(W, scale)
+        if scaled is not None:
+            W, scale, e = scaled
+    else:
+        # An absolute tol is in the caller's units: one power of two for every row set.
+        c = _out_of_range_exponent(W)
+        if c:
+            W, tol = np.ldexp(W, -c).astype(W.dtype), float(np.ldexp(tol, -c))
+            e = np.full(scale.shape[0], c, dtype=np.int64)
     tolerance = _dispatch.Tolerance(tol, rtol)
-    return _dispatch.call("masked_rank", backend, W, scale, tolerance, want_values)
+    ranks, values = _dispatch.call("masked_rank", backend, W, scale, tolerance, want_values)
+    if want_values and e is not None:
+        with np.errstate(over="ignore"):
+            values = np.ldexp(values, e[:, None]).astype(W.dtype)
+    return ranks, values
+
+
+def _out_of_range_exponent(W: FloatArray) -> int:
+    """c with 2^-c max|W| in [1/2, 1) where max|W| is beyond 2^(+-maxexp / 3), else 0."""
+    if W.size == 0:
+        return 0
+    amax = float(np.max(np.abs(W)))
+    if amax == 0:
+        return 0
+    c = int(np.frexp(amax)[1])
+    return c if abs(c) > np.finfo(W.dtype).maxexp // 3 else 0
 
 
 def _ranks_of_masks(
@@ -70,13 +99,48 @@ def _ranks_of_masks(
     backend: str,
     want_values: bool,
 ) -> Any:
+    c = _out_of_range_exponent(W)
+    if c:
+        # rank(2^-c W) = rank(W) exactly, and tol scales with it
+        W = np.ldexp(W, -c).astype(W.dtype)
+        tol = None if tol is None else float(np.ldexp(tol, -c))
     if backend == "numpy":
         out = reference.masked_rank(W, masks, tol, rtol, want_values)
     else:
         distinct, inverse = _unique_rows(masks)
-        ranks, values = _compiled_rank(W, distinct.astype(W.dtype), tol, rtol, backend, want_values)
+        ranks, values = _dispatch.call(
+            "masked_rank",
+            backend,
+            W,
+            distinct.astype(W.dtype),
+            _dispatch.Tolerance(tol, rtol),
+            want_values,
+        )
         out = (ranks[inverse], values[inverse]) if want_values else ranks[inverse]
+    if want_values and c:
+        with np.errstate(over="ignore"):
+            out = (out[0], np.ldexp(out[1], c).astype(W.dtype))
     return _squeeze(out, squeeze, want_values)
+
+
+def _require_finite_rows(W: FloatArray, masks: NDArray[np.bool_]) -> None:
+    """A kept row holding NaN or Inf (check_finite=False) has no rank: FloatingPointError."""
+    bad_rows = ~np.isfinite(W).all(axis=1)
+    if bad_rows.any() and (masks & bad_rows).any():
+        raise FloatingPointError(
+            "a kept row of W holds NaN or Inf (check_finite=False); no rank exists"
+        )
+
+
+def _require_finite_jacobians(layer: _Layer) -> None:
+    """With non-finite inputs, a sample whose IEEE Jacobian holds NaN or Inf (a dead unit's
+    row of non-finite weights included: 0 * inf = nan) has no rank: FloatingPointError."""
+    bad = layer.nonfinite_samples()
+    if bad is not None and bad.any():
+        raise FloatingPointError(
+            f"the Jacobian of sample {int(np.argmax(bad))} holds NaN or Inf (non-finite "
+            "inputs with check_finite=False); no rank exists"
+        )
 
 
 def _squeeze(out: Any, squeeze: bool, want_values: bool) -> Any:
@@ -124,6 +188,8 @@ def masked_rank(
     tol, rtol = _validation.tolerances(tol, rtol)
     Wk = _validation.weight_matrix(W, check_finite)
     masks, squeeze = _validation.mask_array(mask, Wk.shape[0])
+    if not check_finite:
+        _require_finite_rows(Wk, masks)
     return _ranks_of_masks(Wk, masks, squeeze, tol, rtol, backend, bool(return_singular_values))
 
 
@@ -181,6 +247,7 @@ def active_rank(
     tol, rtol = _validation.tolerances(tol, rtol)
     layer = _Layer(W, X, b, "relu", backend, check_finite)
     masks = layer.preactivations() > 0
+    _require_finite_jacobians(layer)
     return _ranks_of_masks(
         layer.W, masks, layer.squeeze, tol, rtol, layer.backend, bool(return_singular_values)
     )
@@ -233,19 +300,19 @@ def jacobian_rank(
     tol, rtol = _validation.tolerances(tol, rtol)
     layer = _Layer(W, X, b, activation, backend, check_finite)
     want = bool(return_singular_values)
+    act = layer.act
+    # phi' NaN or infinite, z NaN or a Jacobian entry that overflows at finite inputs is a
+    # FloatingPointError here, before any rank (it was counted as rank 0)
+    D = layer.derivatives()
+    _require_finite_jacobians(layer)
     if exact:
-        live = ~_lookup(activation).derivative_is_zero(layer.preactivations())
+        live = D != 0 if act.is_custom else ~act.derivative_is_zero(layer.preactivations())
         return _ranks_of_masks(layer.W, live, layer.squeeze, tol, rtol, layer.backend, want)
-    if layer.backend == "numpy":
-        out = reference.jacobian_rank(layer.W, layer.X, layer.b, layer.act, tol, rtol, want)
-        return _squeeze(out, layer.squeeze, want)
-    act = _lookup(activation)
     if act.name == "relu" and not act.is_custom:
         return _ranks_of_masks(
             layer.W, layer.preactivations() > 0, layer.squeeze, tol, rtol, layer.backend, want
         )
-    D = np.ascontiguousarray(layer.derivatives())
-    ranks, values = _compiled_rank(layer.W, D, tol, rtol, layer.backend, want)
+    ranks, values = _compiled_rank(layer.W, np.ascontiguousarray(D), tol, rtol, layer.backend, want)
     return _squeeze((ranks, values) if want else ranks, layer.squeeze, want)
 
 

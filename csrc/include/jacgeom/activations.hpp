@@ -35,8 +35,9 @@ inline T sigmoid_derivative(T z) {
     return e / ((T(1) + e) * (T(1) + e));
 }
 
+// phi'(z) in the arithmetic of T (the working precision of derivative() below).
 template <class T>
-inline T derivative(int code, T p, T z) {
+inline T derivative_in(int code, T p, T z) {
     switch (code) {
         case kIdentity:
             return T(1);
@@ -72,6 +73,16 @@ inline T derivative(int code, T p, T z) {
         default:
             return T(NAN);
     }
+}
+
+// phi'(z) for z of type T: one rounding rule on every backend (jacgeom.activations, the
+// Numba kernels and these): the parameter is a value of type T (the caller rounds it, as it
+// rounds the weights), phi' is evaluated in double and rounded once to T. In float32 that is the correctly rounded value wherever double's own error is
+// below half a float ulp, subnormals included (tanh'(52) = 2.7e-45 rounds to 2.8e-45, not
+// to the 0 that float arithmetic's exp(-104) underflows to).
+template <class T>
+inline T derivative(int code, double p, T z) {
+    return static_cast<T>(derivative_in<double>(code, p, static_cast<double>(z)));
 }
 
 }  // namespace jacgeom

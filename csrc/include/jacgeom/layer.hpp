@@ -28,7 +28,7 @@ namespace jacgeom {
 // vectorises). A thread pays for its start-up only over enough elements: many for the
 // piecewise-linear activations (a fraction of a nanosecond each), fewer for the others.
 template <class T, int Code>
-void derivatives_of(const T* Z, T* D, index_t count, T param) {
+void derivatives_of(const T* Z, T* D, index_t count, double param) {
     constexpr bool cheap = Code == kIdentity || Code == kRelu || Code == kLeakyRelu;
     parallel_for(count, cheap ? index_t(1) << 18 : index_t(1) << 14,
                  [&](index_t, index_t begin, index_t end) {
@@ -37,7 +37,7 @@ void derivatives_of(const T* Z, T* D, index_t count, T param) {
 }
 
 template <class T>
-void derivatives(const T* Z, T* D, index_t count, int code, T param) {
+void derivatives(const T* Z, T* D, index_t count, int code, double param) {
     switch (code) {
         case kIdentity: return derivatives_of<T, kIdentity>(Z, D, count, param);
         case kRelu: return derivatives_of<T, kRelu>(Z, D, count, param);
@@ -92,10 +92,12 @@ void jacobian_rows(const T* W, RowDerivative d, T* J, index_t B, index_t m, inde
             const T di = d(r);
             T* out = J + r * n;
             const T* w = W + (r % m) * n;
+            // Every row is multiplied, dead ones included: IEEE's 0 * nan = nan and
+            // 0 * inf = nan is the documented rule for non-finite weights (check_finite=False),
+            // and the numpy reference's D[:, :, None] * W gives the same bits (-0.0 too).
+            // The row of W is in cache, so a multiplication costs what a memset does.
             if (streaming) {
-                scaled_row_streaming(out, di == T(0) ? nullptr : w, di, n);
-            } else if (di == T(0)) {
-                std::memset(out, 0, sizeof(T) * static_cast<size_t>(n));
+                scaled_row_streaming(out, w, di, n);
             } else {
                 for (index_t j = 0; j < n; ++j) out[j] = di * w[j];
             }
@@ -116,7 +118,7 @@ void jacobian(const T* W, const T* D, T* J, index_t B, index_t m, index_t n) {
 // where it overlaps the stores instead of taking a pass of its own (for gelu it costs a
 // quarter of the write time).
 template <class T>
-void jacobian_from_preactivations(const T* W, const T* Z, int code, T param, T* J, index_t B,
+void jacobian_from_preactivations(const T* W, const T* Z, int code, double param, T* J, index_t B,
                                   index_t m, index_t n) {
     jacobian_rows(W, [=](index_t r) { return derivative<T>(code, param, Z[r]); }, J, B, m, n);
 }

@@ -77,32 +77,47 @@ def _derivatives(Z: FloatArray, code: int, p: float, D: FloatArray) -> None:
 
 
 def derivatives(Z: FloatArray, code: int, p: float) -> FloatArray:
-    """phi'(Z) elementwise for a built-in activation code; same shape and dtype as Z."""
+    """phi'(Z) elementwise for a built-in activation code; same shape and dtype as Z.
+
+    The rule of every backend: the parameter rounded to Z's dtype, phi' evaluated in float64
+    (``_derivative``) and rounded once when stored."""
     D = np.empty_like(Z)
-    _derivatives(Z, code, p, D)
+    _derivatives(Z, code, float(Z.dtype.type(p)), D)
     return D
 
 
-@numba.njit(**_OPTS)
-def _derivatives_custom(Z: FloatArray, dphi: Callable[[float], float], D: FloatArray) -> None:
-    z = Z.ravel()
-    d = D.ravel()
-    for i in range(z.size):
-        d[i] = dphi(float(z[i]))
+# Compiled custom derivatives, by the Activation's (snapshot) function: at most this many
+# per process. Numba never frees the machine code of a compiled function, so the bound is on
+# compilations, not on entries: once it is reached, new custom activations are evaluated
+# from Python (jacgeom._dispatch falls back to numpy's evaluation), as are functions numba
+# cannot compile (recorded as None, so that a failure is not retried on every call).
+MAX_COMPILED_CUSTOM = 64
+_custom_compiled: dict[Callable[[float], float], Any] = {}
 
 
-_custom_cache: dict[Callable[[float], float], Any] = {}
+def _compiled_custom(dphi: Callable[[float], float]) -> Any:
+    if dphi in _custom_compiled:
+        return _custom_compiled[dphi]
+    if len(_custom_compiled) >= MAX_COMPILED_CUSTOM:
+        return None
+    try:
+        # One float64 signature: phi' is evaluated in float64 and rounded once to the
+        # working dtype, the rule of every backend. A ufunc is one compilation per function
+        # (a function argument to an njit kernel would compile that kernel once more each).
+        ufunc = numba.vectorize(["float64(float64)"], nopython=True)(dphi)  # type: ignore[no-untyped-call]
+    except Exception:  # noqa: BLE001 - numba cannot compile this function
+        ufunc = None
+    _custom_compiled[dphi] = ufunc
+    return ufunc
 
 
-def derivatives_custom(Z: FloatArray, dphi: Callable[[float], float]) -> FloatArray:
-    """phi'(Z) for a custom scalar Python derivative, compiled with numba.njit once."""
-    jitted = _custom_cache.get(dphi)
-    if jitted is None:
-        jitted = numba.njit(dphi)
-        _custom_cache[dphi] = jitted
-    D = np.empty_like(Z)
-    _derivatives_custom(Z, jitted, D)
-    return D
+def derivatives_custom(Z: FloatArray, dphi: Callable[[float], float]) -> FloatArray | None:
+    """phi'(Z) for a custom scalar Python derivative compiled by numba, same shape and dtype
+    as Z; None where it is not compiled (numba cannot, or the bound is reached)."""
+    ufunc = _compiled_custom(dphi)
+    if ufunc is None:
+        return None
+    return np.asarray(ufunc(Z.astype(np.float64))).astype(Z.dtype, copy=False)
 
 
 @numba.njit(parallel=True, **_OPTS)
@@ -203,7 +218,7 @@ def _log_volume(
         if lapack.svd_values(gesdd, A[:k], s, jobz) != 0:
             out[b] = np.nan
             continue
-        tol = s[0] * max(m, n) * eps
+        tol = s[0] * (max(m, n) * eps)  # the factor first: s[0] * max(m, n) may overflow
         total = 0.0
         full = True
         for i in range(n):

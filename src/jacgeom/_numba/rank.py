@@ -48,15 +48,18 @@ def _masked_rank(
         if lapack.svd_values(gesdd, A[:k], s, jobz) != 0:
             s[:] = np.nan
         S[u, :q] = s
+        # As rank.hpp's count_above: the factor first, then one product in double, so a
+        # sigma_max near the float maximum gives a finite threshold (s[0] * max(k, n) first
+        # overflowed to inf and counted nothing).
         if tol_mode == 1:
             t = tol_value
         elif tol_mode == 2:
-            t = s[0] * tol_value
+            t = float(s[0]) * tol_value
         else:
-            t = s[0] * max(k, n) * eps
+            t = float(s[0]) * (max(k, n) * eps)
         r = 0
         for i in range(q):
-            if s[i] > t:
+            if float(s[i]) > t:
                 r += 1
         ranks[u] = r
 

@@ -81,7 +81,8 @@ def log_volume(W: Any, X: Any, b: Any = None, activation: str | Activation = "re
     s = layer_singular_values(W, X, b, activation)
     if n == 0:
         return np.zeros(s.shape[:-1], dtype=s.dtype)
-    tol = s[..., :1] * max(m, n) * np.finfo(s.dtype).eps
+    # The factor first: s * max(m, n) overflows when sigma_max is near the float maximum.
+    tol = s[..., :1] * (max(m, n) * np.finfo(s.dtype).eps)
     full = np.sum(s > tol, axis=-1) == n
     with np.errstate(divide="ignore"):
         logs = np.sum(np.log(s), axis=-1)

@@ -14,16 +14,16 @@ from .layer import layer_derivatives, preactivations
 def rank_and_values(
     A: NDArray[Any], tol: float | None, rtol: float | None, p: int
 ) -> tuple[int, NDArray[Any]]:
-    """numpy.linalg.matrix_rank of A and its singular values padded with zeros to p; rank 0
-    and NaN values for an A holding NaN or Inf (where numpy's SVD would raise)."""
+    """numpy.linalg.matrix_rank of A and its singular values padded with zeros to p.
+
+    An A holding NaN or Inf has no rank: FloatingPointError (an integer cannot be NaN, and
+    counting nothing would be a silent rank 0)."""
     s_full = np.zeros(p, dtype=A.dtype)
     if A.shape[0] == 0 or A.shape[1] == 0:
         return 0, s_full
-    try:
-        s = np.linalg.svd(A, compute_uv=False)
-    except np.linalg.LinAlgError:  # NaN or Inf with check_finite=False: nothing is counted
-        s_full[:] = np.nan
-        return 0, s_full
+    if not np.isfinite(A).all():
+        raise FloatingPointError("the matrix holds NaN or Inf; no rank exists")
+    s = np.linalg.svd(A, compute_uv=False)
     s_full[: s.size] = s
     rank = int(np.linalg.matrix_rank(A, tol=tol, rtol=rtol))
     return rank, s_full
