@@ -646,7 +646,7 @@ def rank_depth_data(
             layer_ranks=False,
             **spec_fields,
         )
-        res = run(spec, progress=False)
+        res = run(spec, progress=False, records=True)
         s = res.summary()
         th = s["theory"]
         out["depth"].append(int(depth))
@@ -962,8 +962,8 @@ def kernel_comparison_figure(widths: Any = (8, 8, 8, 8), samples: int = 400, see
     plt = _pyplot()
     widths = list(widths)
     base = Spec(widths=tuple(widths), samples=samples, seed=seed, layer_ranks=False)
-    runs = sweep(base, {"activation": ["relu", "tanh"]}, progress=False)
-    runs += sweep(base, {"layer": ["kernel"]}, progress=False)
+    runs = sweep(base, {"activation": ["relu", "tanh"]}, progress=False, records=True)
+    runs += sweep(base, {"layer": ["kernel"]}, progress=False, records=True)
     data = {
         ("kernel (rbf)" if point.get("layer") == "kernel" else point["activation"]): res.data
         for point, res in runs
