@@ -10,30 +10,63 @@ import pytest
 
 from jacgeom import theory
 from jacgeom.montecarlo import Result, Spec, run
-from jacgeom.montecarlo.result import distribution_summary
+from jacgeom.montecarlo.result import NoRecordsError, distribution_summary
+from jacgeom.montecarlo.summaries import Summary
 
 from .helpers import LEVEL, assert_same
 
 
+def _theory(spec: Spec) -> dict[str, float]:
+    return Result(spec, Summary(0, {}, {})).theory()
+
+
 def test_result_save_load_and_dict(tmp_path: Path) -> None:
-    res = run(
-        Spec(width=4, depth=2, samples=50, seed=1, activation=("relu", "tanh")), progress=False
-    )
+    spec = Spec(width=4, depth=2, samples=50, seed=1, activation=("relu", "tanh"))
+    res = run(spec, progress=False, records=True)
     res.save(tmp_path / "r.npz")
     back = Result.load(tmp_path / "r.npz")
-    assert back.spec == res.spec
+    assert back.spec == res.spec and back.has_records
     assert_same(res, back)
+    assert back.summary() == res.summary()
     d = res.to_dict()
-    assert d["format"] == 1
+    assert d["format"] == 2
     assert d["spec"]["activation"] == ["relu", "tanh"] and len(d["data"]["rank"]) == 50
     assert Spec.from_dict(d["spec"]) == res.spec
     assert d["data"]["rank"] == res.data["rank"].tolist()
+    assert d["summary"]["samples"] == 50
+    # Without records: the summary only, saved and loaded the same.
+    lean = run(spec, progress=False)
+    lean.save(tmp_path / "s.npz")
+    again = Result.load(tmp_path / "s.npz")
+    assert not again.has_records and again.summary() == res.summary()
+    assert "data" not in lean.to_dict()
+
+
+def test_per_sample_questions_need_records() -> None:
+    spec = Spec(widths=(4, 4), samples=30, seed=1)
+    res = run(spec, progress=False)
+    with pytest.raises(NoRecordsError, match=r"kept only its summary.*records=True"):
+        res.data  # noqa: B018
+    with pytest.raises(NoRecordsError, match="records=True"):
+        res.probability(lambda d: d["rank"] < 2)
+    kept = run(spec, progress=False, records=True)
+    got = kept.probability(lambda d: d["layer_exact_ranks"][:, 0] < 4)
+    assert got == kept.summary()["p_exact_rank_deficient"]
+
+
+def test_old_layer_ranks_key_is_a_deprecated_alias() -> None:
+    res = run(Spec(widths=(4, 4), samples=20, seed=1), progress=False, records=True)
+    with pytest.warns(DeprecationWarning, match="'layer_numerical_ranks'"):
+        old = res.data["layer_ranks"]
+    np.testing.assert_array_equal(old, res.data["layer_numerical_ranks"])
 
 
 def test_ranks_only_summary() -> None:
     # One relu layer of width 6 with fresh Gaussian weights: rank-deficient exactly when a
     # unit is dead (rank = active count almost surely), with probability 1 - 2**-6.
-    res = run(Spec(widths=(6, 6), samples=4000, seed=2, spectra=False), progress=False)
+    res = run(
+        Spec(widths=(6, 6), samples=4000, seed=2, spectra=False), progress=False, records=True
+    )
     s = res.summary(level=LEVEL)
     assert "log_cond" not in s and "log_smax" not in s
     p = s["p_rank_deficient"]
@@ -45,7 +78,7 @@ def test_ranks_only_summary() -> None:
 
 
 def test_probability_interval() -> None:
-    res = run(Spec(widths=(3, 3), samples=10), progress=False)
+    res = run(Spec(widths=(3, 3), samples=10), progress=False, records=True)
     event = np.zeros(10, dtype=bool)
     event[:3] = True
     p = res.probability(event, level=0.9)
@@ -57,26 +90,22 @@ def test_probability_interval() -> None:
 def test_theory_only_where_it_holds() -> None:
     # Smooth activations: full exact rank with probability 1, unless a narrow layer or a
     # layer normalisation (n_l - 1) caps it; nothing is claimed for the float64 rank.
-    assert Result(Spec(widths=(4, 4), activation="tanh"), {}).theory() == {
-        "p_exact_rank_deficient": 0.0
-    }
-    assert Result(Spec(widths=(4, 3, 4), activation="tanh"), {}).theory() == {
-        "p_exact_rank_deficient": 1.0
-    }
-    assert Result(Spec(widths=(4, 4), activation="gelu", norm="layer"), {}).theory() == {
+    assert _theory(Spec(widths=(4, 4), activation="tanh")) == {"p_exact_rank_deficient": 0.0}
+    assert _theory(Spec(widths=(4, 3, 4), activation="tanh")) == {"p_exact_rank_deficient": 1.0}
+    assert _theory(Spec(widths=(4, 4), activation="gelu", norm="layer")) == {
         "p_exact_rank_deficient": 1.0
     }
     # relu's binomial laws need fresh weights and no residual connection.
-    assert Result(Spec(widths=(4, 4), residual=True), {}).theory() == {}
-    one = Result(Spec(widths=(4, 4)), {}).theory()
+    assert _theory(Spec(widths=(4, 4), residual=True)) == {}
+    one = _theory(Spec(widths=(4, 4)))
     assert one == {
         "active_fraction": 0.5,
         "p_exact_rank_deficient": pytest.approx(1 - 2.0**-4),
         "p_any_zeroed": pytest.approx(theory.p_any_zeroed(4)),
     }
     # Linear networks: the Lyapunov limit of the log condition number.
-    assert "log10_cond" not in Result(Spec(widths=(8,) * 4, activation="identity"), {}).theory()
-    lin = Result(Spec(widths=(8,) * 5, activation="identity"), {}).theory()
+    assert "log10_cond" not in _theory(Spec(widths=(8,) * 4, activation="identity"))
+    lin = _theory(Spec(widths=(8,) * 5, activation="identity"))
     assert lin["log10_cond"] == pytest.approx(theory.linear_log_cond(8, 4) / np.log(10))
 
 

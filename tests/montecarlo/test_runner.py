@@ -142,10 +142,13 @@ def test_unwritable_out(tmp_path: Path) -> None:
         ({"progress": "sometimes"}, ValueError, "progress must be True, False or 'always'"),
         ({"out": 3}, TypeError, "out must be a path or None, got int"),
         (
-            {"spec": Spec(widths=(3, 3), samples=10**12)},
+            {"spec": Spec(widths=(3, 3), samples=10**12), "records": True, "out": None},
             ValueError,
-            r"samples=1000000000000 keeps about .* GiB .* more than the memory limit of",
+            r"records=True keeps 1000000000000 samples' statistics in memory, about .* GiB .* "
+            "more than the memory limit of .* write them to disk with out=DIR",
         ),
+        ({"records": "yes"}, TypeError, "records must be a bool, got str"),
+        ({"max_in_flight": 0}, ValueError, "max_in_flight must be >= 1, got 0"),
     ],
 )
 def test_bad_arguments(
@@ -246,11 +249,13 @@ def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
     fresh = run(spec, progress=False).summary()
     assert resumed["p_rank_deficient"] == fresh["p_rank_deficient"]
     assert resumed["p_exact_rank_deficient"] == fresh["p_exact_rank_deficient"]
-    # --json writes non-finite numbers as strings ("-inf"), which strict parsers read.
-    assert resumed["log_volume"] == pytest.approx(
-        {k: v if math.isfinite(v) else str(v) for k, v in fresh["log_volume"].items()},
-        nan_ok=True,
-    )
+    # --json writes infinite numbers as strings ("-inf") and NaN as null, which strict
+    # parsers read.
+    want = {
+        k: v if math.isfinite(v) else None if math.isnan(v) else str(v)
+        for k, v in fresh["log_volume"].items()
+    }
+    assert resumed["log_volume"] == pytest.approx(want)
     assert len(list(sub.glob("chunk-*.npz"))) == 60
 
 
@@ -268,14 +273,14 @@ def test_overlapping_runs_restore_the_thread_count(monkeypatch: pytest.MonkeyPat
     seen: list[int] = []
     original = runner.chunk_task
 
-    def task(spec_dict: dict[str, Any], index: int) -> Any:
+    def task(spec_dict: dict[str, Any], index: int, records: bool = False) -> Any:
         seen.append(get_num_threads())
         if spec_dict["seed"] == 1:
             assert b_started.wait(30)
         else:
             b_started.set()
             assert a_returned.wait(30)
-        return original(spec_dict, index)
+        return original(spec_dict, index, records)
 
     monkeypatch.setattr(runner, "chunk_task", task)
     before = get_num_threads()
@@ -306,22 +311,28 @@ def _rewrite_chunk(path: Path, change: Any) -> None:
 
 
 def _truncate(arrays: dict[str, Any]) -> None:
+    # A summary of fewer samples with the meta of the whole chunk.
     for k in arrays:
-        if k != "meta":
-            arrays[k] = arrays[k][:10]
+        if k.startswith("int."):
+            arrays[k] = np.zeros_like(arrays[k])
+    arrays["int.rank"][0] = 10
 
 
 def _edit(arrays: dict[str, Any]) -> None:
-    arrays["rank"] = arrays["rank"].copy()
-    arrays["rank"][0] -= 1
+    # Still a valid summary of the chunk: only the checksum tells.
+    arrays["int.rank"] = arrays["int.rank"].copy()
+    nonzero = np.flatnonzero(arrays["int.rank"])
+    arrays["int.rank"][nonzero[0]] -= 1
+    arrays["int.rank"][(nonzero[0] + 1) % arrays["int.rank"].size] += 1
 
 
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        (_truncate, r"its array 'active_counts' has shape \(10, 1\), expected \(100, 1\)"),
+        (_truncate, r"not a summary of this chunk \('rank' counts 10 of 100 samples\)"),
         (_edit, "its arrays do not match their checksum"),
-        (lambda a: a.pop("rank"), "it holds arrays .*, expected .*'rank'"),
+        (lambda a: a.pop("int.rank"), r"not a summary of this chunk \(it summarises \["),
+        (lambda a: a.pop("real.log_cond.bins"), r"array 'real.log_cond.bins' is missing"),
         (lambda a: a.pop("meta"), "cannot be read as a chunk .*KeyError"),
     ],
 )

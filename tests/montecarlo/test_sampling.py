@@ -27,7 +27,7 @@ def test_direct_sampler_layer_ranks_match_jacobian_rank() -> None:
     X = sampling.draw_inputs(spec, rng, 50)
     Ws, bs = sampling.draw_weights(spec, rng, 50)
     want = [jacgeom.jacobian_rank(Ws[0][i], X[i], bs[0][i], backend="numpy") for i in range(50)]
-    np.testing.assert_array_equal(d["layer_ranks"][:, 0], want)
+    np.testing.assert_array_equal(d["layer_numerical_ranks"][:, 0], want)
 
 
 @pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
@@ -49,7 +49,7 @@ def test_conditional_sampler_ranks(backend: str) -> None:
     np.testing.assert_array_equal(d["active_counts"][:, 0], live.sum(axis=1))
     owner = np.nonzero(live)[0]
     want = [np.linalg.matrix_rank(std * P[owner == i]) if live[i].any() else 0 for i in range(60)]
-    np.testing.assert_array_equal(d["layer_ranks"][:, 0], want)
+    np.testing.assert_array_equal(d["layer_numerical_ranks"][:, 0], want)
     # the rows reproduce their pre-activations: w . (|x| e_1) = z - b
     np.testing.assert_allclose(std * P[:, 0] * norms[owner], (z - b)[live], atol=1e-12)
 
@@ -79,10 +79,10 @@ def test_conditional_and_direct_samplers_agree_in_law(
     spec = Spec(
         widths=(6, 8, 5, 4), samples=6000, chunk_size=2000, seed=3, sigma_b=0.3, inputs=inputs
     )
-    cond = run(spec, progress=False).data
+    cond = run(spec, progress=False, records=True).data
     monkeypatch.setattr(sampling, "DEAD_HALF_LINE", frozenset())
-    direct = run(spec, progress=False).data
-    for key in ("frobenius2", "rank", "log_smax", "active_counts", "layer_ranks"):
+    direct = run(spec, progress=False, records=True).data
+    for key in ("frobenius2", "rank", "log_smax", "active_counts", "layer_numerical_ranks"):
         a, b = np.asarray(cond[key], float), np.asarray(direct[key], float)
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         se = np.sqrt(a.var() / a.size + b.var() / b.size)
@@ -98,9 +98,9 @@ def test_leaving_layer_ranks_out_changes_nothing_else(
 ) -> None:
     # The weights only the layer ranks need come from a stream of their own.
     spec = Spec(widths=widths, activation=activation, samples=600, chunk_size=250, seed=2)
-    full = run(spec, progress=False).data
-    lean = run(spec.replace(layer_ranks=False), progress=False).data
-    assert set(full) - set(lean) == {"layer_ranks", "layer_exact_ranks"}
+    full = run(spec, progress=False, records=True).data
+    lean = run(spec.replace(layer_ranks=False), progress=False, records=True).data
+    assert set(full) - set(lean) == {"layer_numerical_ranks", "layer_exact_ranks"}
     for key, value in lean.items():
         np.testing.assert_array_equal(value, full[key], err_msg=key)
 
@@ -116,7 +116,7 @@ def test_backends_draw_the_same_samples(widths: tuple[int, ...]) -> None:
     for backend in set(jacgeom.backends()) - {"numpy"}:
         got = chunk_statistics(spec, 0, backend=backend)
         assert set(got) == set(ref)
-        for key in ("active_counts", "layer_ranks", "rank"):
+        for key in ("active_counts", "layer_numerical_ranks", "rank"):
             np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{backend} {key}")
         # sigma_min of a rank-deficient J with live rows is rounding: compared where defined
         full = ref["rank"] == min(widths[0], widths[-1])
@@ -133,7 +133,7 @@ def test_numpy_placement_twin_gives_the_same_ranks(monkeypatch: pytest.MonkeyPat
     with_numba = chunk_statistics(spec, 0)
     monkeypatch.setattr(_backends, "numba_kernels", None)
     without = chunk_statistics(spec, 0, backend="cpp" if _backends.core else "numpy")
-    for key in ("active_counts", "layer_ranks", "rank"):
+    for key in ("active_counts", "layer_numerical_ranks", "rank"):
         np.testing.assert_array_equal(without[key], with_numba[key], err_msg=key)
     np.testing.assert_allclose(without["log_smax"], with_numba["log_smax"], rtol=1e-12)
     np.testing.assert_allclose(without["frobenius2"], with_numba["frobenius2"], rtol=1e-12)

@@ -35,7 +35,7 @@ from .helpers import LEVEL
     ],
 )
 def test_closed_forms(widths: tuple[int, ...], expected: float) -> None:
-    res = run(Spec(widths=widths, samples=20000, seed=3, sigma_b=0.5), progress=False)
+    res = run(Spec(widths=widths, samples=20000, seed=3, sigma_b=0.5), progress=False, records=True)
     s = res.summary(level=LEVEL)
     assert s["p_exact_rank_deficient"]["lo"] <= expected <= s["p_exact_rank_deficient"]["hi"]
     assert s["theory"]["p_exact_rank_deficient"] == pytest.approx(expected)
@@ -74,17 +74,17 @@ VARIANTS = [
 @pytest.mark.parametrize("kw", VARIANTS)
 def test_variants_run_and_are_consistent(kw: dict[str, Any]) -> None:
     spec = Spec(width=6, depth=3, samples=300, chunk_size=128, seed=1, **kw)
-    d = run(spec, progress=False).data
+    d = run(spec, progress=False, records=True).data
     assert list(d) == list(RECORDED)
-    assert d["active_counts"].shape == (300, 3) and d["layer_ranks"].shape == (300, 3)
-    assert np.all(d["rank"] <= 6) and np.all(d["layer_ranks"] <= 6)
+    assert d["active_counts"].shape == (300, 3) and d["layer_numerical_ranks"].shape == (300, 3)
+    assert np.all(d["rank"] <= 6) and np.all(d["layer_numerical_ranks"] <= 6)
     full = d["rank"] == 6
     assert np.all(np.isfinite(d["log_volume"][full]))
     assert np.all(d["log_volume"][~full] == -np.inf)
     assert np.all(np.isinf(d["log_cond"][~full]))
     assert np.all(d["log_smax"] >= d["log_smin"])
     if not spec.residual and spec.norm is None:  # rank(D_L W_L ... D_1 W_1) <= each factor's
-        assert np.all(d["rank"] <= d["layer_ranks"].min(axis=1))
+        assert np.all(d["rank"] <= d["layer_numerical_ranks"].min(axis=1))
 
 
 def _product_of_layer_norms(net: jacgeom.Network, x: np.ndarray) -> float:
@@ -184,7 +184,7 @@ def test_kernel_layer_runs_match_kernel_networks(kernel: str, residual: bool) ->
     for l, layer in enumerate(layers):
         h = jacgeom.Network(layers[:l], residual=residual).forward(X) if l else X
         J = layer.jacobian(h) + (np.eye(5) if residual else 0)
-        np.testing.assert_array_equal(d["layer_ranks"][:, l], np.linalg.matrix_rank(J))
+        np.testing.assert_array_equal(d["layer_numerical_ranks"][:, l], np.linalg.matrix_rank(J))
 
 
 def test_kernel_and_activation_side_by_side() -> None:
@@ -194,7 +194,7 @@ def test_kernel_and_activation_side_by_side() -> None:
     assert np.mean(out["kernel"]["rank"] < 6) < 0.05
     # the same as the two runs of the Monte Carlo
     base = Spec(widths=(6, 6, 6), samples=600, seed=1)
-    kernel = run(base.replace(layer="kernel"), progress=False, workers=2).data
+    kernel = run(base.replace(layer="kernel"), progress=False, workers=2, records=True).data
     for key, value in kernel.items():
         np.testing.assert_array_equal(out["kernel"][key], value, err_msg=key)
 
@@ -239,7 +239,8 @@ def test_chunks_and_blocks() -> None:
     spec = Spec(widths=(4, 4), samples=250, chunk_size=100, seed=3)
     assert chunk_statistics(spec, 2)["rank"].shape == (50,)
     np.testing.assert_array_equal(
-        chunk_statistics(spec, 1)["rank"], run(spec, progress=False).data["rank"][100:200]
+        chunk_statistics(spec, 1)["rank"],
+        run(spec, progress=False, records=True).data["rank"][100:200],
     )
     with pytest.raises(ValueError, match="chunk 3 is outside the 3 chunks of this spec"):
         chunk_statistics(spec, 3)
@@ -263,4 +264,4 @@ def test_kernel_layers_with_fewer_centres_lose_exact_rank() -> None:
     np.testing.assert_array_equal(d["exact_rank"], 2)
     np.testing.assert_array_equal(d["layer_exact_ranks"], 2)
     assert np.all(np.isinf(d["log_cond"]))
-    np.testing.assert_array_equal(d["layer_ranks"], 2)  # each layer's own numerical rank
+    np.testing.assert_array_equal(d["layer_numerical_ranks"], 2)  # each layer's own numerical rank

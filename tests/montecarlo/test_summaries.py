@@ -69,7 +69,7 @@ def test_integer_counts_are_exact_whatever_the_grouping() -> None:
     paired = reduce(
         Summary.merge, [a.merge(b) for a, b in zip(chunks[::2], chunks[1::2], strict=True)]
     )
-    data = run(spec, progress=False).data
+    data = run(spec, progress=False, records=True).data
     for k, v in left.integers.items():
         np.testing.assert_array_equal(v, paired.integers[k], err_msg=k)
     np.testing.assert_array_equal(left.integers["rank"], np.bincount(data["rank"], minlength=7))

@@ -3,14 +3,18 @@
 A directory written by :func:`jacgeom.montecarlo.run` with ``out=DIR`` holds
 
 - ``spec.json``: the spec and the sampler version (:data:`sampling.SAMPLER`) of the last run;
-- ``chunk-NNNNNN.npz``: chunk NNNNNN's arrays and a ``meta`` entry (JSON) with the spec's
-  :func:`spec_hash`, the chunk's index, its sample count and a SHA-256 checksum of its arrays
-  (:func:`arrays_checksum`);
+- ``chunk-NNNNNN.npz``: chunk NNNNNN's mergeable summary (the arrays of
+  :meth:`Summary.to_arrays`: a few kilobytes whatever the chunk's size) and a ``meta``
+  entry (JSON) with the spec's :func:`spec_hash`, the chunk's index, its sample count and a
+  SHA-256 checksum of its arrays (:func:`arrays_checksum`);
+- ``records/chunk-NNNNNN.parquet``: with ``records=True``, the chunk's per-sample
+  statistics (module ``records``);
 - ``.lock``: the lock of the run that holds the directory (its pid inside, for messages).
 
 A chunk file is merged only if its meta matches what this spec expects of that chunk: the
 hash (every field but ``samples``, and the sampler version), the index in the file's name,
-the sample count, the checksum of the arrays as read, and the arrays' names and lengths.
+the sample count, the arrays' names and shapes (a summary of this spec whose counts add up
+to the sample count), and the checksum of the arrays as read.
 Anything else (a chunk of another seed left after ``spec.json`` was deleted, a file renamed
 over another, an array truncated or edited, a key missing, a file that is not an .npz) is
 recomputed with a :class:`CheckpointWarning` naming the file. Because ``samples`` is not in
@@ -33,9 +37,9 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,7 +66,10 @@ __all__ = [
 ]
 
 # Version of a chunk file's layout (its meta and arrays); part of every chunk's meta.
-CHUNK_FORMAT = 2
+# 3: a chunk holds its mergeable summary, not its per-sample arrays.
+CHUNK_FORMAT = 3
+
+T = TypeVar("T")
 
 
 class CheckpointWarning(UserWarning):
@@ -109,13 +116,14 @@ def save_chunk(
 
 
 def load_chunk(
-    out: Path, spec: Spec, index: int, samples: int, expected: Mapping[str, tuple[int, ...]]
-) -> dict[str, NDArray[Any]] | None:
-    """The arrays of chunk ``index`` if its file proves it holds exactly what ``spec``
+    out: Path, spec: Spec, index: int, samples: int, parse: Callable[[dict[str, NDArray[Any]]], T]
+) -> T | None:
+    """``parse(arrays)`` of chunk ``index`` if its file proves it holds exactly what ``spec``
     expects there, else None (a CheckpointWarning naming the file says why, unless there is
     no file or it is the shorter last chunk of a smaller run of the same spec).
 
-    ``expected`` maps each array's name to its shape.
+    ``parse`` turns the file's arrays into what the run merges, raising ValueError (its
+    message the reason) if they are not that.
     """
     path = chunk_path(out, index)
     if not path.exists():
@@ -139,15 +147,15 @@ def load_chunk(
         if isinstance(meta.get("samples"), int) and meta["samples"] < samples:
             return None  # the last chunk of a run with fewer samples: valid, but short
         why = f"it holds {meta.get('samples')!r} samples, chunk {index} has {samples}"
-    elif sorted(arrays) != sorted(expected):
-        why = f"it holds arrays {sorted(arrays)}, expected {sorted(expected)}"
-    elif any(arrays[k].shape != shape for k, shape in expected.items()):
-        k = next(k for k, shape in expected.items() if arrays[k].shape != shape)
-        why = f"its array {k!r} has shape {arrays[k].shape}, expected {expected[k]}"
-    elif meta.get("checksum") != arrays_checksum(arrays):
-        why = "its arrays do not match their checksum (edited or damaged)"
     else:
-        return arrays
+        try:
+            parsed = parse(arrays)
+        except ValueError as exc:
+            why = f"its arrays are not a summary of this chunk ({exc})"
+        else:
+            if meta.get("checksum") == arrays_checksum(arrays):
+                return parsed
+            why = "its arrays do not match their checksum (edited or damaged)"
     _reject(path, why)
     return None
 

@@ -61,6 +61,6 @@ def compare_with_activation_network(
         **spec_fields,
     )
     return {
-        layer: run(base.replace(layer=layer), progress=False).data
+        layer: run(base.replace(layer=layer), progress=False, records=True).data
         for layer in ("kernel", "activation")
     }

@@ -1,5 +1,6 @@
-"""The result of a Monte Carlo run: per-sample arrays, their summary with intervals, the
-closed forms that apply, and storage (.npz, JSON-ready dicts)."""
+"""The result of a Monte Carlo run: the merged summary of its chunks (counts, moments,
+histograms), its statistics with intervals, the closed forms that apply, the per-sample
+records when the run kept them, and storage (.npz, JSON-ready dicts)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import math
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,38 +18,112 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import theory
-from .spec import Spec, layer_activations
-from .statistics import SPECTRA
+from .spec import Spec, layer_activations, memory_limit
+from .summaries import Summary
 
-__all__ = ["RESULT_FORMAT", "Result", "atomic_savez", "distribution_summary"]
+__all__ = ["RESULT_FORMAT", "NoRecordsError", "Result", "atomic_savez", "distribution_summary"]
 
-# Version of Result.to_dict's layout.
-RESULT_FORMAT = 1
+# Version of Result.to_dict's and Result.save's layout (2: the summary, records optional).
+RESULT_FORMAT = 2
+
+# Old per-sample keys still readable from Result.data, with a DeprecationWarning.
+_DEPRECATED_KEYS = {"layer_ranks": "layer_numerical_ranks"}
+
+
+class NoRecordsError(ValueError):
+    """A per-sample question asked of a result that kept only its summary."""
+
+
+class _Records(dict[str, NDArray[Any]]):
+    """Per-sample arrays; the old key ``layer_ranks`` reads ``layer_numerical_ranks``."""
+
+    def __missing__(self, key: str) -> NDArray[Any]:
+        new = _DEPRECATED_KEYS.get(key)
+        if new is None or new not in self:
+            raise KeyError(key)
+        warnings.warn(
+            f"the per-sample key {key!r} is now {new!r} (each layer's own float64 rank, "
+            "beside layer_exact_ranks of the partial products)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self[new]
 
 
 @dataclasses.dataclass
 class Result:
-    """Per-sample statistics of one experiment, and their summary.
+    """One experiment: its merged summary and, when the run kept them, per-sample records.
 
     Attributes
     ----------
     spec : Spec
-    data : dict of str to ndarray
-        Per-sample arrays (keys and meanings: the table of jacgeom.montecarlo's docstring),
-        samples in chunk order.
+    merged : Summary
+        The summary of every chunk, merged in chunk order (counts, streaming moments,
+        histograms; jacgeom.montecarlo.summaries). Everything :meth:`summary`,
+        :meth:`theory` and the figures report comes from it.
+    records : dict of str to ndarray, optional
+        Per-sample arrays kept in memory (``run(spec, records=True)`` without ``out``).
+    records_dir : path, optional
+        The run directory whose ``records/`` Parquet dataset holds them
+        (``run(spec, out=DIR, records=True)``), read by :attr:`data` on demand.
     """
 
     spec: Spec
-    data: dict[str, NDArray[Any]]
+    merged: Summary
+    records: dict[str, NDArray[Any]] | None = None
+    records_dir: Path | None = None
 
     @property
     def samples(self) -> int:
         """Number of samples N."""
-        return int(self.data["rank"].shape[0])
+        return self.merged.samples
 
-    def probability(self, event: NDArray[np.bool_], level: float = 0.95) -> dict[str, float]:
-        """P(event) over the samples, event (N,) bool: the estimate p, the exact
-        Clopper-Pearson interval [lo, hi] at ``level`` and the count of samples."""
+    @property
+    def has_records(self) -> bool:
+        """Whether per-sample statistics were kept (:attr:`data` works)."""
+        return self.records is not None or self.records_dir is not None
+
+    @property
+    def data(self) -> dict[str, NDArray[Any]]:
+        """Per-sample arrays (keys and meanings: the table of jacgeom.montecarlo's
+        docstring), samples in chunk order: only for runs with ``records=True``
+        (NoRecordsError otherwise). Read from the Parquet dataset when the run wrote one."""
+        if self.records is not None:
+            return _Records(self.records)
+        if self.records_dir is not None:
+            from .records import read_records
+            from .spec import bytes_per_sample
+
+            need, limit = self.samples * bytes_per_sample(self.spec), memory_limit()
+            if need > limit:
+                raise MemoryError(
+                    f"the records of {self.samples} samples take about {need / 2**30:.3g} GiB, "
+                    f"more than this machine's {limit / 2**30:.3g} GiB; read "
+                    f"{str(self.records_dir / 'records')!r} with pyarrow.dataset in batches"
+                )
+            return _Records(read_records(self.records_dir, self.spec))
+        raise NoRecordsError(
+            f"this result of {self.samples} samples kept only its summary (counts, moments, "
+            "histograms); per-sample data needs run(spec, records=True) (with out=DIR: a "
+            "Parquet dataset under DIR/records), or jacgeom mc --records"
+        )
+
+    def probability(
+        self,
+        event: NDArray[np.bool_] | Callable[[dict[str, NDArray[Any]]], NDArray[np.bool_]],
+        level: float = 0.95,
+    ) -> dict[str, float]:
+        """P(event) over the samples: the estimate p, the exact Clopper-Pearson interval
+        [lo, hi] at ``level`` and the count of samples.
+
+        ``event`` is a bool array (N,), or a function of :attr:`data` returning one, e.g.
+        ``lambda d: d["layer_exact_ranks"][:, 0] < 4``. A function needs per-sample
+        records (NoRecordsError otherwise); probabilities the summary holds are in
+        :meth:`summary`.
+        """
+        if callable(event):
+            event = event(self.data)
+        event = np.asarray(event, dtype=bool)
         k = int(np.count_nonzero(event))
         lo, hi = theory.clopper_pearson(k, event.size, level)
         return {"p": k / event.size if event.size else float("nan"), "lo": lo, "hi": hi, "count": k}
@@ -101,50 +178,46 @@ class Result:
 
     def summary(self, level: float = 0.95) -> dict[str, Any]:
         """Means, standard deviations and quantiles of every statistic; probabilities with
-        exact Clopper-Pearson intervals; the closed forms beside them where known.
+        exact Clopper-Pearson intervals; the closed forms beside them where known. From the
+        merged summary: probabilities and everything integer exact, means and standard
+        deviations to rounding, quantiles and median intervals good to ``bin_width`` (the
+        histogram's bin on the asinh scale: a relative bin_width for |x| > 1).
 
         ``p_exact_rank_deficient``: P(exact rank < n), n = min(n_0, n_L);
         ``p_rank_deficient``: P(numerical rank < n), the float64 rank of numpy's rule on
         J's exact singular values; ``mean_exact_rank`` and ``rank_fraction`` (numerical
         rank / n). Logs are natural.
         """
-        w = self.spec.resolved_widths()
-        p = min(w[0], w[-1])
-        out: dict[str, Any] = {"samples": self.samples, "widths": list(w)}
-        if "exact_rank" in self.data:
-            out["p_exact_rank_deficient"] = self.probability(self.data["exact_rank"] < p, level)
-            out["mean_exact_rank"] = distribution_summary(self.data["exact_rank"])
-        out["p_rank_deficient"] = self.probability(self.data["rank"] < p, level)
-        out["p_any_zeroed"] = self.probability(
-            np.any(self.data["active_counts"] < np.array(w[1:]), axis=1), level
-        )
-        frac = self.data["active_counts"] / np.array(w[1:])
-        out["active_fraction"] = distribution_summary(frac.mean(axis=1))
-        out["rank_fraction"] = distribution_summary(self.data["rank"] / p)
-        for key in SPECTRA:
-            if key in self.data:
-                out[key] = distribution_summary(self.data[key])
+        out = self.merged.summary(self.spec, level)
         out["theory"] = self.theory()
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-ready: the spec, the summary, and the per-sample arrays if kept in memory."""
+        out: dict[str, Any] = {
             "format": RESULT_FORMAT,
             "spec": self.spec.to_dict(),
-            "data": {k: v.tolist() for k, v in self.data.items()},
+            "summary": self.summary(),
         }
+        if self.records is not None:
+            out["data"] = {k: v.tolist() for k, v in self.records.items()}
+        return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to an .npz file (spec as JSON inside)."""
-        arrays = {f"data_{k}": v for k, v in self.data.items()}
+        """Write to an .npz file: the spec (JSON), the merged summary's arrays and the
+        per-sample arrays if kept in memory."""
+        arrays = {f"summary_{k}": v for k, v in self.merged.to_arrays().items()}
+        if self.records is not None:
+            arrays.update({f"data_{k}": v for k, v in self.records.items()})
         atomic_savez(Path(path), spec=np.array(json.dumps(self.spec.to_dict())), **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Result:
         with np.load(Path(path), allow_pickle=False) as f:
             spec = Spec.from_dict(json.loads(str(f["spec"])))
+            summary = {k[8:]: f[k] for k in f.files if k.startswith("summary_")}
             data = {k[5:]: f[k] for k in f.files if k.startswith("data_")}
-        return cls(spec, data)
+        return cls(spec, Summary.from_arrays(spec, summary), data or None)
 
 
 def distribution_summary(x: NDArray[Any]) -> dict[str, float]:

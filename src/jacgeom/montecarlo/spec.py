@@ -72,7 +72,9 @@ class Spec:
     gamma : float, optional
         Kernel scale (default 1 / n_{l-1}); polynomial kernels are (x . c + 1)^3.
     layer_ranks : bool, default True
-        Record the rank of each layer's Jacobian (``layer_ranks`` of the data). False leaves
+        Record each layer's ranks (``layer_numerical_ranks``: the float64 rank of the
+        layer's own Jacobian; ``layer_exact_ranks``: the exact rank of the partial product
+        after it). False leaves
         them out: with them go their certificates and the weights that only they need
         (those of columns that meet a dead unit of the layer below, then not drawn at all),
         about 40% of the time of a deep relu run with fresh weights. Every other statistic

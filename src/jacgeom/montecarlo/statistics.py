@@ -12,21 +12,24 @@ summarises the end-to-end Jacobians J (n, n_L, n_0). Three walks, one per kind o
 
 Recorded per sample: the keys of :data:`RECORDED`, in that order, whose shapes and meanings
 the table of jacgeom.montecarlo's docstring gives. ``Spec(layer_ranks=False)`` leaves out
-``layer_ranks``, ``Spec(spectra=False)`` the keys of :data:`SPECTRA`. A new statistic: its
-key in RECORDED and the table, its value computed in the walks and stored by :func:`record`.
+``layer_numerical_ranks`` and ``layer_exact_ranks``, ``Spec(spectra=False)`` the keys of
+:data:`SPECTRA`. A new statistic: its key in RECORDED and the table, its value computed in
+the walks and stored by :func:`record`.
 
 Two ranks: ``exact_rank`` (singular values non-zero in exact arithmetic: lost only through
 structure) and ``rank`` (numerical: numpy.linalg.matrix_rank's rule on J's exact singular
 values). Both, and log_smax, log_smin, log_cond, log_volume, come from the stable frame of
 jacgeom._frame (never from a formed product), so they are right at any depth: log_cond is
-finite whenever the exact rank is full. ``layer_ranks`` is the numerical rank of each
-layer's own Jacobian, ``layer_exact_ranks`` the exact rank of the partial product after
-each layer. Kernel-layer networks (spec.layer == "kernel") go through the same frame, on
-their formed layer Jacobians (A grad k(h), well scaled). Logs are natural.
+finite whenever the exact rank is full. ``layer_numerical_ranks`` is the numerical
+(float64) rank of each layer's own Jacobian, ``layer_exact_ranks`` the exact rank of the
+partial product after each layer. Kernel-layer networks (spec.layer == "kernel") go
+through the same frame, on their formed layer Jacobians (A grad k(h), well scaled). Logs
+are natural.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -55,6 +58,7 @@ __all__ = [
     "RECORDED",
     "SPECTRA",
     "block_size",
+    "chunk_blocks",
     "chunk_statistics",
     "record",
     "recorded_shapes",
@@ -62,7 +66,7 @@ __all__ = [
 
 RECORDED = (
     "active_counts",
-    "layer_ranks",
+    "layer_numerical_ranks",
     "layer_exact_ranks",
     "rank",
     "exact_rank",
@@ -108,9 +112,19 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> Statistic
     >>> from jacgeom.montecarlo import Spec, chunk_statistics
     >>> d = chunk_statistics(Spec(widths=(3, 3), samples=10, chunk_size=4), 2)
     >>> list(d), d["rank"].shape, d["active_counts"].shape
-    (['active_counts', 'layer_ranks', 'layer_exact_ranks', 'rank', 'exact_rank', 'log_smax', \
-'log_smin', 'log_cond', 'frobenius2', 'log_volume'], (2,), (2, 1))
+    (['active_counts', 'layer_numerical_ranks', 'layer_exact_ranks', 'rank', 'exact_rank', \
+'log_smax', 'log_smin', 'log_cond', 'frobenius2', 'log_volume'], (2,), (2, 1))
     """
+    parts = list(chunk_blocks(spec, index, backend))
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def chunk_blocks(spec: Spec, index: int, backend: str = "auto") -> Iterator[Statistics]:
+    """The statistics of chunk ``index`` block by block (:func:`block_size` samples each, the
+    last fewer): what :func:`chunk_statistics` concatenates, and what a run summarises
+    without ever holding a whole chunk's per-sample arrays."""
     backend = _backends.resolve(backend)
     start = index * spec.chunk_size
     n = min(spec.chunk_size, spec.samples - start)
@@ -118,21 +132,16 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> Statistic
         raise ValueError(f"chunk {index} is outside the {spec.n_chunks} chunks of this spec")
     streams = (chunk_rng(spec, index), chunk_rng(spec, index, 1))
     block, scratch = block_size(spec), Scratch()
-    parts = [
-        block_statistics(spec, streams, min(block, n - s), backend, scratch)
-        for s in range(0, n, block)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    for s in range(0, n, block):
+        yield block_statistics(spec, streams, min(block, n - s), backend, scratch)
 
 
 def recorded_shapes(spec: Spec, n: int) -> dict[str, tuple[int, ...]]:
     """The keys :func:`chunk_statistics` returns for ``spec`` (in the order of RECORDED) and
     their shapes for a chunk of n samples: (n, L) per layer, (n,) per sample."""
     L = len(spec.resolved_widths()) - 1
-    per_layer = ("active_counts", "layer_ranks", "layer_exact_ranks")
-    left_out = (() if spec.layer_ranks else ("layer_ranks", "layer_exact_ranks")) + (
+    per_layer = ("active_counts", "layer_numerical_ranks", "layer_exact_ranks")
+    left_out = (() if spec.layer_ranks else ("layer_numerical_ranks", "layer_exact_ranks")) + (
         () if spec.spectra else SPECTRA
     )
     return {k: (n, L) if k in per_layer else (n,) for k in RECORDED if k not in left_out}
@@ -180,7 +189,7 @@ def record(
     (spectra False: the ranks only)."""
     out: Statistics = {"active_counts": active}
     if layer_ranks is not None:
-        out["layer_ranks"] = layer_ranks
+        out["layer_numerical_ranks"] = layer_ranks
         if layer_exact_ranks is not None:
             out["layer_exact_ranks"] = layer_exact_ranks
     out["rank"] = summary.rank

@@ -1,27 +1,34 @@
 """Mergeable summaries of Monte Carlo chunks: what a run at 1e9 samples keeps instead of its
 samples.
 
-:func:`summarise` turns a chunk's per-sample arrays (:func:`chunk_statistics`) into a
+:func:`summarise` turns a block of per-sample arrays (:func:`chunk_statistics`) into a
 :class:`Summary` whose size does not grow with the number of samples, and
 :meth:`Summary.merge` combines two of them:
 
-- every integer statistic (rank, exact rank, and per layer the active counts, layer ranks
-  and layer exact ranks) as exact counts per value, with the joint counts of the exact rank
-  against the fewest active units of a sample, and the number of samples with a zeroed
-  unit: merging adds integers, so it is exact and order-free;
+- every integer statistic (rank, exact rank, and per layer the active counts, numerical
+  layer ranks and exact ranks of the partial products) as exact counts per value, with the
+  joint counts of the exact rank against the fewest active units of a sample, and the
+  number of samples with a zeroed unit: merging adds integers, so it is exact and
+  order-free;
 - every real statistic (log_smax, log_smin, log_cond, frobenius2, log_volume, and the
   per-sample mean active fraction) as streaming moments (count, mean, M2 of the finite
   values, their min and max, counts of -inf, +inf and NaN; Chan et al.'s pairwise update)
-  and a sparse histogram on a fixed grid: bin k holds the values with
-  floor(asinh(x) / BIN_WIDTH) = k, so a bin spans about BIN_WIDTH in absolute terms near 0
-  and a relative BIN_WIDTH for |x| >> 1, over the whole float64 range.
+  and a histogram on a fixed grid, a ``boost_histogram.Histogram`` with a growing integer
+  axis: bin k holds the values with floor(asinh(x) / BIN_WIDTH) = k, so a bin spans about
+  BIN_WIDTH in absolute terms near 0 and a relative BIN_WIDTH for |x| >> 1, over the whole
+  float64 range, and the axis covers only the bins between the smallest and largest value
+  seen (boost-histogram merges two such axes by growing one over the other).
 
 Floating-point moments depend on the order of merging: :func:`jacgeom.montecarlo.run`
-merges in chunk order, so a result depends only on (spec, seed, chunk size, sampler
-version). :meth:`Summary.summary` gives the keys of :meth:`Result.summary`: exactly the
-same numbers for everything computed from counts, the same mean and standard deviation to
-rounding, and quantiles good to the width of their bin (within it, the bin's midpoint on
-the asinh scale, clipped to the observed min and max).
+merges in chunk order (and within a chunk in block order), so a result depends only on
+(spec, seed, chunk size, sampler version). :meth:`Summary.summary` gives the keys of
+:meth:`Result.summary`: exactly the same numbers as the per-sample arrays give for
+everything computed from counts, the same mean and standard deviation to rounding, and
+quantiles good to the width of their bin (within it, the bin's midpoint on the asinh
+scale, clipped to the observed min and max), which it states as ``bin_width``.
+
+:meth:`Summary.to_arrays` / :meth:`Summary.from_arrays`: the summary as a flat dict of
+numpy arrays (sparse histograms), what a checkpoint file and a remote worker carry.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import dataclasses
 import math
 from typing import Any
 
+import boost_histogram as bh
 import numpy as np
 from numpy.typing import NDArray
 
@@ -41,16 +49,29 @@ __all__ = ["BIN_WIDTH", "Moments", "Summary", "summarise"]
 # Width of a histogram bin on the asinh scale: quantiles good to 0.4% (relative) of |x| > 1.
 BIN_WIDTH = 1.0 / 256
 # Per-layer integer statistics, (N, L) each.
-PER_LAYER = ("active_counts", "layer_ranks", "layer_exact_ranks")
+PER_LAYER = ("active_counts", "layer_numerical_ranks", "layer_exact_ranks")
 # Per-sample integer statistics, (N,) each.
 PER_SAMPLE = ("rank", "exact_rank")
 # Real statistics histogrammed (active_fraction: the mean over layers of active / width).
 REAL = ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume", "active_fraction")
 
 
+def _grid_histogram(lo: int = 0, hi: int = 1) -> bh.Histogram[Any]:
+    """An empty histogram of grid indices k (bins lo .. hi - 1), growing as it is filled."""
+    return bh.Histogram(
+        bh.axis.Integer(lo, hi, underflow=False, overflow=False, growth=True),
+        storage=bh.storage.Int64(),
+    )
+
+
+def _grid_index(x: NDArray[np.float64]) -> NDArray[np.int64]:
+    """floor(asinh(x) / BIN_WIDTH) of finite x: the grid bin of each value."""
+    return np.floor(np.arcsinh(x) / BIN_WIDTH).astype(np.int64)
+
+
 @dataclasses.dataclass
 class Moments:
-    """Streaming moments and sparse histogram of one real statistic.
+    """Streaming moments and histogram of one real statistic.
 
     Attributes
     ----------
@@ -62,10 +83,10 @@ class Moments:
         Their min and max (+inf / -inf when count is 0).
     neginf, posinf, nan : int
         Values that are -inf, +inf, NaN.
-    bins : (k,) int64 array
-        Occupied bins, increasing: floor(asinh(x) / BIN_WIDTH) for the finite values.
-    counts : (k,) int64 array
-        Finite values in each.
+    histogram : boost_histogram.Histogram
+        Counts of the finite values per grid index floor(asinh(x) / BIN_WIDTH) (an
+        ``Integer`` axis over the occupied range, Int64 storage); :meth:`value_histogram`
+        gives it on the values' own scale.
     """
 
     count: int
@@ -76,33 +97,35 @@ class Moments:
     neginf: int
     posinf: int
     nan: int
-    bins: NDArray[np.int64]
-    counts: NDArray[np.int64]
+    histogram: bh.Histogram[Any]
 
     @classmethod
     def of(cls, x: NDArray[Any]) -> Moments:
         """The moments and histogram of the values x (any shape)."""
         x = np.asarray(x, dtype=np.float64).ravel()
-        finite = x[np.isfinite(x)]
-        bins, counts = np.unique(
-            np.floor(np.arcsinh(finite) / BIN_WIDTH).astype(np.int64), return_counts=True
-        )
+        is_finite = np.isfinite(x)
+        finite = x if is_finite.all() else x[is_finite]
         n = finite.size
+        hist = _grid_histogram()
+        if n:
+            k = _grid_index(finite)
+            hist = _grid_histogram(int(k.min()), int(k.max()) + 1)
+            hist.fill(k)
         # Squares beyond float64 (frobenius2 of a huge Jacobian) make M2 inf, as numpy's std.
         with np.errstate(over="ignore"):
             mean = float(finite.mean()) if n else math.nan
             m2 = float(np.sum((finite - mean) ** 2)) if n else math.nan
+        rest = x[~is_finite] if n < x.size else x[:0]
         return cls(
             count=n,
             mean=mean,
             m2=m2,
             minimum=float(finite.min()) if n else math.inf,
             maximum=float(finite.max()) if n else -math.inf,
-            neginf=int(np.count_nonzero(x == -np.inf)),
-            posinf=int(np.count_nonzero(x == np.inf)),
-            nan=int(np.count_nonzero(np.isnan(x))),
-            bins=bins,
-            counts=counts.astype(np.int64),
+            neginf=int(np.count_nonzero(rest == -np.inf)),
+            posinf=int(np.count_nonzero(rest == np.inf)),
+            nan=int(np.count_nonzero(np.isnan(rest))),
+            histogram=hist,
         )
 
     def merge(self, other: Moments) -> Moments:
@@ -110,16 +133,14 @@ class Moments:
         n = self.count + other.count
         if self.count == 0 or other.count == 0:
             mean, m2 = (self.mean, self.m2) if other.count == 0 else (other.mean, other.m2)
+            # An empty histogram's axis [0, 1) would only stretch the other's.
+            hist = (self.histogram if other.count == 0 else other.histogram).copy()
         else:
             with np.errstate(over="ignore", invalid="ignore"):
                 delta = other.mean - self.mean
                 mean = self.mean + delta * other.count / n
                 m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / n
-        bins = np.concatenate([self.bins, other.bins])
-        union, inverse = np.unique(bins, return_inverse=True)
-        counts = np.bincount(
-            inverse, weights=np.concatenate([self.counts, other.counts]), minlength=union.size
-        )
+            hist = self.histogram + other.histogram  # boost-histogram grows the axis
         return Moments(
             count=n,
             mean=mean,
@@ -129,14 +150,62 @@ class Moments:
             neginf=self.neginf + other.neginf,
             posinf=self.posinf + other.posinf,
             nan=self.nan + other.nan,
-            bins=union.astype(np.int64),
-            counts=np.rint(counts).astype(np.int64),
+            histogram=hist,
         )
 
     @property
     def total(self) -> int:
         """All values, finite or not."""
         return self.count + self.neginf + self.posinf + self.nan
+
+    def sparse(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(bins, counts): the occupied grid indices, increasing, and their counts."""
+        counts = np.asarray(self.histogram.values(), dtype=np.int64)
+        occupied = np.flatnonzero(counts)
+        start = int(round(self.histogram.axes[0].edges[0]))
+        return (occupied + start).astype(np.int64), counts[occupied]
+
+    @classmethod
+    def from_sparse(
+        cls,
+        ints: NDArray[np.int64],
+        floats: NDArray[np.float64],
+        bins: NDArray[np.int64],
+        counts: NDArray[np.int64],
+    ) -> Moments:
+        """The moments of :meth:`to_arrays`' arrays; ValueError if they do not agree."""
+        count, neginf, posinf, nan = (int(v) for v in ints)
+        if min(count, neginf, posinf, nan) < 0 or bins.shape != counts.shape or bins.ndim != 1:
+            raise ValueError("moments with negative counts or mismatched histogram arrays")
+        if int(counts.sum()) != count or (counts.size and (np.diff(bins) <= 0).any()):
+            raise ValueError("a histogram whose counts do not add up to its finite values")
+        hist = _grid_histogram()
+        if bins.size:
+            hist = _grid_histogram(int(bins[0]), int(bins[-1]) + 1)
+            hist.view()[bins - bins[0]] = counts
+        mean, m2, minimum, maximum = (float(v) for v in floats)
+        return cls(count, mean, m2, minimum, maximum, neginf, posinf, nan, hist)
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """ints (count, neginf, posinf, nan), floats (mean, m2, min, max), bins, counts."""
+        bins, counts = self.sparse()
+        return {
+            "ints": np.array([self.count, self.neginf, self.posinf, self.nan], dtype=np.int64),
+            "floats": np.array([self.mean, self.m2, self.minimum, self.maximum]),
+            "bins": bins,
+            "counts": counts,
+        }
+
+    def value_histogram(self) -> bh.Histogram[Any]:
+        """The histogram of the finite values on their own scale: a ``Variable`` axis whose
+        edges are sinh(k BIN_WIDTH) over the occupied grid range."""
+        edges = self.histogram.axes[0].edges
+        out = bh.Histogram(
+            bh.axis.Variable(np.sinh(edges * BIN_WIDTH), underflow=False, overflow=False),
+            storage=bh.storage.Int64(),
+        )
+        out.view()[:] = self.histogram.values()
+        return out
 
     def order_statistic(self, k: int) -> float:
         """The k-th smallest value (0-based; NaN sorts last, as in numpy.sort), good to its
@@ -145,7 +214,9 @@ class Moments:
             return -math.inf
         k -= self.neginf
         if k < self.count:
-            b = int(self.bins[np.searchsorted(np.cumsum(self.counts), k, side="right")])
+            counts = self.histogram.values()
+            i = int(np.searchsorted(np.cumsum(counts), k, side="right"))
+            b = round(self.histogram.axes[0].edges[i])
             mid = math.sinh((b + 0.5) * BIN_WIDTH)
             return min(max(mid, self.minimum), self.maximum)
         k -= self.count
@@ -186,6 +257,52 @@ class Summary:
             {k: v.merge(other.reals[k]) for k, v in self.reals.items()},
         )
 
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """The summary as flat numpy arrays (histograms sparse): ``samples``,
+        ``int.<key>`` per integer statistic, ``real.<key>.<part>`` per real statistic (parts
+        of :meth:`Moments.to_arrays`). What checkpoint files and remote workers carry."""
+        out: dict[str, NDArray[Any]] = {"samples": np.array([self.samples], dtype=np.int64)}
+        for k, v in self.integers.items():
+            out[f"int.{k}"] = np.ascontiguousarray(v, dtype=np.int64)
+        for k, m in self.reals.items():
+            for part, a in m.to_arrays().items():
+                out[f"real.{k}.{part}"] = a
+        return out
+
+    @classmethod
+    def from_arrays(cls, spec: Spec, arrays: dict[str, NDArray[Any]]) -> Summary:
+        """The summary of :meth:`to_arrays`' arrays for ``spec``; ValueError naming what does
+        not fit the spec (a key missing or extra, a shape, counts that do not add up)."""
+        want = summary_shapes(spec)
+        if set(arrays) - {"samples"} and {_owner(k) for k in arrays if k != "samples"} != set(want):
+            got = sorted({_owner(k) for k in arrays if k != "samples"})
+            raise ValueError(f"it summarises {got}, expected {sorted(want)}")
+        try:
+            samples = int(arrays["samples"][0])
+            integers = {}
+            reals = {}
+            for key, shape in want.items():
+                if shape is None:
+                    parts = [
+                        arrays[f"real.{key}.{p}"] for p in ("ints", "floats", "bins", "counts")
+                    ]
+                    if parts[0].shape != (4,) or parts[1].shape != (4,):
+                        raise ValueError(f"the moments of {key!r} have the wrong shape")
+                    reals[key] = Moments.from_sparse(*parts)
+                    if reals[key].total != samples:
+                        raise ValueError(f"{key!r} counts {reals[key].total} values")
+                else:
+                    a = arrays[f"int.{key}"]
+                    if a.shape != shape:
+                        raise ValueError(f"{key!r} has shape {a.shape}, expected {shape}")
+                    integers[key] = a.astype(np.int64)
+        except KeyError as exc:
+            raise ValueError(f"array {exc} is missing") from None
+        for key in ("rank", "exact_rank", "exact_rank_by_min_active"):
+            if int(integers[key].sum()) != samples:
+                raise ValueError(f"{key!r} counts {int(integers[key].sum())} of {samples} samples")
+        return cls(samples, integers, reals)
+
     def summary(self, spec: Spec, level: float = 0.95) -> dict[str, Any]:
         """The keys of Result.summary (``theory`` left out), from the counts and moments,
         with ``bin_width``: the histogram's bin width on the asinh scale."""
@@ -223,15 +340,34 @@ def summarise(spec: Spec, stats: dict[str, NDArray[Any]]) -> Summary:
             ).astype(np.int64)
     active = stats["active_counts"]
     fewest = active.min(axis=1) if active.shape[1] else np.full(n, top)
-    joint = np.zeros((p + 1, top + 1), dtype=np.int64)
-    np.add.at(joint, (stats["exact_rank"], fewest), 1)
-    integers["exact_rank_by_min_active"] = joint
+    joint = np.bincount(stats["exact_rank"] * (top + 1) + fewest, minlength=(p + 1) * (top + 1))
+    integers["exact_rank_by_min_active"] = joint.reshape(p + 1, top + 1).astype(np.int64)
     integers["any_zeroed"] = np.array(
         [np.count_nonzero(np.any(active < np.array(w[1:]), axis=1))], dtype=np.int64
     )
     reals = {k: Moments.of(stats[k]) for k in REAL[:-1] if k in stats}
     reals["active_fraction"] = Moments.of((active / np.array(w[1:])).mean(axis=1))
     return Summary(n, integers, reals)
+
+
+def summary_shapes(spec: Spec) -> dict[str, tuple[int, ...] | None]:
+    """The statistics a summary of ``spec`` holds: integer ones with their count table's
+    shape, real ones with None (their histograms grow)."""
+    w = spec.resolved_widths()
+    p, top, L = min(w[0], w[-1]), max(w[1:]), len(w) - 1
+    out: dict[str, tuple[int, ...] | None] = {k: (p + 1,) for k in PER_SAMPLE}
+    layers = PER_LAYER if spec.layer_ranks else PER_LAYER[:1]
+    out.update({k: (L, top + 1) for k in layers})
+    out["exact_rank_by_min_active"] = (p + 1, top + 1)
+    out["any_zeroed"] = (1,)
+    reals = REAL if spec.spectra else REAL[-1:]
+    out.update(dict.fromkeys(reals))
+    return out
+
+
+def _owner(name: str) -> str:
+    # "int.rank" -> "rank", "real.log_cond.bins" -> "log_cond"
+    return name.split(".")[1]
 
 
 def _probability(k: int, n: int, level: float) -> dict[str, float]:

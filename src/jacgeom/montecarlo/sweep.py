@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .result import Result
-from .runner import run
+from .runner import run_many
 from .spec import Spec
 
 __all__ = ["point_label", "run_directory_name", "sweep", "sweep_table"]
@@ -26,26 +26,32 @@ def sweep(
     grid : dict of field name to values
         For example {"width": [8, 32], "depth": [1, 4], "activation": ["relu", "tanh"]}.
     **run_kwargs
-        Passed to :func:`run` (executor, progress, workers); ``out`` becomes one
-        sub-directory per point.
+        Passed to :func:`run` (executor, progress, workers, records, max_in_flight);
+        ``out`` becomes one sub-directory per point.
 
     Returns
     -------
     list of (point, Result), in grid order
+
+    Notes
+    -----
+    The chunks of all points go to one executor in turn (:func:`runner.run_many`), so a
+    pool or cluster stays busy from one point to the next; each point's result is the one
+    ``run`` gives it alone.
     """
     names = list(grid)
     out = run_kwargs.pop("out", None)
-    results = []
+    points, specs, outs = [], [], []
     for values in itertools.product(*(list(grid[k]) for k in names)):
         point = dict(zip(names, values, strict=True))
-        spec = base.replace(**point)
-        sub = (
+        points.append(point)
+        specs.append(base.replace(**point))
+        outs.append(
             None
             if out is None
             else Path(out) / "_".join(f"{k}={point_label(v)}" for k, v in point.items())
         )
-        results.append((point, run(spec, out=sub, **run_kwargs)))
-    return results
+    return list(zip(points, run_many(specs, outs, **run_kwargs), strict=True))
 
 
 def point_label(v: Any) -> str:
