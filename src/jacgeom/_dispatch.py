@@ -695,5 +695,16 @@ def batched_singular_values(A: FloatArray, backend: str) -> FloatArray:
 
     The compiled backends take a C-contiguous copy where A is not, and run with scipy's
     BLAS pinned to one thread (one small SVD per sample, in parallel over samples).
+
+    A matrix holding NaN or Inf gets NaN values on every backend and never reaches LAPACK
+    (whose gesdd writes "On entry to DLASCL parameter number 4 had an illegal value" to
+    stdout for it).
     """
-    return call("batched_singular_values", backend, np.ascontiguousarray(A))
+    A = np.ascontiguousarray(A)
+    finite = np.isfinite(A).all(axis=(-2, -1)) if A.size else np.ones(A.shape[0], dtype=bool)
+    if finite.all():
+        return call("batched_singular_values", backend, A)
+    s = np.full((A.shape[0], min(A.shape[1:])), np.nan, dtype=A.dtype)
+    if finite.any():
+        s[finite] = call("batched_singular_values", backend, np.ascontiguousarray(A[finite]))
+    return s

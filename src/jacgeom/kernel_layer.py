@@ -71,9 +71,18 @@ class KernelLayer:
                 raise ValueError(f"unknown kernel {kernel!r}; valid choices: {', '.join(_KERNELS)}")
         elif not (isinstance(kernel, tuple) and len(kernel) == 2 and all(map(callable, kernel))):
             raise TypeError("kernel must be a name or a pair of callables (K, grad_K)")
-        if not (np.isfinite(gamma) and gamma > 0):
+        for name, value in (("gamma", gamma), ("coef0", coef0)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
+                raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+            if not np.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        if not gamma > 0:
             raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
-        if int(degree) != degree or degree < 1:
+        if isinstance(degree, (bool, np.bool_)) or not isinstance(degree, (int, np.integer)):
+            raise TypeError(f"degree must be an int, got {type(degree).__name__}")
+        if degree < 1:
             raise ValueError(f"degree must be a positive integer, got {degree!r}")
         dtype = _validation.common_dtype(C, A)
         self.centers = np.array(C, dtype=dtype)
@@ -104,29 +113,58 @@ class KernelLayer:
         return out[0] if squeeze else out
 
     def _k(self, X: FloatArray) -> FloatArray:
+        """k(x) (B, p) of rows X in the layer's dtype; a non-finite value from finite X is a
+        FloatingPointError (overflow of a polynomial kernel, a custom K's NaN)."""
         C = self.centers
         if not isinstance(self.kernel, str):
-            return np.asarray(self.kernel[0](X, C), dtype=self.dtype)
-        if self.kernel == "rbf":
+            k = _kernel_output(self.kernel[0](X, C), "K", (X.shape[0], C.shape[0]), self.dtype)
+        elif self.kernel == "rbf":
+            k = np.exp(-self.gamma * self._squared_distances(X))
+        elif self.kernel == "laplacian":
+            with np.errstate(over="ignore"):  # |x - c| beyond the float range: k = 0
+                k = np.exp(-self.gamma * np.abs(X[:, None, :] - C[None]).sum(-1))
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                k = (X @ C.T + self.coef0) ** self.degree
+        _check_finite_output(k, X, "kernel values k(x)")
+        return k
+
+    def _squared_distances(self, X: FloatArray) -> FloatArray:
+        """|x - c_j|^2 (B, p): by one gemm, |x|^2 - 2 x.c + |c|^2, and from the differences
+        where that overflows (inf - inf is NaN; the true distance is then beyond the float
+        range or near it, and exp(-gamma d^2) is 0 or needs the direct sum)."""
+        C = self.centers
+        with np.errstate(over="ignore", invalid="ignore"):
             d2 = np.sum(X * X, 1)[:, None] - 2 * X @ C.T + np.sum(C * C, 1)[None, :]
-            return np.exp(-self.gamma * np.maximum(d2, 0))
-        if self.kernel == "laplacian":
-            return np.exp(-self.gamma * np.abs(X[:, None, :] - C[None]).sum(-1))
-        return (X @ C.T + self.coef0) ** self.degree
+            bad = ~np.isfinite(d2)
+            if bad.any():
+                rows, cols = np.nonzero(bad)
+                diff = X[rows] - C[cols]
+                d2[rows, cols] = np.sum(diff * diff, axis=1)  # +inf where it overflows
+        return np.maximum(d2, 0)
 
     def _grad_k(self, X: FloatArray, k: FloatArray | None = None) -> FloatArray:
         """(B, p, n): gradient in x of K(x, c_j); k = self._k(X) when already computed."""
         C = self.centers
         if not isinstance(self.kernel, str):
-            return np.asarray(self.kernel[1](X, C), dtype=self.dtype)
+            shape = (X.shape[0], C.shape[0], C.shape[1])
+            grad = _kernel_output(self.kernel[1](X, C), "grad_K", shape, self.dtype)
+            _check_finite_output(grad, X, "kernel gradients grad_K(x)")
+            return grad
         k = self._k(X) if k is None else k
-        diff = X[:, None, :] - C[None]
-        if self.kernel == "rbf":
-            return -2 * self.gamma * k[:, :, None] * diff
-        if self.kernel == "laplacian":
-            return -self.gamma * k[:, :, None] * np.sign(diff)
-        base = (X @ C.T + self.coef0) ** (self.degree - 1)
-        return self.degree * base[:, :, None] * C[None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            diff = X[:, None, :] - C[None]
+            if self.kernel == "rbf":
+                # k = 0 where |x - c| is huge: the gradient is 0 there, not 0 * inf
+                grad = np.where(k[:, :, None] == 0, 0, -2 * self.gamma * k[:, :, None] * diff)
+            elif self.kernel == "laplacian":
+                grad = -self.gamma * k[:, :, None] * np.sign(diff)
+            else:
+                base = (X @ C.T + self.coef0) ** (self.degree - 1)
+                grad = self.degree * base[:, :, None] * C[None]
+        grad = grad.astype(self.dtype, copy=False)
+        _check_finite_output(grad, X, "kernel gradients grad k(x)")
+        return grad
 
     def _astype(self, dtype: np.dtype[Any]) -> KernelLayer:
         """The same layer computing in ``dtype``."""
@@ -143,12 +181,20 @@ class KernelLayer:
 
     def _forward(self, X: FloatArray) -> FloatArray:
         """F(x) (B, m) of validated rows X in the layer's dtype."""
-        return self._k(X) @ self.coefficients.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            F = self._k(X) @ self.coefficients.T
+        _check_finite_output(F, X, "output A k(x)")
+        return F
 
     def _forward_jacobian(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         """F(x) (B, m) and J(x) (B, m, n) of validated rows X in the layer's dtype."""
         k = self._k(X)
-        return k @ self.coefficients.T, np.matmul(self.coefficients, self._grad_k(X, k))
+        with np.errstate(over="ignore", invalid="ignore"):
+            F = k @ self.coefficients.T
+            J = np.matmul(self.coefficients, self._grad_k(X, k))
+        _check_finite_output(F, X, "output A k(x)")
+        _check_finite_output(J, X, "Jacobian A grad k(x)")
+        return F, J
 
     def forward(self, X: ArrayLike) -> FloatArray:
         """F(x) = A k(x), (B, m)."""
@@ -156,10 +202,23 @@ class KernelLayer:
         out = self._forward(Xk)
         return out[0] if squeeze else out
 
+    def _jacobian(self, X: FloatArray) -> FloatArray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            J = np.matmul(self.coefficients, self._grad_k(X))
+        _check_finite_output(J, X, "Jacobian A grad k(x)")
+        return J
+
     def jacobian(self, X: ArrayLike) -> FloatArray:
-        """J(x) = A grad k(x), (B, m, n)."""
+        """J(x) = A grad k(x), (B, m, n).
+
+        Raises
+        ------
+        FloatingPointError
+            Where a value overflows (a polynomial kernel at large x) or a custom kernel
+            returns NaN or Inf: no Jacobian exists in floating point.
+        """
         Xk, squeeze = self._inputs(X)
-        out = np.matmul(self.coefficients, self._grad_k(Xk))
+        out = self._jacobian(Xk)
         return out[0] if squeeze else out
 
     def pullback_metric(self, X: ArrayLike) -> FloatArray:
@@ -171,8 +230,7 @@ class KernelLayer:
         """Singular values of J(x), descending, (B, min(m, n))."""
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X)
-        J = np.matmul(self.coefficients, self._grad_k(Xk))
-        s = _dispatch.batched_singular_values(J, be)
+        s = _dispatch.batched_singular_values(self._jacobian(Xk), be)
         return s[0] if squeeze else s
 
     def rank(self, X: ArrayLike, tol: float | None = None, rtol: float | None = None) -> Any:
@@ -188,3 +246,30 @@ class KernelLayer:
         G = self._k(self.centers)
         q = np.einsum("ip,pq,iq->i", self.coefficients, G, self.coefficients)
         return np.sqrt(np.maximum(q, 0))
+
+
+def _kernel_output(
+    value: Any, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> FloatArray:
+    """A custom kernel's result as a real array of the expected shape, in the layer's dtype:
+    TypeError for complex or non-numeric values, ValueError naming the shape otherwise (a
+    (B,) K was broadcast into wrong features; complex values lost their imaginary part)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"the custom kernel's {name} returned dtype {arr.dtype}; expected real numbers"
+        )
+    if arr.shape != shape:
+        raise ValueError(f"the custom kernel's {name} returned shape {arr.shape}; expected {shape}")
+    return np.asarray(arr, dtype=dtype)
+
+
+def _check_finite_output(value: FloatArray, X: FloatArray, what: str) -> None:
+    # From finite inputs a NaN or Inf is an overflow or a custom kernel's fault, and no
+    # spectrum or rank would be right; from non-finite inputs (a network run with
+    # check_finite=False) the values propagate.
+    if not np.isfinite(value).all() and np.isfinite(X).all():
+        raise FloatingPointError(
+            f"the kernel layer's {what} holds NaN or Inf at finite inputs (an overflow, or a "
+            "custom kernel's NaN or Inf); no Jacobian, spectrum or rank exists"
+        )
