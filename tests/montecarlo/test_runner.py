@@ -59,6 +59,41 @@ def test_dask_local_cluster_matches_local_run() -> None:
     assert_same(local, remote)
 
 
+def test_dask_process_workers_with_one_killed_mid_run(tmp_path: Path) -> None:
+    # Two worker processes; once three chunks are checkpointed one of them is SIGKILLed.
+    # Its chunks are recomputed elsewhere (by dask, or by run's retries), and the result has
+    # the same bytes as one local thread's.
+    distributed = pytest.importorskip("dask.distributed")
+    spec = Spec(width=24, depth=3, samples=4000, chunk_size=100, seed=6)
+    local = run(spec, progress=False, workers=1)
+    done_at_kill: list[int] = []
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=50,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+
+        def kill_one_worker() -> None:
+            deadline = time.time() + 60
+            while len(list(tmp_path.glob("chunk-*.npz"))) < 3 and time.time() < deadline:
+                time.sleep(0.005)
+            pid = next(iter(client.run(os.getpid).values()))
+            done_at_kill.append(len(list(tmp_path.glob("chunk-*.npz"))))
+            os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_one_worker)
+        killer.start()
+        remote = run(spec, progress=False, executor=client.get_executor(pure=False), out=tmp_path)
+        killer.join()
+    assert 3 <= done_at_kill[0] < spec.n_chunks  # killed mid-run
+    assert_same(local, remote)
+
+
 class RefusingExecutor(cf.ThreadPoolExecutor):
     """Fails the test if any chunk is submitted."""
 

@@ -14,6 +14,8 @@ from jacgeom.montecarlo import Spec, chunk_statistics, run
 from jacgeom.montecarlo.result import distribution_summary
 from jacgeom.montecarlo.summaries import BIN_WIDTH, Moments, Summary, summarise
 
+from .helpers import per_sample_summary
+
 EXACT = ("p_exact_rank_deficient", "p_rank_deficient", "p_any_zeroed")
 
 
@@ -47,10 +49,15 @@ def assert_distribution_close(got: dict[str, float], want: dict[str, float], key
 )
 def test_merged_summaries_agree_with_the_per_sample_summary(kw: dict[str, Any]) -> None:
     spec = Spec(**kw, samples=700, chunk_size=200, seed=4)
-    per_sample = run(spec, progress=False, workers=1).summary()
+    res = run(spec, progress=False, workers=1, records=True)
+    per_sample = per_sample_summary(res)
     chunks = [summarise(spec, chunk_statistics(spec, i)) for i in range(spec.n_chunks)]
     merged = reduce(Summary.merge, chunks).summary(spec)
     assert merged["samples"] == 700 and merged["bin_width"] == BIN_WIDTH
+    # What run returns is the summary of the chunks merged in order.
+    from_run = res.summary()
+    assert from_run.pop("theory") == res.theory()
+    assert from_run == merged
     for key in EXACT:
         assert merged[key] == per_sample[key], key
     # From counts: the same numbers up to the summation order of mean and std.
