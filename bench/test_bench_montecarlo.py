@@ -31,3 +31,16 @@ def test_montecarlo_throughput(
     # One attempt: like the pytest-benchmark tests, no re-timing while the machine is busy
     # (the report does that); each row's load is shown beside it.
     throughput_results.extend(throughput.measure(experiment, attempts=1))
+
+
+@pytest.mark.parametrize("samples", [100_000, 400_000])
+def test_montecarlo_peak_rss(samples: int, request: pytest.FixtureRequest) -> None:
+    # Summaries, not samples: the checkpoint directory holds one small summary per chunk,
+    # whatever the chunk's size, and the run's P(rank-deficient) interval contains the
+    # closed form. Peak RSS (flat in the sample count: compare the two rows) is printed;
+    # memory, like time, never fails the test.
+    got = throughput.peak_rss(samples, chunk_size=100_000, workers=2)
+    print(f"\n16x16 relu, {samples:,} samples: {got}")
+    assert got["directory_mb"] < 1.0
+    p = got["p_exact_rank_deficient"]
+    assert p["lo"] <= got["theory"] <= p["hi"]

@@ -13,7 +13,14 @@ sample. Instead each experiment here is timed as a whole, in samples per second,
   draws them with numpy;
 - jacgeom.montecarlo.run(spec, progress=False, workers=w) for w = 1 and 2, and w = 1 with
   jacgeom.set_num_threads(1): one worker on one core, the base of the scaling ratio (with
-  workers=1 alone the compiled kernels inside the chunk use both cores).
+  workers=1 alone the compiled kernels inside the chunk use both cores);
+- the per-sample path that run took before its chunks returned mergeable summaries (issue
+  18): the same chunks' chunk_statistics on a pool of 2 threads, their per-sample arrays
+  concatenated in chunk order; run with summaries must stay within 5% of it.
+
+Peak memory (issue 18): ``python bench/throughput.py --rss 1e6 1e7`` runs a 16 x 16 relu
+layer at each sample count in a fresh process with a checkpoint directory and prints its
+peak RSS, time, throughput and the directory's size.
 
 The check: the naive loop's and the run's mean end-to-end rank agree within 5 standard
 errors (they draw different samples of the same distribution), and for the one-layer case
@@ -93,6 +100,7 @@ RUN_1 = "montecarlo.run workers=1"
 RUN_1_CORE = "montecarlo.run workers=1, kernels on 1 thread"
 RUN_2 = "montecarlo.run workers=2"
 RUN_2_RANK = "montecarlo.run workers=2, end-to-end rank only"
+PER_SAMPLE_2 = "per-sample arrays, 2 threads (the path before summaries)"
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,6 +130,23 @@ def naive_ranks(widths: Sequence[int], samples: int, seed: int = 1) -> np.ndarra
             J = A if J is None else A @ J
         ranks[i] = np.linalg.matrix_rank(J)
     return ranks
+
+
+def per_sample_run(spec: montecarlo.Spec, workers: int) -> dict[str, np.ndarray]:
+    """What run did before summaries: every chunk's per-sample arrays on a thread pool
+    (kernels on one thread), concatenated in chunk order."""
+    import concurrent.futures as cf
+
+    before = jacgeom.get_num_threads()
+    jacgeom.set_num_threads(1)
+    try:
+        with cf.ThreadPoolExecutor(workers) as pool:
+            parts = list(
+                pool.map(lambda i: montecarlo.chunk_statistics(spec, i), range(spec.n_chunks))
+            )
+    finally:
+        jacgeom.set_num_threads(before)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def draw_normals(per_sample: int, samples: int, chunk: int, threads: int) -> None:
@@ -225,6 +250,7 @@ def measure(
             )
         )
     jobs.insert(-1, (RUN_1_CORE, e.samples, lambda: _one_core_run(e)))
+    jobs.append((PER_SAMPLE_2, e.samples, lambda: per_sample_run(e.spec(), 2)))
     # The naive loop's job: the end-to-end rank (and the active counts), no layer ranks and
     # no singular-value statistics.
     lean = e.spec(layer_ranks=False, spectra=False)
@@ -269,11 +295,15 @@ def check(rows: Sequence[Row]) -> None:
     naive = np.asarray(by[NAIVE].result, dtype=np.float64)
     for name in (RUN_1, RUN_1_CORE, RUN_2, RUN_2_RANK):
         res = by[name].result
-        ranks = res.data["rank"].astype(np.float64)
-        se = math.sqrt(naive.var() / naive.size + ranks.var() / ranks.size)
-        diff = abs(naive.mean() - ranks.mean())
+        # The run keeps counts per rank: its mean and variance are exact.
+        counts = res.merged.integers["rank"]
+        values = np.arange(counts.size, dtype=np.float64)
+        mean = float(counts @ values) / res.samples
+        var = float(counts @ (values - mean) ** 2) / res.samples
+        se = math.sqrt(naive.var() / naive.size + var / res.samples)
+        diff = abs(naive.mean() - mean)
         assert diff <= 5 * se + 1e-12, (
-            f"{by[name].experiment.name}: mean rank {ranks.mean():.4f} ({name}) vs "
+            f"{by[name].experiment.name}: mean rank {mean:.4f} ({name}) vs "
             f"{naive.mean():.4f} (naive loop), more than 5 standard errors ({se:.4f}) apart"
         )
         theory = res.summary()["theory"].get("p_exact_rank_deficient")
@@ -284,10 +314,13 @@ def check(rows: Sequence[Row]) -> None:
                 f"[{p['lo']:.5f}, {p['hi']:.5f}] misses the closed form {theory:.5f}"
             )
     # Same seed, same chunks: the number of workers, and leaving statistics out, must not
-    # change the run's ranks.
+    # change the run's ranks; the per-sample path counts the same ranks.
+    want = by[RUN_1].result.merged.integers["rank"]
     for name in (RUN_1_CORE, RUN_2, RUN_2_RANK):
-        a, b = by[RUN_1].result.data["rank"], by[name].result.data["rank"]
-        assert np.array_equal(a, b), f"montecarlo.run: {RUN_1!r} and {name!r} differ"
+        got = by[name].result.merged.integers["rank"]
+        assert np.array_equal(want, got), f"montecarlo.run: {RUN_1!r} and {name!r} differ"
+    per_sample = np.bincount(by[PER_SAMPLE_2].result["rank"], minlength=want.size)
+    assert np.array_equal(want, per_sample), "summaries and per-sample arrays count other ranks"
 
 
 def run_all(workload_set: str, **kwargs: Any) -> list[Row]:
@@ -316,7 +349,7 @@ def markdown(rows: Sequence[Row]) -> str:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in rs.items():
-            threads = 2 if name in (GENERATOR_2, RUN_2, RUN_2_RANK, RUN_1) else 1
+            threads = 2 if name in (GENERATOR_2, RUN_2, RUN_2_RANK, RUN_1, PER_SAMPLE_2) else 1
             vs_gen = "—" if name == NAIVE else f"{100 * r.rate / gen[threads]:.0f}%"
             label = name + (f" § ({r.attempts} attempts)" if r.attempts > 1 else "")
             out.append(
@@ -330,6 +363,8 @@ def markdown(rows: Sequence[Row]) -> str:
             f"- end-to-end rank only (the naive loop's job; Spec(layer_ranks=False, "
             f"spectra=False), active counts still recorded): {rs[RUN_2_RANK].rate / naive:.1f}× "
             f"the naive loop; every statistic: {rs[RUN_2].rate / naive:.1f}×.",
+            f"- summaries / per-sample arrays (workers=2, every statistic): "
+            f"{rs[RUN_2].rate / rs[PER_SAMPLE_2].rate:.3f}× (issue 18: at least 0.95).",
             f"- workers=2 / one worker on one core: {rs[RUN_2].rate / rs[RUN_1_CORE].rate:.2f}×"
             f"; workers=2 / workers=1 (its kernels on both cores): "
             f"{rs[RUN_2].rate / rs[RUN_1].rate:.2f}×; generator 2 threads / 1 thread: "
@@ -381,3 +416,68 @@ def as_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+# ---------------------------------------------------------------------------------------
+# Peak memory against the sample count (issue 18)
+
+_RSS_CHILD = """
+import json, os, resource, sys, tempfile, time
+from pathlib import Path
+from jacgeom.montecarlo import Spec, run
+samples, chunk, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+
+def peak_mb():
+    # VmHWM: this address space's high-water mark (ru_maxrss survives exec, so a child of a
+    # big process would report its parent's peak).
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+spec = Spec(widths=(16, 16), samples=samples, chunk_size=chunk, seed=1)
+with tempfile.TemporaryDirectory() as out:
+    t0 = time.perf_counter()
+    res = run(spec, progress=False, out=out, workers=workers)
+    elapsed = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
+s = res.summary()
+print(json.dumps({
+    "samples": samples, "chunk_size": chunk, "workers": workers, "seconds": elapsed,
+    "samples_per_s": samples / elapsed,
+    "peak_rss_mb": peak_mb(),
+    "directory_mb": size / 2**20,
+    "p_exact_rank_deficient": s["p_exact_rank_deficient"],
+    "theory": s["theory"].get("p_exact_rank_deficient"),
+}))
+"""
+
+
+def peak_rss(samples: int, chunk_size: int = 250_000, workers: int = 2) -> dict[str, Any]:
+    """Peak RSS, time and checkpoint directory size of a run of a 16 x 16 relu layer with
+    ``samples`` samples, in a fresh process (so nothing else this process did counts)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, str(samples), str(chunk_size), str(workers)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rss", nargs="+", type=float, required=True, help="sample counts")
+    parser.add_argument("--chunk-size", type=int, default=250_000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    for n in args.rss:
+        print(peak_rss(int(n), min(args.chunk_size, int(n)), args.workers), flush=True)
