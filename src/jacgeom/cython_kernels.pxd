@@ -119,3 +119,62 @@ cdef int drow_gram(const double* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_s
                    Py_ssize_t col_stride, double* out) noexcept nogil
 cdef int srow_gram(const float* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_stride,
                    Py_ssize_t col_stride, double* out) noexcept nogil
+
+# The end-to-end Jacobian of a plain network (dense layers h_l = phi_l(W_l h_(l-1) + b_l);
+# no layer normalisation, residual or kernel layers) at one input x, as
+# jacgeom.Network.jacobian (equal to rounding; not bit for bit: the Python API sums its
+# batched products in another order). depth >= 1 layers; widths: depth + 1 entries
+# (n_0 inputs first). Layer l: W_l = weights[l], (widths[l+1], widths[l]), at
+# W_l[i * weight_strides[2 l] + j * weight_strides[2 l + 1]]; b_l = biases[l] at
+# b_l[i * bias_strides[l]] (biases NULL: no biases; bias_strides NULL: contiguous);
+# activation codes[l] (ACTIVATION_*) with parameters[l] (alpha of leaky_relu and elu, beta
+# of softplus; read by those only). Workspace lengths depend on the widths only.
+cdef Py_ssize_t dnetwork_jacobian_workspace(Py_ssize_t depth,
+                                            const Py_ssize_t* widths) noexcept nogil
+cdef Py_ssize_t snetwork_jacobian_workspace(Py_ssize_t depth,
+                                            const Py_ssize_t* widths) noexcept nogil
+
+# J (n_L, n_0) at J[r * J_row_stride + c * J_col_stride]. Returns 0 or a status.
+cdef int dnetwork_jacobian(Py_ssize_t depth, const Py_ssize_t* widths,
+                           const double* const* weights, const Py_ssize_t* weight_strides,
+                           const double* const* biases, const Py_ssize_t* bias_strides,
+                           const int* codes, const double* parameters,
+                           const double* x, Py_ssize_t x_stride,
+                           double* J, Py_ssize_t J_row_stride, Py_ssize_t J_col_stride,
+                           double* work, Py_ssize_t lwork) noexcept nogil
+cdef int snetwork_jacobian(Py_ssize_t depth, const Py_ssize_t* widths,
+                           const float* const* weights, const Py_ssize_t* weight_strides,
+                           const float* const* biases, const Py_ssize_t* bias_strides,
+                           const int* codes, const float* parameters,
+                           const float* x, Py_ssize_t x_stride,
+                           float* J, Py_ssize_t J_row_stride, Py_ssize_t J_col_stride,
+                           double* work, Py_ssize_t lwork) noexcept nogil
+
+# Workspace length (doubles) of [ds]network_log_singular_values.
+cdef Py_ssize_t dnetwork_log_singular_values_workspace(Py_ssize_t depth,
+                                                       const Py_ssize_t* widths) noexcept nogil
+cdef Py_ssize_t snetwork_log_singular_values_workspace(Py_ssize_t depth,
+                                                       const Py_ssize_t* widths) noexcept nogil
+
+# Natural logs of the singular values of that J, descending, into s[k * s_stride],
+# k < min(n_0, n_L): [ds]network_jacobian, then [ds]log_singular_values of J. Small values
+# carry the SVD's absolute error (about eps sigma_max); jacgeom.Network.log_singular_values
+# resolves them to relative accuracy. Returns 0 or a status.
+cdef int dnetwork_log_singular_values(Py_ssize_t depth, const Py_ssize_t* widths,
+                                      const double* const* weights,
+                                      const Py_ssize_t* weight_strides,
+                                      const double* const* biases,
+                                      const Py_ssize_t* bias_strides,
+                                      const int* codes, const double* parameters,
+                                      const double* x, Py_ssize_t x_stride,
+                                      double* s, Py_ssize_t s_stride,
+                                      double* work, Py_ssize_t lwork) noexcept nogil
+cdef int snetwork_log_singular_values(Py_ssize_t depth, const Py_ssize_t* widths,
+                                      const float* const* weights,
+                                      const Py_ssize_t* weight_strides,
+                                      const float* const* biases,
+                                      const Py_ssize_t* bias_strides,
+                                      const int* codes, const float* parameters,
+                                      const float* x, Py_ssize_t x_stride,
+                                      float* s, Py_ssize_t s_stride,
+                                      double* work, Py_ssize_t lwork) noexcept nogil

@@ -55,6 +55,17 @@ cdef extern from "jacgeom/capi.hpp" namespace "jacgeom::capi" nogil:
     int64_t pb_workspace "jacgeom::capi::pullback_metric_workspace" [T](int64_t, int64_t)
     int cpp_pullback_metric "jacgeom::capi::pullback_metric" [T](
         const T*, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T*, double*, int64_t)
+    int64_t net_workspace "jacgeom::capi::network_jacobian_workspace" [T](int64_t, const int64_t*)
+    int cpp_network_jacobian "jacgeom::capi::network_jacobian" [T](
+        int64_t, const int64_t*, const T* const*, const int64_t*, const T* const*,
+        const int64_t*, const int*, const T*, const T*, int64_t, T*, int64_t, int64_t,
+        double*, int64_t)
+    int64_t net_logsv_workspace "jacgeom::capi::network_log_singular_values_workspace" [T](
+        int64_t, const int64_t*)
+    int cpp_network_log_singular_values "jacgeom::capi::network_log_singular_values" [T](
+        int64_t, const int64_t*, const T* const*, const int64_t*, const T* const*,
+        const int64_t*, const int*, const T*, const T*, int64_t, T*, int64_t, double*,
+        int64_t)
     bint set_routine "jacgeom::capi::set_routine" (const char*, void*)
 
 
@@ -235,6 +246,83 @@ cdef int srow_gram(const float* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_st
     return cpp_row_gram[float](W, m, n, row_stride, col_stride, out)
 
 
+# Py_ssize_t and int64_t are one type on the platforms jacgeom builds for (64-bit);
+# the casts only satisfy the C++ compiler's pointer types.
+
+cdef Py_ssize_t dnetwork_jacobian_workspace(Py_ssize_t depth,
+                                            const Py_ssize_t* widths) noexcept nogil:
+    return net_workspace[double](depth, <const int64_t*>widths)
+
+
+cdef Py_ssize_t snetwork_jacobian_workspace(Py_ssize_t depth,
+                                            const Py_ssize_t* widths) noexcept nogil:
+    return net_workspace[float](depth, <const int64_t*>widths)
+
+
+cdef int dnetwork_jacobian(Py_ssize_t depth, const Py_ssize_t* widths,
+                           const double* const* weights, const Py_ssize_t* weight_strides,
+                           const double* const* biases, const Py_ssize_t* bias_strides,
+                           const int* codes, const double* parameters,
+                           const double* x, Py_ssize_t x_stride,
+                           double* J, Py_ssize_t J_row_stride, Py_ssize_t J_col_stride,
+                           double* work, Py_ssize_t lwork) noexcept nogil:
+    return cpp_network_jacobian[double](
+        depth, <const int64_t*>widths, weights, <const int64_t*>weight_strides, biases,
+        <const int64_t*>bias_strides, codes, parameters, x, x_stride, J, J_row_stride,
+        J_col_stride, work, lwork)
+
+
+cdef int snetwork_jacobian(Py_ssize_t depth, const Py_ssize_t* widths,
+                           const float* const* weights, const Py_ssize_t* weight_strides,
+                           const float* const* biases, const Py_ssize_t* bias_strides,
+                           const int* codes, const float* parameters,
+                           const float* x, Py_ssize_t x_stride,
+                           float* J, Py_ssize_t J_row_stride, Py_ssize_t J_col_stride,
+                           double* work, Py_ssize_t lwork) noexcept nogil:
+    return cpp_network_jacobian[float](
+        depth, <const int64_t*>widths, weights, <const int64_t*>weight_strides, biases,
+        <const int64_t*>bias_strides, codes, parameters, x, x_stride, J, J_row_stride,
+        J_col_stride, work, lwork)
+
+
+cdef Py_ssize_t dnetwork_log_singular_values_workspace(Py_ssize_t depth,
+                                                       const Py_ssize_t* widths) noexcept nogil:
+    return net_logsv_workspace[double](depth, <const int64_t*>widths)
+
+
+cdef Py_ssize_t snetwork_log_singular_values_workspace(Py_ssize_t depth,
+                                                       const Py_ssize_t* widths) noexcept nogil:
+    return net_logsv_workspace[float](depth, <const int64_t*>widths)
+
+
+cdef int dnetwork_log_singular_values(Py_ssize_t depth, const Py_ssize_t* widths,
+                                      const double* const* weights,
+                                      const Py_ssize_t* weight_strides,
+                                      const double* const* biases,
+                                      const Py_ssize_t* bias_strides,
+                                      const int* codes, const double* parameters,
+                                      const double* x, Py_ssize_t x_stride,
+                                      double* s, Py_ssize_t s_stride,
+                                      double* work, Py_ssize_t lwork) noexcept nogil:
+    return cpp_network_log_singular_values[double](
+        depth, <const int64_t*>widths, weights, <const int64_t*>weight_strides, biases,
+        <const int64_t*>bias_strides, codes, parameters, x, x_stride, s, s_stride, work, lwork)
+
+
+cdef int snetwork_log_singular_values(Py_ssize_t depth, const Py_ssize_t* widths,
+                                      const float* const* weights,
+                                      const Py_ssize_t* weight_strides,
+                                      const float* const* biases,
+                                      const Py_ssize_t* bias_strides,
+                                      const int* codes, const float* parameters,
+                                      const float* x, Py_ssize_t x_stride,
+                                      float* s, Py_ssize_t s_stride,
+                                      double* work, Py_ssize_t lwork) noexcept nogil:
+    return cpp_network_log_singular_values[float](
+        depth, <const int64_t*>widths, weights, <const int64_t*>weight_strides, biases,
+        <const int64_t*>bias_strides, codes, parameters, x, x_stride, s, s_stride, work, lwork)
+
+
 # ---------------------------------------------------------------------------------------
 # Python-level helpers.
 
@@ -267,6 +355,12 @@ _SIGNATURES = {
     "row_gram": (ctypes.c_int, [_P, _N, _N, _N, _N, _P]),
     "pullback_metric_workspace": (_N, [_N, _N]),
     "pullback_metric": (ctypes.c_int, [_P, _N, _N, _N, _N, _P, _N, _P, _P, _N]),
+    "network_jacobian_workspace": (_N, [_N, _P]),
+    "network_jacobian": (ctypes.c_int, [_N, _P, _P, _P, _P, _P, _P, _P, _P, _N, _P, _N, _N,
+                                        _P, _N]),
+    "network_log_singular_values_workspace": (_N, [_N, _P]),
+    "network_log_singular_values": (ctypes.c_int, [_N, _P, _P, _P, _P, _P, _P, _P, _P, _N, _P,
+                                                   _N, _P, _N]),
 }
 
 

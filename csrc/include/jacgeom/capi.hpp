@@ -116,60 +116,25 @@ template <class T>
 int svd_values(T* A, index_t rows, index_t cols, index_t lda, T* s, T* bd) {
     const index_t p = std::min(rows, cols), q = std::max(rows, cols);
     if (p == 0) return kOk;
-    // bidiagonal(): the tall transpose, then A scaled by 2^-exponent (largest entry in
-    // [0.5, 1)), then detail::bidiagonalize.
-    const index_t copy = rows < cols ? p * q : 0;
-    T* M = A;
-    index_t ldm = lda;
-    if (rows < cols) {
-        for (index_t j = 0; j < cols; ++j)
-            for (index_t i = 0; i < rows; ++i) bd[j + i * cols] = A[i + j * lda];
-        M = bd;
-        ldm = cols;
-    }
-    T amax = 0;
-    bool finite = true;
-    for (index_t j = 0; j < p; ++j)
-        for (index_t i = 0; i < q; ++i) {
-            const T a = std::fabs(M[i + j * ldm]);
-            finite = finite && a <= std::numeric_limits<T>::max();
-            amax = std::max(amax, a);
-        }
-    if (!finite) {
+    T* M = nullptr;
+    index_t ldm = 0;
+    int exponent = 0;
+    const int scaled = detail::scaled_tall(A, rows, cols, lda, bd, M, ldm, exponent);
+    if (scaled < 0) {
         std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
         return kNonFinite;
     }
-    if (amax == T(0)) {
+    if (scaled == 1) {  // A = 0
         std::fill(s, s + p, T(0));
         return kOk;
     }
-    int exponent = 0;
-    std::frexp(amax, &exponent);
-    const T f = std::ldexp(T(1), -exponent);
-    const bool exact = std::isnormal(f);
-    for (index_t j = 0; j < p; ++j) {
-        T* col = M + j * ldm;
-        if (exact)
-            for (index_t i = 0; i < q; ++i) col[i] *= f;
-        else
-            for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
-    }
-    T* d = bd + copy;
+    T* d = bd + (rows < cols ? p * q : 0);
     T* e = d + p;
-    T* w = e + p;  // q + 2 p scratch, then 4 p for bdsqr (e + p)
-    detail::bidiagonalize(M, q, p, ldm, d, e, w);
-    // finish(): dqds on the scaled bidiagonal, unscaled into s.
-    const auto& L = lapack::routines<T>();
-    const int n = static_cast<int>(p), zero = 0, one = 1;
-    int info = 0;
-    T dummy = 0;
-    L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
-            e + p, &info);
-    if (info != 0) {
+    detail::bidiagonalize(M, q, p, ldm, d, e, e + p);  // q + 2 p scratch, then 4 p for bdsqr
+    if (detail::bidiagonal_values(lapack::routines<T>(), d, e, p, exponent, s) != 0) {
         std::fill(s, s + p, std::numeric_limits<T>::quiet_NaN());
         return kLapackFailed;
     }
-    for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
     return kOk;
 }
 
@@ -394,26 +359,7 @@ template <class T, int V, int R, int C>
 [[gnu::always_inline]] inline void tiled(const T* W, index_t rs, index_t cs, const T* d,
                                          index_t ds, index_t m, index_t n, T* P, T* G) {
     const index_t k = pack<T, V>(W, rs, cs, d, ds, m, n, P);
-    if (k == 0) {
-        std::fill(G, G + n * n, T(0));
-        return;
-    }
-    const index_t np = (n + V - 1) / V;
-    for (index_t q = 0; q < np; ++q) {
-        for (index_t coff = 0; coff < V && q * V + coff < n; coff += C) {
-            index_t p = q;
-            for (; p + R <= np; p += R) gram::detail::tile<T, V, R, C>(P, k, q, coff, p, G, n);
-            for (; p < np; ++p) gram::detail::tile<T, V, 1, C>(P, k, q, coff, p, G, n);
-        }
-    }
-    for (index_t bi = 0; bi < np; ++bi) {
-        const index_t ce = std::min(n, (bi + 1) * V);
-        for (index_t bj = bi; bj < np; ++bj) {
-            const index_t re = std::min(n, (bj + 1) * V);
-            for (index_t r = bj * V; r < re; ++r)
-                for (index_t c = bi * V; c < std::min(ce, r); ++c) G[r * n + c] = G[c * n + r];
-        }
-    }
+    gram::detail::tiled_panels<T, V, R, C>(P, k, n, G);
 }
 
 #if JACGEOM_X86_DISPATCH
@@ -471,6 +417,327 @@ int pullback_metric(const T* W, index_t m, index_t n, index_t rs, index_t cs, co
     lapack::routines<T>().syrk("U", "N", &nn, &kk, &one, P, &nn, &zero, G, &nn);
     mirror_upper(G, n);
     return kOk;
+}
+
+// ---------------------------------------------------------------------------------------
+// The end-to-end Jacobian of a plain network (dense layers h_l = phi_l(W_l h_(l-1) + b_l),
+// no normalisation, no residual, no kernel layers) at one input x:
+//   J = D_L W_L ... D_1 W_1,  D_l = diag(phi_l'(z_l)),  (n_L, n_0).
+// Layer l (0-based here) has W_l (widths[l+1], widths[l]) at W_l[i rs + j cs] with
+// (rs, cs) = weight_strides[2 l], [2 l + 1]; b_l at biases[l][i bias_strides[l]] (biases
+// NULL: no biases; bias_strides NULL: contiguous); activation codes[l] with parameter
+// parameters[l] (alpha of leaky_relu and elu, beta of softplus; read by those only).
+//
+// Forward pass as jacgeom.Network.forward: z = W h (a dot product per unit, in T) + b,
+// phi'(z) as derivatives() computes it, phi(z) in double rounded once to T (value_of).
+// Then the product over the live units only (d_i != 0: a dead unit's row of D W is zero and
+// so are the columns of the next factor it would feed), accumulated from the input side
+// (n_0 k_l k_(l-1) flops per layer after the first, k_l live units) or from the output
+// side (k_L k_l k_(l-1) per layer before the last), whichever is cheaper for this x, as
+// chain.hpp's chain_active decides (ties: from the output when n_L < n_0). Results equal
+// Network.jacobian's to rounding (its batched gemms sum in another order), not bit for bit.
+// Nothing guards partial products against overflow: J's entries follow IEEE arithmetic.
+
+// phi(z), evaluated in double and rounded once to T (jacgeom.activations' formulas).
+template <class T>
+inline T value_of(int code, double p, T zt) {
+    const double z = zt;
+    double v;
+    switch (code) {
+        case kIdentity: v = z; break;
+        case kRelu: v = z > 0 ? z : 0.0; break;
+        case kLeakyRelu: v = z > 0 ? z : z * p; break;
+        case kSigmoid: v = stable_sigmoid(z); break;
+        case kTanh: v = std::tanh(z); break;
+        case kGelu: v = z * (0.5 * std::erfc(-z * 0.70710678118654752440)); break;
+        case kGeluTanh: {
+            const double zc = std::fmin(std::fmax(z, -30.0), 30.0);
+            const double u = 0.79788456080286535588 * (zc + 0.044715 * zc * zc * zc);
+            v = z * stable_sigmoid(2 * u);
+            break;
+        }
+        case kSoftplus: {
+            const double bz = z * p;
+            v = (std::fmax(bz, 0.0) + std::log1p(std::exp(-std::fabs(bz)))) / p;
+            break;
+        }
+        case kElu: v = z > 0 ? z : p * std::expm1(std::fmin(z, 0.0)); break;
+        case kSilu: v = z * stable_sigmoid(z); break;
+        default: v = NAN;
+    }
+    return static_cast<T>(v);
+}
+
+// The network's description, as the C-level functions receive it.
+template <class T>
+struct Network {
+    index_t depth;
+    const index_t* widths;          // depth + 1
+    const T* const* weights;        // depth
+    const index_t* weight_strides;  // 2 depth
+    const T* const* biases;         // depth, or NULL
+    const index_t* bias_strides;    // depth, or NULL
+    const int* codes;               // depth
+    const T* parameters;            // depth
+
+    index_t n0() const { return widths[0]; }
+    index_t nL() const { return widths[depth]; }
+    index_t widest() const {
+        index_t w = 0;
+        for (index_t l = 0; l <= depth; ++l) w = std::max(w, widths[l]);
+        return w;
+    }
+    index_t units() const {  // n_1 + ... + n_L
+        index_t u = 0;
+        for (index_t l = 1; l <= depth; ++l) u += widths[l];
+        return u;
+    }
+    // kBadArgument for depth < 1 or a negative width; kTooLarge when a partial product
+    // (widest x max(n_0, n_L)) is above kMaxMatrixBytes.
+    int check_shape() const {
+        if (depth < 1 || !widths) return kBadArgument;
+        for (index_t l = 0; l <= depth; ++l)
+            if (widths[l] < 0) return kBadArgument;
+        if (too_large<T>(widest(), std::max(n0(), nL()))) return kTooLarge;
+        return kOk;
+    }
+    // check_shape, and kBadArgument for a missing array or an unknown activation code.
+    int check() const {
+        const int status = check_shape();
+        if (status != kOk) return status;
+        if (!weights || !weight_strides || !codes || !parameters) return kBadArgument;
+        for (index_t l = 0; l < depth; ++l)
+            if (!activation_supported(codes[l]) || !weights[l]) return kBadArgument;
+        return kOk;
+    }
+};
+
+// The network of the flat arguments the C-level functions take (see above).
+template <class T>
+inline Network<T> network_of(index_t depth, const index_t* widths, const T* const* weights,
+                             const index_t* weight_strides, const T* const* biases,
+                             const index_t* bias_strides, const int* codes,
+                             const T* parameters) {
+    return {depth, widths, weights, weight_strides, biases, bias_strides, codes, parameters};
+}
+
+// Bytes of network_jacobian's regions: two activations h, every layer's phi', two
+// partial products.
+template <class T>
+inline index_t jacobian_bytes(const Network<T>& net) {
+    const index_t w = net.widest(), t = index_t(sizeof(T));
+    return 2 * round_up(w * t) + round_up(net.units() * t) +
+           2 * round_up(w * std::max(net.n0(), net.nL()) * t);
+}
+
+// Workspace (doubles) of network_jacobian for the widths (depth + 1 entries); a status
+// (< 0) for bad or too large widths.
+template <class T>
+index_t network_jacobian_workspace(index_t depth, const index_t* widths) {
+    const Network<T> net{depth, widths, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+    const int status = net.check_shape();
+    if (status != kOk) return status;
+    return bytes_to_doubles(jacobian_bytes(net));
+}
+
+// The forward pass: phi'(z_l) of every layer into d (n_1 + ... + n_L), h and g scratch of
+// the widest layer's length.
+template <class T>
+void forward_derivatives(const Network<T>& net, const T* x, index_t xs, T* h, T* g, T* d) {
+    const index_t n0 = net.n0();
+    for (index_t j = 0; j < n0; ++j) h[j] = x[j * xs];
+    for (index_t l = 0; l < net.depth; ++l) {
+        const index_t m = net.widths[l + 1], n = net.widths[l];
+        const index_t rs = net.weight_strides[2 * l], cs = net.weight_strides[2 * l + 1];
+        const T* W = net.weights[l];
+        const T* b = net.biases ? net.biases[l] : nullptr;
+        const index_t bs = net.bias_strides ? net.bias_strides[l] : 1;
+        const int code = net.codes[l];
+        const double p = net.parameters[l];
+        for (index_t i = 0; i < m; ++i) {
+            const T* w = W + i * rs;
+            T z = 0;
+            for (index_t j = 0; j < n; ++j) z += w[j * cs] * h[j];
+            if (b) z += b[i * bs];
+            d[i] = derivative<T>(code, p, z);
+            g[i] = value_of<T>(code, p, z);
+        }
+        d += m;
+        std::swap(h, g);
+    }
+}
+
+// J (n_L, n_0) at J[r J_rs + c J_cs]. Returns kOk or a status.
+template <class T>
+int jacobian_of(const Network<T>& net, const T* x, index_t xs, T* J, index_t J_rs,
+                index_t J_cs, double* work, index_t lwork) {
+    const int status = net.check();
+    if (status != kOk) return status;
+    if (lwork < network_jacobian_workspace<T>(net.depth, net.widths)) return kWorkspaceSmall;
+    const index_t L = net.depth, n0 = net.n0(), nL = net.nL(), w = net.widest();
+    const index_t t = index_t(sizeof(T)), wide = w * std::max(n0, nL);
+    char* base = aligned_start(work);
+    T* h = reinterpret_cast<T*>(base);
+    T* g = reinterpret_cast<T*>(base + round_up(w * t));
+    T* D = reinterpret_cast<T*>(base + 2 * round_up(w * t));
+    T* P = reinterpret_cast<T*>(base + 2 * round_up(w * t) + round_up(net.units() * t));
+    T* Q = reinterpret_cast<T*>(reinterpret_cast<char*>(P) + round_up(wide * t));
+    forward_derivatives(net, x, xs, h, g, D);
+
+    // d_l (0-based layer l) starts at D + offset[l]; K(l) live units below layer l's
+    // output (K(0) = n_0 inputs), as ActiveChain::k.
+    auto d_of = [&](index_t l) {
+        const T* d = D;
+        for (index_t k = 0; k < l; ++k) d += net.widths[k + 1];
+        return d;
+    };
+    auto live = [&](index_t l) {  // live units of layer l - 1's output; n_0 for l = 0
+        if (l == 0) return n0;
+        const T* d = d_of(l - 1);
+        index_t k = 0;
+        for (index_t i = 0; i < net.widths[l]; ++i) k += d[i] != T(0);
+        return k;
+    };
+    double all = 0, first = 0, last = 0;
+    index_t below = n0;
+    for (index_t l = 0; l < L; ++l) {
+        const index_t above = live(l + 1);
+        const double block = double(above) * double(below);
+        all += block;
+        if (l == 0) first = block;
+        if (l == L - 1) last = block;
+        below = above;
+    }
+    const double kL = double(below);
+    const double fwd = double(n0) * (all - first), rev = kL * (all - last);
+    const bool reverse = fwd > rev || (fwd == rev && nL < n0);
+
+    auto weight = [&](index_t l, index_t i, index_t j) {
+        return net.weights[l][i * net.weight_strides[2 * l] + j * net.weight_strides[2 * l + 1]];
+    };
+    if (!reverse) {
+        // P (n_(l+1), n_0) row-major: rows of dead units are zero and never read.
+        const T* d = d_of(0);
+        for (index_t i = 0; i < net.widths[1]; ++i) {
+            T* o = P + i * n0;
+            const T di = d[i];
+            if (di == T(0)) {
+                std::fill(o, o + n0, T(0));
+                continue;
+            }
+            for (index_t j = 0; j < n0; ++j) o[j] = di * weight(0, i, j);
+        }
+        for (index_t l = 1; l < L; ++l) {
+            const T* dl = d_of(l);
+            const T* dp = d_of(l - 1);
+            const index_t m = net.widths[l + 1], n = net.widths[l];
+            for (index_t i = 0; i < m; ++i) {
+                T* o = Q + i * n0;
+                std::fill(o, o + n0, T(0));
+                const T di = dl[i];
+                if (di == T(0)) continue;
+                for (index_t j = 0; j < n; ++j) {
+                    if (dp[j] == T(0)) continue;
+                    const T c = di * weight(l, i, j);
+                    const T* src = P + j * n0;
+                    for (index_t c0 = 0; c0 < n0; ++c0) o[c0] += c * src[c0];
+                }
+            }
+            std::swap(P, Q);
+        }
+        for (index_t r = 0; r < nL; ++r)
+            for (index_t c = 0; c < n0; ++c) J[r * J_rs + c * J_cs] = P[r * n0 + c];
+        return kOk;
+    }
+    // From the output: R (n_L, n_l) row-major; rows of dead outputs stay zero.
+    const T* dL = d_of(L - 1);
+    const index_t top = net.widths[L - 1];
+    for (index_t r = 0; r < nL; ++r) {
+        T* o = P + r * top;
+        const T dr = dL[r];
+        if (dr == T(0)) {
+            std::fill(o, o + top, T(0));
+            continue;
+        }
+        for (index_t j = 0; j < top; ++j) o[j] = dr * weight(L - 1, r, j);
+    }
+    for (index_t l = L - 2; l >= 0; --l) {
+        const T* dl = d_of(l);
+        const index_t m = net.widths[l + 1], n = net.widths[l];
+        for (index_t r = 0; r < nL; ++r) {
+            T* o = Q + r * n;
+            std::fill(o, o + n, T(0));
+            if (dL[r] == T(0)) continue;
+            const T* src = P + r * m;
+            for (index_t i = 0; i < m; ++i) {
+                if (dl[i] == T(0)) continue;
+                const T c = src[i] * dl[i];
+                for (index_t j = 0; j < n; ++j) o[j] += c * weight(l, i, j);
+            }
+        }
+        std::swap(P, Q);
+    }
+    for (index_t r = 0; r < nL; ++r)
+        for (index_t c = 0; c < n0; ++c) J[r * J_rs + c * J_cs] = P[r * n0 + c];
+    return kOk;
+}
+
+// Workspace (doubles) of network_log_singular_values: the Jacobian's, J itself, and
+// singular_values' for (n_L, n_0).
+template <class T>
+index_t network_log_singular_values_workspace(index_t depth, const index_t* widths) {
+    const index_t jac = network_jacobian_workspace<T>(depth, widths);
+    if (jac < 0) return jac;
+    const index_t n0 = widths[0], nL = widths[depth];
+    const index_t sv = singular_values_workspace<T>(nL, n0);
+    if (sv < 0) return sv;
+    return jac + bytes_to_doubles(round_up(nL * n0 * index_t(sizeof(T)))) + sv;
+}
+
+// log sigma_k(J), k < min(n_L, n_0), descending, into s[k ss]: network_jacobian, then
+// singular_values (log_values) of J, so the values equal those of
+// jacgeom.layer_singular_values(J, activation="identity") bit for bit. Small singular values
+// carry the SVD's absolute error, about eps sigma_max (Network.log_singular_values resolves
+// them to relative accuracy through the stable frame).
+template <class T>
+int log_singular_values_of(const Network<T>& net, const T* x, index_t xs, T* s, index_t ss,
+                           double* work, index_t lwork) {
+    const int checked = net.check();
+    if (checked != kOk) return checked;
+    if (lwork < network_log_singular_values_workspace<T>(net.depth, net.widths))
+        return kWorkspaceSmall;
+    if (!routines_ready<T>()) return kNotRegistered;
+    const index_t jac = network_jacobian_workspace<T>(net.depth, net.widths);
+    const index_t n0 = net.n0(), nL = net.nL();
+    const index_t jbytes = round_up(nL * n0 * index_t(sizeof(T)));
+    T* J = reinterpret_cast<T*>(aligned_start(work + jac));
+    const int status = jacobian_of(net, x, xs, J, n0, 1, work, jac);
+    if (status != kOk) return status;
+    double* rest = work + jac + bytes_to_doubles(jbytes);
+    return singular_values<T>(J, nL, n0, n0, 1, s, ss, rest, lwork - (rest - work), true);
+}
+
+// The C-level entry points, over flat arguments.
+template <class T>
+int network_jacobian(index_t depth, const index_t* widths, const T* const* weights,
+                     const index_t* weight_strides, const T* const* biases,
+                     const index_t* bias_strides, const int* codes, const T* parameters,
+                     const T* x, index_t xs, T* J, index_t J_rs, index_t J_cs, double* work,
+                     index_t lwork) {
+    return jacobian_of(network_of(depth, widths, weights, weight_strides, biases, bias_strides,
+                                  codes, parameters),
+                       x, xs, J, J_rs, J_cs, work, lwork);
+}
+
+template <class T>
+int network_log_singular_values(index_t depth, const index_t* widths, const T* const* weights,
+                                const index_t* weight_strides, const T* const* biases,
+                                const index_t* bias_strides, const int* codes,
+                                const T* parameters, const T* x, index_t xs, T* s, index_t ss,
+                                double* work, index_t lwork) {
+    return log_singular_values_of(network_of(depth, widths, weights, weight_strides, biases,
+                                             bias_strides, codes, parameters),
+                                  x, xs, s, ss, work, lwork);
 }
 
 // ---------------------------------------------------------------------------------------

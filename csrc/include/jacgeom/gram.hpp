@@ -188,22 +188,19 @@ template <class T, int V, int R, int C>
     }
 }
 
-// G (n, n) row-major = (D W)^T (D W). Computes, for each panel q of V output rows, the
-// columns from panel q on (the diagonal V x V blocks whole), then copies the upper triangle
-// onto the lower one (the diagonal blocks' lower halves equal their mirror images already,
-// except for the sign a NaN takes from its first operand: copied too, so that G is
-// bitwise symmetric).
+// G (n, n) row-major = (D W)^T (D W) from the k rows of D W packed in P (pack's layout).
+// Computes, for each panel q of V output rows, the columns from panel q on (the diagonal
+// V x V blocks whole), then copies the upper triangle onto the lower one (the diagonal
+// blocks' lower halves equal their mirror images already, except for the sign a NaN takes
+// from its first operand: copied too, so that G is bitwise symmetric).
 template <class T, int V, int R, int C>
-[[gnu::always_inline]] inline void tiled(const T* W, const T* d, index_t m, index_t n,
-                                         Workspace<T>& ws, T* G) {
+[[gnu::always_inline]] inline void tiled_panels(const T* P, index_t k, index_t n, T* G) {
     static_assert(V % C == 0, "output rows are taken C at a time from a panel");
-    const index_t k = pack<T, V>(W, d, m, n, ws);
     if (k == 0) {
         std::fill(G, G + n * n, T(0));
         return;
     }
     const index_t np = (n + V - 1) / V;
-    const T* P = ws.panels.data();
     for (index_t q = 0; q < np; ++q) {
         for (index_t coff = 0; coff < V && q * V + coff < n; coff += C) {
             index_t p = q;
@@ -219,6 +216,14 @@ template <class T, int V, int R, int C>
                 for (index_t c = bi * V; c < std::min(ce, r); ++c) G[r * n + c] = G[c * n + r];
         }
     }
+}
+
+// G (n, n) row-major = (D W)^T (D W): pack, then the tiles.
+template <class T, int V, int R, int C>
+[[gnu::always_inline]] inline void tiled(const T* W, const T* d, index_t m, index_t n,
+                                         Workspace<T>& ws, T* G) {
+    const index_t k = pack<T, V>(W, d, m, n, ws);
+    tiled_panels<T, V, R, C>(ws.panels.data(), k, n, G);
 }
 
 #if JACGEOM_X86_DISPATCH

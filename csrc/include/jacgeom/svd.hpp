@@ -247,6 +247,61 @@ void bidiagonalize(T* A, index_t m, index_t n, index_t lda, T* d, T* e, T* w) {
     }
 }
 
+// The matrix the reduction works on, scaled: A itself (rows >= cols) or its tall (q, p)
+// transpose written to t (rows < cols; q p entries, ld q), then multiplied by 2^-exponent
+// so that its largest entry lies in [0.5, 1) (exact: a power of two, by ldexp where the
+// factor itself would be subnormal). M and ldm say where it is. Returns -1 for a NaN or an
+// infinity (M untouched but for the transpose), 1 for A = 0, else 0.
+template <class T>
+int scaled_tall(T* A, index_t rows, index_t cols, index_t lda, T* t, T*& M, index_t& ldm,
+                int& exponent) {
+    const index_t p = std::min(rows, cols), q = std::max(rows, cols);
+    M = A;
+    ldm = lda;
+    if (rows < cols) {
+        for (index_t j = 0; j < cols; ++j)
+            for (index_t i = 0; i < rows; ++i) t[j + i * cols] = A[i + j * lda];
+        M = t;
+        ldm = cols;
+    }
+    T amax = 0;
+    bool finite = true;
+    for (index_t j = 0; j < p; ++j)
+        for (index_t i = 0; i < q; ++i) {
+            const T a = std::fabs(M[i + j * ldm]);
+            finite = finite && a <= std::numeric_limits<T>::max();
+            amax = std::max(amax, a);
+        }
+    if (!finite) return -1;
+    if (amax == T(0)) return 1;
+    std::frexp(amax, &exponent);
+    const T f = std::ldexp(T(1), -exponent);
+    const bool exact = std::isnormal(f);
+    for (index_t j = 0; j < p; ++j) {
+        T* col = M + j * ldm;
+        if (exact)
+            for (index_t i = 0; i < q; ++i) col[i] *= f;
+        else
+            for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
+    }
+    return 0;
+}
+
+// Singular values of the scaled upper bidiagonal (d, e: p and p - 1 entries) by LAPACK's
+// bdsqr without vectors (dqds), unscaled by 2^exponent into s (may be d). bdsqr's 4 p
+// entries of work follow e at e + p. Returns LAPACK's info.
+template <class T>
+int bidiagonal_values(const lapack::Routines<T>& L, T* d, T* e, index_t p, int exponent, T* s) {
+    const int n = static_cast<int>(p), zero = 0, one = 1;
+    int info = 0;
+    T dummy = 0;
+    L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
+            e + p, &info);
+    if (info != 0) return info;
+    for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
+    return 0;
+}
+
 }  // namespace detail
 
 // Workspace for the singular values of column-major (rows, cols) matrices, values only;
@@ -367,35 +422,10 @@ struct SvdWorkspace {
         const index_t copy = rows < cols ? p * q : 0;  // room for the tall transpose
         const size_t need = static_cast<size_t>(copy + 8 * p + q + 1);
         if (bd_.size() < need) bd_.resize(need);
-        T* M = A;
-        index_t ldm = lda;
-        T* t = bd_.data();
-        if (rows < cols) {  // the tall (q, p) transpose
-            for (index_t j = 0; j < cols; ++j)
-                for (index_t i = 0; i < rows; ++i) t[j + i * cols] = A[i + j * lda];
-            M = t;
-            ldm = cols;
-        }
-        T amax = 0;
-        bool finite = true;
-        for (index_t j = 0; j < p; ++j)
-            for (index_t i = 0; i < q; ++i) {
-                const T a = std::fabs(M[i + j * ldm]);
-                finite = finite && a <= std::numeric_limits<T>::max();
-                amax = std::max(amax, a);
-            }
-        if (!finite) return -1;
-        if (amax == T(0)) return 1;
-        std::frexp(amax, &exponent);
-        const T f = std::ldexp(T(1), -exponent);
-        const bool exact = std::isnormal(f);
-        for (index_t j = 0; j < p; ++j) {
-            T* col = M + j * ldm;
-            if (exact)
-                for (index_t i = 0; i < q; ++i) col[i] *= f;
-            else
-                for (index_t i = 0; i < q; ++i) col[i] = std::ldexp(col[i], -exponent);
-        }
+        T* M = nullptr;
+        index_t ldm = 0;
+        const int scaled = detail::scaled_tall(A, rows, cols, lda, bd_.data(), M, ldm, exponent);
+        if (scaled != 0) return scaled;
         d = bd_.data() + copy;
         e = d + p;
         T* w = e + p;  // q + 2 p scratch, then 4 p for bdsqr
@@ -439,15 +469,7 @@ struct SvdWorkspace {
 
     // Singular values of the scaled upper bidiagonal (d, e) by dqds, unscaled into s (may be d).
     int finish(T* d, T* e, index_t p, int exponent, T* s) {
-        const auto& L = lapack::get<T>();
-        const int n = static_cast<int>(p), zero = 0, one = 1;
-        int info = 0;
-        T dummy = 0;
-        L.bdsqr("U", &n, &zero, &zero, &zero, d, e, &dummy, &one, &dummy, &one, &dummy, &one,
-                e + p, &info);
-        if (info != 0) return info;
-        for (index_t i = 0; i < p; ++i) s[i] = std::ldexp(d[i], exponent);
-        return 0;
+        return detail::bidiagonal_values(lapack::get<T>(), d, e, p, exponent, s);
     }
 
     int run_gesdd(T* A, index_t rows, index_t cols, index_t lda, T* s) {
