@@ -212,3 +212,24 @@ def test_geometry_monitor_records_every_k_steps() -> None:
         monitor.series("rank")
     with pytest.raises(ValueError, match=r"every must be an integer >= 1"):
         GeometryMonitor(model, probe, every=0)
+
+
+@pytest.mark.slow
+def test_trained_networks_tutorial_runs() -> None:
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    page = Path(__file__).resolve().parents[1] / "docs" / "user-guide" / "trained-networks.md"
+    blocks = re.findall(r"^```\{code-block\} python\n(.*?)^```", page.read_text(), re.M | re.S)
+    assert len(blocks) == 3
+    namespace: dict[str, object] = {}
+    for code in blocks:
+        exec(compile(code, page.name, "exec"), namespace)
+    runs = namespace["runs"]
+    relu_dead = runs["relu"][1].series("exact_rank")[1]  # type: ignore[index]
+    tanh_rank = runs["tanh"][1].series("exact_rank")[1]  # type: ignore[index]
+    assert np.all(tanh_rank[:, :2] == 32) and relu_dead.shape[1] == 3
