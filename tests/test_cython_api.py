@@ -139,6 +139,69 @@ DOWNSTREAM_PYX = textwrap.dedent(
                                              work.shape[0])
         assert (out[1::2] == -7).all()  # the gaps are untouched
         return status, out[::2].copy()
+
+    def network(list weights, list biases, int[::1] codes, floating[::1] params,
+                const floating[:] x, bint log):
+        # J (n_L, n_0) of the network at x (into a Fortran-order J), or its log singular
+        # values (every other entry). biases None: no biases.
+        cdef Py_ssize_t L = len(weights), l, item = sizeof(floating)
+        cdef Py_ssize_t[::1] widths = np.empty(L + 1, np.intp)
+        cdef Py_ssize_t[::1] strides = np.empty(2 * L, np.intp)
+        cdef Py_ssize_t[::1] bstrides = np.empty(L, np.intp)
+        cdef size_t[::1] wp = np.zeros(L, np.uintp)
+        cdef size_t[::1] bp = np.zeros(L, np.uintp)
+        cdef const floating[:, :] W
+        cdef const floating[:] b
+        for l in range(L):
+            W = weights[l]
+            widths[l], widths[l + 1] = W.shape[1], W.shape[0]
+            strides[2 * l], strides[2 * l + 1] = W.strides[0] // item, W.strides[1] // item
+            wp[l] = <size_t>&W[0, 0]
+            if biases is not None:
+                b = biases[l]
+                bp[l] = <size_t>&b[0]
+                bstrides[l] = b.strides[0] // item
+        cdef Py_ssize_t n0 = widths[0], nL = widths[L], lwork, xs = x.strides[0] // item
+        dtype = np.float64 if floating is double else np.float32
+        if floating is double:
+            lwork = (jk.dnetwork_log_singular_values_workspace(L, &widths[0]) if log
+                     else jk.dnetwork_jacobian_workspace(L, &widths[0]))
+        else:
+            lwork = (jk.snetwork_log_singular_values_workspace(L, &widths[0]) if log
+                     else jk.snetwork_jacobian_workspace(L, &widths[0]))
+        cdef double[::1] work = np.empty(max(lwork, 1))
+        cdef const floating* const* wptr = <const floating* const*>&wp[0]
+        cdef const floating* const* bptr = (
+            NULL if biases is None else <const floating* const*>&bp[0])
+        cdef floating[::1, :] J
+        cdef floating[::1] s
+        cdef int status
+        if log:
+            out = np.full(2 * min(n0, nL) + 1, -7.0, dtype=dtype)
+            s = out
+            with nogil:
+                if floating is double:
+                    status = jk.dnetwork_log_singular_values(
+                        L, &widths[0], wptr, &strides[0], bptr, &bstrides[0], &codes[0],
+                        &params[0], &x[0], xs, &s[0], 2, &work[0], lwork)
+                else:
+                    status = jk.snetwork_log_singular_values(
+                        L, &widths[0], wptr, &strides[0], bptr, &bstrides[0], &codes[0],
+                        &params[0], &x[0], xs, &s[0], 2, &work[0], lwork)
+            assert (out[1::2] == -7).all()  # the gaps are untouched
+            return status, out[::2][:min(n0, nL)].copy()
+        out = np.full((nL, n0), np.nan, dtype=dtype, order="F")
+        J = out
+        with nogil:
+            if floating is double:
+                status = jk.dnetwork_jacobian(
+                    L, &widths[0], wptr, &strides[0], bptr, &bstrides[0], &codes[0],
+                    &params[0], &x[0], xs, &J[0, 0], 1, nL, &work[0], lwork)
+            else:
+                status = jk.snetwork_jacobian(
+                    L, &widths[0], wptr, &strides[0], bptr, &bstrides[0], &codes[0],
+                    &params[0], &x[0], xs, &J[0, 0], 1, nL, &work[0], lwork)
+        return status, out
     """
 )
 
@@ -371,6 +434,272 @@ def test_downstream_sees_the_pxd_constants(downstream: ModuleType) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# The network's Jacobian at one input.
+
+# (label, widths, activations): depth 1 and deep, width 1 inside and at both ends,
+# n_L < n_0 (accumulated from the output), n_L > n_0, mixed activations with parameters.
+NETWORKS = [
+    ("depth-1", [7, 3], "tanh"),
+    ("one-by-one", [1, 1], "sigmoid"),
+    ("width-1-inside", [4, 1, 6], "relu"),
+    ("width-1-input", [1, 5, 4], "gelu"),
+    ("width-1-output", [6, 5, 1], "silu"),
+    ("narrowing", [9, 7, 3], "tanh"),
+    ("widening", [2, 5, 9], "gelu_tanh"),
+    ("deep", [3, 8, 8, 8, 8, 8, 8, 8, 12], "softplus"),
+    ("deep-relu", [10, 16, 16, 16, 16, 16, 4], "relu"),
+    ("mixed", [5, 6, 7, 6, 5], ["leaky_relu", "elu", "identity", "softplus"]),
+]
+
+
+def _network(widths: list[int], activation: Any, dtype: Any) -> jacgeom.Network:
+    rng = np.random.default_rng(len(widths) * 100 + widths[0])
+    weights = [
+        rng.standard_normal((m, n)) / np.sqrt(max(n, 1)) * 1.5
+        for n, m in zip(widths[:-1], widths[1:], strict=True)
+    ]
+    biases = [rng.standard_normal(m) * 0.3 for m in widths[1:]]
+    if isinstance(activation, list):
+        params = {"leaky_relu": {"alpha": 0.2}, "elu": {"alpha": 0.7}, "softplus": {"beta": 2.5}}
+        activation = [jacgeom.activation(a, **params.get(a, {})) for a in activation]
+    return jacgeom.Network(
+        [w.astype(dtype) for w in weights],
+        [b.astype(dtype) for b in biases],
+        activation=activation,
+    )
+
+
+def _layouts(W: np.ndarray) -> list[np.ndarray]:
+    """W as C order, Fortran order and a view with negative and non-unit strides."""
+    big = np.zeros((2 * W.shape[0], W.shape[1]), W.dtype)
+    big[::2, ::-1] = W
+    return [W, np.asfortranarray(W), big[::2, ::-1]]
+
+
+def _c_arguments(net: jacgeom.Network, layout: int) -> tuple[list[Any], list[Any], Any, Any]:
+    weights = [_layouts(np.asarray(W))[layout] for W in net.weights]
+    biases = [np.asarray(b)[::-1].copy()[::-1] for b in net.biases]  # negative stride
+    codes = np.array([a.code for a in net.activations], np.intc)
+    params = np.array([a.parameter for a in net.activations], net.dtype)
+    return weights, biases, codes, params
+
+
+def _inputs(net: jacgeom.Network) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((4, net.widths[0])).astype(net.dtype)
+    X[3] = 0.0  # z = b: with relu, some units dead
+    return X
+
+
+def _assert_close(got: np.ndarray, expected: np.ndarray, depth: int, label: str) -> None:
+    eps = float(np.finfo(expected.dtype).eps)
+    scale = max(float(np.abs(expected).max(initial=0.0)), float(np.finfo(expected.dtype).tiny))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=64 * depth * eps * scale, err_msg=label)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NETWORKS, ids=[c[0] for c in NETWORKS])
+def test_cython_network_jacobian_equals_the_python_api(
+    downstream: ModuleType, dtype: Any, case: tuple[str, list[int], Any]
+) -> None:
+    label, widths, activation = case
+    net = _network(widths, activation, dtype)
+    X = _inputs(net)
+    expected = {be: net.jacobian(X, backend=be) for be in ("cpp", "numba", "numpy")}
+    for layout in range(3):
+        weights, biases, codes, params = _c_arguments(net, layout)
+        before = [w.copy() for w in weights]
+        for i, x in enumerate(X):
+            status, J = downstream.network(weights, biases, codes, params, x, False)
+            assert status == 0 and J.dtype == dtype and J.shape == (widths[-1], widths[0])
+            for be, Jb in expected.items():
+                _assert_close(J, Jb[i], net.depth, f"{label}, layout {layout}, x {i}, {be}")
+            # A dead output unit's row is exactly zero, as in the Python API.
+            np.testing.assert_array_equal(J[~expected["cpp"][i].any(axis=1)], 0)
+        for w, b in zip(weights, before, strict=True):
+            np.testing.assert_array_equal(w, b)
+
+
+def test_cython_network_jacobian_sees_dead_layers_and_no_biases(downstream: ModuleType) -> None:
+    """A layer with every relu unit dead gives J = 0 exactly; biases None is b = 0."""
+    net = _network([4, 6, 5, 3], "relu", np.float64)
+    weights, biases, codes, params = _c_arguments(net, 0)
+    x = np.ones(4)
+    dead = [b.copy() for b in biases]
+    dead[1][:] = -1e3
+    status, J = downstream.network(weights, dead, codes, params, x, False)
+    assert status == 0 and not J.any()
+    status, J = downstream.network(weights, None, codes, params, x, False)
+    unbiased = jacgeom.Network(net.weights, [np.zeros_like(b) for b in biases], activation="relu")
+    assert status == 0
+    _assert_close(J, unbiased.jacobian(x, backend="cpp"), 3, "no biases")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NETWORKS, ids=[c[0] for c in NETWORKS])
+def test_cython_network_log_singular_values(
+    downstream: ModuleType, dtype: Any, case: tuple[str, list[int], Any]
+) -> None:
+    """Bit for bit the log singular values of the C-level J (the SVD of the Python API's
+    layer_singular_values), and Network.log_singular_values to rounding where the values
+    are well above the SVD's absolute error."""
+    label, widths, activation = case
+    net = _network(widths, activation, dtype)
+    X = _inputs(net)
+    weights, biases, codes, params = _c_arguments(net, 2)
+    reference = net.log_singular_values(X, backend="numpy")
+    eps = float(np.finfo(dtype).eps)
+    for i, x in enumerate(X):
+        status, J = downstream.network(weights, biases, codes, params, x, False)
+        assert status == 0
+        status, logs = downstream.network(weights, biases, codes, params, x, True)
+        assert status == 0 and logs.dtype == dtype
+        values = jacgeom.layer_singular_values(
+            J, np.zeros(J.shape[1], dtype), activation="identity", backend="cpp"
+        )
+        np.testing.assert_array_equal(logs, _c_log(values), err_msg=label)
+        resolved = reference[i] > reference[i].max(initial=-np.inf) + np.log(1e3 * eps)
+        np.testing.assert_allclose(
+            logs[resolved], reference[i][resolved], rtol=0, atol=1e3 * eps * net.depth
+        )
+
+
+def _numba_network_loop(dtype: Any) -> Any:
+    """@njit: J of every row of X through [ds]network_jacobian, the float64 function at the
+    address numba's get_cython_function_address reads from __pyx_capi__."""
+    from numba.extending import get_cython_function_address
+
+    if dtype == np.float64:
+        n_, p_ = ctypes.c_ssize_t, ctypes.c_void_p
+        prototype = ctypes.CFUNCTYPE(
+            ctypes.c_int, n_, p_, p_, p_, p_, p_, p_, p_, p_, n_, p_, n_, n_, p_, n_
+        )
+        jacobian = prototype(
+            get_cython_function_address("jacgeom.cython_kernels", "dnetwork_jacobian")
+        )
+    else:
+        jacobian = ck.ctypes_function("snetwork_jacobian")
+
+    @numba.njit
+    def loop(
+        widths: np.ndarray,
+        pointers: np.ndarray,
+        strides: np.ndarray,
+        biases: np.ndarray,
+        codes: np.ndarray,
+        params: np.ndarray,
+        X: np.ndarray,
+        work: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n0, nL = widths[0], widths[-1]
+        out = np.empty((X.shape[0], nL, n0), X.dtype)
+        status = np.empty(X.shape[0], np.int64)
+        for b in range(X.shape[0]):
+            status[b] = jacobian(
+                widths.size - 1,
+                widths.ctypes.data,
+                pointers.ctypes.data,
+                strides.ctypes.data,
+                biases.ctypes.data,
+                0,
+                codes.ctypes.data,
+                params.ctypes.data,
+                X[b].ctypes.data,
+                1,
+                out[b].ctypes.data,
+                n0,
+                1,
+                work.ctypes.data,
+                work.size,
+            )
+        return status, out
+
+    return loop
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_numba_network_jacobian_equals_the_python_api(dtype: Any) -> None:
+    loop = _numba_network_loop(dtype)
+    for label, widths, activation in NETWORKS:
+        net = _network(widths, activation, dtype)
+        X = _inputs(net)
+        weights, biases, codes, params = _c_arguments(net, 1)
+        pointers = np.array([w.ctypes.data for w in weights], np.uintp)
+        strides = np.array([s // w.itemsize for w in weights for s in w.strides], np.intp)
+        contiguous = [np.ascontiguousarray(b) for b in biases]
+        bias_pointers = np.array([b.ctypes.data for b in contiguous], np.uintp)
+        work = np.empty(ck.network_workspace_size("network_jacobian", widths, dtype))
+        status, J = loop(
+            np.array(widths, np.intp), pointers, strides, bias_pointers, codes, params, X, work
+        )
+        assert (status == 0).all()
+        _assert_close(J, net.jacobian(X, backend="cpp"), net.depth, label)
+
+
+def _call_network(
+    widths: list[int], codes: list[int], lwork: int | None = None, params: bool = True
+) -> int:
+    f = ck.ctypes_function("dnetwork_jacobian")
+    rng = np.random.default_rng(0)
+    shapes = [(max(m, 0), max(n, 0)) for n, m in zip(widths[:-1], widths[1:], strict=True)]
+    weights = [rng.standard_normal(shape) for shape in shapes]
+    pointers = np.array([w.ctypes.data for w in weights] or [0], np.uintp)
+    strides = np.array([s // 8 for w in weights for s in w.strides] or [0], np.intp)
+    code_array = np.array(codes or [0], np.intc)
+    param_array = np.zeros(max(1, len(codes)))
+    w = np.array(widths, np.intp)
+    x = np.ones(max(1, widths[0]))
+    J = np.empty(max(1, widths[0] * max(widths[-1], 0)))
+    size = ck.ctypes_function("dnetwork_jacobian_workspace")(len(widths) - 1, w.ctypes.data)
+    work = np.empty(max(1, size))
+    return int(
+        f(
+            len(widths) - 1,
+            w.ctypes.data,
+            pointers.ctypes.data,
+            strides.ctypes.data,
+            None,
+            None,
+            code_array.ctypes.data,
+            param_array.ctypes.data if params else None,
+            x.ctypes.data,
+            1,
+            J.ctypes.data,
+            max(1, widths[0]),
+            1,
+            work.ctypes.data,
+            work.size if lwork is None else lwork,
+        )
+    )
+
+
+def test_network_statuses() -> None:
+    assert _call_network([3, 4, 2], [1, 4]) == 0
+    assert _call_network([3, 0, 2], [1, 4]) == 0  # an empty layer: J = 0
+    assert _call_network([3], []) == ck.STATUS["bad_argument"]  # depth 0
+    assert _call_network([3, -1, 2], [1, 4]) == ck.STATUS["bad_argument"]
+    assert _call_network([3, 4, 2], [1, 99]) == ck.STATUS["bad_argument"]
+    assert _call_network([3, 4, 2], [1, 4], params=False) == ck.STATUS["bad_argument"]
+    assert _call_network([3, 4, 2], [1, 4], lwork=2) == ck.STATUS["workspace_small"]
+    assert _call_network([400, 400, 400], [1, 1]) == ck.STATUS["too_large"]
+
+
+def test_network_workspace_size_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="kernel must be one of network_jacobian"):
+        ck.network_workspace_size("jacobian", [3, 4])
+    with pytest.raises(ValueError, match="widths must have at least 2 entries"):
+        ck.network_workspace_size("network_jacobian", [3])
+    with pytest.raises(TypeError, match=r"widths\[1\] must be an integer, got float"):
+        ck.network_workspace_size("network_jacobian", [3, 4.0])
+    with pytest.raises(ValueError, match=r"widths\[0\] must be >= 0, got -3"):
+        ck.network_workspace_size("network_jacobian", [-3, 4])
+    with pytest.raises(ValueError, match="dtype must be float64 or float32, got int8"):
+        ck.network_workspace_size("network_jacobian", [3, 4], "int8")
+    with pytest.raises(ValueError, match=r"above the C-level API's limit"):
+        ck.network_workspace_size("network_log_singular_values", [400, 400, 400])
+
+
+# ---------------------------------------------------------------------------------------
 # Numba, through __pyx_capi__.
 
 
@@ -594,7 +923,7 @@ def test_every_pxd_function_is_in_pyx_capi() -> None:
     import re
 
     declared = set(re.findall(r"^cdef \w+ (\w+)\(", pxd, flags=re.MULTILINE))
-    assert len(declared) == 20
+    assert len(declared) == 28
     assert declared == set(ck.__pyx_capi__)
     for name in declared:
         ck.ctypes_function(name)  # a prototype for each

@@ -4,15 +4,18 @@
 
 The functions declared in ``cython_kernels.pxd`` (phi' of a vector, singular values and
 log singular values of a small matrix, the rank of a masked or row-scaled W, the pullback
-metric of one sample, W W^T) run
+metric of one sample, W W^T, the end-to-end Jacobian of a plain network at one input and
+its log singular values) run
 without the GIL over raw pointers and element strides, with the caller's workspace, as
 scipy.linalg.cython_blas does for BLAS. Cython code cimports them; Numba reaches the same
 functions through ``__pyx_capi__`` (:func:`ctypes_function` builds the ctypes prototype).
 Results equal the Python API's (backend "cpp") bit for bit: the arithmetic is that of
-csrc/include/jacgeom, compiled with the same flags.
+csrc/include/jacgeom, compiled with the same flags. The network functions are the
+exception: they equal jacgeom.Network.jacobian to rounding (one sample's product is summed
+in another order than the batched one).
 
 The Python-level names here (:func:`ctypes_function`, :func:`workspace_size`,
-:data:`STATUS`, :data:`ACTIVATION_CODES`) help callers set up; they validate their
+:func:`network_workspace_size`, :data:`STATUS`, :data:`ACTIVATION_CODES`) help callers set up; they validate their
 arguments. The C functions validate sizes and tolerances only and report a negative status.
 
 Examples
@@ -479,5 +482,70 @@ def workspace_size(kernel, rows, cols, dtype="float64"):
         raise ValueError(
             f"a ({rows}, {cols}) {kind} matrix is above the C-level API's limit of 1 MiB; "
             "use the Python API"
+        )
+    return int(size)
+
+
+_NETWORK_KERNELS = ("network_jacobian", "network_log_singular_values")
+
+
+def network_workspace_size(kernel, widths, dtype="float64"):
+    """Length (in float64 entries) of the workspace of a C-level network kernel.
+
+    Parameters
+    ----------
+    kernel : {"network_jacobian", "network_log_singular_values"}
+    widths : (depth + 1,) sequence of int
+        n_0 (inputs), n_1, ..., n_L, as ``jacgeom.Network.widths``.
+    dtype : {"float64", "float32"}, default "float64"
+        The network's dtype (the workspace is float64 for both).
+
+    Returns
+    -------
+    int
+        What ``<d|s><kernel>_workspace(depth, widths)`` returns.
+
+    Raises
+    ------
+    TypeError
+        If a width is not an integer.
+    ValueError
+        For an unknown kernel or dtype, fewer than two widths, a negative width, or a
+        network whose partial products (widest layer x max(n_0, n_L)) are above 1 MiB.
+
+    Examples
+    --------
+    >>> from jacgeom import cython_kernels
+    >>> cython_kernels.network_workspace_size("network_jacobian", [16, 32, 32, 4]) > 0
+    True
+    """
+    if not isinstance(kernel, str) or kernel not in _NETWORK_KERNELS:
+        raise ValueError(
+            f"kernel must be one of {', '.join(_NETWORK_KERNELS)}, got {kernel!r}"
+        )
+    values = list(widths)
+    if len(values) < 2:
+        raise ValueError(f"widths must have at least 2 entries (n_0 and n_1), got {len(values)}")
+    for i, value in enumerate(values):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"widths[{i}] must be an integer, got {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"widths[{i}] must be >= 0, got {value}")
+    kind = np.dtype(dtype)
+    if kind not in (np.float64, np.float32):
+        raise ValueError(f"dtype must be float64 or float32, got {kind}")
+    cdef Py_ssize_t[::1] w = np.asarray(values, dtype=np.intp)
+    cdef Py_ssize_t depth = len(values) - 1, size
+    if kernel == "network_jacobian":
+        size = (dnetwork_jacobian_workspace(depth, &w[0]) if kind == np.float64
+                else snetwork_jacobian_workspace(depth, &w[0]))
+    else:
+        size = (dnetwork_log_singular_values_workspace(depth, &w[0]) if kind == np.float64
+                else snetwork_log_singular_values_workspace(depth, &w[0]))
+    if size == STATUS_TOO_LARGE:
+        raise ValueError(
+            f"a {kind} network of widths {tuple(values)} is above the C-level API's limit "
+            "(partial products of the widest layer by max(n_0, n_L) of at most 1 MiB); use "
+            "the Python API"
         )
     return int(size)
