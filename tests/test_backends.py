@@ -92,7 +92,7 @@ def test_demo_reproduces_closed_form(capsys: pytest.CaptureFixture[str]) -> None
     rows = [r for r in table.splitlines() if r.startswith("| ") and r[2].isdigit()]
     assert len(rows) == 6
     assert cli.main(["demo", "--samples", "50"]) == 0
-    assert "P(rank < n)" in capsys.readouterr().out
+    assert "P(float64 rank < n)" in capsys.readouterr().out
 
 
 def test_binomial_helper() -> None:
@@ -300,6 +300,19 @@ def _cases(name: str, dtype: type) -> list[Case]:
         g[1, 2] = -np.inf  # an exact zero row: a -inf (a dependency among the rows of V
         # is not marked, and its value is rounding, on which twins need not agree)
         return [((g, V), {})]
+    if name == "graded_qr_step":
+        if dtype != np.float64:
+            return []  # the graded frame is float64 only
+        A = rng.standard_normal((4, 5, 3)) * np.exp(rng.uniform(-40.0, 0.0, (4, 5, 1)))
+        A[1, :, 2] = 0.0  # a zero column: its direction dies (-inf)
+        g = rng.uniform(-30.0, 5.0, (4, 3))
+        g[2, 0] = -np.inf  # a direction already dead
+        V = rng.standard_normal((4, 3, 6))
+        wide = rng.standard_normal((3, 2, 4))
+        return [
+            ((A, g, V), {}),
+            ((wide, rng.uniform(-5, 0, (3, 4)), rng.standard_normal((3, 4, 4))), {}),
+        ]
     if name == "place_live_rows":
         if dtype != np.float64:
             return []  # the sampler draws in float64 only

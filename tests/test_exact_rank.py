@@ -176,7 +176,7 @@ def test_custom_activation_exact_zeros_delete_rows() -> None:
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_nan_or_infinite_derivative_is_an_error_not_a_rank(value: float) -> None:
-    bad = jacgeom.Activation.custom(lambda z: z, lambda z: np.where(z > 0, value, 1.0))
+    bad = jacgeom.Activation.custom(lambda z: z, lambda z: value if z > 0 else 1.0)
     net = Network([np.eye(3)], activation=bad)
     for be in BACKENDS:
         with pytest.raises(FloatingPointError, match="NaN or infinite"):
@@ -425,9 +425,7 @@ def _mp_layer_norm_log_singular_values(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scale", [1.0, 1e6, 1e8])
-def test_layer_normalisation_at_large_weights_against_60_digits(
-    backend: str, scale: float
-) -> None:
+def test_layer_normalisation_at_large_weights_against_60_digits(backend: str, scale: float) -> None:
     # The u-direction of J_N is scaled by delta = eps / (var + eps): 1e-17 at weights of
     # 1e6, below float64's resolution of 1 - |u|^2 / m. It is a scale, not a lost
     # direction: the exact rank stays m - 1, and its singular value is found to full

@@ -209,7 +209,10 @@ def _numpy_derivatives(Z: FloatArray, act: Activation) -> FloatArray:
 
 
 def _numpy_jacobian(W: FloatArray, D: FloatArray, out: FloatArray | None = None) -> FloatArray:
-    J = D[:, :, None] * W
+    # IEEE without warnings: 0 * inf = nan is the documented rule (check_finite=False), as
+    # the compiled kernels compute it silently
+    with np.errstate(invalid="ignore", over="ignore"):
+        J = D[:, :, None] * W
     if out is None:
         return J
     out[...] = J
@@ -540,6 +543,15 @@ KERNELS: dict[str, Kernel] = dict(
             "of diag(e^g[b]) V[b], descending, -inf for exact zeros (Network's graded frame)",
             numpy=_numpy_graded_log_singular_values,
             numba="graded_log_singular_values",
+        ),
+        _entry(
+            "graded_qr_step",
+            "(A (B, m, k), g (B, k), V (B, k, n), float64) -> (Q (B, m, q), g' (B, q), "
+            "V' (B, q, n)), q = min(m, k): A diag(e^g) V = Q diag(e^g') V' per sample by a "
+            "QR with graded ordering (the stable frame's step)",
+            numpy=_reference_graded.graded_qr_step_batched,
+            numba="graded_qr_step_batched",
+            per_sample_blas=True,
         ),
         _entry(
             "place_live_rows",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _backends
+from . import _backends, _dispatch
 from .reference.graded import (
     graded_qr_step_pivoted,
     map_rank,
@@ -45,47 +45,17 @@ if TYPE_CHECKING:
 F64 = NDArray[np.float64]
 
 
-def graded_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
-    """Batched refactorisation A diag(e^g) V = Q diag(e^g') V'.
-
-    A : (B, m, k), g : (B, k) (-inf for dead directions), V : (B, k, n0);
-    returns Q (B, m, q), g' (B, q), V' (B, q, n0) with q = min(m, k). The batched twin of
-    jacgeom.reference.graded.graded_qr_step.
-    """
-    B, m, k = A.shape
-    if m == 0 or k == 0:
-        return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, V.shape[2]))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        # Columns to unit size, their norms into g (see graded_qr_step).
-        norms = scaled_norms(A, axis=1)
-        A = A / np.where(norms > 0, norms, 1.0)[:, None, :]
-        g = g + np.log(norms)
-        g = np.where(np.isnan(g), -np.inf, g)
-        order = np.argsort(-g, axis=1, kind="stable")
-        A = np.take_along_axis(A, order[:, None, :], axis=2)
-        g = np.take_along_axis(g, order, axis=1)
-        V = np.take_along_axis(V, order[:, :, None], axis=1)
-        rows = np.argsort(-scaled_norms(A, axis=2), axis=1, kind="stable")
-        Q, R = np.linalg.qr(np.take_along_axis(A, rows[:, :, None], axis=1))
-        Q = np.take_along_axis(Q, np.argsort(rows, axis=1)[:, :, None], axis=1)
-        q = R.shape[1]
-        diag = np.abs(np.diagonal(R, axis1=1, axis2=2))
-        new_g = np.log(diag) + g[:, :q]
-        # coeff_ij = R_ij / |R_ii| e^(g_j - g_i): bounded by one layer's conditioning, since
-        # the columns were ordered by their scaled norms; formed in log space only where the
-        # two factors apart leave the floating-point range.
-        alive = np.isfinite(new_g)
-        live = alive[:, :, None] & np.isfinite(g)[:, None, :]
-        coeff = (R / diag[:, :, None]) * np.exp(np.minimum(g[:, None, :] - g[:, :q, None], 700.0))
-        bad = live & ~np.isfinite(coeff)
-        if bad.any():
-            log_ratio = (
-                np.log(np.abs(R)) - np.log(diag)[:, :, None] + g[:, None, :] - g[:, :q, None]
-            )
-            coeff[bad] = (np.sign(R) * np.exp(np.minimum(log_ratio, 700.0)))[bad]
-        coeff = np.where(live & np.isfinite(coeff), coeff, 0.0)
-        new_g = np.where(alive, new_g, -np.inf)
-    return Q, new_g, np.matmul(coeff, V)
+def graded_step(A: F64, g: F64, V: F64, backend: str) -> tuple[F64, F64, F64]:
+    """Batched refactorisation A diag(e^g) V = Q diag(e^g') V' (A (B, m, k), g (B, k),
+    V (B, k, n0)): jacgeom.reference.graded.graded_qr_step of every sample, by the
+    dispatch table's ``graded_qr_step`` on ``backend``."""
+    return _dispatch.call(
+        "graded_qr_step",
+        backend,
+        np.ascontiguousarray(A, dtype=np.float64),
+        np.ascontiguousarray(g, dtype=np.float64),
+        np.ascontiguousarray(V, dtype=np.float64),
+    )
 
 
 def check_layer_values(arg: Any, log_d: Any, name: str, l: int) -> None:
@@ -166,12 +136,15 @@ def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[
                 d=d,
             )
 
-    return chain_frame(X.shape[1], X.shape[0], layers())
+    return chain_frame(X.shape[1], X.shape[0], layers(), backend)
 
 
-def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int64]]:
+def chain_frame(
+    n0: int, B: int, layers: Any, backend: str = "numpy"
+) -> tuple[F64, F64, NDArray[np.int64]]:
     """The stable frame of a chain of :class:`FrameLayer`: g (B, k), V (B, k, n_0) and the
-    exact rank after every layer (B, L)."""
+    exact rank after every layer (B, L). ``backend`` runs the batched QR steps and the
+    rank decisions' singular values (jacgeom._dispatch)."""
     # numpy's batched QR calls LAPACK once per sample: a threaded BLAS inside each small
     # call oversubscribes the cores (docs/benchmarks.md), so BLAS is pinned to one thread.
     if B == 0 or n0 == 0:
@@ -192,7 +165,7 @@ def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int6
         V = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
         ranks = []
         for l, layer in enumerate(layers):
-            U, g, V = _apply(l, layer, U, g, V)
+            U, g, V = _apply(l, layer, U, g, V, backend)
             live = np.count_nonzero(np.isfinite(g), axis=1)
             ranks.append(live)
             U, g, V = _trim(U, g, V, int(live.max(initial=0)))
@@ -200,7 +173,7 @@ def chain_frame(n0: int, B: int, layers: Any) -> tuple[F64, F64, NDArray[np.int6
     return g, V, out.astype(np.int64)
 
 
-def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
+def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> tuple[F64, F64, F64]:
     Uz = _live(U, g)
     B = U.shape[0]
     live = np.count_nonzero(np.isfinite(g), axis=1)
@@ -225,10 +198,10 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
             )
         A = np.matmul(M, Uz)
         generic = np.minimum(live, A.shape[1])
-        Zq, g, V = _deflate(A, scaled_norms(M, axis=2), generic, live, g, V)
+        Zq, g, V = _deflate(A, scaled_norms(M, axis=2), generic, live, g, V, backend)
         if Zq is not None:
             A = np.matmul(A, Zq)
-        return graded_step(A, g, V)
+        return graded_step(A, g, V, backend)
     act, arg, state = layer.act, layer.arg, layer.norm
     zero = act.derivative_is_zero(arg)
     log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
@@ -250,13 +223,21 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64) -> tuple[F64, F64,
             U,
             g,
             V,
+            backend,
         )
         W = B1H
-    return _scaled_rows_step(W, zero, log_d, sign, U, g, V)
+    return _scaled_rows_step(W, zero, log_d, sign, U, g, V, backend)
 
 
 def _scaled_rows_step(
-    W: F64, zero: NDArray[np.bool_], log_d: F64, sign: F64, U: F64, g: F64, V: F64
+    W: F64,
+    zero: NDArray[np.bool_],
+    log_d: F64,
+    sign: F64,
+    U: F64,
+    g: F64,
+    V: F64,
+    backend: str,
 ) -> tuple[F64, F64, F64]:
     """The frame after the map diag(sign e^log_d) W, W (m, k) shared or (B, m, k), with the
     rows where ``zero`` is true removed exactly.
@@ -270,7 +251,7 @@ def _scaled_rows_step(
     Y = np.matmul(W, Uz)
     row_norms = np.where(zero, 0.0, np.broadcast_to(scaled_norms(W, axis=-1), (B, m)))
     generic = np.minimum(live, np.count_nonzero(~zero, axis=1))
-    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, Y), row_norms, generic, live, g, V)
+    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, Y), row_norms, generic, live, g, V, backend)
     if Zq is not None:
         Y = np.matmul(Y, Zq)
     with np.errstate(invalid="ignore"):
@@ -280,14 +261,20 @@ def _scaled_rows_step(
         g = g + c[:, None]
     parts, shift = split_log_scales(np.where(zero, 0.0, log_d - c[:, None]))
     scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
-    U, g, V = graded_step(scale[:, :, None] * Y, g, V)
+    U, g, V = graded_step(scale[:, :, None] * Y, g, V, backend)
     for t in parts[1:]:
-        U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V)
+        U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
     return U, unshift_log_scales(U, g, shift), V
 
 
 def _deflate(
-    X: F64, row_norms: F64, generic: NDArray[np.int64], live: NDArray[Any], g: F64, V: F64
+    X: F64,
+    row_norms: F64,
+    generic: NDArray[np.int64],
+    live: NDArray[Any],
+    g: F64,
+    V: F64,
+    backend: str,
 ) -> tuple[F64 | None, F64, F64]:
     """Restrict the frame to the row space of the layer's map on its live directions,
     X (B, m, r), where X has lower rank than its zero rows explain.
@@ -302,7 +289,9 @@ def _deflate(
     is deficient).
     """
     B, m, r = X.shape
-    rank, Xn = map_rank(X, row_norms, live)  # live directions (B,): the tolerance's r
+    rank, Xn = map_rank(  # live directions (B,): the tolerance's r
+        X, row_norms, live, lambda A: _dispatch.batched_singular_values(A, backend)
+    )
     need = rank < generic
     if not need.any():
         return None, g, V

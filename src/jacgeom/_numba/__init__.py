@@ -5,7 +5,7 @@ parallelises over samples with prange; LAPACK calls go through numba's np.linalg
 scipy's LAPACK.
 """
 
-from .graded import graded_log_singular_values
+from .graded import graded_log_singular_values, graded_qr_step_batched
 from .layer import (
     batched_singular_values,
     derivatives,
@@ -23,6 +23,7 @@ __all__ = [
     "derivatives",
     "derivatives_custom",
     "graded_log_singular_values",
+    "graded_qr_step_batched",
     "jacobian",
     "log_volume",
     "masked_rank",

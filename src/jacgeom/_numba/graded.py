@@ -105,3 +105,100 @@ def graded_log_singular_values(
     if g.size:
         _batched(np.ascontiguousarray(g), np.ascontiguousarray(V), out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _scaled_norm(x: Any) -> float:
+    """2-norm of a vector without underflow or overflow (as reference.graded.scaled_norms)."""
+    big = 0.0
+    for v in x:
+        a = abs(v)
+        if a > big:
+            big = a
+    if big == 0.0:
+        return 0.0
+    s = 0.0
+    for v in x:
+        t = v / big
+        s += t * t
+    return big * math.sqrt(s)
+
+
+@numba.njit(cache=True, nogil=True)
+def _qr_step_one(A: Any, g: Any, V: Any, Q: Any, g_out: Any, V_out: Any) -> None:
+    m, k = A.shape
+    q = min(m, k)
+    # Columns to unit size, their norms into g; columns by decreasing g, rows by
+    # decreasing norm (stable orders, as the reference's argsort(kind="stable")).
+    key = np.empty(k)
+    unit = np.empty((m, k))
+    for j in range(k):
+        nrm = _scaled_norm(A[:, j])
+        d = nrm if nrm > 0.0 else 1.0
+        for i in range(m):
+            unit[i, j] = A[i, j] / d
+        x = g[j] + (math.log(nrm) if nrm > 0.0 else -math.inf)
+        key[j] = -math.inf if math.isnan(x) else x
+    order = np.argsort(-key, kind="mergesort")
+    cols = np.empty((m, k))
+    gs = np.empty(k)
+    for jj in range(k):
+        gs[jj] = key[order[jj]]
+        cols[:, jj] = unit[:, order[jj]]
+    row_norms = np.empty(m)
+    for i in range(m):
+        row_norms[i] = _scaled_norm(cols[i, :])
+    rows = np.argsort(-row_norms, kind="mergesort")
+    sorted_rows = np.empty((m, k))
+    for ii in range(m):
+        sorted_rows[ii, :] = cols[rows[ii], :]
+    Qs, R = np.linalg.qr(sorted_rows)
+    for ii in range(m):
+        Q[rows[ii], :] = Qs[ii, :]
+    # coeff_ij = R_ij / |R_ii| e^(g_j - g_i), in log space only where the factors apart
+    # leave the floating-point range (reference.graded._graded_from_r).
+    coeff = np.zeros((q, k))
+    for i in range(q):
+        d = abs(R[i, i])
+        new = (math.log(d) if d > 0.0 else -math.inf) + gs[i]
+        if not math.isfinite(new):
+            g_out[i] = -math.inf
+            continue
+        g_out[i] = new
+        for j in range(i, k):
+            if not math.isfinite(gs[j]) or R[i, j] == 0.0:
+                continue
+            c = (R[i, j] / d) * math.exp(min(gs[j] - gs[i], 700.0))
+            if not math.isfinite(c):
+                log_ratio = math.log(abs(R[i, j])) - math.log(d) + gs[j] - gs[i]
+                c = math.copysign(math.exp(min(log_ratio, 700.0)), R[i, j])
+            if math.isfinite(c):
+                coeff[i, j] = c
+    V_sorted = np.empty((k, V.shape[1]))
+    for jj in range(k):
+        V_sorted[jj, :] = V[order[jj], :]
+    V_out[:, :] = coeff @ V_sorted
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _qr_step_batched(A: Any, g: Any, V: Any, Q: Any, g_out: Any, V_out: Any) -> None:
+    for b in numba.prange(A.shape[0]):
+        _qr_step_one(A[b], g[b], V[b], Q[b], g_out[b], V_out[b])
+
+
+def graded_qr_step_batched(
+    A: NDArray[np.float64], g: NDArray[np.float64], V: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """jacgeom.reference.graded.graded_qr_step_batched: A (B, m, k), g (B, k), V (B, k, n)
+    float64, C-contiguous -> Q (B, m, q), g' (B, q), V' (B, q, n), q = min(m, k)."""
+    B, m, k = A.shape
+    q = min(m, k)
+    n = V.shape[2]
+    if m == 0 or k == 0:
+        return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, n))
+    Q = np.empty((B, m, q))
+    g_out = np.empty((B, q))
+    V_out = np.empty((B, q, n))
+    if B:
+        _qr_step_batched(A, g, V, Q, g_out, V_out)
+    return Q, g_out, V_out

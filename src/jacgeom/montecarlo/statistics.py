@@ -209,7 +209,7 @@ def stable_statistics(
     n0: int, n: int, layers: list[_frame.FrameLayer], shape: tuple[int, int], backend: str
 ) -> tuple[_frame.StableSummary, NDArray[np.int64]]:
     """The stable summary of a block's chain of layers, and its exact rank after each layer."""
-    g, V, exact = _frame.chain_frame(n0, n, layers)
+    g, V, exact = _frame.chain_frame(n0, n, layers, backend)
     logs = _dispatch.call("graded_log_singular_values", backend, g, V)
     p = min(shape)
     if logs.shape[1] < p:

@@ -9,6 +9,7 @@ marks a row that is exactly zero (a direction lost to structure).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,10 @@ def scaled_norms(A: NDArray[Any], axis: int) -> F64:
 
 
 def map_rank(
-    XU: F64, row_norms: F64, columns: NDArray[Any] | None = None
+    XU: F64,
+    row_norms: F64,
+    columns: NDArray[Any] | None = None,
+    singular_values: Callable[[F64], NDArray[Any]] | None = None,
 ) -> tuple[NDArray[np.int64], F64]:
     """Rank of a layer's map X on an orthonormal basis U of the frame, (..., m, r).
 
@@ -89,14 +93,18 @@ def map_rank(
     stays noise. The rank is numpy.linalg.matrix_rank's count with the tolerance of that
     row-normalised X, max(m, r) eps sqrt(rows), not of XU, whose largest value can itself
     be noise. m counts the rows kept (row_norms > 0) and r the live columns, ``columns``
-    (...), default all: a sample's rank never depends on the batch around it. Returns the
-    ranks (...) and the row-normalised XU.
+    (...), default all: a sample's rank never depends on the batch around it.
+    ``singular_values`` computes the values of a (..., m, r) stack (default numpy's SVD).
+    Returns the ranks (...) and the row-normalised XU.
     """
     Xn = XU / np.where(row_norms > 0, row_norms, 1.0)[..., None]
     m, r = XU.shape[-2:]
     if m == 0 or r == 0:
         return np.zeros(XU.shape[:-2], dtype=np.int64), Xn
-    s = np.linalg.svd(Xn, compute_uv=False)
+    if singular_values is None:
+        s = np.linalg.svd(Xn, compute_uv=False)
+    else:
+        s = singular_values(Xn)
     rows = np.count_nonzero(row_norms > 0, axis=-1)
     cols = np.full(rows.shape, r) if columns is None else np.asarray(columns)
     tol = np.maximum(np.maximum(rows, cols), 1) * np.finfo(np.float64).eps
@@ -142,6 +150,49 @@ def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
         Q, R = np.linalg.qr(A[rows])
         Q = Q[np.argsort(rows)]
     return (Q, *_graded_from_r(R, g, V))
+
+
+def graded_qr_step_batched(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
+    """Batched refactorisation A diag(e^g) V = Q diag(e^g') V'.
+
+    A : (B, m, k), g : (B, k) (-inf for dead directions), V : (B, k, n0);
+    returns Q (B, m, q), g' (B, q), V' (B, q, n0) with q = min(m, k): :func:`graded_qr_step`
+    of every sample, vectorised over the batch (the stable frame's numpy backend).
+    """
+    B, m, k = A.shape
+    if m == 0 or k == 0:
+        return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, V.shape[2]))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        # Columns to unit size, their norms into g (see graded_qr_step).
+        norms = scaled_norms(A, axis=1)
+        A = A / np.where(norms > 0, norms, 1.0)[:, None, :]
+        g = g + np.log(norms)
+        g = np.where(np.isnan(g), -np.inf, g)
+        order = np.argsort(-g, axis=1, kind="stable")
+        A = np.take_along_axis(A, order[:, None, :], axis=2)
+        g = np.take_along_axis(g, order, axis=1)
+        V = np.take_along_axis(V, order[:, :, None], axis=1)
+        rows = np.argsort(-scaled_norms(A, axis=2), axis=1, kind="stable")
+        Q, R = np.linalg.qr(np.take_along_axis(A, rows[:, :, None], axis=1))
+        Q = np.take_along_axis(Q, np.argsort(rows, axis=1)[:, :, None], axis=1)
+        q = R.shape[1]
+        diag = np.abs(np.diagonal(R, axis1=1, axis2=2))
+        new_g = np.log(diag) + g[:, :q]
+        # coeff_ij = R_ij / |R_ii| e^(g_j - g_i): bounded by one layer's conditioning, since
+        # the columns were ordered by their scaled norms; formed in log space only where the
+        # two factors apart leave the floating-point range.
+        alive = np.isfinite(new_g)
+        live = alive[:, :, None] & np.isfinite(g)[:, None, :]
+        coeff = (R / diag[:, :, None]) * np.exp(np.minimum(g[:, None, :] - g[:, :q, None], 700.0))
+        bad = live & ~np.isfinite(coeff)
+        if bad.any():
+            log_ratio = (
+                np.log(np.abs(R)) - np.log(diag)[:, :, None] + g[:, None, :] - g[:, :q, None]
+            )
+            coeff[bad] = (np.sign(R) * np.exp(np.minimum(log_ratio, 700.0)))[bad]
+        coeff = np.where(live & np.isfinite(coeff), coeff, 0.0)
+        new_g = np.where(alive, new_g, -np.inf)
+    return Q, new_g, np.matmul(coeff, V)
 
 
 def _graded_from_r(R: F64, g: F64, V: F64) -> tuple[F64, F64]:
