@@ -342,3 +342,16 @@ def test_demo_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
     assert main(["bogus"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_analyze_is_a_command(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    assert main(["--help"]) == 0
+    assert "analyze" in capsys.readouterr().out
+    assert main(["analyze", "--help"]) == 0
+    assert "--data" in capsys.readouterr().out
+    missing = tmp_path / "absent.pt"
+    X = tmp_path / "x.npy"
+    X.write_bytes(b"")
+    assert main(["analyze", str(missing), "--data", str(X)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err, err

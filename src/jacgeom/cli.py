@@ -829,6 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpp", "numba", "numpy"],
         help="kernel backend (default auto)",
     )
+    from . import analyze
+
+    analyze.add_parser(sub)
     return parser
 
 
@@ -850,6 +853,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "mc":
             return _mc(args)
+        if args.command == "analyze":
+            from . import analyze
+
+            return analyze.main(args)
         if args.command == "figures":
             from .plot import _pyplot, write_figures
 
