@@ -316,9 +316,24 @@ class StableSummary(NamedTuple):
     log_smin: NDArray[Any]  # -inf where the exact rank is below min(n_L, n_0)
     log_cond: NDArray[Any]  # +inf exactly where log_smin is -inf
     frobenius2: NDArray[Any]
-    log_volume: NDArray[
-        Any
-    ]  # sum of log sigma_i; -inf where the exact rank is below n_0 (n_L >= n_0)
+    # sum of log sigma_i; -inf where the exact rank is below n_0 (n_L >= n_0)
+    log_volume: NDArray[Any]
+    # log ||J e_1||^2, the gain of one fixed input direction (None where not computed)
+    log_gain: NDArray[Any] | None = None
+
+
+def log_gain(g: F64, V: F64, j: int = 0) -> F64:
+    """log ||J e_j||^2 (B,) of the frame J = U diag(e^g) V (U orthonormal columns), without
+    forming J: a log-sum-exp of 2 g_i + log V_ij^2; -inf where J e_j = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = 2.0 * g + np.log(np.square(V[:, :, j]))
+    t = np.where(np.isnan(t), -np.inf, t)
+    top = np.max(t, axis=1, initial=-np.inf)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.where(
+            np.isfinite(top), safe + np.log(np.sum(np.exp(t - safe[:, None]), axis=1)), -np.inf
+        )
 
 
 def stable_summary(

@@ -98,11 +98,20 @@ def test_theory_only_where_it_holds() -> None:
     # relu's binomial laws need fresh weights and no residual connection.
     assert _theory(Spec(widths=(4, 4), residual=True)) == {}
     one = _theory(Spec(widths=(4, 4)))
+    law = theory.he_relu_log_gain((4, 4))
     assert one == {
         "active_fraction": 0.5,
         "p_exact_rank_deficient": pytest.approx(1 - 2.0**-4),
         "p_any_zeroed": pytest.approx(theory.p_any_zeroed(4)),
+        "mean_log_gain": pytest.approx(law["mean"]),
+        "std_log_gain": pytest.approx(np.sqrt(law["var"])),
+        "p_gain_zero": pytest.approx(2.0**-4),
     }
+    # The log gain's law needs a weight variance c / fan-in and the spectra recorded.
+    assert "mean_log_gain" not in _theory(Spec(widths=(4, 4), init="xavier"))
+    assert "mean_log_gain" not in _theory(Spec(widths=(4, 4), spectra=False))
+    lecun = _theory(Spec(widths=(4, 4), init="lecun"))
+    assert lecun["mean_log_gain"] == pytest.approx(theory.he_relu_log_gain((4, 4), 1.0)["mean"])
     # Linear networks: the Lyapunov limit of the log condition number.
     assert "log10_cond" not in _theory(Spec(widths=(8,) * 4, activation="identity"))
     lin = _theory(Spec(widths=(8,) * 5, activation="identity"))
@@ -121,3 +130,20 @@ def test_distribution_summary() -> None:
     assert s["median_lo"] <= s["median"] <= s["median_hi"]
     empty = distribution_summary(np.zeros(0))
     assert all(math.isnan(v) for v in empty.values())
+
+
+@pytest.mark.parametrize("widths", [(6, 8, 5, 7, 4), (16, 16)])
+def test_log_gain_follows_the_finite_width_law(widths: tuple[int, ...]) -> None:
+    # log ||J e_1||^2 of He relu networks against its exact law (theory.he_relu_log_gain):
+    # the mean within five standard errors, P(J e_1 = 0) inside a widened interval. (16, 16)
+    # is one relu layer, which the conditional sampler leaves packed.
+    res = run(Spec(widths=widths, samples=8000, chunk_size=4000, seed=3), progress=False)
+    s = res.summary()
+    law, measured = s["theory"], s["log_gain"]
+    finite = measured["finite_fraction"] * s["samples"]
+    assert abs(measured["mean"] - law["mean_log_gain"]) <= 5 * law["std_log_gain"] / np.sqrt(finite)
+    assert measured["std"] == pytest.approx(law["std_log_gain"], rel=0.05)
+    zero = s["p_gain_zero"]
+    assert zero["count"] == s["samples"] - finite
+    se = np.sqrt(law["p_gain_zero"] * (1 - law["p_gain_zero"]) / s["samples"]) + 1e-4
+    assert abs(zero["p"] - law["p_gain_zero"]) <= 5 * se

@@ -42,10 +42,13 @@ log_cond               (N,)    log_smax - log_smin: finite whenever the exact ra
 frobenius2             (N,)    squared Frobenius norm
 log_volume             (N,)    sum of natural-log singular values when n_L >= n_0 and the
                                exact rank is n_0, else -inf
+log_gain               (N,)    natural log of ||J e_1||^2, the gain of the first input
+                               direction (-inf where J e_1 = 0): He relu networks follow an
+                               exact finite-width law (jacgeom.theory.he_relu_log_gain)
 =====================  ======  ============================================================
 
 ``Spec(layer_ranks=False)`` leaves out ``layer_numerical_ranks`` and ``layer_exact_ranks``,
-``Spec(spectra=False)`` the five keys from log_smax to log_volume. Everything but the kernel
+``Spec(spectra=False)`` the six keys from log_smax to log_gain. Everything but the kernel
 networks' statistics (``Spec(layer="kernel")``: from the formed product; exact rank
 min(n_0, widths)) comes from the stable frame of :meth:`jacgeom.Network.log_singular_values`.
 

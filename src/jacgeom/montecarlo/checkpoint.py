@@ -66,8 +66,8 @@ __all__ = [
 ]
 
 # Version of a chunk file's layout (its meta and arrays); part of every chunk's meta.
-# 3: a chunk holds its mergeable summary, not its per-sample arrays.
-CHUNK_FORMAT = 3
+# 3: a chunk holds its mergeable summary, not its per-sample arrays; 4: with log_gain.
+CHUNK_FORMAT = 4
 
 T = TypeVar("T")
 

@@ -140,7 +140,11 @@ class Result:
         - relu with fresh zero-mean Gaussian weights per sample and symmetric biases, no
           residual connections or normalisation: P(exact rank < n) =
           1 - prod_l P(Binomial(n_l, 1/2) >= n), the active fraction 1/2, and for one layer
-          P(any unit zeroed) = 1 - 2^-n_1.
+          P(any unit zeroed) = 1 - 2^-n_1. With weight variance c / fan-in (he: c = 2,
+          lecun: 1, gaussian: sigma_w^2), the exact finite-width law of log_gain =
+          log ||J e_1||^2 (jacgeom.theory.he_relu_log_gain): its mean and standard
+          deviation given J e_1 != 0 (``mean_log_gain``, ``std_log_gain``, beside the
+          measured ``log_gain`` distribution) and ``p_gain_zero`` = P(J e_1 = 0).
         - Linear networks (identity), square widths d, Gaussian weights: log cond ->
           L (mu_1 - mu_d), mu_i = (ln 2 + digamma((d - i + 1) / 2)) / 2 - ln(d) / 2 (the
           Lyapunov spectrum of Gaussian products; a large-depth limit, given from depth 4
@@ -174,6 +178,14 @@ class Result:
             out["p_exact_rank_deficient"] = 1.0 - theory.p_rank_at_least(w, p)
             if len(w) == 2:
                 out["p_any_zeroed"] = theory.p_any_zeroed(w[1])
+            scale2 = {"he": 2.0, "lecun": 1.0}.get(s.init)
+            if s.init == "gaussian":
+                scale2 = 1.0 if s.sigma_w is None else s.sigma_w**2
+            if scale2 is not None and s.spectra:
+                law = theory.he_relu_log_gain(w, scale2)
+                out["mean_log_gain"] = law["mean"]
+                out["std_log_gain"] = math.sqrt(law["var"])
+                out["p_gain_zero"] = law["p_zero"]
         return out
 
     def summary(self, level: float = 0.95) -> dict[str, Any]:

@@ -285,9 +285,9 @@ def layer_activations(spec: Spec) -> list[str]:
 def bytes_per_sample(spec: Spec) -> int:
     """Bytes of the per-sample arrays one sample records (int64 and float64 entries):
     active counts, and with ``layer_ranks`` the two layer ranks, per layer; the two ranks;
-    with ``spectra`` the five singular-value statistics."""
+    with ``spectra`` the six statistics of the spectrum and gain (statistics.SPECTRA)."""
     L = len(spec.resolved_widths()) - 1
-    entries = L * (3 if spec.layer_ranks else 1) + 2 + (5 if spec.spectra else 0)
+    entries = L * (3 if spec.layer_ranks else 1) + 2 + (6 if spec.spectra else 0)
     return 8 * entries
 
 

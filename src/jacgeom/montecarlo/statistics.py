@@ -75,9 +75,10 @@ RECORDED = (
     "log_cond",
     "frobenius2",
     "log_volume",
+    "log_gain",
 )
 # The statistics that Spec.spectra=False leaves out.
-SPECTRA = ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume")
+SPECTRA = ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume", "log_gain")
 # A chunk's samples go through the layers in blocks of about this many bytes of per-sample
 # matrices: the block's arrays stay in the last-level cache between the passes over them, and
 # the allocator reuses their memory instead of taking fresh pages from the system (which it
@@ -202,6 +203,8 @@ def record(
             frobenius2=summary.frobenius2,
             log_volume=summary.log_volume,
         )
+        assert summary.log_gain is not None
+        out["log_gain"] = summary.log_gain
     return out
 
 
@@ -214,7 +217,8 @@ def stable_statistics(
     p = min(shape)
     if logs.shape[1] < p:
         logs = np.concatenate([logs, np.full((n, p - logs.shape[1]), -np.inf)], axis=1)
-    return _frame.stable_summary(logs[:, :p], exact[:, -1], shape, np.finfo(np.float64).eps), exact
+    summary = _frame.stable_summary(logs[:, :p], exact[:, -1], shape, np.finfo(np.float64).eps)
+    return summary._replace(log_gain=_frame.log_gain(g, V)), exact
 
 
 # ---------------------------------------------------------------------- plain layers
@@ -333,8 +337,13 @@ def _plain_block_statistics(
             log_cond = np.where(rank == min(nL, n0), log_smax - log_smin, np.inf)
         # The volume of a map onto fewer dimensions is 0, as the stable summary has it.
         log_volume = log_volume if nL >= n0 else np.full_like(log_volume, -np.inf)
+        # ||J e_1||^2: the first column of the sample's live rows, times std^2.
+        owner = np.repeat(np.arange(n), counts)
+        gain = np.bincount(owner, weights=packed.packed_rows[:, 0] ** 2, minlength=n)
+        with np.errstate(divide="ignore"):
+            log_gain = np.log(gain) + 2.0 * np.log(packed.std)
         summary = _frame.StableSummary(
-            rank, rank, log_smax, log_smin, log_cond, frobenius2, log_volume
+            rank, rank, log_smax, log_smin, log_cond, frobenius2, log_volume, log_gain
         )
         exact = rank[:, None]
     else:

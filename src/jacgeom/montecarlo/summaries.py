@@ -10,7 +10,7 @@ samples.
   joint counts of the exact rank against the fewest active units of a sample, and the
   number of samples with a zeroed unit: merging adds integers, so it is exact and
   order-free;
-- every real statistic (log_smax, log_smin, log_cond, frobenius2, log_volume, and the
+- every real statistic (log_smax, log_smin, log_cond, frobenius2, log_volume, log_gain and the
   per-sample mean active fraction) as streaming moments (count, mean, M2 of the finite
   values, their min and max, counts of -inf, +inf and NaN; Chan et al.'s pairwise update)
   and a histogram on a fixed grid, a ``boost_histogram.Histogram`` with a growing integer
@@ -53,7 +53,15 @@ PER_LAYER = ("active_counts", "layer_numerical_ranks", "layer_exact_ranks")
 # Per-sample integer statistics, (N,) each.
 PER_SAMPLE = ("rank", "exact_rank")
 # Real statistics histogrammed (active_fraction: the mean over layers of active / width).
-REAL = ("log_smax", "log_smin", "log_cond", "frobenius2", "log_volume", "active_fraction")
+REAL = (
+    "log_smax",
+    "log_smin",
+    "log_cond",
+    "frobenius2",
+    "log_volume",
+    "log_gain",
+    "active_fraction",
+)
 
 
 def _grid_histogram(lo: int = 0, hi: int = 1) -> bh.Histogram[Any]:
@@ -320,6 +328,9 @@ class Summary:
         for key in REAL[:-1]:
             if key in self.reals:
                 out[key] = self.reals[key].distribution()
+        if "log_gain" in self.reals:  # J e_1 = 0 exactly
+            zero = self.reals["log_gain"].neginf
+            out["p_gain_zero"] = _probability(int(zero), self.samples, level)
         out["bin_width"] = BIN_WIDTH
         return out
 
