@@ -67,6 +67,7 @@ def no_run(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--sigma-w", "2"], "--sigma-w is the gain of --init gaussian or orthogonal"),
         (["--manifold-dim", "3"], "--manifold-dim: only with --inputs manifold"),
         (["--resume"], "--resume needs --out DIR"),
+        (["--width", "4", "--records"], "--records writes every sample's statistics as Parquet"),
         (["--timeout", "3"], "--timeout is the time to reach --scheduler"),
         (["--width", "4", "--plot", "figure.txt"], "give a file name ending in .png"),
         (["--widths", "3"], "widths must hold at least two positive integers, got [3]"),
@@ -229,6 +230,51 @@ def test_resumed_run_reports_computed_and_reused(
     out = capsys.readouterr().out
     assert "500 samples, all reused from the checkpoints in " in out
     assert "none computed" in out
+
+
+def test_records_written_as_one_parquet_table_per_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    argv = ["mc", "--width", "5", "--samples", "300", "--chunk-size", "100", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path), "--records", "--json"]) == 0
+    (record,) = strict_json(capsys.readouterr().out)
+    records = Path(record["run"]["records"])
+    assert records.parent == Path(record["run"]["out"]) and records.name == "records"
+    assert sorted(p.name for p in records.iterdir()) == [f"chunk-{i:06d}.parquet" for i in range(3)]
+    table = pq.read_table(records)
+    assert table.num_rows == 300
+    assert sorted(table.column("sample").to_pylist()) == list(range(300))
+    spec = json.loads(table.schema.metadata[b"jacgeom.spec"])
+    assert spec["widths"] == [5, 5] and spec["samples"] == 300
+    # The records agree with the summary the run printed.
+    exact = table.column("exact_rank").to_numpy()
+    deficient = record["summary"]["p_exact_rank_deficient"]["count"]
+    assert int((exact < 5).sum()) == deficient
+    # Without --records, no records (and the JSON says so).
+    assert main([*argv, "--out", str(tmp_path / "plain"), "--json"]) == 0
+    (plain,) = strict_json(capsys.readouterr().out)
+    assert plain["run"]["records"] is None
+    assert not list((tmp_path / "plain").rglob("*.parquet"))
+
+
+def test_records_without_pyarrow_fail_before_any_work(
+    tmp_path: Path,
+    no_run: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import jacgeom.montecarlo.records
+
+    def no_pyarrow() -> None:
+        raise ImportError('records need pyarrow: pip install "jacgeom[records]"')
+
+    monkeypatch.setattr(jacgeom.montecarlo.records, "_pyarrow", no_pyarrow)
+    assert main(["mc", "--width", "4", "--out", str(tmp_path), "--records"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        'jacgeom mc: error: --records: records need pyarrow: pip install "jacgeom[records]"'
+    ]
 
 
 def test_interrupted_run_without_out_says_nothing_was_saved(

@@ -1,5 +1,5 @@
 """Command line: ``jacgeom mc`` (the Monte Carlo of rank collapse), ``jacgeom figures``,
-``jacgeom demo`` and ``jacgeom bench``.
+``jacgeom demo``, ``jacgeom bench`` and ``jacgeom analyze`` (module ``analyze``).
 
 Errors are one line on stderr and exit code 2; every value is checked before any work
 starts. An interrupted ``jacgeom mc`` (Ctrl-C) exits with code 130 and says how many
@@ -150,6 +150,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         )
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the checkpoint directory to resume from")
+    if args.records and not args.out:
+        raise UsageError(
+            "--records writes every sample's statistics as Parquet files under --out DIR; "
+            "give --out DIR"
+        )
     if args.resume and not Path(args.out).is_dir():
         raise UsageError(f"--resume: no checkpoint directory {args.out!r} to resume from")
     if args.scheduler is None and args.timeout is not None:
@@ -179,6 +184,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
             _pyplot()
         except ImportError as exc:
             raise UsageError(f"--plot: {exc}") from None
+    if args.records:
+        from .montecarlo.records import _pyarrow
+
+        try:
+            _pyarrow()
+        except ImportError as exc:
+            raise UsageError(f"--records: {exc}") from None
     if args.out:
         out = Path(args.out)
         try:
@@ -392,6 +404,7 @@ def _mc(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 out=out,
                 workers=args.workers,
+                records=args.records,
             )
             after = _chunk_files(out, spec)
             reused = sum(
@@ -404,6 +417,8 @@ def _mc(args: argparse.Namespace) -> int:
             results.append((point, res))
             if reused:
                 say(f"point {k}/{len(plan)}: {reused} of {spec.samples} samples reused from {out}")
+            if args.records and out is not None:
+                say(f"point {k}/{len(plan)}: per-sample records in {out / 'records'}")
     except KeyboardInterrupt:
         saved = [(i, s) for o, (_, s) in zip(outs, plan, strict=False) for i in _chunk_files(o, s)]
         where = (
@@ -449,6 +464,7 @@ def _mc(args: argparse.Namespace) -> int:
                     "reused": acc.reused,
                     "seconds": round(acc.seconds, 3),
                     "out": None if o is None else str(o),
+                    "records": str(o / "records") if o is not None and args.records else None,
                 },
             }
             for (p, r), acc, o in zip(results, runs, outs, strict=True)
@@ -583,6 +599,7 @@ examples:
   jacgeom mc --widths 16 32 16 --activation relu tanh one activation per layer
   jacgeom mc --layer kernel --kernel rbf --width 8    kernel layers instead of activations
   jacgeom mc --out runs/ --json > mc.json             checkpoint (Ctrl-C, rerun to resume)
+  jacgeom mc --width 16 --out runs/ --records         also per-sample Parquet records
 
 Ctrl-C stops a run with exit code 130; with --out, the chunks finished so far are saved
 and the same command resumes from them. Errors are one line on stderr, exit code 2."""
@@ -751,6 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="checkpoint directory, one sub-directory per experiment; rerunning the same "
         "command resumes (default: no checkpoints)",
+    )
+    where.add_argument(
+        "--records",
+        action="store_true",
+        help="with --out: also write every sample's statistics as Parquet files, one table "
+        "per experiment under its sub-directory's records/ (needs pyarrow: jacgeom[records])",
     )
     where.add_argument(
         "--resume",
