@@ -1,12 +1,16 @@
 """The documentation's examples run: every ```python block of docs/ and of README.md.
 
-Blocks of one page run in order in one namespace, as a reader would type them. Examples
-that need something a test machine lacks (a Dask cluster) are written as
-```{code-block} python directives, which this test does not collect.
+Blocks of one page run in order in one namespace, as a reader would type them. A block
+whose first line is ``# needs: torch`` (any modules, separated by spaces or commas) runs
+only where they import; where one is missing it is left out (later blocks must not depend
+on it) and the page is reported as skipped after its other blocks ran. Examples that need
+something no test machine has (a Dask cluster) are written as ```{code-block} python
+directives, which this test does not collect.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -23,8 +27,27 @@ PAGES = sorted(
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
+_NEEDS = re.compile(r"^#\s*needs:\s*(.+)$")
+
+
 def _blocks(path: Path) -> list[str]:
     return _BLOCK.findall(path.read_text(encoding="utf-8"))
+
+
+def _missing(code: str) -> list[str]:
+    """The modules a block's ``# needs: ...`` first line names that cannot be imported."""
+    first = code.lstrip().split("\n", 1)[0]
+    match = _NEEDS.match(first)
+    if match is None:
+        return []
+    names = [n for n in re.split(r"[\s,]+", match.group(1).strip()) if n]
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def test_needs_line_names_missing_modules() -> None:
+    assert _missing("import numpy\n") == []
+    assert _missing("# needs: numpy\nimport numpy\n") == []
+    assert _missing("# needs: numpy, no_such_module_jg\n") == ["no_such_module_jg"]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -35,8 +58,13 @@ def test_page_examples_run(page: Path, capsys: pytest.CaptureFixture[str]) -> No
 
     threads = jacgeom.get_num_threads()
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    left_out: list[str] = []
     try:
         for i, code in enumerate(_blocks(page)):
+            missing = _missing(code)
+            if missing:
+                left_out.append(f"block {i} ({', '.join(missing)})")
+                continue
             try:
                 exec(compile(code, f"{page.name}[block {i}]", "exec"), namespace)
             except Exception as exc:  # pragma: no cover - the message is the point
@@ -44,14 +72,21 @@ def test_page_examples_run(page: Path, capsys: pytest.CaptureFixture[str]) -> No
     finally:
         jacgeom.set_num_threads(threads)
     capsys.readouterr()
+    if left_out:
+        pytest.skip(f"the other blocks ran; missing modules: {'; '.join(left_out)}")
 
 
 def test_api_reference_lists_every_public_name() -> None:
     import jacgeom
+    import jacgeom.interop
     import jacgeom.montecarlo
+    import jacgeom.report
+    import jacgeom.torch
 
     page = (ROOT / "docs" / "reference" / "index.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^   ([A-Za-z_][A-Za-z0-9_]*)$", page, flags=re.MULTILINE))
     public = set(jacgeom.__all__) | set(jacgeom.montecarlo.__all__)
+    for module in (jacgeom.interop, jacgeom.report, jacgeom.torch):
+        public |= set(module.__all__)
     assert public <= listed, f"public names missing from the API reference: {public - listed}"
     assert listed <= public, f"the API reference lists names that are not public: {listed - public}"
