@@ -438,7 +438,8 @@ int pullback_metric(const T* W, index_t m, index_t n, index_t rs, index_t cs, co
 // Network.jacobian's to rounding (its batched gemms sum in another order), not bit for bit.
 // Nothing guards partial products against overflow: J's entries follow IEEE arithmetic.
 
-// phi(z), evaluated in double and rounded once to T (jacgeom.activations' formulas).
+// phi(z), evaluated in double and rounded once to T (jacgeom.activations' formulas; a NaN
+// z gives NaN wherever numpy's does: relu's 0 for NaN is numpy's np.where too).
 template <class T>
 inline T value_of(int code, double p, T zt) {
     const double z = zt;
@@ -461,7 +462,7 @@ inline T value_of(int code, double p, T zt) {
             v = (std::fmax(bz, 0.0) + std::log1p(std::exp(-std::fabs(bz)))) / p;
             break;
         }
-        case kElu: v = z > 0 ? z : p * std::expm1(std::fmin(z, 0.0)); break;
+        case kElu: v = z > 0 ? z : p * std::expm1(z); break;  // z <= 0 or NaN here
         case kSilu: v = z * stable_sigmoid(z); break;
         default: v = NAN;
     }
