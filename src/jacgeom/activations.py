@@ -43,6 +43,7 @@ _GELU_TANH_A = 0.044715
 # the tanh-approximated gelu is exactly 0 or 1 in float64: clipping there changes nothing
 # but keeps z**2 and z**3 from overflowing.
 _GELU_CLIP = 40.0
+_SILU_CLIP = 1000.0
 _GELU_TANH_CLIP = 30.0
 
 # Integer codes shared with csrc/include/jacgeom/activations.hpp and jacgeom._numba.
@@ -184,7 +185,10 @@ def _f_elu(z: FloatArray, p: float) -> FloatArray:
 
 def _d_silu(z: FloatArray, p: float) -> FloatArray:
     # s(z) (1 + z (1 - s(z))) = s(z) + z s(z)(1 - s(z)), the last factor as e / (1 + e)^2.
-    return _sigmoid(z) + z * _sigmoid_derivative(z)
+    # z clipped in the product at +-1000, where e / (1 + e)^2 is 0 in float64 already: the
+    # limits at +-inf are 1 and 0, not inf * 0 = nan.
+    zc = np.clip(z, -_SILU_CLIP, _SILU_CLIP)
+    return _sigmoid(z) + zc * _sigmoid_derivative(z)
 
 
 def _f_silu(z: FloatArray, p: float) -> FloatArray:

@@ -59,15 +59,17 @@ class _Layer:
         return result[0] if self.squeeze else result
 
     def preactivations(self) -> FloatArray:
-        """Z = X W^T + b, (B, m); NaN from finite inputs (inf - inf in the sum) raises."""
+        """Z = X W^T + b, (B, m); not finite from finite inputs raises (as in Network)."""
         if self._Z is None:
-            Z = reference.preactivations(self.W, self.X, self.b)
-            # +-inf is the limit of an overflowing sum and phi'(+-inf) is the limit of phi'
-            # for every built-in; NaN has no meaning (a relu unit would read it as dead).
-            if self.finite_inputs and np.isnan(Z).any():
+            with np.errstate(over="ignore", invalid="ignore"):  # decided here, not warned
+                Z = reference.preactivations(self.W, self.X, self.b)
+            # An overflowing sum is not the limit of anything: terms of both signs give NaN
+            # or either infinity (BLAS's order decides; 2e308 - 2e308 came out -inf), and
+            # relu or tanh would read a unit whose true z is 0 as dead or saturated.
+            if self.finite_inputs and not np.isfinite(Z).all():
                 raise FloatingPointError(
-                    "the pre-activations W x + b are NaN for finite inputs (the sum overflows "
-                    "with terms of both signs); no Jacobian exists in floating point"
+                    "the pre-activations W x + b are not finite for finite inputs (the sum "
+                    "overflows the float range); no Jacobian exists in floating point"
                 )
             self._Z = Z
         return self._Z
@@ -128,7 +130,7 @@ def _check_products(W: FloatArray, D: FloatArray) -> None:
 def _check_result(result: FloatArray, what: str) -> None:
     if not np.isfinite(result).all():
         raise FloatingPointError(
-            f"the {what} overflows the float range at finite inputs (its true value is "
+            f"{what}: a value overflows the float range at finite inputs (its true value is "
             "beyond the largest float)"
         )
 
@@ -171,7 +173,13 @@ _PARAMETERS = """W : (m, n) array_like
     backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
         Implementation; "numpy" is the readable reference.
     check_finite : bool, default True
-        Raise ValueError on NaN or Inf in W, X or b."""
+        Raise ValueError on NaN or Inf in W, X or b. With False they follow IEEE 754 on
+        every backend: J = phi'(z) w entry by entry, 0 * nan = nan and 0 * inf = nan (a dead
+        unit's row of non-finite weights is NaN, never skipped); a sample whose Jacobian holds
+        NaN or Inf has NaN singular values and log-volume, the pullback metric J^T J in IEEE
+        arithmetic, and no rank (FloatingPointError). From finite inputs, a pre-activation
+        that overflows, a NaN or infinite phi' or a Jacobian entry or result beyond the float
+        range is a FloatingPointError, whatever check_finite says."""
 
 _OUT = """out : (B, m, n) ndarray, optional
         Write the result here (C-contiguous, the result's dtype, not overlapping the
@@ -360,7 +368,8 @@ def pullback_metric(
     if not layer.finite_inputs:
         # IEEE: J^T J of the Jacobian as formed, dead rows of non-finite weights included
         J = _dispatch.call("jacobian", layer.backend, layer.W, D, None)
-        return layer.out(np.matmul(np.swapaxes(J, -1, -2), J))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return layer.out(np.matmul(np.swapaxes(J, -1, -2), J))
     G = _dispatch.call("pullback_metric", layer.backend, layer.W, D)
     _check_result(G, "pullback metric")
     return layer.out(G)

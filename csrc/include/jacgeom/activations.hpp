@@ -28,6 +28,13 @@ inline T stable_sigmoid(T z) {
     return z >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
 }
 
+// z clipped to [lo, hi] with NaN kept NaN (std::fmin / fmax drop a NaN operand, so
+// elu'(nan) was alpha and gelu_tanh'(nan) finite here while numpy and numba give NaN).
+template <class T>
+inline T clip(T z, T lo, T hi) {
+    return z < lo ? lo : (z > hi ? hi : z);
+}
+
 // s(z) (1 - s(z)) = e / (1 + e)^2 with e = exp(-|z|).
 template <class T>
 inline T sigmoid_derivative(T z) {
@@ -53,12 +60,12 @@ inline T derivative_in(int code, T p, T z) {
         }
         case kGelu: {
             // Phi(z) + z pdf(z); z clipped at 40 where pdf(z) is 0 in double anyway.
-            const T zc = std::fmin(std::fmax(z, T(-40)), T(40));
+            const T zc = clip(z, T(-40), T(40));
             const T cdf = T(0.5) * std::erfc(-z * T(0.70710678118654752440));
             return cdf + zc * std::exp(T(-0.5) * zc * zc) * T(0.39894228040143267794);
         }
         case kGeluTanh: {
-            const T zc = std::fmin(std::fmax(z, T(-30)), T(30));
+            const T zc = clip(z, T(-30), T(30));
             const T c = T(0.79788456080286535588);
             const T u = c * (zc + T(0.044715) * zc * zc * zc);
             const T du = c * (T(1) + T(3 * 0.044715) * zc * zc);
@@ -67,9 +74,10 @@ inline T derivative_in(int code, T p, T z) {
         case kSoftplus:
             return stable_sigmoid(z * p);
         case kElu:
-            return z > T(0) ? T(1) : p * std::exp(std::fmin(z, T(0)));
+            return z > T(0) ? T(1) : p * std::exp(z);  // z <= 0 or NaN here
         case kSilu:
-            return stable_sigmoid(z) + z * sigmoid_derivative(z);
+            // z clipped in the product where s' is 0 anyway: silu'(+-inf) = 1, 0, not nan
+            return stable_sigmoid(z) + clip(z, T(-1000), T(1000)) * sigmoid_derivative(z);
         default:
             return T(NAN);
     }

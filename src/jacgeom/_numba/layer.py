@@ -64,7 +64,8 @@ def _derivative(code: int, p: float, z: float) -> float:
     if code == 8:
         return 1.0 if z > 0 else p * math.exp(min(z, 0.0))
     if code == 9:
-        return _stable_sigmoid(z) + z * _sigmoid_derivative(z)
+        # z clipped in the product where s' is 0 anyway: silu'(+-inf) = 1, 0, not nan
+        return _stable_sigmoid(z) + min(max(z, -1000.0), 1000.0) * _sigmoid_derivative(z)
     return math.nan
 
 
@@ -73,7 +74,9 @@ def _derivatives(Z: FloatArray, code: int, p: float, D: FloatArray) -> None:
     z = Z.ravel()
     d = D.ravel()
     for i in numba.prange(z.size):
-        d[i] = _derivative(code, p, float(z[i]))
+        # np.float64, not float(): numba's float() of a float32 stays float32, and phi' would
+        # be evaluated in float32 (silu'(-100) underflowing to 0), not in float64 as elsewhere
+        d[i] = _derivative(code, p, np.float64(z[i]))
 
 
 def derivatives(Z: FloatArray, code: int, p: float) -> FloatArray:

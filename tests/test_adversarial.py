@@ -1,0 +1,835 @@
+"""Issue 21, "no silent wrong answer": one regression test per defect found by adversarial
+testing (each failed on the code before its fix), the family each belongs to, and a fuzz that
+compares VALUES across the backends over extreme ranges.
+
+The non-finite rule under test (jacgeom.layer._Layer, docs: "NaN and Inf"):
+
+- finite inputs: a NaN pre-activation, a NaN or infinite phi', a Jacobian entry that
+  overflows, or a result beyond the float range is a FloatingPointError on every backend;
+- non-finite inputs with check_finite=False: IEEE 754 (0 * nan = nan, 0 * inf = nan), so a
+  dead unit's row of non-finite weights is NaN; the spectrum and log-volume of such a sample
+  are NaN and its rank a FloatingPointError.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import jacgeom
+from jacgeom import Activation, KernelLayer
+
+from .conftest import BACKENDS, COMPILED
+
+FLOAT_FUNCTIONS = [
+    jacgeom.layer_jacobian,
+    jacgeom.pullback_metric,
+    jacgeom.layer_singular_values,
+    jacgeom.log_volume,
+]
+RANK_FUNCTIONS = [jacgeom.jacobian_rank]
+
+
+def _run(code: str, tmp_path: Any, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    # A script file, not -c: spawn and forkserver workers import __main__ by path.
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    env = dict(os.environ, JACGEOM_NUM_THREADS="2")
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Item 2: importing starts no thread pool; a forked child runs the numba backend
+
+
+def test_import_starts_no_numba_thread_pool(tmp_path: Any) -> None:
+    proc = _run(
+        """
+        import threading
+        import jacgeom
+        from numba.np.ufunc import parallel
+        print(parallel._is_initialized, threading.active_count())
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "1"]
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba backend not available")
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_pool_children_run_the_numba_backend(method: str, tmp_path: Any) -> None:
+    # Issue: 115/126 fork tasks died (BrokenProcessPool) after `import jacgeom` started the
+    # GNU OpenMP pool. Every start method now computes the right values.
+    proc = _run(
+        f"""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        import numpy as np
+        import jacgeom
+
+        def task(i):
+            W = np.diag([3.0, 2.0, 1.0]) * (i + 1)
+            return jacgeom.layer_singular_values(W, np.ones(3), activation="identity",
+                                                 backend="numba").tolist()
+
+        if __name__ == "__main__":
+            with ProcessPoolExecutor(2, mp_context=mp.get_context("{method}")) as ex:
+                print(list(ex.map(task, range(4))))
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = [[3.0 * (i + 1), 2.0 * (i + 1), 1.0 * (i + 1)] for i in range(4)]
+    assert eval(proc.stdout) == expected  # noqa: S307 - our own subprocess's list of floats
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba backend not available")
+def test_fork_after_numba_ran_is_a_clear_error_not_an_abort(tmp_path: Any) -> None:
+    proc = _run(
+        """
+        import os
+        import numpy as np
+        import jacgeom
+        from jacgeom import _backends
+        jacgeom.layer_singular_values(np.eye(2), np.ones(2), backend="numba")
+        if _backends.numba_threading_layer() != "omp":
+            print("fork-safe layer"); raise SystemExit(0)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                jacgeom.layer_singular_values(np.eye(2), np.ones(2), backend="numba")
+                os._exit(3)
+            except RuntimeError as exc:
+                ok = "forked" in str(exc) and "spawn" in str(exc)
+                # the other backends still work in the child
+                s = jacgeom.layer_singular_values(np.eye(2), np.ones(2), backend="cpp"
+                                                  if "cpp" in jacgeom.backends() else "numpy")
+                os._exit(0 if ok and s.tolist() == [1.0, 1.0] else 4)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in ("child 0", "fork-safe layer")
+
+
+# ---------------------------------------------------------------------------------------
+# Item 3: a NaN made inside a computation from finite inputs is an error, never a rank
+
+
+def _nan_dphi(z: float) -> float:
+    return math.nan
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("fn", FLOAT_FUNCTIONS + RANK_FUNCTIONS + [jacgeom.layer_derivatives])
+def test_nonfinite_custom_derivative_is_an_error(backend: str, fn: Any, value: float) -> None:
+    # Issue: jacobian_rank [0, 0, 0] on every backend; log_volume nan vs -inf.
+    act = Activation.custom(lambda z: z, lambda z: value)
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        fn(np.eye(3), np.ones((2, 3)), activation=act, backend=backend)
+
+
+@pytest.mark.parametrize("bad", [None, 1j, "1.0", [1.0]])
+def test_custom_derivative_returning_a_non_number_is_a_type_error(backend: str, bad: Any) -> None:
+    act = Activation.custom(lambda z: z, lambda z: bad)
+    with pytest.raises(TypeError, match="dphi of a custom activation returned"):
+        jacgeom.jacobian_rank(np.eye(3), np.ones((1, 3)), activation=act, backend=backend)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu"])
+def test_nan_preactivation_from_finite_inputs_is_an_error(backend: str, act: str) -> None:
+    # 1e308 * 2 - 1e308 * 2 overflows (BLAS gives NaN or -inf): relu read the unit, whose true
+    # z is 0, as dead, tanh as saturated (a rank drop either way).
+    W = np.array([[1e308, 1e308], [1.0, 0.0]])
+    X = np.array([[2.0, -2.0]])
+    for fn in [*FLOAT_FUNCTIONS, jacgeom.jacobian_rank]:
+        with pytest.raises(FloatingPointError, match="pre-activations"):
+            fn(W, X, activation=act, backend=backend)
+    with pytest.raises(FloatingPointError, match="pre-activations"):
+        jacgeom.active_rank(W, X, backend=backend)
+
+
+def test_jacobian_overflow_from_finite_inputs_is_an_error(backend: str) -> None:
+    big = Activation.custom(lambda z: 1e300 * z, lambda z: 1e300)
+    for fn in [*FLOAT_FUNCTIONS, jacgeom.jacobian_rank]:
+        with pytest.raises(FloatingPointError, match="overflows"):
+            fn(np.eye(2) * 1e10, np.ones((1, 2)), activation=big, backend=backend)
+    leaky = jacgeom.activation("leaky_relu", alpha=1e300)
+    with pytest.raises(FloatingPointError, match="overflows"):
+        jacgeom.layer_jacobian(
+            np.eye(2) * 1e10, -np.ones((1, 2)), activation=leaky, backend=backend
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Item 4: custom activations: what they capture, backends agree, a bounded compile cache
+
+
+def test_custom_activation_captures_globals_when_created() -> None:
+    # Issue: after one cpp call, `alpha = 5.0` gave 2.0 on cpp / numba and 5.0 on numpy.
+    global _ALPHA
+    _ALPHA = 2.0
+    act = Activation.custom(lambda z: _ALPHA * z, lambda z: _ALPHA)
+    W, X = np.eye(2), np.ones((1, 2))
+    before = {be: jacgeom.layer_derivatives(W, X, activation=act, backend=be) for be in BACKENDS}
+    _ALPHA = 5.0
+    after = {be: jacgeom.layer_derivatives(W, X, activation=act, backend=be) for be in BACKENDS}
+    fresh = Activation.custom(lambda z: _ALPHA * z, lambda z: _ALPHA)
+    for be in BACKENDS:
+        assert before[be].tolist() == after[be].tolist() == [[2.0, 2.0]]
+        assert jacgeom.layer_derivatives(W, X, activation=fresh, backend=be).tolist() == [
+            [5.0, 5.0]
+        ]
+
+
+_ALPHA = 2.0
+
+
+def test_custom_activation_captures_closure_cells_when_created() -> None:
+    scale = 3.0
+    act = Activation.custom(lambda z: scale * z, lambda z: scale * z)
+    scale = 7.0  # noqa: F841 - the change the activation must not see
+    for be in BACKENDS:
+        d = jacgeom.layer_derivatives(np.eye(2), [[1.0, 2.0]], activation=act, backend=be)
+        assert d.tolist() == [[3.0, 6.0]]
+
+
+def test_compiled_custom_activations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue: 200 distinct custom activations cost +322 MB and 341 ms per call.
+    if "numba" not in BACKENDS:
+        pytest.skip("numba backend not available")
+    from jacgeom._numba import layer as numba_layer
+
+    monkeypatch.setattr(numba_layer, "_custom_compiled", {})
+    monkeypatch.setattr(numba_layer, "MAX_COMPILED_CUSTOM", 2)
+    z = np.array([[0.5, -1.5, 2.0]])
+    for k in range(4):
+        act = Activation.custom(lambda z, k=k: z, lambda z, k=k: k + z * z)
+        for be in COMPILED:
+            d = jacgeom.layer_derivatives(np.eye(3), z, activation=act, backend=be)
+            np.testing.assert_array_equal(d, k + z * z)
+    assert len(numba_layer._custom_compiled) == 2
+
+
+def test_custom_activation_numba_cannot_compile_agrees(backend: str) -> None:
+    table = {"a": 2.0}
+    act = Activation.custom(lambda z: z, lambda z: table["a"] + 0 * z)
+    d = jacgeom.layer_derivatives(np.eye(2), np.ones((3, 2)), activation=act, backend=backend)
+    np.testing.assert_array_equal(d, np.full((3, 2), 2.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_custom_activations_agree_bitwise_across_backends(dtype: type) -> None:
+    act = Activation.custom(
+        lambda z: math.tanh(z), lambda z: 1.0 - math.tanh(z) ** 2 + 1e-3 * math.exp(-abs(z))
+    )
+    z = np.linspace(-60, 60, 241).astype(dtype)[:, None]
+    out = {
+        be: jacgeom.layer_derivatives(np.eye(1, dtype=dtype), z, activation=act, backend=be)
+        for be in BACKENDS
+    }
+    expected = np.array(
+        [1.0 - math.tanh(float(v)) ** 2 + 1e-3 * math.exp(-abs(float(v))) for v in z[:, 0]]
+    ).astype(dtype)
+    for be in BACKENDS:
+        assert out[be].dtype == dtype
+        np.testing.assert_array_equal(out[be][:, 0], expected)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 5: rank thresholds never overflow
+
+
+def test_masked_rank_threshold_near_float_max(backend: str) -> None:
+    # Issue: W[3, 0] = 1e308: cpp rank 1, numba 0 (s[0] * max(k, n) * eps = inf).
+    W = np.eye(4)
+    W[3, 0] = 1e308
+    assert int(jacgeom.masked_rank(W, np.ones(4, bool), backend=backend)) == np.linalg.matrix_rank(
+        W
+    )
+    rng = np.random.default_rng(5)
+    masks = rng.random((300, 4)) < 0.6
+    expected = [np.linalg.matrix_rank(W[m]) if m.any() else 0 for m in masks]
+    np.testing.assert_array_equal(jacgeom.masked_rank(W, masks, backend=backend), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [{}, {"rtol": 1e-6}])
+def test_rank_family_at_the_top_of_the_float_range(backend: str, dtype: type, kwargs: Any) -> None:
+    # sigma_max itself above the float maximum: the rank is scale-free, so it is computed on
+    # W scaled by a power of two. Independent value: the rank of the unscaled pattern.
+    top = float(np.finfo(dtype).max)
+    pattern = np.array([[1.0, 1.0, 0.0], [1.0, -1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1e-3]])
+    W = (pattern * (top / 2)).astype(dtype)
+    want = np.linalg.matrix_rank(pattern.astype(dtype), **kwargs)
+    got = jacgeom.masked_rank(W, np.ones(4, bool), backend=backend, **kwargs)
+    assert int(got) == want
+    got_layer = jacgeom.jacobian_rank(W, np.zeros(3, dtype), activation="sigmoid", backend=backend)
+    assert int(got_layer) == want
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_volume_threshold_near_float_max(backend: str, dtype: type) -> None:
+    top = float(np.finfo(dtype).max)
+    W = np.array([[0.25, 0.0], [0.0, 2.0**-10], [0.5, 0.0]]) * top
+    W = W.astype(dtype)
+    got = float(jacgeom.log_volume(W, np.zeros(2, dtype), activation="identity", backend=backend))
+    # independent: the volume of the exactly scaled matrix, in float64, plus 2 log(top)
+    scaled = np.array([[0.25, 0.0], [0.0, 2.0**-10], [0.5, 0.0]])
+    expected = float(np.sum(np.log(np.linalg.svd(scaled, compute_uv=False)))) + 2 * math.log(top)
+    assert got == pytest.approx(expected, rel=1e-5 if dtype == np.float32 else 1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 6: one rounding rule for phi' (float64 evaluation, one rounding)
+
+
+def test_float32_tanh_saturation_is_the_same_on_every_backend(backend: str) -> None:
+    # Issue: cpp and numpy phi' = 0.0 (rank 0), numba 2.8e-45 (rank 4).
+    W, X = np.eye(4, dtype=np.float32), np.full((1, 4), 52, np.float32)
+    d = jacgeom.layer_derivatives(W, X, activation="tanh", backend=backend)
+    assert d[0, 0] == np.float32(4 * math.exp(-104))  # 2.7e-45 rounded once: 2.8e-45
+    assert jacgeom.jacobian_rank(W, X, activation="tanh", backend=backend).tolist() == [4]
+
+
+@pytest.mark.parametrize("name", jacgeom.activation_names())
+def test_float32_derivatives_are_float64_rounded_once(name: str) -> None:
+    # The family: every activation over its saturation range, every backend; the value is
+    # the float64 one rounded once, and zero exactly where that rounding is zero.
+    params = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 0.7}, "softplus": {"beta": 2.5}}
+    act = jacgeom.activation(name, **params.get(name, {}))
+    z = np.concatenate([np.linspace(-400, 400, 8001), -np.logspace(-3, 3, 601)])
+    z32 = z.astype(np.float32)
+    p32 = float(np.float32(act.parameter))
+    exact = jacgeom.activations._REGISTRY[name].dphi(z32.astype(np.float64), p32)
+    expected = exact.astype(np.float32)
+    for be in BACKENDS:
+        d = jacgeom.layer_derivatives(
+            np.eye(1, dtype=np.float32), z32[:, None], activation=act, backend=be
+        )[:, 0]
+        np.testing.assert_array_equal(d == 0, expected == 0, err_msg=be)
+        # the backends' float64 formulas differ by an ulp at most (exp(-2|z|) vs exp(-|z|)^2)
+        np.testing.assert_allclose(d, expected, rtol=2 * 2.0**-24, atol=0, err_msg=be)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 7: check_finite=False follows IEEE on every backend
+
+
+def test_nan_weight_in_a_dead_row_is_nan(backend: str) -> None:
+    # Issue: cpp [0.0, 0.0], numba and numpy [nan, 0.0].
+    W = np.array([[1.0, 2.0], [np.nan, 1.0]])
+    J = jacgeom.layer_jacobian(W, [[1.0, 0.0]], [0.0, -5.0], backend=backend, check_finite=False)
+    expected = [0.0 * math.nan, 0.0 * 1.0]
+    np.testing.assert_array_equal(J[0, 1], expected)
+
+
+NONFINITE_CASES = [
+    ("W", (1, 0), math.inf),
+    ("W", (1, 0), -math.inf),
+    ("W", (1, 0), math.nan),
+    ("W", (0, 1), math.inf),
+    ("X", (0, 0), math.inf),
+    ("X", (0, 1), math.nan),
+    ("b", (1,), math.inf),
+    ("b", (0,), -math.inf),
+    ("b", (1,), math.nan),
+]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "elu"])
+@pytest.mark.parametrize(("where", "index", "value"), NONFINITE_CASES)
+def test_nonfinite_inputs_follow_ieee_on_every_backend(
+    where: str, index: tuple[int, ...], value: float, activation: str
+) -> None:
+    # Issue: Inf in a dead row gave finite pullback and singular values on cpp / numba but
+    # NaN on numpy; log_volume nan (compiled) vs -inf (numpy). 27 cases x 5 functions.
+    arrays = {
+        "W": np.array([[1.0, 2.0], [-1.0, 1.0], [0.5, 3.0]]),
+        "X": np.array([[1.0, 0.0], [0.5, 2.0]]),
+        "b": np.array([0.0, -5.0, 1.0]),
+    }
+    arrays[where][index] = value
+    W, X, b = arrays["W"], arrays["X"], arrays["b"]
+    # independent: the IEEE Jacobian from the activation's phi' and numpy's broadcasting
+    with np.errstate(all="ignore"):
+        d = jacgeom.activation(activation).derivative(X @ W.T + b)
+        J = d[:, :, None] * W
+        G = np.swapaxes(J, 1, 2) @ J
+    bad = ~np.isfinite(J).all(axis=(1, 2))
+    for be in BACKENDS:
+        kw = {"activation": activation, "backend": be, "check_finite": False}
+        # NaN and Inf where IEEE puts them; finite entries to the ulp (the backends' phi'
+        # formulas differ by an ulp in float64)
+        np.testing.assert_allclose(jacgeom.layer_jacobian(W, X, b, **kw), J, rtol=1e-15, atol=0)
+        np.testing.assert_allclose(jacgeom.pullback_metric(W, X, b, **kw), G, rtol=1e-14, atol=0)
+        s = jacgeom.layer_singular_values(W, X, b, **kw)
+        lv = jacgeom.log_volume(W, X, b, **kw)
+        assert np.isnan(s[bad]).all() and np.isnan(lv[bad]).all()
+        if (~bad).any():
+            good = ~bad
+            expected = np.linalg.svd(J[good], compute_uv=False)
+            np.testing.assert_allclose(s[good], expected, rtol=1e-12, atol=1e-12)
+        if bad.any():
+            with pytest.raises(FloatingPointError, match="NaN or Inf"):
+                jacgeom.jacobian_rank(W, X, b, **kw)
+        else:
+            ranks = jacgeom.jacobian_rank(W, X, b, **kw)
+            np.testing.assert_array_equal(
+                ranks, [np.linalg.matrix_rank(Jb[Jb.any(1)]) if Jb.any() else 0 for Jb in J]
+            )
+
+
+def test_masked_rank_of_a_nonfinite_kept_row_is_an_error(backend: str) -> None:
+    W = np.array([[1.0, 0.0], [np.inf, 1.0], [0.0, 1.0]])
+    kept_ok = np.array([[True, False, True]])
+    assert jacgeom.masked_rank(W, kept_ok, backend=backend, check_finite=False).tolist() == [2]
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        jacgeom.masked_rank(W, [[True, True, False]], backend=backend, check_finite=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 8: extreme scales in float32 (and float64): the stable path, on every backend
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [
+        (np.float32, 1e37),
+        (np.float32, 2e38),
+        (np.float32, 1e-30),
+        (np.float64, 1e300),
+        (np.float64, 1e307),
+        (np.float64, 1e-300),
+    ],
+)
+def test_log_volume_and_spectrum_at_extreme_scale(backend: str, dtype: type, scale: float) -> None:
+    # Issue: float32 W ~ 1e37: cpp and numba 513.2453, numpy -inf.
+    # 34 x 6: sigma_max * max(m, n) passes the float32 maximum (numpy's threshold overflowed)
+    rng = np.random.default_rng(8)
+    base = rng.uniform(-1, 1, (34, 6))
+    W = (base * scale).astype(dtype)
+    X = np.zeros((1, 6), dtype)
+    # independent: float64 on the exact pattern (the dtype's rounding of W kept), scaled
+    W64 = W.astype(np.float64) / scale
+    s_expected = np.linalg.svd(W64, compute_uv=False) * scale
+    lv_expected = float(np.sum(np.log(np.linalg.svd(W64, compute_uv=False)))) + 6 * math.log(scale)
+    lv = float(jacgeom.log_volume(W, X, activation="identity", backend=backend)[0])
+    rtol = 1e-4 if dtype == np.float32 else 1e-11
+    assert lv == pytest.approx(lv_expected, rel=rtol)
+    if s_expected.max() > float(np.finfo(dtype).max):  # beyond the range: an error, not inf
+        with pytest.raises(FloatingPointError, match="overflows"):
+            jacgeom.layer_singular_values(W, X, activation="identity", backend=backend)
+    else:
+        s = jacgeom.layer_singular_values(W, X, activation="identity", backend=backend)[0]
+        np.testing.assert_allclose(s.astype(np.float64), s_expected, rtol=rtol)
+    assert jacgeom.jacobian_rank(W, X, activation="identity", backend=backend).tolist() == [6]
+
+
+def test_singular_values_beyond_the_float_range_are_an_error(backend: str) -> None:
+    W = np.full((4, 4), 1.5e308)  # sigma_max = 6e308 > the float maximum
+    with pytest.raises(FloatingPointError, match="overflows"):
+        jacgeom.layer_singular_values(W, np.zeros(4), activation="identity", backend=backend)
+    # its rank is still right (scale-free): the all-equal matrix has rank 1
+    assert int(jacgeom.jacobian_rank(W, np.zeros(4), activation="identity", backend=backend)) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Item 9: KernelLayer checks what it is given
+
+
+def _pair(K: Callable[..., Any], G: Callable[..., Any]) -> tuple[Any, Any]:
+    return (K, G)
+
+
+GOOD_GRAD = lambda X, C: np.ones((X.shape[0], C.shape[0], C.shape[1]))  # noqa: E731
+GOOD_K = lambda X, C: np.ones((X.shape[0], C.shape[0]))  # noqa: E731
+
+BAD_KERNELS = [
+    ("K", lambda X, C: np.ones(X.shape[0]), GOOD_GRAD, ValueError, "K returned shape"),
+    ("K", lambda X, C: np.ones((C.shape[0], X.shape[0] + 1)), GOOD_GRAD, ValueError, "shape"),
+    ("K", lambda X, C: np.ones((X.shape[0], C.shape[0])) * 1j, GOOD_GRAD, TypeError, "complex"),
+    ("K", lambda X, C: np.full((X.shape[0], C.shape[0]), "a"), GOOD_GRAD, TypeError, "real"),
+    (
+        "K",
+        lambda X, C: np.full((X.shape[0], C.shape[0]), np.nan),
+        GOOD_GRAD,
+        FloatingPointError,
+        "NaN or Inf",
+    ),
+    ("grad_K", GOOD_K, lambda X, C: np.ones((X.shape[0], C.shape[0])), ValueError, "grad_K"),
+    (
+        "grad_K",
+        GOOD_K,
+        lambda X, C: np.ones((X.shape[0], C.shape[0], 3)) + 0j,
+        TypeError,
+        "complex",
+    ),
+    (
+        "grad_K",
+        GOOD_K,
+        lambda X, C: np.full((X.shape[0], C.shape[0], 2), np.inf),
+        FloatingPointError,
+        "NaN or Inf",
+    ),
+]
+
+
+@pytest.mark.parametrize(("which", "K", "G", "error", "match"), BAD_KERNELS)
+def test_custom_kernel_outputs_are_checked(
+    which: str, K: Any, G: Any, error: type, match: str
+) -> None:
+    # Issue: 66 such cases accepted; K of shape (B,) made features return shape (5,).
+    layer = KernelLayer(np.eye(2), np.ones((3, 2)), kernel=(K, G))
+    X = np.ones((5, 2))
+    methods = ["features", "forward"] if which == "K" else ["jacobian", "singular_values", "rank"]
+    for method in methods:
+        with pytest.raises(error, match=match):
+            getattr(layer, method)(X)
+
+
+@pytest.mark.parametrize("coef0", [math.nan, math.inf, -math.inf])
+def test_kernel_coef0_must_be_finite(coef0: float) -> None:
+    with pytest.raises(ValueError, match="coef0 must be finite"):
+        KernelLayer(np.eye(2), np.ones((1, 2)), kernel="polynomial", coef0=coef0)
+
+
+@pytest.mark.parametrize(("name", "value"), [("gamma", True), ("coef0", "1"), ("degree", 2.5)])
+def test_kernel_parameters_are_typed(name: str, value: Any) -> None:
+    with pytest.raises(TypeError, match=name):
+        KernelLayer(np.eye(2), np.ones((1, 2)), **{name: value})
+
+
+@pytest.mark.parametrize("x", [1.79e308, -1.79e308, 1e200, 1e155])
+def test_rbf_far_from_the_centres_is_zero_not_nan(backend: str, x: float) -> None:
+    # Issue: a 1.8e308 entry gave NaN (inf - inf in |x|^2 - 2 x.c + |c|^2); the answer is 0.
+    layer = KernelLayer(np.array([[0.0, 0.0], [1.0, -1.0]]), np.ones((2, 2)))
+    X = np.array([[x, 0.0]])
+    assert layer.features(X).tolist() == [[0.0, 0.0]]  # exp(-|x - c|^2) underflows
+    assert layer.jacobian(X).tolist() == [[[0.0, 0.0], [0.0, 0.0]]]
+    assert layer.singular_values(X, backend=backend).tolist() == [[0.0, 0.0]]
+
+
+def test_rbf_overflowing_gemm_form_keeps_a_finite_distance() -> None:
+    # |x|^2 overflows, |x - c|^2 does not: x = c = (1e155, 0) gives k = 1 exactly.
+    layer = KernelLayer(np.array([[1e155, 0.0]]), np.ones((1, 1)))
+    assert layer.features([1e155, 0.0]).tolist() == [1.0]
+
+
+@pytest.mark.parametrize("x", [1e154, 1e110])
+def test_polynomial_overflow_is_an_error_not_rank_zero(backend: str, x: float) -> None:
+    # Issue: singular values [nan, nan] on cpp / numba, LinAlgError on numpy, rank [0, 0, 0].
+    layer = KernelLayer(np.array([[1.0, 0.0], [0.0, 1.0]]), np.ones((3, 2)), kernel="polynomial")
+    X = np.full((3, 2), x)
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        layer.singular_values(X, backend=backend)
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        layer.rank(X)
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        layer.jacobian(X)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 10: nothing reaches stdout
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_nothing_is_printed_for_nonfinite_jacobians(
+    backend: str, value: float, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Issue: LAPACK printed "** On entry to DLASCL parameter number 4 had an illegal value".
+    act = Activation.custom(lambda z: z, lambda z: value)
+    for fn in [*FLOAT_FUNCTIONS, jacgeom.jacobian_rank]:
+        with pytest.raises(FloatingPointError):
+            fn(np.eye(2), np.ones((1, 2)), activation=act, backend=backend)
+    W = np.array([[1.0, 2.0], [value, 1.0]])
+    for fn in [jacgeom.layer_singular_values, jacgeom.log_volume]:
+        out = fn(W, np.ones((1, 2)), backend=backend, check_finite=False)
+        assert np.isnan(out).all()
+    from jacgeom import _dispatch
+
+    A = np.array([[[1.0, value], [0.0, 1.0]], [[2.0, 0.0], [0.0, 1.0]]])
+    s = _dispatch.batched_singular_values(A, backend)
+    assert np.isnan(s[0]).all() and s[1].tolist() == [2.0, 1.0]
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+# ---------------------------------------------------------------------------------------
+# The cross-backend VALUE fuzz over extreme ranges
+#
+# Tolerance (stated): for each sample, an entry of a Jacobian, pullback metric or singular
+# value list agrees with the numpy reference within TOL(dtype) = 64 max(m, n) eps(dtype) times
+# the largest magnitude of that sample's reference result (a backward-stable kernel's error
+# bound with room for the different orders of summation). A log-volume agrees within
+# 64 max(m, n) eps sum_i sigma_max / sigma_i (each sigma_i's relative error), compared where
+# that bound is below 1. Ranks agree exactly wherever no singular value of the reference lies
+# within a factor 16 of the rank threshold. NaN and Inf positions agree exactly, and an error
+# on one backend is the same error type on all. (The log-volume bound adds 4 eps |log-volume|,
+# the rounding of the sum.)
+
+# Networks: a product of up to 4 layer Jacobians through layer normalisation's 1 / sigma; the
+# rounding of each factor is amplified by the condition of the others, so the singular values
+# agree relative to sigma_max within this (about 1e7 eps) rather than 64 max(m, n) eps.
+NETWORK_TOL = 1e-9
+
+_MAGNITUDES = st.sampled_from([1e-300, 1e-150, 1e-30, 1e-3, 1.0, 1e3, 1e30, 1e150, 1e300])
+_ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "softplus", "elu", "silu", "identity"]
+
+
+@st.composite
+def _layer_case(draw: Any) -> dict[str, Any]:
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    m = draw(st.integers(1, 5))
+    n = draw(st.integers(1, 4))
+    B = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    scale_w = draw(_MAGNITUDES)
+    scale_x = draw(st.sampled_from([1e-3, 1.0, 30.0, 1e3]))  # 30 and 1e3: saturation
+    structure = draw(st.sampled_from(["dense", "duplicate_row", "zero_column", "integer"]))
+    if structure == "integer":
+        W = rng.integers(-2, 3, (m, n)).astype(np.float64)
+    else:
+        W = rng.standard_normal((m, n))
+    if structure == "duplicate_row" and m >= 2:
+        W[1] = W[0]  # an exactly singular product wherever both units are live
+    if structure == "zero_column":
+        W[:, 0] = 0.0
+    if dtype == np.float32:
+        scale_w = float(np.clip(scale_w, 1e-30, 1e30))
+    W = (W * scale_w).astype(dtype)
+    X = (rng.standard_normal((B, n)) * scale_x / max(scale_w, 1e-300)).astype(dtype)
+    b = (rng.standard_normal(m) * scale_x).astype(dtype)
+    act = draw(st.sampled_from(_ACTIVATIONS))
+    return {"W": W, "X": X, "b": b, "act": act, "dtype": dtype}
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        with np.errstate(all="ignore"):
+            return fn()
+    except (FloatingPointError, ValueError, TypeError) as exc:
+        return type(exc)
+
+
+def _agree(name: str, got: Any, ref: Any, dtype: type, m: int, n: int, backend: str) -> None:
+    if isinstance(ref, type) or isinstance(got, type):
+        assert got is ref, (name, backend, got, ref)
+        return
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape and got.dtype == ref.dtype, (name, backend)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=f"{name} {backend}")
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref), err_msg=f"{name} {backend}")
+    finite = np.isfinite(ref)
+    tol = 64 * max(m, n) * float(np.finfo(dtype).eps)
+    per_sample = np.abs(np.where(finite, ref, 0)).reshape(ref.shape[0], -1).max(axis=1)
+    bound = tol * per_sample.reshape((-1,) + (1,) * (ref.ndim - 1))
+    err = np.abs(np.where(finite, got.astype(np.float64) - ref.astype(np.float64), 0))
+    assert (err <= bound).all(), (name, backend, got, ref)
+
+
+def _check_layer_case(case: dict[str, Any]) -> None:
+    W, X, b, act, dtype = case["W"], case["X"], case["b"], case["act"], case["dtype"]
+    m, n = W.shape
+    results: dict[str, dict[str, Any]] = {}
+    for be in BACKENDS:
+        r = results.setdefault(be, {})
+        kw = {"activation": act, "backend": be}
+        for fn in [jacgeom.layer_jacobian, jacgeom.pullback_metric, jacgeom.layer_singular_values]:
+            r[fn.__name__] = _outcome(functools.partial(fn, W, X, b, **kw))
+        if m >= n:
+            r["log_volume"] = _outcome(functools.partial(jacgeom.log_volume, W, X, b, **kw))
+        r["rank"] = _outcome(functools.partial(jacgeom.jacobian_rank, W, X, b, **kw))
+        r["exact"] = _outcome(functools.partial(jacgeom.jacobian_rank, W, X, b, exact=True, **kw))
+    ref = results["numpy"]
+    for be in BACKENDS:
+        for name in ("layer_jacobian", "pullback_metric", "layer_singular_values"):
+            _agree(name, results[be][name], ref[name], dtype, m, n, be)
+    s = ref["layer_singular_values"]
+    if isinstance(s, type):
+        for be in BACKENDS:
+            for name in results[be]:
+                assert isinstance(results[be][name], type) == isinstance(ref[name], type), name
+        return
+    s64 = s.astype(np.float64)
+    d = jacgeom.layer_derivatives(W, X, b, activation=act, backend="numpy")
+    live = (d != 0).sum(axis=1)
+    eps = float(np.finfo(dtype).eps)
+    threshold = s64[:, :1] * (np.maximum(live, n)[:, None] * eps)
+    clear = ~(((s64 > threshold / 16) & (s64 < threshold * 16)).any(axis=1))
+    for be in BACKENDS:
+        got = results[be]["rank"]
+        if isinstance(got, type) or isinstance(ref["rank"], type):
+            assert got is ref["rank"], (be, got, ref["rank"])
+            continue
+        np.testing.assert_array_equal(got[clear], ref["rank"][clear], err_msg=f"rank {be}")
+    # exact rank: the rank of W's live rows, unscaled; compared where those rows' singular
+    # values are clear of the threshold
+    for i, keep in enumerate(~jacgeom.activation(act).derivative_is_zero(X @ W.T + b)):
+        rows = W[keep].astype(np.float64)
+        sv = np.linalg.svd(rows, compute_uv=False) if rows.size else np.zeros(0)
+        t = sv[:1] * max(rows.shape[0], n) * eps
+        if sv.size and ((sv > t / 16) & (sv < t * 16)).any():
+            continue
+        for be in BACKENDS:
+            got = results[be]["exact"]
+            if isinstance(got, type) or isinstance(ref["exact"], type):
+                assert got is ref["exact"], (be, got, ref["exact"])
+                continue
+            assert got[i] == ref["exact"][i], ("exact rank", be, i, got, ref["exact"])
+    if "log_volume" in ref and not isinstance(ref["log_volume"], type):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cond = np.sum(s64[:, :1] / s64, axis=1)
+        # each log sigma_i to its relative error, plus the rounding of the sum itself
+        lv_ref = ref["log_volume"].astype(np.float64)
+        bound = 64 * max(m, n) * eps * cond + 4 * eps * np.abs(
+            np.where(np.isfinite(lv_ref), lv_ref, 0)
+        )
+        ok = np.isfinite(lv_ref) & (bound < 1)
+        for be in BACKENDS:
+            got = results[be]["log_volume"]
+            assert not isinstance(got, type)
+            err = np.abs(got[ok].astype(np.float64) - lv_ref[ok])
+            assert (err <= bound[ok]).all(), ("log_volume", be, got, lv_ref)
+
+
+def _check_layer_norm_network(seed: int, values: bool = False) -> None:
+    rng = np.random.default_rng(seed)
+    widths = [int(w) for w in rng.integers(1, 4, size=int(rng.integers(2, 4)) + 1)]
+    act = str(rng.choice(["gelu", "tanh", "relu", "silu"]))
+    net = jacgeom.Network.random(widths, activation=act, norm="layer", seed=seed)
+    X = rng.standard_normal((3, widths[0])) * float(rng.choice([1e-3, 1.0, 1e3]))
+    ranks = {be: _outcome(lambda be=be: net.rank(X, backend=be)) for be in BACKENDS}
+    for be in BACKENDS:
+        if isinstance(ranks[be], type):
+            assert ranks[be] is ranks["numpy"]
+            continue
+        assert (ranks[be] <= min(widths)).all(), (widths, be, ranks[be])
+        np.testing.assert_array_equal(ranks[be], ranks["numpy"], err_msg=be)
+    if not values:
+        return
+    logs = {be: _outcome(lambda be=be: net.log_singular_values(X, backend=be)) for be in BACKENDS}
+    ref = logs["numpy"]
+    for be in BACKENDS:
+        if isinstance(ref, type) or isinstance(logs[be], type):
+            assert logs[be] is ref
+            continue
+        np.testing.assert_array_equal(np.isneginf(logs[be]), np.isneginf(ref), err_msg=be)
+        # the stated tolerance in value space, relative to each sample's sigma_max
+        top = np.max(ref, axis=1, keepdims=True, initial=-np.inf)
+        top = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(invalid="ignore"):
+            got_v, ref_v = np.exp(logs[be] - top), np.exp(ref - top)
+        np.testing.assert_allclose(got_v, ref_v, rtol=0, atol=NETWORK_TOL, err_msg=be)
+
+
+_FAST = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+_LONG = settings(
+    max_examples=int(os.environ.get("JACGEOM_FUZZ_EXAMPLES", "10000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@_FAST
+@given(case=_layer_case())
+def test_fuzz_values_agree_across_backends(case: dict[str, Any]) -> None:
+    _check_layer_case(case)
+
+
+@settings(_FAST, max_examples=15)
+@given(seed=st.integers(0, 2**31))
+def test_fuzz_layer_norm_networks_agree(seed: int) -> None:
+    _check_layer_norm_network(seed)
+
+
+@pytest.mark.slow
+@_LONG
+@given(case=_layer_case())
+def test_fuzz_values_agree_across_backends_long(case: dict[str, Any]) -> None:
+    _check_layer_case(case)
+
+
+@pytest.mark.slow
+@settings(_LONG, max_examples=max(1, _LONG.max_examples // 10))
+@given(seed=st.integers(0, 2**31))
+def test_fuzz_layer_norm_networks_agree_long(seed: int) -> None:
+    _check_layer_norm_network(seed)
+
+
+def _network_log_singular_values_60_digits(net: Any, x: np.ndarray) -> list[float]:
+    """log singular values of a layer-normalised network's Jacobian at x, in 60-digit
+    arithmetic: J = prod_l diag(phi'(u_l)) (I - 1 1^T / m - u_l u_l^T / m) / sigma_l W_l."""
+    import mpmath as mp
+
+    with mp.workdps(60):
+        h = mp.matrix([mp.mpf(float(v)) for v in x])
+        J = mp.eye(len(x))
+        for W, b, act in zip(net.weights, net.biases, net.activations, strict=True):
+            z = mp.matrix(W.tolist()) * h + mp.matrix(b.tolist())
+            m = len(z)
+            mu = sum(z) / m
+            sigma = mp.sqrt(sum((zi - mu) ** 2 for zi in z) / m + mp.mpf(net.norm_eps))
+            u = mp.matrix([(zi - mu) / sigma for zi in z])
+            norm = (mp.eye(m) - mp.ones(m, m) / m - u * u.T / m) / sigma
+            assert act.name == "relu"
+            J = mp.diag([1 if ui > 0 else 0 for ui in u]) * norm * mp.matrix(W.tolist()) * J
+            h = mp.matrix([ui if ui > 0 else 0 for ui in u])
+        return [float(mp.log(v)) if v > 0 else -math.inf for v in mp.svd_r(J, compute_uv=False)]
+
+
+# Found by the fuzz: narrow relu layer-norm networks whose one singular value is e^-44 to e^-51
+# (a width-1 input through width-3 normalised layers), where every backend is off by a factor
+# of up to e^6 from the 60-digit value (network.py / _frame.py / reference/network.py, not this
+# issue's files; reported). Strict=False: it passes once those are fixed.
+@pytest.mark.xfail(strict=False, reason="narrow layer-norm spectra: network code, reported")
+@pytest.mark.parametrize("seed", [88, 53, 112])
+def test_narrow_layer_norm_network_values_against_60_digits(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    widths = [int(w) for w in rng.integers(1, 4, size=int(rng.integers(2, 4)) + 1)]
+    rng.choice(["gelu", "tanh", "relu", "silu"])  # the fuzz's draw, kept for its seeds
+    net = jacgeom.Network.random(widths, activation="relu", norm="layer", seed=seed)
+    X = rng.standard_normal((3, widths[0])) * float(rng.choice([1e-3, 1.0, 1e3]))
+    for be in BACKENDS:
+        got = net.log_singular_values(X, backend=be)
+        for x, row in zip(X, got, strict=True):
+            np.testing.assert_allclose(
+                row, _network_log_singular_values_60_digits(net, x), rtol=0, atol=1e-6, err_msg=be
+            )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", jacgeom.activation_names())
+def test_derivatives_at_nonfinite_z_agree(name: str, dtype: type) -> None:
+    # The family of item 7: phi' at NaN and +-Inf (check_finite=False) is the same on every
+    # backend: the limit at +-Inf, NaN at NaN wherever phi' is arithmetic in z (relu and
+    # leaky_relu decide by z > 0, which is false for NaN: 0 and alpha).
+    z = np.array([[np.nan], [np.inf], [-np.inf]], dtype=dtype)  # one unit, three samples
+    expected = jacgeom.activation(name).derivative(z)
+    for be in BACKENDS:
+        d = jacgeom.layer_derivatives(
+            np.eye(1, dtype=dtype), z, activation=name, backend=be, check_finite=False
+        )
+        np.testing.assert_array_equal(d, expected, err_msg=be)
+    assert np.isnan(expected[0, 0]) == (name not in ("relu", "leaky_relu", "identity"))
