@@ -233,3 +233,34 @@ def test_trained_networks_tutorial_runs() -> None:
     relu_dead = runs["relu"][1].series("exact_rank")[1]  # type: ignore[index]
     tanh_rank = runs["tanh"][1].series("exact_rank")[1]  # type: ignore[index]
     assert np.all(tanh_rank[:, :2] == 32) and relu_dead.shape[1] == 3
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu", "gelu"])
+@pytest.mark.parametrize("shape", [(8, 8), (12, 5), (5, 12), (1, 3)])
+def test_report_spectra_agree_with_the_graded_frame(
+    activation: str, shape: tuple[int, int]
+) -> None:
+    # Most samples' spectra come from one SVD of D W where its smallest structural value is
+    # certified; rank-deficient W (two parallel rows), dead units and saturated samples
+    # (inputs x 200) go through the graded frame. Either way the report equals what
+    # log_singular_values of the layer alone gives.
+    rng = np.random.default_rng(sum(shape))
+    m, n = shape
+    W = rng.standard_normal((m, n))
+    if m > 2:
+        W[1] = 2.0 * W[0]
+    net = jacgeom.Network([W], biases=[rng.standard_normal(m)], activation=activation)
+    X = 3.0 * rng.standard_normal((40, n))
+    X[:3] *= 200.0
+    rep = net.layer_report(X).layers[0]
+    logs = net.log_singular_values(X).reshape(40, min(m, n))
+    exact = np.isfinite(logs).sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        volume = logs.sum(axis=1)
+        cond = np.where(exact < min(m, n), np.inf, logs[:, 0] - logs[:, -1])
+    assert rep.exact_rank.as_dict() == Distribution.of(exact).as_dict()
+    for got, want in ((rep.log_volume, volume), (rep.log_condition, cond)):
+        g, w = got.as_dict(), Distribution.of(want).as_dict()
+        assert g["count"] == w["count"] and g["infinite"] == w["infinite"]
+        for key in ("min", "q05", "median", "q95", "max"):
+            np.testing.assert_allclose(g[key], w[key], rtol=1e-9, atol=1e-9)  # type: ignore[literal-required]

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _validation
+from . import _dispatch, _validation
 from .activations import Activation
 from .activations import activation as _lookup
 from .layer import layer_singular_values, preactivations
@@ -135,7 +135,16 @@ def homeomorphism_report(
     act = _lookup(activation)
     Wk = _validation.weight_matrix(W, True)
     m, n = Wk.shape
-    weight_rank = int(np.linalg.matrix_rank(Wk)) if Wk.size else 0
+    # numpy.linalg.matrix_rank's rule, on the compiled SVD with BLAS pinned to one thread.
+    weight_rank = (
+        int(
+            _dispatch.matrix_rank_count(
+                _dispatch.batched_singular_values(Wk[None], "auto"), (m, n)
+            )[0]
+        )
+        if Wk.size
+        else 0
+    )
     zeros = (
         derivative_zeros(act) if act.derivative_can_vanish and not act.is_custom else np.array([])
     )

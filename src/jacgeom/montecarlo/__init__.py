@@ -62,7 +62,7 @@ executor), ``compare`` (kernel beside activation layers).
 """
 
 from .compare import compare_with_activation_network
-from .result import Result
+from .result import NoRecordsError, Result
 from .runner import RETRIES, run
 from .spec import Spec
 from .statistics import chunk_statistics
@@ -70,6 +70,7 @@ from .sweep import sweep, sweep_table
 
 __all__ = [
     "RETRIES",
+    "NoRecordsError",
     "Result",
     "Spec",
     "chunk_statistics",
