@@ -401,3 +401,16 @@ def test_analyze_is_a_command(capsys: pytest.CaptureFixture[str], tmp_path: Any)
     assert main(["analyze", str(missing), "--data", str(X)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err, err
+
+
+def test_relu_gain_line_beside_its_exact_law(capsys: pytest.CaptureFixture[str]) -> None:
+    from jacgeom.theory import he_relu_log_gain
+
+    assert main(["mc", "--widths", "6", "6", "6", "--samples", "600", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("  relu, widths 6-6-6:"))
+    law = he_relu_log_gain((6, 6, 6))
+    assert f"exact law {law['mean']:.4f}" in line and f"law {law['p_zero']:.4f}" in line
+    # Not for tanh, where no such law is known.
+    assert main(["mc", "--widths", "6", "6", "--activation", "tanh", "--samples", "50"]) == 0
+    assert "Gain of one input direction" not in capsys.readouterr().out

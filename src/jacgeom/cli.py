@@ -344,6 +344,29 @@ def _theory_notes(results: Sequence[tuple[dict[str, Any], Result]]) -> list[str]
     return [f"  {', '.join(who)}: {text}" for text, who in notes.items()]
 
 
+def _gain_lines(results: Sequence[tuple[dict[str, Any], Result]]) -> list[str]:
+    """Per run where the exact finite-width law of relu's log gain applies: the measured
+    mean with its 95% interval beside the law's mean, and P(J e_1 = 0) beside its value."""
+    lines = []
+    for _, res in results:
+        th = res.theory()
+        if "mean_log_gain" not in th:
+            continue
+        s = res.summary()
+        g = s["log_gain"]
+        finite = g["finite_fraction"] * s["samples"]
+        half = 1.96 * g["std"] / math.sqrt(finite) if finite > 1 else math.inf
+        widths = "-".join(str(w) for w in res.spec.resolved_widths())
+        zero = s["p_gain_zero"]
+        lines.append(
+            f"  relu, widths {widths}: mean {g['mean']:.4f} [{g['mean'] - half:.4f}, "
+            f"{g['mean'] + half:.4f}], exact law {th['mean_log_gain']:.4f} (std "
+            f"{th['std_log_gain']:.3f}); P(J e_1 = 0) {zero['p']:.4f} [{zero['lo']:.4f}, "
+            f"{zero['hi']:.4f}], law {th['p_gain_zero']:.4f}"
+        )
+    return lines
+
+
 TABLE_LEGEND = (
     "n = min(n_0, n_L). Exact rank: singular values non-zero in exact arithmetic (lost only "
     "through structure, such as relu's dead units). float64 rank: numpy.linalg.matrix_rank's "
@@ -475,6 +498,10 @@ def _mc(args: argparse.Namespace) -> int:
         print(sweep_table(results))
         print(f"\n{textwrap.fill(TABLE_LEGEND, 88)}\n\nTheory columns (docs/theory.md):")
         print("\n".join(notes))
+        gains = _gain_lines(results)
+        if gains:
+            print("\nGain of one input direction, log ||J e_1||^2 (natural log; given J e_1 != 0):")
+            print("\n".join(gains))
         print(f"\n{_work_line(total, args.out)}")
     if args.plot:
         from .plot import monte_carlo_figure
