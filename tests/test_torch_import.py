@@ -93,8 +93,37 @@ def test_leaky_relu_slope_zero_is_relu_and_negative_slope_refused() -> None:
 
 
 def test_softplus_threshold_is_noted() -> None:
-    spec = spec_from_torch(nn.Sequential(nn.Linear(3, 3), nn.Softplus(beta=1.0, threshold=5.0)))
-    assert len(spec.notes) == 1 and "threshold" in spec.notes[0]
+    # torch's default threshold (phi' within 2e-9): a note, no warning (filterwarnings=error).
+    spec = spec_from_torch(nn.Sequential(nn.Linear(3, 3), nn.Softplus(beta=1.0)))
+    assert len(spec.notes) == 1 and "threshold=20" in spec.notes[0]
+    # A small threshold: the note and a UserWarning naming the module and the gap
+    # (review 2, item 5: from_torch dropped the note silently).
+    small = nn.Sequential(nn.Linear(3, 3), nn.Softplus(beta=1.0, threshold=5.0))
+    with pytest.warns(
+        UserWarning,
+        match=r"approximate conversion of module 1: Softplus\(beta=1, "
+        r"threshold=5\).*phi' is below by less than 6\.7e-03",
+    ) as caught:
+        spec = spec_from_torch(small)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert len(spec.notes) == 1 and "threshold=5" in spec.notes[0]
+    with pytest.warns(UserWarning, match=r"approximate conversion of module 1") as caught:
+        jacgeom.Network.from_torch(small)
+    assert caught[0].filename == __file__
+
+
+def test_geometry_monitor_warns_of_an_approximate_softplus_once() -> None:
+    from jacgeom.torch import GeometryMonitor
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.Softplus(threshold=1.0), nn.Linear(3, 2))
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    with pytest.warns(UserWarning, match="approximate conversion") as caught:
+        monitor = GeometryMonitor(model, X, every=1)
+        for _ in range(3):
+            monitor.step()
+    assert len([w for w in caught if "approximate conversion" in str(w.message)]) == 1
+    assert len(monitor.reports) == 3
+    assert "Softplus(beta=1, threshold=1)" in monitor.reports[-1][1].notes[0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -27,6 +27,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+import os
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +51,10 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.floating[Any]]
+
+# A converted Softplus warns when phi' may differ from torch's by more than this, i.e. for
+# e^-threshold > 1e-8 (threshold < 18.42; torch's default 20 stays silent).
+_SOFTPLUS_TOLERANCE = 1e-8
 
 SUPPORTED_TORCH_MODULES = (
     "Linear",
@@ -316,13 +323,34 @@ def _activation_of(module: Any, kind: str, notes: list[str], label: str) -> Acti
         # torch switches to the identity where beta z > threshold; jacgeom's softplus has no
         # threshold. There phi differs by log1p(e^-threshold) / beta and phi' by
         # s(-beta z) < e^-threshold (2e-9 at torch's default 20): never a rank change.
-        notes.append(
+        # sigmoid(-t) bounds the phi' gap, log1p(e^-t) / beta the phi gap (t = threshold).
+        dphi = 1.0 / (1.0 + math.exp(min(threshold, 700.0)))
+        gap = math.log1p(math.exp(-max(threshold, -700.0))) / beta
+        note = (
             f"{label}: Softplus(beta={beta:g}, threshold={threshold:g}) read as softplus"
-            f"(beta={beta:g}) without the threshold: phi' differs from torch's by less than "
-            f"e^-threshold = {math.exp(-threshold):.1e} where beta z > threshold"
+            f"(beta={beta:g}) without the threshold: where beta z > threshold, torch's phi is "
+            f"z and phi' is 1; jacgeom's phi' is below by less than {dphi:.1e} and its phi "
+            f"above by less than {gap:.1e} (later layers' Jacobians move with both)"
         )
+        notes.append(note)
+        if dphi > _SOFTPLUS_TOLERANCE:
+            _warn_from_caller(
+                f"approximate conversion of module {note}; phi' may differ by more than "
+                f"{_SOFTPLUS_TOLERANCE:g} (silent for threshold >= 18.42)"
+            )
         return _lookup("softplus", beta=beta)
     raise _unsupported(f"{label} ({kind})")
+
+
+def _warn_from_caller(message: str) -> None:
+    """A UserWarning attributed to the first frame outside the jacgeom package (the user's
+    call of Network.from_torch, spec_from_torch or GeometryMonitor), whatever the depth."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame: Any = sys._getframe(0)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def _function_module(node: Any) -> Any:
@@ -554,8 +582,15 @@ def spec_from_torch(module: Any) -> NetworkSpec:
     Notes
     -----
     Softplus(beta, threshold) becomes softplus(beta): jacgeom's softplus has no threshold,
-    so phi' differs from torch's by less than e^-threshold where beta z > threshold (a note
-    is added to ``notes``; ranks are unaffected). LeakyReLU with negative_slope 0 is relu;
+    where torch's is the identity for beta z > threshold. There phi' differs from torch's by
+    less than sigmoid(-threshold) < e^-threshold and phi by less than
+    log1p(e^-threshold) / beta; a layer's D keeps its rank, but later layers see shifted
+    pre-activations, so the network's Jacobian can differ by more (3e-2 was seen at
+    threshold 1). Every Softplus adds a line to ``notes``; where sigmoid(-threshold) > 1e-8
+    (threshold < 18.42; torch's default 20 is below the tolerance) a UserWarning
+    ("approximate conversion of module ...") names the module and both bounds. Filter it with
+    ``warnings.filterwarnings("ignore", "approximate conversion", UserWarning)``.
+    LeakyReLU with negative_slope 0 is relu;
     a negative slope is not supported. Dropout is read as the identity (the eval-mode map).
     """
     notes: list[str] = []

@@ -7,6 +7,7 @@ of this module is absolute, so ``jacgeom.torch`` never stands in for the real ``
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, TypedDict
 
 import numpy as np
@@ -101,7 +102,13 @@ class GeometryMonitor:
 
     def record(self, step: int) -> LayerReport:
         """Record the report now, under the given step number."""
-        spec = spec_from_torch(self.model)
+        if self.reports:
+            # The first record warned of an approximate conversion (if any): not every step.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "approximate conversion", UserWarning)
+                spec = spec_from_torch(self.model)
+        else:
+            spec = spec_from_torch(self.model)
         net = Network(**spec.network_kwargs())
         X = self.probe_X.astype(net.dtype, copy=False)
         rep = layer_report(

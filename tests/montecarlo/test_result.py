@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,23 @@ def test_log_gain_follows_the_finite_width_law(widths: tuple[int, ...]) -> None:
     assert zero["count"] == s["samples"] - finite
     se = np.sqrt(law["p_gain_zero"] * (1 - law["p_gain_zero"]) / s["samples"]) + 1e-4
     assert abs(zero["p"] - law["p_gain_zero"]) <= 5 * se
+
+
+@pytest.mark.parametrize(
+    ("activation", "init"), [("relu", "gaussian"), ("tanh", "gaussian"), ("relu", "orthogonal")]
+)
+def test_theory_of_zero_weights(activation: str, init: str) -> None:
+    # sigma_w = 0 is a legitimate zero network: J = 0, so rank 0 and J e_1 = 0 surely; relu's
+    # laws (active fraction 1/2, binomial rank law, log-gain law) do not hold, and
+    # summary() used to crash passing scale2 = 0 to he_relu_log_gain (review 2, item 4).
+    spec = Spec(
+        widths=(3, 4), activation=activation, init=init, sigma_w=0.0, samples=50, chunk_size=50
+    )
+    res = run(spec, workers=1, progress=False)
+    summary = res.summary()
+    assert summary["theory"] == {"p_exact_rank_deficient": 1.0, "p_gain_zero": 1.0}
+    assert summary["p_exact_rank_deficient"]["p"] == 1.0
+    assert summary["p_gain_zero"]["p"] == 1.0
+    assert _theory(dataclasses_replace(spec, spectra=False)) == {"p_exact_rank_deficient": 1.0}
+    # With residual connections J = I + ..., nothing is claimed.
+    assert _theory(Spec(widths=(4, 4), init=init, sigma_w=0.0, residual=True)) == {}

@@ -19,8 +19,8 @@ Anything else (a chunk of another seed left after ``spec.json`` was deleted, a f
 over another, an array truncated or edited, a key missing, a file that is not an .npz) is
 recomputed with a :class:`CheckpointWarning` naming the file. Because ``samples`` is not in
 the hash, a run with more (or fewer) samples and everything else equal reuses the chunks it
-shares with the runs before it; only a last chunk that was shorter is recomputed (silently:
-it was valid for its run).
+shares with the runs before it; only a last chunk whose sample count differs (shorter, or
+longer when the run shrank) is recomputed, silently: it was valid for its run.
 
 The lock is an advisory ``fcntl.flock`` on ``.lock``: the kernel releases it when its holder
 exits, killed or not, so a lock left by a dead process is taken over without any staleness
@@ -120,7 +120,9 @@ def load_chunk(
 ) -> T | None:
     """``parse(arrays)`` of chunk ``index`` if its file proves it holds exactly what ``spec``
     expects there, else None (a CheckpointWarning naming the file says why, unless there is
-    no file or it is the shorter last chunk of a smaller run of the same spec).
+    no file or its sample count is that of another run of the same spec: a shorter last
+    chunk of a smaller run, or a chunk of at most ``spec.chunk_size`` samples of a larger
+    run where this run's last chunk is shorter).
 
     ``parse`` turns the file's arrays into what the run merges, raising ValueError (its
     message the reason) if they are not that.
@@ -129,7 +131,9 @@ def load_chunk(
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # The file opened here, not by np.load: np.load leaks its handle when the file is
+        # not a valid .npz (a truncated chunk: ResourceWarning: unclosed file).
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
         if not isinstance(meta, dict):
@@ -144,8 +148,13 @@ def load_chunk(
     elif meta.get("index") != index:
         why = f"it holds chunk {meta.get('index')!r}, not chunk {index}"
     elif meta.get("samples") != samples:
-        if isinstance(meta.get("samples"), int) and meta["samples"] < samples:
+        theirs = meta.get("samples")
+        if isinstance(theirs, int) and theirs < samples:
             return None  # the last chunk of a run with fewer samples: valid, but short
+        if isinstance(theirs, int) and samples < theirs <= spec.chunk_size:
+            # This run's last chunk is shorter than the file's chunk (a full chunk, or the
+            # longer last chunk, of a run with more samples): valid for that run, redone.
+            return None
         why = f"it holds {meta.get('samples')!r} samples, chunk {index} has {samples}"
     else:
         try:

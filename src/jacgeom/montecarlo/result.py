@@ -129,15 +129,26 @@ class Result:
         return {"p": k / event.size if event.size else float("nan"), "lo": lo, "hi": hi, "count": k}
 
     def theory(self) -> dict[str, float]:
-        """The closed forms that apply to this spec (may be empty): keys as in
-        :meth:`summary`.
+        """The closed forms that apply to this spec (may be empty), floats that
+        :meth:`summary` shows under ``"theory"``.
+
+        ``p_exact_rank_deficient``, ``p_any_zeroed`` and ``p_gain_zero`` predict the ``p`` of
+        the summary's key of that name, ``active_fraction`` its ``mean``; ``mean_log_gain``
+        and ``std_log_gain`` predict ``summary()["log_gain"]["mean"]`` and ``["std"]`` (the
+        finite values: given J e_1 != 0); ``log10_cond`` the growth of ``log_cond`` in
+        base 10.
+
+        - Zero weights (init "gaussian" or "orthogonal" with ``sigma_w=0``), no residual
+          connections: J = 0, so ``p_exact_rank_deficient`` = 1 and ``p_gain_zero`` = 1
+          (with spectra); none of the laws below.
 
         - Exact rank, any activation of jacgeom's registry but relu, Gaussian weights (fresh
           or shared, any init but orthogonal, which is full rank too), no kernel layers:
           full with probability 1, except where a layer is narrower than min(n_0, n_L) or
           a layer normalisation (n_l - 1 per layer) caps it: P(exact rank < n) is then 1.
           phi' vanishes nowhere (gelu and silu only at one irrational point).
-        - relu with fresh zero-mean Gaussian weights per sample and symmetric biases, no
+        - relu with fresh zero-mean Gaussian weights per sample, weight variance > 0 and
+          symmetric biases, no
           residual connections or normalisation: P(exact rank < n) =
           1 - prod_l P(Binomial(n_l, 1/2) >= n), the active fraction 1/2, and for one layer
           P(any unit zeroed) = 1 - 2^-n_1. With weight variance c / fan-in (he: c = 2,
@@ -156,6 +167,16 @@ class Result:
         p = min(w[0], w[-1])
         out: dict[str, float] = {}
         if s.layer != "activation":
+            return out
+        if s.init in ("gaussian", "orthogonal") and s.sigma_w == 0:
+            # Every weight is 0, so J = 0 without residual connections (each layer's
+            # Jacobian has W_l as a factor): rank 0 and J e_1 = 0 surely. None of the laws
+            # below holds (relu's active fraction, binomial rank law and log-gain law need
+            # a weight variance > 0; smooth activations' full rank needs W_l of full rank).
+            if not s.residual:
+                out["p_exact_rank_deficient"] = 1.0
+                if s.spectra:
+                    out["p_gain_zero"] = 1.0
             return out
         if "relu" not in acts:
             cap = min(w) if s.norm is None else min(w[0], *(x - 1 for x in w[1:]))
@@ -181,7 +202,8 @@ class Result:
             scale2 = {"he": 2.0, "lecun": 1.0}.get(s.init)
             if s.init == "gaussian":
                 scale2 = 1.0 if s.sigma_w is None else s.sigma_w**2
-            if scale2 is not None and s.spectra:
+            # scale2 > 0 here (sigma_w = 0 returned above) unless sigma_w**2 underflows.
+            if scale2 is not None and scale2 > 0 and s.spectra:
                 law = theory.he_relu_log_gain(w, scale2)
                 out["mean_log_gain"] = law["mean"]
                 out["std_log_gain"] = math.sqrt(law["var"])
@@ -195,10 +217,23 @@ class Result:
         deviations to rounding, quantiles and median intervals good to ``bin_width`` (the
         histogram's bin on the asinh scale: a relative bin_width for |x| > 1).
 
-        ``p_exact_rank_deficient``: P(exact rank < n), n = min(n_0, n_L);
-        ``p_rank_deficient``: P(numerical rank < n), the float64 rank of numpy's rule on
-        J's exact singular values; ``mean_exact_rank`` and ``rank_fraction`` (numerical
-        rank / n). Logs are natural.
+        Keys (logs natural; probabilities are dicts ``p``, ``lo``, ``hi``, ``count``;
+        distributions are dicts ``mean``, ``std`` (of the finite values),
+        ``finite_fraction``, ``q05``, ``q25``, ``median``, ``q75``, ``q95``, ``median_lo``,
+        ``median_hi``):
+
+        - ``samples``, ``widths``, ``bin_width``;
+        - ``p_exact_rank_deficient``: P(exact rank < n), n = min(n_0, n_L);
+        - ``p_rank_deficient``: P(numerical rank < n), the float64 rank of numpy's rule on
+          J's exact singular values;
+        - ``p_any_zeroed``: P(some unit of some layer is inactive);
+        - ``mean_exact_rank`` and ``rank_fraction`` (numerical rank / n): distributions;
+        - ``active_fraction``: distribution of the mean fraction of active units;
+        - with ``spectra``: distributions ``log_smax``, ``log_smin``, ``log_cond``,
+          ``frobenius2``, ``log_volume`` and ``log_gain`` = log ||J e_1||^2, the squared
+          gain of the first input direction (-inf where J e_1 = 0, left out of its mean and
+          std), and ``p_gain_zero`` = P(J e_1 = 0);
+        - ``theory``: :meth:`theory`.
         """
         out = self.merged.summary(self.spec, level)
         out["theory"] = self.theory()

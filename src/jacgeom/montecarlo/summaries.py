@@ -312,8 +312,9 @@ class Summary:
         return cls(samples, integers, reals)
 
     def summary(self, spec: Spec, level: float = 0.95) -> dict[str, Any]:
-        """The keys of Result.summary (``theory`` left out), from the counts and moments,
-        with ``bin_width``: the histogram's bin width on the asinh scale."""
+        """The keys of Result.summary (``theory`` left out; listed in its docstring, among
+        them ``p_gain_zero`` = P(J e_1 = 0) when log_gain is recorded), from the counts and
+        moments, with ``bin_width``: the histogram's bin width on the asinh scale."""
         w = spec.resolved_widths()
         p = min(w[0], w[-1])
         out: dict[str, Any] = {"samples": self.samples, "widths": list(w)}
