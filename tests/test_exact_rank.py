@@ -459,3 +459,82 @@ def test_exact_rank_does_not_depend_on_the_batch_or_dead_rows(backend: str) -> N
     W = np.zeros((8, 2))
     W[0], W[1], W[2:] = [1.0, 0.0], [1.0, 1e-15], [-1.0, 0.0]
     assert Network([W], activation="relu").exact_rank(np.array([1.0, 0.5]), backend=backend) == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_normalisation_of_a_map_along_the_ones_vector_is_exactly_zero(backend: str) -> None:
+    # Every weight row the same: z is constant across units, so N(z) does not depend on x
+    # and J = 0 exactly; H B_1^T W cancels to rounding, which must stay noise. With a
+    # rank-k perturbation the exact rank is k (against the weights' own matrix_rank).
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(4)
+    const = Network(
+        [np.full((5, 4), 0.1), rng.standard_normal((3, 5))], activation="tanh", norm="layer"
+    )
+    assert const.layer_exact_ranks(x, backend=backend).tolist() == [0, 0]
+    assert np.all(np.isneginf(const.log_singular_values(x, backend=backend)))
+    c = rng.standard_normal(4)
+    for k in (0, 1, 2):
+        A = rng.standard_normal((6, k)) @ rng.standard_normal((k, 4))
+        net = Network([np.outer(np.ones(6), c) + A], activation="identity", norm="layer")
+        assert int(net.exact_rank(x, backend=backend)) == k
+        assert np.count_nonzero(np.isfinite(net.log_singular_values(x, backend=backend))) == k
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weight_rows_near_both_ends_of_the_float64_range(backend: str) -> None:
+    # A subnormal weight row is a nonzero row: rank 4 and four finite log singular values
+    # (the fourth against 60-digit arithmetic). Weights of 1.5e308: J = W2 W1 overflows
+    # float64 but its spectrum does not.
+    rng = np.random.default_rng(9)
+    W1 = rng.standard_normal((4, 4))
+    W1[1] = 0.0
+    W1[1, 2] = 5e-324
+    W2 = rng.standard_normal((4, 4))
+    tiny = Network([W1, W2], activation="identity")
+    x = rng.standard_normal(4)
+    assert int(tiny.exact_rank(x, backend=backend)) == 4
+    mpmath.mp.dps = 400  # the fourth value is e^-745 of the first
+    J = mpmath.matrix(W2.tolist()) * mpmath.matrix(W1.tolist())
+    want = sorted((float(mpmath.log(v)) for v in mpmath.svd_r(J, compute_uv=False)), reverse=True)
+    np.testing.assert_allclose(tiny.log_singular_values(x, backend=backend), want, rtol=1e-12)
+    big = Network(
+        [np.array([[1.0, 1.0], [1.0, -1.0]]), np.array([[1.5e308, 1.5e308], [1.0e308, -0.5e308]])],
+        activation="identity",
+    )
+    x2 = np.array([0.3, 0.1])
+    assert int(big.exact_rank(x2, backend=backend)) == 2
+    np.testing.assert_allclose(
+        big.log_singular_values(x2, backend=backend), _mp_log_singular_values(big, x2), rtol=1e-13
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_normalisation_whose_variance_overflows(backend: str, dtype: type) -> None:
+    # Pre-activations beyond sqrt(max float) (1.3e154 in float64, 1.8e19 in float32): the
+    # variance's squares overflow, sigma must not. Normalisation is scale-invariant but for
+    # eps (a relative 1e-5 at scale 1, 1e-25 at 1e10), so the two largest log singular
+    # values at the large scale equal those of the float64 network at scale 1e10.
+    base = Network.random([4, 4, 4], activation="tanh", norm="layer", seed=3, sigma_b=0.5)
+    x = np.random.default_rng(0).standard_normal(4).astype(dtype)
+    scale = 1e20 if dtype == np.float32 else 1e160
+    ref = Network(
+        [w * 1e10 for w in base.weights],
+        [b * 1e10 for b in base.biases],
+        activation="tanh",
+        norm="layer",
+    )
+    one = ref.log_singular_values(x.astype(np.float64), backend=backend)
+    for s in (1e10, scale):
+        net = Network(
+            [(w * s).astype(dtype) for w in base.weights],
+            [(b * s).astype(dtype) for b in base.biases],
+            activation="tanh",
+            norm="layer",
+        )
+        assert int(net.exact_rank(x, backend=backend)) == 3
+        logs = net.log_singular_values(x, backend=backend)
+        assert np.all(np.isfinite(logs[:3])) and np.isneginf(logs[3])
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(logs[:2], one[:2], rtol=tol, atol=tol)

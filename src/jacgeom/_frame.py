@@ -24,7 +24,6 @@ handled where it arises, so that every sample goes through the same batched QRs:
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -36,8 +35,10 @@ from .reference.graded import (
     map_rank,
     scaled_norms,
     split_log_scales,
+    unit_rows,
     unshift_log_scales,
 )
+from .reference.network import ones_complement
 
 if TYPE_CHECKING:
     from .network import Network
@@ -87,15 +88,6 @@ def _trim(U: F64, g: F64, V: F64, keep: int) -> tuple[F64, F64, F64]:
 
 def _live(U: F64, g: F64) -> F64:
     return U * np.isfinite(g)[:, None, :]
-
-
-@functools.lru_cache(maxsize=16)
-def _ones_complement(m: int) -> F64:
-    """(m, m - 1) orthonormal basis of the complement of the all-ones vector: the left
-    singular vectors of the centring projector I - 1 1^T / m for its m - 1 unit values."""
-    Q = np.linalg.svd(np.eye(m) - 1.0 / m)[0][:, : m - 1]
-    Q.setflags(write=False)
-    return Q
 
 
 class FrameLayer(NamedTuple):
@@ -198,7 +190,7 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> t
             )
         A = np.matmul(M, Uz)
         generic = np.minimum(live, A.shape[1])
-        Zq, g, V = _deflate(A, scaled_norms(M, axis=2), generic, live, g, V, backend)
+        Zq, g, V, _ = _deflate(A, scaled_norms(M, axis=2), generic, live, g, V, backend)
         if Zq is not None:
             A = np.matmul(A, Zq)
         return graded_step(A, g, V, backend)
@@ -215,15 +207,24 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> t
         B1H, log_delta = _norm_factors(state, W.shape[-2])
         step = np.zeros(log_delta.shape[:1] + (B1H.shape[2],))
         step[:, :1] = log_delta[:, None]  # nothing at width 1 (J_N = 0)
+        # H B_1^T W sums W's rows: where they cancel (a component along the ones vector),
+        # each result row is judged against the size of its terms.
+        Wu, log_rn = unit_rows(W)
+        top = np.max(log_rn, axis=-1, keepdims=True, initial=-np.inf)
+        top = np.where(np.isfinite(top), top, 0.0)
+        terms = np.exp(log_rn - top)
+        with np.errstate(divide="ignore"):
+            term_log_norms = np.log(np.abs(B1H.transpose(0, 2, 1)) @ terms[..., None])[..., 0]
         U, g, V = _scaled_rows_step(
-            np.matmul(B1H.transpose(0, 2, 1), W),
+            np.matmul(B1H.transpose(0, 2, 1), terms[..., None] * Wu),
             np.zeros(step.shape, dtype=bool),
-            step - np.log(np.asarray(state.sigma, dtype=np.float64))[:, None],
+            step + top - np.log(np.asarray(state.sigma, dtype=np.float64))[:, None],
             np.ones(step.shape),
             U,
             g,
             V,
             backend,
+            term_log_norms,
         )
         W = B1H
     return _scaled_rows_step(W, zero, log_d, sign, U, g, V, backend)
@@ -238,20 +239,80 @@ def _scaled_rows_step(
     g: F64,
     V: F64,
     backend: str,
+    term_log_norms: F64 | None = None,
 ) -> tuple[F64, F64, F64]:
+    """The frame after the map diag(sign e^log_d) W (see :func:`_scaled_rows_step_once`).
+
+    Where the map loses directions (rank below the live ones) and the batched QR's static
+    column order kept fewer than the decided rank (its first columns dependent on the live
+    rows, as with sparse integer weights: the direction then sits off the diagonal of R and
+    is dropped), those samples are redone with the frame first restricted to the map's
+    row space, whose columns are independent."""
+    out_U, out_g, out_V, rank, live = _scaled_rows_step_once(
+        W, zero, log_d, sign, U, g, V, backend, term_log_norms, None
+    )
+    bad = (np.count_nonzero(np.isfinite(out_g), axis=1) < rank) & (rank < live)
+    if bad.any():
+        i = np.flatnonzero(bad)
+        redo = _scaled_rows_step_once(
+            W[i] if W.ndim == 3 else W,
+            zero[i],
+            log_d[i],
+            sign[i],
+            U[i],
+            g[i],
+            V[i],
+            backend,
+            None if term_log_norms is None else term_log_norms[i],
+            np.ones(i.size, dtype=bool),
+        )
+        out_U, out_g, out_V = out_U.copy(), out_g.copy(), out_V.copy()
+        out_U[i], out_g[i], out_V[i] = redo[0], redo[1], redo[2]
+    return out_U, out_g, out_V
+
+
+def _scaled_rows_step_once(
+    W: F64,
+    zero: NDArray[np.bool_],
+    log_d: F64,
+    sign: F64,
+    U: F64,
+    g: F64,
+    V: F64,
+    backend: str,
+    term_log_norms: F64 | None,
+    force: NDArray[np.bool_] | None,
+) -> tuple[F64, F64, F64, NDArray[np.int64], NDArray[np.int64]]:
     """The frame after the map diag(sign e^log_d) W, W (m, k) shared or (B, m, k), with the
     rows where ``zero`` is true removed exactly.
 
     The rank is decided on the unscaled map (those rows removed, every other row of unit
-    size): the scales are row factors, which never remove a direction."""
+    size): the scales are row factors, which never remove a direction. W's rows are taken
+    at unit norm and their norms join log_d, so rows of subnormal or near-overflow entries
+    keep their direction. A row's cancellation on the frame is judged against its own size,
+    or where W was summed from larger terms (``term_log_norms`` (B, m), natural log),
+    against theirs."""
     Uz = _live(U, g)
     B = U.shape[0]
     live = np.count_nonzero(np.isfinite(g), axis=1)
     m = W.shape[-2]
-    Y = np.matmul(W, Uz)
-    row_norms = np.where(zero, 0.0, np.broadcast_to(scaled_norms(W, axis=-1), (B, m)))
+    # The rank the structure alone leaves counts zero weight rows as live: a zero row is
+    # rank deficiency of W, which the frame deflates (the QR's static column order cannot
+    # drop that direction itself).
     generic = np.minimum(live, np.count_nonzero(~zero, axis=1))
-    Zq, g, V = _deflate(np.where(zero[:, :, None], 0.0, Y), row_norms, generic, live, g, V, backend)
+    Wu, log_rn = unit_rows(W)
+    log_rn = np.broadcast_to(log_rn, (B, m))
+    zero = zero | ~np.isfinite(log_rn)
+    log_d = np.where(zero, 0.0, log_d + np.where(zero, 0.0, log_rn))
+    Y = np.matmul(Wu, Uz)
+    if term_log_norms is None:
+        row_norms = np.where(zero, 0.0, 1.0)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            row_norms = np.where(zero, 0.0, np.exp(term_log_norms - np.where(zero, 0.0, log_rn)))
+    Zq, g, V, rank = _deflate(
+        np.where(zero[:, :, None], 0.0, Y), row_norms, generic, live, g, V, backend, force
+    )
     if Zq is not None:
         Y = np.matmul(Y, Zq)
     with np.errstate(invalid="ignore"):
@@ -264,7 +325,7 @@ def _scaled_rows_step(
     U, g, V = graded_step(scale[:, :, None] * Y, g, V, backend)
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
-    return U, unshift_log_scales(U, g, shift), V
+    return U, unshift_log_scales(U, g, shift), V, rank, live
 
 
 def _deflate(
@@ -275,7 +336,8 @@ def _deflate(
     g: F64,
     V: F64,
     backend: str,
-) -> tuple[F64 | None, F64, F64]:
+    force: NDArray[np.bool_] | None = None,
+) -> tuple[F64 | None, F64, F64, NDArray[np.int64]]:
     """Restrict the frame to the row space of the layer's map on its live directions,
     X (B, m, r), where X has lower rank than its zero rows explain.
 
@@ -285,16 +347,19 @@ def _deflate(
     rank-deficient block of W on the live units, a kernel layer with fewer centres than
     units), the frame U diag(e^g) V becomes (U Z_1) (Z_1^T diag(e^g) V), Z_1 the leading
     right singular vectors of X, and the lost directions leave exactly (g = -inf).
-    Returns (Zq, g, V), Zq (B, r, r) to apply to the frame's basis (None when no sample
-    is deficient).
+    ``force`` (B,) restricts those samples wherever the rank is below their live
+    directions. Returns (Zq, g, V, rank), Zq (B, r, r) to apply to the frame's basis (None
+    when no sample is restricted) and rank (B,) the map's.
     """
     B, m, r = X.shape
     rank, Xn = map_rank(  # live directions (B,): the tolerance's r
         X, row_norms, live, lambda A: _dispatch.batched_singular_values(A, backend)
     )
     need = rank < generic
+    if force is not None:
+        need |= force & (rank < live)
     if not need.any():
-        return None, g, V
+        return None, g, V, rank
     Zq = np.broadcast_to(np.eye(r), (B, r, r)).copy()
     g, V = g.copy(), V.copy()
     Vh = np.linalg.svd(Xn[need])[2]
@@ -304,7 +369,7 @@ def _deflate(
         Zt[k:] = 0.0
         Q1, g[i], V[i] = graded_qr_step_pivoted(Zt, g[i], V[i])
         Zq[i] = Zt.T @ Q1
-    return Zq, g, V
+    return Zq, g, V, rank
 
 
 class StableSummary(NamedTuple):
@@ -384,7 +449,7 @@ def _norm_factors(state: NormState, m: int) -> tuple[F64, F64]:
     B = u.shape[0]
     if m < 2:
         return np.zeros((B, m, 0)), np.zeros(B)
-    B1 = _ones_complement(m)
+    B1 = ones_complement(m)
     w = u @ B1  # (B, m - 1)
     norm_w = scaled_norms(w, axis=1)
     v = w / np.where(norm_w > 0, norm_w, 1.0)[:, None]

@@ -326,7 +326,7 @@ class Network:
             arg = z
             if self.norm == "layer":
                 mu = z.mean(axis=1, keepdims=True)
-                sigma = np.sqrt(np.mean((z - mu) ** 2, axis=1) + self.norm_eps)
+                sigma = _ref.layer_norm_sigma(z - mu, self.norm_eps)
                 arg = (z - mu) / sigma[:, None]
                 state = _frame.NormState(sigma, arg, self.norm_eps)
             d = _dispatch.derivatives(arg, act, backend)
@@ -355,9 +355,7 @@ class Network:
             z = h @ self.weights[l].T + self.biases[l]
             if self.norm == "layer":
                 mu = z.mean(axis=1, keepdims=True)
-                z = (z - mu) / np.sqrt(
-                    np.mean((z - mu) ** 2, axis=1, keepdims=True) + self.norm_eps
-                )
+                z = (z - mu) / _ref.layer_norm_sigma(z - mu, self.norm_eps)[:, None]
             a = self.activations[l].phi(z)
             h = h + a if self.residual else a
         return h[0] if squeeze else h

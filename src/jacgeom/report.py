@@ -24,6 +24,7 @@ from . import _dispatch
 from .homeomorphism import derivative_zeros, homeomorphism_report
 from .interop import to_array_library, to_numpy
 from .reference.graded import numerical_rank_from_logs
+from .reference.network import layer_norm_sigma
 
 if TYPE_CHECKING:
     from .network import Network
@@ -310,9 +311,7 @@ def layer_report(
             arg = z
             if net.norm == "layer":
                 mu = z.mean(axis=1, keepdims=True)
-                arg = (z - mu) / np.sqrt(
-                    np.mean((z - mu) ** 2, axis=1, keepdims=True) + net.norm_eps
-                )
+                arg = (z - mu) / layer_norm_sigma(z - mu, net.norm_eps)[:, None]
             d = act.derivative(arg)
             zero = act.derivative_is_zero(arg)
             saturated = ~zero & (np.abs(d) < saturation_tol)

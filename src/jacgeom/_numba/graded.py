@@ -196,6 +196,8 @@ def graded_qr_step_batched(
     n = V.shape[2]
     if m == 0 or k == 0:
         return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, n))
+    if not (np.isfinite(A).all() and np.isfinite(V).all()) or np.isnan(g).any():
+        raise FloatingPointError("graded_qr_step: A and V must be finite and g not NaN")
     Q = np.empty((B, m, q))
     g_out = np.empty((B, q))
     V_out = np.empty((B, q, n))

@@ -80,6 +80,19 @@ def scaled_norms(A: NDArray[Any], axis: int) -> F64:
     return np.squeeze(big, axis=axis) * np.linalg.norm(A / safe, axis=axis)
 
 
+def unit_rows(W: NDArray[Any]) -> tuple[F64, F64]:
+    """Rows of W (..., m, k) scaled to unit 2-norm, and the natural log of their norms
+    (..., m), neither underflowing nor overflowing (a row of subnormal entries, or of
+    entries near the float64 maximum, keeps its direction); zero rows stay zero, log -inf."""
+    W = np.asarray(W, dtype=np.float64)
+    big = np.max(np.abs(W), axis=-1, keepdims=True, initial=0.0)
+    scaled = W / np.where(big > 0, big, 1.0)
+    norm = np.linalg.norm(scaled, axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        log_norms = (np.log(big) + np.log(norm))[..., 0]
+    return scaled / np.where(norm > 0, norm, 1.0), log_norms
+
+
 def map_rank(
     XU: F64,
     row_norms: F64,

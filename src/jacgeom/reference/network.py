@@ -23,12 +23,27 @@ from .graded import (
     numerical_rank_from_logs,
     scaled_norms,
     split_log_scales,
+    unit_rows,
     unshift_log_scales,
 )
 from .layer import svd_values
 from .rank import rank_and_values
 
 FloatArray = NDArray[np.floating[Any]]
+
+
+def layer_norm_sigma(centred: NDArray[Any], eps: float) -> NDArray[Any]:
+    """sqrt(mean(c^2) + eps) over the last axis of the centred values c, without overflow:
+    where max|c| >= 1 it is computed as s sqrt(mean((c / s)^2) + eps / s^2), s = max|c|, so
+    pre-activations up to the dtype's maximum give a finite sigma (the plain formula's
+    squares overflow from |c| ~ 1.3e154 in float64, 1.8e19 in float32)."""
+    s = np.max(np.abs(centred), axis=-1, keepdims=True, initial=0.0)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+        big = s >= 1
+        safe = np.where(big, s, 1.0)
+        scaled = np.sqrt(np.mean((centred / safe) ** 2, axis=-1, keepdims=True) + eps / safe**2)
+        plain = np.sqrt(np.mean(centred**2, axis=-1, keepdims=True) + eps)
+    return np.where(big, safe * scaled, plain)[..., 0].astype(centred.dtype, copy=False)
 
 
 def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -44,7 +59,7 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
     if net.norm == "layer":
         m = z.shape[0]
         mu = z.mean()
-        sigma = np.sqrt(np.mean((z - mu) ** 2) + net.norm_eps)
+        sigma = layer_norm_sigma(z - mu, net.norm_eps)
         u = (z - mu) / sigma
         J_norm = (np.eye(m) - np.ones((m, m)) / m - np.outer(u, u) / m) / sigma
         a, d = act.phi(u), act.derivative(u)
@@ -68,7 +83,7 @@ def _derivative(net: Any, l: int, z: FloatArray) -> FloatArray:
         return np.ones_like(z)
     if net.norm == "layer":
         mu = z.mean()
-        return act.derivative((z - mu) / np.sqrt(np.mean((z - mu) ** 2) + net.norm_eps))
+        return act.derivative((z - mu) / layer_norm_sigma(z - mu, net.norm_eps))
     return act.derivative(z)
 
 
@@ -201,7 +216,30 @@ def log_abs_det(net: Any, X: FloatArray) -> FloatArray:
     return out
 
 
-Step = tuple[FloatArray, FloatArray, FloatArray, float, NDArray[np.bool_]]
+Step = tuple[FloatArray, FloatArray, FloatArray, FloatArray, float, NDArray[np.bool_]]
+
+
+def _rows_step(
+    M: FloatArray,
+    log_d: FloatArray,
+    sign: FloatArray,
+    zero: NDArray[np.bool_],
+    term_log_norms: FloatArray | None = None,
+) -> Step:
+    """The step diag(sign e^log_d) M, rows where ``zero`` is true removed exactly:
+    (X, norms, sign, t, c, alive) with X the alive rows of M at unit norm (their log norms
+    moved into t, so a row of subnormal or near-overflow entries keeps its direction) and
+    norms the sizes against which each row's cancellation on the frame is judged: 1, or
+    where M was summed from larger terms (``term_log_norms``), those terms' size."""
+    Mu, log_rn = unit_rows(M)
+    alive = ~zero & np.isfinite(log_rn)
+    t = log_d + log_rn
+    c = float(np.max(t[alive])) if alive.any() else 0.0
+    norms = np.ones(M.shape[0])
+    if term_log_norms is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.exp(term_log_norms - log_rn)
+    return Mu[alive], norms[alive], sign[alive], t[alive] - c, c, alive
 
 
 def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[Step]]:
@@ -209,7 +247,8 @@ def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[St
     layer Jacobian as a product of steps applied in order, each (X, sign, t, c, alive):
     X the step's map with the rows whose factor is zero mathematically removed and
     invertible diagonal factors dropped (it decides ranks); the step restricted to the
-    ``alive`` rows is e^c diag(sign e^t) X, t <= 0, even where the factors underflow.
+    ``alive`` rows is e^c diag(sign e^t) X, t <= 0, even where the factors underflow;
+    ``norms`` judge the rows' cancellation on the frame (:func:`_rows_step`).
 
     A layer normalisation is two steps, J_N W = (B_1 H) diag(delta, 1, ..., 1) (H B_1^T W)
     / sigma (see :func:`_norm_factors`): delta is a scale like phi', which never removes a
@@ -227,7 +266,7 @@ def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[St
         if net.residual:
             A = A + np.eye(A.shape[0])
             out = h + out
-        return out, [(A, *_unscaled(A.shape[0]))]
+        return out, [_dense_step(A)]
     W64 = np.asarray(W, dtype=np.float64)
     z = W @ h + b
     arg = z
@@ -235,7 +274,7 @@ def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[St
     M: FloatArray = W64
     if net.norm == "layer":
         mu = z.mean()
-        sigma = np.sqrt(np.mean((z - mu) ** 2) + net.norm_eps)
+        sigma = layer_norm_sigma(z - mu, net.norm_eps)
         arg = (z - mu) / sigma
     a = act.phi(arg)
     out = h + a if net.residual else a
@@ -249,14 +288,29 @@ def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[St
         if net.residual:
             M = (B1H @ (np.exp(log_delta)[:, None] * (B1H.T @ W64))) / float(sigma)
         else:
-            t = log_delta - np.max(log_delta, initial=0.0)
-            c = -float(np.log(sigma)) + float(np.max(log_delta, initial=0.0))
-            steps.append((B1H.T @ W64, np.ones(t.shape[0]), t, c, np.ones(t.shape[0], bool)))
+            # H B_1^T W sums W's rows: where they cancel (a component along the ones
+            # vector), the result is judged against the size of the terms.
+            Wu, log_rn = unit_rows(W64)
+            top = float(np.max(log_rn, initial=-np.inf))
+            top = top if np.isfinite(top) else 0.0
+            terms = np.exp(log_rn - top)
+            with np.errstate(divide="ignore"):
+                term_log_norms = np.log(np.abs(B1H.T) @ terms)  # units of terms
+            k = B1H.shape[1]
+            steps.append(
+                _rows_step(
+                    B1H.T @ (terms[:, None] * Wu),
+                    log_delta + top - float(np.log(sigma)),
+                    np.ones(k),
+                    np.zeros(k, dtype=bool),
+                    term_log_norms,
+                )
+            )
             M = B1H
     if net.residual:
         d = act.derivative(arg).astype(np.float64)
         A = np.eye(M.shape[0]) + d[:, None] * M
-        return out, [(A, *_unscaled(M.shape[0]))]
+        return out, [_dense_step(A)]
     alive = ~act.derivative_is_zero(arg)
     log_d = act.log_abs_derivative(arg.astype(np.float64))
     if np.any(np.isnan(log_d[alive])) or np.any(np.isposinf(log_d[alive])):
@@ -264,16 +318,25 @@ def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[St
             f"phi' of activation {act.name!r} is NaN or infinite at layer {l} for finite "
             "pre-activations"
         )
-    c = float(np.max(log_d[alive])) if alive.any() else 0.0
-    sign = act.derivative_sign(arg)[alive].astype(np.float64)
-    steps.append((M[alive], sign, log_d[alive] - c, c, alive))
+    sign = act.derivative_sign(arg).astype(np.float64)
+    steps.append(_rows_step(M, np.where(alive, log_d, 0.0), sign, ~alive))
     return out, steps
 
 
 @functools.lru_cache(maxsize=16)
-def _ones_complement(m: int) -> FloatArray:
-    """(m, m - 1) orthonormal basis of the complement of the ones vector."""
-    return np.linalg.svd(np.eye(m) - 1.0 / m)[0][:, : m - 1]
+def ones_complement(m: int) -> FloatArray:
+    """(m, m - 1) orthonormal basis of the complement of the ones vector: the Helmert
+    basis, column k (1 <= k < m) = (1, ..., 1, -k, 0, ..., 0) / sqrt(k (k + 1)) with k
+    ones. Its columns sum to zero to a few ulps (k eps relative), where a basis from an
+    SVD of I - 1 1^T / m is off by ~20 eps at m = 5: a map that cancels on the ones vector
+    (every weight row the same) must come out as rounding noise, not as a direction."""
+    B = np.zeros((m, max(m - 1, 0)))
+    for k in range(1, m):
+        a = 1.0 / np.sqrt(k * (k + 1.0))
+        B[:k, k - 1] = a
+        B[k, k - 1] = -k * a
+    B.setflags(write=False)
+    return B
 
 
 def _norm_factors(u: FloatArray, sigma: float, eps: float) -> tuple[FloatArray, FloatArray]:
@@ -289,7 +352,7 @@ def _norm_factors(u: FloatArray, sigma: float, eps: float) -> tuple[FloatArray, 
     m = u.shape[0]
     if m < 2:
         return np.zeros((m, 0)), np.zeros(0)
-    B1 = _ones_complement(m)
+    B1 = ones_complement(m)
     w = B1.T @ u
     nw = float(np.linalg.norm(w))
     H = np.eye(m - 1)
@@ -302,8 +365,11 @@ def _norm_factors(u: FloatArray, sigma: float, eps: float) -> tuple[FloatArray, 
     return B1 @ H, log_diag
 
 
-def _unscaled(m: int) -> tuple[FloatArray, FloatArray, float, NDArray[np.bool_]]:
-    return np.ones(m), np.zeros(m), 0.0, np.ones(m, dtype=bool)
+def _dense_step(A: FloatArray) -> Step:
+    """A formed, well-scaled layer Jacobian as one step: rows as they are, judged
+    against their own norms."""
+    m = A.shape[0]
+    return A, scaled_norms(A, axis=1), np.ones(m), np.zeros(m), 0.0, np.ones(m, dtype=bool)
 
 
 def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArray[np.int64]]:
@@ -333,10 +399,10 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     ranks = np.empty(len(net.weights), dtype=np.int64)
     for l in range(len(net.weights)):
         h, steps = _layer_factors(net, l, h)
-        for X, sign, t, c, alive in steps:
+        for X, norms, sign, t, c, alive in steps:
             XU = X @ U
             r = U.shape[1]
-            rank_l, Xn = map_rank(XU, scaled_norms(X, axis=1))
+            rank_l, Xn = map_rank(XU, np.asarray(norms, dtype=np.float64))
             r_l = int(rank_l)
             if r_l < r:
                 Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((r, 0))
