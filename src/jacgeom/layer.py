@@ -54,6 +54,7 @@ class _Layer:
         self.finite_inputs = check_finite or _validation.all_finite(self.W, self.X, self.b)
         self._Z: FloatArray | None = None
         self._D: FloatArray | None = None
+        self._may_overflow: bool | None = None
 
     def out(self, result: FloatArray) -> FloatArray:
         return result[0] if self.squeeze else result
@@ -78,8 +79,11 @@ class _Layer:
         """d = phi'(Z), (B, m), computed by the resolved backend and checked."""
         if self._D is None:
             D = _dispatch.derivatives(self.preactivations(), self.act, self.backend)
-            if self.finite_inputs:
+            # A built-in phi' is finite at finite z (activations.py) and bounded by 1.13 or
+            # its parameter: only a custom one, or huge weights, need the passes over D.
+            if self.finite_inputs and self.act.is_custom:
                 _check_derivatives(D, self.act)
+            if self.jacobian_may_overflow():
                 _check_products(self.W, D)
             self._D = D
         return self._D
@@ -91,9 +95,11 @@ class _Layer:
             return False  # IEEE arithmetic: nothing to check
         if self.act.is_custom:
             return True
-        amax = float(np.max(np.abs(self.W), initial=0.0))
-        bound = max(2.0, abs(self.act.parameter))  # |phi'| <= 1.13 or the parameter
-        return amax * bound >= float(np.finfo(self.W.dtype).max) / 2
+        if self._may_overflow is None:
+            amax = float(np.max(np.abs(self.W), initial=0.0))
+            bound = max(2.0, abs(self.act.parameter))  # |phi'| <= 1.13 or the parameter
+            self._may_overflow = amax * bound >= float(np.finfo(self.W.dtype).max) / 2
+        return self._may_overflow
 
     def nonfinite_samples(self) -> NDArray[np.bool_] | None:
         """With non-finite inputs: the (B,) samples whose IEEE Jacobian holds NaN or Inf

@@ -301,18 +301,26 @@ def jacobian_rank(
     layer = _Layer(W, X, b, activation, backend, check_finite)
     want = bool(return_singular_values)
     act = layer.act
-    # phi' NaN or infinite, z NaN or a Jacobian entry that overflows at finite inputs is a
-    # FloatingPointError here, before any rank (it was counted as rank 0)
-    D = layer.derivatives()
+    # z not finite, phi' NaN or infinite, or a Jacobian entry that overflows at finite inputs
+    # is a FloatingPointError here, before any rank (it was counted as rank 0). A built-in's
+    # phi' needs computing only where a rank is read from it.
+    layer.preactivations()
+    if act.is_custom or layer.jacobian_may_overflow():
+        layer.derivatives()
     _require_finite_jacobians(layer)
     if exact:
-        live = D != 0 if act.is_custom else ~act.derivative_is_zero(layer.preactivations())
+        live = (
+            layer.derivatives() != 0
+            if act.is_custom
+            else ~act.derivative_is_zero(layer.preactivations())
+        )
         return _ranks_of_masks(layer.W, live, layer.squeeze, tol, rtol, layer.backend, want)
     if act.name == "relu" and not act.is_custom:
         return _ranks_of_masks(
             layer.W, layer.preactivations() > 0, layer.squeeze, tol, rtol, layer.backend, want
         )
-    ranks, values = _compiled_rank(layer.W, np.ascontiguousarray(D), tol, rtol, layer.backend, want)
+    D = np.ascontiguousarray(layer.derivatives())
+    ranks, values = _compiled_rank(layer.W, D, tol, rtol, layer.backend, want)
     return _squeeze((ranks, values) if want else ranks, layer.squeeze, want)
 
 
