@@ -65,3 +65,19 @@ def test_jax_arrays_in_and_out() -> None:
     Js = net.layer_jacobians(X, as_input=True)
     assert all(type(J).__module__.startswith("jax") for J in Js)
     np.testing.assert_allclose(np.asarray(Js[0]), net.layer_jacobians(np.ones((2, 3)))[0])
+
+
+def test_requires_grad_tensors_are_read_by_every_function() -> None:
+    # A tensor in an autograd graph is read through its values (detached), as numpy arrays
+    # are, by the functions that are not interop-aware too; its graph is left alone.
+    torch = pytest.importorskip("torch")
+    net = jacgeom.Network.random([3, 4, 2], activation="tanh", seed=0)
+    X = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    want = net.jacobian(X.detach().numpy())
+    np.testing.assert_array_equal(net.jacobian(X), want)
+    W, b = net.weights[0], net.biases[0]
+    np.testing.assert_array_equal(
+        jacgeom.layer_jacobian(W, X, b, activation="tanh"),
+        jacgeom.layer_jacobian(W, X.detach().numpy(), b, activation="tanh"),
+    )
+    assert X.grad is None and X.requires_grad

@@ -1,5 +1,6 @@
 """Networks: every backend against the per-sample numpy reference, the reference against
-finite differences and explicit products, the identities of docs/theory.md, "End-to-end Jacobians"."""
+finite differences and explicit products, the identities of docs/theory.md ("End-to-end
+Jacobians")."""
 
 from __future__ import annotations
 
@@ -437,3 +438,16 @@ def test_explicit_rtol_is_compared_in_float64_as_numpy_does() -> None:
     expected = ref.rank(net, X, rtol=rtol)
     for backend in jacgeom.backends():
         np.testing.assert_array_equal(net.rank(X, backend=backend, rtol=rtol), expected)
+
+
+@pytest.mark.parametrize("backend", jacgeom.backends())
+def test_singular_values_of_an_overflowing_product_is_an_error(backend: str) -> None:
+    # Three layers of 1e160 and an input of 1e-200: J = W3 W2 W1 is 1e480, beyond float64;
+    # its spectrum is not, and log_singular_values gives it. singular_values says so rather
+    # than returning NaN.
+    net = Network([np.full((2, 2), 1e160)] * 3, activation="identity")
+    x = np.full(2, 1e-200)
+    with pytest.raises(FloatingPointError, match="log_singular_values"):
+        net.singular_values(x, backend=backend)
+    logs = net.log_singular_values(x, backend=backend)
+    assert logs[0] == pytest.approx(3 * np.log(2e160)) and np.isneginf(logs[1])

@@ -300,6 +300,11 @@ def _scaled_rows_step_once(
     # rank deficiency of W, which the frame deflates (the QR's static column order cannot
     # drop that direction itself).
     generic = np.minimum(live, np.count_nonzero(~zero, axis=1))
+    # Rows are measured on the coordinates the frame uses: W's entries in the others meet
+    # zero rows of U, and must not change the rows' scale (nor the rounding that follows).
+    support = np.any(Uz != 0, axis=2)
+    if not support.all():
+        W = W * support[:, None, :]
     Wu, log_rn = unit_rows(W)
     log_rn = np.broadcast_to(log_rn, (B, m))
     zero = zero | ~np.isfinite(log_rn)

@@ -28,6 +28,8 @@ def as_float_array(value: Any, name: str) -> FloatArray:
     if isinstance(value, np.ndarray):
         arr = value
     elif hasattr(value, "__dlpack__") and not isinstance(value, np.generic):
+        if getattr(value, "requires_grad", False) and hasattr(value, "detach"):
+            value = value.detach()  # a torch tensor in a graph: its values, never its graph
         # PyTorch CPU tensors, JAX arrays and other DLPack producers: a view, not a copy,
         # where the producer allows; otherwise through the array protocol.
         try:

@@ -538,12 +538,20 @@ class Network:
         """
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
-        if be == "numpy":
-            out = _ref.singular_values(self, Xk)
-        else:
-            out = np.empty((Xk.shape[0], min(self.widths[0], self.widths[-1])), dtype=self.dtype)
-            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-                out[sl] = self._singular_values_chunk(Xk[sl], be)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below, as an error
+            if be == "numpy":
+                out = _ref.singular_values(self, Xk)
+            else:
+                shape = (Xk.shape[0], min(self.widths[0], self.widths[-1]))
+                out = np.empty(shape, dtype=self.dtype)
+                for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
+                    out[sl] = self._singular_values_chunk(Xk[sl], be)
+        if np.all(np.isfinite(Xk)) and not np.all(np.isfinite(out)):
+            # The formed product left the float range (its spectrum need not have).
+            raise FloatingPointError(
+                "the end-to-end Jacobian overflows the working precision for finite inputs; "
+                "Network.log_singular_values gives its spectrum without forming it"
+            )
         return out[0] if squeeze else out
 
     def rank(

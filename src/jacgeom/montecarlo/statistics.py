@@ -115,7 +115,7 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> Statistic
     >>> d = chunk_statistics(Spec(widths=(3, 3), samples=10, chunk_size=4), 2)
     >>> list(d), d["rank"].shape, d["active_counts"].shape
     (['active_counts', 'layer_numerical_ranks', 'layer_exact_ranks', 'rank', 'exact_rank', \
-'log_smax', 'log_smin', 'log_cond', 'frobenius2', 'log_volume'], (2,), (2, 1))
+'log_smax', 'log_smin', 'log_cond', 'frobenius2', 'log_volume', 'log_gain'], (2,), (2, 1))
     """
     parts = list(chunk_blocks(spec, index, backend))
     if len(parts) == 1:

@@ -169,7 +169,7 @@ def numerical_rank(s: NDArray[Any], shape: tuple[int, int]) -> NDArray[np.int64]
     values s (B, p), descending: the number above sigma_max * max(m, n) * eps(s.dtype)."""
     if s.shape[1] == 0:
         return np.zeros(s.shape[0], dtype=np.int64)
-    tol = s[:, :1] * max(shape) * np.finfo(s.dtype).eps
+    tol = s[:, :1] * (max(shape) * np.finfo(s.dtype).eps)  # factor first: s near the maximum
     return np.count_nonzero(s > tol, axis=1).astype(np.int64)
 
 
