@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 
 from .. import theory
 from .spec import Spec
+from .statistics import SPECTRA
 
 __all__ = ["BIN_WIDTH", "Moments", "Summary", "summarise"]
 
@@ -53,15 +54,7 @@ PER_LAYER = ("active_counts", "layer_numerical_ranks", "layer_exact_ranks")
 # Per-sample integer statistics, (N,) each.
 PER_SAMPLE = ("rank", "exact_rank")
 # Real statistics histogrammed (active_fraction: the mean over layers of active / width).
-REAL = (
-    "log_smax",
-    "log_smin",
-    "log_cond",
-    "frobenius2",
-    "log_volume",
-    "log_gain",
-    "active_fraction",
-)
+REAL = (*SPECTRA, "active_fraction")
 
 
 def _grid_histogram(lo: int = 0, hi: int = 1) -> bh.Histogram[Any]:
