@@ -95,11 +95,6 @@ def test_demo_reproduces_closed_form(capsys: pytest.CaptureFixture[str]) -> None
     assert "P(float64 rank < n)" in capsys.readouterr().out
 
 
-def test_binomial_helper() -> None:
-    assert cli._binomial_below(10, 10) == pytest.approx(1 - 2.0**-10)
-    assert cli._binomial_below(4, 1) == pytest.approx(1 / 16)
-
-
 def test_bench_command_needs_a_checkout(
     tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
+from . import theory
 from ._backends import backends
 from .activations import activation_names
 from .layer import layer_derivatives, layer_singular_values
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
-
-
-def _binomial_below(m: int, n: int) -> float:
-    """P(Binomial(m, 1/2) < n)."""
-    return sum(math.comb(m, k) for k in range(min(n, m + 1))) / 2.0**m
 
 
 def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
@@ -72,7 +68,7 @@ def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
         half = 1.96 * math.sqrt(max(p * (1 - p), 1.0 / samples) / samples)
         lines.append(
             f"| {m} | {n} | {p:.5f} | [{max(0.0, p - half):.5f}, {min(1.0, p + half):.5f}] "
-            f"| {_binomial_below(m, n):.5f} | {active:.4f} |"
+            f"| {theory.binomial_cdf_below(m, n):.5f} | {active:.4f} |"
         )
     lines.append(
         "\ntheory: P(Binomial(m, 1/2) < n), relu's rank law for fresh Gaussian weights "
