@@ -17,7 +17,7 @@ from typing import Any
 import harness
 import pytest
 import throughput
-from workloads import WORKLOAD_SETS
+from registry import WORKLOAD_SETS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from workloads import NAIVE, VECTORISED, Implementation, Kernel, Workload
+from registry import NAIVE, VECTORISED, Implementation, Kernel, Workload
 
 import jacgeom
 

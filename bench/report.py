@@ -7,7 +7,7 @@
     python bench/report.py --compare old.json --current new.json   # two saved runs, no timing
     python bench/report.py --scaling --plot scaling.png      # cost vs B, width, depth; ~3 min
 
-Runs the registry of bench/workloads.py directly (no pytest): for each workload, kernel and
+Runs the kernel registry (bench/workloads.py) directly (no pytest): for each workload, kernel and
 implementation it warms up once (not timed), times ``rounds`` calls with time.perf_counter,
 quotes the median, and asserts the last result against jacgeom.reference on a few samples.
 On a shared machine a case is timed again (--attempts, --max-load) while other processes
@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 import throughput  # noqa: E402
-from workloads import KERNELS, WORKLOAD_SETS, WORKLOADS, unavailable  # noqa: E402
+from registry import WORKLOAD_SETS, unavailable  # noqa: E402
+from workloads import KERNELS, WORKLOADS  # noqa: E402
 
 FAMILIES = {
     "layer": "Single-layer kernels (issue 2)",

@@ -1,6 +1,6 @@
 """How cost grows: each kernel timed at 4 sizes along B, the width and the depth.
 
-For every kernel of the registry (workloads.py) a base workload is grown along one axis at
+For every kernel of the registry (workloads.KERNELS) a base workload is grown along one axis at
 a time (the others fixed); at each point the implementation is timed (warm-up, then the
 median of at least ``rounds`` calls, more while they add up to under 0.3 s) and checked
 against the reference like any benchmark. The exponent p of cost ~ size^p is fitted by
@@ -24,7 +24,11 @@ from typing import Any
 
 import harness
 import numpy as np
-from workloads import KERNELS, Workload, mask_workload, network_workload, unavailable
+from layer import layer_workload
+from network import network_workload
+from rank import mask_workload
+from registry import Workload, unavailable
+from workloads import KERNELS
 
 # (B, width, depth) of each axis's points. Widths and B are chosen so that the smallest
 # point still takes milliseconds: below that, thread wake-up, not the kernel, is timed.
@@ -45,7 +49,7 @@ MAX_ROUNDS = 25
 
 def base_workloads() -> dict[str, Workload]:
     """The point every axis grows from, per kernel."""
-    layer = Workload(
+    layer = layer_workload(
         "scaling-layer-gelu",
         B=512,
         m=128,

@@ -16,7 +16,8 @@ from typing import Any
 
 import harness
 import pytest
-from workloads import Implementation, Kernel, Workload, cases, unavailable
+from registry import Implementation, Kernel, Workload, unavailable
+from workloads import cases
 
 Case = tuple[Workload, Kernel, Implementation]
 
