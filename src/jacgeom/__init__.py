@@ -23,6 +23,7 @@ from .layer import (
 )
 from .network import Network
 from .rank import active_rank, jacobian_rank, masked_rank
+from .typing import ActivationName, BackendName
 
 try:  # one version, pyproject.toml's [project] version, as installed
     __version__ = _metadata.version("jacgeom")
@@ -60,6 +61,8 @@ def get_include() -> str:
 
 __all__ = [
     "Activation",
+    "ActivationName",
+    "BackendName",
     "HomeomorphismReport",
     "KernelLayer",
     "Network",

@@ -18,9 +18,11 @@ import time
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal, cast
 
 BACKEND_NAMES = ("auto", "cpp", "numba", "numpy")
+# What resolve() returns: a backend that runs ("auto" resolved).
+ResolvedBackend = Literal["cpp", "numba", "numpy"]
 
 # Only this module and jacgeom._dispatch touch the compiled modules (docs/architecture.md);
 # the public modules reach them through jacgeom._dispatch's table.
@@ -76,20 +78,20 @@ def backends() -> list[str]:
     return [*compiled_modules(), "numpy"]
 
 
-def resolve(backend: Any) -> str:
+def resolve(backend: Any) -> ResolvedBackend:
     """Validate a backend name and resolve "auto"."""
     if not isinstance(backend, str) or backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid choices: {', '.join(BACKEND_NAMES)}")
     available = backends()
     if backend == "auto":
-        return available[0]
+        return cast(ResolvedBackend, available[0])
     if backend not in available:
         reason = core_error if backend == "cpp" else numba_error
         raise ValueError(
             f"backend {backend!r} is not available in this installation ({reason}); "
             f"available: {', '.join(available)}"
         )
-    return backend
+    return cast(ResolvedBackend, backend)
 
 
 # ---------------------------------------------------------------------------------------

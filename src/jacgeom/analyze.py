@@ -24,6 +24,7 @@ import numpy as np
 from .interop import UnsupportedModuleError, spec_from_torch
 from .network import Network
 from .report import DEFAULT_SATURATION_TOL, LayerReport, layer_report
+from .typing import BackendName
 
 __all__ = ["add_parser", "load_torch_model", "main"]
 
@@ -96,7 +97,7 @@ def analyze(
     data_path: str | Path,
     dtype: str | None = None,
     saturation_tol: float = DEFAULT_SATURATION_TOL,
-    backend: str = "auto",
+    backend: BackendName = "auto",
 ) -> LayerReport:
     """The :class:`jacgeom.report.LayerReport` of a saved model on the inputs in a .npy file."""
     spec = spec_from_torch(load_torch_model(model_path))

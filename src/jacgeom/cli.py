@@ -26,6 +26,7 @@ from . import theory
 from ._backends import backends
 from .activations import activation_names
 from .layer import layer_derivatives, layer_singular_values
+from .typing import BackendName
 
 if TYPE_CHECKING:
     from .montecarlo import Result, Spec
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130
 
 
-def demo(samples: int = 4000, seed: int = 0, backend: str = "auto") -> str:
+def demo(samples: int = 4000, seed: int = 0, backend: BackendName = "auto") -> str:
     """Rank collapse of one random relu layer against the closed form of docs/theory.md.
 
     Every sample draws a fresh W with iid N(0, 1/n) entries and a Gaussian input x; then

@@ -13,6 +13,7 @@ from .activations import Activation
 from .activations import activation as _lookup
 from .layer import layer_singular_values, preactivations
 from .rank import jacobian_rank
+from .typing import ActivationName
 
 __all__ = ["HomeomorphismReport", "derivative_zeros", "homeomorphism_report"]
 
@@ -102,7 +103,7 @@ class HomeomorphismReport:
 
 def homeomorphism_report(
     W: ArrayLike,
-    activation: str | Activation = "relu",
+    activation: ActivationName | Activation = "relu",
     X: ArrayLike | None = None,
     b: ArrayLike | None = None,
     delta: float = 1e-2,

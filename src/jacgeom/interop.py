@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from .activations import Activation
 from .activations import activation as _lookup
+from .typing import ActivationName
 
 __all__ = [
     "SUPPORTED_TORCH_MODULES",
@@ -657,8 +658,8 @@ def _input_width(layers: list[_Layer], l: int) -> int:
 
 def spec_from_jax(
     params: Any,
-    activation: str | Activation | Sequence[str | Activation] = "relu",
-    output_activation: str | Activation = "identity",
+    activation: ActivationName | Activation | Sequence[ActivationName | Activation] = "relu",
+    output_activation: ActivationName | Activation = "identity",
     residual: bool = False,
 ) -> NetworkSpec:
     """Read an MLP's parameters (a JAX / Flax pytree, or numpy arrays) into a NetworkSpec.

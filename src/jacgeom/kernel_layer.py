@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backends, _dispatch, _validation
+from .typing import BackendName, IntArray
 
 __all__ = ["KernelLayer"]
 
@@ -226,14 +227,14 @@ class KernelLayer:
         J = self.jacobian(X)
         return np.swapaxes(J, -1, -2) @ J
 
-    def singular_values(self, X: ArrayLike, backend: str = "auto") -> FloatArray:
+    def singular_values(self, X: ArrayLike, backend: BackendName = "auto") -> FloatArray:
         """Singular values of J(x), descending, (B, min(m, n))."""
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X)
         s = _dispatch.batched_singular_values(self._jacobian(Xk), be)
         return s[0] if squeeze else s
 
-    def rank(self, X: ArrayLike, tol: float | None = None, rtol: float | None = None) -> Any:
+    def rank(self, X: ArrayLike, tol: float | None = None, rtol: float | None = None) -> IntArray:
         """numpy.linalg.matrix_rank of J(x) for every sample, (B,) int64."""
         tol, rtol = _validation.tolerances(tol, rtol)
         s = np.atleast_2d(self.singular_values(X))

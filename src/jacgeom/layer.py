@@ -10,7 +10,7 @@ the rows where d_i = 0.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _backends, _dispatch, _validation, reference
 from .activations import Activation
 from .activations import activation as _lookup
+from .typing import ActivationName, BackendName, Float32Array, Float64Array
 
 __all__ = [
     "layer_derivatives",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 FloatArray = NDArray[np.floating[Any]]
-ActivationLike = str | Activation
+ActivationLike = ActivationName | Activation
 
 
 class _Layer:
@@ -204,6 +205,61 @@ def _doc(text: str) -> Callable[[_F], _F]:
     return wrap
 
 
+@overload
+def preactivations(
+    W: Float64Array,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def preactivations(
+    W: ArrayLike,
+    X: Float64Array,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def preactivations(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: Float64Array,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def preactivations(
+    W: Float32Array,
+    X: Float32Array,
+    b: Float32Array | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float32Array: ...
+
+
+@overload
+def preactivations(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> FloatArray: ...
+
+
 @_doc(
     """Pre-activations Z = X W^T + b.
 
@@ -233,11 +289,66 @@ def preactivations(
     X: ArrayLike,
     b: ArrayLike | None = None,
     activation: ActivationLike = "relu",
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
 ) -> FloatArray:
     layer = _Layer(W, X, b, activation, backend, check_finite)
     return layer.out(layer.preactivations())
+
+
+@overload
+def layer_derivatives(
+    W: Float64Array,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_derivatives(
+    W: ArrayLike,
+    X: Float64Array,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_derivatives(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: Float64Array,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_derivatives(
+    W: Float32Array,
+    X: Float32Array,
+    b: Float32Array | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float32Array: ...
+
+
+@overload
+def layer_derivatives(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> FloatArray: ...
 
 
 @_doc(
@@ -263,11 +374,71 @@ def layer_derivatives(
     X: ArrayLike,
     b: ArrayLike | None = None,
     activation: ActivationLike = "relu",
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
 ) -> FloatArray:
     layer = _Layer(W, X, b, activation, backend, check_finite)
     return layer.out(layer.derivatives())
+
+
+@overload
+def layer_jacobian(
+    W: Float64Array,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    out: FloatArray | None = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_jacobian(
+    W: ArrayLike,
+    X: Float64Array,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    out: FloatArray | None = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_jacobian(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: Float64Array,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    out: FloatArray | None = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_jacobian(
+    W: Float32Array,
+    X: Float32Array,
+    b: Float32Array | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    out: FloatArray | None = ...,
+) -> Float32Array: ...
+
+
+@overload
+def layer_jacobian(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    out: FloatArray | None = ...,
+) -> FloatArray: ...
 
 
 @_doc(
@@ -305,7 +476,7 @@ def layer_jacobian(
     X: ArrayLike,
     b: ArrayLike | None = None,
     activation: ActivationLike = "relu",
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
     out: FloatArray | None = None,
 ) -> FloatArray:
@@ -330,6 +501,61 @@ def layer_jacobian(
             target,
         )
     return out if out is not None else layer.out(J)
+
+
+@overload
+def pullback_metric(
+    W: Float64Array,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def pullback_metric(
+    W: ArrayLike,
+    X: Float64Array,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def pullback_metric(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: Float64Array,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def pullback_metric(
+    W: Float32Array,
+    X: Float32Array,
+    b: Float32Array | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float32Array: ...
+
+
+@overload
+def pullback_metric(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> FloatArray: ...
 
 
 @_doc(
@@ -366,7 +592,7 @@ def pullback_metric(
     X: ArrayLike,
     b: ArrayLike | None = None,
     activation: ActivationLike = "relu",
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
 ) -> FloatArray:
     layer = _Layer(W, X, b, activation, backend, check_finite)
@@ -379,6 +605,61 @@ def pullback_metric(
     G = _dispatch.call("pullback_metric", layer.backend, layer.W, D)
     _check_result(G, "pullback metric")
     return layer.out(G)
+
+
+@overload
+def layer_singular_values(
+    W: Float64Array,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_singular_values(
+    W: ArrayLike,
+    X: Float64Array,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_singular_values(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: Float64Array,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def layer_singular_values(
+    W: Float32Array,
+    X: Float32Array,
+    b: Float32Array | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float32Array: ...
+
+
+@overload
+def layer_singular_values(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> FloatArray: ...
 
 
 @_doc(
@@ -418,11 +699,66 @@ def layer_singular_values(
     X: ArrayLike,
     b: ArrayLike | None = None,
     activation: ActivationLike = "relu",
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
 ) -> FloatArray:
     layer = _Layer(W, X, b, activation, backend, check_finite)
     return layer.out(_spectrum(layer, "singular_values"))
+
+
+@overload
+def log_volume(
+    W: Float64Array,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def log_volume(
+    W: ArrayLike,
+    X: Float64Array,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def log_volume(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: Float64Array,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float64Array: ...
+
+
+@overload
+def log_volume(
+    W: Float32Array,
+    X: Float32Array,
+    b: Float32Array | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> Float32Array: ...
+
+
+@overload
+def log_volume(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationLike = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+) -> FloatArray: ...
 
 
 @_doc(
@@ -466,7 +802,7 @@ def log_volume(
     X: ArrayLike,
     b: ArrayLike | None = None,
     activation: ActivationLike = "relu",
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
 ) -> FloatArray:
     layer = _Layer(W, X, b, activation, backend, check_finite)

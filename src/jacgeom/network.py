@@ -21,7 +21,7 @@ backends compute, chunk by chunk of samples:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -32,11 +32,15 @@ from .activations import activation as _lookup
 from .kernel_layer import KernelLayer
 from .reference import graded as _ref_graded
 from .reference import network as _ref
+from .typing import ActivationName, BackendName
 
 __all__ = ["Network"]
 
 FloatArray = NDArray[np.floating[Any]]
 IntArray = NDArray[np.int64]
+# One activation for every layer, or one per layer (None at a kernel layer's place).
+Activations = ActivationName | Activation | Sequence[ActivationName | Activation | None]
+DenseActivations = ActivationName | Activation | Sequence[ActivationName | Activation]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _INITS = ("he", "xavier", "lecun", "orthogonal", "gaussian")
@@ -90,7 +94,7 @@ class Network:
         self,
         weights: Sequence[ArrayLike],
         biases: Sequence[ArrayLike] | None = None,
-        activation: str | Activation | Sequence[str | Activation] = "relu",
+        activation: Activations = "relu",
         residual: bool = False,
         norm: str | None = None,
         norm_eps: float = 1e-5,
@@ -172,7 +176,7 @@ class Network:
                     f"activation has {len(activation)} entries for {L} layers; give one or {L}"
                 )
             acts = [
-                _lookup("identity" if a is None and kernel[i] else a)
+                _lookup(cast("str | Activation", "identity" if a is None and kernel[i] else a))
                 for i, a in enumerate(activation)
             ]
         dtype = _validation.common_dtype(
@@ -226,7 +230,7 @@ class Network:
     def random(
         cls,
         widths: Sequence[int],
-        activation: str | Activation | Sequence[str | Activation] = "relu",
+        activation: Activations = "relu",
         init: str = "he",
         sigma_w: float | None = None,
         sigma_b: float = 0.0,
@@ -503,7 +507,7 @@ class Network:
     # ------------------------------------------------------------------ public reductions
 
     def jacobian(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> FloatArray:
         """End-to-end Jacobians J(x) = A_L ... A_1.
 
@@ -528,7 +532,7 @@ class Network:
         return out[0] if squeeze else out
 
     def singular_values(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> FloatArray:
         """Singular values of each end-to-end Jacobian, descending.
 
@@ -559,7 +563,7 @@ class Network:
         X: ArrayLike,
         tol: float | None = None,
         rtol: float | None = None,
-        backend: str = "auto",
+        backend: BackendName = "auto",
         check_finite: bool = True,
     ) -> IntArray:
         """Numerical rank of each end-to-end Jacobian: numpy.linalg.matrix_rank's rule
@@ -605,7 +609,7 @@ class Network:
         return (self.widths[-1], self.widths[0])
 
     def exact_rank(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> IntArray:
         """Exact rank of each end-to-end Jacobian.
 
@@ -651,7 +655,7 @@ class Network:
         )
 
     def layer_exact_ranks(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> IntArray:
         """Exact rank of the partial product A_l ... A_1 after each layer l (see
         :meth:`exact_rank`).
@@ -675,7 +679,7 @@ class Network:
         X: ArrayLike,
         tol: float | None = None,
         rtol: float | None = None,
-        backend: str = "auto",
+        backend: BackendName = "auto",
         check_finite: bool = True,
     ) -> IntArray:
         """Numerical rank (see :meth:`rank`) of the partial product A_l ... A_1 after each
@@ -715,7 +719,7 @@ class Network:
         )
 
     def active_counts(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> IntArray:
         """Number of units with phi'(z) != 0 in each layer.
 
@@ -738,7 +742,7 @@ class Network:
         return out[0] if squeeze else out
 
     def frobenius_norm(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> FloatArray:
         """Frobenius norm ||J(x)||_F of each end-to-end Jacobian.
 
@@ -757,7 +761,7 @@ class Network:
         return out[0] if squeeze else out
 
     def log_singular_values(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> FloatArray:
         """log (natural) of the singular values of each end-to-end Jacobian, descending,
         accurate at any depth.
@@ -811,7 +815,7 @@ class Network:
         )
 
     def log_abs_det(
-        self, X: ArrayLike, backend: str = "auto", check_finite: bool = True
+        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> FloatArray:
         """log|det J(x)| (natural log) for a square end-to-end Jacobian (n_L = n_0), stable
         at any depth.
@@ -924,8 +928,8 @@ class Network:
     def from_jax(
         cls,
         params: Any,
-        activation: str | Activation | Sequence[str | Activation] = "relu",
-        output_activation: str | Activation = "identity",
+        activation: DenseActivations = "relu",
+        output_activation: ActivationName | Activation = "identity",
         residual: bool = False,
         dtype: Any = None,
     ) -> Network:
@@ -968,7 +972,7 @@ class Network:
         self,
         X: ArrayLike,
         lazy: bool = False,
-        backend: str = "auto",
+        backend: BackendName = "auto",
         as_input: bool = False,
     ) -> Any:
         """Each layer's own Jacobian A_l at its inputs h_{l-1}.
@@ -1006,7 +1010,7 @@ class Network:
         self,
         X: ArrayLike,
         saturation_tol: float = 1e-2,
-        backend: str = "auto",
+        backend: BackendName = "auto",
         names: list[str] | None = None,
     ) -> Any:
         """Per-layer geometry over a probe batch: dead and saturated units, exact and

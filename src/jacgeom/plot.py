@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import theory
+from .typing import ActivationName
 
 # One colour and marker per activation on every figure, so curves can be told apart even
 # where they coincide.
@@ -780,7 +781,11 @@ def rank_depth_figure(
 
 
 def metric_distortion_data(
-    m: int = 6, seed: int = 0, activation_name: str = "relu", points: int = 721, grid: int = 121
+    m: int = 6,
+    seed: int = 0,
+    activation_name: ActivationName = "relu",
+    points: int = 721,
+    grid: int = 121,
 ) -> dict[str, Any]:
     """Eigenvalues of the pullback metric G(x) = W^T D(x)^2 W of one random layer R^2 -> R^m
     (W iid N(0, 1), b iid N(0, 0.09)) along the unit circle x = (cos t, sin t) and the
@@ -832,7 +837,7 @@ def metric_distortion_data(
 def metric_distortion_figure(
     m: int = 6,
     seed: int = 0,
-    activations: tuple[str, ...] = ("relu", "leaky_relu", "tanh", "gelu", "sigmoid"),
+    activations: tuple[ActivationName, ...] = ("relu", "leaky_relu", "tanh", "gelu", "sigmoid"),
 ) -> Any:
     """Eigenvalues of the pullback metric W^T D^2 W along the unit circle (top, log10 axis)
     and the log10 of the smaller one over a grid (bottom), for one random layer R^2 -> R^m,

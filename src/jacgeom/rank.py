@@ -17,7 +17,7 @@ C++ kernel, which already holds the thread pool and the workspaces, carries it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _backends, _dispatch, _validation, reference
 from .activations import Activation
 from .layer import _Layer, _scaled
+from .typing import ActivationName, BackendName, IntArray
 
 __all__ = ["active_rank", "jacobian_rank", "masked_rank"]
 
@@ -173,24 +174,61 @@ _NOTES = """Notes
     mask. Identical masks are computed once."""
 
 
+@overload
+def masked_rank(
+    W: ArrayLike,
+    mask: ArrayLike,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    return_singular_values: Literal[False] = ...,
+) -> IntArray: ...
+
+
+@overload
+def masked_rank(
+    W: ArrayLike,
+    mask: ArrayLike,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    *,
+    return_singular_values: Literal[True],
+) -> tuple[IntArray, FloatArray]: ...
+
+
+@overload
+def masked_rank(
+    W: ArrayLike,
+    mask: ArrayLike,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    return_singular_values: bool = ...,
+) -> IntArray | tuple[IntArray, FloatArray]: ...
+
+
 def masked_rank(
     W: ArrayLike,
     mask: ArrayLike,
     tol: float | None = None,
     rtol: float | None = None,
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
     return_singular_values: bool = False,
-) -> Any:
+) -> IntArray | tuple[IntArray, FloatArray]:
     if return_singular_values not in (True, False):
         raise TypeError("return_singular_values must be a bool")
-    backend = _backends.resolve(backend)
+    resolved = _backends.resolve(backend)
     tol, rtol = _validation.tolerances(tol, rtol)
     Wk = _validation.weight_matrix(W, check_finite)
     masks, squeeze = _validation.mask_array(mask, Wk.shape[0])
     if not check_finite:
         _require_finite_rows(Wk, masks)
-    return _ranks_of_masks(Wk, masks, squeeze, tol, rtol, backend, bool(return_singular_values))
+    return _ranks_of_masks(Wk, masks, squeeze, tol, rtol, resolved, bool(return_singular_values))
 
 
 masked_rank.__doc__ = f"""Rank of W restricted to the rows each mask keeps: rank(W[mask[b]]).
@@ -232,16 +270,56 @@ masked_rank.__doc__ = f"""Rank of W restricted to the rows each mask keeps: rank
     """
 
 
+@overload
+def active_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    return_singular_values: Literal[False] = ...,
+) -> IntArray: ...
+
+
+@overload
+def active_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    *,
+    return_singular_values: Literal[True],
+) -> tuple[IntArray, FloatArray]: ...
+
+
+@overload
+def active_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    return_singular_values: bool = ...,
+) -> IntArray | tuple[IntArray, FloatArray]: ...
+
+
 def active_rank(
     W: ArrayLike,
     X: ArrayLike,
     b: ArrayLike | None = None,
     tol: float | None = None,
     rtol: float | None = None,
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
     return_singular_values: bool = False,
-) -> Any:
+) -> IntArray | tuple[IntArray, FloatArray]:
     if return_singular_values not in (True, False):
         raise TypeError("return_singular_values must be a bool")
     tol, rtol = _validation.tolerances(tol, rtol)
@@ -281,18 +359,64 @@ active_rank.__doc__ = f"""Rank of a relu layer's Jacobian: masked_rank with mask
     """
 
 
+@overload
+def jacobian_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationName | Activation = ...,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    return_singular_values: Literal[False] = ...,
+    exact: bool = ...,
+) -> IntArray: ...
+
+
+@overload
+def jacobian_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationName | Activation = ...,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    *,
+    return_singular_values: Literal[True],
+    exact: bool = ...,
+) -> tuple[IntArray, FloatArray]: ...
+
+
+@overload
+def jacobian_rank(
+    W: ArrayLike,
+    X: ArrayLike,
+    b: ArrayLike | None = ...,
+    activation: ActivationName | Activation = ...,
+    tol: float | None = ...,
+    rtol: float | None = ...,
+    backend: BackendName = ...,
+    check_finite: bool = ...,
+    return_singular_values: bool = ...,
+    exact: bool = ...,
+) -> IntArray | tuple[IntArray, FloatArray]: ...
+
+
 def jacobian_rank(
     W: ArrayLike,
     X: ArrayLike,
     b: ArrayLike | None = None,
-    activation: str | Activation = "relu",
+    activation: ActivationName | Activation = "relu",
     tol: float | None = None,
     rtol: float | None = None,
-    backend: str = "auto",
+    backend: BackendName = "auto",
     check_finite: bool = True,
     return_singular_values: bool = False,
     exact: bool = False,
-) -> Any:
+) -> IntArray | tuple[IntArray, FloatArray]:
     if return_singular_values not in (True, False):
         raise TypeError("return_singular_values must be a bool")
     if exact not in (True, False):

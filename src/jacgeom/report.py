@@ -25,6 +25,7 @@ from .homeomorphism import derivative_zeros, homeomorphism_report
 from .interop import to_array_library, to_numpy
 from .reference.graded import numerical_rank_from_logs
 from .reference.network import layer_norm_sigma
+from .typing import BackendName
 
 if TYPE_CHECKING:
     from .network import Network
@@ -234,7 +235,7 @@ def _one_layer(net: Network, l: int, dtype: Any) -> Network:
     return type(net)(
         [W._astype(np.dtype(dtype)) if kernel else W.astype(dtype, copy=False)],
         [None if kernel else net.biases[l]],  # type: ignore[list-item]
-        activation=[None if kernel else net.activations[l]],  # type: ignore[list-item]
+        activation=[None if kernel else net.activations[l]],
         residual=net.residual,
         norm=net.norm,
         norm_eps=net.norm_eps,
@@ -264,7 +265,7 @@ def layer_jacobians(
     net: Network,
     X: Any,
     lazy: bool = False,
-    backend: str = "auto",
+    backend: BackendName = "auto",
     as_input: bool = False,
 ) -> Any:
     """See :meth:`jacgeom.Network.layer_jacobians`."""
@@ -283,7 +284,7 @@ def layer_report(
     net: Network,
     X: Any,
     saturation_tol: float = DEFAULT_SATURATION_TOL,
-    backend: str = "auto",
+    backend: BackendName = "auto",
     names: list[str] | None = None,
     notes: list[str] | None = None,
 ) -> LayerReport:

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from jacgeom.interop import spec_from_torch, to_numpy
 from jacgeom.network import Network
 from jacgeom.report import DEFAULT_SATURATION_TOL, LayerReport, layer_report
+from jacgeom.typing import BackendName
 
 __all__ = ["GeometryMonitor", "MonitorRow"]
 
@@ -78,7 +79,7 @@ class GeometryMonitor:
         probe_X: Any,
         every: int = 100,
         saturation_tol: float = DEFAULT_SATURATION_TOL,
-        backend: str = "auto",
+        backend: BackendName = "auto",
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")

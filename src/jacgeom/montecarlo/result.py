@@ -12,7 +12,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,6 +22,54 @@ from .spec import Spec, layer_activations, memory_limit
 from .summaries import Summary
 
 __all__ = ["RESULT_FORMAT", "NoRecordsError", "Result", "atomic_savez", "distribution_summary"]
+
+
+class ProbabilitySummary(TypedDict):
+    """An estimated probability: ``count`` of the samples, ``p`` with its Clopper-Pearson
+    interval [``lo``, ``hi``]."""
+
+    p: float
+    lo: float
+    hi: float
+    count: int
+
+
+class DistributionSummary(TypedDict):
+    """A statistic's distribution over the samples (mean and std of the finite values)."""
+
+    mean: float
+    std: float
+    finite_fraction: float
+    q05: float
+    q25: float
+    median: float
+    q75: float
+    q95: float
+    median_lo: float
+    median_hi: float
+
+
+class RunSummary(TypedDict):
+    """What :meth:`Result.summary` returns; the spectral keys only for runs with spectra."""
+
+    samples: int
+    widths: list[int]
+    bin_width: float
+    p_exact_rank_deficient: ProbabilitySummary
+    p_rank_deficient: ProbabilitySummary
+    p_any_zeroed: ProbabilitySummary
+    mean_exact_rank: DistributionSummary
+    rank_fraction: DistributionSummary
+    active_fraction: DistributionSummary
+    log_smax: NotRequired[DistributionSummary]
+    log_smin: NotRequired[DistributionSummary]
+    log_cond: NotRequired[DistributionSummary]
+    frobenius2: NotRequired[DistributionSummary]
+    log_volume: NotRequired[DistributionSummary]
+    log_gain: NotRequired[DistributionSummary]
+    p_gain_zero: NotRequired[ProbabilitySummary]
+    theory: dict[str, float]
+
 
 # Version of Result.to_dict's and Result.save's layout (2: the summary, records optional).
 RESULT_FORMAT = 2
@@ -210,7 +258,7 @@ class Result:
                 out["p_gain_zero"] = law["p_zero"]
         return out
 
-    def summary(self, level: float = 0.95) -> dict[str, Any]:
+    def summary(self, level: float = 0.95) -> RunSummary:
         """Means, standard deviations and quantiles of every statistic; probabilities with
         exact Clopper-Pearson intervals; the closed forms beside them where known. From the
         merged summary: probabilities and everything integer exact, means and standard
@@ -237,7 +285,7 @@ class Result:
         """
         out = self.merged.summary(self.spec, level)
         out["theory"] = self.theory()
-        return out
+        return cast(RunSummary, out)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the spec, the summary, and the per-sample arrays if kept in memory."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from .. import _dispatch
 from ..activations import Activation
 from ..network import Network, init_std, random_orthogonal
+from ..typing import ActivationName
 from .spec import Spec, layer_activations
 
 __all__ = [
@@ -300,7 +301,7 @@ def shared_network(spec: Spec) -> Network:
     seed = np.random.SeedSequence(spec.seed, spawn_key=SHARED_NETWORK_KEY)
     return Network.random(
         list(spec.resolved_widths()),
-        activation=layer_activations(spec),
+        activation=cast("list[ActivationName]", layer_activations(spec)),
         init=spec.init,
         sigma_w=spec.sigma_w,
         sigma_b=spec.sigma_b,

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .result import Result
+from .result import DistributionSummary, ProbabilitySummary, Result
 from .runner import run_many
 from .spec import Spec
 
@@ -118,7 +118,7 @@ def sweep_table(results: Sequence[tuple[dict[str, Any], Result]]) -> str:
     return "\n".join(lines)
 
 
-def _probability(p: dict[str, float] | None) -> str:
+def _probability(p: ProbabilitySummary | None) -> str:
     return "" if p is None else f"{p['p']:.4f} [{p['lo']:.4f}, {p['hi']:.4f}]"
 
 
@@ -126,7 +126,7 @@ def _number(x: float | None, digits: int) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def _log10_cell(lc: dict[str, float]) -> str:
+def _log10_cell(lc: DistributionSummary) -> str:
     def one(v: float) -> str:
         return "inf" if v == math.inf else f"{v / math.log(10):.2f}"
 
