@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 import jacgeom
 from jacgeom import Activation, KernelLayer
 
-from .conftest import BACKENDS, COMPILED
+from .conftest import BACKENDS, COMPILED, LAYER_FUNCTIONS
 
 FLOAT_FUNCTIONS = [
     jacgeom.layer_jacobian,
@@ -835,3 +835,26 @@ def test_derivatives_at_nonfinite_z_agree(name: str, dtype: type) -> None:
         )
         np.testing.assert_array_equal(d, expected, err_msg=be)
     assert np.isnan(expected[0, 0]) == (name not in ("relu", "leaky_relu", "identity"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("leaky_relu", {"alpha": 1e39}), ("elu", {"alpha": 3.5e38}), ("softplus", {"beta": 1e39})],
+)
+def test_activation_parameter_beyond_float32_is_a_value_error(
+    backend: str, name: str, params: dict[str, float]
+) -> None:
+    # Finite in float64, infinite once rounded to float32 (phi' uses the rounded value):
+    # every layer function refuses it before any work, naming the activation and the dtype,
+    # instead of an infinite Jacobian or, for ranks, rank 0 on some backends. float64 works.
+    act = jacgeom.activation(name, **params)
+    W = np.full((4, 3), 0.1, np.float32)
+    X = -np.ones((2, 3), np.float32)
+    for fn in LAYER_FUNCTIONS:
+        if fn is jacgeom.preactivations:
+            continue  # no activation
+        with pytest.raises(ValueError, match=f"{name}.*overflows float32"):
+            fn(W, X, activation=act, backend=backend)
+    J = jacgeom.layer_jacobian(W.astype(np.float64), X.astype(np.float64), activation=act)
+    assert np.all(np.isfinite(J))

@@ -513,11 +513,13 @@ class Activation:
         them), then run their own kernels on the result.
 
         What a custom activation may capture: ``phi`` and ``dphi`` are functions of z alone.
-        The globals and closure variables a plain Python function reads are copied when the
-        Activation is created (a snapshot), so every backend and every later call sees the
-        values of that moment: ``alpha = 5.0`` after ``Activation.custom(..., lambda z:
-        alpha)`` changes nothing; build a new Activation to change a parameter. Captured
-        arrays and other mutable objects are constants: numba compiles their contents, so
+        The globals and closure variables that ``phi`` and ``dphi`` themselves read are copied
+        when the Activation is created (a snapshot), so every backend and every later call
+        sees the values of that moment: ``alpha = 5.0`` after ``Activation.custom(...,
+        lambda z: alpha)`` changes nothing; build a new Activation to change a parameter.
+        The snapshot is one level deep: a function they call reads its own globals when it
+        runs, so keep parameters in ``phi`` and ``dphi`` (or their closures), not in helpers.
+        Captured arrays and other mutable objects are constants: numba compiles their contents, so
         mutating them in place is not seen by the compiled backends. Other callables
         (numba dispatchers, functools.partial, objects with ``__call__``) are used as given.
 

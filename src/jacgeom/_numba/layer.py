@@ -8,6 +8,7 @@ non-zero singular values.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -96,9 +97,17 @@ def derivatives(Z: FloatArray, code: int, p: float) -> FloatArray:
 # cannot compile (recorded as None, so that a failure is not retried on every call).
 MAX_COMPILED_CUSTOM = 64
 _custom_compiled: dict[Callable[[float], float], Any] = {}
+# The check of the bound and the insert are one step: threads creating custom activations
+# at once would otherwise compile past it.
+_custom_lock = threading.Lock()
 
 
 def _compiled_custom(dphi: Callable[[float], float]) -> Any:
+    with _custom_lock:
+        return _compile_custom_locked(dphi)
+
+
+def _compile_custom_locked(dphi: Callable[[float], float]) -> Any:
     if dphi in _custom_compiled:
         return _custom_compiled[dphi]
     if len(_custom_compiled) >= MAX_COMPILED_CUSTOM:
