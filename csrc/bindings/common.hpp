@@ -8,8 +8,10 @@
 
 #include <cstdint>
 
+#include "jacgeom/types.hpp"
+
 namespace py = pybind11;
-using index_t = std::int64_t;  // jacgeom::index_t
+using jacgeom::index_t;
 
 template <class T>
 using carray = py::array_t<T, py::array::c_style>;

@@ -28,12 +28,11 @@
 #include <vector>
 
 #include "lapack.hpp"
+#include "types.hpp"
 #include "parallel.hpp"
 #include "svd.hpp"
 
 namespace jacgeom {
-
-using index_t = std::int64_t;
 
 template <class T>
 struct ChainArgs {

@@ -21,11 +21,10 @@
 #include <vector>
 
 #include "lapack.hpp"
+#include "types.hpp"
 #include "simd.hpp"
 
 namespace jacgeom {
-
-using index_t = std::int64_t;
 
 // Rows of D W with d_i != 0, compacted. Rows with d_i == 0 are exactly zero in D W and
 // contribute nothing to J^T J or to the non-zero singular values, so every kernel below

@@ -20,11 +20,10 @@
 #include <vector>
 
 #include "lapack.hpp"
+#include "types.hpp"
 #include "simd.hpp"
 
 namespace jacgeom {
-
-using index_t = std::int64_t;
 
 // The written-out reduction (bidiagonalize below) serves every matrix of at most
 // kReducedBytes bytes; larger ones go to LAPACK (gesdd; geqrf and gebrd for the rank).
