@@ -282,8 +282,18 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
             has = np.isfinite(d["p_exact_theory"])
             if has.any():  # a tick per point, so that a single point shows its closed form
                 drawn.add("closed form")
+                # A wide, thick tick drawn over the measured marker: at a single point the
+                # dashed line has no length, and the tick is all there is to see.
                 ax_row[0].plot(
-                    x[has], d["p_exact_theory"][has], "--", marker="_", ms=16, color=color, lw=1
+                    x[has],
+                    d["p_exact_theory"][has],
+                    "--",
+                    marker="_",
+                    ms=28,
+                    mew=2.5,
+                    color=color,
+                    lw=1,
+                    zorder=4,
                 )
             if not np.isnan(d["log10_cond_median"]).all():
                 recorded = True
@@ -365,7 +375,14 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
             )
     references = {
         "closed form": Line2D(
-            [], [], color="k", ls="--", marker="_", ms=12, label="closed form of P(exact rank < n)"
+            [],
+            [],
+            color="k",
+            ls="--",
+            marker="_",
+            ms=14,
+            mew=2.5,
+            label="closed form of P(exact rank < n)",
         ),
         "threshold": Line2D(
             [], [], color="grey", ls=":", label="log10(1/(n eps)): float64 rank drops above"
