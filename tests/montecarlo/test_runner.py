@@ -553,3 +553,33 @@ def test_cli_directory_names_tell_experiments_apart(
     summary = json.loads(capsys.readouterr().out)[0]["summary"]
     assert summary["samples"] == 100
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_chunks_on_a_given_executor_run_their_kernels_on_one_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The parallelism is across chunks: on an executor given to run (a dask worker process,
+    # a pool), a chunk's kernels run on one thread; the local pool of one worker keeps the
+    # process's thread count for its kernels.
+    seen: list[int] = []
+    original = runner._chunk_task
+
+    def task(spec_dict: dict[str, Any], index: int, records: bool) -> Any:
+        seen.append(get_num_threads())
+        return original(spec_dict, index, records)
+
+    monkeypatch.setattr(runner, "_chunk_task", task)
+    spec = Spec(widths=(4, 4), samples=40, chunk_size=20, seed=1)
+    before = get_num_threads()
+    set_num_threads(2)
+    try:
+        with cf.ThreadPoolExecutor(max_workers=1) as pool:
+            given = run(spec, executor=pool, progress=False)
+        assert seen == [1, 1]
+        seen.clear()
+        local = run(spec, workers=1, progress=False)
+        assert seen == [2, 2]
+        assert given.summary() == local.summary()
+        assert get_num_threads() == 2
+    finally:
+        set_num_threads(before)

@@ -318,7 +318,11 @@ def run_chunks(
 
     def submit(job: tuple[int, int]) -> None:
         p, i = job
-        pending[pool.submit(chunk_task, spec_dicts[p], i, states[p].records)] = job
+        if own:  # the local pool: threads pinned by run (several workers) or not (one)
+            future = pool.submit(chunk_task, spec_dicts[p], i, states[p].records)
+        else:
+            future = pool.submit(chunk_task, spec_dicts[p], i, states[p].records, True)
+        pending[future] = job
 
     def arrived(job: tuple[int, int], summary: Summary, recs: Any) -> None:
         ready[job] = (summary, recs)
@@ -406,13 +410,26 @@ SUMMARY_SAMPLES = 1 << 16
 
 
 def chunk_task(
-    spec_dict: dict[str, Any], index: int, records: bool = False
+    spec_dict: dict[str, Any], index: int, records: bool = False, one_thread: bool = False
 ) -> tuple[int, dict[str, NDArray[Any]], dict[str, NDArray[Any]] | None]:
     """(index, summary arrays, per-sample arrays or None) of chunk ``index`` of a spec given
     as Spec.to_dict(): what run submits. The summary is of groups of blocks of about
     SUMMARY_SAMPLES samples merged in order, so a chunk holds no more than one group's
     per-sample arrays unless ``records`` asks for all of them."""
     # Module-level and taking plain data, so process pools and dask workers can run it.
+    # ``one_thread`` (run sets it for an executor it was given): the parallelism is across
+    # chunks, so the chunk's kernels and BLAS run on one thread, also inside a dask worker
+    # process, whose threads are the parallel units; otherwise two process workers on two
+    # cores each start a thread per core and compete (1.35x one worker, not 1.7x).
+    if not one_thread:
+        return _chunk_task(spec_dict, index, records)
+    with single_threaded_kernels(), _backends.single_threaded_blas():
+        return _chunk_task(spec_dict, index, records)
+
+
+def _chunk_task(
+    spec_dict: dict[str, Any], index: int, records: bool
+) -> tuple[int, dict[str, NDArray[Any]], dict[str, NDArray[Any]] | None]:
     spec = Spec.from_dict(spec_dict)
     merged: Summary | None = None
     group: list[dict[str, NDArray[Any]]] = []
