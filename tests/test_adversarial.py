@@ -858,3 +858,15 @@ def test_activation_parameter_beyond_float32_is_a_value_error(
             fn(W, X, activation=act, backend=backend)
     J = jacgeom.layer_jacobian(W.astype(np.float64), X.astype(np.float64), activation=act)
     assert np.all(np.isfinite(J))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_custom_derivative_failing_is_the_same_error_on_every_backend(backend: str) -> None:
+    # 1 / z at z = 0 and sqrt of a negative: Python raises (numpy backend), numba's compiled
+    # function gives inf or NaN; every backend reports a FloatingPointError, without a warning.
+    W = np.eye(2)
+    X = np.array([[0.0, 1.0]])
+    for dphi in (lambda z: 1.0 / z, lambda z: math.sqrt(z - 0.5)):
+        act = jacgeom.Activation.custom(lambda z: z, dphi)
+        with pytest.raises(FloatingPointError):
+            jacgeom.layer_jacobian(W, X, activation=act, backend=backend)

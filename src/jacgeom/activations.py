@@ -602,7 +602,15 @@ def _apply_scalar(fn: Callable[[float], float] | None, z: FloatArray, name: str)
 
     def real(x: Any) -> float:
         # float(x) in float64, rounded once to z's dtype below (the one rounding rule).
-        value = fn(float(x))
+        try:
+            value = fn(float(x))
+        except (ArithmeticError, ValueError) as exc:
+            # What numba's compiled function gives as inf or NaN (a FloatingPointError
+            # there): the same error on every backend.
+            raise FloatingPointError(
+                f"{name} of a custom activation failed at z = {float(x)!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         if not isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
             raise TypeError(
                 f"{name} of a custom activation returned {value!r} "

@@ -129,7 +129,10 @@ def derivatives_custom(Z: FloatArray, dphi: Callable[[float], float]) -> FloatAr
     ufunc = _compiled_custom(dphi)
     if ufunc is None:
         return None
-    return np.asarray(ufunc(Z.astype(np.float64))).astype(Z.dtype, copy=False)
+    # A division by zero or a domain error gives inf or NaN here, which the caller turns into
+    # a FloatingPointError (as the Python evaluation's exception is): no warning besides.
+    with np.errstate(all="ignore"):
+        return np.asarray(ufunc(Z.astype(np.float64))).astype(Z.dtype, copy=False)
 
 
 @numba.njit(parallel=True, **_OPTS)
