@@ -740,7 +740,9 @@ def rank_depth_figure(
                 ax.fill_between(x, d[key + "_lo"], d[key + "_hi"], color=color, alpha=0.2)
             has = np.isfinite(d["exact_theory"])
             if has.any():
-                axes[0, col].plot(x[has], d["exact_theory"][has], "--", color=color, lw=1.2)
+                # Black and on top: where the law holds it lies on the measured curve, and
+                # drawn in the series' colour beneath it, it was invisible.
+                axes[0, col].plot(x[has], d["exact_theory"][has], "--", color="k", lw=1.2, zorder=5)
             any_infinite |= _draw_log10_cond(
                 axes[2, col],
                 x,
