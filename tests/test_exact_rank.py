@@ -538,3 +538,26 @@ def test_layer_normalisation_whose_variance_overflows(backend: str, dtype: type)
         assert np.all(np.isfinite(logs[:3])) and np.isneginf(logs[3])
         tol = 1e-5 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(logs[:2], one[:2], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("norm", [None, "layer"])
+def test_weights_meeting_dead_units_take_no_part(backend: str, norm: str | None) -> None:
+    # Unit 2 of layer 1 is dead (relu, z = -4), so layer 2's second column meets a zero row
+    # of the frame. Huge entries there (up to 1e30) must not make the used part of each
+    # row look like noise: the exact rank stays 1 (the first column alone), as exact
+    # arithmetic says, on every backend, with or without layer normalisation.
+    W1 = np.array([[1.0, 0.5, -0.3, 0.2], [-1.0, -1.0, -1.0, -1.0]])
+    x = np.ones(4)
+    for big in (1.0, 1e12, 1e17, 1e30):
+        W2 = np.array([[1.0, big], [2.0, big], [-1.0, big]])
+        net = Network([W1, W2], activation="relu", norm=norm)
+        assert net.layer_exact_ranks(x, backend=backend).tolist() == [1, 1], big
+        small = Network(
+            [W1, np.array([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])], activation="relu", norm=norm
+        )
+        np.testing.assert_allclose(
+            net.log_singular_values(x, backend=backend)[0],
+            small.log_singular_values(x, backend=backend)[0],
+            rtol=1e-12,
+        )

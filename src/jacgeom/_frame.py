@@ -209,6 +209,11 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> t
         step[:, :1] = log_delta[:, None]  # nothing at width 1 (J_N = 0)
         # H B_1^T W sums W's rows: where they cancel (a component along the ones vector),
         # each result row is judged against the size of its terms.
+        # W's entries that meet zero rows of U take no part: sized without them, as in
+        # _scaled_rows_step_once (or a huge unused entry makes every term look large).
+        support = np.any(_live(U, g) != 0, axis=2)
+        if not support.all():
+            W = W * support[:, None, :]
         Wu, log_rn = unit_rows(W)
         top = np.max(log_rn, axis=-1, keepdims=True, initial=-np.inf)
         top = np.where(np.isfinite(top), top, 0.0)

@@ -242,13 +242,17 @@ def _rows_step(
     return Mu[alive], norms[alive], sign[alive], t[alive] - c, c, alive
 
 
-def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[Step]]:
+def _layer_factors(
+    net: Any, l: int, h: FloatArray, support: NDArray[np.bool_] | None = None
+) -> tuple[FloatArray, list[Step]]:
     """One layer at one sample, for the stable frame, all in float64: (output, steps), the
     layer Jacobian as a product of steps applied in order, each (X, sign, t, c, alive):
     X the step's map with the rows whose factor is zero mathematically removed and
     invertible diagonal factors dropped (it decides ranks); the step restricted to the
     ``alive`` rows is e^c diag(sign e^t) X, t <= 0, even where the factors underflow;
-    ``norms`` judge the rows' cancellation on the frame (:func:`_rows_step`).
+    ``norms`` judge the rows' cancellation on the frame (:func:`_rows_step`). ``support``
+    (n_(l-1),): the input coordinates the frame uses; W's other columns meet zero rows of
+    the frame, take no part, and are left out of every row's size.
 
     A layer normalisation is two steps, J_N W = (B_1 H) diag(delta, 1, ..., 1) (H B_1^T W)
     / sigma (see :func:`_norm_factors`): delta is a scale like phi', which never removes a
@@ -269,6 +273,8 @@ def _layer_factors(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, list[St
         return out, [_dense_step(A)]
     W64 = np.asarray(W, dtype=np.float64)
     z = W @ h + b
+    if support is not None and not support.all():
+        W64 = W64 * support[None, :]
     arg = z
     steps: list[Step] = []
     M: FloatArray = W64
@@ -398,7 +404,7 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     h = x
     ranks = np.empty(len(net.weights), dtype=np.int64)
     for l in range(len(net.weights)):
-        h, steps = _layer_factors(net, l, h)
+        h, steps = _layer_factors(net, l, h, np.any(U != 0, axis=1))
         for X, norms, sign, t, c, alive in steps:
             XU = X @ U
             r = U.shape[1]
