@@ -209,12 +209,7 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> t
         step[:, :1] = log_delta[:, None]  # nothing at width 1 (J_N = 0)
         # H B_1^T W sums W's rows: where they cancel (a component along the ones vector),
         # each result row is judged against the size of its terms.
-        # W's entries that meet zero rows of U take no part: sized without them, as in
-        # _scaled_rows_step_once (or a huge unused entry makes every term look large).
-        support = np.any(_live(U, g) != 0, axis=2)
-        if not support.all():
-            W = W * support[:, None, :]
-        Wu, log_rn = unit_rows(W)
+        Wu, log_rn = unit_rows(_on_support(W, _live(U, g)))
         top = np.max(log_rn, axis=-1, keepdims=True, initial=-np.inf)
         top = np.where(np.isfinite(top), top, 0.0)
         terms = np.exp(log_rn - top)
@@ -233,6 +228,15 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> t
         )
         W = B1H
     return _scaled_rows_step(W, zero, log_d, sign, U, g, V, backend)
+
+
+def _on_support(W: F64, Uz: F64) -> F64:
+    """W with its columns that meet zero rows of the frame's basis Uz (B, k, r) zeroed,
+    (B, m, k) where any is: those entries take no part in the map, and must not change
+    the size of its rows (a huge unused entry would make a used row look like noise) nor
+    the rounding that follows."""
+    support = np.any(Uz != 0, axis=2)
+    return W if support.all() else W * support[:, None, :]
 
 
 def _scaled_rows_step(
@@ -271,8 +275,7 @@ def _scaled_rows_step(
             None if term_log_norms is None else term_log_norms[i],
             np.ones(i.size, dtype=bool),
         )
-        out_U, out_g, out_V = out_U.copy(), out_g.copy(), out_V.copy()
-        out_U[i], out_g[i], out_V[i] = redo[0], redo[1], redo[2]
+        out_U[i], out_g[i], out_V[i] = redo[0], redo[1], redo[2]  # fresh arrays: no copy
     return out_U, out_g, out_V
 
 
@@ -305,12 +308,7 @@ def _scaled_rows_step_once(
     # rank deficiency of W, which the frame deflates (the QR's static column order cannot
     # drop that direction itself).
     generic = np.minimum(live, np.count_nonzero(~zero, axis=1))
-    # Rows are measured on the coordinates the frame uses: W's entries in the others meet
-    # zero rows of U, and must not change the rows' scale (nor the rounding that follows).
-    support = np.any(Uz != 0, axis=2)
-    if not support.all():
-        W = W * support[:, None, :]
-    Wu, log_rn = unit_rows(W)
+    Wu, log_rn = unit_rows(_on_support(W, Uz))
     log_rn = np.broadcast_to(log_rn, (B, m))
     zero = zero | ~np.isfinite(log_rn)
     log_d = np.where(zero, 0.0, log_d + np.where(zero, 0.0, log_rn))
