@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _dispatch
+from . import _dispatch, _frame
 from .homeomorphism import derivative_zeros, homeomorphism_report
 from .interop import to_array_library, to_numpy
-from .reference.graded import numerical_rank_from_logs
 from .reference.network import layer_norm_sigma
 from .typing import BackendName
 
@@ -329,10 +328,10 @@ def layer_report(
                 H64[todo], backend=backend, check_finite=False
             ).reshape(-1, p)
         exact = np.isfinite(logs).sum(axis=1)
-        numerical = np.array(
-            [numerical_rank_from_logs(row, None, None, (m, n), eps64) for row in logs],
-            dtype=np.int64,
-        )
+        # numpy's rule on the exact values, for the whole batch at once (the frame's summary).
+        numerical = _frame.stable_summary(
+            np.asarray(logs, dtype=np.float64), exact.astype(np.int64), (m, n), eps64
+        ).rank
         with np.errstate(invalid="ignore"):
             log_volume = logs.sum(axis=1) if p else np.zeros(B)
             log_condition = (logs[:, 0] - logs[:, -1]) if p else np.zeros(B)
