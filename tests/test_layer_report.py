@@ -264,3 +264,14 @@ def test_report_spectra_agree_with_the_graded_frame(
         assert g["count"] == w["count"] and g["infinite"] == w["infinite"]
         for key in ("min", "q05", "median", "q95", "max"):
             np.testing.assert_allclose(g[key], w[key], rtol=1e-9, atol=1e-9)  # type: ignore[literal-required]
+
+
+def test_table_shows_exact_zeros_as_infinite_not_nan() -> None:
+    # Every sample of a square relu layer loses exact rank here, so its smallest singular
+    # value is exactly 0: log volume -inf and log condition inf, never "nan".
+    net = jacgeom.Network.random([8, 8, 8], activation="relu", seed=0)
+    rep = net.layer_report(np.random.default_rng(0).standard_normal((64, 8)))
+    assert all(g.rank_lost_samples == 64 for g in rep.layers)
+    rows = rep.table().splitlines()[2:4]
+    for row in rows:
+        assert "nan" not in row and " -inf " in row and " inf " in row, row

@@ -195,9 +195,14 @@ class LayerReport:
         """A plain-text table, one row per layer.
 
         Columns: dead (units dead on every sample), sat (saturated pairs), exact rank and
-        float64 numerical rank (median [min]), log vol (natural log, median) and log cond
-        (natural log, median; inf counts where rank is lost), verdict.
+        float64 numerical rank (median [min]), log vol and log cond (natural logs, medians
+        over the samples that keep full exact rank; -inf and inf, their exact values, where
+        none does), inf (the samples whose exact rank is lost), verdict.
         """
+
+        def median(d: Distribution, lost: str) -> str:
+            return f"{d.median:>9.3g}" if d.infinite < d.count else f"{lost:>9}"
+
         head = (
             f"{'layer':<5} {'activation':<10} {'shape':>9} {'dead':>6} {'sat':>6} "
             f"{'exact rank':>11} {'f64 rank':>11} {'log vol':>9} {'log cond':>9} "
@@ -213,12 +218,13 @@ class LayerReport:
                 f"{g.layer:<5} {g.activation:<10} {g.shape[0]:>4}x{g.shape[1]:<4} "
                 f"{g.dead_fraction:>6.3f} {g.saturated_fraction:>6.3f} "
                 f"{rank(g.exact_rank):>11} {rank(g.numerical_rank):>11} "
-                f"{g.log_volume.median:>9.3g} {g.log_condition.median:>9.3g} "
+                f"{median(g.log_volume, '-inf')} {median(g.log_condition, 'inf')} "
                 f"{g.log_condition.infinite:>4}  {g.verdict}"
             )
         lines.append(
             f"{self.samples} samples; ranks: exact and float64 numerical (median [min]); "
-            "logs natural; inf: samples with exact rank lost"
+            "logs natural, medians over samples of full exact rank; inf: samples with exact "
+            "rank lost"
         )
         lines.extend(self.notes)
         return "\n".join(lines)
