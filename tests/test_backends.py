@@ -273,7 +273,13 @@ def _cases(name: str, dtype: type) -> list[Case]:
     if name == "chain_active":
         Ws, Ds = _chain(rng, dtype, per_sample=False)
         Wp, Dp = _chain(rng, dtype, per_sample=True)
-        return [((Ws, Ds, False), {}), ((Ws, Ds, True), {}), ((Wp, Dp, False), {})]
+        out = np.empty((Ds[0].shape[0], Ws[-1].shape[0], Ws[0].shape[1]), dtype)
+        return [
+            ((Ws, Ds, False), {}),
+            ((Ws, Ds, True), {}),
+            ((Wp, Dp, False), {}),
+            ((Ws, Ds, True, out), {}),
+        ]
     if name == "chain_singular_values":
         return [(_chain(rng, dtype, per_sample=False), {})]
     if name == "chain_rank":

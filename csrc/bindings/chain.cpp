@@ -32,10 +32,21 @@ jacgeom::ChainArgs<T> chain_args(const std::vector<carray<T>>& W, const std::vec
 }
 
 template <class T>
-carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, bool reverse) {
+carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray<T>>& D, bool reverse,
+                       const py::object& out) {
     jacgeom::ChainArgs<T> a = chain_args(W, D);
     a.reverse = reverse;
-    carray<T> J({a.B, a.widths.back(), a.widths.front()});
+    const std::vector<py::ssize_t> shape{a.B, a.widths.back(), a.widths.front()};
+    carray<T> J;
+    if (out.is_none()) {
+        J = carray<T>(shape);
+    } else {
+        // Written in place: a converted copy would take the result and leave `out` unchanged.
+        if (!py::isinstance<carray<T>>(out)) throw py::type_error("out must be a C-contiguous array of W's dtype");
+        J = py::reinterpret_borrow<carray<T>>(out);
+        if (!J.writeable() || J.ndim() != 3 || !std::equal(shape.begin(), shape.end(), J.shape()))
+            throw py::value_error("out must be a writeable (B, n_L, n_0) array");
+    }
     a.J = J.mutable_data();
     py::gil_scoped_release release;
     jacgeom::chain_active<T>(a);
@@ -66,8 +77,10 @@ py::array_t<std::int64_t> chain_rank(const std::vector<carray<T>>& W, const std:
 }  // namespace
 
 void register_chain(py::module_& m) {
-    m.def("chain_active", &chain_active<double>, py::arg("W"), py::arg("D"), py::arg("reverse"));
-    m.def("chain_active", &chain_active<float>, py::arg("W"), py::arg("D"), py::arg("reverse"));
+    m.def("chain_active", &chain_active<double>, py::arg("W"), py::arg("D"), py::arg("reverse"),
+          py::arg("out") = py::none());
+    m.def("chain_active", &chain_active<float>, py::arg("W"), py::arg("D"), py::arg("reverse"),
+          py::arg("out") = py::none());
     m.def("chain_singular_values", &chain_singular_values<double>, py::arg("W"), py::arg("D"));
     m.def("chain_singular_values", &chain_singular_values<float>, py::arg("W"), py::arg("D"));
     m.def("chain_rank", &chain_rank<double>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"),

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "jacgeom/gram.hpp"
+#include "jacgeom/product.hpp"
 #include "jacgeom/lapack.hpp"
 #include "jacgeom/parallel.hpp"
 
@@ -50,6 +51,12 @@ GramKernel gram_kernel(const std::string& name) {
                           "'");
 }
 
+using ProductKernel = jacgeom::product::Kernel;
+
+// The chain product kernels by name, fastest first.
+constexpr std::pair<const char*, ProductKernel> kProductKernels[] = {{"avx512", ProductKernel::avx512},
+                                                                     {"blas", ProductKernel::blas}};
+
 }  // namespace
 
 void register_runtime(py::module_& m) {
@@ -86,6 +93,32 @@ void register_runtime(py::module_& m) {
             if (!jacgeom::gram::supported(k))
                 throw py::value_error("this CPU cannot run the " + name + " Gram kernel");
             jacgeom::gram::kernel_setting().store(static_cast<int>(k));
+        },
+        py::arg("name"));
+    // Which kernel the chains' products use (product.hpp), as for the Gram kernel.
+    m.def("product_kernels", []() {
+        py::list names;
+        for (const auto& [name, k] : kProductKernels)
+            if (jacgeom::product::supported(k)) names.append(name);
+        return names;
+    });
+    m.def("get_product_kernel", []() {
+        const auto now = static_cast<ProductKernel>(jacgeom::product::kernel_setting().load());
+        for (const auto& [name, k] : kProductKernels)
+            if (k == now) return name;
+        return "blas";
+    });
+    m.def(
+        "set_product_kernel",
+        [](const std::string& name) {
+            for (const auto& [n, k] : kProductKernels) {
+                if (name != n) continue;
+                if (!jacgeom::product::supported(k))
+                    throw py::value_error("this CPU cannot run the " + name + " product kernel");
+                jacgeom::product::kernel_setting().store(static_cast<int>(k));
+                return;
+            }
+            throw py::value_error("product kernel must be one of 'avx512', 'blas', got '" + name + "'");
         },
         py::arg("name"));
 }

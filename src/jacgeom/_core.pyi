@@ -27,6 +27,11 @@ def gram_kernels() -> list[str]:
 
 def get_gram_kernel() -> str: ...
 def set_gram_kernel(name: str) -> None: ...
+def product_kernels() -> list[str]:
+    """The chains' product kernels this CPU runs, fastest first."""
+
+def get_product_kernel() -> str: ...
+def set_product_kernel(name: str) -> None: ...
 
 # layer.cpp: W (m, n), D and Z (B, m) ------------------------------------------------------
 
@@ -69,7 +74,12 @@ def masked_rank(
 
 # chain.cpp: W[l] (n_l, n_{l-1}) or (B, n_l, n_{l-1}), D[l] (B, n_l) ----------------------------
 
-def chain_active(W: Sequence[NDArray[_F]], D: Sequence[NDArray[_F]], reverse: bool) -> NDArray[_F]:
+def chain_active(
+    W: Sequence[NDArray[_F]],
+    D: Sequence[NDArray[_F]],
+    reverse: bool,
+    out: NDArray[_F] | None = None,
+) -> NDArray[_F]:
     """J (B, n_L, n_0) = D_L W_L ... D_1 W_1 on the active rows only."""
 
 def chain_singular_values(W: Sequence[NDArray[_F]], D: Sequence[NDArray[_F]]) -> NDArray[_F]:

@@ -269,13 +269,19 @@ def _numpy_masked_rank(
 
 
 def _numpy_chain_active(
-    Ws: Sequence[FloatArray], Ds: Sequence[FloatArray], reverse: bool = False
+    Ws: Sequence[FloatArray],
+    Ds: Sequence[FloatArray],
+    reverse: bool = False,
+    out: FloatArray | None = None,
 ) -> FloatArray:
     # ``reverse`` chooses the compiled kernel's order of multiplication only.
     J = Ds[0][:, :, None] * Ws[0]
     for W, d in zip(Ws[1:], Ds[1:], strict=True):
         J = (d[:, :, None] * W) @ J
-    return np.ascontiguousarray(J)
+    if out is None:
+        return np.ascontiguousarray(J)
+    out[...] = J
+    return out
 
 
 def _numpy_chain_singular_values(Ws: Sequence[FloatArray], Ds: Sequence[FloatArray]) -> FloatArray:
@@ -501,7 +507,8 @@ KERNELS: dict[str, Kernel] = dict(
         _entry(
             "chain_active",
             "(Ws: L arrays (n_l, n_{l-1}) or (B, n_l, n_{l-1}), Ds: L arrays (B, n_l), "
-            "reverse: bool) -> J (B, n_L, n_0) = D_L W_L ... D_1 W_1",
+            "reverse: bool, out=None) -> J (B, n_L, n_0) = D_L W_L ... D_1 W_1, written into "
+            "out (C-contiguous, W's dtype) when given",
             numpy=_numpy_chain_active,
             cpp="chain_active",
             per_sample_blas=True,

@@ -46,10 +46,11 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _INITS = ("he", "xavier", "lecun", "orthogonal", "gaussian")
 # The per-sample C++ chain (rows scaled while gathered, so no extra pass over the partial
 # products) beats the shared dense gemm when a quarter of the units are dead, or when the
-# layers are wide enough (32 units) for per-sample gemms to run near the BLAS peak; the
-# measurements behind both thresholds are in docs/benchmarks.md.
+# layers are wide enough (16 units) for its per-sample products to beat the dense gemm plus
+# its pass of row scaling; the measurements behind both thresholds are in
+# docs/benchmarks.md.
 _ACTIVE_PATH_MIN_ZERO_FRACTION = 0.25
-_ACTIVE_PATH_MIN_WIDTH = 32
+_ACTIVE_PATH_MIN_WIDTH = 16
 
 
 class Network:
@@ -412,15 +413,22 @@ class Network:
             return [np.ascontiguousarray(d) for d in Ds]
         return None
 
-    def _jacobian_chunk(self, X: FloatArray, backend: str) -> FloatArray:
-        """(Bc, n_L, n_0) end-to-end Jacobians of one chunk, compiled backends."""
+    def _jacobian_chunk(
+        self, X: FloatArray, backend: str, out: FloatArray | None = None
+    ) -> FloatArray:
+        """(Bc, n_L, n_0) end-to-end Jacobians of one chunk, compiled backends; written into
+        ``out`` (C-contiguous) when given, so that no chunk is copied."""
         layers = list(self._layers(X, backend))
         Ds = self._active_chain(layers, backend)
         if Ds is not None:
             return _dispatch.call(
-                "chain_active", backend, self.weights, Ds, self._reverse_is_cheaper()
+                "chain_active", backend, self.weights, Ds, self._reverse_is_cheaper(), out
             )
-        return self._dense_chunk(layers, X.shape[0])
+        J = self._dense_chunk(layers, X.shape[0])
+        if out is None:
+            return J
+        out[...] = J
+        return out
 
     def _dense_chunk(self, layers: list[Any], B: int) -> FloatArray:
         if self._reverse_is_cheaper():
@@ -527,8 +535,8 @@ class Network:
             out = _ref.jacobian(self, Xk)
         else:
             out = np.empty((Xk.shape[0], self.widths[-1], self.widths[0]), dtype=self.dtype)
-            for sl, J in self._jacobians(Xk, be):
-                out[sl] = J
+            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
+                self._jacobian_chunk(Xk[sl], be, out[sl])
         return out[0] if squeeze else out
 
     def singular_values(

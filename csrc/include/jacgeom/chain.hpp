@@ -5,7 +5,8 @@
 //   d_L[S_L] W_L[S_L, S_{L-1}] d_{L-1}[S_{L-1}] ... d_1[S_1] W_1[S_1, :]
 // with S_0 = all inputs: the same non-zero entries from sub-blocks k_l x k_{l-1}. For relu
 // (k_l ~ n_l / 2) that is about a quarter of the dense flops. Each sample runs its own
-// chain of row-major gemms (through scipy's BLAS, one thread per sample).
+// chain of row-major products (product.hpp: jacgeom's own AVX-512 kernel or scipy's BLAS),
+// one thread per sample.
 //
 // Accumulation order: forward (from the input) costs n0 sum_(l>=2) k_l k_(l-1) flops per
 // sample, reverse (from the output) k_L sum_(l<L) k_l k_(l-1) (k_0 = n0). Each sample takes
@@ -30,6 +31,7 @@
 #include "lapack.hpp"
 #include "types.hpp"
 #include "parallel.hpp"
+#include "product.hpp"
 #include "svd.hpp"
 
 namespace jacgeom {
@@ -50,23 +52,6 @@ struct ChainArgs {
     T* J;  // (B, nL, n0)
 };
 
-namespace detail {
-
-// C (r x c) = A (r x k) B (k x c), all row-major and contiguous.
-template <class T>
-inline void matmul(const T* A, const T* Bm, T* C, index_t r, index_t k, index_t c) {
-    if (r == 0 || c == 0) return;
-    if (k == 0) {
-        std::fill(C, C + r * c, T(0));
-        return;
-    }
-    const auto& L = lapack::get<T>();
-    const int ri = static_cast<int>(r), ki = static_cast<int>(k), ci = static_cast<int>(c);
-    const T one = 1, zero = 0;
-    L.gemm("N", "N", &ci, &ri, &ki, &one, Bm, &ci, A, &ki, &zero, C, &ci);
-}
-
-}  // namespace detail
 
 namespace detail {
 
@@ -82,6 +67,7 @@ class ActiveChain {
 
    public:
     std::vector<T> sub;  // the last gathered block, row-major
+    product::Workspace<T> products;
 
     explicit ActiveChain(const ChainArgs<T>& a)
         : a_(a), L_(static_cast<index_t>(a.W.size())), S_(static_cast<size_t>(L_ + 1)),
@@ -167,7 +153,7 @@ class ActiveChain {
             const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l + 1))));
             guard(cur, k(hi) * k(l + 1), u, e, grow);  // before: the product must fit
             gather(l);
-            matmul(cur, sub.data(), nxt, k(hi), k(l + 1), k(l));
+            product::matmul(cur, sub.data(), nxt, k(hi), k(l + 1), k(l), products);
             std::swap(cur, nxt);
             u += grow;
             guard(cur, k(hi) * k(l), u, e, 0.0);
@@ -186,7 +172,7 @@ class ActiveChain {
             const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l))));
             guard(cur, k(l) * k(lo), u, e, grow);
             gather(l);
-            matmul(sub.data(), cur, nxt, k(l + 1), k(l), k(lo));
+            product::matmul(sub.data(), cur, nxt, k(l + 1), k(l), k(lo), products);
             std::swap(cur, nxt);
             u += grow;
             guard(cur, k(l + 1) * k(lo), u, e, 0.0);

@@ -108,11 +108,6 @@ struct Workspace {
 
 namespace detail {
 
-template <class T, int V>
-struct vec {
-    typedef T type __attribute__((vector_size(V * sizeof(T))));
-};
-
 // Packs the active rows of D W into column panels of V entries: panel p holds, for each of
 // the k active rows in order, the V entries of columns p V .. p V + V - 1 (zero past n).
 // Returns k.

@@ -43,4 +43,11 @@ inline bool cpu_supports(Isa isa) {
 #endif
 }
 
+// V entries of T as one vector register (GCC's vector extension: the arithmetic compiles to
+// the instruction set of the function it is inlined into).
+template <class T, int V>
+struct vec {
+    typedef T type __attribute__((vector_size(V * sizeof(T))));
+};
+
 }  // namespace jacgeom

@@ -1,0 +1,160 @@
+"""The chains' products on every product kernel this CPU runs (jacgeom/product.hpp: the tiled
+AVX-512 kernel and BLAS gemm), against an independent float64 product.
+
+The tiled kernel packs the right operand into panels of 8 (float64) or 16 (float32) columns
+and computes 6 output rows by 4 panels at a time, so the shapes below leave partial panels,
+partial row tiles and fewer than 4 panels; one inner dimension lies above the panel-group
+limit, where the tiled setting falls back to gemm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jacgeom import _backends, _dispatch
+
+from .conftest import rtol_for
+
+pytestmark = pytest.mark.skipif(
+    _backends.core is None, reason="the compiled extension is not built"
+)
+
+
+def _kernels() -> list[str]:
+    return [] if _backends.core is None else list(_backends.core.product_kernels())
+
+
+def _with_kernel(kernel: str, fn: Callable[[], Any]) -> Any:
+    core = _backends.core
+    before = core.get_product_kernel()
+    try:
+        core.set_product_kernel(kernel)
+        return fn()
+    finally:
+        core.set_product_kernel(before)
+
+
+def _chain(
+    widths: Sequence[int], B: int, dtype: type, dead: float, per_sample: bool, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    Ws, Ds = [], []
+    for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+        shape = (B, n_out, n_in) if per_sample else (n_out, n_in)
+        Ws.append((rng.standard_normal(shape) / np.sqrt(n_in)).astype(dtype))
+        d = rng.uniform(0.5, 1.5, (B, n_out)) * (rng.random((B, n_out)) >= dead)
+        Ds.append(d.astype(dtype))
+    return Ws, Ds
+
+
+def _float64_product(Ws: list[np.ndarray], Ds: list[np.ndarray], absolute: bool = False) -> Any:
+    """D_L W_L ... D_1 W_1 in float64 from the same entries; with ``absolute``, of |D| |W|
+    (the bound on each entry's rounding error's scale)."""
+    f = np.abs if absolute else (lambda a: a)
+    J = f(Ds[0].astype(np.float64))[:, :, None] * f(Ws[0].astype(np.float64))
+    for W, d in zip(Ws[1:], Ds[1:], strict=True):
+        J = np.matmul(f(d.astype(np.float64))[:, :, None] * f(W.astype(np.float64)), J)
+    return J
+
+
+SHAPES = [
+    (1, 1, 1),
+    (5, 7, 3),
+    (6, 12, 6, 24),
+    (17, 33, 6, 40),
+    (64, 48, 96, 130),
+    (129, 127, 131, 127),
+    (2, 300, 257, 3),
+]
+
+
+@pytest.mark.parametrize("kernel", _kernels() or ["none"])
+@pytest.mark.parametrize("widths", SHAPES, ids=lambda w: "-".join(map(str, w)))
+@pytest.mark.parametrize("dead", [0.0, 0.4], ids=["all-live", "dead-units"])
+@pytest.mark.parametrize("per_sample", [False, True], ids=["shared-W", "per-sample-W"])
+def test_chain_jacobian_on_every_product_kernel(
+    kernel: str, widths: tuple[int, ...], dead: float, per_sample: bool, dtype: type
+) -> None:
+    Ws, Ds = _chain(widths, 5, dtype, dead, per_sample, seed=len(widths) + widths[1])
+    want = _float64_product(Ws, Ds)
+    scale = float(_float64_product(Ws, Ds, absolute=True).max(initial=0.0)) or 1.0
+    for reverse in (False, True):
+        got = _with_kernel(
+            kernel, lambda r=reverse: _dispatch.call("chain_active", "cpp", Ws, Ds, r)
+        )
+        assert got.dtype == dtype and got.shape == want.shape
+        err = np.abs(got.astype(np.float64) - want).max(initial=0.0)
+        assert err <= rtol_for(dtype) * scale * max(widths), (reverse, err, scale)
+
+
+@pytest.mark.parametrize("kernel", _kernels() or ["none"])
+def test_chain_spectra_on_every_product_kernel(kernel: str, dtype: type) -> None:
+    # The split products of the singular values and ranks use the same kernels.
+    Ws, Ds = _chain((40, 70, 25, 90, 33), 6, dtype, 0.3, False, seed=4)
+    want = np.linalg.svd(_float64_product(Ws, Ds), compute_uv=False)
+    got = _with_kernel(kernel, lambda: _dispatch.call("chain_singular_values", "cpp", Ws, Ds))
+    assert np.abs(got - want).max() <= rtol_for(dtype) * 100 * want[:, :1].max()
+    ranks = _with_kernel(
+        kernel, lambda: _dispatch.call("chain_rank", "cpp", Ws, Ds, _dispatch.Tolerance())
+    )
+    # 30% dead units of widths 25..90: the narrowest live count bounds the exact rank, and
+    # the independent product's numerical rank is the same count.
+    np.testing.assert_array_equal(ranks, np.linalg.matrix_rank(_float64_product(Ws, Ds)))
+
+
+def test_inner_dimension_above_the_panel_group_limit(dtype: type) -> None:
+    # k = 4100 (float64) or 2100 (float32) rows of the right operand: 4 panels of them are
+    # more than 512 KiB, so the tiled setting multiplies with gemm; values as the reference.
+    k = 4100 if dtype == np.float64 else 2100
+    Ws, Ds = _chain((3, k, 20), 2, dtype, 0.0, False, seed=9)
+    want = _float64_product(Ws, Ds)
+    scale = float(_float64_product(Ws, Ds, absolute=True).max())
+    for kernel in _kernels():
+        for reverse in (False, True):
+            got = _with_kernel(
+                kernel, lambda r=reverse: _dispatch.call("chain_active", "cpp", Ws, Ds, r)
+            )
+            assert np.abs(got - want).max() <= rtol_for(dtype) * scale * k
+
+
+def test_non_finite_entries_propagate_on_every_product_kernel() -> None:
+    # An infinity or NaN in a weight reaches the entries it touches on either kernel, as gemm
+    # propagates it (the callers report non-finite results as errors).
+    Ws, Ds = _chain((9, 14, 10), 2, np.float64, 0.0, False, seed=1)
+    Ws[0][3, 4] = np.nan
+    for kernel in _kernels():
+        got = _with_kernel(kernel, lambda: _dispatch.call("chain_active", "cpp", Ws, Ds, True))
+        assert np.isnan(got[:, :, 4]).all() and np.isfinite(np.delete(got, 4, axis=2)).all()
+
+
+def test_unknown_or_unsupported_product_kernel_is_refused() -> None:
+    core = _backends.core
+    with pytest.raises(ValueError, match="product kernel must be one of"):
+        core.set_product_kernel("avx9")
+    assert core.get_product_kernel() == core.product_kernels()[0]
+    if "avx512" not in core.product_kernels():
+        with pytest.raises(ValueError, match="cannot run"):
+            core.set_product_kernel("avx512")
+
+
+def test_chain_active_writes_into_out() -> None:
+    Ws, Ds = _chain((4, 6, 5), 3, np.float64, 0.3, False, seed=2)
+    want = _float64_product(Ws, Ds)
+    out = np.full((3, 5, 4), np.nan)
+    got = _dispatch.call("chain_active", "cpp", Ws, Ds, True, out)
+    assert got is out or np.shares_memory(got, out)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _dispatch.call("chain_active", "cpp", Ws, Ds, True, np.empty((3, 4, 5)).transpose(0, 2, 1))
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _dispatch.call("chain_active", "cpp", Ws, Ds, True, np.empty((3, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="writeable"):
+        _dispatch.call("chain_active", "cpp", Ws, Ds, True, np.empty((3, 4, 5)))
+    frozen = np.empty((3, 5, 4))
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        _dispatch.call("chain_active", "cpp", Ws, Ds, True, frozen)
