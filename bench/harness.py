@@ -330,6 +330,11 @@ def measure_case(
     attempt's result is checked.
     """
     case = prepare_case(workload, kernel, impl)
+    # One untimed call at the timed size: the first write to memory the process has not used
+    # before is slow on a lazily backed virtual machine (a fresh 128 MiB result took the relu
+    # chain 3x as long as in later calls, docs/benchmarks.md), and no round should carry that
+    # once-per-process cost.
+    case.call()
     best: Measurement | None = None
     for attempt in range(1, attempts + 1):
         times, result, load = time_case(case, rounds)

@@ -3,12 +3,15 @@ AVX-512 kernel and BLAS gemm), against an independent float64 product.
 
 The tiled kernel packs the right operand into panels of 8 (float64) or 16 (float32) columns
 and computes 6 output rows by 4 panels at a time, so the shapes below leave partial panels,
-partial row tiles and fewer than 4 panels; one inner dimension lies above the panel-group
-limit, where the tiled setting falls back to gemm.
+fewer than 4 panels and every remainder of the rows modulo 6 (the output width n_L is the
+row count of the reverse products); one inner dimension lies above the panel-group limit,
+where the tiled setting falls back to gemm.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,6 +72,8 @@ SHAPES = [
     (64, 48, 96, 130),
     (129, 127, 131, 127),
     (2, 300, 257, 3),
+    (9, 20, 11),
+    (9, 20, 8),
 ]
 
 
@@ -107,9 +112,10 @@ def test_chain_spectra_on_every_product_kernel(kernel: str, dtype: type) -> None
 
 
 def test_inner_dimension_above_the_panel_group_limit(dtype: type) -> None:
-    # k = 4100 (float64) or 2100 (float32) rows of the right operand: 4 panels of them are
-    # more than 512 KiB, so the tiled setting multiplies with gemm; values as the reference.
-    k = 4100 if dtype == np.float64 else 2100
+    # k = 2100 rows of the right operand: 4 panels of them (256 bytes per row in either
+    # dtype) are more than 512 KiB, so the tiled setting multiplies with gemm; values as the
+    # reference.
+    k = 2100
     Ws, Ds = _chain((3, k, 20), 2, dtype, 0.0, False, seed=9)
     want = _float64_product(Ws, Ds)
     scale = float(_float64_product(Ws, Ds, absolute=True).max())
@@ -158,3 +164,58 @@ def test_chain_active_writes_into_out() -> None:
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         _dispatch.call("chain_active", "cpp", Ws, Ds, True, frozen)
+
+
+def test_out_must_not_overlap_the_inputs_nor_be_misaligned() -> None:
+    Ws, Ds = _chain((4, 12, 3), 2, np.float64, 0.0, False, seed=5)
+    with pytest.raises(ValueError, match="overlap"):
+        _dispatch.call("chain_active", "cpp", Ws, Ds, False, Ds[0].reshape(2, 3, 4))
+    raw = np.zeros(2 * 3 * 4 * 8 + 1, np.uint8)[1:]
+    with pytest.raises(ValueError, match="aligned"):
+        _dispatch.call("chain_active", "cpp", Ws, Ds, False, raw.view(np.float64).reshape(2, 3, 4))
+
+
+def test_one_wide_layer_between_narrow_ends(dtype: type) -> None:
+    # 16 -> 3000 -> 16: the chain's scratch is sized by the widest layer times the wider end
+    # (48,000 entries), not the widest layer squared (9 million per buffer and thread: 290 MB
+    # per thread for singular values in float64). Values as the reference; the memory in a
+    # fresh process, whose high-water mark the call alone can raise.
+    import jacgeom
+
+    net = jacgeom.Network.random([16, 3000, 16], activation="tanh", seed=0, dtype=dtype)
+    X = np.random.default_rng(0).standard_normal((4, 16)).astype(dtype)
+    want = net.singular_values(X, backend="numpy")
+    got = net.singular_values(X, backend="cpp")
+    assert np.abs(got - want).max() <= rtol_for(dtype) * 10 * want.max()
+    J, J_ref = net.jacobian(X, backend="cpp"), net.jacobian(X, backend="numpy")
+    assert np.abs(J - J_ref).max() <= rtol_for(dtype) * 30 * np.abs(J_ref).max()
+    code = (
+        "import resource, numpy as np, jacgeom\n"
+        f"net = jacgeom.Network.random([16, 3000, 16], activation='tanh', seed=0, "
+        f"dtype=np.{np.dtype(dtype).name})\n"
+        "X = np.random.default_rng(0).standard_normal((4, 16))\n"
+        "net.jacobian(X[:1], backend='numpy')\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "net.singular_values(X, backend='cpp'); net.jacobian(X, backend='cpp')\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 32, out.stdout
+
+
+def test_non_finite_weights_take_the_dense_product() -> None:
+    # check_finite=False with an infinite weight: sigmoid' underflows to exact zeros there,
+    # and 0 * inf must stay NaN as in the reference (the sub-block chain would drop it).
+    import jacgeom
+
+    net = jacgeom.Network.random([16, 16, 16, 16], activation="sigmoid", seed=1)
+    Ws = [W.copy() for W in net.weights]
+    Ws[2][0, :] = np.inf
+    bad = jacgeom.Network(Ws, activation="sigmoid", check_finite=False)
+    X = np.random.default_rng(0).standard_normal((4, 16))
+    with np.errstate(all="ignore"):
+        want = np.isnan(bad.jacobian(X, backend="numpy", check_finite=False))
+        for backend in jacgeom.backends():
+            got = bad.jacobian(X, backend=backend, check_finite=False)
+            np.testing.assert_array_equal(np.isnan(got), want)
+    assert want.any()

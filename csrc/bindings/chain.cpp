@@ -2,6 +2,7 @@
 #include "common.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "jacgeom/chain.hpp"
@@ -46,6 +47,18 @@ carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray
         J = py::reinterpret_borrow<carray<T>>(out);
         if (!J.writeable() || J.ndim() != 3 || !std::equal(shape.begin(), shape.end(), J.shape()))
             throw py::value_error("out must be a writeable (B, n_L, n_0) array");
+        if (reinterpret_cast<std::uintptr_t>(J.data()) % alignof(T) != 0)
+            throw py::value_error("out must be aligned to its dtype");
+        // Each sample's rows are zeroed before its inputs are read: out must not share memory
+        // with W or D.
+        const auto* lo = reinterpret_cast<const char*>(J.data());
+        const auto* hi = lo + J.nbytes();
+        auto overlaps = [&](const carray<T>& x) {
+            const auto* a = reinterpret_cast<const char*>(x.data());
+            return x.nbytes() > 0 && a < hi && lo < a + x.nbytes();
+        };
+        for (size_t l = 0; l < W.size(); ++l)
+            if (overlaps(W[l]) || overlaps(D[l])) throw py::value_error("out must not overlap W or D");
     }
     a.J = J.mutable_data();
     py::gil_scoped_release release;

@@ -197,6 +197,12 @@ class Network:
         self.biases: list[FloatArray] = [
             _frozen(np.zeros(shapes[i][0]) if b is None else b, dtype) for i, b in enumerate(bs)
         ]
+        # The active-sub-block chain drops the columns of dead units, so it would turn a
+        # 0 * inf of a non-finite weight (check_finite=False) into 0 where the dense product
+        # and the reference give NaN: it runs on finite weights only (frozen, checked once).
+        self._finite_weights = all(
+            bool(np.isfinite(W).all()) for W, k in zip(self.weights, kernel, strict=True) if not k
+        )
         self.activations: list[Activation] = acts
         self.kernel_layers: list[bool] = kernel
         self.residual = bool(residual)
@@ -404,6 +410,7 @@ class Network:
             and not self.residual
             and self.norm is None
             and not any(self.kernel_layers)
+            and self._finite_weights
             and Ds[0].shape[0] > 0
             and (
                 _zero_fraction(Ds) >= _ACTIVE_PATH_MIN_ZERO_FRACTION

@@ -47,6 +47,17 @@ struct ChainArgs {
         for (index_t x : widths) w = std::max(w, x);
         return w;
     }
+    // max(n0, nL): every partial product from either end has at most widest() x ends()
+    // entries, and every core of a spectrum at most ends() x ends() (a split lies where the
+    // active count is below both ends), so scratch is sized by these, never widest()^2 (a
+    // network 16 -> 4000 -> 16 needs 64,000 entries per buffer, not 16 million).
+    index_t ends() const { return std::max<index_t>(1, std::max(widths.front(), widths.back())); }
+    // The largest layer block, n_l x n_(l-1) entries.
+    index_t largest_block() const {
+        index_t m = 1;
+        for (size_t l = 0; l + 1 < widths.size(); ++l) m = std::max(m, widths[l] * widths[l + 1]);
+        return m;
+    }
     index_t B;
     bool reverse;
     T* J;  // (B, nL, n0)
@@ -72,8 +83,7 @@ class ActiveChain {
     explicit ActiveChain(const ChainArgs<T>& a)
         : a_(a), L_(static_cast<index_t>(a.W.size())), S_(static_cast<size_t>(L_ + 1)),
           wlog_(static_cast<size_t>(L_)), blog_(static_cast<size_t>(L_)) {
-        const index_t wmax = a.widest();
-        sub.resize(static_cast<size_t>(wmax * wmax));
+        sub.resize(static_cast<size_t>(a.largest_block()));
         const index_t n0 = a.widths[0];
         S_[0].resize(static_cast<size_t>(n0));
         for (index_t j = 0; j < n0; ++j) S_[0][static_cast<size_t>(j)] = j;
@@ -287,12 +297,13 @@ class ChainSpectrum {
     };
 
     explicit ChainSpectrum(const ChainArgs<T>& a)
-        : L_(static_cast<index_t>(a.W.size())), n0_(a.widths[0]), ch_(a), svd(a.widest(), a.widest()) {
-        const index_t w = a.widest(), buf = w * w;
-        for (auto* v : {&P_, &Q_, &Bk_, &R_}) v->resize(static_cast<size_t>(buf));
-        tau_.resize(static_cast<size_t>(w + 1));
-        // geqrf of the largest core: at most w x w.
-        const int r = static_cast<int>(w);
+        : L_(static_cast<index_t>(a.W.size())), n0_(a.widths[0]), ch_(a), svd(a.ends(), a.ends()) {
+        const index_t e = a.ends(), buf = a.widest() * e;
+        for (auto* v : {&P_, &Q_, &Bk_}) v->resize(static_cast<size_t>(buf));
+        R_.resize(static_cast<size_t>(e * e));
+        tau_.resize(static_cast<size_t>(e + 1));
+        // geqrf of the largest split factor: n0 x k_j with k_j < min(n0, nL), within e x e.
+        const int r = static_cast<int>(e);
         int info = 0;
         lwork_ = -1;
         T query = 0;

@@ -36,8 +36,9 @@ inline std::atomic<int>& kernel_setting() {
     return k;
 }
 
-// One tile reads R panels of k rows each: at most this many bytes, half of a 1 MiB L2, so that
-// they stay cached while the tile's rows of A stream past (k <= 4096 in float64, 2048 float32).
+// One tile reads R = 4 panels of k rows of one 64-byte vector each (256 k bytes): at most this
+// many bytes, half of a 1 MiB L2, so that they stay cached while the tile's rows of A stream
+// past; k <= 2048 in either dtype.
 constexpr std::size_t kPanelGroupBytes = std::size_t(1) << 19;
 
 // Per-thread scratch, reused across products.
@@ -100,13 +101,23 @@ template <class T, int V, int R, int C>
     }
 }
 
-// Rows of A in tiles of C, the last ones one at a time, against panels p .. p + R - 1.
+// Rows of A in tiles of C, the last r mod C in one narrower tile, against panels p .. p + R - 1.
 template <class T, int V, int R, int C>
 [[gnu::always_inline]] inline void rows(const T* A, const T* P, index_t r, index_t k, index_t p, T* Cm,
                                         index_t n) {
+    static_assert(C == 6, "the remainder tiles below are written for 6-row tiles");
     index_t i = 0;
     for (; i + C <= r; i += C) tile<T, V, R, C>(A + i * k, P, k, p, Cm + i * n, n);
-    for (; i < r; ++i) tile<T, V, R, 1>(A + i * k, P, k, p, Cm + i * n, n);
+    const T* a = A + i * k;
+    T* c = Cm + i * n;
+    switch (r - i) {
+        case 5: tile<T, V, R, 5>(a, P, k, p, c, n); break;
+        case 4: tile<T, V, R, 4>(a, P, k, p, c, n); break;
+        case 3: tile<T, V, R, 3>(a, P, k, p, c, n); break;
+        case 2: tile<T, V, R, 2>(a, P, k, p, c, n); break;
+        case 1: tile<T, V, R, 1>(a, P, k, p, c, n); break;
+        default: break;
+    }
 }
 
 template <class T, int V>
