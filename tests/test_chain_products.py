@@ -219,3 +219,28 @@ def test_non_finite_weights_take_the_dense_product() -> None:
             got = bad.jacobian(X, backend=backend, check_finite=False)
             np.testing.assert_array_equal(np.isnan(got), want)
     assert want.any()
+
+
+@pytest.mark.parametrize("kernel", _kernels() or ["none"])
+@pytest.mark.parametrize("dead", [0.0, 0.3], ids=["all-live", "dead-units"])
+@pytest.mark.parametrize("direction", [1.0, -1.0], ids=["huge", "tiny"])
+def test_extreme_ranges_rescaled_on_every_product_kernel(
+    kernel: str, dead: float, direction: float, dtype: type
+) -> None:
+    # Entries near 1e+-250 (float64) or 1e+-33 (float32) at the end: the partial products
+    # leave the band the chain keeps them in and are rescaled by powers of two, and the last
+    # product, written into the result itself when every output unit is live, is scaled back.
+    depth = 6
+    top = 250.0 if dtype == np.float64 else 33.0
+    Ws, Ds = _chain((20,) * (depth + 1), 3, dtype, dead, False, seed=11)
+    factor = 10.0 ** (direction * top / depth)
+    Ws = [(W.astype(np.float64) * factor).astype(dtype) for W in Ws]
+    want = _float64_product(Ws, Ds)
+    assert 10.0 ** (top - 8) < np.abs(want).max() ** direction
+    for reverse in (False, True):
+        got = _with_kernel(
+            kernel, lambda r=reverse: _dispatch.call("chain_active", "cpp", Ws, Ds, r)
+        )
+        scale = float(np.abs(want).max())
+        assert np.abs(got - want).max() <= rtol_for(dtype) * scale * 20, reverse
+        np.testing.assert_array_equal(got == 0, want == 0)

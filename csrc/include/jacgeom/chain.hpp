@@ -153,8 +153,9 @@ class ActiveChain {
 
     // Blocks hi-1 .. lo multiplied from the top down: R = block(hi-1), R <- R block(l);
     // (k_hi x k_lo) row-major in `cur` (hi > lo), equal to the product times 2^-e (e added
-    // to `e`). `nxt` is scratch; returns where R is.
-    T* right_to(index_t hi, index_t lo, T* cur, T* nxt, int& e) {
+    // to `e`). `nxt` is scratch; the last product goes to `last` instead where given (room
+    // for k_hi x k_lo; not with one block, which stays in `cur`); returns where R is.
+    T* right_to(index_t hi, index_t lo, T* cur, T* nxt, int& e, T* last = nullptr) {
         gather(hi - 1);
         std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(hi) * k(hi - 1)));
         double u = blog_[static_cast<size_t>(hi - 1)];
@@ -163,8 +164,10 @@ class ActiveChain {
             const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l + 1))));
             guard(cur, k(hi) * k(l + 1), u, e, grow);  // before: the product must fit
             gather(l);
-            product::matmul(cur, sub.data(), nxt, k(hi), k(l + 1), k(l), products);
-            std::swap(cur, nxt);
+            T* dst = l == lo && last ? last : nxt;
+            product::matmul(cur, sub.data(), dst, k(hi), k(l + 1), k(l), products);
+            nxt = cur;
+            cur = dst;
             u += grow;
             guard(cur, k(hi) * k(l), u, e, 0.0);
         }
@@ -172,8 +175,8 @@ class ActiveChain {
     }
 
     // Blocks lo .. hi-1 multiplied from the bottom up: C = block(lo), C <- block(l) C;
-    // (k_hi x k_lo) row-major, the product times 2^-e (hi > lo).
-    T* left_to(index_t lo, index_t hi, T* cur, T* nxt, int& e) {
+    // (k_hi x k_lo) row-major, the product times 2^-e (hi > lo); `last` as in right_to.
+    T* left_to(index_t lo, index_t hi, T* cur, T* nxt, int& e, T* last = nullptr) {
         gather(lo);
         std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(lo + 1) * k(lo)));
         double u = blog_[static_cast<size_t>(lo)];
@@ -182,8 +185,10 @@ class ActiveChain {
             const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l))));
             guard(cur, k(l) * k(lo), u, e, grow);
             gather(l);
-            product::matmul(sub.data(), cur, nxt, k(l + 1), k(l), k(lo), products);
-            std::swap(cur, nxt);
+            T* dst = l == hi - 1 && last ? last : nxt;
+            product::matmul(sub.data(), cur, dst, k(l + 1), k(l), k(lo), products);
+            nxt = cur;
+            cur = dst;
             u += grow;
             guard(cur, k(l + 1) * k(lo), u, e, 0.0);
         }
@@ -254,23 +259,39 @@ void chain_active(const ChainArgs<T>& a) {
             ch.load(b);
             const index_t kL = ch.k(L);
             T* out = a.J + b * nL * n0;
-            std::fill(out, out + nL * n0, T(0));
-            if (kL == 0) continue;
+            if (kL == 0) {
+                std::fill(out, out + nL * n0, T(0));
+                continue;
+            }
             // Both orders multiply the same sub-blocks k_(l+1) x k_l except one end's.
             const double all = ch.blocks();
             const double fwd = double(n0) * (all - ch.block(0)), rev = double(kL) * (all - ch.block(L - 1));
             int e = 0;
-            const T* R = fwd < rev || (fwd == rev && !a.reverse) ? ch.left_to(0, L, P.data(), Q.data(), e)
-                                                                  : ch.right_to(L, 0, P.data(), Q.data(), e);
+            // Every output unit live (tanh, gelu, ...): the live rows are J's rows, so the last
+            // product writes J itself (one pass over the result fewer; the result is the largest
+            // array a call writes).
+            T* last = kL == nL ? out : nullptr;
+            T* R = fwd < rev || (fwd == rev && !a.reverse) ? ch.left_to(0, L, P.data(), Q.data(), e, last)
+                                                            : ch.right_to(L, 0, P.data(), Q.data(), e, last);
+            if (R == out) {
+                if (e != 0)
+                    for (index_t c = 0; c < nL * n0; ++c) out[c] = std::ldexp(out[c], e);
+                continue;
+            }
+            // Rows of dead output units are zero; the live ones are R's rows in order.
             const auto& rows = ch.live(L);
+            index_t next = 0;
             for (size_t r = 0; r < rows.size(); ++r) {
+                std::fill(out + next * n0, out + rows[r] * n0, T(0));
                 const T* src = R + static_cast<index_t>(r) * n0;
                 T* dst = out + rows[r] * n0;
                 if (e == 0)
                     std::memcpy(dst, src, sizeof(T) * static_cast<size_t>(n0));
                 else
                     for (index_t c = 0; c < n0; ++c) dst[c] = std::ldexp(src[c], e);
+                next = rows[r] + 1;
             }
+            std::fill(out + next * n0, out + nL * n0, T(0));
         }
     });
 }
