@@ -244,3 +244,28 @@ def test_extreme_ranges_rescaled_on_every_product_kernel(
         scale = float(np.abs(want).max())
         assert np.abs(got - want).max() <= rtol_for(dtype) * scale * 20, reverse
         np.testing.assert_array_equal(got == 0, want == 0)
+
+
+def test_network_jacobian_into_out(backend: str, dtype: type) -> None:
+    # out= on every backend: the same values as a fresh result, written across chunks
+    # (memory_budget of about two samples), for 2-D and 1-D X; bad outputs refused before
+    # any work.
+    import jacgeom
+
+    base = jacgeom.Network.random([20, 24, 18], activation="tanh", seed=3, dtype=dtype)
+    net = jacgeom.Network(base.weights, base.biases, activation="tanh", memory_budget=8000)
+    X = np.random.default_rng(3).standard_normal((7, 20)).astype(dtype)
+    want = net.jacobian(X, backend=backend)
+    out = np.full((7, 18, 20), np.nan, dtype)
+    assert net.jacobian(X, backend=backend, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    one = np.empty((18, 20), dtype)
+    assert net.jacobian(X[2], backend=backend, out=one) is one
+    np.testing.assert_array_equal(one, want[2])
+    with pytest.raises(ValueError, match="shape"):
+        net.jacobian(X, backend=backend, out=np.empty((7, 20, 18), dtype))
+    with pytest.raises(TypeError, match="dtype"):
+        other = np.float32 if dtype == np.float64 else np.float64
+        net.jacobian(X, backend=backend, out=np.empty((7, 18, 20), other))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        net.jacobian(X, backend=backend, out=np.empty((7, 20, 18), dtype).transpose(0, 2, 1))

@@ -522,7 +522,11 @@ class Network:
     # ------------------------------------------------------------------ public reductions
 
     def jacobian(
-        self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
+        self,
+        X: ArrayLike,
+        backend: BackendName = "auto",
+        check_finite: bool = True,
+        out: FloatArray | None = None,
     ) -> FloatArray:
         """End-to-end Jacobians J(x) = A_L ... A_1.
 
@@ -531,20 +535,45 @@ class Network:
         X : (B, n_0) or (n_0,) array_like
         backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
         check_finite : bool, default True
+        out : (B, n_L, n_0) or (n_L, n_0) ndarray, optional
+            Write the result here (C-contiguous, the network's dtype, not overlapping X)
+            and return it. The result is the largest array a call writes; a fresh one costs
+            the operating system's zeroing of every page, and on a virtual machine that backs
+            memory lazily an occasional call several times the kernel's time
+            (docs/benchmarks.md), so a loop is steadier reusing one array.
 
         Returns
         -------
         J : (B, n_L, n_0) or (n_L, n_0) ndarray
+
+        Examples
+        --------
+        >>> import numpy as np, jacgeom
+        >>> net = jacgeom.Network.random([3, 5, 2], activation="tanh", seed=0)
+        >>> X = np.random.default_rng(0).standard_normal((4, 3))
+        >>> J = np.empty((4, 2, 3))
+        >>> net.jacobian(X, out=J) is J
+        True
+        >>> bool(np.allclose(J, net.jacobian(X, backend="numpy")))
+        True
         """
         be = _backends.resolve(backend)
         Xk, squeeze = self._inputs(X, check_finite)
+        shape = (Xk.shape[0], self.widths[-1], self.widths[0])
+        if out is not None:
+            _validation.output_array(out, shape[1:] if squeeze else shape, self.dtype, (X, Xk))
         if be == "numpy":
-            out = _ref.jacobian(self, Xk)
-        else:
-            out = np.empty((Xk.shape[0], self.widths[-1], self.widths[0]), dtype=self.dtype)
-            for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-                self._jacobian_chunk(Xk[sl], be, out[sl])
-        return out[0] if squeeze else out
+            J = _ref.jacobian(self, Xk)
+            if out is None:
+                return J[0] if squeeze else J
+            out[...] = J[0] if squeeze else J
+            return out
+        target = np.empty(shape, dtype=self.dtype) if out is None else out.reshape(shape)
+        for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
+            self._jacobian_chunk(Xk[sl], be, target[sl])
+        if out is not None:
+            return out
+        return target[0] if squeeze else target
 
     def singular_values(
         self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
