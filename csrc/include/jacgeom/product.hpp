@@ -1,14 +1,16 @@
 // C = A B for the small row-major products of the end-to-end chains (chain.hpp).
 //
 // A chain multiplies one sample's partial product (a few hundred rows at most) by one
-// layer's scaled block, thousands of times, one product per thread at a time. OpenBLAS's
-// generic x86-64 build runs these with its AVX2 kernels even where the CPU has AVX-512, and
-// they fit in the L2 cache, where a plain register-tiled loop needs no cache blocking. So on
-// CPUs with AVX-512 a kernel of jacgeom's own computes them (detail::tiled, in the style of
-// gram.hpp's Gram kernel): B is packed into column panels of one vector register's width
-// (16 float32 or 8 float64 entries), and each register tile holds R = 4 panel vectors of
-// C = 6 output rows (24 accumulators, 4 panel vectors and one broadcast of the 32 zmm
-// registers). Elsewhere, and where the panels one tile reads would not fit in L2, BLAS gemm.
+// layer's scaled block, thousands of times, one product per thread at a time. They fit in
+// the L2 cache, where a plain register-tiled loop needs no cache blocking, and at these sizes
+// such a loop is ahead of OpenBLAS's AVX-512 kernels in float64, level in float32, and twice
+// as fast as its AVX2 kernels (which it runs on AVX-512 CPUs it does not recognise, or when
+// OPENBLAS_CORETYPE says so). So on CPUs with AVX-512 a kernel of jacgeom's own computes them
+// (detail::tiled, in the style of gram.hpp's Gram kernel): B is packed into column panels of
+// one vector register's width (16 float32 or 8 float64 entries), and each register tile
+// holds R = 4 panel vectors of C = 6 output rows (24 accumulators, 4 panel vectors and one
+// broadcast of the 32 zmm registers). Elsewhere, and where the panels one tile reads would
+// not fit in L2, BLAS gemm.
 // The rates of both on the development machine are in docs/benchmarks.md.
 #pragma once
 
