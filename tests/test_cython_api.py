@@ -637,12 +637,16 @@ def test_numba_network_jacobian_equals_the_python_api(dtype: Any) -> None:
 
 
 def _call_network(
-    widths: list[int], codes: list[int], lwork: int | None = None, params: bool = True
+    widths: list[int],
+    codes: list[int],
+    lwork: int | None = None,
+    params: bool = True,
+    scale: float = 1.0,
 ) -> int:
     f = ck.ctypes_function("dnetwork_jacobian")
     rng = np.random.default_rng(0)
     shapes = [(max(m, 0), max(n, 0)) for n, m in zip(widths[:-1], widths[1:], strict=True)]
-    weights = [rng.standard_normal(shape) for shape in shapes]
+    weights = [scale * rng.standard_normal(shape) for shape in shapes]
     pointers = np.array([w.ctypes.data for w in weights] or [0], np.uintp)
     strides = np.array([s // 8 for w in weights for s in w.strides] or [0], np.intp)
     code_array = np.array(codes or [0], np.intc)
@@ -682,6 +686,10 @@ def test_network_statuses() -> None:
     assert _call_network([3, 4, 2], [1, 4], params=False) == ck.STATUS["bad_argument"]
     assert _call_network([3, 4, 2], [1, 4], lwork=2) == ck.STATUS["workspace_small"]
     assert _call_network([400, 400, 400], [1, 1]) == ck.STATUS["too_large"]
+    # Identity layers of entries near 1e100: J of four (about 1e400) leaves the float range,
+    # a status rather than infinities reported as success; of three (about 1e300) it does not.
+    assert _call_network([3, 4, 4, 4, 2], [0, 0, 0, 0], scale=1e100) == ck.STATUS["non_finite"]
+    assert _call_network([3, 4, 4, 2], [0, 0, 0], scale=1e100) == 0  # about 1e300: finite
 
 
 def test_network_workspace_size_rejects_bad_arguments() -> None:

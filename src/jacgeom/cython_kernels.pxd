@@ -134,7 +134,9 @@ cdef Py_ssize_t dnetwork_jacobian_workspace(Py_ssize_t depth,
 cdef Py_ssize_t snetwork_jacobian_workspace(Py_ssize_t depth,
                                             const Py_ssize_t* widths) noexcept nogil
 
-# J (n_L, n_0) at J[r * J_row_stride + c * J_col_stride]. Returns 0 or a status.
+# J (n_L, n_0) at J[r * J_row_stride + c * J_col_stride]. Returns 0 or a status:
+# STATUS_NON_FINITE where an entry of J is a NaN or an infinity (an input that is not
+# finite, or a product beyond the float range; J is written as computed).
 cdef int dnetwork_jacobian(Py_ssize_t depth, const Py_ssize_t* widths,
                            const double* const* weights, const Py_ssize_t* weight_strides,
                            const double* const* biases, const Py_ssize_t* bias_strides,

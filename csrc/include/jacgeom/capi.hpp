@@ -436,7 +436,9 @@ int pullback_metric(const T* W, index_t m, index_t n, index_t rs, index_t cs, co
 // side (k_L k_l k_(l-1) per layer before the last), whichever is cheaper for this x, as
 // chain.hpp's chain_active decides (ties: from the output when n_L < n_0). Results equal
 // Network.jacobian's to rounding (its batched gemms sum in another order), not bit for bit.
-// Nothing guards partial products against overflow: J's entries follow IEEE arithmetic.
+// Nothing rescales partial products: J's entries follow IEEE arithmetic, and where one of
+// them is a NaN or an infinity (an input that is not finite, or a product beyond the float
+// range) J is written as computed and the call returns kNonFinite, never kOk.
 
 // phi(z), evaluated in double and rounded once to T (jacgeom.activations' formulas; a NaN
 // z gives NaN wherever numpy's does: relu's 0 for NaN is numpy's np.where too).
@@ -626,6 +628,17 @@ int jacobian_of(const Network<T>& net, const T* x, index_t xs, T* J, index_t J_r
     auto weight = [&](index_t l, index_t i, index_t j) {
         return net.weights[l][i * net.weight_strides[2 * l] + j * net.weight_strides[2 * l + 1]];
     };
+    // J from P (n_L, n_0) row-major; kNonFinite where an entry left the float range.
+    auto write = [&](const T* R) {
+        bool finite = true;
+        for (index_t r = 0; r < nL; ++r)
+            for (index_t c = 0; c < n0; ++c) {
+                const T v = R[r * n0 + c];
+                finite &= std::fabs(v) <= std::numeric_limits<T>::max();
+                J[r * J_rs + c * J_cs] = v;
+            }
+        return finite ? kOk : kNonFinite;
+    };
     if (!reverse) {
         // P (n_(l+1), n_0) row-major: rows of dead units are zero and never read.
         const T* d = d_of(0);
@@ -656,9 +669,7 @@ int jacobian_of(const Network<T>& net, const T* x, index_t xs, T* J, index_t J_r
             }
             std::swap(P, Q);
         }
-        for (index_t r = 0; r < nL; ++r)
-            for (index_t c = 0; c < n0; ++c) J[r * J_rs + c * J_cs] = P[r * n0 + c];
-        return kOk;
+        return write(P);
     }
     // From the output: R (n_L, n_l) row-major; rows of dead outputs stay zero.
     const T* dL = d_of(L - 1);
@@ -693,9 +704,7 @@ int jacobian_of(const Network<T>& net, const T* x, index_t xs, T* J, index_t J_r
         }
         std::swap(P, Q);
     }
-    for (index_t r = 0; r < nL; ++r)
-        for (index_t c = 0; c < n0; ++c) J[r * J_rs + c * J_cs] = P[r * n0 + c];
-    return kOk;
+    return write(P);
 }
 
 // Workspace (doubles) of network_log_singular_values: the Jacobian's, J itself, and
