@@ -26,7 +26,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _dispatch, _frame, _validation
+from . import _backends, _dispatch, _frame, _products, _validation
 from .activations import Activation
 from .activations import activation as _lookup
 from .kernel_layer import KernelLayer
@@ -44,13 +44,6 @@ DenseActivations = ActivationName | Activation | Sequence[ActivationName | Activ
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _INITS = ("he", "xavier", "lecun", "orthogonal", "gaussian")
-# The per-sample C++ chain (rows scaled while gathered, so no extra pass over the partial
-# products) beats the shared dense gemm when a quarter of the units are dead, or when the
-# layers are wide enough (16 units) for its per-sample products to beat the dense gemm plus
-# its pass of row scaling; the measurements behind both thresholds are in
-# docs/benchmarks.md.
-_ACTIVE_PATH_MIN_ZERO_FRACTION = 0.25
-_ACTIVE_PATH_MIN_WIDTH = 16
 
 
 class Network:
@@ -396,128 +389,9 @@ class Network:
         wmax = max(self.widths)
         return 4 * wmax * max(self.widths[0], self.widths[-1]) * self.dtype.itemsize
 
-    def _reverse_is_cheaper(self) -> bool:
-        w = self.widths
-        layers = sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
-        return w[-1] * layers < w[0] * layers
-
-    def _active_chain(self, layers: list[Any], backend: str) -> list[FloatArray] | None:
-        """The contiguous phi'(z) of each layer when the C++ active-sub-block kernels apply
-        (plain layers; many dead units, or every layer wide enough for per-sample gemms)."""
-        Ds = [d for _, d, _ in layers]
-        if (
-            backend == "cpp"
-            and not self.residual
-            and self.norm is None
-            and not any(self.kernel_layers)
-            and self._finite_weights
-            and Ds[0].shape[0] > 0
-            and (
-                _zero_fraction(Ds) >= _ACTIVE_PATH_MIN_ZERO_FRACTION
-                or min(self.widths) >= _ACTIVE_PATH_MIN_WIDTH
-            )
-        ):
-            return [np.ascontiguousarray(d) for d in Ds]
-        return None
-
-    def _jacobian_chunk(
-        self, X: FloatArray, backend: str, out: FloatArray | None = None
-    ) -> FloatArray:
-        """(Bc, n_L, n_0) end-to-end Jacobians of one chunk, compiled backends; written into
-        ``out`` (C-contiguous) when given, so that no chunk is copied."""
-        layers = list(self._layers(X, backend))
-        Ds = self._active_chain(layers, backend)
-        if Ds is not None:
-            return _dispatch.call(
-                "chain_active", backend, self.weights, Ds, self._reverse_is_cheaper(), out
-            )
-        J = self._dense_chunk(layers, X.shape[0])
-        if out is None:
-            return J
-        out[...] = J
-        return out
-
-    def _dense_chunk(self, layers: list[Any], B: int) -> FloatArray:
-        if self._reverse_is_cheaper():
-            return self._dense_reverse(layers, B)
-        return self._dense_forward(layers, B)
-
-    def _singular_values_chunk(self, X: FloatArray, backend: str) -> FloatArray:
-        """Singular values (B_c, min(n_L, n_0)) of the end-to-end Jacobians of one chunk,
-        compiled backends.
-
-        Where the C++ active-sub-block kernels apply, the product is split at its narrowest
-        layer and no dense Jacobian is formed (jacgeom/chain.hpp)."""
-        layers = list(self._layers(X, backend))
-        Ds = self._active_chain(layers, backend)
-        if Ds is not None:
-            return _dispatch.call("chain_singular_values", backend, self.weights, Ds)
-        return _dispatch.batched_singular_values(self._dense_chunk(layers, X.shape[0]), backend)
-
-    def _dense_forward(self, layers: list[Any], B: int) -> FloatArray:
-        # P holds the partial products of all samples side by side, (n_l, B, n_0), so that
-        # W_{l+1} P is one gemm of (n_{l+1} x n_l) by (n_l x B n_0).
-        n0 = self.widths[0]
-        P = np.broadcast_to(np.eye(n0, dtype=self.dtype)[:, None, :], (n0, B, n0))
-        for l, (_, d, state) in enumerate(layers):
-            Y = self._apply_layer_forward(l, P, d, state, B)
-            P = Y
-        return np.ascontiguousarray(P.transpose(1, 0, 2))
-
-    def _apply_layer_forward(
-        self, l: int, P: FloatArray, d: FloatArray, state: Any, B: int
-    ) -> FloatArray:
-        W = self.weights[l]
-        n_in, n0 = P.shape[0], P.shape[2]
-        if self.kernel_layers[l]:
-            # Per-sample dense Jacobians: one batched matmul (Bc, n_l, n_in) @ (Bc, n_in, n0).
-            Y = np.matmul(state, P.transpose(1, 0, 2)).transpose(1, 0, 2)
-            return Y + P if self.residual else np.ascontiguousarray(Y)
-        if l == 0 and not self.residual and self.norm is None:
-            Y = np.empty((W.shape[0], B, n0), dtype=self.dtype)
-            Y[...] = W[:, None, :]
-        else:
-            Y = (W @ np.ascontiguousarray(P).reshape(n_in, B * n0)).reshape(W.shape[0], B, n0)
-        if state is not None:
-            sigma, u = state.sigma, state.u
-            m = W.shape[0]
-            uY = np.einsum("bi,ibj->bj", u, Y)
-            Y -= Y.mean(axis=0, keepdims=True)
-            Y -= u.T[:, :, None] * (uY / m)[None, :, :]
-            Y /= sigma[None, :, None]
-        Y *= d.T[:, :, None]
-        if self.residual:
-            Y += P
-        return Y
-
-    def _dense_reverse(self, layers: list[Any], B: int) -> FloatArray:
-        # R holds the products from the output side, (B, n_L, n_l): R A_l is a column
-        # scaling and one gemm of (B n_L x n_l) by (n_l x n_{l-1}).
-        nL = self.widths[-1]
-        R = np.broadcast_to(np.eye(nL, dtype=self.dtype), (B, nL, nL))
-        for l in range(self.depth - 1, -1, -1):
-            _, d, state = layers[l]
-            if self.kernel_layers[l]:
-                Rn = np.matmul(R, state)
-                R = Rn + R if self.residual else Rn
-                continue
-            T = R * d[:, None, :]
-            if state is not None:
-                sigma, u = state.sigma, state.u
-                m = u.shape[1]
-                Tu = np.einsum("bki,bi->bk", T, u)
-                T = T - T.mean(axis=2, keepdims=True) - Tu[:, :, None] * u[:, None, :] / m
-                T /= sigma[:, None, None]
-            W = self.weights[l]
-            Rn = (T.reshape(B * nL, W.shape[0]) @ W).reshape(B, nL, W.shape[1])
-            if self.residual:
-                Rn += R
-            R = Rn
-        return np.ascontiguousarray(R)
-
     def _jacobians(self, X: FloatArray, backend: str) -> Iterator[tuple[slice, FloatArray]]:
         for sl in self._chunks(X.shape[0], self._jacobian_bytes()):
-            yield sl, self._jacobian_chunk(X[sl], backend)
+            yield sl, _products.jacobian_chunk(self, X[sl], backend)
 
     # ------------------------------------------------------------------ public reductions
 
@@ -570,7 +444,7 @@ class Network:
             return out
         target = np.empty(shape, dtype=self.dtype) if out is None else out.reshape(shape)
         for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-            self._jacobian_chunk(Xk[sl], be, target[sl])
+            _products.jacobian_chunk(self, Xk[sl], be, target[sl])
         if out is not None:
             return out
         return target[0] if squeeze else target
@@ -593,7 +467,7 @@ class Network:
                 shape = (Xk.shape[0], min(self.widths[0], self.widths[-1]))
                 out = np.empty(shape, dtype=self.dtype)
                 for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-                    out[sl] = self._singular_values_chunk(Xk[sl], be)
+                    out[sl] = _products.singular_values_chunk(self, Xk[sl], be)
         if np.all(np.isfinite(Xk)) and not np.all(np.isfinite(out)):
             # The formed product left the float range (its spectrum need not have).
             raise FloatingPointError(
@@ -1131,16 +1005,6 @@ def _frozen(a: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
     out = np.array(a, dtype=dtype, order="C", copy=True)
     out.setflags(write=False)
     return out
-
-
-def _zero_fraction(Ds: list[FloatArray]) -> float:
-    total = sum(d.size for d in Ds)
-    return sum(int(d.size - np.count_nonzero(d)) for d in Ds) / total if total else 0.0
-
-
-# jacgeom.montecarlo still imports phi' from here; it moves to _dispatch.derivatives with the
-# Monte Carlo's own conversion (issue 19), and this name goes with it.
-_derivatives = _dispatch.derivatives
 
 
 def _numerical_rank(
