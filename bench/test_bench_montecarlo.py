@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import peak_rss
 import pytest
 import throughput
 
@@ -39,7 +40,7 @@ def test_montecarlo_peak_rss(samples: int, request: pytest.FixtureRequest) -> No
     # whatever the chunk's size, and the run's P(rank-deficient) interval contains the
     # closed form. Peak RSS (flat in the sample count: compare the two rows) is printed;
     # memory, like time, never fails the test.
-    got = throughput.peak_rss(samples, chunk_size=100_000, workers=2)
+    got = peak_rss.peak_rss(samples, chunk_size=100_000, workers=2)
     print(f"\n16x16 relu, {samples:,} samples: {got}")
     assert got["directory_mb"] < 1.0
     p = got["p_exact_rank_deficient"]

@@ -18,9 +18,7 @@ sample. Instead each experiment here is timed as a whole, in samples per second,
   18): the same chunks' chunk_statistics on a pool of 2 threads, their per-sample arrays
   concatenated in chunk order; run with summaries must stay within 5% of it.
 
-Peak memory (issue 18): ``python bench/throughput.py --rss 1e6 1e7`` runs a 16 x 16 relu
-layer at each sample count in a fresh process with a checkpoint directory and prints its
-peak RSS, time, throughput and the directory's size.
+Peak memory against the sample count is measured by peak_rss.py.
 
 The check: the naive loop's and the run's mean end-to-end rank agree within 5 standard
 errors (they draw different samples of the same distribution), and for the one-layer case
@@ -416,68 +414,3 @@ def as_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
-
-
-# ---------------------------------------------------------------------------------------
-# Peak memory against the sample count (issue 18)
-
-_RSS_CHILD = """
-import json, os, resource, sys, tempfile, time
-from pathlib import Path
-from jacgeom.montecarlo import Spec, run
-samples, chunk, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-
-
-def peak_mb():
-    # VmHWM: this address space's high-water mark (ru_maxrss survives exec, so a child of a
-    # big process would report its parent's peak).
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-spec = Spec(widths=(16, 16), samples=samples, chunk_size=chunk, seed=1)
-with tempfile.TemporaryDirectory() as out:
-    t0 = time.perf_counter()
-    res = run(spec, progress=False, out=out, workers=workers)
-    elapsed = time.perf_counter() - t0
-    size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
-s = res.summary()
-print(json.dumps({
-    "samples": samples, "chunk_size": chunk, "workers": workers, "seconds": elapsed,
-    "samples_per_s": samples / elapsed,
-    "peak_rss_mb": peak_mb(),
-    "directory_mb": size / 2**20,
-    "p_exact_rank_deficient": s["p_exact_rank_deficient"],
-    "theory": s["theory"].get("p_exact_rank_deficient"),
-}))
-"""
-
-
-def peak_rss(samples: int, chunk_size: int = 250_000, workers: int = 2) -> dict[str, Any]:
-    """Peak RSS, time and checkpoint directory size of a run of a 16 x 16 relu layer with
-    ``samples`` samples, in a fresh process (so nothing else this process did counts)."""
-    import json
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, str(samples), str(chunk_size), str(workers)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rss", nargs="+", type=float, required=True, help="sample counts")
-    parser.add_argument("--chunk-size", type=int, default=250_000)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    for n in args.rss:
-        print(peak_rss(int(n), min(args.chunk_size, int(n)), args.workers), flush=True)
