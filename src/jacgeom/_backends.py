@@ -218,8 +218,8 @@ set_num_threads(_initial_threads())
 # threading inside each call would oversubscribe the cores, so scipy's BLAS is pinned to one
 # thread while kernels run (a threaded OpenBLAS also runs the calls of concurrent callers one
 # at a time). Two facts of OpenBLAS shape how:
-# - changing its thread count while another thread is inside BLAS made two Python threads
-#   calling masked_rank 1.6x slower than one (bench/gil_release.py): so the pin is
+# - changing its thread count while another thread is inside BLAS slows concurrent callers
+#   (bench/gil_release.py measures it; docs/benchmarks.md): so the pin is
 #   reference-counted across threads and lifted only _RESTORE_DELAY seconds after the last
 #   kernel returns, and back-to-back calls change nothing;
 # - raising the count back from a thread other than the one that lowered it is ignored
@@ -255,6 +255,8 @@ class _BlasPin:
     def acquire(self) -> None:
         with self._cv:
             self._users += 1
+            if self._limiter is not None:
+                return  # pinned already: nothing to wake (a wake-up costs a GIL hand-off)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="jacgeom-blas-pin", daemon=True
@@ -265,10 +267,11 @@ class _BlasPin:
                 self._cv.wait()
 
     def release(self) -> None:
+        # No notify: the pin thread polls every _RESTORE_DELAY while pinned, so a release
+        # wakes no thread (on small calls, the hand-off doubled the time of a call).
         with self._cv:
             self._users -= 1
             self._last_release = time.monotonic()
-            self._cv.notify_all()
 
     def _run(self) -> None:
         with self._cv:
@@ -290,7 +293,7 @@ class _BlasPin:
                     self._thread = None
                     return
                 else:
-                    self._cv.wait()
+                    self._cv.wait(_RESTORE_DELAY if self._limiter is not None else None)
 
     def after_fork_in_child(self) -> None:
         # The child has none of the parent's threads: no kernel running and no pin thread.

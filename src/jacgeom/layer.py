@@ -9,6 +9,7 @@ the rows where d_i = 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -66,6 +67,13 @@ class _Layer:
         self._Z: FloatArray | None = None
         self._D: FloatArray | None = None
         self._may_overflow: bool | None = None
+        self._w_absmax: float | None = None
+
+    def w_absmax(self) -> float:
+        """max |w_ij| (0 for an empty W), computed once per call."""
+        if self._w_absmax is None:
+            self._w_absmax = float(np.max(np.abs(self.W), initial=0.0))
+        return self._w_absmax
 
     def out(self, result: FloatArray) -> FloatArray:
         return result[0] if self.squeeze else result
@@ -107,7 +115,7 @@ class _Layer:
         if self.act.is_custom:
             return True
         if self._may_overflow is None:
-            amax = float(np.max(np.abs(self.W), initial=0.0))
+            amax = self.w_absmax()
             bound = max(2.0, abs(self.act.parameter))  # |phi'| <= 1.13 or the parameter
             self._may_overflow = amax * bound >= float(np.finfo(self.W.dtype).max) / 2
         return self._may_overflow
@@ -155,11 +163,11 @@ def _check_result(result: FloatArray, what: str) -> None:
 # Beyond 2^(+-maxexp / 3) the entries of J, or its singular values, could leave the float
 # range (or lose bits as subnormals) inside a kernel; below it nothing is scaled.
 def _scaled(
-    W: FloatArray, D: FloatArray
+    W: FloatArray, D: FloatArray, w_absmax: float | None = None
 ) -> tuple[FloatArray, FloatArray, NDArray[np.int64]] | None:
     """(W', D', e) with W' = W 2^-c, D'[b] = D[b] 2^-a_b and e = a_b + c, so that
     D'[b] W' = 2^-e[b] D[b] W has entries of magnitude about 1, or None where no scaling is
-    needed.
+    needed. ``w_absmax``: max |W| where the caller has it.
 
     Powers of two are exact: the singular values of D[b] W are 2^e[b] times those of D'[b] W'
     and its log-volume n e[b] log 2 more. Only an entry below 2^-1074 times the sample's
@@ -168,7 +176,7 @@ def _scaled(
     if W.size == 0 or D.size == 0:
         return None
     limit = np.finfo(W.dtype).maxexp // 3
-    c = int(np.frexp(np.max(np.abs(W)))[1])
+    c = math.frexp(float(np.max(np.abs(W))) if w_absmax is None else w_absmax)[1]
     d_max = np.max(np.abs(D), axis=1)
     a = np.frexp(d_max)[1].astype(np.int64)
     e = a + c
@@ -841,7 +849,7 @@ def _spectrum(layer: _Layer, name: str) -> FloatArray:
         if good.any():
             out[good] = _dispatch.call(name, layer.backend, W, np.ascontiguousarray(D[good]))
         return out
-    scaled = _scaled(W, D)
+    scaled = _scaled(W, D, layer.w_absmax())
     if scaled is None:
         result = _dispatch.call(name, layer.backend, W, D)
     else:
