@@ -796,7 +796,7 @@ class Network:
         return out[0] if squeeze else out
 
     # ------------------------------------------------------------------ trained models
-    # (issue 22) Thin entry points; the work is in jacgeom.interop and jacgeom.report,
+    # Thin entry points; the work is in jacgeom.interop and jacgeom.report,
     # imported here lazily (neither imports this module at run time).
 
     @classmethod
