@@ -1,5 +1,6 @@
 """Single-layer kernels: every backend against the numpy reference, and the reference
-against independent truths (finite differences, numpy.linalg, the bounds of THEORY.md)."""
+against independent truths (finite differences, numpy.linalg, the singular-value bounds of
+docs/theory.md, "The layer Jacobian")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Masked-row ranks: every backend equals numpy.linalg.matrix_rank on hard matrices, the
-closed forms of THEORY.md section 5 hold statistically, bad inputs get clear errors."""
+closed forms of docs/theory.md ("Closed forms for relu rank collapse") hold statistically,
+bad inputs get clear errors."""
 
 from __future__ import annotations
 

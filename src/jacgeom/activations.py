@@ -647,10 +647,11 @@ def activation(name: str | Activation, **params: float) -> Activation:
 
     Notes
     -----
-    Derivatives follow THEORY.md: relu'(z) = [z > 0]; sigmoid' = s(1 - s);
-    tanh' = 1 - tanh^2; softplus'(z) = s(beta z); elu'(z) = 1 if z > 0 else alpha e^z;
-    gelu'(z) = Phi(z) + z pdf(z); silu'(z) = s(z)(1 + z(1 - s(z))). gelu and silu are not
-    monotone: their derivatives cross zero near z = -0.75179 and z = -1.27846.
+    Derivatives (the conventions of docs/user-guide/activations.md, "Built-in activations"):
+    relu'(z) = [z > 0]; sigmoid' = s(1 - s); tanh' = 1 - tanh^2; softplus'(z) = s(beta z);
+    elu'(z) = 1 if z > 0 else alpha e^z; gelu'(z) = Phi(z) + z pdf(z);
+    silu'(z) = s(z)(1 + z(1 - s(z))). gelu and silu are not monotone: their derivatives cross
+    zero near z = -0.75179 and z = -1.27846.
 
     Examples
     --------

@@ -1,6 +1,7 @@
-"""What a chunk records: closed forms of THEORY.md reproduced, every variant of Spec against
-jacgeom.Network on the same drawn weights, kernel layers against KernelLayer networks, dead
-rows as exact zeros, rank-only runs, and the backends against the numpy reference."""
+"""What a chunk records: the closed forms of docs/theory.md ("Closed forms for relu rank
+collapse") reproduced, every variant of Spec against jacgeom.Network on the same drawn
+weights, kernel layers against KernelLayer networks, dead rows as exact zeros, rank-only
+runs, and the backends against the numpy reference."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 // BLAS / LAPACK entry points taken from scipy.linalg.cython_blas / cython_lapack.
-// The pointers are read from their __pyx_capi__ capsules at import (bindings/lapack.cpp),
+// The pointers are read from their __pyx_capi__ capsules at import (csrc/bindings/runtime.cpp),
 // so the process has one BLAS, the one scipy ships, and nothing is linked by hand.
 // Row-major callers use the identity (A B)^T = B^T A^T: a row-major (r, c) array is the
 // column-major (c, r) array of its transpose, so C = A B row-major is gemm(B, A) column-major.

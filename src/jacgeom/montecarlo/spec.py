@@ -58,8 +58,8 @@ class Spec:
     manifold_dim : int, default 2
     manifold : {"linear", "curved"}, default "curved"
     fresh_weights : bool, default True
-        Every sample draws its own network (the model of THEORY.md's closed forms); False
-        shares one network drawn from the seed.
+        Every sample draws its own network (the model of the closed forms in docs/theory.md,
+        "Closed forms for relu rank collapse"); False shares one network drawn from the seed.
     layer : {"activation", "kernel"}, default "activation"
         "kernel" replaces every layer by a kernel layer h -> A k(h) of the same widths
         (jacgeom.KernelLayer, the seed's alternative): ``centers`` Gaussian centers
