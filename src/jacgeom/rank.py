@@ -3,16 +3,16 @@
 For relu, rank(D_phi(z) W) = rank(W[S]) with S = {i : z_i > 0}; every function here returns,
 for each mask (or sample), exactly what numpy.linalg.matrix_rank returns on the kept rows.
 
-Why this design (measured in bench/, see README): the C++ backend certifies full rank from
-a Gram matrix held in double precision, which for the common case (k <= n kept rows) is a
-gather from W W^T, precomputed once per call, followed by one shifted k x k Cholesky:
-O(k^3 / 3) flops per mask instead of an O(k n min(k, n)) SVD, and scipy's LAPACK
-through function pointers, with no BLAS linked by hand. Masks are deduplicated first (a
-16-unit layer has at most 65,536 active sets however many samples are drawn). Whenever the
-certificate does not hold with its margin, the singular values decide, as in numpy. The
-Numba backend always uses the singular values (exact, slower). Cython was considered for
-the per-mask loop; it would call the same LAPACK routines through the same capsules, so the
-C++ kernel, which already holds the thread pool and the workspaces, carries it.
+Why this design: most masks keep full rank, and a certificate of full rank is cheaper than
+the singular values. The C++ backend holds the Gram matrix in double precision (for k <= n
+kept rows a gather from W W^T, computed once per call) and runs one shifted k x k Cholesky:
+O(k^3 / 3) flops per mask instead of an O(k n min(k, n)) SVD, with scipy's LAPACK through
+function pointers. The shift keeps a margin of 16 max(k, n) eps ||W_S||_F above twice the
+tolerance; whenever the certificate does not hold with it, the singular values decide, as in
+numpy. Masks are deduplicated first (a 16-unit layer has at most 2^16 = 65,536 active sets
+however many samples are drawn). The Numba backend always uses the singular values (exact,
+slower). The measurements behind these choices are in docs/benchmarks.md, "Measurements
+behind design choices".
 """
 
 from __future__ import annotations

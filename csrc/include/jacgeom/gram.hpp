@@ -5,13 +5,11 @@
 // (detail::tiled); elsewhere, and for operands too large for its unblocked loops, BLAS
 // syrk. Both compute each entry as one dot product over the active rows, so they differ by
 // rounding only. Why not syrk everywhere: at the sizes of a layer (256 x 256, one sample
-// per call, many calls) OpenBLAS's dsyrk ran at 38 GFLOP/s per core on the development
-// machine (Zen 4), three quarters of its own dgemm rate (51), because it treats the
-// diagonal blocks separately; the tiled kernel computes the diagonal blocks whole (V x V
-// for a vector of V entries: 8 x 8 for float64 with AVX-512; a few percent more flops) and
-// runs at the gemm rate: 0.33 ms of arithmetic per 256 x 256 sample, 0.38 ms with the row
-// scaling, packing and mirroring, against 0.43 ms for gather + syrk + mirror (one gelu
-// sample through jacgeom.pullback_metric, fresh result included: 0.42 vs 0.51 ms).
+// per call, many calls) OpenBLAS's dsyrk runs below its own dgemm rate because it treats
+// the diagonal blocks separately; the tiled kernel computes the diagonal blocks whole
+// (V x V for a vector of V entries: 8 x 8 for float64 with AVX-512; a few percent more
+// flops) and runs at the gemm rate. The measurements are in docs/benchmarks.md,
+// "Measurements behind design choices".
 #pragma once
 
 #include <algorithm>
@@ -93,9 +91,9 @@ inline std::atomic<int>& kernel_setting() {
 
 // The tiled kernel streams the packed operand (k x n, padded to the vector width) from
 // panel q on once per C output rows of panel q, without blocking the row dimension as a
-// BLAS does, so it wants the operand in cache. Measured on one core of the development
-// machine (32 MiB L3), per sample, tiled AVX-512 against syrk: 512 x 512 float64 (2 MiB)
-// 2.7 vs 3.4 ms, 1024 x 1024 float64 (8 MiB) 22.5 vs 24.6 ms. Larger operands go to syrk.
+// BLAS does, so it wants the operand in cache: up to kTiledBytes = 8 MiB (a 1024 x 1024
+// float64 operand) it is still ahead of syrk on one core (docs/benchmarks.md,
+// "Measurements behind design choices"). Larger operands go to syrk.
 constexpr std::size_t kTiledBytes = std::size_t(8) << 20;
 
 // Per-thread scratch, reused across samples.

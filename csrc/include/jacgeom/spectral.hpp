@@ -90,7 +90,7 @@ inline Acc dot4(const T* x, const T* y, index_t n) {
 // Gram matrix of the k contiguous rows of A (k x n) in double, upper triangle, column-major:
 // G[r + c k] = a_r . a_c. Used up to kSmallGram entries of A, where a syrk call costs more in
 // packing and dispatch than in arithmetic (an 8 x 16 relu Jacobian); above, syrk is faster
-// (7.1 vs 9.6 us at 32 x 64).
+// (docs/benchmarks.md, "Measurements behind design choices").
 inline constexpr index_t kSmallGram = 1024;
 
 template <class T>

@@ -8,9 +8,8 @@
 // its singular values to high relative accuracy. Both stages are backward stable like
 // gesdd's. LAPACK's own reduction (gebrd, inside gesdd) makes a BLAS-2 call per column and
 // reflector: about a hundred calls for a 16 x 16 problem, and at 256 x 256 its gemv calls
-// run at well under half the rate the passes reach in cache (one thread, values only, the
-// whole SVD: 2.5-2.7 ms against gesdd's 4.1-4.8 ms, of which dqds is 0.8; 64 x 64 0.11 vs
-// 0.15 ms). Larger matrices go to gesdd.
+// run at well under half the rate the passes reach in cache. Larger matrices go to gesdd.
+// The measurements are in docs/benchmarks.md, "Measurements behind design choices".
 #pragma once
 
 #include <algorithm>
@@ -26,15 +25,13 @@
 namespace jacgeom {
 
 // The written-out reduction (bidiagonalize below) serves every matrix of at most
-// kReducedBytes bytes; larger ones go to LAPACK (gesdd; geqrf and gebrd for the rank).
-// Measured with one thread, values only, against numpy's gesdd: 512 x 512 17.7 vs
-// 34.0 ms, 724 x 724 (4 MiB) 42.6 vs 53.3 ms.
+// kReducedBytes bytes (4 MiB: a 724 x 724 float64 matrix, up to which it is still ahead of
+// gesdd on one thread); larger ones go to LAPACK (gesdd; geqrf and gebrd for the rank).
 inline constexpr index_t kReducedBytes = index_t(4) << 20;
 // A matrix at least twice as tall as wide and larger than this (about a core's L2 cache
 // here) is first factored M = Q R by geqrf (blocked, half the flops of reducing M); the
 // reduction then works on R. Below it the passes over the matrix stay in cache and the
-// direct reduction is as fast or faster (one thread, an earlier version of the passes:
-// 512 x 128 2.07 vs 2.16 ms, 512 x 256 6.7 vs 7.2; but 1024 x 256 13.5 vs 10.2).
+// direct reduction is as fast or faster.
 inline constexpr index_t kQrFirstBytes = index_t(1) << 20;
 
 template <class T>
@@ -186,8 +183,7 @@ JACGEOM_VECTOR_CLONES T dot(const T* __restrict u, const T* __restrict a, index_
 //                      they are in registers.
 // Columns go four at a time, so u, x and the next u are loaded once per four columns. The
 // trailing matrix stays in cache for the shapes this serves (kReducedBytes); the passes run
-// at about the L2 cache's bandwidth: 256 x 256 doubles 1.65 ms here, where gesdd's whole
-// SVD (gebrd, then the same dqds) takes 4.1-4.8 ms.
+// at about the L2 cache's bandwidth.
 template <class T>
 void bidiagonalize(T* A, index_t m, index_t n, index_t lda, T* d, T* e, T* w) {
     T* x = w;      // x_j (rows j + 1 .. m - 1)

@@ -419,8 +419,8 @@ def chunk_task(
     # Module-level and taking plain data, so process pools and dask workers can run it.
     # ``one_thread`` (run sets it for an executor it was given): the parallelism is across
     # chunks, so the chunk's kernels and BLAS run on one thread, also inside a dask worker
-    # process, whose threads are the parallel units; otherwise two process workers on two
-    # cores each start a thread per core and compete (1.35x one worker, not 1.7x).
+    # process, whose threads are the parallel units; otherwise process workers each start a
+    # thread per core and compete for the cores (docs/benchmarks.md, "Dask process workers").
     if not one_thread:
         return _chunk_task(spec_dict, index, records)
     with single_threaded_kernels(), _backends.single_threaded_blas():

@@ -55,8 +55,9 @@ def chunk_rng(spec: Spec, index: int, stream: int = 0) -> np.random.Generator:
     the layer ranks need, which stream 1 draws (so that leaving those ranks out changes
     nothing else)."""
     # SFC64 rather than numpy's default PCG64: the normals are the largest single cost of a
-    # chunk and SFC64 draws them about 20% faster here (7.6 vs 9.4 ns); it passes PractRand
-    # and has no weak seeds when seeded through SeedSequence, which spawns the chunks.
+    # chunk and SFC64 draws them faster (docs/benchmarks.md, "Measurements behind design
+    # choices"); it passes PractRand and has no weak seeds when seeded through SeedSequence,
+    # which spawns the chunks.
     key = (index,) if stream == 0 else (index, stream)
     return np.random.Generator(np.random.SFC64(np.random.SeedSequence(spec.seed, spawn_key=key)))
 
