@@ -17,6 +17,13 @@ Three comparisons, each timed in this one process as a ratio (medians of ``--rep
 
 Each comparison also checks its answer: the Monte Carlo's mean exact rank against the naive
 loop's within five standard errors (relu), exact rank full (tanh).
+
+Beside each, the floor of any method that keeps a stable spectrum by one QR per layer per
+sample (the frame's minimum work: nothing else, no rank decision, no bookkeeping): the
+same draws, the product of each layer's map with the frame (numpy matmul) and its QR with Q
+formed (numpy.linalg.qr, LAPACK geqrf + orgqr), batched over samples on every core, each
+thread's BLAS pinned to one thread. Its ratio to the baseline is the most any such
+implementation can reach on this machine.
 """
 
 from __future__ import annotations
@@ -83,6 +90,47 @@ def naive_stable_tanh(width: int, depth: int, samples: int, seed: int) -> np.nda
     return log_cond
 
 
+def _on_every_core(part: Callable[[int, int], Any], samples: int) -> None:
+    """part(seed, n) on every core, the samples split between them (numpy's linalg and matmul
+    release the GIL), each thread's BLAS pinned to one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    cores = os.cpu_count() or 1
+    sizes = [len(a) for a in np.array_split(np.arange(samples), cores)]
+    with threadpool_limits(1), ThreadPoolExecutor(cores) as pool:
+        list(pool.map(part, range(cores), sizes))
+
+
+def floor_frame(width: int, depth: int, samples: int, live: int) -> None:
+    """One QR per layer per sample and nothing else: draw the layer's weights, multiply the
+    map's ``live`` rows (all for tanh, the live half for relu) with the frame, QR with Q."""
+
+    def part(seed: int, n: int) -> None:
+        rng = np.random.default_rng(seed)
+        U = np.zeros((n, width, min(live, width)))
+        U[:, : U.shape[2]] = np.eye(U.shape[2])
+        for _ in range(depth):
+            W = rng.standard_normal((n, width, width))
+            U[:, :live] = np.linalg.qr(np.matmul(W[:, :live], U))[0]
+
+    _on_every_core(part, samples)
+
+
+def floor_network(widths: int, depth: int, samples: int) -> None:
+    """One QR with Q formed per layer per sample of (widths x widths) products, as the frame
+    of Network.log_singular_values needs at least (inputs drawn once, outside the loop)."""
+    A = np.random.default_rng(0).standard_normal((samples, widths, widths))
+
+    def part(seed: int, n: int) -> None:
+        block = A[seed * n : (seed + 1) * n]
+        for _ in range(depth):
+            np.linalg.qr(block)
+
+    _on_every_core(part, samples)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -108,6 +156,11 @@ def main() -> None:
         f"| MC relu w64 L10, every statistic | {n_relu / t_run:,.0f} samples/s | "
         f"{n_relu / t_naive:,.0f} samples/s (naive loop) | {t_naive / t_run:.2f} |"
     )
+    t_floor, _ = _median_time(lambda: floor_frame(64, 10, n_relu, 32), args.repeats)
+    print(
+        f"| floor: one QR per layer, relu w64 L10 (32 live rows) | {n_relu / t_floor:,.0f} "
+        f"samples/s | {n_relu / t_naive:,.0f} samples/s (naive loop) | {t_naive / t_floor:.2f} |"
+    )
 
     spec = Spec(width=32, depth=16, samples=n_tanh, activation="tanh", seed=1)
     t_naive, naive_cond = _median_time(lambda: naive_stable_tanh(32, 16, n_tanh, 1), args.repeats)
@@ -118,6 +171,11 @@ def main() -> None:
     print(
         f"| MC tanh w32 L16, stable statistics | {n_tanh / t_run:,.0f} samples/s | "
         f"{n_tanh / t_naive:,.0f} samples/s (naive QR loop) | {t_naive / t_run:.2f} |"
+    )
+    t_floor, _ = _median_time(lambda: floor_frame(32, 16, n_tanh, 32), args.repeats)
+    print(
+        f"| floor: one QR per layer, tanh w32 L16 | {n_tanh / t_floor:,.0f} samples/s | "
+        f"{n_tanh / t_naive:,.0f} samples/s (naive QR loop) | {t_naive / t_floor:.2f} |"
     )
 
     net = jacgeom.Network.random([128] * 17, activation="tanh", seed=0)
@@ -130,6 +188,11 @@ def main() -> None:
     print(
         f"| Network tanh L16 w128 B{batch}: log_singular_values vs jacobian | {t_log:.3f} s | "
         f"{t_jac:.3f} s (jacobian) | {t_jac / t_log:.2f} |"
+    )
+    t_floor, _ = _median_time(lambda: floor_network(128, 16, batch), args.repeats)
+    print(
+        f"| floor: one QR per layer, L16 w128 B{batch} | {t_floor:.3f} s | "
+        f"{t_jac:.3f} s (jacobian) | {t_jac / t_floor:.2f} |"
     )
 
 
