@@ -1,10 +1,12 @@
-"""``jacgeom analyze MODEL --data X.npy``: the per-layer geometry of a saved torch model.
+"""``jacgeom analyze MODEL --data X.npy``: the per-layer geometry of a saved model.
 
 MODEL is a TorchScript file (``torch.jit.save``) or a whole module saved with
-``torch.save(module, path)``, of a kind :meth:`jacgeom.Network.from_torch` reads. X.npy holds
-the probe inputs, (B, n_0). The report (:meth:`jacgeom.Network.layer_report`) is printed as
-a table, or as JSON with ``--json``; ``--plot PATH`` saves a figure with a panel per
-quantity and a bar per layer.
+``torch.save(module, path)``, of a kind :meth:`jacgeom.Network.from_torch` reads; or a
+``.safetensors`` file of weights with ``--arch ARCH.json``, a small architecture spec that
+names each layer's weight, bias and activation (:func:`load_safetensors_model`; no torch
+needed). X.npy holds the probe inputs, (B, n_0). The report
+(:meth:`jacgeom.Network.layer_report`) is printed as a table, or as JSON with ``--json``;
+``--plot PATH`` saves a figure with a panel per quantity and a bar per layer.
 
 This module exposes ``add_parser(subparsers)`` and ``main(args) -> int`` for jacgeom's
 command line; ``python -m jacgeom.analyze MODEL --data X.npy`` runs it alone.
@@ -13,6 +15,7 @@ command line; ``python -m jacgeom.analyze MODEL --data X.npy`` runs it alone.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -21,19 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from .interop import UnsupportedModuleError, spec_from_torch
+from .activations import activation as _activation
+from .interop import NetworkSpec, UnsupportedModuleError, spec_from_jax, spec_from_torch
 from .network import Network
 from .report import DEFAULT_SATURATION_TOL, LayerReport, layer_report
 from .typing import BackendName
 
-__all__ = ["add_parser", "load_torch_model", "main"]
+# Public: the loaders and analyze(); add_parser and main are the command line's plumbing.
+__all__ = ["analyze", "load_safetensors_model", "load_torch_model"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``analyze`` subcommand to an argparse ``subparsers`` object."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "analyze",
-        help="per-layer geometry of a saved torch model on probe inputs",
+        help="per-layer geometry of a saved model (torch, or safetensors weights) on probe inputs",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     _arguments(p)
@@ -42,8 +47,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="TorchScript file or torch.save(module) file")
+    p.add_argument(
+        "model", help="TorchScript file, torch.save(module) file, or .safetensors weights"
+    )
     p.add_argument("--data", required=True, help="probe inputs X, a .npy file of shape (B, n_0)")
+    p.add_argument(
+        "--arch",
+        metavar="ARCH.json",
+        help="the architecture of a .safetensors MODEL: each layer's weight and bias names and "
+        "activation (JSON; see jacgeom.analyze.load_safetensors_model)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="PATH", help="save a figure of the report (matplotlib)")
     p.add_argument(
@@ -92,15 +105,134 @@ def load_torch_model(path: str | Path) -> Any:
     return model
 
 
+_ARCH_KEYS = {"layers", "residual"}
+_LAYER_KEYS = {"weight", "bias", "activation"}
+
+
+def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) -> NetworkSpec:
+    """A network's weights from a safetensors file, its architecture from a small spec.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.safetensors`` file (read with ``safetensors.numpy``; torch is not needed).
+    arch : str, Path or dict
+        A JSON file, or its content: ``{"layers": [...], "residual": false}`` with one entry
+        per dense layer, input side first, each ``{"weight": NAME, "bias": NAME,
+        "activation": ACT}``: NAME a tensor of the file (the weight (n_l, n_(l-1)), as torch's
+        ``Linear`` stores it: y = W h + b; ``bias`` optional), ACT an activation name or
+        ``{"name": "leaky_relu", "alpha": 0.1}`` with its parameter. ``residual`` (default
+        false) makes every layer h -> h + phi(W h + b).
+
+    Returns
+    -------
+    NetworkSpec
+        ``Network(**spec.network_kwargs())`` is the network.
+
+    Examples
+    --------
+    >>> import json, tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from safetensors.numpy import save_file
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> save_file({"0.weight": rng.standard_normal((5, 3)), "0.bias": np.zeros(5),
+    ...            "2.weight": rng.standard_normal((2, 5))}, str(folder / "mlp.safetensors"))
+    >>> arch = {"layers": [{"weight": "0.weight", "bias": "0.bias", "activation": "tanh"},
+    ...                    {"weight": "2.weight", "activation": "identity"}]}
+    >>> spec = load_safetensors_model(folder / "mlp.safetensors", arch)
+    >>> [w.shape for w in spec.weights], [a.name for a in spec.activations]
+    ([(5, 3), (2, 5)], ['tanh', 'identity'])
+    """
+    try:
+        from safetensors.numpy import load_file
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "a .safetensors MODEL needs the safetensors package: pip install 'jacgeom[torch]' "
+            "or pip install safetensors"
+        ) from exc
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MODEL {str(path)!r} is not a file")
+    if not isinstance(arch, dict):
+        arch_path = Path(arch)
+        if not arch_path.is_file():
+            raise FileNotFoundError(f"ARCH {str(arch_path)!r} is not a file")
+        try:
+            arch = json.loads(arch_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"ARCH {str(arch_path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list) or not arch["layers"]:
+        raise ValueError('ARCH must be a JSON object with a non-empty list "layers"')
+    unknown = set(arch) - _ARCH_KEYS
+    if unknown:
+        raise ValueError(f"ARCH has unknown keys {sorted(unknown)}; expected {sorted(_ARCH_KEYS)}")
+    residual = arch.get("residual", False)
+    if not isinstance(residual, bool):
+        raise ValueError(f'ARCH "residual" must be true or false, not {residual!r}')
+    tensors = load_file(str(path))
+    pairs, acts = [], []
+    for l, layer in enumerate(arch["layers"]):
+        if not isinstance(layer, dict) or "weight" not in layer or "activation" not in layer:
+            raise ValueError(
+                f'ARCH layer {l} must be an object with "weight" and "activation" (and '
+                f'optionally "bias"), not {layer!r}'
+            )
+        extra = set(layer) - _LAYER_KEYS
+        if extra:
+            raise ValueError(f"ARCH layer {l} has unknown keys {sorted(extra)}")
+        names = [layer["weight"]] + ([layer["bias"]] if layer.get("bias") is not None else [])
+        for name in names:
+            if name not in tensors:
+                raise ValueError(
+                    f"ARCH layer {l} names tensor {name!r}, which {path.name} does not hold "
+                    f"(it holds {sorted(tensors)})"
+                )
+        pairs.append((tensors[names[0]], tensors[names[1]] if len(names) > 1 else None))
+        acts.append(_arch_activation(layer["activation"], l))
+    spec = spec_from_jax(pairs, activation=acts, residual=residual)
+    spec.names[:] = [f"layer {l} ({layer['weight']})" for l, layer in enumerate(arch["layers"])]
+    return spec
+
+
+def _arch_activation(act: Any, l: int) -> Any:
+    if isinstance(act, str):
+        return _activation(act)
+    if isinstance(act, dict) and isinstance(act.get("name"), str):
+        params = {k: v for k, v in act.items() if k != "name"}
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in params.values()
+        ):
+            raise ValueError(f"ARCH layer {l}: activation parameters must be numbers: {act!r}")
+        return _activation(act["name"], **params)
+    raise ValueError(
+        f'ARCH layer {l}: "activation" must be a name or {{"name": ..., <parameter>: value}}, '
+        f"not {act!r}"
+    )
+
+
 def analyze(
     model_path: str | Path,
     data_path: str | Path,
     dtype: str | None = None,
     saturation_tol: float = DEFAULT_SATURATION_TOL,
     backend: BackendName = "auto",
+    arch: str | Path | None = None,
 ) -> LayerReport:
-    """The :class:`jacgeom.report.LayerReport` of a saved model on the inputs in a .npy file."""
-    spec = spec_from_torch(load_torch_model(model_path))
+    """The :class:`jacgeom.report.LayerReport` of a saved model on the inputs in a .npy file
+    (``arch``: the architecture spec of a .safetensors model, see
+    :func:`load_safetensors_model`)."""
+    if Path(model_path).suffix == ".safetensors":
+        if arch is None:
+            raise ValueError(
+                "a .safetensors MODEL holds weights only: give its architecture with --arch "
+                "ARCH.json (each layer's weight, bias and activation)"
+            )
+        spec = load_safetensors_model(model_path, arch)
+    elif arch is not None:
+        raise ValueError("--arch applies to a .safetensors MODEL only")
+    else:
+        spec = spec_from_torch(load_torch_model(model_path))
     net = Network(**spec.network_kwargs(dtype))
     X = np.load(data_path, allow_pickle=False)
     if dtype is None and X.dtype != net.dtype and X.dtype.kind == "f":
@@ -152,7 +284,9 @@ def plot_report(report: LayerReport, path: str | Path) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``jacgeom analyze`` with parsed arguments; returns the exit status."""
     try:
-        report = analyze(args.model, args.data, args.dtype, args.saturation_tol, args.backend)
+        report = analyze(
+            args.model, args.data, args.dtype, args.saturation_tol, args.backend, args.arch
+        )
     except (UnsupportedModuleError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"jacgeom analyze: error: {exc}", file=sys.stderr)
         return 2

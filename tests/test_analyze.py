@@ -1,0 +1,138 @@
+"""jacgeom analyze on safetensors weights with an architecture spec (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import jacgeom
+from jacgeom.analyze import analyze, load_safetensors_model
+from jacgeom.cli import main
+
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+ARCH = {
+    "layers": [
+        {"weight": "net.0.weight", "bias": "net.0.bias", "activation": "tanh"},
+        {
+            "weight": "net.2.weight",
+            "bias": "net.2.bias",
+            "activation": {"name": "leaky_relu", "alpha": 0.2},
+        },
+        {"weight": "net.4.weight", "activation": "identity"},
+    ]
+}
+
+
+def _saved(tmp_path: Path, dtype: Any = np.float64) -> tuple[Path, dict[str, np.ndarray], Path]:
+    rng = np.random.default_rng(5)
+    tensors = {
+        "net.0.weight": rng.standard_normal((6, 4)),
+        "net.0.bias": rng.standard_normal(6),
+        "net.2.weight": rng.standard_normal((5, 6)),
+        "net.2.bias": rng.standard_normal(5),
+        "net.4.weight": rng.standard_normal((3, 5)),
+        "unused": np.zeros(2),
+    }
+    tensors = {k: v.astype(dtype) for k, v in tensors.items()}
+    path = tmp_path / "mlp.safetensors"
+    safetensors_numpy.save_file(tensors, str(path))
+    X = rng.standard_normal((7, 4)).astype(dtype)
+    np.save(tmp_path / "X.npy", X)
+    return path, tensors, tmp_path / "X.npy"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_safetensors_network_is_the_named_layers(tmp_path: Path, dtype: Any) -> None:
+    path, t, _ = _saved(tmp_path, dtype)
+    spec = load_safetensors_model(path, ARCH)
+    net = jacgeom.Network(**spec.network_kwargs())
+    assert net.dtype == dtype and net.widths == [4, 6, 5, 3]
+    assert [a.name for a in net.activations] == ["tanh", "leaky_relu", "identity"]
+    assert net.activations[1].parameter == 0.2
+    # independent forward pass: y = W3 lrelu(W2 tanh(W1 x + b1) + b2), x one sample
+    x = np.random.default_rng(1).standard_normal(4).astype(dtype)
+    h = np.tanh(t["net.0.weight"] @ x + t["net.0.bias"])
+    z = t["net.2.weight"] @ h + t["net.2.bias"]
+    h = np.where(z > 0, z, 0.2 * z)
+    y = t["net.4.weight"] @ h
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(net.forward(x), y, rtol=tol, atol=tol)
+    assert spec.names == [
+        "layer 0 (net.0.weight)",
+        "layer 1 (net.2.weight)",
+        "layer 2 (net.4.weight)",
+    ]
+
+
+def test_analyze_command_on_safetensors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _, data = _saved(tmp_path)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(ARCH))
+    assert main(["analyze", str(path), "--data", str(data), "--arch", str(arch), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [g["name"] for g in report["layers"]] == [
+        "layer 0 (net.0.weight)",
+        "layer 1 (net.2.weight)",
+        "layer 2 (net.4.weight)",
+    ]
+    # tanh and leaky_relu never zero a unit: exact rank is the layer's own, min(m, n)
+    direct = analyze(path, data, arch=arch)
+    assert [(g.exact_rank.min, g.exact_rank.max) for g in direct.layers] == [(4, 4), (5, 5), (3, 3)]
+    assert [g.rank_lost_samples for g in direct.layers] == [0, 0, 0]
+    assert main(["analyze", str(path), "--data", str(data), "--arch", str(arch)]) == 0
+    assert "exact rank" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        (None, "--arch"),
+        ({"layers": []}, "non-empty list"),
+        ({"layers": [{"weight": "net.0.weight"}]}, '"weight" and "activation"'),
+        ({"layers": [{"weight": "nope", "activation": "relu"}]}, "'nope'"),
+        ({"layers": [{"weight": "net.0.weight", "activation": "reluu"}]}, "reluu"),
+        ({"layers": [{"weight": "net.0.weight", "activation": "relu", "x": 1}]}, "unknown keys"),
+        (
+            {"layers": [{"weight": "net.0.weight", "activation": "relu"}], "depth": 3},
+            "unknown keys",
+        ),
+        ({"layers": [{"weight": "net.0.weight", "activation": "relu"}], "residual": 1}, "residual"),
+        (
+            {"layers": [{"weight": "net.0.weight", "activation": {"name": "elu", "alpha": "1"}}]},
+            "numbers",
+        ),
+        ({"layers": [{"weight": "net.0.bias", "activation": "relu"}]}, "2-D"),
+    ],
+)
+def test_bad_architecture_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arch: Any, message: str
+) -> None:
+    path, _, data = _saved(tmp_path)
+    argv = ["analyze", str(path), "--data", str(data)]
+    if arch is not None:
+        (tmp_path / "a.json").write_text(json.dumps(arch))
+        argv += ["--arch", str(tmp_path / "a.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_arch_errors_before_reading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _, data = _saved(tmp_path)
+    (tmp_path / "bad.json").write_text("{not json")
+    assert (
+        main(["analyze", str(path), "--data", str(data), "--arch", str(tmp_path / "bad.json")]) == 2
+    )
+    assert "not valid JSON" in capsys.readouterr().err
+    assert (
+        main(["analyze", str(path), "--data", str(data), "--arch", str(tmp_path / "no.json")]) == 2
+    )
+    assert "is not a file" in capsys.readouterr().err
+    # --arch with a torch model is refused, not ignored
+    assert main(["analyze", str(tmp_path / "m.pt"), "--data", str(data), "--arch", str(path)]) == 2
+    assert "safetensors MODEL only" in capsys.readouterr().err
