@@ -34,12 +34,22 @@ from .typing import BackendName
 __all__ = ["analyze", "load_safetensors_model", "load_torch_model"]
 
 
+_DESCRIPTION = (
+    "MODEL is a TorchScript file (torch.jit.save) or a whole module saved with "
+    "torch.save(module, path), or a .safetensors file of weights with --arch ARCH.json (each "
+    "layer's weight, bias and activation; torch not needed). X.npy holds the probe inputs, "
+    "shape (B, n_0). Prints per layer: dead and saturated units, exact and float64 rank, "
+    "log-volume and log condition number (natural logs), and whether the layer is a "
+    "homeomorphism onto its image."
+)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``analyze`` subcommand to an argparse ``subparsers`` object."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "analyze",
         help="per-layer geometry of a saved model (torch, or safetensors weights) on probe inputs",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=_DESCRIPTION,
     )
     _arguments(p)
     p.set_defaults(func=main)
@@ -300,7 +310,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _standalone(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jacgeom analyze", description=__doc__)
+    parser = argparse.ArgumentParser(prog="jacgeom analyze", description=_DESCRIPTION)
     _arguments(parser)
     return main(parser.parse_args(argv))
 
