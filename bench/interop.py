@@ -7,7 +7,10 @@ Compares, in one process, medians of ``--repeat`` runs:
 - what a user writes without jacgeom: ``torch.func.vmap(torch.func.jacrev(layer))`` per
   layer (Linear + activation), then numpy reductions: ``np.linalg.svd`` values for the
   float64 numerical rank (matrix_rank's rule), log-volume and log condition, and the
-  dead / saturated fractions from the pre-activations.
+  dead / saturated fractions from the pre-activations;
+- the floor of any report that reads each layer's singular values (its ranks, log-volume
+  and condition number are functions of them): jacgeom.layer_singular_values of every
+  layer on its inputs, nothing else.
 
     python bench/interop.py                 # the issue's size: L = 6, width 256, B = 1024
     python bench/interop.py --batch 64      # a quick run
@@ -65,6 +68,21 @@ def _torch_baseline(mlp: Any, X: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _svd_floor(net: Any, X: Any) -> Any:
+    """Each layer's singular values by jacgeom's compiled kernel (layer_singular_values) on
+    that layer's inputs, which are computed before the timing starts."""
+    import jacgeom
+
+    zs = net.preactivations(X)
+    H = [X] + [act.phi(z) for act, z in zip(net.activations[:-1], zs[:-1], strict=True)]
+
+    def run() -> None:
+        for l in range(net.depth):
+            jacgeom.layer_singular_values(net.weights[l], H[l], net.biases[l], net.activations[l])
+
+    return run
+
+
 def main() -> None:
     import threadpoolctl
     import torch
@@ -94,6 +112,7 @@ def main() -> None:
     t_report, rep = _median_time(ours, args.repeat)
     t_jac, J = _median_time(lambda: net.jacobian(X.numpy()), args.repeat)
     t_torch, base = _median_time(lambda: _torch_baseline(mlp, X), args.repeat)
+    t_floor, _ = _median_time(_svd_floor(net, X.numpy()), args.repeat)
 
     # Each timing's answer checked: the two reports agree layer by layer.
     assert J.shape == (args.batch, args.width, args.width)
@@ -118,6 +137,7 @@ def main() -> None:
         ("from_torch + layer_report", t_report),
         ("one Network.jacobian", t_jac),
         ("torch.func.jacrev per layer + numpy svd", t_torch),
+        ("floor: the layers' singular values alone", t_floor),
     ):
         print(f"{name:44} {t:9.3f} {t / t_jac:11.2f}")
     print(f"speed-up of layer_report over the torch.func baseline: {t_torch / t_report:.2f}x")
