@@ -1,7 +1,7 @@
 """pytest-benchmark configuration: --workloads, the floor fixture, the machine and a summary.
 
     python -m pytest bench -q --workloads quick     # CI-sized, well under 3 minutes
-    python -m pytest bench -q --workloads full      # the sizes of issues 2-5
+    python -m pytest bench -q --workloads full      # the sizes of docs/benchmarks.md
 
 Speed never fails a test: every benchmark asserts its answer against jacgeom.reference,
 nothing asserts a time. ``--benchmark-disable`` turns the suite into a correctness check

@@ -287,6 +287,8 @@ def as_records(results: Sequence[Measurement], floor: Floor) -> list[dict[str, A
         records.append(
             {
                 "workload": r.workload.name,
+                "description": r.workload.describe(),
+                "family": r.kernel.family,
                 "kernel": r.kernel.name,
                 "implementation": r.impl.name,
                 "median_s": r.median,

@@ -5,6 +5,7 @@
     python bench/report.py --workloads quick --json q.json
     python bench/report.py --workloads quick --compare q.json # the change since q.json
     python bench/report.py --compare old.json --current new.json   # two saved runs, no timing
+    python bench/report.py --render run.json                 # a saved run's tables, no timing
     python bench/report.py --scaling --plot scaling.png      # cost vs B, width, depth; ~3 min
 
 Runs the kernel registry (bench/workloads.py) directly (no pytest): for each workload, kernel and
@@ -23,7 +24,8 @@ timed in samples per second, outside the kernel registry.
 sizes along B, width and depth and fits the exponent of cost against size (scaling.py);
 --plot draws it. --compare OLD.json prints, per row of OLD.json also measured now (or in
 --current NEW.json), the old and new medians and their ratio; rows more than --threshold
-slower are marked.
+slower are marked. --render RUN.json prints the tables of a saved --json run (render.py);
+the benchmark page quotes its tables from such files.
 """
 
 from __future__ import annotations
@@ -43,16 +45,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+import render  # noqa: E402
 import throughput  # noqa: E402
 from registry import WORKLOAD_SETS, unavailable  # noqa: E402
 from workloads import KERNELS, WORKLOADS  # noqa: E402
 
-FAMILIES = {
-    "layer": "Single-layer kernels (issue 2)",
-    "rank": "Masked-row ranks (issue 3)",
-    "network": "Network Jacobians, ranks and singular values (issue 4)",
-    "montecarlo": "Monte Carlo throughput (issue 5)",
-}
+FAMILIES = render.FAMILIES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         help="with --compare: compare this saved run instead of timing anything",
     )
     parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RUN.json",
+        help="print the tables of this saved --json run instead of timing anything",
+    )
+    parser.add_argument(
         "--threshold",
         type=float,
         default=1.15,
@@ -145,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--current needs --compare OLD.json")
     if args.plot and not args.scaling:
         parser.error("--plot draws the --scaling study; add --scaling")
+    if args.render and (args.compare or args.json or args.scaling):
+        parser.error("--render prints a saved run: no --compare, --json or --scaling")
+    if args.render:
+        print(render.render(_load(args.render)))
+        return 0
     if args.compare and args.current:
         print(compare_markdown(_load(args.compare), _load(args.current), args.threshold))
         return 0
