@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 import jacgeom
+import jacgeom.cli
 import jacgeom.montecarlo
 from jacgeom.cli import EXIT_INTERRUPTED, build_parser, main
 from jacgeom.montecarlo import Spec
@@ -137,8 +139,7 @@ def test_every_spec_field_has_a_flag_with_help_and_default() -> None:
         assert name in options, f"Spec.{field.name} has no flag {name}"
         text = options[name].help or ""
         assert text, f"{name} has no help text"
-        if not name.startswith(("--no-", "--shared", "--residual")):
-            assert "default" in text, f"{name} does not state its default"
+        assert "default" in text, f"{name} does not state its default"
     text = mc.format_help()
     assert "4000 samples per point" in text and "20000 samples" in text
     assert "exit code 130" in text
@@ -157,6 +158,26 @@ def test_one_experiment_progress_theory_lines_and_timing(
     assert "200 samples: 200 computed in " in out and "reused" not in out
     assert main(["mc", "--width", "6", "--samples", "200", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_log_progress_line_per_chunk_interval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # stderr captured, not a terminal: no bar, but "point k/N: c/C chunks" lines at most
+    # every PROGRESS_LINE_SECONDS (0 here: after every chunk but the last).
+    monkeypatch.setattr(jacgeom.cli, "PROGRESS_LINE_SECONDS", 0.0)
+    argv = ["mc", "--width", "6", "--samples", "600", "--chunk-size", "200", "--workers", "1"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "point 1/1: width 6, depth 1, relu, 600 samples",
+        "point 1/1: 1/3 chunks",
+        "point 1/1: 2/3 chunks",
+    ]
+    monkeypatch.setattr(jacgeom.cli, "PROGRESS_LINE_SECONDS", 3600.0)
+    assert main(argv) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "point 1/1: width 6, depth 1, relu, 600 samples"
+    ]
 
 
 def test_theory_lines_name_the_closed_form_of_each_activation(
@@ -290,6 +311,14 @@ def test_interrupted_run_without_out_says_nothing_was_saved(
     assert "Traceback" not in err
 
 
+def test_counts_in_messages_agree_in_number() -> None:
+    assert [jacgeom.cli._count(n, "chunk") for n in (0, 1, 2)] == [
+        "0 chunks",
+        "1 chunk",
+        "2 chunks",
+    ]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_saves_chunks_and_a_rerun_resumes(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "jacgeom", "mc", "--width", "12", "--depth", "3"]
@@ -308,13 +337,50 @@ def test_ctrl_c_saves_chunks_and_a_rerun_resumes(tmp_path: Path) -> None:
     line = err.strip().splitlines()[-1]
     assert line.startswith("jacgeom: interrupted at point 1/1: ")
     assert line.endswith(f"saved under {tmp_path}; rerun the same command to resume")
-    n = int(line.split(": ")[-1].split(" chunks")[0])
+    n = int(line.split(": ")[-1].split(" chunk")[0])
     assert n >= 2 and f"({n * 200} samples)" in line
     # the rerun, with fewer samples so it ends quickly, reuses what was saved
     argv[argv.index("200000")] = str(n * 200)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
     (record,) = strict_json(done.stdout)
     assert record["run"] == {**record["run"], "computed": 0, "reused": n * 200}
+
+
+def _console_script() -> list[list[str]]:
+    script = Path(sys.executable).parent / "jacgeom"
+    return [[str(script)]] if script.is_file() else []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "jacgeom"], *_console_script()])
+def test_ctrl_c_while_starting_is_one_line(command: list[str]) -> None:
+    # Python reports each import on stderr as it completes (PYTHONPROFILEIMPORTTIME): the
+    # signal goes out once jacgeom._startup is imported, while numpy, scipy, numba and the
+    # compiled modules are still to come.
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    argv = [*command, "mc", "--width", "4", "--samples", "100", "--quiet"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.split("|")[-1].strip() == "jacgeom._startup":
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.stderr.read()
+        proc.wait(timeout=60)
+    assert lines[-1].split("|")[-1].strip() == "jacgeom._startup", "".join(lines[-5:])
+    assert proc.returncode == EXIT_INTERRUPTED, rest
+    messages = [x for x in rest.splitlines() if x and not x.startswith("import time:")]
+    assert messages == ["jacgeom: interrupted while starting"]
+
+
+def test_importing_jacgeom_keeps_pythons_sigint_handler() -> None:
+    code = "import signal, jacgeom; print(signal.getsignal(2) is signal.default_int_handler)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
 
 
 def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

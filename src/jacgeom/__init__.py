@@ -6,6 +6,10 @@ and fast, for many samples at once, on three backends: C++ ("cpp"), Numba ("numb
 readable numpy reference ("numpy").
 """
 
+# First of all: Ctrl-C while the imports below run ends the command line with one line
+# instead of a traceback (jacgeom._startup; a program importing jacgeom is not affected).
+from . import _startup  # noqa: F401  # isort: skip
+
 from importlib import metadata as _metadata
 from pathlib import Path as _Path
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from . import theory
+from . import _startup, theory
 from ._backends import backends
 from .activations import activation_names
 from .layer import layer_derivatives, layer_singular_values
@@ -32,7 +32,12 @@ if TYPE_CHECKING:
     from .montecarlo import Result, Spec
 
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = _startup.EXIT_INTERRUPTED
+
+# When stderr is not a terminal (a log file) there is no bar: a point says how many of its
+# chunks are done at most this often, so a long point shows it is alive without a line per
+# chunk.
+PROGRESS_LINE_SECONDS = 10.0
 
 
 def demo(samples: int = 4000, seed: int = 0, backend: BackendName = "auto") -> str:
@@ -418,10 +423,13 @@ def _mc(args: argparse.Namespace) -> int:
             before = _chunk_files(out, spec)
             say(f"point {k}/{len(plan)}: {_describe(point)}, {spec.samples} samples")
             start = time.perf_counter()
+            progress: Any = not args.quiet
+            if progress and not sys.stderr.isatty():
+                progress = _ChunkLines(f"point {k}/{len(plan)}")
             res = run(
                 spec,
                 executor=executor,
-                progress=not args.quiet,
+                progress=progress,
                 out=out,
                 workers=args.workers,
                 records=args.records,
@@ -442,7 +450,8 @@ def _mc(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         saved = [(i, s) for o, (_, s) in zip(outs, plan, strict=False) for i in _chunk_files(o, s)]
         where = (
-            f"{len(saved)} chunks ({sum(_chunk_samples(s, i) for i, s in saved)} samples) saved "
+            f"{_count(len(saved), 'chunk')} "
+            f"({_count(sum(_chunk_samples(s, i) for i, s in saved), 'sample')}) saved "
             f"under {args.out}; rerun the same command to resume"
             if args.out
             else "nothing saved (without --out DIR nothing is checkpointed; give --out DIR "
@@ -506,6 +515,27 @@ def _mc(args: argparse.Namespace) -> int:
         monte_carlo_figure(results).savefig(args.plot, dpi=120)
         say(f"figure written to {args.plot}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 chunk', '2 chunks'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class _ChunkLines:
+    """Progress for a log: 'point k/N: c/C chunks' on stderr, at most every
+    PROGRESS_LINE_SECONDS, never after the last chunk (the next point's line or the table
+    follows at once)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.last = time.monotonic()
+
+    def __call__(self, done: int, chunks: int) -> None:
+        now = time.monotonic()
+        if done < chunks and now - self.last >= PROGRESS_LINE_SECONDS:
+            print(f"{self.prefix}: {done}/{chunks} chunks", file=sys.stderr, flush=True)
+            self.last = now
 
 
 def _work_line(total: _Accounting, out: str | None) -> str:
@@ -612,7 +642,8 @@ MC_DESCRIPTION = "\n\n".join(
         "beside its closed form where one applies, n = min(n_0, n_L); then one line per "
         "closed form shown, and the samples computed and reused. Progress goes to stderr: a "
         "line per point ('point 7/35: tanh, width 32, depth 4') and, on a terminal, a bar "
-        "for the current point.",
+        "for the current point; in a log file, a line such as 'point 7/35: 4/10 chunks' "
+        f"at most every {PROGRESS_LINE_SECONDS:g} s instead of the bar.",
     )
 )
 
@@ -779,12 +810,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--no-layer-ranks",
         action="store_true",
-        help="leave out each layer's rank (deep relu runs then draw about half the normals)",
+        help="leave out each layer's rank (deep relu runs then draw about half the normals; "
+        "default: each layer's rank is recorded)",
     )
     rec.add_argument(
         "--no-spectra",
         action="store_true",
-        help="ranks and active counts only: no singular-value statistics (no log10 cond)",
+        help="ranks and active counts only: no singular-value statistics (no log10 cond; "
+        "default: singular-value statistics are recorded)",
     )
     where = mc.add_argument_group("where it runs")
     where.add_argument(
@@ -884,9 +917,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, 2 for errors, 130 for Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\njacgeom: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ImportError as exc:
+        # Ctrl-C inside a compiled module's initialisation arrives as this ImportError.
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            print("\njacgeom: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         # Everything after "bench" belongs to the report's own parser (--help included).
+        _startup.release()
         try:
             return _bench(argv[1:])
         except ValueError as exc:
@@ -897,6 +945,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
+    # The work starts: from here Ctrl-C is a KeyboardInterrupt, caught where a command has
+    # something to save or say (until now jacgeom._startup's handler exited at once).
+    _startup.release()
     try:
         if args.command == "mc":
             return _mc(args)
@@ -919,9 +970,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(demo(args.samples, args.seed, args.backend))
         print(f"({time.perf_counter() - start:.2f} s)")
         return 0
-    except KeyboardInterrupt:
-        print("\njacgeom: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         prefix = f"jacgeom {args.command}: error: "
         print(f"{prefix}{exc}", file=sys.stderr)

@@ -176,7 +176,11 @@ def test_unwritable_out(tmp_path: Path) -> None:
         ({"workers": 1.5}, TypeError, "workers must be an int or None, got float"),
         ({"workers": True}, TypeError, "workers must be an int or None, got bool"),
         ({"executor": "x"}, TypeError, "executor must be a concurrent.futures.Executor .* got str"),
-        ({"progress": "sometimes"}, ValueError, "progress must be True, False or 'always'"),
+        (
+            {"progress": "sometimes"},
+            ValueError,
+            "progress must be True, False, 'always' or a callable",
+        ),
         ({"out": 3}, TypeError, "out must be a path or None, got int"),
         (
             {"spec": Spec(widths=(3, 3), samples=10**12), "records": True, "out": None},
@@ -301,6 +305,16 @@ def test_progress_bar_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     assert "samples" in capsys.readouterr().err
     run(Spec(widths=(3, 3), samples=20, chunk_size=5), progress=True)  # no terminal: silent
     assert capsys.readouterr().err == ""
+
+
+def test_progress_callable_counts_chunks_computed_and_loaded(tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    spec = Spec(widths=(3, 3), samples=20, chunk_size=5)
+    run(spec, progress=lambda done, total: calls.append((done, total)), out=tmp_path)
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()  # resumed: the loaded chunks count too
+    run(spec, progress=lambda done, total: calls.append((done, total)), out=tmp_path)
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 def test_overlapping_runs_restore_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:

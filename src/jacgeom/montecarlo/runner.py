@@ -20,7 +20,7 @@ import itertools
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ __all__ = ["RETRIES", "chunk_task", "run", "run_many"]
 
 # Times a failing chunk is resubmitted before the run stops.
 RETRIES = 2
+
+# run's progress: True, False, "always", or a callable of (chunks done, chunks in all).
+Progress = bool | str | Callable[[int, int], object]
 
 
 # Runs with their own thread pool of several workers make the compiled kernels
@@ -96,8 +99,8 @@ def check_run_arguments(
         raise ValueError(
             "workers sizes the default local pool; with an executor, size the executor"
         )
-    if not (isinstance(progress, bool) or progress == "always"):
-        raise ValueError(f"progress must be True, False or 'always', got {progress!r}")
+    if not (isinstance(progress, bool) or progress == "always" or callable(progress)):
+        raise ValueError(f"progress must be True, False, 'always' or a callable, got {progress!r}")
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a path or None, got {type(out).__name__}")
     if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)):
@@ -126,7 +129,7 @@ def check_run_arguments(
 def run(
     spec: Spec,
     executor: cf.Executor | None = None,
-    progress: bool | str = True,
+    progress: Progress = True,
     out: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     retries: int = RETRIES,
@@ -146,9 +149,11 @@ def run(
     executor : concurrent.futures.Executor, optional
         Where chunks run. Default: a local thread pool of ``workers`` threads (all cores).
         For several machines, a dask.distributed ``Client(...).get_executor(pure=False)``.
-    progress : bool or "always", default True
+    progress : bool, "always" or callable, default True
         A tqdm bar on stderr (samples per second, time left) when stderr is a terminal;
-        "always" shows it anyway, False never.
+        "always" shows it anyway, False never. A callable is called instead, with (chunks
+        done, chunks in all), each time a chunk is computed or loaded (a log can print
+        its own lines from it).
     out : path, optional
         Checkpoint directory: spec.json and one atomically written file per finished
         chunk (its summary: kilobytes), each carrying its spec's hash, index, sample count
@@ -194,7 +199,7 @@ def run_many(
     specs: Sequence[Spec],
     outs: Sequence[str | os.PathLike[str] | None],
     executor: cf.Executor | None = None,
-    progress: bool | str = True,
+    progress: Progress = True,
     workers: int | None = None,
     retries: int = RETRIES,
     records: bool = False,
@@ -297,7 +302,7 @@ def _parse(spec: Spec, arrays: dict[str, NDArray[Any]], n: int) -> Summary:
 def run_chunks(
     states: list[_PointState],
     executor: cf.Executor | None,
-    progress: bool | str,
+    progress: Progress,
     n_workers: int,
     retries: int,
     window: int,
@@ -307,7 +312,7 @@ def run_chunks(
     them submitted or waiting to be merged at once; each point's chunks merged in chunk
     order as they arrive."""
     jobs = [(p, i) for p, st in enumerate(states) for i in range(st.spec.n_chunks)]
-    bar = progress_bar(sum(st.spec.samples for st in states), progress)
+    bar = progress_bar(sum(st.spec.samples for st in states), progress, len(jobs))
     own = executor is None
     pool = executor or cf.ThreadPoolExecutor(max_workers=n_workers)
     spec_dicts = [st.spec.to_dict() for st in states]
@@ -395,8 +400,25 @@ def chunk_len(spec: Spec, i: int) -> int:
     return min(spec.chunk_size, spec.samples - i * spec.chunk_size)
 
 
-def progress_bar(total: int, progress: bool | str) -> Any:
-    """A tqdm bar on stderr, or None (see run's ``progress``)."""
+class _ChunkCallback:
+    """The bar's interface (update, close) over a callable progress: it is called with
+    (chunks done, chunks in all) as each chunk arrives."""
+
+    def __init__(self, call: Callable[[int, int], object], chunks: int) -> None:
+        self.call, self.chunks, self.done = call, chunks, 0
+
+    def update(self, samples: int) -> None:
+        self.done += 1
+        self.call(self.done, self.chunks)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, progress: Progress, chunks: int = 0) -> Any:
+    """A tqdm bar on stderr, a callable's adapter, or None (see run's ``progress``)."""
+    if callable(progress):
+        return _ChunkCallback(progress, chunks)
     if progress is False or (progress != "always" and not sys.stderr.isatty()):
         return None
     from tqdm import tqdm
