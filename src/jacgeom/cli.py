@@ -649,7 +649,7 @@ MC_DESCRIPTION = "\n\n".join(
 
 MC_EPILOG = """\
 examples:
-  jacgeom mc                                          the default sweep (2 to 4 minutes)
+  jacgeom mc                                          the default sweep (1 to 3 minutes on 2 cores)
   jacgeom mc --width 32 --depth 8 --activation tanh   one experiment, 20000 samples
   jacgeom mc --widths 16 32 16 --activation relu tanh one activation per layer
   jacgeom mc --layer kernel --kernel rbf --width 8    kernel layers instead of activations
