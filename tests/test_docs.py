@@ -91,3 +91,12 @@ def test_api_reference_lists_every_public_name() -> None:
         public |= set(module.__all__)
     assert public <= listed, f"public names missing from the API reference: {public - listed}"
     assert listed <= public, f"the API reference lists names that are not public: {listed - public}"
+
+
+def test_citation_names_the_package_version() -> None:
+    import jacgeom
+
+    version = jacgeom.__version__
+    citation = (ROOT / "CITATION.cff").read_text(encoding="utf-8")
+    assert f'version: "{version}"' in citation
+    assert f"version = {{{version}}}" in (ROOT / "README.md").read_text(encoding="utf-8")
