@@ -141,12 +141,45 @@ def test_layer_norm_without_affine(dtype: Any) -> None:
     assert net.norm == "layer" and net.norm_eps == pytest.approx(1e-3)
 
 
-def test_layer_norm_refusals() -> None:
-    ln = nn.LayerNorm(6)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_layer_norm_with_trained_affine_parameters(dtype: Any) -> None:
+    # gamma and beta as training leaves them: random, some gammas negative, two exactly 0
+    torch.manual_seed(4)
+    ln1, ln2 = nn.LayerNorm(6, eps=1e-4), nn.LayerNorm(5, eps=1e-4)
     with torch.no_grad():
-        ln.weight.mul_(2.0)
-    with pytest.raises(UnsupportedModuleError, match=r"1 \(LayerNorm with trained affine"):
-        spec_from_torch(nn.Sequential(nn.Linear(4, 6), ln, nn.Tanh()))
+        for ln in (ln1, ln2):
+            ln.weight.copy_(torch.randn(ln.weight.shape) * 1.5)
+            ln.bias.copy_(torch.randn(ln.bias.shape))
+        ln2.weight[1] = ln2.weight[3] = 0.0
+    mlp = nn.Sequential(nn.Linear(4, 6), ln1, nn.Tanh(), nn.Linear(6, 5), ln2, nn.GELU())
+    net = _check(mlp, 4, dtype)
+    assert net.norm_weights is not None and net.norm_biases is not None
+    np.testing.assert_array_equal(net.norm_weights[1], ln2.weight.detach().to(dtype).numpy())
+    # the rows of J_N sum to zero, so one zero gamma leaves rank 5 - 1; two delete a row
+    # beyond that: 3 live rows
+    X = np.random.default_rng(0).standard_normal((6, 4))
+    assert net.exact_rank(X).tolist() == [3] * 6
+    # a residual block with its LayerNorm between the Linear and the activation
+    block = ResidualNormBlock(5)
+    with torch.no_grad():
+        block.norm.weight.copy_(torch.randn(5))
+        block.norm.bias.copy_(torch.randn(5))
+    net = _check(nn.Sequential(block, ResidualNormBlock(5)), 5, dtype)
+    assert net.residual and net.norm_weights is not None
+
+
+class ResidualNormBlock(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.norm = nn.LayerNorm(n)
+        self.act = nn.Tanh()
+
+    def forward(self, x: Any) -> Any:
+        return x + self.act(self.norm(self.fc(x)))
+
+
+def test_layer_norm_refusals() -> None:
     with pytest.raises(UnsupportedModuleError, match=r"must follow a Linear"):
         spec_from_torch(nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.LayerNorm(6)))
     with pytest.raises(UnsupportedModuleError, match=r"normalises every layer"):

@@ -118,7 +118,7 @@ def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[
             if net.kernel_layers[l]:
                 yield FrameLayer(None, z, None, residual=net.residual, dense=state)
                 continue
-            arg = state[1] if net.norm == "layer" else z
+            arg = state.arg if net.norm == "layer" else z
             yield FrameLayer(
                 net.weights[l],
                 arg,
@@ -199,6 +199,13 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> t
     log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
     check_layer_values(arg, log_d[~zero], act.name, l)
     sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
+    if state is not None and state.gamma is not None:
+        # gamma is a row scale like phi': its zeros remove rows exactly, its size joins log_d
+        gamma = np.asarray(state.gamma, dtype=np.float64)
+        zero = zero | (gamma == 0)
+        with np.errstate(divide="ignore"):
+            log_d = log_d + np.log(np.abs(gamma))
+        sign = sign * np.sign(gamma)
     W = np.asarray(layer.W, dtype=np.float64)
     if state is not None:
         # J_N W = (B_1 H) diag(delta, 1, ..., 1) (H B_1^T W) / sigma: two steps, each with
@@ -438,11 +445,20 @@ def stable_summary(
 
 class NormState(NamedTuple):
     """A layer normalisation N(z) = (z - mean z) / sigma at a batch of B samples:
-    sigma (B,) = sqrt(var z + eps), u (B, m) = N(z), eps the normalisation's constant."""
+    sigma (B,) = sqrt(var z + eps), u (B, m) = N(z), eps the normalisation's constant;
+    with affine parameters, ``affine_arg`` (B, m) = gamma u + beta, the argument of phi, and
+    ``gamma`` (m,) (both None without: phi reads u, and gamma = 1)."""
 
     sigma: Any
     u: Any
     eps: float
+    affine_arg: Any = None
+    gamma: Any = None
+
+    @property
+    def arg(self) -> Any:
+        """The argument of phi."""
+        return self.u if self.affine_arg is None else self.affine_arg
 
 
 def _norm_factors(state: NormState, m: int) -> tuple[F64, F64]:

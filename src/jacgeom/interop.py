@@ -205,6 +205,8 @@ class NetworkSpec:
         For each layer, the source modules it was made of, e.g. "0:Linear+1:Tanh".
     notes : list of str
         Approximations made while reading (e.g. Softplus's threshold), one line each.
+    norm_weights, norm_biases : list of (n_l,) ndarray or None
+        The layer normalisations' gamma and beta (None: no affine parameters).
     """
 
     weights: list[FloatArray]
@@ -215,6 +217,8 @@ class NetworkSpec:
     norm_eps: float = 1e-5
     names: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    norm_weights: list[FloatArray] | None = None
+    norm_biases: list[FloatArray] | None = None
 
     def network_kwargs(self, dtype: Any = None) -> dict[str, Any]:
         """Keyword arguments of ``Network(...)``; ``dtype`` casts weights and biases."""
@@ -226,6 +230,10 @@ class NetworkSpec:
                 raise TypeError(f"dtype must be float32 or float64, got {dt}")
             ws = [w.astype(dt, copy=False) for w in ws]
             bs = [b.astype(dt, copy=False) for b in bs]
+        gs, betas = self.norm_weights, self.norm_biases
+        if dtype is not None and gs is not None and betas is not None:
+            gs = [g.astype(dtype, copy=False) for g in gs]
+            betas = [b.astype(dtype, copy=False) for b in betas]
         return {
             "weights": ws,
             "biases": bs,
@@ -233,6 +241,8 @@ class NetworkSpec:
             "residual": self.residual,
             "norm": self.norm,
             "norm_eps": self.norm_eps,
+            "norm_weights": gs,
+            "norm_biases": betas,
         }
 
 
@@ -247,6 +257,8 @@ class _Layer:
     b: FloatArray | None = None
     act: Activation | None = None
     norm_eps: float | None = None
+    gamma: FloatArray | None = None  # LayerNorm's weight (None: elementwise_affine=False)
+    beta: FloatArray | None = None
     residual: bool = False
     names: list[str] = dataclasses.field(default_factory=list)
 
@@ -268,9 +280,8 @@ def _kind(module: Any) -> str:
 def _supported_message() -> str:
     return (
         "supported: torch.nn." + ", torch.nn.".join(SUPPORTED_TORCH_MODULES) + " (LayerNorm "
-        "between a Linear and its activation, without affine parameters or with gamma = 1, "
-        "beta = 0), and modules whose forward chains them, with residual blocks "
-        "h + phi(W h + b)"
+        "between a Linear and its activation, with or without affine parameters), and "
+        "modules whose forward chains them, with residual blocks h + phi(W h + b)"
     )
 
 
@@ -526,14 +537,8 @@ def _layers(items: list[tuple[str, Any]], notes: list[str], residual: bool) -> l
                 )
             gamma = getattr(item, "weight", None)
             beta = getattr(item, "bias", None)
-            if (gamma is not None and not np.all(_tensor(gamma) == 1)) or (
-                beta is not None and not np.all(_tensor(beta) == 0)
-            ):
-                raise _unsupported(
-                    f"{label} (LayerNorm with trained affine parameters)",
-                    "jacgeom's Network normalises without gamma and beta (norm='layer'); "
-                    "gamma = 1, beta = 0 or elementwise_affine=False are accepted",
-                )
+            open_layer.gamma = None if gamma is None else _tensor(gamma)
+            open_layer.beta = None if beta is None else _tensor(beta)
             open_layer.norm_eps = float(item.eps)
             open_layer.names.append(tag)
             continue
@@ -575,10 +580,10 @@ def spec_from_torch(module: Any) -> NetworkSpec:
     ------
     UnsupportedModuleError (a TypeError)
         For any module or operation that a Network cannot represent; the message names the
-        module and lists what is supported. In particular: LayerNorm with trained affine
-        parameters (gamma, beta sit between the normalisation and phi, which jacgeom's
-        norm="layer" does not have), LayerNorm on some layers only, residual blocks mixed
-        with plain layers, LayerNorm after the activation.
+        module and lists what is supported. In particular: LayerNorm on some layers only,
+        residual blocks mixed with plain layers, LayerNorm after the activation. A
+        LayerNorm's affine parameters become the Network's ``norm_weights`` /
+        ``norm_biases`` (gamma = 1, beta = 0 where a LayerNorm has none).
 
     Notes
     -----
@@ -625,6 +630,17 @@ def spec_from_torch(module: Any) -> NetworkSpec:
     weights = [layer.W for layer in layers if layer.W is not None]
     biases = [layer.b for layer in layers if layer.b is not None]
     acts = [layer.act for layer in layers if layer.act is not None]
+    affine = any(layer.gamma is not None or layer.beta is not None for layer in layers)
+    gammas = betas = None
+    if affine:
+        gammas = [
+            np.ones(len(b), b.dtype) if layer.gamma is None else layer.gamma
+            for layer, b in zip(layers, biases, strict=True)
+        ]
+        betas = [
+            np.zeros(len(b), b.dtype) if layer.beta is None else layer.beta
+            for layer, b in zip(layers, biases, strict=True)
+        ]
     return NetworkSpec(
         weights=weights,
         biases=biases,
@@ -634,6 +650,8 @@ def spec_from_torch(module: Any) -> NetworkSpec:
         norm_eps=eps.pop() if eps else 1e-5,
         names=["+".join(layer.names) for layer in layers],
         notes=notes,
+        norm_weights=gammas,
+        norm_biases=betas,
     )
 
 

@@ -65,9 +65,15 @@ class Network:
         Layers h -> h + phi(W h + b) (h -> h + A k(h) for kernel layers); every layer must
         be square.
     norm : {None, "layer"}, default None
-        Layer normalisation of z before phi, without affine parameters:
-        N(z) = (z - mean(z)) / sqrt(var(z) + norm_eps). Not with kernel layers.
+        Layer normalisation of z before phi: N(z) = (z - mean(z)) / sqrt(var(z) + norm_eps)
+        (the biased variance, as torch.nn.LayerNorm), then gamma_l * N(z) + beta_l where
+        ``norm_weights`` / ``norm_biases`` are given. Not with kernel layers.
     norm_eps : float, default 1e-5
+    norm_weights, norm_biases : sequence of (n_l,) array_like, optional
+        The normalisation's affine parameters gamma_l and beta_l (torch.nn.LayerNorm's
+        ``weight`` and ``bias``), one per layer; only with norm="layer". Omitted: gamma = 1,
+        beta = 0. A unit with gamma_i = 0 has a zero row in its layer's Jacobian
+        D diag(gamma) J_N W, so it removes rank exactly, as a dead relu unit does.
     memory_budget : int, optional
         Bytes of temporary memory a reduction may use (default 256 MiB); the chunk of
         samples processed at once is chosen from it.
@@ -94,6 +100,8 @@ class Network:
         norm_eps: float = 1e-5,
         memory_budget: int | None = None,
         check_finite: bool = True,
+        norm_weights: Sequence[ArrayLike] | None = None,
+        norm_biases: Sequence[ArrayLike] | None = None,
     ) -> None:
         if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or not weights:
             raise TypeError("weights must be a non-empty list of 2-D arrays, one per layer")
@@ -173,14 +181,25 @@ class Network:
                 _lookup(cast("str | Activation", "identity" if a is None and kernel[i] else a))
                 for i, a in enumerate(activation)
             ]
+        affine = {
+            name: _affine_parameters(given, name, norm, [shape[0] for shape in shapes])
+            for name, given in (("norm_weights", norm_weights), ("norm_biases", norm_biases))
+        }
         dtype = _validation.common_dtype(
             *[W.centers if k else W for W, k in zip(Ws, kernel, strict=True)],
             *[b for b in bs if b is not None],
+            *[v for vs in affine.values() if vs is not None for v in vs],
         )
         _validation.check_finite_arrays(
             check_finite,
             **{f"weights[{i}]": W for i, W in enumerate(Ws) if not kernel[i]},
             **{f"biases[{i}]": b for i, b in enumerate(bs) if b is not None},
+            **{
+                f"{name}[{i}]": v
+                for name, vs in affine.items()
+                if vs is not None
+                for i, v in enumerate(vs)
+            },
         )
         # Kernel layers hold their KernelLayer (in the network's dtype) in place of W, and a
         # zero bias that nothing reads, so that every list keeps one entry per layer.
@@ -201,6 +220,14 @@ class Network:
         self.residual = bool(residual)
         self.norm = norm
         self.norm_eps = float(norm_eps)
+        # gamma_l and beta_l of an affine layer normalisation (None: gamma = 1, beta = 0).
+        self.norm_weights: list[FloatArray] | None = None
+        self.norm_biases: list[FloatArray] | None = None
+        if affine["norm_weights"] is not None or affine["norm_biases"] is not None:
+            gammas = affine["norm_weights"] or [np.ones(shape[0]) for shape in shapes]
+            betas = affine["norm_biases"] or [np.zeros(shape[0]) for shape in shapes]
+            self.norm_weights = [_frozen(g, dtype) for g in gammas]
+            self.norm_biases = [_frozen(b, dtype) for b in betas]
         self.widths: list[int] = [shapes[0][1]] + [shape[0] for shape in shapes]
         self.dtype: np.dtype[Any] = dtype
         self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
@@ -329,11 +356,11 @@ class Network:
             state = None
             arg = z
             if self.norm == "layer":
-                mu = z.mean(axis=1, keepdims=True)
-                sigma = _ref.layer_norm_sigma(z - mu, self.norm_eps)
-                arg = (z - mu) / sigma[:, None]
-                state = _frame.NormState(sigma, arg, self.norm_eps)
+                state = self._normalised(l, z)
+                arg = state.arg
             d = _dispatch.derivatives(arg, act, backend)
+            if state is not None and state.gamma is not None:
+                d = d * state.gamma  # the layer's row scales: D diag(gamma) J_N W
             a = act.phi(arg)
             h = h + a if self.residual else a
             yield z, d, state
@@ -358,11 +385,21 @@ class Network:
                 continue
             z = h @ self.weights[l].T + self.biases[l]
             if self.norm == "layer":
-                mu = z.mean(axis=1, keepdims=True)
-                z = (z - mu) / _ref.layer_norm_sigma(z - mu, self.norm_eps)[:, None]
+                z = self._normalised(l, z).arg
             a = self.activations[l].phi(z)
             h = h + a if self.residual else a
         return h[0] if squeeze else h
+
+    def _normalised(self, l: int, z: FloatArray) -> _frame.NormState:
+        """Layer l's normalisation of z (B, n_l): sigma, N(z), and the argument of phi,
+        gamma_l N(z) + beta_l (N(z) itself without affine parameters)."""
+        mu = z.mean(axis=1, keepdims=True)
+        sigma = _ref.layer_norm_sigma(z - mu, self.norm_eps)
+        u = (z - mu) / sigma[:, None]
+        if self.norm_weights is None or self.norm_biases is None:
+            return _frame.NormState(sigma, u, self.norm_eps)
+        gamma, beta = self.norm_weights[l], self.norm_biases[l]
+        return _frame.NormState(sigma, u, self.norm_eps, u * gamma + beta, gamma)
 
     def preactivations(self, X: ArrayLike, check_finite: bool = True) -> list[FloatArray]:
         """z_l = W_l h_{l-1} + b_l of every layer (before normalisation); for a kernel layer
@@ -634,6 +671,8 @@ class Network:
             norm_eps=self.norm_eps,
             memory_budget=self.memory_budget,
             check_finite=False,
+            norm_weights=None if self.norm_weights is None else self.norm_weights[:depth],
+            norm_biases=None if self.norm_biases is None else self.norm_biases[:depth],
         )
 
     def active_counts(
@@ -999,6 +1038,32 @@ def random_orthogonal(
     q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]  # Haar measure
     W = q if fan_out >= fan_in else np.swapaxes(q, -1, -2)
     return np.ascontiguousarray(W) * (1.0 if sigma_w is None else sigma_w)
+
+
+def _affine_parameters(
+    given: Sequence[ArrayLike] | None, name: str, norm: str | None, widths: list[int]
+) -> list[FloatArray] | None:
+    """norm_weights or norm_biases checked: one (n_l,) float vector per layer, with
+    norm="layer" only."""
+    if given is None:
+        return None
+    if norm != "layer":
+        raise ValueError(f"{name} are the layer normalisation's parameters: give norm='layer'")
+    if (
+        isinstance(given, np.ndarray)
+        or not isinstance(given, Sequence)
+        or len(given) != len(widths)
+    ):
+        raise ValueError(f"{name} must be a list of {len(widths)} vectors (one per layer)")
+    out = []
+    for i, (v, m) in enumerate(zip(given, widths, strict=True)):
+        arr = _validation.as_float_array(v, f"{name}[{i}]")
+        if arr.shape != (m,):
+            raise ValueError(
+                f"{name}[{i}] has shape {arr.shape}; expected ({m},), layer {i}'s width"
+            )
+        out.append(arr)
+    return out
 
 
 def _frozen(a: FloatArray, dtype: np.dtype[Any]) -> FloatArray:

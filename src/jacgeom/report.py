@@ -23,7 +23,6 @@ from numpy.typing import NDArray
 from . import _dispatch, _frame
 from .homeomorphism import derivative_zeros, homeomorphism_report
 from .interop import to_array_library, to_numpy
-from .reference.network import layer_norm_sigma
 from .typing import BackendName
 
 if TYPE_CHECKING:
@@ -246,6 +245,8 @@ def _one_layer(net: Network, l: int, dtype: Any) -> Network:
         norm_eps=net.norm_eps,
         memory_budget=net.memory_budget,
         check_finite=False,
+        norm_weights=None if net.norm_weights is None else [net.norm_weights[l]],
+        norm_biases=None if net.norm_biases is None else [net.norm_biases[l]],
     )
 
 
@@ -314,10 +315,7 @@ def layer_report(
             arg = None
         else:
             z = sub.preactivations(H, check_finite=False)[0]
-            arg = z
-            if net.norm == "layer":
-                mu = z.mean(axis=1, keepdims=True)
-                arg = (z - mu) / layer_norm_sigma(z - mu, net.norm_eps)[:, None]
+            arg = sub._normalised(0, z).arg if net.norm == "layer" else z
             d = act.derivative(arg)
             zero = act.derivative_is_zero(arg)
             saturated = ~zero & (np.abs(d) < saturation_tol)

@@ -2,7 +2,8 @@
 
 ``net`` is any object with the attributes of jacgeom.Network: ``weights`` (list of (n_l,
 n_{l-1}) arrays), ``biases`` (list of (n_l,) arrays), ``activations`` (list of Activation),
-``residual`` (bool), ``norm`` (None or "layer") and ``norm_eps`` (float); where
+``residual`` (bool), ``norm`` (None or "layer"), ``norm_eps`` (float) and, optionally,
+``norm_weights`` / ``norm_biases`` (the normalisation's gamma_l, beta_l; None: 1 and 0); where
 ``kernel_layers[l]`` is true, ``weights[l]`` is a kernel layer (an object with ``forward``
 and ``jacobian`` of one sample, as jacgeom.KernelLayer) with every unit live.
 """
@@ -46,6 +47,23 @@ def layer_norm_sigma(centred: NDArray[Any], eps: float) -> NDArray[Any]:
     return np.where(big, safe * scaled, plain)[..., 0].astype(centred.dtype, copy=False)
 
 
+def _affine(net: Any, l: int) -> tuple[Any, Any]:
+    """(gamma_l, beta_l) of an affine layer normalisation, or (None, None)."""
+    gammas, betas = getattr(net, "norm_weights", None), getattr(net, "norm_biases", None)
+    if gammas is None or betas is None:
+        return None, None
+    return gammas[l], betas[l]
+
+
+def _normalised(net: Any, l: int, z: FloatArray) -> tuple[Any, FloatArray, FloatArray, Any]:
+    """(sigma, u = N(z), the argument of phi gamma u + beta, gamma or None) at one sample."""
+    mu = z.mean()
+    sigma = layer_norm_sigma(z - mu, net.norm_eps)
+    u = (z - mu) / sigma
+    gamma, beta = _affine(net, l)
+    return sigma, u, (u if gamma is None else gamma * u + beta), gamma
+
+
 def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """One layer at one sample: (output, pre-activation z, layer Jacobian (n_l, n_{l-1}));
     a kernel layer's "pre-activation" is its output."""
@@ -58,11 +76,11 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
     z = W @ h + b
     if net.norm == "layer":
         m = z.shape[0]
-        mu = z.mean()
-        sigma = layer_norm_sigma(z - mu, net.norm_eps)
-        u = (z - mu) / sigma
+        sigma, u, arg, gamma = _normalised(net, l, z)
         J_norm = (np.eye(m) - np.ones((m, m)) / m - np.outer(u, u) / m) / sigma
-        a, d = act.phi(u), act.derivative(u)
+        a, d = act.phi(arg), act.derivative(arg)
+        if gamma is not None:
+            d = d * gamma
         J = (d[:, None] * J_norm) @ W
     else:
         a, d = act.phi(z), act.derivative(z)
@@ -82,8 +100,9 @@ def _derivative(net: Any, l: int, z: FloatArray) -> FloatArray:
     if _is_kernel(net, l):
         return np.ones_like(z)
     if net.norm == "layer":
-        mu = z.mean()
-        return act.derivative((z - mu) / layer_norm_sigma(z - mu, net.norm_eps))
+        _, _, arg, gamma = _normalised(net, l, z)
+        d = act.derivative(arg)
+        return d if gamma is None else d * gamma
     return act.derivative(z)
 
 
@@ -275,13 +294,12 @@ def _layer_factors(
     z = W @ h + b
     if support is not None and not support.all():
         W64 = W64 * support[None, :]
-    arg = z
+    arg = u = z
+    gamma = None
     steps: list[Step] = []
     M: FloatArray = W64
     if net.norm == "layer":
-        mu = z.mean()
-        sigma = layer_norm_sigma(z - mu, net.norm_eps)
-        arg = (z - mu) / sigma
+        sigma, u, arg, gamma = _normalised(net, l, z)
     a = act.phi(arg)
     out = h + a if net.residual else a
     if not np.all(np.isfinite(arg)):
@@ -290,7 +308,7 @@ def _layer_factors(
             "check_finite=False, or weights that overflow); no spectrum or rank exists"
         )
     if net.norm == "layer":
-        B1H, log_delta = _norm_factors(arg.astype(np.float64), float(sigma), net.norm_eps)
+        B1H, log_delta = _norm_factors(u.astype(np.float64), float(sigma), net.norm_eps)
         if net.residual:
             M = (B1H @ (np.exp(log_delta)[:, None] * (B1H.T @ W64))) / float(sigma)
         else:
@@ -313,8 +331,11 @@ def _layer_factors(
                 )
             )
             M = B1H
+    g64 = None if gamma is None else np.asarray(gamma, dtype=np.float64)
     if net.residual:
         d = act.derivative(arg).astype(np.float64)
+        if g64 is not None:
+            d = d * g64
         A = np.eye(M.shape[0]) + d[:, None] * M
         return out, [_dense_step(A)]
     alive = ~act.derivative_is_zero(arg)
@@ -325,6 +346,11 @@ def _layer_factors(
             "pre-activations"
         )
     sign = act.derivative_sign(arg).astype(np.float64)
+    if g64 is not None:  # gamma: a row scale like phi', its zeros remove rows exactly
+        alive &= g64 != 0
+        with np.errstate(divide="ignore"):
+            log_d = log_d + np.log(np.abs(g64))
+        sign = sign * np.sign(g64)
     steps.append(_rows_step(M, np.where(alive, log_d, 0.0), sign, ~alive))
     return out, steps
 
