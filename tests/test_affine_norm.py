@@ -162,6 +162,17 @@ def test_per_layer_quantities_see_the_affine_parameters() -> None:
         np.testing.assert_allclose(Js[0][i], (d[i][:, None] * J_N) @ net.weights[0], atol=1e-12)
 
 
+def test_zero_gammas_are_dead_units_in_counts_and_report() -> None:
+    Ws = [np.random.default_rng(6).standard_normal((4, 3))]
+    net = jacgeom.Network(Ws, activation="tanh", norm="layer", norm_weights=[[0.0, 0.0, 1.0, -2.0]])
+    X = np.random.default_rng(7).standard_normal((5, 3))
+    for backend in jacgeom.backends():
+        assert net.active_counts(X, backend=backend).tolist() == [[2]] * 5
+    layer = net.layer_report(X).layers[0]
+    assert layer.dead_fraction == 0.5 and layer.inactive_fraction == 0.5
+    assert layer.exact_rank.max == 2 and "(affine)" in repr(net)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

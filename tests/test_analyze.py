@@ -136,3 +136,64 @@ def test_arch_errors_before_reading(tmp_path: Path, capsys: pytest.CaptureFixtur
     # --arch with a torch model is refused, not ignored
     assert main(["analyze", str(tmp_path / "m.pt"), "--data", str(data), "--arch", str(path)]) == 2
     assert "safetensors MODEL only" in capsys.readouterr().err
+
+
+def _write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int], bytes]]) -> None:
+    """A safetensors file written by hand (8-byte header length, JSON header, data)."""
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {
+            "dtype": dtype,
+            "shape": shape,
+            "data_offsets": [len(data), len(data) + len(raw)],
+        }
+        data += raw
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+
+def test_bfloat16_weights_are_widened_exactly(tmp_path: Path) -> None:
+    # bfloat16 is float32's top 16 bits: these values are exact in both
+    W0 = np.array([[1.5, -2.0, 0.25], [3.0, 0.5, -1.0]], dtype=np.float32)
+    W1 = np.array([[0.75, -0.125]], dtype=np.float32)
+
+    def bf16(a: np.ndarray) -> bytes:
+        return (a.view(np.uint32) >> 16).astype("<u2").tobytes()
+
+    path = tmp_path / "bf16.safetensors"
+    _write_safetensors(path, {"w0": ("BF16", [2, 3], bf16(W0)), "w1": ("BF16", [1, 2], bf16(W1))})
+    arch = {
+        "layers": [
+            {"weight": "w0", "activation": "tanh"},
+            {"weight": "w1", "activation": "identity"},
+        ]
+    }
+    spec = load_safetensors_model(path, arch)
+    assert [w.dtype for w in spec.weights] == [np.float32, np.float32]
+    np.testing.assert_array_equal(spec.weights[0], W0)
+    np.testing.assert_array_equal(spec.weights[1], W1)
+
+
+@pytest.mark.parametrize(
+    ("content", "arch", "message"),
+    [
+        (b"", None, "not a safetensors file"),
+        (b"\xff" * 100, None, "not a safetensors file"),
+        (None, {"layers": [{"weight": ["net.0.weight"], "activation": "relu"}]}, "must be strings"),
+        (None, {"layers": [{"weight": 0, "activation": "relu"}]}, "must be strings"),
+        ("complex", {"layers": [{"weight": "c", "activation": "relu"}]}, "real numbers"),
+    ],
+)
+def test_unreadable_models_are_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: Any, arch: Any, message: str
+) -> None:
+    path, _, data = _saved(tmp_path)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "complex":
+        safetensors_numpy.save_file({"c": np.ones((2, 4), dtype=np.complex64)}, str(path))
+    (tmp_path / "a.json").write_text(json.dumps(arch or ARCH))
+    argv = ["analyze", str(path), "--data", str(data), "--arch", str(tmp_path / "a.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err

@@ -180,7 +180,7 @@ def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) 
     residual = arch.get("residual", False)
     if not isinstance(residual, bool):
         raise ValueError(f'ARCH "residual" must be true or false, not {residual!r}')
-    tensors = load_file(str(path))
+    tensors = _read_tensors(path, load_file)
     pairs, acts = [], []
     for l, layer in enumerate(arch["layers"]):
         if not isinstance(layer, dict) or "weight" not in layer or "activation" not in layer:
@@ -193,16 +193,56 @@ def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) 
             raise ValueError(f"ARCH layer {l} has unknown keys {sorted(extra)}")
         names = [layer["weight"]] + ([layer["bias"]] if layer.get("bias") is not None else [])
         for name in names:
+            if not isinstance(name, str):
+                raise ValueError(f"ARCH layer {l}: tensor names must be strings, not {name!r}")
             if name not in tensors:
                 raise ValueError(
                     f"ARCH layer {l} names tensor {name!r}, which {path.name} does not hold "
                     f"(it holds {sorted(tensors)})"
+                )
+        for name in names:
+            if tensors[name].dtype.kind not in "fiu":
+                raise ValueError(
+                    f"tensor {name!r} of {path.name} has dtype {tensors[name].dtype}; weights and "
+                    "biases must be real numbers"
                 )
         pairs.append((tensors[names[0]], tensors[names[1]] if len(names) > 1 else None))
         acts.append(_arch_activation(layer["activation"], l))
     spec = spec_from_jax(pairs, activation=acts, residual=residual)
     spec.names[:] = [f"layer {l} ({layer['weight']})" for l, layer in enumerate(arch["layers"])]
     return spec
+
+
+def _read_tensors(path: Path, load_file: Any) -> dict[str, Any]:
+    """The tensors of a safetensors file as numpy arrays; bfloat16 ones (which numpy has no
+    type for) widened exactly to float32, as Network.from_torch reads them."""
+    try:
+        return dict(load_file(str(path)))
+    except Exception as exc:  # noqa: BLE001 - the library's own error types vary
+        if "bfloat16" not in str(exc).lower():
+            raise ValueError(f"MODEL {str(path)!r} is not a safetensors file: {exc}") from exc
+    try:  # the format: an 8-byte little-endian header length, a JSON header, the data
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + n])
+        data = raw[8 + n :]
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, stop = info["data_offsets"]
+            kind = {"BF16": None, "F16": "<f2", "F32": "<f4", "F64": "<f8"}.get(info["dtype"])
+            if info["dtype"] == "BF16":
+                bits = np.frombuffer(data[start:stop], dtype="<u2").astype(np.uint32) << 16
+                values = bits.view(np.float32)
+            elif kind is not None:
+                values = np.frombuffer(data[start:stop], dtype=kind)
+            else:
+                continue  # not read as a weight: named tensors of other dtypes are refused later
+            out[name] = values.reshape(info["shape"]).copy()
+        return out
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"MODEL {str(path)!r} is not a safetensors file: {exc}") from exc
 
 
 def _arch_activation(act: Any, l: int) -> Any:

@@ -231,9 +231,9 @@ class NetworkSpec:
             ws = [w.astype(dt, copy=False) for w in ws]
             bs = [b.astype(dt, copy=False) for b in bs]
         gs, betas = self.norm_weights, self.norm_biases
-        if dtype is not None and gs is not None and betas is not None:
-            gs = [g.astype(dtype, copy=False) for g in gs]
-            betas = [b.astype(dtype, copy=False) for b in betas]
+        if dtype is not None:
+            gs = None if gs is None else [g.astype(dtype, copy=False) for g in gs]
+            betas = None if betas is None else [b.astype(dtype, copy=False) for b in betas]
         return {
             "weights": ws,
             "biases": bs,

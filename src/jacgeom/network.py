@@ -248,7 +248,8 @@ class Network:
         )
         return (
             f"Network(widths={self.widths}, activation={'/'.join(acts)}, residual={self.residual}, "
-            f"norm={self.norm!r}, dtype={self.dtype})"
+            f"norm={self.norm!r}{' (affine)' if self.norm_weights is not None else ''}, "
+            f"dtype={self.dtype})"
         )
 
     # ------------------------------------------------------------------ construction
@@ -678,7 +679,8 @@ class Network:
     def active_counts(
         self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> IntArray:
-        """Number of units with phi'(z) != 0 in each layer.
+        """Number of live units in each layer: phi'(z) != 0 (times gamma != 0 for an affine
+        layer normalisation: a unit whose row of the layer Jacobian is not zero).
 
         Returns
         -------

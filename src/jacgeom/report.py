@@ -117,9 +117,10 @@ class LayerGeometry:
     shape : (int, int)
         (n_l, n_{l-1}).
     dead_fraction : float
-        Units with phi'(z) = 0 exactly (relu's z <= 0) on every probe sample.
+        Units with phi'(z) = 0 exactly (relu's z <= 0), or with gamma = 0 in an affine layer
+        normalisation, on every probe sample: their rows of A_l are zero.
     inactive_fraction : float
-        (sample, unit) pairs with phi'(z) = 0 exactly.
+        (sample, unit) pairs with phi'(z) = 0 exactly (or gamma = 0).
     saturated_fraction : float
         (sample, unit) pairs with 0 < |phi'(z)| < saturation_tol: alive, but their rows of
         A_l are shrunk by more than 1 / saturation_tol.
@@ -315,9 +316,18 @@ def layer_report(
             arg = None
         else:
             z = sub.preactivations(H, check_finite=False)[0]
-            arg = sub._normalised(0, z).arg if net.norm == "layer" else z
+            gamma = None
+            arg = z
+            if net.norm == "layer":
+                state = sub._normalised(0, z)
+                arg, gamma = state.arg, state.gamma
             d = act.derivative(arg)
             zero = act.derivative_is_zero(arg)
+            if gamma is not None:
+                # a unit with gamma = 0 has a zero row of the layer Jacobian, as a dead one
+                # has; saturation is of the row's scale, gamma phi'
+                zero = zero | (gamma == 0)
+                d = d * gamma
             saturated = ~zero & (np.abs(d) < saturation_tol)
         # Ranks and spectra in float64, from the graded frame: finite logs are exactly the
         # exact rank (Network.log_singular_values' contract), no second pass for it.

@@ -181,6 +181,11 @@ def test_unwritable_out(tmp_path: Path) -> None:
             ValueError,
             "progress must be True, False, 'always' or a callable",
         ),
+        (
+            {"progress": lambda: None},
+            ValueError,
+            r"progress must be callable as progress\(done, total\)",
+        ),
         ({"out": 3}, TypeError, "out must be a path or None, got int"),
         (
             {"spec": Spec(widths=(3, 3), samples=10**12), "records": True, "out": None},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import inspect
 import itertools
 import os
 import sys
@@ -101,6 +102,19 @@ def check_run_arguments(
         )
     if not (isinstance(progress, bool) or progress == "always" or callable(progress)):
         raise ValueError(f"progress must be True, False, 'always' or a callable, got {progress!r}")
+    if callable(progress) and not isinstance(progress, bool):
+        try:
+            signature = inspect.signature(progress)
+        except (TypeError, ValueError):  # builtins without one: called as they are
+            signature = None
+        if signature is not None:
+            try:
+                signature.bind(0, 0)
+            except TypeError:
+                raise ValueError(
+                    f"progress must be callable as progress(done, total), got {progress!r} "
+                    f"with signature {signature}"
+                ) from None
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a path or None, got {type(out).__name__}")
     if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)):
