@@ -2,6 +2,23 @@
 testing (each failed on the code before its fix), the family each belongs to, and a fuzz that
 compares VALUES across the backends over extreme ranges.
 
+The value fuzz (single layers and whole networks; 10^4 examples each under `pytest -m
+slow`, a few dozen by default) holds every backend to the numpy reference within stated,
+derived tolerances (the comments above each fuzz give the derivations):
+
+- single layers: 64 max(m, n) eps times each sample's largest magnitude; log-volume to each
+  sigma's relative error; ranks exactly away from the threshold (factor 16).
+- networks: log singular values relative, |d log s| <= 16 L n eps64 plus the forward
+  pass's rounding propagated through phi' (kappa) and the logs' own rounding; for formed
+  (residual) and normalised layers also |d s| <= (16 L n eps + eta) prod_l ||term_l||
+  (backward error, Weyl); formed products (jacobian, singular_values, frobenius_norm)
+  within (16 L n eps + kappa + eta) prod_l ||term_l|| plus gradual underflow; exact ranks
+  equal; numerical ranks equal where no singular value is within 10x (times its
+  tolerance) of the threshold; samples whose rounding straddles a kink of phi' skipped.
+  Three bugs this fuzz found are excluded from it by narrow predicates and tracked by
+  strict xfails (graded rows of integer weights; saturated graded layers with a zero
+  column, numpy backend; formed products of overflowing pre-activations).
+
 The non-finite rule under test (jacgeom.layer._Layer, docs: "NaN and Inf"):
 
 - finite inputs: a NaN pre-activation, a NaN or infinite phi', a Jacobian entry that
@@ -584,11 +601,6 @@ def test_nothing_is_printed_for_nonfinite_jacobians(
 # on one backend is the same error type on all. (The log-volume bound adds 4 eps |log-volume|,
 # the rounding of the sum.)
 
-# Networks: a product of up to 4 layer Jacobians through layer normalisation's 1 / sigma; the
-# rounding of each factor is amplified by the condition of the others, so the singular values
-# agree relative to sigma_max within this (about 1e7 eps) rather than 64 max(m, n) eps.
-NETWORK_TOL = 1e-9
-
 _MAGNITUDES = st.sampled_from([1e-300, 1e-150, 1e-30, 1e-3, 1.0, 1e3, 1e30, 1e150, 1e300])
 _ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "softplus", "elu", "silu", "identity"]
 
@@ -710,34 +722,491 @@ def _check_layer_case(case: dict[str, Any]) -> None:
             assert (err <= bound[ok]).all(), ("log_volume", be, got, lv_ref)
 
 
-def _check_layer_norm_network(seed: int, values: bool = False) -> None:
+# ---------------------------------------------------------------------------------------
+# The network value fuzz: plain, residual and layer-normalised networks, every public
+# reduction of Network, every backend against the numpy reference.
+#
+# Networks of depth L <= 4, widths n <= 6 (square when residual), B <= 3 samples, float32
+# and float64; the pre-activations of each layer aimed at a size drawn from 1e-300 .. 1e300
+# (1e-30 .. 1e30 in float32: saturation for the bounded activations, the whole float range
+# for relu / identity), weights scaled accordingly; structures that make products exactly
+# singular: duplicate rows (and biases), a zero column, small integer weights and inputs
+# (pre-activations exactly 0 on relu's kink), a layer of dead relu units.
+#
+# What the backends must agree on, and within what (each a bound the theory gives, not a
+# fitted number; eps64 = float64's eps, eps = the network's dtype's, L the depth, n the
+# largest width):
+#
+# - log_singular_values, relative in sigma (absolute in log):
+#       |log s_got - log s_ref| <= NET_C L n eps64 + kappa + rounding of the logs.
+#   NET_C = 16: the frame is float64 whatever the dtype, and each backend's error is a
+#   small multiple of L n eps (Network.log_singular_values): per layer at most two graded
+#   Householder QR steps (normalised layers), each columnwise backward stable within
+#   2 n eps64 (Higham, Thm 19.4, its constant taken as 2), one-sided Jacobi 2 n eps64 more;
+#   two backends: 2 (2 L (2 n) + 2 n) <= 16 L n. Rounding of the logs: 2 L eps64
+#   sum_l |log term_l| (g sums L layer scales) + 2 eps |log s| (results in the dtype).
+#   kappa: the backends' forward passes round differently (gemv vs gemm, in the dtype) and
+#   the spectrum follows the rounded z; kappa is the change of sum_l max_i log|phi'| over
+#   each z's rounding interval (a first-order running bound: (k + 2) eps (|W| |h| + |b|)
+#   plus what earlier layers pass on), and per layer normalisation 2 dsigma / sigma.
+#   Exact zeros (-inf) at the same places.
+#   Formed layers (residual I + D W; the reference's J_N W) and normalised layers (J_N
+#   moves with the rounded u by eta = sum_l 2 |du| |u| / m + dsigma / sigma, relative to
+#   its size 1 / sigma: u tilted by theta = |du| / |u| moves the delta = eps_norm / sigma^2
+#   direction by 2 theta / sigma, docs/theory.md's second accuracy limit of the stable QR
+#   frame) are accurate to the size of their terms, so there the
+#   backward-error bound |s_got - s_ref| <= (NET_C L n eps + eta) prod_l term_l (Weyl) is
+#   accepted as well; term_l = [1 +] ||D_l|| ||J_N,l|| ||W_l|| (2-norms, float64, here).
+# - log_abs_det: the sum of the per-value bounds (+ 4 eps |log det|), compared where no
+#   value is within 10x of the backward-error bound when that bound is accepted.
+# - jacobian, singular_values, frobenius_norm (the product formed in the dtype):
+#       |got - ref| <= (NET_C L n eps + kappa + eta) prod_l term_l
+#                      + L n (smallest subnormal) max_(i..j) prod ||factor||
+#   elementwise (gradual underflow's absolute error, multiplied by the factors after it:
+#   the largest product of consecutive factors W_l, D_l J_N,l in multiplication order);
+#   compared in range: where no intermediate of either multiplication order can overflow
+#   the dtype (prod_l max(1, ||W_l||) k_l max(1, ||D_l J_N,l||) below its maximum) and
+#   no pre-activation's terms (|W| |h| + |b|) pass the dtype's maximum; out of
+#   range an error on one backend and values on another are not compared (the order of the
+#   products is the backend's). Equal non-finite values agree.
+# - rank (numerical): equal wherever no singular value lies within a factor
+#   10 e^(its log tolerance) of numpy's threshold max(n_L, n_0) eps sigma_max;
+#   layer_ranks likewise on each prefix network.
+# - exact_rank, layer_exact_ranks: equal; exact_rank <= the structural bound (min of the
+#   widths, n_l - 1 for normalised layers), numerical rank <= exact rank. In a normalised
+#   network, a sample with a value below 10x the backward-error bound is not compared
+#   (the rounded u can make or break an exact zero: two equal rows of W give equal z only
+#   if both are rounded alike).
+# - a sample whose rounding interval of some z crosses a kink of phi' (relu, leaky_relu,
+#   elu at 0) or a zero of phi' (gelu, silu) is ambiguous: each backend's answer is right
+#   for a z within rounding, so its values and ranks are not compared (errors still are).
+#   Exact integer arithmetic (integer weights and inputs through relu / identity) is never
+#   ambiguous: z = 0 is decided the same everywhere.
+# - an error on one backend is the same error type on all.
+#
+# Excluded, two bugs this fuzz found (each tracked by a strict xfail below; remove the
+# exclusion with the fix):
+# - integer weights whose layer's live rows (log|phi'| + log of the row's norm; log delta
+#   for a normalisation) spread over more than NET_GRADED_SPREAD = 5 (e^5): there the log
+#   singular values are held to the backward-error bound only. Not a documented limit (the
+#   rows are independent, W well conditioned): the frame loses relative accuracy on
+#   exactly structured, row-graded layers, on some backend or all (3 x 3 integer W, cond
+#   3.2, rows scaled e^0, e^-9, e^-56: the smallest value off by 0.080 in log on every
+#   backend; a float32 elu network of integer weights: e^-104.0 on cpp / numba, e^-90.3 on
+#   numpy). Small spreads fail too: e^7.5 (a sigmoid layer of widths 6, 2: cpp and numba
+#   off by 9.4e-14 = 424 eps64 in log, 4x the tolerance; numpy exact) and e^19.7 (numpy
+#   off by 2.6e-12); test_structured_graded_rows_keep_relative_accuracy. Duplicate rows
+#   and zero columns showed no such loss (1,500 examples without the exclusion).
+# - weights with a zero column or duplicate rows whose layer's live rows spread over more
+#   than NET_SATURATED_SPREAD = 1 / eps64 (e^36): the same bound only. The numpy backend's
+#   spectrum is off by e^349 in its LARGEST value (cpp and numba agree with 400-digit
+#   arithmetic) in a two-layer tanh network of saturated units (phi' = e^-206, e^-594,
+#   e^-970) with a zero weight column; test_saturated_graded_layers_reference_accuracy.
+# - formed products whose pre-activations overflow the dtype (finite inputs): jacobian,
+#   singular_values and frobenius_norm return values (phi'(+-inf) = 0) on every backend,
+#   or NaN and a FloatingPointError where BLAS summed to inf - inf, so the backends differ
+#   by summation order; log_singular_values and the ranks raise. They count as out of
+#   range above; test_formed_products_with_overflowing_preactivations_are_an_error.
+
+NET_C = 16
+NET_GRADED_SPREAD = 5.0
+NET_SATURATED_SPREAD = -math.log(2.0**-52)  # 1 / eps64 = e^36
+_NET_ACTIVATIONS = [
+    "relu",
+    "leaky_relu",
+    "tanh",
+    "sigmoid",
+    "gelu",
+    "silu",
+    "softplus",
+    "elu",
+    "identity",
+]
+_NET_STRUCTURES = ["dense", "duplicate_row", "zero_column", "integer", "dead_relu"]
+_KINKED = ("relu", "leaky_relu", "elu")  # phi' jumps at 0
+_NET_FUNCTIONS = ["log_singular_values", "rank", "exact_rank", "jacobian", "singular_values"]
+# one of these per example, in turn (each call of each backend costs ~1-5 ms)
+_NET_ROTATING = ["layer_exact_ranks", "layer_ranks", "frobenius_norm"]
+
+
+@st.composite
+def _network_case(draw: Any) -> dict[str, Any]:
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    norm = draw(st.sampled_from([None, "layer"]))
+    residual = draw(st.booleans())
+    act = draw(st.sampled_from(_NET_ACTIVATIONS))
+    structure = draw(st.sampled_from(_NET_STRUCTURES))
+    sizes = draw(st.lists(_MAGNITUDES, min_size=5, max_size=5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    case = _make_network(dtype, norm, residual, act, structure, sizes, seed)
+    case["rotate"] = draw(st.integers(0, len(_NET_ROTATING) - 1))
+    return case
+
+
+def _make_network(
+    dtype: Any, norm: Any, residual: bool, act: str, structure: str, sizes: list[float], seed: int
+) -> dict[str, Any]:
+    """A network whose layer l has pre-activations of size sizes[l + 1] (weights within the
+    dtype's range), inputs of size sizes[0]."""
     rng = np.random.default_rng(seed)
-    widths = [int(w) for w in rng.integers(1, 4, size=int(rng.integers(2, 4)) + 1)]
-    act = str(rng.choice(["gelu", "tanh", "relu", "silu"]))
-    net = jacgeom.Network.random(widths, activation=act, norm="layer", seed=seed)
-    X = rng.standard_normal((3, widths[0])) * float(rng.choice([1e-3, 1.0, 1e3]))
-    ranks = {be: _outcome(lambda be=be: net.rank(X, backend=be)) for be in BACKENDS}
+    top = 1e30 if dtype == np.float32 else 1e300
+    sizes = [float(np.clip(s, 1 / top, top)) for s in sizes]
+    L = int(rng.integers(1, 5))
+    n = int(rng.integers(1, 7))
+    widths = [n] * (L + 1) if residual else [int(w) for w in rng.integers(1, 7, size=L + 1)]
+    X = rng.standard_normal((int(rng.integers(1, 4)), widths[0])) * sizes[0]
+    if structure == "integer":
+        X = np.round(rng.standard_normal(X.shape) * 2)
+    X = np.clip(X, -top, top).astype(dtype)
+    dead = int(rng.integers(0, L))
+    weights, biases = [], []
+    h = X.astype(np.float64)
+    phi = jacgeom.activation(act).phi
+    for l in range(L):
+        m, k = widths[l + 1], widths[l]
+        if structure == "integer":
+            W = rng.integers(-2, 3, (m, k)).astype(np.float64)
+            b = rng.integers(-2, 3, m).astype(np.float64)
+        else:
+            with np.errstate(all="ignore"):
+                rms = float(np.sqrt(np.mean(np.square(h / top)))) * top if h.size else 1.0
+            scale = sizes[l + 1] / rms if 0 < rms < np.inf else sizes[l + 1]
+            W = rng.standard_normal((m, k)) * float(np.clip(scale, 1 / top, top))
+            b = rng.standard_normal(m) * sizes[l + 1]
+            if structure == "duplicate_row" and m >= 2:
+                W[1], b[1] = W[0], b[0]  # exactly singular wherever both units are live
+            if structure == "zero_column":
+                W[:, 0] = 0.0
+            if structure == "dead_relu" and l == dead:
+                b = -(np.abs(b) + 4 * sizes[l + 1] * k)  # relu: every unit of layer l dead
+        W = np.clip(W, -top, top).astype(dtype)
+        b = np.clip(b, -top, top).astype(dtype)
+        weights.append(W)
+        biases.append(b)
+        with np.errstate(all="ignore"):
+            z = h @ W.astype(np.float64).T + b
+            if norm == "layer":
+                c = z - z.mean(axis=1, keepdims=True)
+                z = c / _norm_sigma(c, 1e-5)[:, None]
+            a = phi(z)
+            h = np.nan_to_num(h + a if residual else a)
+    net = jacgeom.Network(
+        weights, biases, activation=jacgeom.activation(act), residual=residual, norm=norm
+    )
+    return {"net": net, "X": X, "structure": structure}
+
+
+def _norm(a: np.ndarray, axis: int) -> np.ndarray:
+    """2-norm along an axis without overflow or underflow of the squares."""
+    s = np.max(np.abs(a), axis=axis, keepdims=True, initial=0.0)
+    safe = np.where(s > 0, s, 1.0)
+    return np.squeeze(safe, axis) * np.sqrt(np.sum((a / safe) ** 2, axis=axis))
+
+
+def _norm_sigma(c: np.ndarray, eps: float) -> np.ndarray:
+    """sqrt(mean(c^2) + eps) along rows without overflow (c / max|c| squared)."""
+    s = np.max(np.abs(c), axis=1, initial=0.0)
+    safe = np.where(s >= 1, s, 1.0)  # below 1 the plain formula neither overflows nor loses eps
+    return safe * np.sqrt(np.mean((c / safe[:, None]) ** 2, axis=1) + eps / safe**2)
+
+
+def _forward_bounds(net: Any, X: np.ndarray) -> dict[str, np.ndarray]:
+    """Per sample, from a float64 forward pass with a first-order running bound on how far
+    a backend's forward pass (in the network's dtype) can be from it: kappa (the change of
+    the spectrum's logs that allows), ambiguous (a kink or zero of phi' within rounding),
+    log_terms (sum_l log([1 +] ||D_l|| ||J_N,l|| ||W_l||)), sum_abs_log (sum_l |log of
+    that|), spread (the largest spread of a layer's live row scales, in log)."""
+    eps = float(np.finfo(net.dtype).eps)
+    top = float(np.finfo(net.dtype).max)
+    B = X.shape[0]
+    h = X.astype(np.float64)
+    dh = np.zeros_like(h)
+    exact = np.all(h == np.round(h), axis=1)
+    out = {
+        k: np.zeros(B) for k in ("kappa", "eta", "log_terms", "log_range", "sum_abs_log", "spread")
+    }
+    ambiguous = np.zeros(B, dtype=bool)
+    factor_logs: list[np.ndarray] = []
+    with np.errstate(all="ignore"):
+        for W, b, act in zip(net.weights, net.biases, net.activations, strict=True):
+            W64, b64 = W.astype(np.float64), b.astype(np.float64)
+            k = W.shape[1]
+            z = h @ W64.T + b64
+            size = np.abs(h) @ np.abs(W64).T + np.abs(b64)
+            # pre-activations beyond the dtype's range: out of range for formed products
+            out["log_range"] += np.where(size.max(axis=1, initial=0) <= top, 0.0, np.inf)
+            dz = dh @ np.abs(W64).T + (k + 2) * eps * size
+            # integers below 2^20 through relu / identity: every backend's z is exact
+            whole = bool(np.all(W64 == np.round(W64)) and np.all(b64 == np.round(b64)))
+            exact &= whole & (size.max(axis=1, initial=0) < 2**20)
+            dz = np.where(exact[:, None], 0.0, dz)
+            row_norms = _norm(W64, axis=1)
+            if net.norm == "layer":
+                m = z.shape[1]
+                c = z - z.mean(axis=1, keepdims=True)
+                sigma = _norm_sigma(c, net.norm_eps)
+                dmax = dz.max(axis=1, initial=0)
+                dsigma = 2 * dmax + (m + 4) * eps * sigma
+                arg = c / sigma[:, None]
+                darg = (2 * dmax[:, None] + np.abs(arg) * dsigma[:, None]) / sigma[:, None]
+                darg += 4 * eps * np.abs(arg)
+                delta = np.minimum(net.norm_eps / sigma**2, 1.0)
+                unorm = _norm(arg, axis=1)
+                # the 1 / sigma factor; u's tilt by theta moves the delta-direction
+                # (docs/theory.md, second limit) by 2 theta / sigma: absolute, in eta
+                out["kappa"] += 2 * dsigma / sigma
+                # J_N moves with u: |d J_N| <= (2 |du| |u| / m + dsigma / sigma) / sigma
+                out["eta"] += 2 * _norm(darg, axis=1) * unorm / m + dsigma / sigma
+                norm_size = 1 / sigma
+                log_delta = np.where(m >= 2, np.log(delta), 0.0)
+                exact[:] = False
+            else:
+                arg, darg = z, dz
+                norm_size = np.ones(B)
+                log_delta = np.zeros(B)
+            zero = act.derivative_is_zero(arg)
+            logs = np.stack([act.log_abs_derivative(arg + s * darg) for s in (0, 1, -1)])
+            moved = np.zeros_like(zero)
+            for s in (1, -1):
+                moved |= act.derivative_is_zero(arg + s * darg) != zero
+            if act.name in _KINKED:
+                moved |= (arg - darg <= 0) & (arg + darg > 0)
+            ambiguous |= moved.any(axis=1)
+            change = np.where(zero, 0.0, logs.max(axis=0) - logs.min(axis=0))
+            out["kappa"] += np.where(np.isnan(change), np.inf, change).max(axis=1, initial=0)
+            d = act.derivative(arg)
+            term = np.max(np.abs(d), axis=1, initial=0) * norm_size * np.linalg.norm(W64, 2)
+            term = term + 1 if net.residual else term
+            out["log_terms"] += np.log(term)
+            # a formed product's intermediates: W_l and its row scaling, in either order
+            scaling = np.max(np.abs(d), axis=1, initial=0) * norm_size
+            out["log_range"] += np.log(max(1.0, float(np.linalg.norm(W64, 2))) * k)
+            out["log_range"] += np.log(np.maximum(1.0, scaling) + net.residual)
+            # the factors a backend may multiply one at a time: W_l, then its row scaling
+            factor_logs.append(np.full(B, np.log(float(np.linalg.norm(W64, 2)))))
+            factor_logs.append(np.log(scaling + net.residual))
+            out["sum_abs_log"] += np.abs(np.log(term))
+            scales = logs[0] + (0.0 if net.norm == "layer" else np.log(row_norms))
+            live = ~zero & np.isfinite(scales)
+            top_s = np.where(live, scales, -np.inf).max(axis=1, initial=-np.inf)
+            low_s = np.minimum(
+                np.where(live, scales, np.inf).min(axis=1, initial=np.inf), top_s + log_delta
+            )
+            out["spread"] = np.maximum(out["spread"], np.where(live.any(axis=1), top_s - low_s, 0))
+            a = act.phi(arg)
+            slope = np.max(np.abs([act.derivative(arg + s * darg) for s in (0, 1, -1)]), axis=0)
+            da = slope * darg + 2 * eps * np.abs(a)
+            if net.residual:
+                h, dh = h + a, dh + da + eps * np.abs(h + a)
+            else:
+                h, dh = a, da
+            exact &= np.all(h == np.round(h), axis=1)
+            dh = np.where(exact[:, None], 0.0, dh)
+    for key in ("kappa", "eta"):  # a bound that cannot be evaluated allows anything
+        out[key] = np.where(np.isnan(out[key]), np.inf, out[key])
+    # the largest product of consecutive factors' norms (>= 1): what an underflow's
+    # absolute error in an intermediate product can be multiplied by afterwards
+    best = run = np.zeros(B)
+    for t in factor_logs:
+        run = np.maximum(run + np.nan_to_num(t, nan=np.inf), 0.0)
+        best = np.maximum(best, run)
+    out["log_amplify"] = best
+    out["ambiguous"] = ambiguous
+    return out
+
+
+def _log_abs_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log|e^a - e^b| for log values a, b (-inf allowed), without leaving the float range."""
+    hi, lo = np.maximum(a, b), np.minimum(a, b)
+    with np.errstate(all="ignore"):
+        return np.where(hi == lo, -np.inf, hi + np.log1p(-np.exp(lo - hi)))
+
+
+def _network_disagreements(case: dict[str, Any]) -> list[str]:
+    """Every disagreement beyond the stated tolerances (the comment above), as messages."""
+    net, X = case["net"], case["X"]
+    names = _NET_FUNCTIONS + [_NET_ROTATING[case.get("rotate", 0) % len(_NET_ROTATING)]]
+    if net.widths[0] == net.widths[-1]:
+        names.append("log_abs_det")
+    results = {
+        be: {nm: _outcome(functools.partial(getattr(net, nm), X, backend=be)) for nm in names}
+        for be in BACKENDS
+    }
+    ref = results["numpy"]
+    bad: list[str] = []
+    fb = _forward_bounds(net, X)
+    # a formed product in range: no intermediate of either multiplication order overflows
+    in_range = fb["log_range"] < math.log(float(np.finfo(net.dtype).max))
     for be in BACKENDS:
-        if isinstance(ranks[be], type):
-            assert ranks[be] is ranks["numpy"]
-            continue
-        assert (ranks[be] <= min(widths)).all(), (widths, be, ranks[be])
-        np.testing.assert_array_equal(ranks[be], ranks["numpy"], err_msg=be)
-    if not values:
-        return
-    logs = {be: _outcome(lambda be=be: net.log_singular_values(X, backend=be)) for be in BACKENDS}
-    ref = logs["numpy"]
+        for nm in names:
+            got = results[be][nm]
+            if (isinstance(got, type) or isinstance(ref[nm], type)) and got is not ref[nm]:
+                if nm in ("jacobian", "singular_values", "frobenius_norm") and not in_range.all():
+                    continue
+                bad.append(f"{nm} {be}: {got!r}, reference {ref[nm]!r} (same error type expected)")
+    if isinstance(ref["log_singular_values"], type):
+        return bad
+    eps64, eps = float(np.finfo(np.float64).eps), float(np.finfo(net.dtype).eps)
+    L, n = net.depth, max(net.widths)
+    clear = ~fb["ambiguous"]
+    logs = ref["log_singular_values"].astype(np.float64)
+    finite_logs = np.where(np.isfinite(logs), logs, 0.0)
+    # per value: relative (in log), and where allowed the backward-error bound
+    tol = (NET_C * L * n * eps64 + 2 * L * eps64 * fb["sum_abs_log"] + fb["kappa"])[:, None]
+    tol = tol + 2 * eps * np.abs(finite_logs)
+    with np.errstate(divide="ignore"):
+        log_abs_tol = np.log(NET_C * L * n * eps + fb["eta"]) + fb["log_terms"]
+    graded_limit = {"integer": NET_GRADED_SPREAD, "zero_column": NET_SATURATED_SPREAD}
+    graded_limit["duplicate_row"] = NET_SATURATED_SPREAD
+    excluded = fb["spread"] > graded_limit.get(case["structure"], np.inf)
+    backward_ok = np.full(len(X), net.residual or net.norm == "layer") | excluded
+    # where a normalised layer's rounded u can make or break an exact zero (a value below
+    # the backward-error bound), the exact ranks and the -inf places are not compared
+    tiny = np.zeros(len(X), dtype=bool)
+    for be in BACKENDS:  # any backend's value: the exact zero may be the reference's
+        lg = results[be]["log_singular_values"]
+        if not isinstance(lg, type):
+            lg = lg.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                tiny |= (np.isfinite(lg) & (lg <= log_abs_tol[:, None] + math.log(10))).any(axis=1)
+    exact_clear = clear & ~(tiny & (net.norm == "layer"))
+    why = (
+        f"(stated tolerance: |d log s| <= {NET_C} L n eps64 + kappa + rounding, or for formed "
+        f"or normalised layers |d s| <= the backward-error bound; L={L}, n={n})"
+    )
     for be in BACKENDS:
-        if isinstance(ref, type) or isinstance(logs[be], type):
-            assert logs[be] is ref
+        got = results[be]["log_singular_values"]
+        if isinstance(got, type):
             continue
-        np.testing.assert_array_equal(np.isneginf(logs[be]), np.isneginf(ref), err_msg=be)
-        # the stated tolerance in value space, relative to each sample's sigma_max
-        top = np.max(ref, axis=1, keepdims=True, initial=-np.inf)
-        top = np.where(np.isfinite(top), top, 0.0)
+        g = got.astype(np.float64)
+        for i in np.flatnonzero(clear):
+            if not np.array_equal(np.isneginf(g[i]), np.isneginf(logs[i])):
+                if exact_clear[i]:
+                    bad.append(
+                        f"log_singular_values {be} sample {i}: exact zeros {g[i]} vs {logs[i]}"
+                    )
+                continue
+            f = np.isfinite(logs[i])
+            ok = np.abs(g[i][f] - logs[i][f]) <= tol[i][f]
+            if backward_ok[i]:
+                ok |= _log_abs_difference(g[i][f], logs[i][f]) <= log_abs_tol[i]
+            if not ok.all():
+                bad.append(
+                    f"log_singular_values {be} sample {i}: {g[i]} vs reference {logs[i]}, "
+                    f"log tolerance {tol[i]} {why}"
+                )
+
+    # numerical ranks, away from the threshold (numpy's rule, the dtype's eps)
+    def clear_of_threshold(lg: np.ndarray, tl: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        if lg.shape[1] == 0:
+            return np.ones(len(lg), dtype=bool)
+        threshold = lg[:, :1] + math.log(max(shape) * eps)
         with np.errstate(invalid="ignore"):
-            got_v, ref_v = np.exp(logs[be] - top), np.exp(ref - top)
-        np.testing.assert_allclose(got_v, ref_v, rtol=0, atol=NETWORK_TOL, err_msg=be)
+            near = np.abs(lg - threshold) <= math.log(10) + tl
+        return ~near.any(axis=1) & np.isfinite(lg[:, 0]) | np.isneginf(lg[:, 0])
+
+    rank_clear = clear & clear_of_threshold(logs, tol, (net.widths[-1], net.widths[0]))
+    rank_clear &= exact_clear
+    compare = {"rank": rank_clear, "exact_rank": exact_clear, "layer_exact_ranks": exact_clear}
+    if "layer_ranks" in names:
+        prefix_clear = clear.copy()
+        for l in range(1, L + 1):
+            sub = jacgeom.Network(
+                net.weights[:l],
+                net.biases[:l],
+                activation=net.activations[:l],
+                residual=net.residual,
+                norm=net.norm,
+            )
+            sub_logs = _outcome(functools.partial(sub.log_singular_values, X, backend="numpy"))
+            if isinstance(sub_logs, type):
+                prefix_clear[:] = False
+                break
+            sl = sub_logs.astype(np.float64)
+            sub_tol = tol[:, :1] + 2 * eps * np.abs(np.where(np.isfinite(sl), sl, 0.0))
+            prefix_clear &= clear_of_threshold(sl, sub_tol, (sub.widths[-1], sub.widths[0]))
+        compare["layer_ranks"] = prefix_clear
+    for nm, where in compare.items():
+        if nm not in names or isinstance(ref[nm], type):
+            continue
+        for be in BACKENDS:
+            got = results[be][nm]
+            if not isinstance(got, type) and not np.array_equal(got[where], ref[nm][where]):
+                bad.append(f"{nm} {be}: {got} vs reference {ref[nm]} (compared: {where})")
+    # structural bounds (issue 21 item 1): exact rank <= widths, numerical <= exact
+    bound = min([net.widths[0]] + [w - (net.norm == "layer") for w in net.widths[1:]])
+    if net.residual:
+        bound = net.widths[0]
+    for be in BACKENDS:
+        er, nr = results[be]["exact_rank"], results[be]["rank"]
+        if isinstance(er, type) or isinstance(nr, type):
+            continue
+        if not ((er <= max(bound, 0)).all() and (nr <= er).all()):
+            bad.append(f"rank bounds {be}: exact {er}, numerical {nr}, structural bound {bound}")
+    # log|det|: the sum of the per-value bounds
+    if "log_abs_det" in names and not isinstance(ref["log_abs_det"], type):
+        r = ref["log_abs_det"].astype(np.float64)
+        for be in BACKENDS:
+            got = results[be]["log_abs_det"].astype(np.float64)
+            # where the backward-error bound is accepted, each value's log may move by
+            # log(1 + bound / s) too; compared where every s is 10 times above that bound
+            with np.errstate(over="ignore"):
+                ratio = np.exp(log_abs_tol[:, None] - np.where(np.isfinite(logs), logs, np.inf))
+            per_value = np.where(backward_ok[:, None], np.maximum(tol, 2 * np.log1p(ratio)), tol)
+            sure = exact_clear & np.isfinite(r) & ~(backward_ok & tiny)
+            allowed = per_value.sum(axis=1) + 4 * eps * np.abs(np.where(np.isfinite(r), r, 0))
+            if (
+                not np.array_equal(np.isneginf(got[exact_clear]), np.isneginf(r[exact_clear]))
+                or not (np.abs(got - r)[sure] <= allowed[sure]).all()
+            ):
+                bad.append(f"log_abs_det {be}: {got} vs reference {r}, tolerance {allowed}")
+    # the formed product and its reductions, against the size of its terms
+    with np.errstate(over="ignore"):
+        scale = (NET_C * L * n * eps + fb["kappa"] + fb["eta"]) * np.exp(fb["log_terms"])
+        # gradual underflow: each product entry is off by up to n spacings of the
+        # subnormals (the smallest subnormal), then multiplied by the layers after (or
+        # before) it
+        unit_sub = float(np.finfo(net.dtype).smallest_subnormal)
+        scale = scale + L * n * unit_sub * np.exp(fb["log_amplify"])
+    formed = clear & np.isfinite(scale) & in_range
+    for nm in ("jacobian", "singular_values", "frobenius_norm"):
+        if nm not in names or isinstance(ref[nm], type):
+            continue
+        r = ref[nm].astype(np.float64)
+        for be in BACKENDS:
+            got = results[be][nm]
+            if isinstance(got, type):
+                continue
+            if got.shape != ref[nm].shape or got.dtype != ref[nm].dtype:
+                bad.append(f"{nm} {be}: shape/dtype {got.shape} {got.dtype} vs {r.shape}")
+                continue
+            same = (got == r) | (np.isnan(got) & np.isnan(r))  # equal non-finite values agree
+            with np.errstate(invalid="ignore"):
+                diff = np.where(same, 0.0, np.abs(got.astype(np.float64) - r))
+            err = np.nan_to_num(diff, nan=np.inf).reshape(len(X), -1).max(axis=1, initial=0)
+            k = min(net.widths[0], net.widths[-1]) if nm == "frobenius_norm" else 1
+            over = formed & ~(err <= math.sqrt(k) * scale)
+            if over.any():
+                bad.append(
+                    f"{nm} {be}: samples {np.flatnonzero(over)} differ by {err[over]} > "
+                    f"(NET_C L n eps + kappa + eta) prod_l term_l + underflow = {scale[over]}"
+                )
+    return bad
+
+
+def _check_network_case(case: dict[str, Any]) -> None:
+    # One thread: the values do not depend on it (set_num_threads' contract), and on a
+    # shared 2-core machine a parallel launch per ~1 ms kernel costs more than the kernel.
+    threads = jacgeom.get_num_threads()
+    jacgeom.set_num_threads(1)
+    try:
+        with np.errstate(all="ignore"):  # the bounds are computed through inf / -inf
+            bad = _network_disagreements(case)
+    finally:
+        jacgeom.set_num_threads(threads)
+    assert not bad, f"{case['net']} ({case['structure']}), X = {case['X'].tolist()}:\n" + "\n".join(
+        bad
+    )
 
 
 _FAST = settings(
@@ -758,10 +1227,10 @@ def test_fuzz_values_agree_across_backends(case: dict[str, Any]) -> None:
     _check_layer_case(case)
 
 
-@settings(_FAST, max_examples=15)
-@given(seed=st.integers(0, 2**31))
-def test_fuzz_layer_norm_networks_agree(seed: int) -> None:
-    _check_layer_norm_network(seed)
+@settings(_FAST, max_examples=60)
+@given(case=_network_case())
+def test_fuzz_network_values_agree_across_backends(case: dict[str, Any]) -> None:
+    _check_network_case(case)
 
 
 @pytest.mark.slow
@@ -772,10 +1241,11 @@ def test_fuzz_values_agree_across_backends_long(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-@settings(_LONG, max_examples=max(1, _LONG.max_examples // 10))
-@given(seed=st.integers(0, 2**31))
-def test_fuzz_layer_norm_networks_agree_long(seed: int) -> None:
-    _check_layer_norm_network(seed)
+@_LONG
+@given(case=_network_case())
+def test_fuzz_network_values_agree_across_backends_long(case: dict[str, Any]) -> None:
+    # 10^4 networks (JACGEOM_FUZZ_EXAMPLES), plain, residual and layer-normalised
+    _check_network_case(case)
 
 
 def _network_log_singular_values_60_digits(net: Any, x: np.ndarray) -> list[float]:
@@ -819,6 +1289,80 @@ def test_narrow_layer_norm_network_values_against_60_digits(seed: int) -> None:
             np.testing.assert_allclose(
                 row, _network_log_singular_values_60_digits(net, x), rtol=0, atol=1e-6, err_msg=be
             )
+
+
+# Found by the network value fuzz (the NET_GRADED_SPREAD exclusion above): exactly
+# structured (integer) rows of a well-conditioned W, graded by their scales, lose relative
+# accuracy on every backend, which neither documented limit covers (the rows are not
+# dependent; no normalisation). Strict: when it is fixed, this passes, fails as XPASS, and
+# the exclusion goes.
+@pytest.mark.xfail(strict=True, reason="bug: the graded frame on exactly structured rows")
+@pytest.mark.parametrize(
+    ("rows", "log_scales"),
+    [
+        ([[1.0, -2.0, -1.0], [-1.0, 2.0, -1.0], [-2.0, 1.0, 0.0]], [0.0, -9.0, -56.0]),
+        ([[-1.0, 0.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], [0.0, -1.0, -30.0]),
+        # sigmoid'(-10), sigmoid'(1): cpp and numba 424 eps off, numpy exact
+        (
+            [[1.0, 1.0, 1.0, 0.0, 2.0, -2.0], [0.0, -1.0, 0.0, 0.0, 0.0, 1.0]],
+            [-10.000090797798434, -1.6265233750364456],
+        ),
+    ],
+)
+def test_structured_graded_rows_keep_relative_accuracy(
+    rows: list[list[float]], log_scales: list[float]
+) -> None:
+    import mpmath as mp
+
+    W = np.exp(log_scales)[:, None] * np.array(rows)
+    with mp.workdps(60):
+        exact = [float(mp.log(v)) for v in mp.svd_r(mp.matrix(W.tolist()), compute_uv=False)]
+    net = jacgeom.Network([W], activation="identity")
+    n = max(W.shape)
+    for be in BACKENDS:
+        got = net.log_singular_values(np.zeros(W.shape[1]), backend=be)
+        np.testing.assert_allclose(got, exact, rtol=0, atol=NET_C * n * 2.0**-52, err_msg=be)
+
+
+# Found by the network value fuzz (NET_SATURATED_SPREAD): the numpy backend off by e^349
+# in the largest singular value of a two-layer tanh network whose first layer's units are
+# saturated and graded (phi' = e^-206, e^-594, e^-970) and whose weights have a zero
+# column; cpp and numba agree with 400-digit arithmetic.
+@pytest.mark.xfail(strict=True, reason="bug: numpy backend, saturated graded layers")
+def test_saturated_graded_layers_reference_accuracy() -> None:
+    W1 = [
+        [0.0, -1.5830677754511008e-147, -9.977553799297265e-149, 9.775828245718312e-148],
+        [0.0, -9.94200892071407e-148, 8.369052770507392e-148, -2.382500254065106e-148],
+        [0.0, 1.4282387333508708e-148, -1.5755798269073275e-147, -1.2675167461468371e-147],
+    ]
+    W2 = [
+        [0.0, -3.219894506313022e-301, 9.373050350712114e-301],
+        [0.0, -2.7553580598975465e-302, 5.194180772286181e-302],
+    ]
+    b1 = [-949.6512687541203, -970.6903587050103, -1195.4622831277463]
+    b2 = [1.1858830686930326e-300, -1.993665436889883e-301]
+    x = [1.0873418100168326e150, -8.382253327405307e149, -2.7850070567778556e149,
+         -3.087717485742716e149]  # fmt: skip
+    net = jacgeom.Network([np.array(W1), np.array(W2)], [np.array(b1), np.array(b2)], "tanh")
+    exact = -1622.3999158323  # 400-digit arithmetic, log sigma_1
+    for be in BACKENDS:
+        got = float(net.log_singular_values(np.array(x), backend=be)[0])
+        assert abs(got - exact) < 1e-9 * abs(exact), (be, got, exact)
+
+
+# Found by the network value fuzz (its out-of-range exclusion): a pre-activation beyond the
+# float range from finite inputs is an error for log_singular_values and rank, but the
+# formed products return phi'(inf) = 0 rows (or NaN, by summation order) without one.
+@pytest.mark.xfail(strict=True, reason="bug: formed products do not check pre-activations")
+def test_formed_products_with_overflowing_preactivations_are_an_error(backend: str) -> None:
+    net = jacgeom.Network([np.array([[1e300, 0.0], [0.0, 1.0]])], activation="tanh")
+    X = np.array([[1e30, 1.0]])  # z_0 = 1e330
+    with np.errstate(all="ignore"):  # numpy's own overflow warning is not the point here
+        with pytest.raises(FloatingPointError, match="pre-activations"):
+            net.log_singular_values(X, backend=backend)
+        for fn in (net.jacobian, net.singular_values, net.frobenius_norm):
+            with pytest.raises(FloatingPointError):
+                fn(X, backend=backend)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
