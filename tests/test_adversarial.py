@@ -15,9 +15,9 @@ derived tolerances (the comments above each fuzz give the derivations):
   within (16 L n eps + kappa + eta) prod_l ||term_l|| plus gradual underflow; exact ranks
   equal; numerical ranks equal where no singular value is within 10x (times its
   tolerance) of the threshold; samples whose rounding straddles a kink of phi' skipped.
-  Three bugs this fuzz found are excluded from it by narrow predicates and tracked by
-  strict xfails (graded rows of integer weights; saturated graded layers with a zero
-  column, numpy backend; formed products of overflowing pre-activations).
+  Two bugs this fuzz found are excluded from it by narrow predicates and tracked by strict
+  xfails (graded rows of integer weights; saturated graded layers with a zero column, numpy
+  backend); a third (formed products of overflowing pre-activations) is fixed and tested.
 
 The non-finite rule under test (jacgeom.layer._Layer, docs: "NaN and Inf"):
 
@@ -802,11 +802,9 @@ def _check_layer_case(case: dict[str, Any]) -> None:
 #   spectrum is off by e^349 in its LARGEST value (cpp and numba agree with 400-digit
 #   arithmetic) in a two-layer tanh network of saturated units (phi' = e^-206, e^-594,
 #   e^-970) with a zero weight column; test_saturated_graded_layers_reference_accuracy.
-# - formed products whose pre-activations overflow the dtype (finite inputs): jacobian,
-#   singular_values and frobenius_norm return values (phi'(+-inf) = 0) on every backend,
-#   or NaN and a FloatingPointError where BLAS summed to inf - inf, so the backends differ
-#   by summation order; log_singular_values and the ranks raise. They count as out of
-#   range above; test_formed_products_with_overflowing_preactivations_are_an_error.
+# - formed products whose pre-activations overflow the dtype (finite inputs): every method
+#   raises FloatingPointError (test_formed_products_with_overflowing_preactivations_are_an_
+#   error); they count as out of range above, where no value is compared.
 
 NET_C = 16
 NET_GRADED_SPREAD = 5.0
@@ -1351,9 +1349,8 @@ def test_saturated_graded_layers_reference_accuracy() -> None:
 
 
 # Found by the network value fuzz (its out-of-range exclusion): a pre-activation beyond the
-# float range from finite inputs is an error for log_singular_values and rank, but the
-# formed products return phi'(inf) = 0 rows (or NaN, by summation order) without one.
-@pytest.mark.xfail(strict=True, reason="bug: formed products do not check pre-activations")
+# float range from finite inputs is an error for every method (the formed products returned
+# phi'(inf) = 0 rows, or NaN by summation order, before).
 def test_formed_products_with_overflowing_preactivations_are_an_error(backend: str) -> None:
     net = jacgeom.Network([np.array([[1e300, 0.0], [0.0, 1.0]])], activation="tanh")
     X = np.array([[1e30, 1.0]])  # z_0 = 1e330

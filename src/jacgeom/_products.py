@@ -78,7 +78,8 @@ def jacobian_chunk(
         return _dispatch.call(
             "chain_active", backend, net.weights, Ds, reverse_is_cheaper(net), out
         )
-    J = dense_chunk(net, layers, X.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # Network checks what comes out
+        J = dense_chunk(net, layers, X.shape[0])
     if out is None:
         return J
     out[...] = J
@@ -103,7 +104,9 @@ def singular_values_chunk(net: Network, X: FloatArray, backend: str) -> FloatArr
     Ds = active_chain(net, layers, backend)
     if Ds is not None:
         return _dispatch.call("chain_singular_values", backend, net.weights, Ds)
-    return _dispatch.batched_singular_values(dense_chunk(net, layers, X.shape[0]), backend)
+    with np.errstate(over="ignore", invalid="ignore"):  # Network checks what comes out
+        J = dense_chunk(net, layers, X.shape[0])
+    return _dispatch.batched_singular_values(J, backend)
 
 
 def dense_forward(net: Network, layers: list[Any], B: int) -> FloatArray:

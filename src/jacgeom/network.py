@@ -352,8 +352,11 @@ class Network:
                 h = h + out if self.residual else out
                 yield out, np.ones_like(out), J
                 continue
-            z = h @ W.T
-            z += b  # in place: one fresh (B_c, n_l) array per layer, not two
+            with np.errstate(over="ignore", invalid="ignore"):  # decided below, not warned
+                z = h @ W.T
+                z += b  # in place: one fresh (B_c, n_l) array per layer, not two
+            if not np.isfinite(z).all():
+                self._check_preactivations(X, l)
             state = None
             arg = z
             if self.norm == "layer":
@@ -458,6 +461,12 @@ class Network:
         -------
         J : (B, n_L, n_0) or (n_L, n_0) ndarray
 
+        Raises
+        ------
+        FloatingPointError
+            Where finite inputs and weights give an entry of J beyond the float range (its
+            spectrum may still be in range: :meth:`log_singular_values` never forms J).
+
         Examples
         --------
         >>> import numpy as np, jacgeom
@@ -476,13 +485,14 @@ class Network:
             _validation.output_array(out, shape[1:] if squeeze else shape, self.dtype, (X, Xk))
         if be == "numpy":
             J = _ref.jacobian(self, Xk)
+            self._check_formed(Xk, J)
             if out is None:
                 return J[0] if squeeze else J
             out[...] = J[0] if squeeze else J
             return out
         target = np.empty(shape, dtype=self.dtype) if out is None else out.reshape(shape)
         for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-            _products.jacobian_chunk(self, Xk[sl], be, target[sl])
+            self._check_formed(Xk[sl], _products.jacobian_chunk(self, Xk[sl], be, target[sl]))
         if out is not None:
             return out
         return target[0] if squeeze else target
@@ -506,13 +516,34 @@ class Network:
                 out = np.empty(shape, dtype=self.dtype)
                 for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
                     out[sl] = _products.singular_values_chunk(self, Xk[sl], be)
-        if np.all(np.isfinite(Xk)) and not np.all(np.isfinite(out)):
+        self._check_formed(Xk, out)
+        return out[0] if squeeze else out
+
+    def _check_preactivations(self, X: FloatArray, l: int) -> None:
+        """A FloatingPointError where finite inputs, weights and biases gave layer l
+        pre-activations beyond the float range (an overflowing sum is not the limit of
+        anything: BLAS's order decides between NaN and either infinity)."""
+        finite = all(bool(np.isfinite(b).all()) for b in self.biases)
+        if self._finite_weights and finite and np.all(np.isfinite(X)):
+            raise FloatingPointError(
+                f"the pre-activations of layer {l} are not finite for finite inputs (the "
+                "forward pass overflows the float range); no Jacobian exists in floating point"
+            )
+
+    def _check_formed(self, X: FloatArray, result: FloatArray) -> None:
+        """A FloatingPointError where finite inputs and weights gave a formed product (or a
+        quantity of it) beyond the float range; non-finite inputs follow IEEE arithmetic."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(result)) or np.all(
+                np.isfinite(result)
+            ):  # the sum first: one pass
+                return
+        if self._finite_weights and np.all(np.isfinite(X)):
             # The formed product left the float range (its spectrum need not have).
             raise FloatingPointError(
                 "the end-to-end Jacobian overflows the working precision for finite inputs; "
                 "Network.log_singular_values gives its spectrum without forming it"
             )
-        return out[0] if squeeze else out
 
     def rank(
         self,
@@ -716,7 +747,8 @@ class Network:
         else:
             out = np.empty(Xk.shape[0], dtype=self.dtype)
             for sl, J in self._jacobians(Xk, be):
-                out[sl] = np.sqrt(np.einsum("bij,bij->b", J, J))
+                out[sl] = _ref.frobenius_norms(J)
+        self._check_formed(Xk, out)
         return out[0] if squeeze else out
 
     def log_singular_values(

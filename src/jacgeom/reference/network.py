@@ -73,7 +73,13 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
         if net.residual:
             return h + out, out, np.eye(J.shape[0], dtype=J.dtype) + J
         return out, out, J
-    z = W @ h + b
+    with np.errstate(over="ignore", invalid="ignore"):  # decided here, not warned
+        z = W @ h + b
+    if not np.all(np.isfinite(z)) and all(np.all(np.isfinite(a)) for a in (h, W, b)):
+        raise FloatingPointError(
+            f"the pre-activations of layer {l} are not finite for finite inputs (the forward "
+            "pass overflows the float range); no Jacobian exists in floating point"
+        )
     if net.norm == "layer":
         m = z.shape[0]
         sigma, u, arg, gamma = _normalised(net, l, z)
@@ -132,7 +138,8 @@ def partial_jacobians(net: Any, x: FloatArray) -> list[Any]:
     h, J, out = x, np.eye(x.shape[0], dtype=x.dtype), []
     for l in range(len(net.weights)):
         h, _, A = _layer(net, l, h)
-        J = A @ J
+        with np.errstate(over="ignore", invalid="ignore"):  # Network checks the result
+            J = A @ J
         out.append(J)
     return out
 
@@ -182,7 +189,26 @@ def active_counts(net: Any, X: FloatArray) -> NDArray[np.int64]:
 
 def frobenius_norm(net: Any, X: FloatArray) -> FloatArray:
     """Frobenius norm of each end-to-end Jacobian, (B,)."""
-    return np.sqrt(np.sum(jacobian(net, X) ** 2, axis=(1, 2)))
+    return frobenius_norms(jacobian(net, X))
+
+
+def frobenius_norms(J: FloatArray) -> FloatArray:
+    """||J[b]||_F of a (B, m, n) stack, (B,), without overflow or underflow: where the plain
+    sum of squares leaves the float range (entries beyond sqrt(max) ~ 1.3e154 in float64,
+    1.8e19 in float32, or below sqrt(tiny / eps)), J[b] is first divided by max |J[b]|."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        ss = np.einsum("bij,bij->b", J, J)
+    info = np.finfo(J.dtype)
+    redo = ~(np.isfinite(ss) & (ss >= info.tiny / info.eps))
+    out = np.sqrt(ss)
+    if redo.any() and J.size:
+        Jr = J[redo]
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            top = np.max(np.abs(Jr), axis=(1, 2))
+            safe = np.where(np.isfinite(top) & (top > 0), top, 1.0)
+            scaled = safe * np.sqrt(np.sum((Jr / safe[:, None, None]) ** 2, axis=(1, 2)))
+        out[redo] = np.where(np.isfinite(top) & (top > 0), scaled, top).astype(out.dtype)
+    return out
 
 
 def log_singular_values(net: Any, X: FloatArray) -> FloatArray:
@@ -291,7 +317,8 @@ def _layer_factors(
             out = h + out
         return out, [_dense_step(A)]
     W64 = np.asarray(W, dtype=np.float64)
-    z = W @ h + b
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, not warned
+        z = W @ h + b
     if support is not None and not support.all():
         W64 = W64 * support[None, :]
     arg = u = z
