@@ -60,3 +60,18 @@ def test_overflowing_preactivations_are_an_error_everywhere() -> None:
         for method in ("jacobian", "frobenius_norm", "singular_values", "log_singular_values"):
             with pytest.raises(FloatingPointError, match="not finite"):
                 getattr(net, method)(X, backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pullback_metric_beyond_the_float_range_is_an_error(dtype: Any) -> None:
+    # J entries of 1e25 (float32) / 1e160 (float64) are finite, J^T J is not: an error on
+    # every backend; a factor 1e-3 smaller fits and is computed
+    big = 1e25 if dtype == np.float32 else 1e160
+    X = np.ones((2, 3), dtype=dtype)
+    for backend in jacgeom.backends():
+        W = np.full((4, 3), big, dtype=dtype)
+        with pytest.raises(FloatingPointError, match="pullback metric"):
+            jacgeom.pullback_metric(W, X, activation="identity", backend=backend)
+        small = np.full((4, 3), 1e17 if dtype == np.float32 else 1e152, dtype=dtype)
+        G = jacgeom.pullback_metric(small, X, activation="identity", backend=backend)
+        np.testing.assert_allclose(G, 4 * float(small[0, 0]) ** 2, rtol=1e-5)
