@@ -8,7 +8,7 @@ readable numpy reference ("numpy").
 
 # First of all: Ctrl-C while the imports below run ends the command line with one line
 # instead of a traceback (jacgeom._startup; a program importing jacgeom is not affected).
-from . import _startup  # isort: skip
+from . import _startup  # noqa: F401  # isort: skip
 
 from importlib import metadata as _metadata
 from pathlib import Path as _Path
@@ -87,7 +87,3 @@ __all__ = [
     "pullback_metric",
     "set_num_threads",
 ]
-
-# The package is imported: a program that imported it (whatever its file is called) has
-# Python's own Ctrl-C handler back; the command line guards its own imports again.
-_startup.release()

@@ -217,7 +217,11 @@ def _read_tensors(path: Path, load_file: Any) -> dict[str, Any]:
     """The tensors of a safetensors file as numpy arrays; bfloat16 ones (which numpy has no
     type for) widened exactly to float32, as Network.from_torch reads them."""
     try:
-        return dict(load_file(str(path)))
+        tensors = dict(load_file(str(path)))
+        # with ml_dtypes loaded (JAX imports it) numpy has a bfloat16 type: widen it too
+        return {
+            k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()
+        }
     except Exception as exc:  # noqa: BLE001 - the library's own error types vary
         if "bfloat16" not in str(exc).lower():
             raise ValueError(f"MODEL {str(path)!r} is not a safetensors file: {exc}") from exc

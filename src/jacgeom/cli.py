@@ -22,15 +22,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from . import _startup
-
-_startup.guard()  # the command line's own imports below: Ctrl-C is still one line there
-
-from . import theory  # noqa: E402
-from ._backends import backends  # noqa: E402
-from .activations import activation_names  # noqa: E402
-from .layer import layer_derivatives, layer_singular_values  # noqa: E402
-from .typing import BackendName  # noqa: E402
+from . import _startup, theory
+from ._backends import backends
+from .activations import activation_names
+from .layer import layer_derivatives, layer_singular_values
+from .typing import BackendName
 
 if TYPE_CHECKING:
     from .montecarlo import Result, Spec

@@ -356,7 +356,7 @@ class Network:
                 z = h @ W.T
                 z += b  # in place: one fresh (B_c, n_l) array per layer, not two
             if not np.isfinite(z).all():
-                self._check_preactivations(X, l)
+                self._check_preactivations(h, z, l)
             state = None
             arg = z
             if self.norm == "layer":
@@ -519,12 +519,14 @@ class Network:
         self._check_formed(Xk, out)
         return out[0] if squeeze else out
 
-    def _check_preactivations(self, X: FloatArray, l: int) -> None:
-        """A FloatingPointError where finite inputs, weights and biases gave layer l
-        pre-activations beyond the float range (an overflowing sum is not the limit of
-        anything: BLAS's order decides between NaN and either infinity)."""
+    def _check_preactivations(self, h: FloatArray, z: FloatArray, l: int) -> None:
+        """A FloatingPointError where a sample's finite layer input, with finite weights and
+        biases, gave layer l pre-activations beyond the float range (an overflowing sum is
+        not the limit of anything: BLAS's order decides between NaN and either infinity);
+        as the reference decides it, sample by sample."""
         finite = all(bool(np.isfinite(b).all()) for b in self.biases)
-        if self._finite_weights and finite and np.all(np.isfinite(X)):
+        overflowed = ~np.isfinite(z).all(axis=1) & np.isfinite(h).all(axis=1)
+        if self._finite_weights and finite and overflowed.any():
             raise FloatingPointError(
                 f"the pre-activations of layer {l} are not finite for finite inputs (the "
                 "forward pass overflows the float range); no Jacobian exists in floating point"
