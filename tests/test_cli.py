@@ -24,6 +24,13 @@ from jacgeom.montecarlo import Spec
 from jacgeom.montecarlo.sampling import SAMPLER
 
 
+def _default_sigint() -> None:
+    """In a child, SIGINT as a shell starts a command: default. A process that ignores
+    SIGINT (some test before, or a launcher) passes SIG_IGN to its children, where Python
+    then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def strict_json(text: str) -> Any:
     """json.loads that refuses NaN and Infinity, as strict parsers do."""
 
@@ -324,7 +331,9 @@ def test_ctrl_c_saves_chunks_and_a_rerun_resumes(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "jacgeom", "mc", "--width", "12", "--depth", "3"]
     argv += ["--samples", "200000", "--chunk-size", "200", "--workers", "1"]
     argv += ["--out", str(tmp_path), "--json"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(tmp_path.glob("*/chunk-*.npz"))) < 2:
         time.sleep(0.05)
@@ -341,7 +350,9 @@ def test_ctrl_c_saves_chunks_and_a_rerun_resumes(tmp_path: Path) -> None:
     assert n >= 2 and f"({n * 200} samples)" in line
     # the rerun, with fewer samples so it ends quickly, reuses what was saved
     argv[argv.index("200000")] = str(n * 200)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=300, check=True, preexec_fn=_default_sigint
+    )
     (record,) = strict_json(done.stdout)
     assert record["run"] == {**record["run"], "computed": 0, "reused": n * 200}
 
@@ -360,7 +371,12 @@ def test_ctrl_c_while_starting_is_one_line(command: list[str]) -> None:
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     argv = [*command, "mc", "--width", "4", "--samples", "100", "--quiet"]
     with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_default_sigint,
     ) as proc:
         assert proc.stderr is not None
         lines = []
@@ -379,7 +395,13 @@ def test_ctrl_c_while_starting_is_one_line(command: list[str]) -> None:
 
 def test_importing_jacgeom_keeps_pythons_sigint_handler() -> None:
     code = "import signal, jacgeom; print(signal.getsignal(2) is signal.default_int_handler)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=_default_sigint,
+    )
     assert done.stdout.strip() == "True"
 
 
