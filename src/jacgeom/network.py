@@ -212,6 +212,7 @@ class Network:
         # The active-sub-block chain drops the columns of dead units, so it would turn a
         # 0 * inf of a non-finite weight (check_finite=False) into 0 where the dense product
         # and the reference give NaN: it runs on finite weights only (frozen, checked once).
+        self._may_overflow: bool | None = None  # see _product_may_overflow
         self._finite_weights = all(
             bool(np.isfinite(W).all()) for W, k in zip(self.weights, kernel, strict=True) if not k
         )
@@ -491,8 +492,11 @@ class Network:
             out[...] = J[0] if squeeze else J
             return out
         target = np.empty(shape, dtype=self.dtype) if out is None else out.reshape(shape)
+        check = self._product_may_overflow()
         for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
-            self._check_formed(Xk[sl], _products.jacobian_chunk(self, Xk[sl], be, target[sl]))
+            chunk = _products.jacobian_chunk(self, Xk[sl], be, target[sl])
+            if check:
+                self._check_formed(Xk[sl], chunk)
         if out is not None:
             return out
         return target[0] if squeeze else target
@@ -531,6 +535,25 @@ class Network:
                 f"the pre-activations of layer {l} are not finite for finite inputs (the "
                 "forward pass overflows the float range); no Jacobian exists in floating point"
             )
+
+    def _product_may_overflow(self) -> bool:
+        """Whether an entry of J can leave the float range at finite inputs, decided once
+        per network: for plain layers of built-in activations |J_ij| <= prod_l (max|phi_l'|
+        max_i sum_j |W_l,ij|) (|phi'| <= 1.13 or the activation's parameter); a normalised,
+        residual, kernel or custom layer is not bounded this way. Where it cannot, the pass
+        over J that checks it (the largest array of the call) is skipped."""
+        if self._may_overflow is None:
+            if self.norm is not None or self.residual or any(self.kernel_layers):
+                self._may_overflow = True
+            elif any(act.is_custom for act in self.activations):
+                self._may_overflow = True
+            else:
+                bound = 1.0
+                for W, act in zip(self.weights, self.activations, strict=True):
+                    rows = float(np.max(np.sum(np.abs(W), axis=1), initial=0.0))
+                    bound *= max(2.0, abs(act.parameter)) * rows
+                self._may_overflow = not bound < float(np.finfo(self.dtype).max) / 2
+        return self._may_overflow
 
     def _check_formed(self, X: FloatArray, result: FloatArray) -> None:
         """A FloatingPointError where finite inputs and weights gave a formed product (or a
