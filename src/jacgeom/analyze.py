@@ -213,6 +213,9 @@ def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) 
     return spec
 
 
+_FLOATS = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}  # safetensors dtype -> numpy
+
+
 def _read_tensors(path: Path, load_file: Any) -> dict[str, Any]:
     """The tensors of a safetensors file as numpy arrays; bfloat16 ones (which numpy has no
     type for) widened exactly to float32, as Network.from_torch reads them."""
@@ -235,14 +238,13 @@ def _read_tensors(path: Path, load_file: Any) -> dict[str, Any]:
             if name == "__metadata__":
                 continue
             start, stop = info["data_offsets"]
-            kind = {"BF16": None, "F16": "<f2", "F32": "<f4", "F64": "<f8"}.get(info["dtype"])
-            if info["dtype"] == "BF16":
+            if info["dtype"] == "BF16":  # float32's top 16 bits: widened exactly
                 bits = np.frombuffer(data[start:stop], dtype="<u2").astype(np.uint32) << 16
                 values = bits.view(np.float32)
-            elif kind is not None:
-                values = np.frombuffer(data[start:stop], dtype=kind)
+            elif info["dtype"] in _FLOATS:
+                values = np.frombuffer(data[start:stop], dtype=_FLOATS[info["dtype"]])
             else:
-                continue  # not read as a weight: named tensors of other dtypes are refused later
+                continue  # a tensor of another dtype: the spec cannot name it as a weight
             out[name] = values.reshape(info["shape"]).copy()
         return out
     except (ValueError, KeyError, TypeError) as exc:
