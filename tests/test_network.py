@@ -19,6 +19,8 @@ VARIANTS = [
     ([3, 2], {}),
     ([9, 4, 4, 4, 4, 4, 4, 4, 2], {}),
     ([2, 10, 10, 10, 12], {}),
+    ([5, 8, 8, 8, 3], {"residual": [False, True, True, False]}),
+    ([6, 6, 6, 4], {"residual": [True, False, False], "norm": "layer"}),
 ]
 ACTS = ["relu", "tanh", "gelu", "leaky_relu", "silu", "sigmoid"]
 

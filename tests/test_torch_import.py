@@ -247,9 +247,19 @@ def test_unsupported_modules_named() -> None:
         spec_from_torch(nn.Sequential(nn.Linear(3, 3), nn.Hardtanh()))
     with pytest.raises(UnsupportedModuleError, match=r"call_function <built-in function mul>"):
         spec_from_torch(Unsupported())
-    mixed = nn.Sequential(nn.Linear(5, 5), nn.Tanh(), Block(5, nn.Tanh()))
-    with pytest.raises(UnsupportedModuleError, match=r"all residual or none"):
-        spec_from_torch(mixed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_residual_blocks_between_plain_projections(dtype: Any) -> None:
+    # A residual MLP: a plain input projection, residual blocks, a plain output layer.
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.ReLU(), Block(6, nn.Tanh()), FunctionalBlock(6), nn.Linear(6, 3)
+    )
+    net = _check(model, 4, dtype)
+    assert net.residual == (False, True, True, False)
+    assert net.residual_layers == (False, True, True, False)
+    assert [a.name for a in net.activations] == ["relu", "tanh", "gelu_tanh", "identity"]
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

@@ -116,7 +116,7 @@ def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[
     def layers() -> Any:
         for l, (z, d, state) in enumerate(net._layers(X, backend)):
             if net.kernel_layers[l]:
-                yield FrameLayer(None, z, None, residual=net.residual, dense=state)
+                yield FrameLayer(None, z, None, residual=net.residual_layers[l], dense=state)
                 continue
             arg = state.arg if net.norm == "layer" else z
             yield FrameLayer(
@@ -124,7 +124,7 @@ def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[
                 arg,
                 net.activations[l],
                 norm=state if net.norm == "layer" else None,
-                residual=net.residual,
+                residual=net.residual_layers[l],
                 d=d,
             )
 

@@ -53,7 +53,7 @@ def active_chain(net: Network, layers: list[Any], backend: str) -> list[FloatArr
     Ds = [d for _, d, _ in layers]
     if (
         backend == "cpp"
-        and not net.residual
+        and not any(net.residual_layers)
         and net.norm is None
         and not any(net.kernel_layers)
         and net._finite_weights
@@ -128,8 +128,8 @@ def apply_layer_forward(
     if net.kernel_layers[l]:
         # Per-sample dense Jacobians: one batched matmul (Bc, n_l, n_in) @ (Bc, n_in, n0).
         Y = np.matmul(state, P.transpose(1, 0, 2)).transpose(1, 0, 2)
-        return Y + P if net.residual else np.ascontiguousarray(Y)
-    if l == 0 and not net.residual and net.norm is None:
+        return Y + P if net.residual_layers[l] else np.ascontiguousarray(Y)
+    if l == 0 and not net.residual_layers[l] and net.norm is None:
         Y = np.empty((W.shape[0], B, n0), dtype=net.dtype)
         Y[...] = W[:, None, :]
     else:
@@ -142,7 +142,7 @@ def apply_layer_forward(
         Y -= u.T[:, :, None] * (uY / m)[None, :, :]
         Y /= sigma[None, :, None]
     Y *= d.T[:, :, None]
-    if net.residual:
+    if net.residual_layers[l]:
         Y += P
     return Y
 
@@ -156,7 +156,7 @@ def dense_reverse(net: Network, layers: list[Any], B: int) -> FloatArray:
         _, d, state = layers[l]
         if net.kernel_layers[l]:
             Rn = np.matmul(R, state)
-            R = Rn + R if net.residual else Rn
+            R = Rn + R if net.residual_layers[l] else Rn
             continue
         T = R * d[:, None, :]
         if state is not None:
@@ -167,7 +167,7 @@ def dense_reverse(net: Network, layers: list[Any], B: int) -> FloatArray:
             T /= sigma[:, None, None]
         W = net.weights[l]
         Rn = (T.reshape(B * nL, W.shape[0]) @ W).reshape(B, nL, W.shape[1])
-        if net.residual:
+        if net.residual_layers[l]:
             Rn += R
         R = Rn
     return np.ascontiguousarray(R)

@@ -116,7 +116,7 @@ def load_torch_model(path: str | Path) -> Any:
 
 
 _ARCH_KEYS = {"layers", "residual"}
-_LAYER_KEYS = {"weight", "bias", "activation"}
+_LAYER_KEYS = {"weight", "bias", "activation", "residual"}
 
 
 def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) -> NetworkSpec:
@@ -132,7 +132,9 @@ def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) 
         "activation": ACT}``: NAME a tensor of the file (the weight (n_l, n_(l-1)), as torch's
         ``Linear`` stores it: y = W h + b; ``bias`` optional), ACT an activation name or
         ``{"name": "leaky_relu", "alpha": 0.1}`` with its parameter. ``residual`` (default
-        false) makes every layer h -> h + phi(W h + b).
+        false) makes every layer h -> h + phi(W h + b); a layer's own ``"residual"`` (true
+        or false) overrides it for that layer (a residual MLP with plain input and output
+        layers).
 
     Returns
     -------
@@ -181,7 +183,7 @@ def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) 
     if not isinstance(residual, bool):
         raise ValueError(f'ARCH "residual" must be true or false, not {residual!r}')
     tensors = _read_tensors(path, load_file)
-    pairs, acts = [], []
+    pairs, acts, flags = [], [], []
     for l, layer in enumerate(arch["layers"]):
         if not isinstance(layer, dict) or "weight" not in layer or "activation" not in layer:
             raise ValueError(
@@ -208,7 +210,11 @@ def load_safetensors_model(path: str | Path, arch: str | Path | dict[str, Any]) 
                 )
         pairs.append((tensors[names[0]], tensors[names[1]] if len(names) > 1 else None))
         acts.append(_arch_activation(layer["activation"], l))
-    spec = spec_from_jax(pairs, activation=acts, residual=residual)
+        flag = layer.get("residual", residual)
+        if not isinstance(flag, bool):
+            raise ValueError(f'ARCH layer {l}: "residual" must be true or false, not {flag!r}')
+        flags.append(flag)
+    spec = spec_from_jax(pairs, activation=acts, residual=flags)
     spec.names[:] = [f"layer {l} ({layer['weight']})" for l, layer in enumerate(arch["layers"])]
     return spec
 

@@ -198,7 +198,8 @@ class NetworkSpec:
     weights : list of (n_l, n_{l-1}) ndarray
     biases : list of (n_l,) ndarray
     activations : list of Activation
-    residual : bool
+    residual : bool or tuple of bool
+        True or False for every layer, or one flag per layer where they differ.
     norm : {None, "layer"}
     norm_eps : float
     names : list of str
@@ -212,7 +213,7 @@ class NetworkSpec:
     weights: list[FloatArray]
     biases: list[FloatArray]
     activations: list[Activation]
-    residual: bool = False
+    residual: bool | tuple[bool, ...] = False
     norm: str | None = None
     norm_eps: float = 1e-5
     names: list[str] = dataclasses.field(default_factory=list)
@@ -581,7 +582,8 @@ def spec_from_torch(module: Any) -> NetworkSpec:
     UnsupportedModuleError (a TypeError)
         For any module or operation that a Network cannot represent; the message names the
         module and lists what is supported. In particular: LayerNorm on some layers only,
-        residual blocks mixed with plain layers, LayerNorm after the activation. A
+        LayerNorm after the activation. Residual blocks and plain layers mix (a residual
+        MLP's input and output projections): ``residual`` is then one flag per layer. A
         LayerNorm's affine parameters become the Network's ``norm_weights`` /
         ``norm_biases`` (gamma = 1, beta = 0 where a LayerNorm has none).
 
@@ -610,14 +612,7 @@ def spec_from_torch(module: Any) -> NetworkSpec:
             dtype = _first_dtype(layers)
             layer.W = np.eye(n, dtype=dtype)
             layer.b = np.zeros(n, dtype=dtype)
-    residual = {layer.residual for layer in layers}
-    if len(residual) > 1:
-        plain = [l for l, layer in enumerate(layers) if not layer.residual]
-        raise _unsupported(
-            f"layers {plain} ({', '.join('+'.join(layers[l].names) for l in plain)})",
-            "a jacgeom Network's layers are all residual or none; these are not residual "
-            "while others are",
-        )
+    residual = _one_flag_if_uniform([layer.residual for layer in layers])
     normed = {layer.norm_eps is not None for layer in layers}
     eps = {layer.norm_eps for layer in layers if layer.norm_eps is not None}
     if len(normed) > 1 or len(eps) > 1:
@@ -645,7 +640,7 @@ def spec_from_torch(module: Any) -> NetworkSpec:
         weights=weights,
         biases=biases,
         activations=acts,
-        residual=residual == {True},
+        residual=residual,
         norm="layer" if normed == {True} else None,
         norm_eps=eps.pop() if eps else 1e-5,
         names=["+".join(layer.names) for layer in layers],
@@ -653,6 +648,12 @@ def spec_from_torch(module: Any) -> NetworkSpec:
         norm_weights=gammas,
         norm_biases=betas,
     )
+
+
+def _one_flag_if_uniform(flags: Sequence[bool]) -> bool | tuple[bool, ...]:
+    """Per-layer residual flags as a NetworkSpec holds them: one bool where all agree."""
+    out = tuple(flags)
+    return out[0] if len(set(out)) == 1 else out
 
 
 def _first_dtype(layers: list[_Layer]) -> np.dtype[Any]:
@@ -678,7 +679,7 @@ def spec_from_jax(
     params: Any,
     activation: ActivationName | Activation | Sequence[ActivationName | Activation] = "relu",
     output_activation: ActivationName | Activation = "identity",
-    residual: bool = False,
+    residual: bool | Sequence[bool] = False,
 ) -> NetworkSpec:
     """Read an MLP's parameters (a JAX / Flax pytree, or numpy arrays) into a NetworkSpec.
 
@@ -699,7 +700,8 @@ def spec_from_jax(
         One name for every hidden layer (the last layer then takes ``output_activation``),
         or one per layer (``output_activation`` is then ignored).
     output_activation : str or Activation, default "identity"
-    residual : bool, default False
+    residual : bool or sequence of bool, default False
+        Every layer h -> h + phi(W h + b), or one flag per layer (as :class:`Network`).
 
     Returns
     -------
@@ -736,7 +738,9 @@ def spec_from_jax(
         weights=weights,
         biases=biases,
         activations=acts,
-        residual=residual,
+        residual=residual
+        if isinstance(residual, (bool, np.bool_))
+        else _one_flag_if_uniform(residual),
         names=[f"layer {l}" for l in range(L)],
     )
 

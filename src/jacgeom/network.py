@@ -61,9 +61,10 @@ class Network:
         b_1, ..., b_L (zeros when omitted); None at the place of a kernel layer.
     activation : str, Activation, or a sequence of them (one per layer), default "relu"
         Not used by kernel layers (a per-layer list may hold None there).
-    residual : bool, default False
-        Layers h -> h + phi(W h + b) (h -> h + A k(h) for kernel layers); every layer must
-        be square.
+    residual : bool or sequence of bool, default False
+        Layers h -> h + phi(W h + b) (h -> h + A k(h) for kernel layers): True for every
+        layer, or one flag per layer (a residual MLP with plain input and output layers is
+        ``[False, True, ..., True, False]``). A residual layer must be square.
     norm : {None, "layer"}, default None
         Layer normalisation of z before phi: N(z) = (z - mean(z)) / sqrt(var(z) + norm_eps)
         (the biased variance, as torch.nn.LayerNorm), then gamma_l * N(z) + beta_l where
@@ -95,7 +96,7 @@ class Network:
         weights: Sequence[ArrayLike],
         biases: Sequence[ArrayLike] | None = None,
         activation: Activations = "relu",
-        residual: bool = False,
+        residual: bool | Sequence[bool] = False,
         norm: str | None = None,
         norm_eps: float = 1e-5,
         memory_budget: int | None = None,
@@ -125,14 +126,13 @@ class Network:
                     f"{shapes[i - 1][0]} rows; expected weights[{i}] of shape "
                     f"(n_{i + 1}, {shapes[i - 1][0]})"
                 )
-        if not isinstance(residual, (bool, np.bool_)):
-            raise TypeError("residual must be a bool")
-        if residual:
-            for i, shape in enumerate(shapes):
-                if shape[0] != shape[1]:
-                    raise ValueError(
-                        f"residual layers need square weights; weights[{i}] has shape {shape}"
-                    )
+        residual_layers = _residual_flags(residual, len(shapes))
+        for i, shape in enumerate(shapes):
+            if residual_layers[i] and shape[0] != shape[1]:
+                raise ValueError(
+                    f"residual layers need square weights; weights[{i}] has shape {shape}"
+                    + ("" if isinstance(residual, (bool, np.bool_)) else f" (residual[{i}])")
+                )
         if norm not in (None, "layer"):
             raise ValueError(f"unknown norm {norm!r}; valid choices: None, 'layer'")
         if norm is not None and any(kernel):
@@ -218,7 +218,11 @@ class Network:
         )
         self.activations: list[Activation] = acts
         self.kernel_layers: list[bool] = kernel
-        self.residual = bool(residual)
+        # One flag per layer; ``residual`` is the bool where every layer agrees.
+        self.residual_layers: tuple[bool, ...] = residual_layers
+        self.residual: bool | tuple[bool, ...] = (
+            residual_layers[0] if len(set(residual_layers)) == 1 else residual_layers
+        )
         self.norm = norm
         self.norm_eps = float(norm_eps)
         # gamma_l and beta_l of an affine layer normalisation (None: gamma = 1, beta = 0).
@@ -263,7 +267,7 @@ class Network:
         init: str = "he",
         sigma_w: float | None = None,
         sigma_b: float = 0.0,
-        residual: bool = False,
+        residual: bool | Sequence[bool] = False,
         norm: str | None = None,
         seed: int | np.random.SeedSequence | np.random.Generator | None = None,
         dtype: Any = np.float64,
@@ -350,7 +354,7 @@ class Network:
             if self.kernel_layers[l]:
                 # state: the layer's Jacobians (Bc, n_l, n_{l-1}); every unit live.
                 out, J = W._forward_jacobian(h)
-                h = h + out if self.residual else out
+                h = h + out if self.residual_layers[l] else out
                 yield out, np.ones_like(out), J
                 continue
             with np.errstate(over="ignore", invalid="ignore"):  # decided below, not warned
@@ -367,7 +371,7 @@ class Network:
             if state is not None and state.gamma is not None:
                 d = d * state.gamma  # the layer's row scales: D diag(gamma) J_N W
             a = act.phi(arg)
-            h = h + a if self.residual else a
+            h = h + a if self.residual_layers[l] else a
             yield z, d, state
 
     def forward(self, X: ArrayLike, check_finite: bool = True) -> FloatArray:
@@ -386,13 +390,13 @@ class Network:
         for l in range(self.depth):
             if self.kernel_layers[l]:
                 out = self.weights[l]._forward(h)
-                h = h + out if self.residual else out
+                h = h + out if self.residual_layers[l] else out
                 continue
             z = h @ self.weights[l].T + self.biases[l]
             if self.norm == "layer":
                 z = self._normalised(l, z).arg
             a = self.activations[l].phi(z)
-            h = h + a if self.residual else a
+            h = h + a if self.residual_layers[l] else a
         return h[0] if squeeze else h
 
     def _normalised(self, l: int, z: FloatArray) -> _frame.NormState:
@@ -543,7 +547,7 @@ class Network:
         residual, kernel or custom layer is not bounded this way. Where it cannot, the pass
         over J that checks it (the largest array of the call) is skipped."""
         if self._may_overflow is None:
-            if self.norm is not None or self.residual or any(self.kernel_layers):
+            if self.norm is not None or any(self.residual_layers) or any(self.kernel_layers):
                 self._may_overflow = True
             elif any(act.is_custom for act in self.activations):
                 self._may_overflow = True
@@ -723,7 +727,7 @@ class Network:
             self.weights[:depth],
             biases[:depth],
             activation=self.activations[:depth],
-            residual=self.residual,
+            residual=self.residual_layers[:depth],
             norm=self.norm,
             norm_eps=self.norm_eps,
             memory_budget=self.memory_budget,
@@ -946,7 +950,7 @@ class Network:
         params: Any,
         activation: DenseActivations = "relu",
         output_activation: ActivationName | Activation = "identity",
-        residual: bool = False,
+        residual: bool | Sequence[bool] = False,
         dtype: Any = None,
     ) -> Network:
         """A Network from an MLP's parameter pytree (JAX, Flax ``nn.Dense`` layers, numpy).
@@ -962,7 +966,8 @@ class Network:
             The hidden layers' activation, or one per layer.
         output_activation : str or Activation, default "identity"
             The last layer's, when ``activation`` is one name.
-        residual : bool, default False
+        residual : bool or sequence of bool, default False
+            Every layer residual, or one flag per layer.
         dtype : float32 or float64, optional
 
         Returns
@@ -1123,6 +1128,23 @@ def _affine_parameters(
             )
         out.append(arr)
     return out
+
+
+def _residual_flags(residual: Any, L: int) -> tuple[bool, ...]:
+    """``residual`` checked: one bool for every layer, or a sequence of L bools."""
+    if isinstance(residual, (bool, np.bool_)):
+        return (bool(residual),) * L
+    if isinstance(residual, (str, bytes, np.ndarray)) or not isinstance(residual, Sequence):
+        raise TypeError(
+            f"residual must be a bool or a sequence of {L} bools (one per layer), "
+            f"got {type(residual).__name__}"
+        )
+    if len(residual) != L:
+        raise ValueError(f"residual has {len(residual)} entries for {L} layers; give one or {L}")
+    for i, r in enumerate(residual):
+        if not isinstance(r, (bool, np.bool_)):
+            raise TypeError(f"residual[{i}] must be a bool, got {type(r).__name__}")
+    return tuple(bool(r) for r in residual)
 
 
 def _frozen(a: FloatArray, dtype: np.dtype[Any]) -> FloatArray:

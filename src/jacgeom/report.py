@@ -241,7 +241,7 @@ def _one_layer(net: Network, l: int, dtype: Any) -> Network:
         [W._astype(np.dtype(dtype)) if kernel else W.astype(dtype, copy=False)],
         [None if kernel else net.biases[l]],  # type: ignore[list-item]
         activation=[None if kernel else net.activations[l]],
-        residual=net.residual,
+        residual=net.residual_layers[l],
         norm=net.norm,
         norm_eps=net.norm_eps,
         memory_budget=net.memory_budget,
@@ -335,7 +335,7 @@ def layer_report(
         H64 = H.astype(np.float64, copy=False)
         logs: FloatArray = np.empty((B, p))
         todo = np.ones(B, dtype=bool)
-        if not (kernel or net.residual or net.norm is not None) and B and p:
+        if not (kernel or net.residual_layers[l] or net.norm is not None) and B and p:
             logs, todo = _certified_logs(net, l, H64, backend)
         if todo.any():
             logs[todo] = sub64.log_singular_values(
@@ -420,7 +420,7 @@ def _verdict(
     net: Network, l: int, arg: FloatArray | None, exact: NDArray[np.int64]
 ) -> tuple[Verdict, int]:
     m, n = net.widths[l + 1], net.widths[l]
-    if net.kernel_layers[l] or net.residual:
+    if net.kernel_layers[l] or net.residual_layers[l]:
         return "undecided", 0
     act = net.activations[l]
     if net.norm == "layer" or m < n:

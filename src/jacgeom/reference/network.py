@@ -2,7 +2,8 @@
 
 ``net`` is any object with the attributes of jacgeom.Network: ``weights`` (list of (n_l,
 n_{l-1}) arrays), ``biases`` (list of (n_l,) arrays), ``activations`` (list of Activation),
-``residual`` (bool), ``norm`` (None or "layer"), ``norm_eps`` (float) and, optionally,
+``residual`` (a bool for every layer, or one bool per layer), ``norm`` (None or "layer"),
+``norm_eps`` (float) and, optionally,
 ``norm_weights`` / ``norm_biases`` (the normalisation's gamma_l, beta_l; None: 1 and 0); where
 ``kernel_layers[l]`` is true, ``weights[l]`` is a kernel layer (an object with ``forward``
 and ``jacobian`` of one sample, as jacgeom.KernelLayer) with every unit live.
@@ -70,7 +71,7 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
     W, b, act = net.weights[l], net.biases[l], net.activations[l]
     if _is_kernel(net, l):
         out, J = W.forward(h), W.jacobian(h)
-        if net.residual:
+        if _is_residual(net, l):
             return h + out, out, np.eye(J.shape[0], dtype=J.dtype) + J
         return out, out, J
     with np.errstate(over="ignore", invalid="ignore"):  # decided here, not warned
@@ -91,9 +92,14 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
     else:
         a, d = act.phi(z), act.derivative(z)
         J = d[:, None] * W
-    if net.residual:
+    if _is_residual(net, l):
         return h + a, z, np.eye(W.shape[0], dtype=W.dtype) + J
     return a, z, J
+
+
+def _is_residual(net: Any, l: int) -> bool:
+    flags = net.residual
+    return bool(flags) if isinstance(flags, (bool, np.bool_)) else bool(flags[l])
 
 
 def _is_kernel(net: Any, l: int) -> bool:
@@ -312,7 +318,7 @@ def _layer_factors(
                 f"the Jacobian of layer {l} is not finite (non-finite inputs with "
                 "check_finite=False, or weights that overflow); no spectrum or rank exists"
             )
-        if net.residual:
+        if _is_residual(net, l):
             A = A + np.eye(A.shape[0])
             out = h + out
         return out, [_dense_step(A)]
@@ -328,7 +334,7 @@ def _layer_factors(
     if net.norm == "layer":
         sigma, u, arg, gamma = _normalised(net, l, z)
     a = act.phi(arg)
-    out = h + a if net.residual else a
+    out = h + a if _is_residual(net, l) else a
     if not np.all(np.isfinite(arg)):
         raise FloatingPointError(
             f"the pre-activations of layer {l} are not finite (non-finite inputs with "
@@ -336,7 +342,7 @@ def _layer_factors(
         )
     if net.norm == "layer":
         B1H, log_delta = _norm_factors(u.astype(np.float64), float(sigma), net.norm_eps)
-        if net.residual:
+        if _is_residual(net, l):
             M = (B1H @ (np.exp(log_delta)[:, None] * (B1H.T @ W64))) / float(sigma)
         else:
             # H B_1^T W sums W's rows: where they cancel (a component along the ones
@@ -359,7 +365,7 @@ def _layer_factors(
             )
             M = B1H
     g64 = None if gamma is None else np.asarray(gamma, dtype=np.float64)
-    if net.residual:
+    if _is_residual(net, l):
         d = act.derivative(arg).astype(np.float64)
         if g64 is not None:
             d = d * g64
