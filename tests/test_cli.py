@@ -405,6 +405,27 @@ def test_importing_jacgeom_keeps_pythons_sigint_handler() -> None:
     assert done.stdout.strip() == "True"
 
 
+def test_a_program_called_jacgeom_keeps_pythons_sigint_handler(tmp_path: Path) -> None:
+    # Only the installed console script gets the start-up handler, not any file whose
+    # name is jacgeom; a copy of the console script's lines does.
+    code = "import signal, jacgeom; print(signal.getsignal(2) is signal.default_int_handler)\n"
+    script = "import sys\nfrom jacgeom.cli import main\n" + code
+    results = []
+    for folder, text in (("user", code), ("installed", script)):
+        (tmp_path / folder).mkdir()
+        program = tmp_path / folder / "jacgeom"
+        program.write_text(text)
+        done = subprocess.run(
+            [sys.executable, str(program)],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=_default_sigint,
+        )
+        results.append(done.stdout.strip())
+    assert results == ["True", "False"]
+
+
 def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     png = tmp_path / "mc.png"

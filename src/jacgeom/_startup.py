@@ -31,8 +31,23 @@ def launched_as_command() -> bool:
             if arg.startswith("-m"):
                 return arg == "-mjacgeom"
         return False
-    name = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return name in ("jacgeom", "jacgeom.exe", "jacgeom-script.py")
+    path = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(path)
+    if name == "jacgeom.exe":  # the Windows launcher; its script is inside the executable
+        return True
+    return name in ("jacgeom", "jacgeom-script.py") and _is_console_script(path)
+
+
+def _is_console_script(path: str) -> bool:
+    """Whether ``path`` is the script an installer writes for [project.scripts] (pip, uv
+    and pipx write a few lines around ``from jacgeom.cli import main``), not a program of
+    the user's that happens to be called jacgeom."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)  # an installer's script is a few hundred bytes
+    except OSError:
+        return False
+    return b"from jacgeom.cli import main" in head
 
 
 def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
