@@ -21,6 +21,8 @@ VARIANTS = [
     ([2, 10, 10, 10, 12], {}),
     ([5, 8, 8, 8, 3], {"residual": [False, True, True, False]}),
     ([6, 6, 6, 4], {"residual": [True, False, False], "norm": "layer"}),
+    ([5, 6, 6, 3], {"norm": ["layer", "layer", None]}),
+    ([6, 6, 6, 4], {"residual": [True, True, False], "norm": [None, "layer", None]}),
 ]
 ACTS = ["relu", "tanh", "gelu", "leaky_relu", "silu", "sigmoid"]
 

@@ -182,8 +182,36 @@ class ResidualNormBlock(nn.Module):
 def test_layer_norm_refusals() -> None:
     with pytest.raises(UnsupportedModuleError, match=r"must follow a Linear"):
         spec_from_torch(nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.LayerNorm(6)))
-    with pytest.raises(UnsupportedModuleError, match=r"normalises every layer"):
-        spec_from_torch(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 2)))
+    with pytest.raises(UnsupportedModuleError, match=r"layers \[0, 1\].*share one eps"):
+        spec_from_torch(
+            nn.Sequential(
+                nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 2), nn.LayerNorm(2, 1e-3)
+            )
+        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_layer_norm_on_hidden_layers_only(dtype: Any) -> None:
+    # The usual normalised MLP: LayerNorm in the hidden layers, a plain output head, and a
+    # residual block among them; trained gammas, one exactly 0.
+    torch.manual_seed(7)
+    ln1, ln2 = nn.LayerNorm(6), nn.LayerNorm(6, elementwise_affine=False)
+    with torch.no_grad():
+        ln1.weight.copy_(torch.randn(6) * 1.5)
+        ln1.bias.copy_(torch.randn(6))
+        ln1.weight[2] = 0.0
+    model = nn.Sequential(
+        nn.Linear(4, 6), ln1, nn.GELU(), ResidualNormBlock(6), nn.Linear(6, 6), ln2, nn.Tanh(),
+        nn.Linear(6, 3),
+    )  # fmt: skip
+    with torch.no_grad():
+        model[3].norm.weight.copy_(torch.randn(6))
+    net = _check(model, 4, dtype)
+    assert net.norm == ("layer", "layer", "layer", None)
+    assert net.residual == (False, True, False, False)
+    assert net.norm_weights is not None and net.norm_weights[3] is None
+    np.testing.assert_array_equal(net.norm_weights[0], ln1.weight.detach().to(dtype).numpy())
+    np.testing.assert_array_equal(net.norm_weights[2], np.ones(6, dtype=net.dtype))
 
 
 class Block(nn.Module):

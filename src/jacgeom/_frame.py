@@ -118,12 +118,12 @@ def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[
             if net.kernel_layers[l]:
                 yield FrameLayer(None, z, None, residual=net.residual_layers[l], dense=state)
                 continue
-            arg = state.arg if net.norm == "layer" else z
+            arg = state.arg if net.norm_layers[l] else z
             yield FrameLayer(
                 net.weights[l],
                 arg,
                 net.activations[l],
-                norm=state if net.norm == "layer" else None,
+                norm=state if net.norm_layers[l] else None,
                 residual=net.residual_layers[l],
                 d=d,
             )

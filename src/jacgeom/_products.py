@@ -54,7 +54,7 @@ def active_chain(net: Network, layers: list[Any], backend: str) -> list[FloatArr
     if (
         backend == "cpp"
         and not any(net.residual_layers)
-        and net.norm is None
+        and not any(net.norm_layers)
         and not any(net.kernel_layers)
         and net._finite_weights
         and Ds[0].shape[0] > 0
@@ -129,7 +129,7 @@ def apply_layer_forward(
         # Per-sample dense Jacobians: one batched matmul (Bc, n_l, n_in) @ (Bc, n_in, n0).
         Y = np.matmul(state, P.transpose(1, 0, 2)).transpose(1, 0, 2)
         return Y + P if net.residual_layers[l] else np.ascontiguousarray(Y)
-    if l == 0 and not net.residual_layers[l] and net.norm is None:
+    if l == 0 and not net.residual_layers[l] and not net.norm_layers[l]:
         Y = np.empty((W.shape[0], B, n0), dtype=net.dtype)
         Y[...] = W[:, None, :]
     else:

@@ -200,13 +200,14 @@ class NetworkSpec:
     activations : list of Activation
     residual : bool or tuple of bool
         True or False for every layer, or one flag per layer where they differ.
-    norm : {None, "layer"}
+    norm : {None, "layer"} or tuple of them
+        For every layer, or one entry per layer where they differ.
     norm_eps : float
     names : list of str
         For each layer, the source modules it was made of, e.g. "0:Linear+1:Tanh".
     notes : list of str
         Approximations made while reading (e.g. Softplus's threshold), one line each.
-    norm_weights, norm_biases : list of (n_l,) ndarray or None
+    norm_weights, norm_biases : list of (n_l,) ndarray (None at layers without), or None
         The layer normalisations' gamma and beta (None: no affine parameters).
     """
 
@@ -214,12 +215,12 @@ class NetworkSpec:
     biases: list[FloatArray]
     activations: list[Activation]
     residual: bool | tuple[bool, ...] = False
-    norm: str | None = None
+    norm: str | None | tuple[str | None, ...] = None
     norm_eps: float = 1e-5
     names: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
-    norm_weights: list[FloatArray] | None = None
-    norm_biases: list[FloatArray] | None = None
+    norm_weights: list[FloatArray | None] | None = None
+    norm_biases: list[FloatArray | None] | None = None
 
     def network_kwargs(self, dtype: Any = None) -> dict[str, Any]:
         """Keyword arguments of ``Network(...)``; ``dtype`` casts weights and biases."""
@@ -233,8 +234,8 @@ class NetworkSpec:
             bs = [b.astype(dt, copy=False) for b in bs]
         gs, betas = self.norm_weights, self.norm_biases
         if dtype is not None:
-            gs = None if gs is None else [g.astype(dtype, copy=False) for g in gs]
-            betas = None if betas is None else [b.astype(dtype, copy=False) for b in betas]
+            gs = None if gs is None else [_cast(g, dtype) for g in gs]
+            betas = None if betas is None else [_cast(b, dtype) for b in betas]
         return {
             "weights": ws,
             "biases": bs,
@@ -581,11 +582,13 @@ def spec_from_torch(module: Any) -> NetworkSpec:
     ------
     UnsupportedModuleError (a TypeError)
         For any module or operation that a Network cannot represent; the message names the
-        module and lists what is supported. In particular: LayerNorm on some layers only,
-        LayerNorm after the activation. Residual blocks and plain layers mix (a residual
-        MLP's input and output projections): ``residual`` is then one flag per layer. A
-        LayerNorm's affine parameters become the Network's ``norm_weights`` /
-        ``norm_biases`` (gamma = 1, beta = 0 where a LayerNorm has none).
+        module and lists what is supported. In particular: LayerNorm after the activation,
+        LayerNorms with different eps. Residual blocks and plain layers mix (a residual
+        MLP's input and output projections), and so do layers with and without LayerNorm
+        (a normalised MLP's output layer): ``residual`` and ``norm`` are then one entry
+        per layer. A LayerNorm's affine parameters become the Network's ``norm_weights`` /
+        ``norm_biases`` (gamma = 1, beta = 0 where a LayerNorm has none, None at layers
+        without one).
 
     Notes
     -----
@@ -613,41 +616,49 @@ def spec_from_torch(module: Any) -> NetworkSpec:
             layer.W = np.eye(n, dtype=dtype)
             layer.b = np.zeros(n, dtype=dtype)
     residual = _one_flag_if_uniform([layer.residual for layer in layers])
-    normed = {layer.norm_eps is not None for layer in layers}
+    normed = [layer.norm_eps is not None for layer in layers]
     eps = {layer.norm_eps for layer in layers if layer.norm_eps is not None}
-    if len(normed) > 1 or len(eps) > 1:
-        bare = [l for l, layer in enumerate(layers) if layer.norm_eps is None]
+    if len(eps) > 1:
         raise _unsupported(
-            f"layers {bare or list(range(len(layers)))}",
-            "a jacgeom Network normalises every layer (one eps) or none; "
-            f"LayerNorm found on some layers only or with different eps {sorted(eps)}",
+            f"layers {[l for l, n in enumerate(normed) if n]}",
+            f"a jacgeom Network's layer normalisations share one eps; found {sorted(eps)}",
         )
     weights = [layer.W for layer in layers if layer.W is not None]
     biases = [layer.b for layer in layers if layer.b is not None]
     acts = [layer.act for layer in layers if layer.act is not None]
     affine = any(layer.gamma is not None or layer.beta is not None for layer in layers)
     gammas = betas = None
-    if affine:
+    if affine:  # gamma = 1, beta = 0 at a LayerNorm without them; None where there is none
         gammas = [
-            np.ones(len(b), b.dtype) if layer.gamma is None else layer.gamma
-            for layer, b in zip(layers, biases, strict=True)
+            (np.ones(len(b), b.dtype) if layer.gamma is None else layer.gamma) if n else None
+            for layer, b, n in zip(layers, biases, normed, strict=True)
         ]
         betas = [
-            np.zeros(len(b), b.dtype) if layer.beta is None else layer.beta
-            for layer, b in zip(layers, biases, strict=True)
+            (np.zeros(len(b), b.dtype) if layer.beta is None else layer.beta) if n else None
+            for layer, b, n in zip(layers, biases, normed, strict=True)
         ]
     return NetworkSpec(
         weights=weights,
         biases=biases,
         activations=acts,
         residual=residual,
-        norm="layer" if normed == {True} else None,
+        norm=_one_norm_if_uniform(normed),
         norm_eps=eps.pop() if eps else 1e-5,
         names=["+".join(layer.names) for layer in layers],
         notes=notes,
         norm_weights=gammas,
         norm_biases=betas,
     )
+
+
+def _cast(a: FloatArray | None, dtype: Any) -> FloatArray | None:
+    return None if a is None else a.astype(dtype, copy=False)
+
+
+def _one_norm_if_uniform(normed: Sequence[bool]) -> str | None | tuple[str | None, ...]:
+    """Per-layer normalisation as a NetworkSpec holds it: "layer" or None where all agree."""
+    out = tuple("layer" if n else None for n in normed)
+    return out[0] if len(set(out)) == 1 else out
 
 
 def _one_flag_if_uniform(flags: Sequence[bool]) -> bool | tuple[bool, ...]:

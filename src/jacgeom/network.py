@@ -65,16 +65,19 @@ class Network:
         Layers h -> h + phi(W h + b) (h -> h + A k(h) for kernel layers): True for every
         layer, or one flag per layer (a residual MLP with plain input and output layers is
         ``[False, True, ..., True, False]``). A residual layer must be square.
-    norm : {None, "layer"}, default None
+    norm : {None, "layer"} or a sequence of them (one per layer), default None
         Layer normalisation of z before phi: N(z) = (z - mean(z)) / sqrt(var(z) + norm_eps)
         (the biased variance, as torch.nn.LayerNorm), then gamma_l * N(z) + beta_l where
-        ``norm_weights`` / ``norm_biases`` are given. Not with kernel layers.
+        ``norm_weights`` / ``norm_biases`` are given; on every layer, or on the layers whose
+        entry is "layer" (an MLP whose hidden layers are normalised and whose output layer
+        is not: ``["layer", "layer", None]``). Not on kernel layers.
     norm_eps : float, default 1e-5
     norm_weights, norm_biases : sequence of (n_l,) array_like, optional
         The normalisation's affine parameters gamma_l and beta_l (torch.nn.LayerNorm's
-        ``weight`` and ``bias``), one per layer; only with norm="layer". Omitted: gamma = 1,
-        beta = 0. A unit with gamma_i = 0 has a zero row in its layer's Jacobian
-        D diag(gamma) J_N W, so it removes rank exactly, as a dead relu unit does.
+        ``weight`` and ``bias``), one per layer, None at layers without normalisation.
+        Omitted (or None at a normalised layer): gamma = 1, beta = 0. A unit with
+        gamma_i = 0 has a zero row in its layer's Jacobian D diag(gamma) J_N W, so it
+        removes rank exactly, as a dead relu unit does.
     memory_budget : int, optional
         Bytes of temporary memory a reduction may use (default 256 MiB); the chunk of
         samples processed at once is chosen from it.
@@ -97,12 +100,12 @@ class Network:
         biases: Sequence[ArrayLike] | None = None,
         activation: Activations = "relu",
         residual: bool | Sequence[bool] = False,
-        norm: str | None = None,
+        norm: str | None | Sequence[str | None] = None,
         norm_eps: float = 1e-5,
         memory_budget: int | None = None,
         check_finite: bool = True,
-        norm_weights: Sequence[ArrayLike] | None = None,
-        norm_biases: Sequence[ArrayLike] | None = None,
+        norm_weights: Sequence[ArrayLike | None] | None = None,
+        norm_biases: Sequence[ArrayLike | None] | None = None,
     ) -> None:
         if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or not weights:
             raise TypeError("weights must be a non-empty list of 2-D arrays, one per layer")
@@ -133,13 +136,13 @@ class Network:
                     f"residual layers need square weights; weights[{i}] has shape {shape}"
                     + ("" if isinstance(residual, (bool, np.bool_)) else f" (residual[{i}])")
                 )
-        if norm not in (None, "layer"):
-            raise ValueError(f"unknown norm {norm!r}; valid choices: None, 'layer'")
-        if norm is not None and any(kernel):
-            raise ValueError(
-                f"norm={norm!r} normalises pre-activations, which kernel layers do not have; "
-                "networks with kernel layers take norm=None"
-            )
+        norm_layers = _norm_flags(norm, len(shapes))
+        for i, k in enumerate(kernel):
+            if k and norm_layers[i]:
+                raise ValueError(
+                    f"norm={norm!r} normalises layer {i}'s pre-activations, which a kernel "
+                    "layer does not have; give None for kernel layers"
+                )
         if not (isinstance(norm_eps, (int, float)) and np.isfinite(norm_eps) and norm_eps > 0):
             raise ValueError(f"norm_eps must be a finite number > 0, got {norm_eps!r}")
         L = len(Ws)
@@ -182,13 +185,13 @@ class Network:
                 for i, a in enumerate(activation)
             ]
         affine = {
-            name: _affine_parameters(given, name, norm, [shape[0] for shape in shapes])
+            name: _affine_parameters(given, name, norm_layers, [shape[0] for shape in shapes])
             for name, given in (("norm_weights", norm_weights), ("norm_biases", norm_biases))
         }
         dtype = _validation.common_dtype(
             *[W.centers if k else W for W, k in zip(Ws, kernel, strict=True)],
             *[b for b in bs if b is not None],
-            *[v for vs in affine.values() if vs is not None for v in vs],
+            *[v for vs in affine.values() if vs is not None for v in vs if v is not None],
         )
         _validation.check_finite_arrays(
             check_finite,
@@ -199,6 +202,7 @@ class Network:
                 for name, vs in affine.items()
                 if vs is not None
                 for i, v in enumerate(vs)
+                if v is not None
             },
         )
         # Kernel layers hold their KernelLayer (in the network's dtype) in place of W, and a
@@ -223,16 +227,30 @@ class Network:
         self.residual: bool | tuple[bool, ...] = (
             residual_layers[0] if len(set(residual_layers)) == 1 else residual_layers
         )
-        self.norm = norm
+        # One flag per layer; ``norm`` is "layer" or None where every layer agrees.
+        self.norm_layers: tuple[bool, ...] = norm_layers
+        self.norm: str | None | tuple[str | None, ...] = (
+            ("layer" if norm_layers[0] else None)
+            if len(set(norm_layers)) == 1
+            else tuple("layer" if f else None for f in norm_layers)
+        )
         self.norm_eps = float(norm_eps)
-        # gamma_l and beta_l of an affine layer normalisation (None: gamma = 1, beta = 0).
-        self.norm_weights: list[FloatArray] | None = None
-        self.norm_biases: list[FloatArray] | None = None
+        # gamma_l and beta_l of an affine layer normalisation (gamma = 1, beta = 0 where
+        # one is given without the other), None at layers without normalisation; the
+        # lists are None where no affine parameters are given.
+        self.norm_weights: list[FloatArray | None] | None = None
+        self.norm_biases: list[FloatArray | None] | None = None
         if affine["norm_weights"] is not None or affine["norm_biases"] is not None:
-            gammas = affine["norm_weights"] or [np.ones(shape[0]) for shape in shapes]
-            betas = affine["norm_biases"] or [np.zeros(shape[0]) for shape in shapes]
-            self.norm_weights = [_frozen(g, dtype) for g in gammas]
-            self.norm_biases = [_frozen(b, dtype) for b in betas]
+            given_g = affine["norm_weights"] or [None] * len(shapes)
+            given_b = affine["norm_biases"] or [None] * len(shapes)
+            self.norm_weights = [
+                _frozen(np.ones(shape[0]) if g is None else g, dtype) if f else None
+                for g, f, shape in zip(given_g, norm_layers, shapes, strict=True)
+            ]
+            self.norm_biases = [
+                _frozen(np.zeros(shape[0]) if b is None else b, dtype) if f else None
+                for b, f, shape in zip(given_b, norm_layers, shapes, strict=True)
+            ]
         self.widths: list[int] = [shapes[0][1]] + [shape[0] for shape in shapes]
         self.dtype: np.dtype[Any] = dtype
         self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
@@ -268,7 +286,7 @@ class Network:
         sigma_w: float | None = None,
         sigma_b: float = 0.0,
         residual: bool | Sequence[bool] = False,
-        norm: str | None = None,
+        norm: str | None | Sequence[str | None] = None,
         seed: int | np.random.SeedSequence | np.random.Generator | None = None,
         dtype: Any = np.float64,
         spectral_norm: float | None = None,
@@ -364,7 +382,7 @@ class Network:
                 self._check_preactivations(h, z, l)
             state = None
             arg = z
-            if self.norm == "layer":
+            if self.norm_layers[l]:
                 state = self._normalised(l, z)
                 arg = state.arg
             d = _dispatch.derivatives(arg, act, backend)
@@ -393,7 +411,7 @@ class Network:
                 h = h + out if self.residual_layers[l] else out
                 continue
             z = h @ self.weights[l].T + self.biases[l]
-            if self.norm == "layer":
+            if self.norm_layers[l]:
                 z = self._normalised(l, z).arg
             a = self.activations[l].phi(z)
             h = h + a if self.residual_layers[l] else a
@@ -405,9 +423,10 @@ class Network:
         mu = z.mean(axis=1, keepdims=True)
         sigma = _ref.layer_norm_sigma(z - mu, self.norm_eps)
         u = (z - mu) / sigma[:, None]
-        if self.norm_weights is None or self.norm_biases is None:
+        gamma = None if self.norm_weights is None else self.norm_weights[l]
+        beta = None if self.norm_biases is None else self.norm_biases[l]
+        if gamma is None or beta is None:
             return _frame.NormState(sigma, u, self.norm_eps)
-        gamma, beta = self.norm_weights[l], self.norm_biases[l]
         return _frame.NormState(sigma, u, self.norm_eps, u * gamma + beta, gamma)
 
     def preactivations(self, X: ArrayLike, check_finite: bool = True) -> list[FloatArray]:
@@ -547,7 +566,7 @@ class Network:
         residual, kernel or custom layer is not bounded this way. Where it cannot, the pass
         over J that checks it (the largest array of the call) is skipped."""
         if self._may_overflow is None:
-            if self.norm is not None or any(self.residual_layers) or any(self.kernel_layers):
+            if any(self.norm_layers) or any(self.residual_layers) or any(self.kernel_layers):
                 self._may_overflow = True
             elif any(act.is_custom for act in self.activations):
                 self._may_overflow = True
@@ -728,7 +747,7 @@ class Network:
             biases[:depth],
             activation=self.activations[:depth],
             residual=self.residual_layers[:depth],
-            norm=self.norm,
+            norm=["layer" if f else None for f in self.norm_layers[:depth]],
             norm_eps=self.norm_eps,
             memory_budget=self.memory_budget,
             check_finite=False,
@@ -1105,13 +1124,18 @@ def random_orthogonal(
 
 
 def _affine_parameters(
-    given: Sequence[ArrayLike] | None, name: str, norm: str | None, widths: list[int]
-) -> list[FloatArray] | None:
-    """norm_weights or norm_biases checked: one (n_l,) float vector per layer, with
-    norm="layer" only."""
-    if given is None:
-        return None
-    if norm != "layer":
+    given: Sequence[ArrayLike | None] | None,
+    name: str,
+    norm_layers: tuple[bool, ...],
+    widths: list[int],
+) -> list[FloatArray | None] | None:
+    """norm_weights or norm_biases checked: one (n_l,) float vector or None per layer,
+    None at the layers without normalisation."""
+    if given is None or (
+        isinstance(given, Sequence) and len(given) and all(v is None for v in given)
+    ):
+        return None  # every entry None: no affine parameters
+    if not any(norm_layers):
         raise ValueError(f"{name} are the layer normalisation's parameters: give norm='layer'")
     if (
         isinstance(given, np.ndarray)
@@ -1119,8 +1143,16 @@ def _affine_parameters(
         or len(given) != len(widths)
     ):
         raise ValueError(f"{name} must be a list of {len(widths)} vectors (one per layer)")
-    out = []
+    out: list[FloatArray | None] = []
     for i, (v, m) in enumerate(zip(given, widths, strict=True)):
+        if v is None:
+            out.append(None)
+            continue
+        if not norm_layers[i]:
+            raise ValueError(
+                f"{name}[{i}] is given but layer {i} has no normalisation (norm[{i}] is "
+                "None); give None there"
+            )
         arr = _validation.as_float_array(v, f"{name}[{i}]")
         if arr.shape != (m,):
             raise ValueError(
@@ -1128,6 +1160,26 @@ def _affine_parameters(
             )
         out.append(arr)
     return out
+
+
+def _norm_flags(norm: Any, L: int) -> tuple[bool, ...]:
+    """``norm`` checked: None or "layer" for every layer, or a sequence of L of them."""
+    choices = "None or 'layer'"
+    if norm is None or isinstance(norm, str):
+        if norm not in (None, "layer"):
+            raise ValueError(f"unknown norm {norm!r}; valid choices: {choices}")
+        return (norm == "layer",) * L
+    if isinstance(norm, (bytes, np.ndarray)) or not isinstance(norm, Sequence):
+        raise TypeError(
+            f"norm must be {choices} or a sequence of {L} of them (one per layer), "
+            f"got {type(norm).__name__}"
+        )
+    if len(norm) != L:
+        raise ValueError(f"norm has {len(norm)} entries for {L} layers; give one or {L}")
+    for i, v in enumerate(norm):
+        if v not in (None, "layer"):
+            raise ValueError(f"unknown norm[{i}] {v!r}; valid choices: {choices}")
+    return tuple(v == "layer" for v in norm)
 
 
 def _residual_flags(residual: Any, L: int) -> tuple[bool, ...]:

@@ -242,7 +242,7 @@ def _one_layer(net: Network, l: int, dtype: Any) -> Network:
         [None if kernel else net.biases[l]],  # type: ignore[list-item]
         activation=[None if kernel else net.activations[l]],
         residual=net.residual_layers[l],
-        norm=net.norm,
+        norm="layer" if net.norm_layers[l] else None,
         norm_eps=net.norm_eps,
         memory_budget=net.memory_budget,
         check_finite=False,
@@ -318,7 +318,7 @@ def layer_report(
             z = sub.preactivations(H, check_finite=False)[0]
             gamma = None
             arg = z
-            if net.norm == "layer":
+            if net.norm_layers[l]:
                 state = sub._normalised(0, z)
                 arg, gamma = state.arg, state.gamma
             d = act.derivative(arg)
@@ -335,7 +335,7 @@ def layer_report(
         H64 = H.astype(np.float64, copy=False)
         logs: FloatArray = np.empty((B, p))
         todo = np.ones(B, dtype=bool)
-        if not (kernel or net.residual_layers[l] or net.norm is not None) and B and p:
+        if not (kernel or net.residual_layers[l] or net.norm_layers[l]) and B and p:
             logs, todo = _certified_logs(net, l, H64, backend)
         if todo.any():
             logs[todo] = sub64.log_singular_values(
@@ -423,7 +423,7 @@ def _verdict(
     if net.kernel_layers[l] or net.residual_layers[l]:
         return "undecided", 0
     act = net.activations[l]
-    if net.norm == "layer" or m < n:
+    if net.norm_layers[l] or m < n:
         verdict: Verdict = "not injective"
     else:
         crit = homeomorphism_report(net.weights[l], act)

@@ -2,9 +2,9 @@
 
 ``net`` is any object with the attributes of jacgeom.Network: ``weights`` (list of (n_l,
 n_{l-1}) arrays), ``biases`` (list of (n_l,) arrays), ``activations`` (list of Activation),
-``residual`` (a bool for every layer, or one bool per layer), ``norm`` (None or "layer"),
-``norm_eps`` (float) and, optionally,
-``norm_weights`` / ``norm_biases`` (the normalisation's gamma_l, beta_l; None: 1 and 0); where
+``residual`` (a bool for every layer, or one bool per layer), ``norm`` (None or "layer",
+or one of them per layer), ``norm_eps`` (float) and, optionally, ``norm_weights`` /
+``norm_biases`` (the normalisation's gamma_l, beta_l; None, or None at layer l: 1 and 0); where
 ``kernel_layers[l]`` is true, ``weights[l]`` is a kernel layer (an object with ``forward``
 and ``jacobian`` of one sample, as jacgeom.KernelLayer) with every unit live.
 """
@@ -51,9 +51,14 @@ def layer_norm_sigma(centred: NDArray[Any], eps: float) -> NDArray[Any]:
 def _affine(net: Any, l: int) -> tuple[Any, Any]:
     """(gamma_l, beta_l) of an affine layer normalisation, or (None, None)."""
     gammas, betas = getattr(net, "norm_weights", None), getattr(net, "norm_biases", None)
-    if gammas is None or betas is None:
+    if gammas is None or betas is None or gammas[l] is None or betas[l] is None:
         return None, None
     return gammas[l], betas[l]
+
+
+def _is_normalised(net: Any, l: int) -> bool:
+    norm = net.norm
+    return norm == "layer" if norm is None or isinstance(norm, str) else norm[l] == "layer"
 
 
 def _normalised(net: Any, l: int, z: FloatArray) -> tuple[Any, FloatArray, FloatArray, Any]:
@@ -81,7 +86,7 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
             f"the pre-activations of layer {l} are not finite for finite inputs (the forward "
             "pass overflows the float range); no Jacobian exists in floating point"
         )
-    if net.norm == "layer":
+    if _is_normalised(net, l):
         m = z.shape[0]
         sigma, u, arg, gamma = _normalised(net, l, z)
         J_norm = (np.eye(m) - np.ones((m, m)) / m - np.outer(u, u) / m) / sigma
@@ -111,7 +116,7 @@ def _derivative(net: Any, l: int, z: FloatArray) -> FloatArray:
     act = net.activations[l]
     if _is_kernel(net, l):
         return np.ones_like(z)
-    if net.norm == "layer":
+    if _is_normalised(net, l):
         _, _, arg, gamma = _normalised(net, l, z)
         d = act.derivative(arg)
         return d if gamma is None else d * gamma
@@ -331,7 +336,7 @@ def _layer_factors(
     gamma = None
     steps: list[Step] = []
     M: FloatArray = W64
-    if net.norm == "layer":
+    if _is_normalised(net, l):
         sigma, u, arg, gamma = _normalised(net, l, z)
     a = act.phi(arg)
     out = h + a if _is_residual(net, l) else a
@@ -340,7 +345,7 @@ def _layer_factors(
             f"the pre-activations of layer {l} are not finite (non-finite inputs with "
             "check_finite=False, or weights that overflow); no spectrum or rank exists"
         )
-    if net.norm == "layer":
+    if _is_normalised(net, l):
         B1H, log_delta = _norm_factors(u.astype(np.float64), float(sigma), net.norm_eps)
         if _is_residual(net, l):
             M = (B1H @ (np.exp(log_delta)[:, None] * (B1H.T @ W64))) / float(sigma)

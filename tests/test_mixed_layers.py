@@ -1,5 +1,6 @@
-"""Networks whose residual connections are per layer (issue 22): a residual MLP with plain
-input and output projections, checked against central differences of its forward pass."""
+"""Networks whose residual connections and layer normalisations are per layer (issue 22):
+a residual MLP with plain input and output projections, a normalised MLP with a plain
+output layer, checked against central differences of their forward pass."""
 
 from __future__ import annotations
 
@@ -158,3 +159,66 @@ def test_from_jax_and_safetensors_flags(tmp_path: Path) -> None:
         load_safetensors_model(
             tmp_path / "m.safetensors", json.loads(json.dumps({"layers": layers}))
         )
+
+
+def test_norm_flags_attributes_and_affine_parameters(backend: str) -> None:
+    rng = np.random.default_rng(4)
+    Ws = [rng.standard_normal((6, 4)), rng.standard_normal((6, 6)), rng.standard_normal((3, 6))]
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    net = jacgeom.Network(
+        Ws, activation="tanh", norm=["layer", "layer", None],
+        norm_weights=[gamma, None, None], norm_biases=[beta, None, None],
+    )  # fmt: skip
+    assert net.norm == ("layer", "layer", None) and net.norm_layers == (True, True, False)
+    assert net.norm_weights is not None and net.norm_biases is not None
+    np.testing.assert_array_equal(net.norm_weights[1], np.ones(6))  # given for layer 0 only
+    assert net.norm_weights[2] is None and net.norm_biases[2] is None
+    x = rng.standard_normal(4)
+
+    def written_out(x: np.ndarray) -> np.ndarray:
+        def ln(z: np.ndarray) -> np.ndarray:
+            return (z - z.mean()) / np.sqrt(z.var() + 1e-5)
+
+        h = np.tanh(gamma * ln(Ws[0] @ x) + beta)
+        h = np.tanh(ln(Ws[1] @ h))
+        return np.tanh(Ws[2] @ h)
+
+    np.testing.assert_allclose(net.forward(x), written_out(x), rtol=1e-12)
+    fd = np.stack([(written_out(x + 1e-6 * e) - written_out(x - 1e-6 * e)) / 2e-6
+                   for e in np.eye(4)], axis=1)  # fmt: skip
+    np.testing.assert_allclose(net.jacobian(x, backend=backend), fd, rtol=1e-5, atol=1e-8)
+    # two normalised layers: each removes the ones direction, the last is plain: rank 3
+    assert net.exact_rank(x, backend=backend) == 3
+    assert jacgeom.Network(Ws, norm=["layer"] * 3).norm == "layer"
+    assert jacgeom.Network(Ws, norm=[None] * 3, norm_weights=[None] * 3).norm_weights is None
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"norm": ["layer"]}, ValueError, r"norm has 1 entries for 3 layers"),
+        ({"norm": ["layer", "batch", None]}, ValueError, r"unknown norm\[1\] 'batch'"),
+        ({"norm": "batch"}, ValueError, r"unknown norm 'batch'"),
+        ({"norm": 3}, TypeError, r"norm must be None or 'layer' or a sequence of 3"),
+        (
+            {"norm": ["layer", None, None], "norm_weights": [None, np.ones(6), None]},
+            ValueError,
+            r"norm_weights\[1\] is given but layer 1 has no normalisation",
+        ),
+    ],
+)
+def test_bad_norm_flags(kw: dict, error: type[Exception], match: str) -> None:
+    rng = np.random.default_rng(0)
+    Ws = [rng.standard_normal((6, 4)), rng.standard_normal((6, 6)), rng.standard_normal((3, 6))]
+    with pytest.raises(error, match=match):
+        jacgeom.Network(Ws, **kw)
+
+
+def test_kernel_layer_takes_no_norm() -> None:
+    rng = np.random.default_rng(0)
+    kernel = jacgeom.KernelLayer(rng.standard_normal((5, 3)), rng.standard_normal((4, 5)))
+    W = rng.standard_normal((3, 4))
+    net = jacgeom.Network([W, kernel], norm=["layer", None])
+    assert net.norm_layers == (True, False)
+    with pytest.raises(ValueError, match=r"layer 1's pre-activations, which a kernel layer"):
+        jacgeom.Network([W, kernel], norm="layer")
