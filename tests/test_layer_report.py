@@ -275,3 +275,42 @@ def test_table_shows_exact_zeros_as_infinite_not_nan() -> None:
     rows = rep.table().splitlines()[2:4]
     for row in rows:
         assert "nan" not in row and " -inf " in row and " inf " in row, row
+
+
+def test_analyze_unloadable_torch_files_are_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # A module pickled with a class that cannot be imported where analyze runs (defined in
+    # the saving script, or a module since removed), and a file torch cannot read: one
+    # line and exit 2, not an AttributeError or a parser's message.
+    torch = pytest.importorskip("torch")
+    import importlib
+    import sys
+
+    from jacgeom import analyze
+
+    (tmp_path / "jg_blocks_tmp.py").write_text(
+        "import torch\n"
+        "class Block(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 4)\n"
+        "    def forward(self, x):\n"
+        "        return x + torch.tanh(self.fc(x))\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        blocks = importlib.import_module("jg_blocks_tmp")
+        torch.save(torch.nn.Sequential(blocks.Block()), tmp_path / "res.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("jg_blocks_tmp", None)
+    (tmp_path / "jg_blocks_tmp.py").unlink()
+    (tmp_path / "bad.pt").write_bytes(b"not a model\n")
+    np.save(tmp_path / "X.npy", np.zeros((3, 4), dtype=np.float32))
+    for name, message in (
+        ("res.pt", "whose class cannot be imported here"),
+        ("bad.pt", "neither a TorchScript archive nor a file written by torch.save"),
+    ):
+        args = _analyze_args(model=tmp_path / name, data=tmp_path / "X.npy")
+        assert analyze.main(args) == 2  # type: ignore[arg-type]
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -104,7 +104,20 @@ def load_torch_model(path: str | Path) -> Any:
         except (RuntimeError, ValueError):
             pass
     load: Any = torch.load  # untyped in torch's stubs
-    model = load(str(path), map_location="cpu", weights_only=False)
+    try:
+        model = load(str(path), map_location="cpu", weights_only=False)
+    except (AttributeError, ImportError) as exc:
+        raise ValueError(
+            f"{path} holds a module pickled by torch.save whose class cannot be imported here "
+            f"({exc}): torch.save stores where the class is defined, not its code. Run from "
+            "where that module can be imported, or save the model as TorchScript "
+            "(torch.jit.save(torch.jit.script(module), path))"
+        ) from exc
+    except Exception as exc:  # unpickling a foreign file fails in many ways
+        raise ValueError(
+            f"{path} is neither a TorchScript archive nor a file written by torch.save "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     if isinstance(model, dict):
         raise ValueError(
             f"{path} holds a dict (a state_dict?), which has no architecture; save the module "
