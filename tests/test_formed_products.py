@@ -75,3 +75,40 @@ def test_pullback_metric_beyond_the_float_range_is_an_error(dtype: Any) -> None:
         small = np.full((4, 3), 1e17 if dtype == np.float32 else 1e152, dtype=dtype)
         G = jacgeom.pullback_metric(small, X, activation="identity", backend=backend)
         np.testing.assert_allclose(G, 4 * float(small[0, 0]) ** 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("widths", [[6, 6, 6], [8, 8, 8, 8]])
+@pytest.mark.parametrize("act", ["tanh", "relu", "identity"])
+def test_normalised_layers_with_weights_near_the_float_range(widths: list[int], act: str) -> None:
+    # float32 weights of 2e37: a normalised layer's J_N W is O(1), but W times the partial
+    # products overflowed in the compiled backends' one-gemm-per-layer product (NaN or an
+    # error) where numpy's per-sample J_N W is finite; at width 8 the pre-activations' mean
+    # overflowed in the forward pass of every backend. Checked against float64.
+    rng = np.random.default_rng(len(widths))
+    Ws = [rng.standard_normal((m, n)) * 2e37 for n, m in zip(widths[:-1], widths[1:], strict=True)]
+    X = rng.standard_normal((3, widths[0]))
+    kw: dict[str, Any] = {"activation": act, "residual": True, "norm": "layer"}
+    net32 = jacgeom.Network([W.astype(np.float32) for W in Ws], **kw)
+    net64 = jacgeom.Network([W.astype(np.float32).astype(np.float64) for W in Ws], **kw)
+    exact = net64.jacobian(X.astype(np.float32).astype(np.float64), backend="numpy")
+    for be in ("cpp", "numba", "numpy"):
+        J = net32.jacobian(X.astype(np.float32), backend=be)
+        np.testing.assert_allclose(J, exact, rtol=0, atol=1e-4 * np.abs(exact).max(), err_msg=be)
+
+
+def test_layer_norm_mean_without_overflow() -> None:
+    from jacgeom.reference.network import layer_norm_mean
+
+    rng = np.random.default_rng(0)
+    z = (rng.uniform(0.5, 1.0, (4, 8)) * 3e38).astype(np.float32)  # the plain sum overflows
+    z[1] *= -1
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(z.mean(axis=-1)).any()
+    got = layer_norm_mean(z)
+    assert got.dtype == np.float32 and got.shape == (4, 1)
+    np.testing.assert_allclose(got[:, 0], z.astype(np.float64).mean(axis=-1), rtol=1e-6)
+    ordinary = rng.standard_normal((5, 7)).astype(np.float32)
+    np.testing.assert_array_equal(layer_norm_mean(ordinary), ordinary.mean(axis=-1, keepdims=True))
+    z[2, 3] = np.inf  # non-finite input: IEEE arithmetic, as numpy's mean
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert layer_norm_mean(z)[2, 0] == np.inf

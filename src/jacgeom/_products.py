@@ -13,6 +13,7 @@ the products its compiled backends form live here:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -129,13 +130,16 @@ def apply_layer_forward(
         # Per-sample dense Jacobians: one batched matmul (Bc, n_l, n_in) @ (Bc, n_in, n0).
         Y = np.matmul(state, P.transpose(1, 0, 2)).transpose(1, 0, 2)
         return Y + P if net.residual_layers[l] else np.ascontiguousarray(Y)
+    sigma = state.sigma if state is not None else None
+    if sigma is not None:
+        W, sigma = scaled_for_normalisation(W, sigma)
     if l == 0 and not net.residual_layers[l] and not net.norm_layers[l]:
         Y = np.empty((W.shape[0], B, n0), dtype=net.dtype)
         Y[...] = W[:, None, :]
     else:
         Y = (W @ np.ascontiguousarray(P).reshape(n_in, B * n0)).reshape(W.shape[0], B, n0)
-    if state is not None:
-        sigma, u = state.sigma, state.u
+    if sigma is not None:
+        u = state.u
         m = W.shape[0]
         uY = np.einsum("bi,ibj->bj", u, Y)
         Y -= Y.mean(axis=0, keepdims=True)
@@ -145,6 +149,26 @@ def apply_layer_forward(
     if net.residual_layers[l]:
         Y += P
     return Y
+
+
+def scaled_for_normalisation(W: FloatArray, sigma: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """W and sigma (B,) both times 2^-k, so that a normalised layer's J_N W = (...) W / sigma
+    is formed from O(1) factors when W is near the float range (float32 W ~ 1e36: W P
+    overflows where 2^-k W P does not, and J_N W is O(1)). A power of two is exact, so
+    nothing changes where nothing overflowed; k is 0 below max|W| = 2^(maxexp / 2), and at
+    most what keeps 2^-k sigma a normal number."""
+    info = np.finfo(W.dtype)
+    top = float(np.max(np.abs(W), initial=0.0))
+    if not (np.isfinite(top) and top >= 2.0 ** (info.maxexp // 2)):
+        return W, sigma
+    low = float(np.min(sigma, initial=np.inf))
+    k = math.frexp(top)[1]
+    if np.isfinite(low) and low > 0:
+        k = min(k, math.frexp(low)[1] - info.minexp - 1)
+    if k <= 0:
+        return W, sigma
+    s = W.dtype.type(2.0**-k)
+    return W * s, sigma * s
 
 
 def dense_reverse(net: Network, layers: list[Any], B: int) -> FloatArray:
@@ -159,13 +183,14 @@ def dense_reverse(net: Network, layers: list[Any], B: int) -> FloatArray:
             R = Rn + R if net.residual_layers[l] else Rn
             continue
         T = R * d[:, None, :]
+        W = net.weights[l]
         if state is not None:
-            sigma, u = state.sigma, state.u
+            W, sigma = scaled_for_normalisation(W, state.sigma)
+            u = state.u
             m = u.shape[1]
             Tu = np.einsum("bki,bi->bk", T, u)
             T = T - T.mean(axis=2, keepdims=True) - Tu[:, :, None] * u[:, None, :] / m
             T /= sigma[:, None, None]
-        W = net.weights[l]
         Rn = (T.reshape(B * nL, W.shape[0]) @ W).reshape(B, nL, W.shape[1])
         if net.residual_layers[l]:
             Rn += R

@@ -420,7 +420,7 @@ class Network:
     def _normalised(self, l: int, z: FloatArray) -> _frame.NormState:
         """Layer l's normalisation of z (B, n_l): sigma, N(z), and the argument of phi,
         gamma_l N(z) + beta_l (N(z) itself without affine parameters)."""
-        mu = z.mean(axis=1, keepdims=True)
+        mu = _ref.layer_norm_mean(z)
         sigma = _ref.layer_norm_sigma(z - mu, self.norm_eps)
         u = (z - mu) / sigma[:, None]
         gamma = None if self.norm_weights is None else self.norm_weights[l]

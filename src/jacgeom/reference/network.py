@@ -12,6 +12,7 @@ and ``jacobian`` of one sample, as jacgeom.KernelLayer) with every unit live.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,23 @@ def layer_norm_sigma(centred: NDArray[Any], eps: float) -> NDArray[Any]:
     return np.where(big, safe * scaled, plain)[..., 0].astype(centred.dtype, copy=False)
 
 
+def layer_norm_mean(z: NDArray[Any]) -> NDArray[Any]:
+    """mean(z) over the last axis (keepdims) without overflow: where the plain sum leaves
+    the float range for finite z (n entries near max / n, as float32 pre-activations of
+    weights near 1e37 are), it is 2^k mean(2^-k z), 2^k >= n, exact scalings; elsewhere
+    numpy's mean, bit for bit."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mu = np.mean(z, axis=-1, keepdims=True)
+    bad = ~np.isfinite(mu)
+    if bad.any():
+        bad &= np.isfinite(z).all(axis=-1, keepdims=True)
+        if bad.any():
+            s = 2.0 ** -math.ceil(math.log2(max(z.shape[-1], 1)))
+            scaled = np.mean(z * z.dtype.type(s), axis=-1, keepdims=True) / z.dtype.type(s)
+            mu = np.where(bad, scaled, mu)
+    return mu
+
+
 def _affine(net: Any, l: int) -> tuple[Any, Any]:
     """(gamma_l, beta_l) of an affine layer normalisation, or (None, None)."""
     gammas, betas = getattr(net, "norm_weights", None), getattr(net, "norm_biases", None)
@@ -63,7 +81,7 @@ def _is_normalised(net: Any, l: int) -> bool:
 
 def _normalised(net: Any, l: int, z: FloatArray) -> tuple[Any, FloatArray, FloatArray, Any]:
     """(sigma, u = N(z), the argument of phi gamma u + beta, gamma or None) at one sample."""
-    mu = z.mean()
+    mu = layer_norm_mean(z)[0]
     sigma = layer_norm_sigma(z - mu, net.norm_eps)
     u = (z - mu) / sigma
     gamma, beta = _affine(net, l)
