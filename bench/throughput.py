@@ -16,7 +16,10 @@ sample. Instead each experiment here is timed as a whole, in samples per second,
   workers=1 alone the compiled kernels inside the chunk use both cores);
 - the per-sample path that run took before its chunks returned mergeable summaries (issue
   18): the same chunks' chunk_statistics on a pool of 2 threads, their per-sample arrays
-  concatenated in chunk order; run with summaries must stay within 5% of it.
+  concatenated in chunk order; run with summaries must stay within 5% of it. The two are
+  timed in alternating rounds (run first in even rounds, the per-sample path in odd ones),
+  and their ratio is the median over rounds of the per-round ratio, so that a change in the
+  machine's load between the two rows does not decide it.
 
 Peak memory against the sample count is measured by peak_rss.py.
 
@@ -55,6 +58,11 @@ class Experiment:
     chunk_size: int
     naive_samples: int  # the naive loop is timed on this many and quoted per second
     repeats: int = 3
+
+    @property
+    def rounds(self) -> int:
+        """Alternating rounds of the run against the per-sample path."""
+        return max(3, 2 * self.repeats + 1)
 
     def spec(self, samples: int | None = None, **fields: Any) -> montecarlo.Spec:
         return montecarlo.Spec(
@@ -185,6 +193,8 @@ class Row:
     others_load: float | None
     attempts: int = 1
     result: Any = field(default=None, repr=False)
+    # Per round of alternating timing, the rate of this row over its partner's.
+    paired_ratios: list[float] | None = None
 
     @property
     def median(self) -> float:
@@ -218,6 +228,37 @@ def _timed(
     return best[0], best[1], best[2], attempt
 
 
+def _timed_pair(
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+    rounds: int,
+    attempts: int,
+    max_load: float,
+    pause: float,
+) -> tuple[list[float], list[float], Any, Any, float | None, int]:
+    """Like _timed for two functions in alternating rounds (first, second; then second,
+    first; ...): (first's times, second's, their last results, others' load, attempts)."""
+    best: tuple[list[float], list[float], Any, Any, float | None] | None = None
+    for attempt in range(1, attempts + 1):
+        load = harness.LoadMonitor()
+        times: tuple[list[float], list[float]] = ([], [])
+        results: list[Any] = [None, None]
+        for r in range(rounds):
+            for k in (0, 1) if r % 2 == 0 else (1, 0):
+                results[k] = None
+                t0 = time.perf_counter()
+                results[k] = (first, second)[k]()
+                times[k].append(time.perf_counter() - t0)
+        others = load.others()
+        if best is None or (others or 0.0) < (best[4] or 0.0):
+            best = (times[0], times[1], results[0], results[1], others)
+        if others is None or others <= max_load or attempt == attempts:
+            break
+        time.sleep(pause)
+    assert best is not None
+    return (*best, attempt)
+
+
 def measure(
     e: Experiment,
     attempts: int = 3,
@@ -239,16 +280,8 @@ def measure(
             lambda: draw_normals(e.normals_per_sample, e.samples, e.chunk_size, 2),
         ),
     ]
-    for workers in (1, 2):
-        jobs.append(
-            (
-                RUN_1 if workers == 1 else RUN_2,
-                e.samples,
-                lambda w=workers: montecarlo.run(e.spec(), progress=False, workers=w),
-            )
-        )
-    jobs.insert(-1, (RUN_1_CORE, e.samples, lambda: _one_core_run(e)))
-    jobs.append((PER_SAMPLE_2, e.samples, lambda: per_sample_run(e.spec(), 2)))
+    jobs.append((RUN_1, e.samples, lambda: montecarlo.run(e.spec(), progress=False, workers=1)))
+    jobs.append((RUN_1_CORE, e.samples, lambda: _one_core_run(e)))
     # The naive loop's job: the end-to-end rank (and the active counts), no layer ranks and
     # no singular-value statistics.
     lean = e.spec(layer_ranks=False, spectra=False)
@@ -270,6 +303,33 @@ def measure(
                 file=progress,
                 flush=True,
             )
+    # The run with summaries against the per-sample path, in alternating rounds.
+    t0 = time.perf_counter()
+    summaries_times, per_sample_times, summaries_result, per_sample_result, load, tries = (
+        _timed_pair(
+            lambda: montecarlo.run(e.spec(), progress=False, workers=2),
+            lambda: per_sample_run(e.spec(), 2),
+            e.rounds,
+            attempts,
+            max_load,
+            pause,
+        )
+    )
+    ratios = [p / s for s, p in zip(summaries_times, per_sample_times, strict=True)]
+    paired = [
+        Row(e, RUN_2, e.samples, summaries_times, load, tries, summaries_result, ratios),
+        Row(e, PER_SAMPLE_2, e.samples, per_sample_times, load, tries, per_sample_result),
+    ]
+    rows[len(rows) - 1 : len(rows) - 1] = paired  # before the rank-only row, as in the tables
+    if progress is not None:
+        print(
+            f"{e.name} {RUN_2} vs {PER_SAMPLE_2}: rate ratio {statistics.median(ratios):.3f} "
+            f"(median of {len(ratios)} alternating rounds, {min(ratios):.3f}-{max(ratios):.3f}; "
+            f"others' load {load or 0:.2f} cores, {tries} attempt(s); "
+            f"{time.perf_counter() - t0:.1f} s wall)",
+            file=progress,
+            flush=True,
+        )
     check(rows)
     for row in rows:
         row.result = None
@@ -356,13 +416,15 @@ def markdown(rows: Sequence[Row]) -> str:
                 f"{_rate(r.rate)} | {r.rate / naive:.1f}× | {vs_gen} | "
                 f"{harness._load(r.others_load)} |"
             )
+        ratios = rs[RUN_2].paired_ratios or [rs[RUN_2].rate / rs[PER_SAMPLE_2].rate]
         out += [
             "",
             f"- end-to-end rank only (the naive loop's job; Spec(layer_ranks=False, "
             f"spectra=False), active counts still recorded): {rs[RUN_2_RANK].rate / naive:.1f}× "
             f"the naive loop; every statistic: {rs[RUN_2].rate / naive:.1f}×.",
-            f"- summaries / per-sample arrays (workers=2, every statistic): "
-            f"{rs[RUN_2].rate / rs[PER_SAMPLE_2].rate:.3f}× (target: at least 0.95).",
+            f"- summaries / per-sample arrays (workers=2, every statistic; rate ratio, median "
+            f"of {len(ratios)} alternating rounds): {statistics.median(ratios):.3f}× "
+            f"({min(ratios):.3f}–{max(ratios):.3f}; target: at least 0.95).",
             f"- workers=2 / one worker on one core: {rs[RUN_2].rate / rs[RUN_1_CORE].rate:.2f}×"
             f"; workers=2 / workers=1 (its kernels on both cores): "
             f"{rs[RUN_2].rate / rs[RUN_1].rate:.2f}×; generator 2 threads / 1 thread: "
@@ -413,6 +475,7 @@ def as_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "samples_per_s": r.rate,
             "others_load_cores": r.others_load,
             "attempts": r.attempts,
+            **({"paired_ratios": r.paired_ratios} if r.paired_ratios is not None else {}),
         }
         for r in rows
     ]

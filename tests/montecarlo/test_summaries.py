@@ -7,6 +7,7 @@ import math
 from functools import reduce
 from typing import Any
 
+import boost_histogram as bh
 import numpy as np
 import pytest
 
@@ -123,3 +124,82 @@ def test_empty_and_mismatched() -> None:
     b = summarise(lean, chunk_statistics(lean, 0))
     with pytest.raises(ValueError, match="summaries of different statistics cannot be merged"):
         a.merge(b)
+
+
+def _awkward_values(seed: int) -> np.ndarray:
+    """Values on, beside and between the grid's bin edges sinh(k BIN_WIDTH), over the
+    float64 range, with zeros of both signs and the three non-finite values."""
+    rng = np.random.default_rng(seed)
+    edges = np.sinh(np.arange(-600, 600) * BIN_WIDTH)
+    x = np.concatenate(
+        [
+            edges,
+            np.nextafter(edges, np.inf),
+            np.nextafter(edges, -np.inf),
+            rng.standard_normal(2000) * 10.0 ** rng.integers(-300, 300, 2000),
+            [0.0, -0.0, 5e-324, -5e-324, 1.7e308, -1.7e308, np.inf, -np.inf, np.nan],
+        ]
+    )
+    rng.shuffle(x)
+    return x
+
+
+def _filled(values: np.ndarray) -> bh.Histogram:
+    """What the summary held before it counted with bincount: a growing Integer axis of
+    grid indices filled value by value."""
+    finite = values[np.isfinite(values)]
+    k = np.floor(np.arcsinh(finite) / BIN_WIDTH).astype(np.int64)
+    hist = bh.Histogram(
+        bh.axis.Integer(
+            int(k.min()), int(k.max()) + 1, underflow=False, overflow=False, growth=True
+        ),
+        storage=bh.storage.Int64(),
+    )
+    hist.fill(k)
+    return hist
+
+
+def _assert_same_histogram(got: bh.Histogram, want: bh.Histogram) -> None:
+    np.testing.assert_array_equal(got.axes[0].edges, want.axes[0].edges)
+    np.testing.assert_array_equal(got.values(), want.values())
+    assert got.values().dtype == want.values().dtype
+
+
+def test_grid_counts_are_boost_histogram_fills() -> None:
+    # Counted in one pass by bincount, they are the histogram boost-histogram fills value by
+    # value, bin for bin; merged, the sum of two growing axes, whatever the ranges' overlap.
+    x = _awkward_values(3)
+    m = Moments.of(x)
+    _assert_same_histogram(m.histogram, _filled(x))
+    assert (m.count, m.neginf, m.posinf, m.nan) == (x.size - 3, 1, 1, 1)
+    assert m.value_histogram().values().sum() == m.count
+    parts = [np.sort(x[np.isfinite(x)])[:1500], x[:2000], np.array([np.nan]), x[-900:]]
+    merged = Moments.of(parts[0])
+    want = _filled(parts[0])
+    for part in parts[1:]:
+        merged = merged.merge(Moments.of(part))
+        if np.isfinite(part).any():
+            want = want + _filled(part)
+    _assert_same_histogram(merged.histogram, want)
+    # An empty side: the other's range, not stretched to the empty histogram's bin at 0.
+    far = Moments.of(np.array([1e100, 2e100]))
+    empty = Moments.of(np.array([np.nan]))
+    for m2 in (far.merge(empty), empty.merge(far)):
+        _assert_same_histogram(m2.histogram, _filled(np.array([1e100, 2e100])))
+    np.testing.assert_array_equal(empty.histogram.axes[0].edges, [0.0, 1.0])
+
+
+def test_moments_survive_their_arrays() -> None:
+    m = reduce(Moments.merge, [Moments.of(p) for p in np.array_split(_awkward_values(4), 5)])
+    back = Moments.from_sparse(*m.to_arrays().values())
+    assert (back.first_bin, back.count, back.total) == (m.first_bin, m.count, m.total)
+    np.testing.assert_array_equal(back.bin_counts, m.bin_counts)
+    assert [back.mean, back.m2, back.minimum, back.maximum] == [m.mean, m.m2, m.minimum, m.maximum]
+    bins, counts = m.sparse()
+    assert (
+        counts.min() > 0
+        and bins[0] == m.first_bin
+        and bins[-1] == m.first_bin + m.bin_counts.size - 1
+    )
+    empty = Moments.from_sparse(*Moments.of(np.array([-np.inf])).to_arrays().values())
+    assert empty.total == 1 and empty.neginf == 1 and empty.bin_counts.tolist() == [0]
