@@ -27,7 +27,8 @@ The check: the naive loop's and the run's mean end-to-end rank agree within 5 st
 errors (they draw different samples of the same distribution), and for the one-layer case
 the run's P(rank-deficient) interval contains the closed form 1 - 2^-n.
 
-    python bench/report.py --families montecarlo           # this section only
+    python bench/report.py --workloads full --families montecarlo   # this section only
+    python bench/throughput.py --rounds 21 mc-16x16    # summaries vs per-sample path only
 """
 
 from __future__ import annotations
@@ -479,3 +480,65 @@ def as_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def compare_paths(e: Experiment, rounds: int, scale: float = 1.0) -> dict[str, Any]:
+    """Only the run with summaries (workers=2, every statistic) against the per-sample path,
+    in ``rounds`` alternating rounds, on ``scale`` times the experiment's samples: the
+    per-round rate ratios (wall clock, and process CPU time of both threads)."""
+    spec = e.spec(samples=max(e.chunk_size, round(e.samples * scale)))
+    fns = (
+        lambda: montecarlo.run(spec, progress=False, workers=2),
+        lambda: per_sample_run(spec, 2),
+    )
+    for fn in fns:  # warm-up, not timed
+        fn()
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
+    for r in range(rounds):
+        for k in (0, 1) if r % 2 == 0 else (1, 0):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fns[k]()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return {
+        "samples": spec.samples,
+        "wall_s": wall,
+        "ratios": [p / s for s, p in zip(*wall, strict=True)],
+        "cpu_ratios": [p / s for s, p in zip(*cpu, strict=True)],
+    }
+
+
+def _main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="montecarlo.run with summaries against the per-sample path it replaced "
+        "(issue 18's target: at least 0.95), in alternating rounds; the full report is "
+        "bench/report.py --workloads full --families montecarlo"
+    )
+    names = [e.name for e in EXPERIMENTS["full"]]
+    parser.add_argument("experiments", nargs="*", help=f"of {names} (default: both)")
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--scale", type=float, default=1.0, help="of the experiment's samples")
+    args = parser.parse_args()
+    if unknown := set(args.experiments) - set(names):
+        parser.error(f"unknown experiments {sorted(unknown)}; choose from {names}")
+    args.experiments = args.experiments or names
+    for e in EXPERIMENTS["full"]:
+        if e.name not in args.experiments:
+            continue
+        got = compare_paths(e, args.rounds, args.scale)
+        r, c = got["ratios"], got["cpu_ratios"]
+        print(
+            f"{e.name} ({got['samples']:,} samples, {args.rounds} rounds): summaries / "
+            f"per-sample rate ratio, median {statistics.median(r):.3f} "
+            f"({min(r):.3f}–{max(r):.3f}); by CPU time {statistics.median(c):.3f} "
+            f"({min(c):.3f}–{max(c):.3f}); run {statistics.median(got['wall_s'][0]):.3f} s, "
+            f"per-sample {statistics.median(got['wall_s'][1]):.3f} s (medians)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    _main()
