@@ -282,6 +282,18 @@ def _cases(name: str, dtype: type) -> list[Case]:
         ]
     if name == "chain_singular_values":
         return [(_chain(rng, dtype, per_sample=False), {})]
+    if name == "network_jacobian_one":
+        widths = (4, 6, 5, 3)
+        Ws = [
+            rng.standard_normal((m, n)).astype(dtype)
+            for n, m in zip(widths[:-1], widths[1:], strict=True)
+        ]
+        bs = [rng.standard_normal(m).astype(dtype) for m in widths[1:]]
+        x = rng.standard_normal(4).astype(dtype)
+        big = [W * dtype(1e30) for W in Ws]  # the forward pass leaves the float range
+        return [((Ws, bs, acts[k : k + 3], x, np.empty((3, 4), dtype)), {}) for k in (0, 2, 3)] + [
+            ((big, bs, acts[1:4], x, np.empty((3, 4), dtype)), {})
+        ]
     if name == "chain_rank":
         Ws, Ds = _chain(rng, dtype, per_sample=False)
         return [((Ws, Ds, t), {}) for t in (Tolerance(), Tolerance(tol=1e-2), Tolerance(rtol=1e-3))]
@@ -356,6 +368,8 @@ def _run(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> A
     out = fn(*args, **kwargs)
     if name == "place_live_rows":  # writes its last argument
         return args[-1]
+    if name == "network_jacobian_one":  # a status; J written into its last argument
+        return (np.array(out), args[-1]) if out == 0 else np.array(out)
     if name == "masked_rank" and not args[3]:  # the values are unspecified without want_values
         return out[0]
     return out

@@ -512,7 +512,10 @@ def test_cython_network_jacobian_equals_the_python_api(
         for i, x in enumerate(X):
             status, J = downstream.network(weights, biases, codes, params, x, False)
             assert status == 0 and J.dtype == dtype and J.shape == (widths[-1], widths[0])
-            for be, Jb in expected.items():
+            # At one input the Python API runs this very code: bit for bit, every layout.
+            np.testing.assert_array_equal(J, net.jacobian(x, backend="cpp"), err_msg=label)
+            np.testing.assert_array_equal(J, net.jacobian(x[None])[0], err_msg=label)
+            for be, Jb in expected.items():  # batches multiply in another order
                 _assert_close(J, Jb[i], net.depth, f"{label}, layout {layout}, x {i}, {be}")
             # A dead output unit's row is exactly zero, as in the Python API.
             np.testing.assert_array_equal(J[~expected["cpp"][i].any(axis=1)], 0)
@@ -634,6 +637,8 @@ def test_numba_network_jacobian_equals_the_python_api(dtype: Any) -> None:
         )
         assert (status == 0).all()
         _assert_close(J, net.jacobian(X, backend="cpp"), net.depth, label)
+        for x, Jx in zip(X, J, strict=True):  # one input: the same code, bit for bit
+            np.testing.assert_array_equal(Jx, net.jacobian(x, backend="cpp"), err_msg=label)
 
 
 def _call_network(
@@ -690,6 +695,11 @@ def test_network_statuses() -> None:
     # a status rather than infinities reported as success; of three (about 1e300) it does not.
     assert _call_network([3, 4, 4, 4, 2], [0, 0, 0, 0], scale=1e100) == ck.STATUS["non_finite"]
     assert _call_network([3, 4, 4, 2], [0, 0, 0], scale=1e100) == 0  # about 1e300: finite
+    # A pre-activation beyond the float range: tanh'(inf) = 0 would give a finite J (zero
+    # rows), which is not the network's Jacobian; a status, as the Python API raises.
+    tanh = ck.ACTIVATION_CODES["tanh"]
+    assert _call_network([64, 4, 2], [tanh, tanh], scale=4e307) == ck.STATUS["non_finite"]
+    assert _call_network([64, 4, 2], [tanh, tanh], scale=1e300) == 0
 
 
 def test_network_workspace_size_rejects_bad_arguments() -> None:

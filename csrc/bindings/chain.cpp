@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "jacgeom/capi.hpp"
 #include "jacgeom/chain.hpp"
 
 namespace {
@@ -87,6 +88,43 @@ py::array_t<std::int64_t> chain_rank(const std::vector<carray<T>>& W, const std:
     return r;
 }
 
+// Network.jacobian at one input: the C-level API's network_jacobian itself (capi.hpp), so
+// that the two agree bit for bit. W[l] (n_l, n_{l-1}) and b[l] C-contiguous; J (n_L, n_0)
+// C-contiguous, written in place. Returns capi's status (0, or < 0: the caller falls back
+// to the batched path, which raises the Python API's error).
+template <class T>
+int network_jacobian_one(const std::vector<carray<T>>& W, const std::vector<carray<T>>& b,
+                         const std::vector<int>& codes, const std::vector<T>& params, const carray<T>& x,
+                         carray<T>& J) {
+    const index_t L = index_t(W.size());
+    if (L < 1 || b.size() != W.size() || codes.size() != W.size() || params.size() != W.size())
+        throw py::value_error("need one bias, code and parameter per weight matrix");
+    std::vector<index_t> widths{index_t(W[0].ndim() == 2 ? W[0].shape(1) : -1)};
+    std::vector<const T*> weights, biases;
+    std::vector<index_t> strides, bias_strides(W.size(), 1);
+    for (index_t l = 0; l < L; ++l) {
+        if (W[l].ndim() != 2 || W[l].shape(1) != widths.back() || b[l].ndim() != 1 ||
+            b[l].shape(0) != W[l].shape(0))
+            throw py::value_error("W and b do not chain");
+        widths.push_back(W[l].shape(0));
+        weights.push_back(W[l].data());
+        biases.push_back(b[l].data());
+        strides.push_back(W[l].shape(1));
+        strides.push_back(1);
+    }
+    if (x.ndim() != 1 || x.shape(0) != widths.front() || J.ndim() != 2 || J.shape(0) != widths.back() ||
+        J.shape(1) != widths.front() || !J.writeable())
+        throw py::value_error("x must be (n_0,) and J a writeable (n_L, n_0) array");
+    const index_t lwork = jacgeom::capi::network_jacobian_workspace<T>(L, widths.data());
+    if (lwork < 0) return int(lwork);
+    std::vector<double> work(static_cast<size_t>(lwork));
+    T* out = J.mutable_data();
+    py::gil_scoped_release release;
+    return jacgeom::capi::network_jacobian<T>(L, widths.data(), weights.data(), strides.data(), biases.data(),
+                                              bias_strides.data(), codes.data(), params.data(), x.data(), 1,
+                                              out, widths.front(), 1, work.data(), index_t(work.size()));
+}
+
 }  // namespace
 
 void register_chain(py::module_& m) {
@@ -94,6 +132,10 @@ void register_chain(py::module_& m) {
           py::arg("out") = py::none());
     m.def("chain_active", &chain_active<float>, py::arg("W"), py::arg("D"), py::arg("reverse"),
           py::arg("out") = py::none());
+    m.def("network_jacobian_one", &network_jacobian_one<double>, py::arg("W"), py::arg("b"), py::arg("codes"),
+          py::arg("params"), py::arg("x"), py::arg("J").noconvert());
+    m.def("network_jacobian_one", &network_jacobian_one<float>, py::arg("W"), py::arg("b"), py::arg("codes"),
+          py::arg("params"), py::arg("x"), py::arg("J").noconvert());
     m.def("chain_singular_values", &chain_singular_values<double>, py::arg("W"), py::arg("D"));
     m.def("chain_singular_values", &chain_singular_values<float>, py::arg("W"), py::arg("D"));
     m.def("chain_rank", &chain_rank<double>, py::arg("W"), py::arg("D"), py::arg("tol"), py::arg("rtol"),

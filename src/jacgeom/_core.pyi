@@ -82,6 +82,16 @@ def chain_active(
 ) -> NDArray[_F]:
     """J (B, n_L, n_0) = D_L W_L ... D_1 W_1 on the active rows only."""
 
+def network_jacobian_one(
+    W: Sequence[NDArray[_F]],
+    b: Sequence[NDArray[_F]],
+    codes: Sequence[int],
+    params: Sequence[float],
+    x: NDArray[_F],
+    J: NDArray[_F],
+) -> int:
+    """The C-level network_jacobian at one input x (n_0,), into J (n_L, n_0); its status."""
+
 def chain_singular_values(W: Sequence[NDArray[_F]], D: Sequence[NDArray[_F]]) -> NDArray[_F]:
     """Singular values of each end-to-end J[b], (B, min(n_L, n_0))."""
 

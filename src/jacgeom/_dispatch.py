@@ -284,6 +284,40 @@ def _numpy_chain_active(
     return out
 
 
+def _numpy_network_jacobian_one(
+    Ws: Sequence[FloatArray],
+    bs: Sequence[FloatArray],
+    acts: Sequence[Activation],
+    x: FloatArray,
+    J: FloatArray,
+) -> int:
+    # The C-level network_jacobian at one input: J written, status 0 or -5 (a pre-activation
+    # or an entry of J not finite).
+    h, P = x, np.eye(x.shape[0], dtype=x.dtype)
+    finite = True
+    with np.errstate(over="ignore", invalid="ignore"):
+        for W, b, act in zip(Ws, bs, acts, strict=True):
+            z = W @ h + b
+            finite &= bool(np.isfinite(z).all())
+            P = (act.derivative(z)[:, None] * W) @ P
+            h = act.phi(z)
+    J[...] = P
+    return 0 if finite and np.isfinite(P).all() else -5
+
+
+def _cpp_network_jacobian_one(
+    module: ModuleType,
+    Ws: Sequence[FloatArray],
+    bs: Sequence[FloatArray],
+    acts: Sequence[Activation],
+    x: FloatArray,
+    J: FloatArray,
+) -> int:
+    codes = [act.code for act in acts]
+    params = [act.parameter for act in acts]
+    return int(module.network_jacobian_one(list(Ws), list(bs), codes, params, x, J))
+
+
 def _numpy_chain_singular_values(Ws: Sequence[FloatArray], Ds: Sequence[FloatArray]) -> FloatArray:
     return np.linalg.svd(_numpy_chain_active(Ws, Ds), compute_uv=False)
 
@@ -512,6 +546,15 @@ KERNELS: dict[str, Kernel] = dict(
             numpy=_numpy_chain_active,
             cpp="chain_active",
             per_sample_blas=True,
+        ),
+        _entry(
+            "network_jacobian_one",
+            "(Ws: L arrays (n_l, n_{l-1}), bs: L arrays (n_l,), acts: L built-in Activations, "
+            "x (n_0,), J (n_L, n_0) C-contiguous) -> status: J of a plain network at one input "
+            "written into J, 0, or -5 where a pre-activation or an entry of J is not finite "
+            "(the C-level API's network_jacobian: on cpp, its bits)",
+            numpy=_numpy_network_jacobian_one,
+            cpp=_cpp_network_jacobian_one,
         ),
         _entry(
             "chain_singular_values",

@@ -122,8 +122,8 @@ cdef int srow_gram(const float* W, Py_ssize_t m, Py_ssize_t n, Py_ssize_t row_st
 
 # The end-to-end Jacobian of a plain network (dense layers h_l = phi_l(W_l h_(l-1) + b_l);
 # no layer normalisation, residual or kernel layers) at one input x, as
-# jacgeom.Network.jacobian (equal to rounding; not bit for bit: the Python API sums its
-# batched products in another order). depth >= 1 layers; widths: depth + 1 entries
+# jacgeom.Network.jacobian (bit for bit at one input, up to 32 units wide, where the Python
+# API runs this code; to rounding for batches, summed in another order). depth >= 1 layers; widths: depth + 1 entries
 # (n_0 inputs first). Layer l: W_l = weights[l], (widths[l+1], widths[l]), at
 # W_l[i * weight_strides[2 l] + j * weight_strides[2 l + 1]]; b_l = biases[l] at
 # b_l[i * bias_strides[l]] (biases NULL: no biases; bias_strides NULL: contiguous);

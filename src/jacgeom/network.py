@@ -43,6 +43,10 @@ Activations = ActivationName | Activation | Sequence[ActivationName | Activation
 DenseActivations = ActivationName | Activation | Sequence[ActivationName | Activation]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+# Network.jacobian at one input runs the C-level API's per-sample code (bit for bit its
+# results) up to this width: there its scalar loops beat the batched path's fixed costs;
+# wider, the batched path's tiled products win (measurements in docs/benchmarks.md).
+ONE_INPUT_MAX_WIDTH = 32
 _INITS = ("he", "xavier", "lecun", "orthogonal", "gaussian")
 
 
@@ -491,6 +495,13 @@ class Network:
             Where finite inputs and weights give an entry of J beyond the float range (its
             spectrum may still be in range: :meth:`log_singular_values` never forms J).
 
+        Notes
+        -----
+        At one input on the cpp backend, a plain network of built-in activations up to 32
+        units wide runs the C-level API's code (jacgeom.cython_kernels'
+        ``dnetwork_jacobian``), so the two agree bit for bit; batches are multiplied in
+        another order and agree with it to rounding.
+
         Examples
         --------
         >>> import numpy as np, jacgeom
@@ -515,6 +526,8 @@ class Network:
             out[...] = J[0] if squeeze else J
             return out
         target = np.empty(shape, dtype=self.dtype) if out is None else out.reshape(shape)
+        if be == "cpp" and shape[0] == 1 and self._one_input_kernel(Xk[0], target[0]):
+            return out if out is not None else (target[0] if squeeze else target)
         check = self._product_may_overflow()
         for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
             chunk = _products.jacobian_chunk(self, Xk[sl], be, target[sl])
@@ -558,6 +571,28 @@ class Network:
                 f"the pre-activations of layer {l} are not finite for finite inputs (the "
                 "forward pass overflows the float range); no Jacobian exists in floating point"
             )
+
+    def _one_input_kernel(self, x: FloatArray, J: FloatArray) -> bool:
+        """J at one input by the C-level API's network_jacobian (capi.hpp): the same code,
+        so jacgeom.cython_kernels' [ds]network_jacobian and Network.jacobian agree bit for
+        bit at one input, with no numpy call per layer. Plain layers of built-in activations
+        at most ONE_INPUT_MAX_WIDTH wide, finite weights and input; False (J to be computed
+        by the batched path, which raises what the Python API raises) otherwise or where a
+        pre-activation or an entry of J is not finite."""
+        if (
+            max(self.widths) > ONE_INPUT_MAX_WIDTH
+            or any(self.norm_layers)
+            or any(self.residual_layers)
+            or any(self.kernel_layers)
+            or not self._finite_weights
+            or any(act.is_custom for act in self.activations)
+            or not np.isfinite(x).all()
+        ):
+            return False
+        status = _dispatch.call(
+            "network_jacobian_one", "cpp", self.weights, self.biases, self.activations, x, J
+        )
+        return bool(status == 0)
 
     def _product_may_overflow(self) -> bool:
         """Whether an entry of J can leave the float range at finite inputs, decided once

@@ -434,11 +434,14 @@ int pullback_metric(const T* W, index_t m, index_t n, index_t rs, index_t cs, co
 // so are the columns of the next factor it would feed), accumulated from the input side
 // (n_0 k_l k_(l-1) flops per layer after the first, k_l live units) or from the output
 // side (k_L k_l k_(l-1) per layer before the last), whichever is cheaper for this x, as
-// chain.hpp's chain_active decides (ties: from the output when n_L < n_0). Results equal
-// Network.jacobian's to rounding (its batched gemms sum in another order), not bit for bit.
+// chain.hpp's chain_active decides (ties: from the output when n_L < n_0). This is the
+// code of Network.jacobian at one input on the cpp backend (jacgeom._core's
+// network_jacobian_one), so the two agree bit for bit; a batch of several inputs is
+// multiplied by batched gemms in another order and agrees to rounding.
 // Nothing rescales partial products: J's entries follow IEEE arithmetic, and where one of
-// them is a NaN or an infinity (an input that is not finite, or a product beyond the float
-// range) J is written as computed and the call returns kNonFinite, never kOk.
+// them or a pre-activation is a NaN or an infinity (an input that is not finite, or a
+// forward pass or product beyond the float range) J is written as computed and the call
+// returns kNonFinite, never kOk.
 
 // phi(z), evaluated in double and rounded once to T (jacgeom.activations' formulas; a NaN
 // z gives NaN wherever numpy's does: relu's 0 for NaN is numpy's np.where too).
@@ -544,9 +547,11 @@ index_t network_jacobian_workspace(index_t depth, const index_t* widths) {
 }
 
 // The forward pass: phi'(z_l) of every layer into d (n_1 + ... + n_L), h and g scratch of
-// the widest layer's length.
+// the widest layer's length. False where a pre-activation is not finite (an input that is
+// not, or a forward pass beyond the float range: phi'(inf) would hide it, e.g. tanh' = 0).
 template <class T>
-void forward_derivatives(const Network<T>& net, const T* x, index_t xs, T* h, T* g, T* d) {
+bool forward_derivatives(const Network<T>& net, const T* x, index_t xs, T* h, T* g, T* d) {
+    bool finite = true;
     const index_t n0 = net.n0();
     for (index_t j = 0; j < n0; ++j) h[j] = x[j * xs];
     for (index_t l = 0; l < net.depth; ++l) {
@@ -572,12 +577,14 @@ void forward_derivatives(const Network<T>& net, const T* x, index_t xs, T* h, T*
             for (; j < n; ++j) z0 += w[j * cs] * h[j];
             T z = (z0 + z1) + (z2 + z3);
             if (b) z += b[i * bs];
+            finite &= std::fabs(z) <= std::numeric_limits<T>::max();
             d[i] = derivative<T>(code, p, z);
             g[i] = value_of<T>(code, p, z);
         }
         d += m;
         std::swap(h, g);
     }
+    return finite;
 }
 
 // J (n_L, n_0) at J[r J_rs + c J_cs]. Returns kOk or a status.
@@ -595,7 +602,7 @@ int jacobian_of(const Network<T>& net, const T* x, index_t xs, T* J, index_t J_r
     T* D = reinterpret_cast<T*>(base + 2 * round_up(w * t));
     T* P = reinterpret_cast<T*>(base + 2 * round_up(w * t) + round_up(net.units() * t));
     T* Q = reinterpret_cast<T*>(reinterpret_cast<char*>(P) + round_up(wide * t));
-    forward_derivatives(net, x, xs, h, g, D);
+    const bool finite_z = forward_derivatives(net, x, xs, h, g, D);
 
     // d_l (0-based layer l) starts at D + offset[l]; K(l) live units below layer l's
     // output (K(0) = n_0 inputs), as ActiveChain::k.
@@ -628,9 +635,10 @@ int jacobian_of(const Network<T>& net, const T* x, index_t xs, T* J, index_t J_r
     auto weight = [&](index_t l, index_t i, index_t j) {
         return net.weights[l][i * net.weight_strides[2 * l] + j * net.weight_strides[2 * l + 1]];
     };
-    // J from P (n_L, n_0) row-major; kNonFinite where an entry left the float range.
+    // J from P (n_L, n_0) row-major; kNonFinite where an entry, or a pre-activation, left
+    // the float range.
     auto write = [&](const T* R) {
-        bool finite = true;
+        bool finite = finite_z;
         for (index_t r = 0; r < nL; ++r)
             for (index_t c = 0; c < n0; ++c) {
                 const T v = R[r * n0 + c];
