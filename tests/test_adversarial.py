@@ -15,9 +15,9 @@ derived tolerances (the comments above each fuzz give the derivations):
   within (16 L n eps + kappa + eta) prod_l ||term_l|| plus gradual underflow; exact ranks
   equal; numerical ranks equal where no singular value is within 10x (times its
   tolerance) of the threshold; samples whose rounding straddles a kink of phi' skipped.
-  Two bugs this fuzz found are excluded from it by narrow predicates and tracked by strict
-  xfails (graded rows of integer weights; saturated graded layers with a zero column, numpy
-  backend); a third (formed products of overflowing pre-activations) is fixed and tested.
+  Three bugs this fuzz found are fixed and tested (graded rows of integer weights;
+  saturated graded layers with a zero column, numpy backend; formed products of
+  overflowing pre-activations).
 
 The non-finite rule under test (jacgeom.layer._Layer, docs: "NaN and Inf"):
 
@@ -784,31 +784,32 @@ def _check_layer_case(case: dict[str, Any]) -> None:
 #   ambiguous: z = 0 is decided the same everywhere.
 # - an error on one backend is the same error type on all.
 #
-# Excluded, two bugs this fuzz found (each tracked by a strict xfail below; remove the
-# exclusion with the fix):
-# - integer weights whose layer's live rows (log|phi'| + log of the row's norm; log delta
-#   for a normalisation) spread over more than NET_GRADED_SPREAD = 5 (e^5): there the log
-#   singular values are held to the backward-error bound only. Not a documented limit (the
-#   rows are independent, W well conditioned): the frame loses relative accuracy on
-#   exactly structured, row-graded layers, on some backend or all (3 x 3 integer W, cond
-#   3.2, rows scaled e^0, e^-9, e^-56: the smallest value off by 0.080 in log on every
-#   backend; a float32 elu network of integer weights: e^-104.0 on cpp / numba, e^-90.3 on
-#   numpy). Small spreads fail too: e^7.5 (a sigmoid layer of widths 6, 2: cpp and numba
-#   off by 9.4e-14 = 424 eps64 in log, 4x the tolerance; numpy exact) and e^19.7 (numpy
-#   off by 2.6e-12); test_structured_graded_rows_keep_relative_accuracy. Duplicate rows
-#   and zero columns showed no such loss (1,500 examples without the exclusion).
-# - weights with a zero column or duplicate rows whose layer's live rows spread over more
-#   than NET_SATURATED_SPREAD = 1 / eps64 (e^36): the same bound only. The numpy backend's
-#   spectrum is off by e^349 in its LARGEST value (cpp and numba agree with 400-digit
-#   arithmetic) in a two-layer tanh network of saturated units (phi' = e^-206, e^-594,
-#   e^-970) with a zero weight column; test_saturated_graded_layers_reference_accuracy.
+# Two bugs this fuzz found, fixed (their tests below; the fuzz ran with an exclusion for
+# each until then):
+# - exactly structured (integer) rows of a well-conditioned W, graded by their scales
+#   (e^0, e^-9, e^-56), lost relative accuracy on every backend: the graded QR's static
+#   column order put nearly dependent columns first, and the rows were sorted by their
+#   size in A, not in A diag(e^g) (test_structured_graded_rows_keep_relative_accuracy);
+# - the numpy reference restricted the frame to the row space of a layer's map wherever
+#   its rank was below the frame's directions, also where the layer's rows alone explain
+#   it: the right singular vectors, accurate to eps in absolute terms, mixed a frame
+#   graded over e^380 (saturated units and a zero weight column): off by e^349
+#   (test_saturated_graded_layers_reference_accuracy).
 # - formed products whose pre-activations overflow the dtype (finite inputs): every method
 #   raises FloatingPointError (test_formed_products_with_overflowing_preactivations_are_an_
 #   error); they count as out of range above, where no value is compared.
 
 NET_C = 16
-NET_GRADED_SPREAD = 5.0
-NET_SATURATED_SPREAD = -math.log(2.0**-52)  # 1 / eps64 = e^36
+# A layer whose live rows are linearly dependent on the frame (more rows than the
+# dimension they span there) and whose row scales spread over more than this (e^5): its
+# values are held to the backward-error bound only. Not a bug: the frame's refactorisation
+# is row-wise backward stable, which gives relative accuracy for a row-graded D B where B
+# has full row rank (Demmel and Veselic, on the transpose), and no more: a 5 x 3 integer W
+# with two parallel rows scaled e^-10.5 and e^-18 has its smallest value moved by 3000 to
+# 7000 eps by random eps perturbations of its rows, each relative to the row (60-digit
+# arithmetic); an integer silu network of widths 5, 4, 5 moves by 0.027 in log under eps
+# relative perturbations of its weights' entries.
+NET_DEPENDENT_ROWS_SPREAD = 5.0
 _NET_ACTIVATIONS = [
     "relu",
     "leaky_relu",
@@ -913,17 +914,18 @@ def _forward_bounds(net: Any, X: np.ndarray) -> dict[str, np.ndarray]:
     a backend's forward pass (in the network's dtype) can be from it: kappa (the change of
     the spectrum's logs that allows), ambiguous (a kink or zero of phi' within rounding),
     log_terms (sum_l log([1 +] ||D_l|| ||J_N,l|| ||W_l||)), sum_abs_log (sum_l |log of
-    that|), spread (the largest spread of a layer's live row scales, in log)."""
+    that|), dependent_spread (the largest spread, in log, of the live row scales of a
+    layer whose live rows outnumber the dimension they span on the frame)."""
     eps = float(np.finfo(net.dtype).eps)
     top = float(np.finfo(net.dtype).max)
     B = X.shape[0]
     h = X.astype(np.float64)
     dh = np.zeros_like(h)
     exact = np.all(h == np.round(h), axis=1)
-    out = {
-        k: np.zeros(B) for k in ("kappa", "eta", "log_terms", "log_range", "sum_abs_log", "spread")
-    }
+    names = ("kappa", "eta", "log_terms", "log_range", "sum_abs_log", "dependent_spread")
+    out = {k: np.zeros(B) for k in names}
     ambiguous = np.zeros(B, dtype=bool)
+    reach = [X.shape[1]] * B  # the frame's dimension entering each layer, at most
     factor_logs: list[np.ndarray] = []
     with np.errstate(all="ignore"):
         for W, b, act in zip(net.weights, net.biases, net.activations, strict=True):
@@ -938,7 +940,6 @@ def _forward_bounds(net: Any, X: np.ndarray) -> dict[str, np.ndarray]:
             whole = bool(np.all(W64 == np.round(W64)) and np.all(b64 == np.round(b64)))
             exact &= whole & (size.max(axis=1, initial=0) < 2**20)
             dz = np.where(exact[:, None], 0.0, dz)
-            row_norms = _norm(W64, axis=1)
             if net.norm == "layer":
                 m = z.shape[1]
                 c = z - z.mean(axis=1, keepdims=True)
@@ -948,7 +949,6 @@ def _forward_bounds(net: Any, X: np.ndarray) -> dict[str, np.ndarray]:
                 arg = c / sigma[:, None]
                 darg = (2 * dmax[:, None] + np.abs(arg) * dsigma[:, None]) / sigma[:, None]
                 darg += 4 * eps * np.abs(arg)
-                delta = np.minimum(net.norm_eps / sigma**2, 1.0)
                 unorm = _norm(arg, axis=1)
                 # the 1 / sigma factor; u's tilt by theta moves the delta-direction
                 # (docs/theory.md, second limit) by 2 theta / sigma: absolute, in eta
@@ -956,12 +956,10 @@ def _forward_bounds(net: Any, X: np.ndarray) -> dict[str, np.ndarray]:
                 # J_N moves with u: |d J_N| <= (2 |du| |u| / m + dsigma / sigma) / sigma
                 out["eta"] += 2 * _norm(darg, axis=1) * unorm / m + dsigma / sigma
                 norm_size = 1 / sigma
-                log_delta = np.where(m >= 2, np.log(delta), 0.0)
                 exact[:] = False
             else:
                 arg, darg = z, dz
                 norm_size = np.ones(B)
-                log_delta = np.zeros(B)
             zero = act.derivative_is_zero(arg)
             logs = np.stack([act.log_abs_derivative(arg + s * darg) for s in (0, 1, -1)])
             moved = np.zeros_like(zero)
@@ -970,6 +968,16 @@ def _forward_bounds(net: Any, X: np.ndarray) -> dict[str, np.ndarray]:
             if act.name in _KINKED:
                 moved |= (arg - darg <= 0) & (arg + darg > 0)
             ambiguous |= moved.any(axis=1)
+            if net.norm != "layer":  # normalised layers are held to the backward bound
+                scales = logs[0] + np.log(_norm(W64, axis=1))
+                live = ~zero & np.isfinite(scales)
+                for i in range(B):
+                    rows = W64[live[i]]
+                    span = min(reach[i], np.linalg.matrix_rank(rows) if rows.size else 0)
+                    if live[i].sum() > span:
+                        spread = scales[i][live[i]].max() - scales[i][live[i]].min()
+                        out["dependent_spread"][i] = max(out["dependent_spread"][i], spread)
+                    reach[i] = span
             change = np.where(zero, 0.0, logs.max(axis=0) - logs.min(axis=0))
             out["kappa"] += np.where(np.isnan(change), np.inf, change).max(axis=1, initial=0)
             d = act.derivative(arg)
@@ -984,13 +992,6 @@ def _forward_bounds(net: Any, X: np.ndarray) -> dict[str, np.ndarray]:
             factor_logs.append(np.full(B, np.log(float(np.linalg.norm(W64, 2)))))
             factor_logs.append(np.log(scaling + net.residual))
             out["sum_abs_log"] += np.abs(np.log(term))
-            scales = logs[0] + (0.0 if net.norm == "layer" else np.log(row_norms))
-            live = ~zero & np.isfinite(scales)
-            top_s = np.where(live, scales, -np.inf).max(axis=1, initial=-np.inf)
-            low_s = np.minimum(
-                np.where(live, scales, np.inf).min(axis=1, initial=np.inf), top_s + log_delta
-            )
-            out["spread"] = np.maximum(out["spread"], np.where(live.any(axis=1), top_s - low_s, 0))
             a = act.phi(arg)
             slope = np.max(np.abs([act.derivative(arg + s * darg) for s in (0, 1, -1)]), axis=0)
             da = slope * darg + 2 * eps * np.abs(a)
@@ -1054,10 +1055,8 @@ def _network_disagreements(case: dict[str, Any]) -> list[str]:
     tol = tol + 2 * eps * np.abs(finite_logs)
     with np.errstate(divide="ignore"):
         log_abs_tol = np.log(NET_C * L * n * eps + fb["eta"]) + fb["log_terms"]
-    graded_limit = {"integer": NET_GRADED_SPREAD, "zero_column": NET_SATURATED_SPREAD}
-    graded_limit["duplicate_row"] = NET_SATURATED_SPREAD
-    excluded = fb["spread"] > graded_limit.get(case["structure"], np.inf)
-    backward_ok = np.full(len(X), net.residual or net.norm == "layer") | excluded
+    dependent = fb["dependent_spread"] > NET_DEPENDENT_ROWS_SPREAD
+    backward_ok = np.full(len(X), net.residual or net.norm == "layer") | dependent
     # where a normalised layer's rounded u can make or break an exact zero (a value below
     # the backward-error bound), the exact ranks and the -inf places are not compared
     tiny = np.zeros(len(X), dtype=bool)
@@ -1289,12 +1288,12 @@ def test_narrow_layer_norm_network_values_against_60_digits(seed: int) -> None:
             )
 
 
-# Found by the network value fuzz (the NET_GRADED_SPREAD exclusion above): exactly
-# structured (integer) rows of a well-conditioned W, graded by their scales, lose relative
-# accuracy on every backend, which neither documented limit covers (the rows are not
-# dependent; no normalisation). Strict: when it is fixed, this passes, fails as XPASS, and
-# the exclusion goes.
-@pytest.mark.xfail(strict=True, reason="bug: the graded frame on exactly structured rows")
+# Found by the network value fuzz: exactly structured (integer) rows of a well-conditioned
+# W, graded by their scales, lost relative accuracy on every backend (0.08 in log for the
+# first), which neither documented limit covers (the rows are independent; no
+# normalisation). Row-graded with at most as many rows as columns, such a W has relatively
+# well-determined singular values (W^T = B^T D, B^T of full column rank: Demmel and
+# Veselic); the graded QR now sorts rows by their size in A diag(e^g) and pivots columns.
 @pytest.mark.parametrize(
     ("rows", "log_scales"),
     [
@@ -1322,12 +1321,100 @@ def test_structured_graded_rows_keep_relative_accuracy(
         np.testing.assert_allclose(got, exact, rtol=0, atol=NET_C * n * 2.0**-52, err_msg=be)
 
 
-# Found by the network value fuzz (NET_SATURATED_SPREAD): the numpy backend off by e^349
-# in the largest singular value of a two-layer tanh network whose first layer's units are
-# saturated and graded (phi' = e^-206, e^-594, e^-970) and whose weights have a zero
-# column; cpp and numba agree with 400-digit arithmetic.
-@pytest.mark.xfail(strict=True, reason="bug: numpy backend, saturated graded layers")
-def test_saturated_graded_layers_reference_accuracy() -> None:
+def _integer_graded_rows(seed: int) -> tuple[np.ndarray, list[float]]:
+    """W = diag(e^s) R, R small integers of full row rank (m <= n <= 5, cond(R) < 10), row
+    scales s spread over up to e^60, and its log singular values in 60-digit arithmetic."""
+    import mpmath as mp
+
+    rng = np.random.default_rng(seed)
+    while True:
+        m = int(rng.integers(2, 6))
+        n = int(rng.integers(m, 6))
+        R = rng.integers(-2, 3, size=(m, n)).astype(np.float64)
+        if np.linalg.matrix_rank(R) == m and np.linalg.cond(R) < 10:
+            break
+    W = np.exp(rng.uniform(-60.0, 0.0, size=m) * rng.uniform(0.2, 1.0))[:, None] * R
+    with mp.workdps(60):
+        values = mp.svd_r(mp.matrix(W.tolist()), compute_uv=False)
+        return W, sorted((float(mp.log(v)) for v in values), reverse=True)
+
+
+# The family of the test above, swept: square and wide integer rows, graded over up to
+# e^60. Before the fix 6 of these 40 were off, by up to 1.6e-7 in log: 2 on every backend
+# (3e-10, 1.4e-12: the static column order), 4 on numba and cpp only (the row order).
+@pytest.mark.parametrize("seed", range(40))
+def test_integer_graded_rows_sweep_keeps_relative_accuracy(seed: int) -> None:
+    W, exact = _integer_graded_rows(seed)
+    net = jacgeom.Network([W], activation="identity")
+    for be in BACKENDS:
+        got = net.log_singular_values(np.zeros(W.shape[1]), backend=be)
+        np.testing.assert_allclose(
+            got, exact, rtol=0, atol=NET_C * W.shape[1] * 2.0**-52, err_msg=f"{be} {W}"
+        )
+
+
+def test_graded_qr_step_keeps_what_its_static_column_order_drops() -> None:
+    # A diag(e^g), g = (0, -0.5, -1), A = [[1, 1, 0], [0, 0, 1]]: in the static order (by
+    # g) the second column is the first's multiple, R_11 = 0 exactly and the direction of
+    # the third column was lost (g' = -inf); the pivoted QR takes the third column second.
+    # The kernel of every backend: Q diag(e^g') V' = A diag(e^g) V, g' = (0, -1) exactly.
+    from jacgeom._numba.graded import graded_qr_step_batched as numba_step
+    from jacgeom.reference.graded import graded_qr_step_batched as numpy_step
+
+    A = np.array([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    g = np.array([[0.0, -0.5, -1.0]])
+    V = np.eye(3)[None]
+    for step in (numpy_step, numba_step):
+        Q, g2, V2 = step(A, g, V)
+        np.testing.assert_array_equal(g2, [[0.0, -1.0]])
+        np.testing.assert_allclose(
+            Q[0] @ (np.exp(g2[0])[:, None] * V2[0]), A[0] * np.exp(g[0]), rtol=0, atol=1e-15
+        )
+
+
+# Found by the network value fuzz: the numpy backend off by e^349 in the largest singular
+# value of a two-layer tanh network whose first layer's units are saturated and graded
+# (phi' = e^-206, e^-594, e^-970) and whose weights have a zero column; cpp and numba agree
+# with 400-digit arithmetic. The reference restricted the frame to the second layer's row
+# space (rank 2 of 3 directions, explained by its 2 rows) through right singular vectors
+# accurate to eps absolutely, which mixed the e^-543 direction into the e^-931 one.
+def test_graded_qr_step_orders_rows_at_huge_log_scales() -> None:
+    # g ~ -2e29 (phi' = e^-2e29): log|A_ij| + g_j rounds the rows' sizes (1 and e^-600)
+    # to the same value; ordered on g relative to its largest, the large row comes first
+    # and the small one keeps its direction (both found by the network value fuzz while
+    # the row order was being changed: a float32 tanh network lost a direction on some
+    # backends, taking the small row first made its R_ii exactly 0).
+    from jacgeom._numba.graded import graded_qr_step_batched as numba_step
+    from jacgeom.reference.graded import graded_qr_step_batched as numpy_step
+
+    # And rows of sizes rounded equal though their scales differ by e^2e29 (a sigmoid
+    # network of weights 1e30): ties go by the entry that gives the size, 1 before e^-600.
+    cases = [
+        (
+            np.array([[-2.587138e-261, -5.756037e-262], [-0.7787848, -0.6272912]]),
+            np.full(2, -1.973409e29),
+        ),
+        (
+            np.array([[0.0, -2.512454e-261, 8.439059e-262], [1, 0, 0], [0, 0.3184074, 0.947954]]),
+            np.array([-8.311130e29, -1.049455e30, -1.304113e30]),
+        ),
+    ]
+    for A, g in cases:
+        k = A.shape[1]
+        for step in (numpy_step, numba_step):
+            Q, g2, V2 = step(A[None], g[None], np.eye(k)[None])
+            # every direction kept (their sizes are below g's rounding)
+            assert np.isfinite(g2).all(), (step, g2)
+            np.testing.assert_allclose(Q[0].T @ Q[0], np.eye(k), rtol=0, atol=1e-15)
+
+
+def _saturated_graded_network() -> tuple[Any, np.ndarray, list[float]]:
+    """The fuzz's two-layer tanh network of saturated, graded units and a zero weight
+    column, its input, and its two log singular values in 400-digit arithmetic
+    (tanh'(z) = sech(z)^2; J is 2 x 4: its Gram matrix's eigenvalues, the small one as
+    det / big, where 160 digits cancel: J's rows are parallel to 1e-163)."""
+    import mpmath as mp
+
     W1 = [
         [0.0, -1.5830677754511008e-147, -9.977553799297265e-149, 9.775828245718312e-148],
         [0.0, -9.94200892071407e-148, 8.369052770507392e-148, -2.382500254065106e-148],
@@ -1342,10 +1429,43 @@ def test_saturated_graded_layers_reference_accuracy() -> None:
     x = [1.0873418100168326e150, -8.382253327405307e149, -2.7850070567778556e149,
          -3.087717485742716e149]  # fmt: skip
     net = jacgeom.Network([np.array(W1), np.array(W2)], [np.array(b1), np.array(b2)], "tanh")
-    exact = -1622.3999158323  # 400-digit arithmetic, log sigma_1
+    with mp.workdps(400):
+        h = mp.matrix(x)
+        J = mp.eye(len(x))
+        for W, b in ((W1, b1), (W2, b2)):
+            z = mp.matrix(W) * h + mp.matrix(b)
+            J = mp.diag([mp.sech(zi) ** 2 for zi in z]) * mp.matrix(W) * J
+            h = z.apply(mp.tanh)
+        G = J * J.T
+        big = G[0, 0] / 2 + G[1, 1] / 2 + mp.sqrt((G[0, 0] - G[1, 1]) ** 2 / 4 + G[0, 1] ** 2)
+        det = G[0, 0] * G[1, 1] - G[0, 1] ** 2
+        exact = [float(mp.log(big) / 2), float(mp.log(det / big) / 2)]
+    return net, np.array(x), exact
+
+
+def test_saturated_graded_layers_reference_accuracy() -> None:
+    net, x, exact = _saturated_graded_network()
+    assert abs(exact[0] - -1622.3999158323) < 1e-9  # the value the fuzz was checked with
     for be in BACKENDS:
-        got = float(net.log_singular_values(np.array(x), backend=be)[0])
-        assert abs(got - exact) < 1e-9 * abs(exact), (be, got, exact)
+        got = float(net.log_singular_values(x, backend=be)[0])
+        assert abs(got - exact[0]) < 1e-12 * abs(exact[0]), (be, got, exact)
+        assert net.exact_rank(x, backend=be) == 2, be
+
+
+# Found with the test above: the second value, e^-2000.85, is well determined (eps
+# relative perturbations of the weights move its log by 2e-13) but every backend gives
+# e^-1660.8. The frame after layer 1 is graded over e^763 (its U couples the rows by
+# entries down to e^-763, below the float range once its steps of e^-600 are applied),
+# and layer 2's zero weight column removes the dominant row: X U, formed in float, keeps
+# of the small rows' part of each column only rounding noise, eps relative to the column
+# (e^-966 against e^-1306). Not yet fixed: it needs a frame that keeps the coupling of
+# rows graded beyond the float range.
+@pytest.mark.xfail(strict=True, reason="bug: graded frame, a zero column after e^763 grading")
+def test_saturated_graded_layers_second_value() -> None:
+    net, x, exact = _saturated_graded_network()
+    for be in BACKENDS:
+        got = float(net.log_singular_values(x, backend=be)[1])
+        assert abs(got - exact[1]) < 1e-9 * abs(exact[1]), (be, got, exact)
 
 
 # Found by the network value fuzz (its out-of-range exclusion): a pre-activation beyond the

@@ -124,12 +124,162 @@ def _scaled_norm(x: Any) -> float:
     return big * math.sqrt(s)
 
 
+# jacgeom.reference.graded.PIVOT_SLACK and the scale of its sums of squares
+_PIVOT_SLACK = 8.0
+_SQUARE_SCALE = 2.0**500
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_order(M: Any, gs: Any) -> Any:
+    """Rows of M diag(e^gs) (gs descending) by decreasing size max_j |M_ij| e^(gs_j),
+    stable, ties by decreasing |M_ij| in the column that gives the size
+    (reference.graded.graded_row_order)."""
+    m, k = M.shape
+    top = gs[0] if k and math.isfinite(gs[0]) else 0.0
+    f = np.empty(k)
+    for j in range(k):
+        f[j] = math.exp(gs[j] - top)
+    size = np.empty(m)
+    entry = np.empty(m)
+    for i in range(m):
+        s = 0.0
+        col = 0
+        for j in range(k):
+            a = abs(M[i, j]) * f[j]
+            if a > s:
+                s = a
+                col = j
+        if s < 1e-290:
+            best = -math.inf
+            col = 0
+            for j in range(k):
+                a = abs(M[i, j])
+                if a > 0.0 and math.isfinite(gs[j]):
+                    t = math.log(a) + gs[j]
+                    if t > best:
+                        best = t
+                        col = j
+            size[i] = best
+        else:
+            size[i] = math.log(s) + top
+        a = abs(M[i, col])
+        entry[i] = math.log(a) if a > 0.0 else -math.inf
+    rows = np.argsort(-size, kind="mergesort")
+    start = 0
+    while start < m:  # runs of equal size: insertion sort by decreasing entry, stable
+        stop = start + 1
+        while stop < m and size[rows[stop]] == size[rows[start]]:
+            stop += 1
+        for a in range(start + 1, stop):
+            r = rows[a]
+            b = a
+            while b > start and entry[rows[b - 1]] < entry[r]:
+                rows[b] = rows[b - 1]
+                b -= 1
+            rows[b] = r
+        start = stop
+    return rows
+
+
+@numba.njit(cache=True, nogil=True)
+def _pivots_hold(R: Any, gs: Any) -> bool:
+    """reference.graded.pivots_hold for one sample: ||R[i:, j]|| e^(g_j) <= slack
+    |R_ii| e^(g_i) for every i and later live j (gs descending)."""
+    q, k = R.shape
+    tail = np.zeros(k)
+    log_slack = math.log(_PIVOT_SLACK)
+    for i in range(q - 1, -1, -1):
+        for j in range(i, k):
+            x = R[i, j] * _SQUARE_SCALE
+            tail[j] += x * x
+        d = (R[i, i] * _SQUARE_SCALE) ** 2
+        limit = d * _PIVOT_SLACK * _PIVOT_SLACK
+        for j in range(i + 1, k):
+            if tail[j] <= limit or not math.isfinite(gs[j]) or tail[j] == 0.0:
+                continue  # e^(g_j - g_i) <= 1: holds
+            if d == 0.0 or not math.isfinite(gs[i]):
+                return False
+            if 0.5 * math.log(tail[j]) + gs[j] > 0.5 * math.log(d) + gs[i] + log_slack:
+                return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _householder_pivoted(M: Any, gs: Any, perm: Any) -> Any:
+    """reference.graded.householder_pivoted for one sample: Q (m, q), R (q, k); gs and
+    perm (k,) are permuted in place. Columns are stored as the rows of C (k, m), the
+    reflectors as the rows of H (q, m): the inner loops run over contiguous memory."""
+    m, k = M.shape
+    q = min(m, k)
+    C = np.ascontiguousarray(M.T)
+    H = np.zeros((q, m))
+    stop = q
+    for j in range(q):
+        best = -math.inf
+        p = j
+        for c in range(j, k):
+            if not math.isfinite(gs[c]):
+                continue
+            nrm = _scaled_norm(C[c, j:])
+            if nrm > 0.0:
+                key = math.log(nrm) + gs[c]
+                if key > best:
+                    best = key
+                    p = c
+        if best == -math.inf:
+            stop = j
+            break
+        if p != j:
+            for i in range(m):
+                t = C[j, i]
+                C[j, i] = C[p, i]
+                C[p, i] = t
+            t = gs[j]
+            gs[j] = gs[p]
+            gs[p] = t
+            pj = perm[j]
+            perm[j] = perm[p]
+            perm[p] = pj
+        x0 = C[j, j]
+        for i in range(j, m):
+            H[j, i] = C[j, i]
+        H[j, j] = x0 + math.copysign(_scaled_norm(C[j, j:]), x0)
+        nv = _scaled_norm(H[j, j:])
+        for i in range(j, m):
+            H[j, i] /= nv
+        for c in range(j, k):
+            dot = 0.0
+            for i in range(j, m):
+                dot += H[j, i] * C[c, i]
+            dot *= 2.0
+            for i in range(j, m):
+                C[c, i] -= dot * H[j, i]
+    R = np.zeros((q, k))
+    for i in range(stop):
+        for j in range(i, k):
+            R[i, j] = C[j, i]
+    # Q = H_0 ... H_(q-1) I[:, :q], its columns built as the rows of Qt.
+    Qt = np.zeros((q, m))
+    for c in range(q):
+        Qt[c, c] = 1.0
+        for j in range(min(c, stop - 1), -1, -1):
+            dot = 0.0
+            for i in range(j, m):
+                dot += H[j, i] * Qt[c, i]
+            dot *= 2.0
+            for i in range(j, m):
+                Qt[c, i] -= dot * H[j, i]
+    return np.ascontiguousarray(Qt.T), R
+
+
 @numba.njit(cache=True, nogil=True)
 def _qr_step_one(A: Any, g: Any, V: Any, Q: Any, g_out: Any, V_out: Any) -> None:
+    # reference.graded.graded_qr_step_batched for one sample: columns to unit size (their
+    # norms into g) by decreasing g, rows by decreasing size in A diag(e^g); LAPACK's QR
+    # in that order, kept where it is a pivoting order to within the slack, else
+    # Householder QR with dynamic column pivoting.
     m, k = A.shape
     q = min(m, k)
-    # Columns to unit size, their norms into g; columns by decreasing g, rows by
-    # decreasing norm (stable orders, as the reference's argsort(kind="stable")).
     key = np.empty(k)
     unit = np.empty((m, k))
     for j in range(k):
@@ -140,23 +290,31 @@ def _qr_step_one(A: Any, g: Any, V: Any, Q: Any, g_out: Any, V_out: Any) -> None
         x = g[j] + (math.log(nrm) if nrm > 0.0 else -math.inf)
         key[j] = -math.inf if math.isnan(x) else x
     order = np.argsort(-key, kind="mergesort")
-    cols = np.empty((m, k))
     gs = np.empty(k)
+    cols = np.empty((m, k))
     for jj in range(k):
         gs[jj] = key[order[jj]]
         cols[:, jj] = unit[:, order[jj]]
-    row_norms = np.empty(m)
-    for i in range(m):
-        row_norms[i] = _scaled_norm(cols[i, :])
-    rows = np.argsort(-row_norms, kind="mergesort")
-    sorted_rows = np.empty((m, k))
+    # orders decided on g relative to its largest (see the reference)
+    top = gs[0] if math.isfinite(gs[0]) else 0.0
+    rel = np.empty(k)
+    for j in range(k):
+        rel[j] = gs[j] - top
+    rows = _row_order(cols, rel)
+    M = np.empty((m, k))
     for ii in range(m):
-        sorted_rows[ii, :] = cols[rows[ii], :]
-    Qs, R = np.linalg.qr(sorted_rows)
+        M[ii, :] = cols[rows[ii], :]
+    Qs, R = np.linalg.qr(M)
+    perm = np.arange(k)
+    if not _pivots_hold(R, rel):
+        Qs, R = _householder_pivoted(M, rel, perm)
+        unpermuted = gs.copy()
+        for jj in range(k):
+            gs[jj] = unpermuted[perm[jj]]
     for ii in range(m):
         Q[rows[ii], :] = Qs[ii, :]
     # coeff_ij = R_ij / |R_ii| e^(g_j - g_i), in log space only where the factors apart
-    # leave the floating-point range (reference.graded._graded_from_r).
+    # leave the floating-point range (reference.graded.graded_coefficients).
     coeff = np.zeros((q, k))
     for i in range(q):
         d = abs(R[i, i])
@@ -176,7 +334,7 @@ def _qr_step_one(A: Any, g: Any, V: Any, Q: Any, g_out: Any, V_out: Any) -> None
                 coeff[i, j] = c
     V_sorted = np.empty((k, V.shape[1]))
     for jj in range(k):
-        V_sorted[jj, :] = V[order[jj], :]
+        V_sorted[jj, :] = V[order[perm[jj]], :]
     V_out[:, :] = coeff @ V_sorted
 
 

@@ -144,39 +144,61 @@ def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
 
     Notes
     -----
-    The columns of A diag(e^g) are ordered by decreasing norm first (pre-pivoting), so
-    that R is graded like the product and V' stays well conditioned.
+    Householder QR of A diag(e^g) with its rows sorted by decreasing size and dynamic
+    column pivoting on the scaled norms of what is left of each column (see
+    :func:`graded_qr_step_batched`, which this is for one sample).
     """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # Columns to unit size first, their norms into g: a column whose entries are
-        # all near the bottom of the float64 range keeps its relative accuracy.
-        norms = scaled_norms(A, axis=0)
-        A = A / np.where(norms > 0, norms, 1.0)
-        g = g + np.log(norms)
-        key = np.where(np.isnan(g), -np.inf, g)
-        g = key
-        order = np.argsort(-key, kind="stable")
-        A, g, V = A[:, order], g[order], V[order]
-        # Rows by decreasing norm too: Householder QR of a row-graded matrix keeps the
-        # small rows' relative accuracy only when they come last (Cox and Higham).
-        rows = np.argsort(-scaled_norms(A, axis=1), kind="stable")
-        Q, R = np.linalg.qr(A[rows])
-        Q = Q[np.argsort(rows)]
-    return (Q, *_graded_from_r(R, g, V))
+    Q, new_g, new_V = graded_qr_step_batched(
+        np.asarray(A, dtype=np.float64)[None],
+        np.asarray(g, dtype=np.float64)[None],
+        np.asarray(V, dtype=np.float64)[None],
+    )
+    return Q[0], new_g[0], new_V[0]
+
+
+# The static column order (by decreasing scaled norm) is kept where it is a pivoting order
+# to within this factor: every column's remaining part, scaled, at most PIVOT_SLACK times
+# the one taken at each step (see graded_qr_step_batched).
+PIVOT_SLACK = 8.0
+# Squares of entries of size <= 1 are summed scaled by this power of two: no underflow
+# down to 1e-300, no overflow for up to 2^24 terms.
+_SQUARE_SCALE = 2.0**500
 
 
 def graded_qr_step_batched(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
     """Batched refactorisation A diag(e^g) V = Q diag(e^g') V'.
 
     A : (B, m, k), g : (B, k) (-inf for dead directions), V : (B, k, n0);
-    returns Q (B, m, q), g' (B, q), V' (B, q, n0) with q = min(m, k): :func:`graded_qr_step`
-    of every sample, vectorised over the batch (the stable frame's numpy backend).
+    returns Q (B, m, q), g' (B, q), V' (B, q, n0) with q = min(m, k), per sample
+    (the stable frame's numpy backend).
+
+    Notes
+    -----
+    The matrix factored is M = A diag(e^g), never formed: A's columns are taken at unit
+    size, their norms joining g, and ordered by decreasing g. Its rows are sorted by
+    decreasing size max_j |A_ij| e^(g_j) (:func:`graded_row_order`). Householder QR of a
+    matrix whose rows are sorted so and whose columns are pivoted (at each step the column
+    whose remaining part has the largest scaled norm ||A[j:, c]|| e^(g_c)) is row-wise
+    backward stable (Powell and Reid; Cox and Higham, 1998): each row of M is perturbed
+    relative to its own size, so a row-graded M = D B keeps the relative accuracy of its
+    small singular values. The pivoting also bounds V's coefficients
+    (R_ij / |R_ii|) e^(g_j - g_i) by 1, so diag(e^g') V' is as well conditioned a graded
+    matrix as the one-sided Jacobi of :func:`graded_log_singular_values` needs (the
+    preconditioning of LAPACK's dgejsv). Without it, where the first columns are nearly
+    dependent on the large rows (exactly structured weights), a small row shows only
+    through a cancellation and the values lose their relative accuracy.
+
+    LAPACK's QR (numpy.linalg.qr) runs in the static order first; a sample whose R shows
+    that order was not a pivoting order to within PIVOT_SLACK (:func:`pivots_hold`) is
+    refactored by Householder QR with dynamic pivoting (:func:`householder_pivoted`). A
+    column of zeros (a unit with phi' = 0) or a dead direction (g = -inf) is never taken
+    while another column has a nonzero remaining part: the remaining R_ii are exactly 0.
     """
     B, m, k = A.shape
+    n = V.shape[2]
     if m == 0 or k == 0:
-        return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, V.shape[2]))
+        return np.zeros((B, m, 0)), np.zeros((B, 0)), np.zeros((B, 0, n))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        # Columns to unit size, their norms into g (see graded_qr_step).
         norms = scaled_norms(A, axis=1)
         A = A / np.where(norms > 0, norms, 1.0)[:, None, :]
         g = g + np.log(norms)
@@ -185,15 +207,116 @@ def graded_qr_step_batched(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
         A = np.take_along_axis(A, order[:, None, :], axis=2)
         g = np.take_along_axis(g, order, axis=1)
         V = np.take_along_axis(V, order[:, :, None], axis=1)
-        rows = np.argsort(-scaled_norms(A, axis=2), axis=1, kind="stable")
-        Q, R = np.linalg.qr(np.take_along_axis(A, rows[:, :, None], axis=1))
-        Q = np.take_along_axis(Q, np.argsort(rows, axis=1)[:, :, None], axis=1)
-        q = R.shape[1]
+    # The orders are decided on g relative to its largest: at |g| ~ 1e29 (phi' = e^-1e29)
+    # the sum log|A_ij| + g_j would round away the row scales that order the rows.
+    top = g[:, :1]
+    rel = g - np.where(np.isfinite(top), top, 0.0)
+    rows = graded_row_order(A, rel)
+    M = np.take_along_axis(A, rows[:, :, None], axis=1)
+    Q, R = np.linalg.qr(M)
+    redo = np.flatnonzero(~pivots_hold(R, rel))
+    if redo.size:
+        Qp, Rp, _, perm = householder_pivoted(M[redo], rel[redo])
+        Q[redo], R[redo] = Qp, Rp
+        g[redo] = np.take_along_axis(g[redo], perm, axis=1)
+        V[redo] = np.take_along_axis(V[redo], perm[:, :, None], axis=1)
+    Q = np.take_along_axis(Q, np.argsort(rows, axis=1)[:, :, None], axis=1)
+    new_g, coeff = graded_coefficients(R, g)
+    return Q, new_g, np.matmul(coeff, V)
+
+
+def graded_row_order(A: F64, g: F64) -> NDArray[np.intp]:
+    """Rows of M = A diag(e^g) (A (B, m, k), g (B, k) descending) by decreasing size
+    max_j |A_ij| e^(g_j), stable: formed with the factors e^(g_j - g_0) where the result
+    stays above 1e-290, from logs otherwise. Rows of equal size come by decreasing
+    |A_ij| in the column j that gives their size: where g is so large that the sums
+    round the entries' sizes away (phi' = e^-1e29), the large row still comes before the
+    small one, which a Householder step taken on the small one would cancel exactly."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        top = g[:, :1]
+        top = np.where(np.isfinite(top), top, 0.0)
+        scaled = np.abs(A) * np.exp(g - top)[:, None, :]
+        col = np.argmax(scaled, axis=2)
+        s = np.take_along_axis(scaled, col[:, :, None], axis=2)[:, :, 0]
+        size = np.log(s) + top
+        small = s < 1e-290
+        if small.any():
+            exact = np.log(np.abs(A)) + g[:, None, :]
+            exact = np.where(np.isnan(exact), -np.inf, exact)
+            size = np.where(small, np.max(exact, axis=2), size)
+            col = np.where(small, np.argmax(exact, axis=2), col)
+        entry = np.log(np.abs(np.take_along_axis(A, col[:, :, None], axis=2)[:, :, 0]))
+    return np.lexsort((-entry, -size), axis=-1)
+
+
+def pivots_hold(R: F64, g: F64, slack: float = PIVOT_SLACK) -> NDArray[np.bool_]:
+    """Whether the column order of R (B, q, k), upper triangular, with log-scales g (B, k)
+    descending, is a pivoting order of R diag(e^g) to within ``slack``: for every step i
+    and later live column j, ||R[i:, j]|| e^(g_j) <= slack |R_ii| e^(g_i); (B,)."""
+    B, q, k = R.shape
+    if q == 0:
+        return np.ones(B, dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        squares = np.square(R * _SQUARE_SCALE)
+        tail = np.cumsum(squares[:, ::-1, :], axis=1)[:, ::-1, :]  # (B, q, k)
+        lhs = 0.5 * np.log(tail) + g[:, None, :]
+        rhs = 0.5 * np.log(np.diagonal(squares, axis1=1, axis2=2)) + g[:, :q]
+        later = np.arange(k)[None, :] > np.arange(q)[:, None]
+        bad = later & (lhs > rhs[:, :, None] + np.log(slack))
+    return ~np.any(bad, axis=(1, 2))
+
+
+def householder_pivoted(M: F64, g: F64) -> tuple[F64, F64, F64, NDArray[np.intp]]:
+    """Householder QR of M diag(e^g) (M (B, m, k), g (B, k)) with dynamic column
+    pivoting on the scaled norms ||M[j:, c]|| e^(g_c) of what is left of each column,
+    vectorised over the batch. Returns Q (B, m, q), R (B, q, k), g and the column
+    permutation perm (B, k) (column j of R is column perm[j] of M). Where only columns
+    with key -inf are left (zero remaining parts, or g = -inf), R's remaining rows are
+    exactly 0. Cost: 4 m k q flops for R and as many for Q, one Python step per column."""
+    B, m, k = M.shape
+    q = min(m, k)
+    b = np.arange(B)
+    A = np.array(M, dtype=np.float64)
+    g = np.array(g, dtype=np.float64)
+    perm = np.broadcast_to(np.arange(k), (B, k)).copy()
+    reflectors = np.zeros((B, q, m))
+    stop = np.full(B, q)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        for j in range(q):
+            key = np.log(scaled_norms(A[:, j:, j:], axis=1)) + g[:, j:]
+            key = np.where(np.isnan(key), -np.inf, key)
+            p = j + np.argmax(key, axis=1)
+            stop = np.where((stop == q) & ~np.isfinite(np.max(key, axis=1)), j, stop)
+            live = stop == q
+            p = np.where(live, p, j)
+            A[b, :, j], A[b, :, p] = A[b, :, p], A[b, :, j].copy()
+            g[b, j], g[b, p] = g[b, p], g[b, j].copy()
+            perm[b, j], perm[b, p] = perm[b, p], perm[b, j].copy()
+            x = A[:, j:, j]
+            v = x.copy()
+            v[:, 0] += np.copysign(scaled_norms(x, axis=1), x[:, 0])
+            nv = scaled_norms(v, axis=1)
+            v /= np.where(live & (nv > 0), nv, np.inf)[:, None]  # v = 0: no reflection
+            A[:, j:, j:] -= 2.0 * v[:, :, None] * np.matmul(v[:, None, :], A[:, j:, j:])
+            reflectors[:, j, j:] = v
+    R = np.triu(A[:, :q, :])
+    R[np.arange(q)[None, :] >= stop[:, None]] = 0.0  # exactly zero from the stop on
+    Q = np.broadcast_to(np.eye(m)[:, :q], (B, m, q)).copy()
+    for j in reversed(range(q)):
+        v = reflectors[:, j, j:]
+        Q[:, j:, :] -= 2.0 * v[:, :, None] * np.matmul(v[:, None, :], Q[:, j:, :])
+    return Q, R, g, perm
+
+
+def graded_coefficients(R: F64, g: F64) -> tuple[F64, F64]:
+    """g' (B, q) and the coefficients C (B, q, k) of R diag(e^g) = diag(e^g') C, R (B, q, k)
+    upper triangular: g'_i = log|R_ii| + g_i (-inf where R_ii = 0 or g_i = -inf),
+    C_ij = R_ij / |R_ii| e^(g_j - g_i) (0 in dead rows and columns)."""
+    q = R.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         diag = np.abs(np.diagonal(R, axis1=1, axis2=2))
         new_g = np.log(diag) + g[:, :q]
-        # coeff_ij = R_ij / |R_ii| e^(g_j - g_i): bounded by one layer's conditioning, since
-        # the columns were ordered by their scaled norms; formed in log space only where the
-        # two factors apart leave the floating-point range.
+        # Formed in log space only where the two factors apart leave the float range.
         alive = np.isfinite(new_g)
         live = alive[:, :, None] & np.isfinite(g)[:, None, :]
         coeff = (R / diag[:, :, None]) * np.exp(np.minimum(g[:, None, :] - g[:, :q, None], 700.0))
@@ -204,8 +327,7 @@ def graded_qr_step_batched(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
             )
             coeff[bad] = (np.sign(R) * np.exp(np.minimum(log_ratio, 700.0)))[bad]
         coeff = np.where(live & np.isfinite(coeff), coeff, 0.0)
-        new_g = np.where(alive, new_g, -np.inf)
-    return Q, new_g, np.matmul(coeff, V)
+    return np.where(alive, new_g, -np.inf), coeff
 
 
 def _graded_from_r(R: F64, g: F64, V: F64) -> tuple[F64, F64]:

@@ -475,9 +475,10 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     of the range so far) has the rank r_l of the partial product, decided by
     jacgeom.reference.graded.map_rank (numpy.linalg.matrix_rank's count on X U with rows
     divided by X's row norms) on a matrix no worse conditioned than one layer. Where
-    r_l < r, the frame is first restricted to the row space of X U (right singular
-    vectors Z_1): A diag(e^g) V -> (A Z_1) (Z_1^T diag(e^g) V), so the lost directions
-    leave exactly. Then C U diag(e^g) V is refactored by :func:`graded_qr_step`.
+    r_l is below both the frame's live directions and X's rows, the frame is first
+    restricted to the row space of X U (right singular vectors Z_1):
+    A diag(e^g) V -> (A Z_1) (Z_1^T diag(e^g) V), so the lost directions leave exactly
+    (:func:`_frame_step`). Then C U diag(e^g) V is refactored by :func:`graded_qr_step`.
     """
     n0 = x.shape[0]
     U = np.eye(n0)
@@ -488,22 +489,52 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     for l in range(len(net.weights)):
         h, steps = _layer_factors(net, l, h, np.any(U != 0, axis=1))
         for X, norms, sign, t, c, alive in steps:
-            XU = X @ U
-            r = U.shape[1]
-            rank_l, Xn = map_rank(XU, np.asarray(norms, dtype=np.float64))
-            r_l = int(rank_l)
-            if r_l < r:
-                Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((r, 0))
-                Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
-                XU = XU @ (Z1 @ Q1)
-            # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
-            # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
-            parts, shift = split_log_scales(t)
-            Q, g, V = graded_qr_step((sign * np.exp(parts[0]))[:, None] * XU, g + c, V)
-            for part in parts[1:]:
-                Q, g, V = graded_qr_step(np.exp(part)[:, None] * Q, g, V)
-            g = unshift_log_scales(Q, g, shift)
+            r_l, Q, g, V = _frame_step(X, np.asarray(norms, dtype=np.float64), sign, t, c, U, g, V)
             U = np.zeros((alive.shape[0], Q.shape[1]))
             U[alive] = Q
         ranks[l] = r_l  # the last step's
     return g, V, ranks
+
+
+def _frame_step(
+    X: NDArray[Any],
+    norms: NDArray[np.float64],
+    sign: NDArray[Any],
+    t: NDArray[Any],
+    c: float,
+    U: NDArray[np.float64],
+    g: NDArray[np.float64],
+    V: NDArray[np.float64],
+    force: bool = False,
+) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """One step e^c diag(sign e^t) X of :func:`stable_frame` on the frame U diag(e^g) V:
+    returns the rank r_l of X U and the new frame Q, g, V.
+
+    The frame is restricted to the row space of X U only where X U has lower rank than
+    its rows and the live directions leave (as jacgeom._frame's ``_deflate``): there the
+    rank is a property of the unscaled map, which the graded QR alone would keep as
+    rounding noise. Elsewhere the graded QR refactors the frame as it is: a restriction
+    through the right singular vectors of X U, accurate to eps in absolute terms, mixes
+    the frame's large directions into its small ones by eps e^(g_i - g_j), which a graded
+    frame cannot afford (the numpy backend's largest value off by e^349 where a zero
+    weight column met a frame graded over e^380). ``force`` restricts wherever the rank is
+    below the live directions; a step whose QR kept fewer directions than the rank is
+    redone so."""
+    XU = X @ U
+    rank_l, Xn = map_rank(XU, norms)
+    r_l = int(rank_l)
+    live = int(np.count_nonzero(np.isfinite(g)))
+    if r_l < min(live, X.shape[0]) or (force and r_l < live):
+        Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((U.shape[1], 0))
+        Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
+        XU = XU @ (Z1 @ Q1)
+    # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
+    # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
+    parts, shift = split_log_scales(t)
+    Q, new_g, new_V = graded_qr_step((sign * np.exp(parts[0]))[:, None] * XU, g + c, V)
+    for part in parts[1:]:
+        Q, new_g, new_V = graded_qr_step(np.exp(part)[:, None] * Q, new_g, new_V)
+    new_g = unshift_log_scales(Q, new_g, shift)
+    if not force and np.count_nonzero(np.isfinite(new_g)) < r_l < live:
+        return _frame_step(X, norms, sign, t, c, U, g, V, force=True)
+    return r_l, Q, new_g, new_V
