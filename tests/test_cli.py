@@ -407,11 +407,17 @@ def test_importing_jacgeom_keeps_pythons_sigint_handler() -> None:
 
 def test_a_program_called_jacgeom_keeps_pythons_sigint_handler(tmp_path: Path) -> None:
     # Only the installed console script gets the start-up handler, not any file whose
-    # name is jacgeom; a copy of the console script's lines does.
+    # name is jacgeom, nor one that imports jacgeom.cli's main for its own use; a copy of
+    # the console script's lines does.
     code = "import signal, jacgeom; print(signal.getsignal(2) is signal.default_int_handler)\n"
-    script = "import sys\nfrom jacgeom.cli import main\n" + code
+    uses_main = "from jacgeom.cli import main\n" + code
+    script = (
+        "import sys\nfrom jacgeom.cli import main\n"
+        + code
+        + "if __name__ == '__main__':\n    pass  # sys.exit(main())\n"
+    )
     results = []
-    for folder, text in (("user", code), ("installed", script)):
+    for folder, text in (("user", code), ("uses-main", uses_main), ("installed", script)):
         (tmp_path / folder).mkdir()
         program = tmp_path / folder / "jacgeom"
         program.write_text(text)
@@ -423,7 +429,7 @@ def test_a_program_called_jacgeom_keeps_pythons_sigint_handler(tmp_path: Path) -
             preexec_fn=_default_sigint,
         )
         results.append(done.stdout.strip())
-    assert results == ["True", "False"]
+    assert results == ["True", "True", "False"]
 
 
 def test_cli_json_plot_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 import jacgeom
 
+BACKENDS = ("cpp", "numba", "numpy")
+
 
 def _scaled_identity(n: int, depth: int, c: float, dtype: Any) -> jacgeom.Network:
     return jacgeom.Network([np.eye(n, dtype=dtype) * c] * depth, activation="identity")
@@ -112,3 +114,75 @@ def test_layer_norm_mean_without_overflow() -> None:
     z[2, 3] = np.inf  # non-finite input: IEEE arithmetic, as numpy's mean
     with np.errstate(over="ignore", invalid="ignore"):
         assert layer_norm_mean(z)[2, 0] == np.inf
+
+
+@pytest.mark.parametrize(
+    ("dtype", "big", "small", "x_big"),
+    [(np.float64, 1e200, 1e-170, 1e-199), (np.float32, 1e30, 1e-16, 1e-29)],
+)
+def test_scaling_a_normalised_layer_keeps_its_small_weights(
+    dtype: Any, big: float, small: float, x_big: float
+) -> None:
+    # Column 3 of J depends on W's tiny entries only: scaling W down by max|W| made them
+    # subnormal or zero on the compiled backends (a zero column where numpy has 7e-172).
+    W = np.array([[big, 0, 0, small], [0, big, 0, -2 * small], [0, 0, big, 3 * small]], dtype=dtype)
+    net = jacgeom.Network([W], activation="identity", norm="layer")
+    X = np.array([[x_big, 2 * x_big, -x_big, 1.0]] * 2, dtype=dtype)
+    expected = net.jacobian(X, backend="numpy")[0, :, 3]
+    assert np.all(expected != 0)
+    for be in ("cpp", "numba"):
+        got = net.jacobian(X, backend=be)[:, :, 3]
+        np.testing.assert_allclose(got, [expected] * 2, rtol=1e-5, err_msg=be)
+
+
+@pytest.mark.parametrize(("dtype", "big"), [(np.float32, 3e38), (np.float64, 1.7e308)])
+def test_layer_norm_of_preactivations_near_the_float_range(dtype: Any, big: float) -> None:
+    # z = [big, -big, big] is finite, z - mean(z) is not: the normalisation is
+    # [1, -2, 1] / sqrt(2) all the same, on every backend, without warnings.
+    net = jacgeom.Network(
+        [np.eye(3, dtype=dtype) * dtype(big), np.eye(3, dtype=dtype)],
+        activation="tanh",
+        norm=["layer", None],
+    )
+    x = np.array([1, -1, 1], dtype=dtype)
+    u = np.array([1.0, -2.0, 1.0]) / np.sqrt(2.0)
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(net.forward(x), np.tanh(np.tanh(u)), rtol=rtol)
+    # J = D_2 D_1 J_N W: J_N's rows are orthogonal to the ones vector and to u; its
+    # singular values are 0 (twice, to rounding: delta = eps / var) and the third finite.
+    logs = {be: net.log_singular_values(x, backend=be) for be in BACKENDS}
+    for be, got in logs.items():
+        assert np.isfinite(got[0]) and got[2] == -np.inf, be
+        np.testing.assert_allclose(got[0], logs["numpy"][0], rtol=1e-5, err_msg=be)
+        J = net.jacobian(x, backend=be)
+        np.testing.assert_allclose(J.sum(axis=1), 0, atol=1e-5)  # the ones direction
+        assert net.active_counts(x, backend=be).tolist() == [3, 3]
+
+
+def test_an_overflowing_partial_product_is_an_error_not_infinities() -> None:
+    # |J| is at most about 1e100 (the bound over the whole chain), but from the output side
+    # W_3 W_2 is 1e400: the check of the formed product was skipped on that bound, and the
+    # compiled backends returned infinities. Every contiguous range now counts.
+    net = jacgeom.Network(
+        [1e-300 * np.ones((3, 3)) / 3, 1e200 * np.eye(3), 1e200 * np.ones((2, 3)) / 3],
+        activation="identity",
+    )
+    x = np.zeros(3)
+    for be in ("cpp", "numba"):
+        for X in (x, np.stack([x, x])):
+            with pytest.raises(FloatingPointError, match="partial product"):
+                net.jacobian(X, backend=be)
+
+
+def test_one_input_and_a_batch_agree_where_a_partial_product_overflows() -> None:
+    # The one-input kernel multiplies in its own order (live-unit flops); where a partial
+    # product may overflow, the batched path decides, so x and a batch holding x agree.
+    net = jacgeom.Network(
+        [1e200 * np.eye(3), 1e200 * np.ones((30, 3)) / 30, 1e-300 * np.ones((4, 30))],
+        activation="identity",
+    )
+    x = np.zeros(3)
+    with pytest.raises(FloatingPointError):
+        net.jacobian(np.stack([x, x]), backend="cpp")
+    with pytest.raises(FloatingPointError):
+        net.jacobian(x, backend="cpp")

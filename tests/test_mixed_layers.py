@@ -222,3 +222,15 @@ def test_kernel_layer_takes_no_norm() -> None:
     assert net.norm_layers == (True, False)
     with pytest.raises(ValueError, match=r"layer 1's pre-activations, which a kernel layer"):
         jacgeom.Network([W, kernel], norm="layer")
+
+
+def test_from_jax_checks_the_residual_flags() -> None:
+    # A list that agrees everywhere was collapsed to one bool before its length was checked.
+    rng = np.random.default_rng(0)
+    pairs = [(rng.standard_normal((4, 4)), np.zeros(4)) for _ in range(3)]
+    for flags in ([True], (True,) * 5, [False, False]):
+        with pytest.raises(ValueError, match=rf"residual has {len(flags)} entries for 3 layers"):
+            jacgeom.Network.from_jax(pairs, residual=flags)
+    with pytest.raises(TypeError, match="residual must be a bool or a sequence of 3 bools"):
+        jacgeom.Network.from_jax(pairs, residual="yes")  # type: ignore[arg-type]
+    assert jacgeom.Network.from_jax(pairs, residual=[True] * 3).residual is True

@@ -153,16 +153,20 @@ def apply_layer_forward(
 
 def scaled_for_normalisation(W: FloatArray, sigma: FloatArray) -> tuple[FloatArray, FloatArray]:
     """W and sigma (B,) both times 2^-k, so that a normalised layer's J_N W = (...) W / sigma
-    is formed from O(1) factors when W is near the float range (float32 W ~ 1e36: W P
-    overflows where 2^-k W P does not, and J_N W is O(1)). A power of two is exact, so
-    nothing changes where nothing overflowed; k is 0 below max|W| = 2^(maxexp / 2), and at
-    most what keeps 2^-k sigma a normal number."""
+    is formed without overflow when W is near the float range (float32 W ~ 1e37: W P
+    overflows where 2^-k W P does not, and J_N W is O(1)). Where max|W| >= 2^(maxexp / 2),
+    k brings it down to that middle of the range, no further: a power of two is exact for
+    every entry that stays a normal number, i.e. all but those below 2^(minexp - maxexp / 2)
+    times max|W| (1e-57 in float32, 1e-462 in float64), which add nothing to any sum in
+    which a larger entry takes part; k also keeps 2^-k sigma a normal number. Elsewhere k
+    is 0 and nothing changes."""
     info = np.finfo(W.dtype)
+    middle = info.maxexp // 2
     top = float(np.max(np.abs(W), initial=0.0))
-    if not (np.isfinite(top) and top >= 2.0 ** (info.maxexp // 2)):
+    if not (np.isfinite(top) and top >= 2.0**middle):
         return W, sigma
     low = float(np.min(sigma, initial=np.inf))
-    k = math.frexp(top)[1]
+    k = math.frexp(top)[1] - middle
     if np.isfinite(low) and low > 0:
         k = min(k, math.frexp(low)[1] - info.minexp - 1)
     if k <= 0:

@@ -40,14 +40,18 @@ def launched_as_command() -> bool:
 
 def _is_console_script(path: str) -> bool:
     """Whether ``path`` is the script an installer writes for [project.scripts] (pip, uv
-    and pipx write a few lines around ``from jacgeom.cli import main``), not a program of
-    the user's that happens to be called jacgeom."""
+    and pipx write a few lines: ``from jacgeom.cli import main``, then ``sys.exit(main())``
+    under ``if __name__ == "__main__":``), not a program of the user's that happens to be
+    called jacgeom and imports jacgeom.cli."""
     try:
         with open(path, "rb") as f:
             head = f.read(4096)  # an installer's script is a few hundred bytes
     except OSError:
         return False
-    return b"from jacgeom.cli import main" in head
+    return all(
+        line in head
+        for line in (b"from jacgeom.cli import main", b"__name__ ==", b"sys.exit(main())")
+    )
 
 
 def _exit_interrupted(signum: int, frame: FrameType | None) -> None:

@@ -15,6 +15,7 @@ Policy (the same for every kernel):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -202,3 +203,20 @@ def output_array(
     for a in inputs:
         if np.shares_memory(out, a):
             raise ValueError("out shares memory with an input")
+
+
+def residual_flags(residual: Any, L: int) -> tuple[bool, ...]:
+    """``residual`` checked: one bool for every layer, or a sequence of L bools."""
+    if isinstance(residual, (bool, np.bool_)):
+        return (bool(residual),) * L
+    if isinstance(residual, (str, bytes, np.ndarray)) or not isinstance(residual, Sequence):
+        raise TypeError(
+            f"residual must be a bool or a sequence of {L} bools (one per layer), "
+            f"got {type(residual).__name__}"
+        )
+    if len(residual) != L:
+        raise ValueError(f"residual has {len(residual)} entries for {L} layers; give one or {L}")
+    for i, r in enumerate(residual):
+        if not isinstance(r, (bool, np.bool_)):
+            raise TypeError(f"residual[{i}] must be a bool, got {type(r).__name__}")
+    return tuple(bool(r) for r in residual)

@@ -10,9 +10,12 @@ without the GIL over raw pointers and element strides, with the caller's workspa
 scipy.linalg.cython_blas does for BLAS. Cython code cimports them; Numba reaches the same
 functions through ``__pyx_capi__`` (:func:`ctypes_function` builds the ctypes prototype).
 Results equal the Python API's (backend "cpp") bit for bit: the arithmetic is that of
-csrc/include/jacgeom, compiled with the same flags. The network Jacobian equals
-jacgeom.Network.jacobian at one input bit for bit (the Python API runs this code there, for
-networks up to 32 units wide), a batch's to rounding (summed in another order).
+csrc/include/jacgeom, compiled with the same flags. The network functions are the
+exception: the network Jacobian equals jacgeom.Network.jacobian at one input bit for bit
+(the Python API runs this code there, for networks up to 32 units wide) and a batch's to
+rounding (summed in another order); its log singular values are those of
+jacgeom.layer_singular_values on that J bit for bit, and Network.log_singular_values' to
+rounding.
 
 The Python-level names here (:func:`ctypes_function`, :func:`workspace_size`,
 :func:`network_workspace_size`, :data:`STATUS`, :data:`ACTIVATION_CODES`) help callers set up; they validate their

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _validation
 from .activations import Activation
 from .activations import activation as _lookup
 from .typing import ActivationName
@@ -749,9 +750,7 @@ def spec_from_jax(
         weights=weights,
         biases=biases,
         activations=acts,
-        residual=residual
-        if isinstance(residual, (bool, np.bool_))
-        else _one_flag_if_uniform(residual),
+        residual=_one_flag_if_uniform(_validation.residual_flags(residual, L)),
         names=[f"layer {l}" for l in range(L)],
     )
 

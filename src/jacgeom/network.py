@@ -20,6 +20,7 @@ backends compute, chunk by chunk of samples:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -133,7 +134,7 @@ class Network:
                     f"{shapes[i - 1][0]} rows; expected weights[{i}] of shape "
                     f"(n_{i + 1}, {shapes[i - 1][0]})"
                 )
-        residual_layers = _residual_flags(residual, len(shapes))
+        residual_layers = _validation.residual_flags(residual, len(shapes))
         for i, shape in enumerate(shapes):
             if residual_layers[i] and shape[0] != shape[1]:
                 raise ValueError(
@@ -424,9 +425,7 @@ class Network:
     def _normalised(self, l: int, z: FloatArray) -> _frame.NormState:
         """Layer l's normalisation of z (B, n_l): sigma, N(z), and the argument of phi,
         gamma_l N(z) + beta_l (N(z) itself without affine parameters)."""
-        mu = _ref.layer_norm_mean(z)
-        sigma = _ref.layer_norm_sigma(z - mu, self.norm_eps)
-        u = (z - mu) / sigma[:, None]
+        sigma, u = _ref.layer_norm(z, self.norm_eps)
         gamma = None if self.norm_weights is None else self.norm_weights[l]
         beta = None if self.norm_biases is None else self.norm_biases[l]
         if gamma is None or beta is None:
@@ -576,9 +575,11 @@ class Network:
         """J at one input by the C-level API's network_jacobian (capi.hpp): the same code,
         so jacgeom.cython_kernels' [ds]network_jacobian and Network.jacobian agree bit for
         bit at one input, with no numpy call per layer. Plain layers of built-in activations
-        at most ONE_INPUT_MAX_WIDTH wide, finite weights and input; False (J to be computed
-        by the batched path, which raises what the Python API raises) otherwise or where a
-        pre-activation or an entry of J is not finite."""
+        at most ONE_INPUT_MAX_WIDTH wide, finite weights and input, and no partial product
+        that could leave the float range (the two paths may multiply in different orders,
+        and where an order matters for overflow the batched path's outcome is the Python
+        API's); False (J to be computed by the batched path, which raises what the Python
+        API raises) otherwise or where a pre-activation or an entry of J is not finite."""
         if (
             max(self.widths) > ONE_INPUT_MAX_WIDTH
             or any(self.norm_layers)
@@ -587,6 +588,7 @@ class Network:
             or not self._finite_weights
             or any(act.is_custom for act in self.activations)
             or not np.isfinite(x).all()
+            or self._product_may_overflow()
         ):
             return False
         status = _dispatch.call(
@@ -595,22 +597,30 @@ class Network:
         return bool(status == 0)
 
     def _product_may_overflow(self) -> bool:
-        """Whether an entry of J can leave the float range at finite inputs, decided once
-        per network: for plain layers of built-in activations |J_ij| <= prod_l (max|phi_l'|
-        max_i sum_j |W_l,ij|) (|phi'| <= 1.13 or the activation's parameter); a normalised,
-        residual, kernel or custom layer is not bounded this way. Where it cannot, the pass
-        over J that checks it (the largest array of the call) is skipped."""
+        """Whether an entry of J, or of any partial product on the way to it, can leave the
+        float range at finite inputs, decided once per network: for plain layers of built-in
+        activations each entry of a product of consecutive layers i..j is at most
+        prod_(l=i..j) b_l, b_l = max|phi_l'| max_i sum_j |W_l,ij| (|phi'| <= 1.13 or the
+        activation's parameter), so the largest such product over all ranges bounds every
+        order of multiplication; a normalised, residual, kernel or custom layer is not
+        bounded this way. Where it cannot, the pass over J that checks it (the largest array
+        of the call) is skipped."""
         if self._may_overflow is None:
             if any(self.norm_layers) or any(self.residual_layers) or any(self.kernel_layers):
                 self._may_overflow = True
             elif any(act.is_custom for act in self.activations):
                 self._may_overflow = True
             else:
-                bound = 1.0
+                # The largest product over contiguous ranges, in logs (Kadane's scan).
+                best = current = -math.inf
                 for W, act in zip(self.weights, self.activations, strict=True):
                     rows = float(np.max(np.sum(np.abs(W), axis=1), initial=0.0))
-                    bound *= max(2.0, abs(act.parameter)) * rows
-                self._may_overflow = not bound < float(np.finfo(self.dtype).max) / 2
+                    with np.errstate(divide="ignore"):
+                        log_b = math.log(max(2.0, abs(act.parameter))) + float(np.log(rows))
+                    current = log_b + max(current, 0.0)
+                    best = max(best, current)
+                limit = math.log(float(np.finfo(self.dtype).max) / 2)
+                self._may_overflow = not best < limit
         return self._may_overflow
 
     def _check_formed(self, X: FloatArray, result: FloatArray) -> None:
@@ -624,8 +634,9 @@ class Network:
         if self._finite_weights and np.all(np.isfinite(X)):
             # The formed product left the float range (its spectrum need not have).
             raise FloatingPointError(
-                "the end-to-end Jacobian overflows the working precision for finite inputs; "
-                "Network.log_singular_values gives its spectrum without forming it"
+                "the end-to-end Jacobian, or a partial product on the way to it, overflows "
+                "the working precision for finite inputs; Network.log_singular_values gives "
+                "its spectrum without forming it"
             )
 
     def rank(
@@ -1215,23 +1226,6 @@ def _norm_flags(norm: Any, L: int) -> tuple[bool, ...]:
         if v not in (None, "layer"):
             raise ValueError(f"unknown norm[{i}] {v!r}; valid choices: {choices}")
     return tuple(v == "layer" for v in norm)
-
-
-def _residual_flags(residual: Any, L: int) -> tuple[bool, ...]:
-    """``residual`` checked: one bool for every layer, or a sequence of L bools."""
-    if isinstance(residual, (bool, np.bool_)):
-        return (bool(residual),) * L
-    if isinstance(residual, (str, bytes, np.ndarray)) or not isinstance(residual, Sequence):
-        raise TypeError(
-            f"residual must be a bool or a sequence of {L} bools (one per layer), "
-            f"got {type(residual).__name__}"
-        )
-    if len(residual) != L:
-        raise ValueError(f"residual has {len(residual)} entries for {L} layers; give one or {L}")
-    for i, r in enumerate(residual):
-        if not isinstance(r, (bool, np.bool_)):
-            raise TypeError(f"residual[{i}] must be a bool, got {type(r).__name__}")
-    return tuple(bool(r) for r in residual)
 
 
 def _frozen(a: FloatArray, dtype: np.dtype[Any]) -> FloatArray:

@@ -39,7 +39,7 @@ from .. import _backends, _dispatch, _frame
 from ..activations import Activation
 from ..activations import activation as _lookup
 from ..reference.montecarlo import numerical_rank
-from ..reference.network import layer_norm_mean, layer_norm_sigma
+from ..reference.network import layer_norm
 from .kernel_layers import kernel_chain
 from .sampling import (
     Scratch,
@@ -420,9 +420,8 @@ def _dense_block_statistics(
 
 def _layer_norm(z: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """(z - mean) / sigma per sample, sigma = sqrt(variance + eps), and sigma (n,)."""
-    mu = layer_norm_mean(z)
-    sigma = layer_norm_sigma(z - mu, _LAYER_NORM_EPS)
-    return (z - mu) / sigma[:, None], sigma
+    sigma, u = layer_norm(z, _LAYER_NORM_EPS)
+    return u, sigma
 
 
 def _dense_layer_jacobian(

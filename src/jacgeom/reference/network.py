@@ -66,6 +66,37 @@ def layer_norm_mean(z: NDArray[Any]) -> NDArray[Any]:
     return mu
 
 
+def layer_norm(z: NDArray[Any], eps: float) -> tuple[NDArray[Any], NDArray[Any]]:
+    """(sigma, u = (z - mean(z)) / sigma) over the last axis, sigma = sqrt(var(z) + eps):
+    without overflow where the pre-activations are finite but z - mean(z) is not (entries of
+    both signs near max / 2): there the centring is of z / 2, exact, with eps / 4. A sigma
+    beyond the float range is a FloatingPointError (the normalisation's Jacobian, 1 /
+    sigma times a bounded matrix, is then below what the dtype represents relative to it)."""
+    mu = layer_norm_mean(z)
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = z - mu
+    bad = ~np.isfinite(centred).all(axis=-1) & np.isfinite(z).all(axis=-1)
+    if not bad.any():
+        sigma = layer_norm_sigma(centred, eps)
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN inputs stay NaN
+            return sigma, centred / sigma[..., None]
+    half = z.dtype.type(0.5)
+    halves = z * half - mu * half
+    sigma_half = layer_norm_sigma(np.where(bad[..., None], halves, 0), eps / 4)
+    with np.errstate(over="ignore"):
+        twice = sigma_half * z.dtype.type(2)
+    if not np.isfinite(twice[bad]).all():
+        raise FloatingPointError(
+            "the standard deviation of a layer's pre-activations is beyond the float range; "
+            "no layer normalisation exists in floating point"
+        )
+    sigma = np.where(bad, twice, layer_norm_sigma(np.where(bad[..., None], 0, centred), eps))
+    centred = np.where(bad[..., None], halves, centred)
+    scale = np.where(bad, sigma_half, sigma)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sigma.astype(z.dtype, copy=False), centred / scale[..., None]
+
+
 def _affine(net: Any, l: int) -> tuple[Any, Any]:
     """(gamma_l, beta_l) of an affine layer normalisation, or (None, None)."""
     gammas, betas = getattr(net, "norm_weights", None), getattr(net, "norm_biases", None)
@@ -81,9 +112,7 @@ def _is_normalised(net: Any, l: int) -> bool:
 
 def _normalised(net: Any, l: int, z: FloatArray) -> tuple[Any, FloatArray, FloatArray, Any]:
     """(sigma, u = N(z), the argument of phi gamma u + beta, gamma or None) at one sample."""
-    mu = layer_norm_mean(z)[0]
-    sigma = layer_norm_sigma(z - mu, net.norm_eps)
-    u = (z - mu) / sigma
+    sigma, u = layer_norm(z, net.norm_eps)
     gamma, beta = _affine(net, l)
     return sigma, u, (u if gamma is None else gamma * u + beta), gamma
 
