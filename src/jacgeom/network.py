@@ -14,8 +14,9 @@ backends compute, chunk by chunk of samples:
   quarter of the dense flops for relu); the numba backend uses the dense path;
 - reductions (singular values, ranks, norms, log-determinants) stream over chunks whose
   size follows ``memory_budget`` (bytes; peak extra memory is O(chunk x max width^2));
-- log singular values and log|det| propagate a graded orthonormal frame (QR with
-  pre-pivoting, Loh et al.'s stratification) and never overflow, at any depth.
+- log singular values and log|det| propagate a graded orthonormal frame (QR with rows
+  sorted by size and column pivoting, Loh et al.'s stratification) and never overflow, at
+  any depth.
 """
 
 from __future__ import annotations
@@ -866,7 +867,9 @@ class Network:
         -----
         The product is never formed. A graded frame J = U diag(e^g) V is propagated
         (computed in float64 whatever the network's dtype): at layer l, A = A_l U, its
-        columns ordered by their scaled norms and its rows by their norms, A = Q R,
+        rows sorted by their size in A diag(e^g) and its columns pivoted on their scaled
+        norms (row-wise backward stable, so row-graded layers keep relative accuracy),
+        A = Q R,
         g <- log|R_ii| + g, V <- (R_ij / |R_ii|) e^(g_j - g_i) V, U <- Q; rows of A_l are
         scaled by e^(log|phi'| - c) with c joining g, so saturated units (phi' below the
         floating-point range) still count. The singular values of diag(e^g) V then come
