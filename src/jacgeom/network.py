@@ -394,7 +394,8 @@ class Network:
             d = _dispatch.derivatives(arg, act, backend)
             if state is not None and state.gamma is not None:
                 d = d * state.gamma  # the layer's row scales: D diag(gamma) J_N W
-            a = act.phi(arg)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf inputs: IEEE, unwarned
+                a = act.phi(arg)
             h = h + a if self.residual_layers[l] else a
             yield z, d, state
 

@@ -133,17 +133,19 @@ def _layer(net: Any, l: int, h: FloatArray) -> tuple[FloatArray, FloatArray, Flo
             f"the pre-activations of layer {l} are not finite for finite inputs (the forward "
             "pass overflows the float range); no Jacobian exists in floating point"
         )
-    if _is_normalised(net, l):
-        m = z.shape[0]
-        sigma, u, arg, gamma = _normalised(net, l, z)
-        J_norm = (np.eye(m) - np.ones((m, m)) / m - np.outer(u, u) / m) / sigma
-        a, d = act.phi(arg), act.derivative(arg)
-        if gamma is not None:
-            d = d * gamma
-        J = (d[:, None] * J_norm) @ W
-    else:
-        a, d = act.phi(z), act.derivative(z)
-        J = d[:, None] * W
+    # From here non-finite values come only from non-finite inputs: IEEE, not warned.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if _is_normalised(net, l):
+            m = z.shape[0]
+            sigma, u, arg, gamma = _normalised(net, l, z)
+            J_norm = (np.eye(m) - np.ones((m, m)) / m - np.outer(u, u) / m) / sigma
+            a, d = act.phi(arg), act.derivative(arg)
+            if gamma is not None:
+                d = d * gamma
+            J = (d[:, None] * J_norm) @ W
+        else:
+            a, d = act.phi(z), act.derivative(z)
+            J = d[:, None] * W
     if _is_residual(net, l):
         return h + a, z, np.eye(W.shape[0], dtype=W.dtype) + J
     return a, z, J
