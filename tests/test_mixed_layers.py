@@ -107,7 +107,7 @@ def test_layer_report_per_layer_verdicts() -> None:
     [
         ([True, False], ValueError, r"residual has 2 entries for 4 layers"),
         ([True, False, True, 1], TypeError, r"residual\[3\] must be a bool"),
-        ("yes", TypeError, r"residual must be a bool or a sequence of 4 bools"),
+        ("yes", TypeError, r"residual must be a bool or a sequence of 4 of them"),
         (np.array([True] * 4), TypeError, r"residual must be a bool or a sequence"),
         (
             [True, True, True, False],
@@ -197,7 +197,7 @@ def test_norm_flags_attributes_and_affine_parameters(backend: str) -> None:
     ("kw", "error", "match"),
     [
         ({"norm": ["layer"]}, ValueError, r"norm has 1 entries for 3 layers"),
-        ({"norm": ["layer", "batch", None]}, ValueError, r"unknown norm\[1\] 'batch'"),
+        ({"norm": ["layer", "batch", None]}, ValueError, r"norm\[1\] must be None or 'layer'"),
         ({"norm": "batch"}, ValueError, r"unknown norm 'batch'"),
         ({"norm": 3}, TypeError, r"norm must be None or 'layer' or a sequence of 3"),
         (
@@ -231,6 +231,6 @@ def test_from_jax_checks_the_residual_flags() -> None:
     for flags in ([True], (True,) * 5, [False, False]):
         with pytest.raises(ValueError, match=rf"residual has {len(flags)} entries for 3 layers"):
             jacgeom.Network.from_jax(pairs, residual=flags)
-    with pytest.raises(TypeError, match="residual must be a bool or a sequence of 3 bools"):
+    with pytest.raises(TypeError, match="residual must be a bool or a sequence of 3 of them"):
         jacgeom.Network.from_jax(pairs, residual="yes")  # type: ignore[arg-type]
     assert jacgeom.Network.from_jax(pairs, residual=[True] * 3).residual is True

@@ -15,7 +15,7 @@ Policy (the same for every kernel):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -205,18 +205,48 @@ def output_array(
             raise ValueError("out shares memory with an input")
 
 
+def per_layer(
+    value: Any,
+    L: int,
+    name: str,
+    is_one: Callable[[Any], bool],
+    what: str,
+    entry_error: type[Exception] = TypeError,
+) -> tuple[Any, ...]:
+    """A per-layer setting checked: one value for every layer (``is_one``), or a sequence of
+    L of them; the L values. ``what`` describes one value in the errors."""
+    if is_one(value):
+        return (value,) * L
+    if isinstance(value, (str, bytes, np.ndarray)) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"{name} must be {what} or a sequence of {L} of them (one per layer), "
+            f"got {type(value).__name__}"
+        )
+    if len(value) != L:
+        raise ValueError(f"{name} has {len(value)} entries for {L} layers; give one or {L}")
+    for i, v in enumerate(value):
+        if not is_one(v):
+            raise entry_error(f"{name}[{i}] must be {what}, got {v!r}")
+    return tuple(value)
+
+
 def residual_flags(residual: Any, L: int) -> tuple[bool, ...]:
     """``residual`` checked: one bool for every layer, or a sequence of L bools."""
-    if isinstance(residual, (bool, np.bool_)):
-        return (bool(residual),) * L
-    if isinstance(residual, (str, bytes, np.ndarray)) or not isinstance(residual, Sequence):
-        raise TypeError(
-            f"residual must be a bool or a sequence of {L} bools (one per layer), "
-            f"got {type(residual).__name__}"
-        )
-    if len(residual) != L:
-        raise ValueError(f"residual has {len(residual)} entries for {L} layers; give one or {L}")
-    for i, r in enumerate(residual):
-        if not isinstance(r, (bool, np.bool_)):
-            raise TypeError(f"residual[{i}] must be a bool, got {type(r).__name__}")
-    return tuple(bool(r) for r in residual)
+
+    def is_bool(v: Any) -> bool:
+        return isinstance(v, (bool, np.bool_))
+
+    return tuple(bool(r) for r in per_layer(residual, L, "residual", is_bool, "a bool"))
+
+
+def norm_flags(norm: Any, L: int) -> tuple[bool, ...]:
+    """``norm`` checked: None or "layer" for every layer, or a sequence of L of them; True
+    where a layer is normalised."""
+    if isinstance(norm, str) and norm != "layer":
+        raise ValueError(f"unknown norm {norm!r}; valid choices: None, 'layer'")
+
+    def is_norm(v: Any) -> bool:
+        return v is None or (isinstance(v, str) and v == "layer")
+
+    flags = per_layer(norm, L, "norm", is_norm, "None or 'layer'", ValueError)
+    return tuple(v == "layer" for v in flags)

@@ -142,7 +142,7 @@ class Network:
                     f"residual layers need square weights; weights[{i}] has shape {shape}"
                     + ("" if isinstance(residual, (bool, np.bool_)) else f" (residual[{i}])")
                 )
-        norm_layers = _norm_flags(norm, len(shapes))
+        norm_layers = _validation.norm_flags(norm, len(shapes))
         for i, k in enumerate(kernel):
             if k and norm_layers[i]:
                 raise ValueError(
@@ -1210,26 +1210,6 @@ def _affine_parameters(
             )
         out.append(arr)
     return out
-
-
-def _norm_flags(norm: Any, L: int) -> tuple[bool, ...]:
-    """``norm`` checked: None or "layer" for every layer, or a sequence of L of them."""
-    choices = "None or 'layer'"
-    if norm is None or isinstance(norm, str):
-        if norm not in (None, "layer"):
-            raise ValueError(f"unknown norm {norm!r}; valid choices: {choices}")
-        return (norm == "layer",) * L
-    if isinstance(norm, (bytes, np.ndarray)) or not isinstance(norm, Sequence):
-        raise TypeError(
-            f"norm must be {choices} or a sequence of {L} of them (one per layer), "
-            f"got {type(norm).__name__}"
-        )
-    if len(norm) != L:
-        raise ValueError(f"norm has {len(norm)} entries for {L} layers; give one or {L}")
-    for i, v in enumerate(norm):
-        if v not in (None, "layer"):
-            raise ValueError(f"unknown norm[{i}] {v!r}; valid choices: {choices}")
-    return tuple(v == "layer" for v in norm)
 
 
 def _frozen(a: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
