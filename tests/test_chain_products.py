@@ -261,7 +261,10 @@ def test_network_jacobian_into_out(backend: str, dtype: type) -> None:
     np.testing.assert_array_equal(out, want)
     one = np.empty((18, 20), dtype)
     assert net.jacobian(X[2], backend=backend, out=one) is one
-    np.testing.assert_array_equal(one, want[2])
+    # one input: the same bits as a fresh result at that input (on cpp the C-level API's
+    # per-sample code, which agrees with the batch to rounding)
+    np.testing.assert_array_equal(one, net.jacobian(X[2], backend=backend))
+    np.testing.assert_allclose(one, want[2], rtol=0, atol=16 * np.finfo(dtype).eps)
     with pytest.raises(ValueError, match="shape"):
         net.jacobian(X, backend=backend, out=np.empty((7, 20, 18), dtype))
     with pytest.raises(TypeError, match="dtype"):

@@ -171,7 +171,10 @@ def test_mixed_network_jacobian_matches_finite_differences() -> None:
             lambda K: jacgeom.Network([np.ones((3, 2)), K]),
             r"weights\[1\] has shape \(4, 5\) but weights\[0\] has 3 rows",
         ),
-        (lambda K: jacgeom.Network([np.ones((5, 2)), K], norm="layer"), "kernel layers take norm"),
+        (
+            lambda K: jacgeom.Network([np.ones((5, 2)), K], norm="layer"),
+            "which a kernel layer does not have",
+        ),
         (
             lambda K: jacgeom.Network([np.ones((5, 2)), K], biases=[np.ones(5), np.ones(4)]),
             r"biases\[1\] must be None",
