@@ -205,6 +205,17 @@ def _pivots_hold(R: Any, gs: Any) -> bool:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _reflect(h: Any, v: Any, j: int, m: int) -> None:
+    """v[j:m] <- (I - 2 h h^T) v[j:m] for the unit Householder vector h[j:m], in place."""
+    dot = 0.0
+    for i in range(j, m):
+        dot += h[i] * v[i]
+    dot *= 2.0
+    for i in range(j, m):
+        v[i] -= dot * h[i]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def _householder_pivoted(M: Any, gs: Any, perm: Any) -> Any:
     """reference.graded.householder_pivoted for one sample: Q (m, q), R (q, k); gs and
     perm (k,) are permuted in place. Columns are stored as the rows of C (k, m), the
@@ -248,12 +259,7 @@ def _householder_pivoted(M: Any, gs: Any, perm: Any) -> Any:
         for i in range(j, m):
             H[j, i] /= nv
         for c in range(j, k):
-            dot = 0.0
-            for i in range(j, m):
-                dot += H[j, i] * C[c, i]
-            dot *= 2.0
-            for i in range(j, m):
-                C[c, i] -= dot * H[j, i]
+            _reflect(H[j], C[c], j, m)
     R = np.zeros((q, k))
     for i in range(stop):
         for j in range(i, k):
@@ -263,12 +269,7 @@ def _householder_pivoted(M: Any, gs: Any, perm: Any) -> Any:
     for c in range(q):
         Qt[c, c] = 1.0
         for j in range(min(c, stop - 1), -1, -1):
-            dot = 0.0
-            for i in range(j, m):
-                dot += H[j, i] * Qt[c, i]
-            dot *= 2.0
-            for i in range(j, m):
-                Qt[c, i] -= dot * H[j, i]
+            _reflect(H[j], Qt[c], j, m)
     return np.ascontiguousarray(Qt.T), R
 
 
