@@ -196,8 +196,54 @@ def test_infinite_inputs_follow_ieee_without_warnings(norm: str | None) -> None:
     x = np.array([np.inf, 1.0, -np.inf])
     for name in jacgeom.activation_names():
         net = jacgeom.Network.random([3, 4, 2], activation=name, seed=0, norm=norm)
+        net.forward(x, check_finite=False)
         for be in BACKENDS:
             J = net.jacobian(x, backend=be, check_finite=False)
             assert J.shape == (2, 3)
             net.singular_values(x, backend=be, check_finite=False)
             net.frobenius_norm(x, backend=be, check_finite=False)
+            with pytest.raises(FloatingPointError, match="pre-activations"):
+                net.log_singular_values(x, backend=be, check_finite=False)
+
+
+def test_layer_norm_batch_mixing_overflowing_and_infinite_rows() -> None:
+    from jacgeom.reference.network import layer_norm
+
+    big = np.finfo(np.float64).max
+    sigma, u = layer_norm(np.array([[big, -big, -big], [np.inf, 1.0, 1.0]]), 1e-5)
+    np.testing.assert_allclose(u[0], np.array([2.0, -1.0, -1.0]) / np.sqrt(2.0), rtol=1e-14)
+    assert np.isnan(u[1]).all() and np.isfinite(sigma[0])
+
+
+def test_derivative_bound_of_the_overflow_check() -> None:
+    # Network skips its pass over J where |phi'| <= _DERIVATIVE_BOUND (or leaky_relu's and
+    # elu's alpha) times row sums keeps every partial product in range: the bound must
+    # hold for every built-in activation, in both dtypes.
+    from jacgeom.network import _DERIVATIVE_BOUND
+
+    z = np.linspace(-60.0, 60.0, 400001)
+    for name in jacgeom.activation_names():
+        for kw in ({}, {"alpha": 5.0}, {"beta": 50.0}):
+            try:
+                act = jacgeom.activation(name, **kw)
+            except (TypeError, ValueError):
+                continue
+            bound = _DERIVATIVE_BOUND
+            if name in ("leaky_relu", "elu"):
+                bound = max(bound, abs(act.parameter))
+            for dtype in (np.float32, np.float64):
+                assert np.abs(act.derivative(z.astype(dtype))).max() <= bound, (name, kw)
+
+
+@pytest.mark.parametrize(("dtype", "depth"), [(np.float32, 46), (np.float64, 300)])
+def test_one_input_kernel_on_deep_ordinary_networks(dtype: Any, depth: int) -> None:
+    # Deep He tanh networks are far from overflow: at one input Network.jacobian is the
+    # C-level code's result, bit for bit (a loose bound deferred them to the batched path).
+    from jacgeom import _dispatch
+
+    net = jacgeom.Network.random([16] * depth, activation="tanh", seed=0, dtype=dtype)
+    x = np.random.default_rng(0).standard_normal(16).astype(dtype)
+    J = np.empty((16, 16), dtype)
+    args = (net.weights, net.biases, net.activations, x, J)
+    assert _dispatch.call("network_jacobian_one", "cpp", *args) == 0
+    np.testing.assert_array_equal(net.jacobian(x, backend="cpp"), J)

@@ -196,7 +196,8 @@ def _apply(l: int, layer: FrameLayer, U: F64, g: F64, V: F64, backend: str) -> t
         return graded_step(A, g, V, backend)
     act, arg, state = layer.act, layer.arg, layer.norm
     zero = act.derivative_is_zero(arg)
-    log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
+    with np.errstate(all="ignore"):  # a non-finite arg is the error raised just below
+        log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
     check_layer_values(arg, log_d[~zero], act.name, l)
     sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
     if state is not None and state.gamma is not None:

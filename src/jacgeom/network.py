@@ -49,6 +49,9 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 # results) up to this width: there its scalar loops beat the batched path's fixed costs;
 # wider, the batched path's tiled products win (measurements in docs/benchmarks.md).
 ONE_INPUT_MAX_WIDTH = 32
+# |phi'| of every built-in activation is at most 1.13 (gelu's 1.1290 is the largest;
+# softplus' is at most 1 whatever its beta), except leaky_relu's and elu's alpha.
+_DERIVATIVE_BOUND = 1.13
 _INITS = ("he", "xavier", "lecun", "orthogonal", "gaussian")
 
 
@@ -420,7 +423,8 @@ class Network:
             z = h @ self.weights[l].T + self.biases[l]
             if self.norm_layers[l]:
                 z = self._normalised(l, z).arg
-            a = self.activations[l].phi(z)
+            with np.errstate(invalid="ignore", over="ignore"):  # inf inputs: IEEE, unwarned
+                a = self.activations[l].phi(z)
             h = h + a if self.residual_layers[l] else a
         return h[0] if squeeze else h
 
@@ -499,9 +503,10 @@ class Network:
         Notes
         -----
         At one input on the cpp backend, a plain network of built-in activations up to 32
-        units wide runs the C-level API's code (jacgeom.cython_kernels'
-        ``dnetwork_jacobian``), so the two agree bit for bit; batches are multiplied in
-        another order and agree with it to rounding.
+        units wide, whose weights keep every partial product within the float range, runs
+        the C-level API's code (jacgeom.cython_kernels' ``dnetwork_jacobian``), so the two
+        agree bit for bit; batches are multiplied in another order and agree with it to
+        rounding.
 
         Examples
         --------
@@ -602,8 +607,8 @@ class Network:
         """Whether an entry of J, or of any partial product on the way to it, can leave the
         float range at finite inputs, decided once per network: for plain layers of built-in
         activations each entry of a product of consecutive layers i..j is at most
-        prod_(l=i..j) b_l, b_l = max|phi_l'| max_i sum_j |W_l,ij| (|phi'| <= 1.13 or the
-        activation's parameter), so the largest such product over all ranges bounds every
+        prod_(l=i..j) b_l, b_l = max|phi_l'| max_i sum_j |W_l,ij| (_DERIVATIVE_BOUND, or
+        leaky_relu's and elu's alpha), so the largest such product over all ranges bounds every
         order of multiplication; a normalised, residual, kernel or custom layer is not
         bounded this way. Where it cannot, the pass over J that checks it (the largest array
         of the call) is skipped."""
@@ -617,8 +622,11 @@ class Network:
                 best = current = -math.inf
                 for W, act in zip(self.weights, self.activations, strict=True):
                     rows = float(np.max(np.sum(np.abs(W), axis=1), initial=0.0))
+                    bound = _DERIVATIVE_BOUND
+                    if act.name in ("leaky_relu", "elu"):  # alpha is phi' on the left
+                        bound = max(bound, abs(act.parameter))
                     with np.errstate(divide="ignore"):
-                        log_b = math.log(max(2.0, abs(act.parameter))) + float(np.log(rows))
+                        log_b = math.log(bound) + float(np.log(rows))
                     current = log_b + max(current, 0.0)
                     best = max(best, current)
                 limit = math.log(float(np.finfo(self.dtype).max) / 2)

@@ -81,7 +81,8 @@ def layer_norm(z: NDArray[Any], eps: float) -> tuple[NDArray[Any], NDArray[Any]]
         with np.errstate(invalid="ignore", divide="ignore"):  # NaN inputs stay NaN
             return sigma, centred / sigma[..., None]
     half = z.dtype.type(0.5)
-    halves = z * half - mu * half
+    with np.errstate(over="ignore", invalid="ignore"):  # rows of non-finite z: IEEE
+        halves = z * half - mu * half
     sigma_half = layer_norm_sigma(np.where(bad[..., None], halves, 0), eps / 4)
     with np.errstate(over="ignore"):
         twice = sigma_half * z.dtype.type(2)
@@ -387,13 +388,13 @@ def _layer_factors(
     M: FloatArray = W64
     if _is_normalised(net, l):
         sigma, u, arg, gamma = _normalised(net, l, z)
-    a = act.phi(arg)
-    out = h + a if _is_residual(net, l) else a
     if not np.all(np.isfinite(arg)):
         raise FloatingPointError(
             f"the pre-activations of layer {l} are not finite (non-finite inputs with "
             "check_finite=False, or weights that overflow); no spectrum or rank exists"
         )
+    a = act.phi(arg)
+    out = h + a if _is_residual(net, l) else a
     if _is_normalised(net, l):
         B1H, log_delta = _norm_factors(u.astype(np.float64), float(sigma), net.norm_eps)
         if _is_residual(net, l):
