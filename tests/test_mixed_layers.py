@@ -234,3 +234,13 @@ def test_from_jax_checks_the_residual_flags() -> None:
     with pytest.raises(TypeError, match="residual must be a bool or a sequence of 3 of them"):
         jacgeom.Network.from_jax(pairs, residual="yes")  # type: ignore[arg-type]
     assert jacgeom.Network.from_jax(pairs, residual=[True] * 3).residual is True
+
+
+def test_random_checks_per_layer_settings_before_drawing() -> None:
+    rng = np.random.default_rng(5)
+    state = rng.bit_generator.state
+    with pytest.raises(ValueError, match="residual has 1 entries for 2 layers"):
+        jacgeom.Network.random([3, 3, 3], residual=[True], seed=rng)
+    with pytest.raises(ValueError, match=r"norm\[1\] must be None or 'layer'"):
+        jacgeom.Network.random([3, 3, 3], norm=["layer", "batch"], seed=rng)
+    assert rng.bit_generator.state == state  # nothing drawn from the caller's generator

@@ -346,6 +346,9 @@ class Network:
             raise ValueError(f"sigma_b must be a finite number >= 0, got {sigma_b!r}")
         if spectral_norm is not None and not (np.isfinite(spectral_norm) and spectral_norm > 0):
             raise ValueError(f"spectral_norm must be a finite number > 0, got {spectral_norm!r}")
+        # The per-layer settings before any weight is drawn (the constructor checks them again).
+        _validation.residual_flags(residual, len(widths) - 1)
+        _validation.norm_flags(norm, len(widths) - 1)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         weights, biases = [], []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
