@@ -230,6 +230,13 @@ def per_layer(
     return tuple(value)
 
 
+def one_if_uniform(values: Sequence[Any]) -> Any:
+    """A per-layer setting as Network and NetworkSpec report it: the one value where every
+    layer has it, else the tuple of values."""
+    out = tuple(values)
+    return out[0] if len(set(out)) == 1 else out
+
+
 def residual_flags(residual: Any, L: int) -> tuple[bool, ...]:
     """``residual`` checked: one bool for every layer, or a sequence of L bools."""
 

@@ -616,7 +616,7 @@ def spec_from_torch(module: Any) -> NetworkSpec:
             dtype = _first_dtype(layers)
             layer.W = np.eye(n, dtype=dtype)
             layer.b = np.zeros(n, dtype=dtype)
-    residual = _one_flag_if_uniform([layer.residual for layer in layers])
+    residual = _validation.one_if_uniform([layer.residual for layer in layers])
     normed = [layer.norm_eps is not None for layer in layers]
     eps = {layer.norm_eps for layer in layers if layer.norm_eps is not None}
     if len(eps) > 1:
@@ -643,7 +643,7 @@ def spec_from_torch(module: Any) -> NetworkSpec:
         biases=biases,
         activations=acts,
         residual=residual,
-        norm=_one_norm_if_uniform(normed),
+        norm=_validation.one_if_uniform(["layer" if n else None for n in normed]),
         norm_eps=eps.pop() if eps else 1e-5,
         names=["+".join(layer.names) for layer in layers],
         notes=notes,
@@ -654,18 +654,6 @@ def spec_from_torch(module: Any) -> NetworkSpec:
 
 def _cast(a: FloatArray | None, dtype: Any) -> FloatArray | None:
     return None if a is None else a.astype(dtype, copy=False)
-
-
-def _one_norm_if_uniform(normed: Sequence[bool]) -> str | None | tuple[str | None, ...]:
-    """Per-layer normalisation as a NetworkSpec holds it: "layer" or None where all agree."""
-    out = tuple("layer" if n else None for n in normed)
-    return out[0] if len(set(out)) == 1 else out
-
-
-def _one_flag_if_uniform(flags: Sequence[bool]) -> bool | tuple[bool, ...]:
-    """Per-layer residual flags as a NetworkSpec holds them: one bool where all agree."""
-    out = tuple(flags)
-    return out[0] if len(set(out)) == 1 else out
 
 
 def _first_dtype(layers: list[_Layer]) -> np.dtype[Any]:
@@ -750,7 +738,7 @@ def spec_from_jax(
         weights=weights,
         biases=biases,
         activations=acts,
-        residual=_one_flag_if_uniform(_validation.residual_flags(residual, L)),
+        residual=_validation.one_if_uniform(_validation.residual_flags(residual, L)),
         names=[f"layer {l}" for l in range(L)],
     )
 

@@ -233,15 +233,11 @@ class Network:
         self.kernel_layers: list[bool] = kernel
         # One flag per layer; ``residual`` is the bool where every layer agrees.
         self.residual_layers: tuple[bool, ...] = residual_layers
-        self.residual: bool | tuple[bool, ...] = (
-            residual_layers[0] if len(set(residual_layers)) == 1 else residual_layers
-        )
+        self.residual: bool | tuple[bool, ...] = _validation.one_if_uniform(residual_layers)
         # One flag per layer; ``norm`` is "layer" or None where every layer agrees.
         self.norm_layers: tuple[bool, ...] = norm_layers
-        self.norm: str | None | tuple[str | None, ...] = (
-            ("layer" if norm_layers[0] else None)
-            if len(set(norm_layers)) == 1
-            else tuple("layer" if f else None for f in norm_layers)
+        self.norm: str | None | tuple[str | None, ...] = _validation.one_if_uniform(
+            ["layer" if f else None for f in norm_layers]
         )
         self.norm_eps = float(norm_eps)
         # gamma_l and beta_l of an affine layer normalisation (gamma = 1, beta = 0 where
