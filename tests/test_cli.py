@@ -357,6 +357,51 @@ def test_ctrl_c_saves_chunks_and_a_rerun_resumes(tmp_path: Path) -> None:
     assert record["run"] == {**record["run"], "computed": 0, "reused": n * 200}
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_second_ctrl_c_while_chunks_finish_exits_at_once_with_one_line(tmp_path: Path) -> None:
+    # The first Ctrl-C waits for the running chunks (seconds each here); a second one there
+    # interrupted the wait for the worker threads inside Thread.join, which then counted
+    # them as finished: the interpreter shut down under them and aborted (SIGABRT,
+    # "terminate called without an active exception"), or exited only once the chunks ended.
+    argv = [sys.executable, "-m", "jacgeom", "mc", "--width", "16", "--depth", "4"]
+    argv += ["--samples", "100000", "--chunk-size", "25000", "--workers", "2"]
+    argv += ["--out", str(tmp_path)]
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        preexec_fn=_default_sigint,
+    ) as proc:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # "point 1/1: ...": the run starts now
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        after = time.monotonic() - sent
+    assert first.startswith("point 1/1: width 16, depth 4"), first + err
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert [line for line in err.splitlines() if line] == [
+        f"jacgeom: interrupted at point 1/1: 0 chunks (0 samples) saved under {tmp_path}; "
+        "rerun the same command to resume"
+    ]
+    assert out == ""
+    assert after < 1.5, f"{after:.2f} s after the second Ctrl-C"
+
+
+def test_main_in_a_program_keeps_its_sigint_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    # The two-step handler and the ignored Ctrl-C at exit belong to the command line's own
+    # process only.
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["mc", "--width", "4", "--samples", "20", "--quiet"]) == 0
+    assert signal.getsignal(signal.SIGINT) is before
+    capsys.readouterr()
+
+
 def _console_script() -> list[list[str]]:
     script = Path(sys.executable).parent / "jacgeom"
     return [[str(script)]] if script.is_file() else []

@@ -416,6 +416,23 @@ def _mc(args: argparse.Namespace) -> int:
     outs: list[Path | None] = []
     total = _Accounting()
     k = 0
+
+    def interrupted_line() -> str:
+        """What a Ctrl-C at point k says: the chunks on disk now, and how to resume."""
+        saved = [(i, s) for o, (_, s) in zip(outs, plan, strict=False) for i in _chunk_files(o, s)]
+        where = (
+            f"{_count(len(saved), 'chunk')} "
+            f"({_count(sum(_chunk_samples(s, i) for i, s in saved), 'sample')}) saved "
+            f"under {args.out}; rerun the same command to resume"
+            if args.out
+            else "nothing saved (without --out DIR nothing is checkpointed; give --out DIR "
+            "and a rerun resumes)"
+        )
+        return f"jacgeom: interrupted at point {k}/{len(plan)}: {where}"
+
+    # A second Ctrl-C while the first one waits for the running chunks exits at once with
+    # this line (jacgeom._startup).
+    _startup.on_second_interrupt(interrupted_line)
     try:
         for k, (point, spec) in enumerate(plan, 1):
             out = None if not args.out else Path(args.out) / run_directory_name(point, spec)
@@ -448,20 +465,7 @@ def _mc(args: argparse.Namespace) -> int:
             if args.records and out is not None:
                 say(f"point {k}/{len(plan)}: per-sample records in {out / 'records'}")
     except KeyboardInterrupt:
-        saved = [(i, s) for o, (_, s) in zip(outs, plan, strict=False) for i in _chunk_files(o, s)]
-        where = (
-            f"{_count(len(saved), 'chunk')} "
-            f"({_count(sum(_chunk_samples(s, i) for i, s in saved), 'sample')}) saved "
-            f"under {args.out}; rerun the same command to resume"
-            if args.out
-            else "nothing saved (without --out DIR nothing is checkpointed; give --out DIR "
-            "and a rerun resumes)"
-        )
-        print(
-            f"\njacgeom: interrupted at point {k}/{len(plan)}: {where}",
-            file=sys.stderr,
-            flush=True,
-        )
+        _say_interrupted(interrupted_line())
         return EXIT_INTERRUPTED
     finally:
         if client is not None:
@@ -515,6 +519,13 @@ def _mc(args: argparse.Namespace) -> int:
         monte_carlo_figure(results).savefig(args.plot, dpi=120)
         say(f"figure written to {args.plot}")
     return 0
+
+
+def _say_interrupted(line: str) -> None:
+    """The one line of an interrupted command (no other follows: Ctrl-C is ignored from
+    here to the exit)."""
+    _startup.exiting()
+    print(f"\n{line}", file=sys.stderr, flush=True)
 
 
 def _count(n: int, noun: str) -> str:
@@ -656,8 +667,10 @@ examples:
   jacgeom mc --out runs/ --json > mc.json             checkpoint (Ctrl-C, rerun to resume)
   jacgeom mc --width 16 --out runs/ --records         also per-sample Parquet records
 
-Ctrl-C stops a run with exit code 130; with --out, the chunks finished so far are saved
-and the same command resumes from them. Errors are one line on stderr, exit code 2."""
+Ctrl-C stops a run with exit code 130 once the chunks running have finished; with --out,
+the chunks finished so far are saved and the same command resumes from them. A second
+Ctrl-C stops at once, without the chunks still running. Errors are one line on stderr,
+exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -918,14 +931,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, 2 for errors, 130 for Ctrl-C)."""
     try:
-        return _main(argv)
+        status = _main(argv)
+        # The output is out: a Ctrl-C while the interpreter shuts down changes nothing.
+        _startup.exiting()
+        return status
     except KeyboardInterrupt:
-        print("\njacgeom: interrupted", file=sys.stderr)
+        _say_interrupted("jacgeom: interrupted")
         return EXIT_INTERRUPTED
     except ImportError as exc:
         # Ctrl-C inside a compiled module's initialisation arrives as this ImportError.
         if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
-            print("\njacgeom: interrupted", file=sys.stderr)
+            _say_interrupted("jacgeom: interrupted")
             return EXIT_INTERRUPTED
         raise
 
@@ -945,9 +961,10 @@ def _main(argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    # The work starts: from here Ctrl-C is a KeyboardInterrupt, caught where a command has
-    # something to save or say (until now jacgeom._startup's handler exited at once).
-    _startup.release()
+    # The work starts: from here the first Ctrl-C is a KeyboardInterrupt, caught where a
+    # command has something to save or say, and a second one exits at once (until now
+    # jacgeom._startup's handler exited at once on the first).
+    _startup.working()
     try:
         if args.command == "mc":
             return _mc(args)
