@@ -1493,12 +1493,12 @@ def test_zero_column_after_graded_rows() -> None:
 
 
 # Found by review (helper-33): a structural rank drop missed. leaky_relu (alpha 0.01),
-# integer weights: layer 1's live units 0 and 1 have rows r and -r (both on the slope),
-# and layer 2's only column on the unit with phi' = 1 is zero, so rank J = 3 for every
-# alpha (sympy, symbolic alpha); the formed float64 J has sigma_4 = 9e-18. Every backend
-# says exact rank 4: at layer 2 the smallest singular value of the map on the frame is
-# eps / alpha (2.2e-14), above the rank tolerance (3.3e-15). Not yet fixed.
-@pytest.mark.xfail(strict=True, reason="bug: rank decided on a frame graded by alpha")
+# integer weights: layer 1's units 0 and 1 (phi' = 1) have rows r and -r beside three units
+# on the slope alpha, so rank J = 3 for every alpha (sympy, symbolic alpha); the formed
+# float64 J has sigma_4 = 9e-18. The frame's basis after layer 1 is rounded by eps / alpha
+# in its normal direction (e_0 + e_1, on the large rows), so layer 2's map on it had a
+# smallest value of 2.2e-14, above the plain tolerance (3.3e-15); the tolerance now
+# includes that rounding (graded.range_rounding).
 def test_leaky_relu_structural_rank_drop_is_exact() -> None:
     W1 = np.array(
         [[-2, -2, 0, 2, -2, -1], [2, 2, 0, -2, 2, 1], [-1, -2, 0, 2, -2, -1],

@@ -14,6 +14,7 @@ import pytest
 import jacgeom
 from jacgeom import Network
 from jacgeom.reference import graded as ref_graded
+from jacgeom.reference import network as reference_network
 
 BACKENDS = jacgeom.backends()
 
@@ -561,3 +562,52 @@ def test_weights_meeting_dead_units_take_no_part(backend: str, norm: str | None)
             small.log_singular_values(x, backend=backend)[0],
             rtol=1e-12,
         )
+
+
+def _structured_integer_network(
+    rng: np.random.Generator, act: str | jacgeom.Activation
+) -> tuple[Network, np.ndarray]:
+    """Integer weights with the structure that makes exact rank drops: a zero column, two
+    rows equal or opposite; biases and inputs dyadic, so the float pre-activations are the
+    exact ones."""
+    L = int(rng.integers(1, 4))
+    widths = [int(w) for w in rng.integers(2, 7, size=L + 1)]
+    Ws = []
+    for i in range(L):
+        W = rng.integers(-2, 3, size=(widths[i + 1], widths[i])).astype(float)
+        if rng.random() < 0.4:
+            W[:, rng.integers(W.shape[1])] = 0.0
+        if W.shape[0] > 1 and rng.random() < 0.5:
+            a, b = rng.choice(W.shape[0], 2, replace=False)
+            W[b] = -W[a] if rng.random() < 0.5 else W[a]
+        Ws.append(W)
+    bs = [rng.integers(-2, 3, size=w) / 2.0 for w in widths[1:]]
+    X = rng.integers(-12, 13, size=(3, widths[0])) / 4.0
+    return Network(Ws, bs, activation=act), X
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_structural_rank_drops_behind_graded_layers_in_rational_arithmetic(backend: str) -> None:
+    # leaky_relu's slope alpha grades a layer's rows; where a later layer's structure
+    # removes a direction of the frame's range, the frame's basis is rounded by eps / alpha
+    # in the direction that matters, above the plain rank tolerance: such drops were
+    # counted as rank (network 8 below, two layers at one input, on every backend and in
+    # the numpy reference, before the tolerance took the basis' rounding into account).
+    rng = np.random.default_rng(0)
+    deficient = 0
+    for trial in range(60):
+        if rng.random() < 0.7:
+            act: str | jacgeom.Activation = jacgeom.activation(
+                "leaky_relu", alpha=float(rng.choice([0.01, 0.1, 0.001]))
+            )
+        else:
+            act = str(rng.choice(["relu", "identity"]))
+        net, X = _structured_integer_network(rng, act)
+        want = np.array([_exact_partial_ranks(net, x) for x in X])
+        deficient += int(np.sum(want[:, -1] < min(net.widths)))
+        got = net.layer_exact_ranks(X, backend=backend)
+        np.testing.assert_array_equal(got, want, f"network {trial}")
+        if backend == "numpy":
+            ref = reference_network.layer_exact_ranks(net, X)
+            np.testing.assert_array_equal(ref, want, f"reference, network {trial}")
+    assert deficient > 10

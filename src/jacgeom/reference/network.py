@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .graded import (
+    RANGE_ROUNDING_CAP,
     graded_log_singular_values,
     graded_qr_step,
     graded_qr_step_pivoted,
@@ -26,6 +27,7 @@ from .graded import (
     numerical_rank_from_logs,
     scaled_norms,
     split_log_scales,
+    step_rounding,
     unit_rows,
     unshift_log_scales,
 )
@@ -518,10 +520,14 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     V = np.eye(n0)
     h = x
     ranks = np.empty(len(net.weights), dtype=np.int64)
+    theta = 0.0  # the rounding of U's range (graded.range_rounding)
     for l in range(len(net.weights)):
         h, steps = _layer_factors(net, l, h, np.any(U != 0, axis=1))
         for X, norms, sign, t, c, alive in steps:
-            r_l, Q, g, V = _frame_step(X, np.asarray(norms, dtype=np.float64), sign, t, c, U, g, V)
+            n64: NDArray[np.float64] = np.asarray(norms, dtype=np.float64)
+            rows = max(int(np.count_nonzero(n64 > 0)), 1)
+            floor = min(np.sqrt(rows) * theta, RANGE_ROUNDING_CAP)
+            r_l, Q, g, V, theta = _frame_step(X, n64, sign, t, c, U, g, V, floor)
             U = np.zeros((alive.shape[0], Q.shape[1]))
             U[alive] = Q
         ranks[l] = r_l  # the last step's
@@ -537,10 +543,13 @@ def _frame_step(
     U: NDArray[np.float64],
     g: NDArray[np.float64],
     V: NDArray[np.float64],
+    floor: float = 0.0,
     force: bool = False,
-) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float]:
     """One step e^c diag(sign e^t) X of :func:`stable_frame` on the frame U diag(e^g) V:
-    returns the rank r_l of X U and the new frame Q, g, V.
+    returns the rank r_l of X U, the new frame Q, g, V and the rounding of Q's range
+    (jacgeom.reference.graded.step_rounding). ``floor``: the tolerance of the rank
+    decision is at least this (the rounding of U's range, seen through X's unit rows).
 
     The frame is restricted to the row space of X U only where X U has lower rank than
     its rows and the live directions leave (as jacgeom._frame's ``_deflate``): there the
@@ -553,9 +562,10 @@ def _frame_step(
     below the live directions; a step whose QR kept fewer directions than the rank is
     redone so."""
     XU = X @ U
-    rank_l, Xn = map_rank(XU, norms)
+    rank_l, Xn, s = map_rank(XU, norms, floor=floor)
     r_l = int(rank_l)
     live = int(np.count_nonzero(np.isfinite(g)))
+    g_in, V_in = g, V
     if r_l < min(live, X.shape[0]) or (force and r_l < live):
         Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((U.shape[1], 0))
         Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
@@ -568,5 +578,21 @@ def _frame_step(
         Q, new_g, new_V = graded_qr_step(np.exp(part)[:, None] * Q, new_g, new_V)
     new_g = unshift_log_scales(Q, new_g, shift)
     if not force and np.count_nonzero(np.isfinite(new_g)) < r_l < live:
-        return _frame_step(X, norms, sign, t, c, U, g, V, force=True)
-    return r_l, Q, new_g, new_V
+        return _frame_step(X, norms, sign, t, c, U, g_in, V_in, floor, force=True)
+    # The rounding bound takes rows of size at most 1: a formed step's rows (X not of unit
+    # rows) are scaled to it, their sizes joining t.
+    rx = scaled_norms(X, axis=1)
+    size = np.where(rx > 0, rx, 1.0)
+    with np.errstate(divide="ignore"):  # a zero row has no rounding: no scale (-inf)
+        log_t = np.where(rx > 0, np.asarray(t, np.float64) + np.log(size), -np.inf)
+        log_norms = np.log(norms / size)
+    theta = step_rounding(
+        Q[None],
+        np.isfinite(new_g)[None],
+        log_t[None],
+        log_norms[None],
+        (XU / size[:, None])[None],
+        s[None],
+        np.array([r_l]),
+    )
+    return r_l, Q, new_g, new_V, float(theta[0])
