@@ -5,6 +5,7 @@ purpose."""
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 
 import mpmath
@@ -611,3 +612,27 @@ def test_structural_rank_drops_behind_graded_layers_in_rational_arithmetic(backe
             ref = reference_network.layer_exact_ranks(net, X)
             np.testing.assert_array_equal(ref, want, f"reference, network {trial}")
     assert deficient > 10
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_saturated_networks_keep_their_rank_without_warnings(backend: str) -> None:
+    # Saturated units (phi' down to e^-5000) beside live ones make the bound on the frame's
+    # rounding huge or infinite: it is capped, silently (at x = 11.2 the gelu network's
+    # bound times sqrt(rows) overflowed with a RuntimeWarning), and the exact rank stays
+    # the narrowest width so far (Gaussian weights, phi' zero nowhere they are evaluated).
+    cases = [
+        ([6, 14, 19, 8, 17, 19, 18, 14, 1, 11, 13, 12, 9, 2, 5], "silu", 550465582),
+        ([1, 12, 8, 15, 19, 8, 9], "gelu", 603477878),
+    ]
+    for widths, act, seed in cases:
+        net = Network.random(widths, activation=act, seed=seed)
+        X = np.random.default_rng(0).standard_normal((8, widths[0])) * 100.0
+        X[0, 0] = 11.2
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = net.layer_exact_ranks(X, backend=backend)
+            if backend == "numpy":
+                got_ref = reference_network.layer_exact_ranks(net, X[:2])
+                np.testing.assert_array_equal(got_ref, got[:2])
+        want = np.minimum.accumulate(widths)[1:]
+        np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape), act)

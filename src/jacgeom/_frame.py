@@ -171,7 +171,8 @@ def chain_frame(
 def _floor(theta: F64, rows: NDArray[Any]) -> F64:
     """The rank tolerance's floor for a map of unit rows on a basis whose range is rounded
     by theta (B,): its values move by at most sqrt(rows) theta, capped."""
-    return np.minimum(np.sqrt(np.maximum(rows, 1)) * theta, RANGE_ROUNDING_CAP)
+    with np.errstate(over="ignore"):  # theta may be near the float maximum
+        return np.minimum(np.sqrt(np.maximum(rows, 1)) * theta, RANGE_ROUNDING_CAP)
 
 
 def _apply(

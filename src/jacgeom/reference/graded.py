@@ -574,7 +574,8 @@ def step_rounding(
         log_s_min = np.where((rank > 0) & np.isfinite(low), low + np.log(s_rank), -np.inf)
         log_s_min = np.where(np.isnan(log_s_min), -np.inf, log_s_min)
     theta = range_rounding(Q, live, log_t, log_s_min, tau, formed=False)
-    refine = (theta * np.sqrt(m) > RANGE_ROUNDING_CAP) & (rank > 0)
+    with np.errstate(over="ignore"):  # theta may be near the float maximum
+        refine = (theta * np.sqrt(m) > RANGE_ROUNDING_CAP) & (rank > 0)
     if refine.any():
         i = np.flatnonzero(refine)
         with np.errstate(under="ignore"):

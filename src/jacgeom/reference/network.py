@@ -526,7 +526,7 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
         for X, norms, sign, t, c, alive in steps:
             n64: NDArray[np.float64] = np.asarray(norms, dtype=np.float64)
             rows = max(int(np.count_nonzero(n64 > 0)), 1)
-            floor = min(np.sqrt(rows) * theta, RANGE_ROUNDING_CAP)
+            floor = min(float(np.sqrt(rows)) * theta, RANGE_ROUNDING_CAP)  # inf: capped
             r_l, Q, g, V, theta = _frame_step(X, n64, sign, t, c, U, g, V, floor)
             U = np.zeros((alive.shape[0], Q.shape[1]))
             U[alive] = Q
