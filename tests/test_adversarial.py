@@ -227,6 +227,30 @@ def test_custom_activation_captures_closure_cells_when_created() -> None:
         assert d.tolist() == [[3.0, 6.0]]
 
 
+_CAPTURED_SLOPE = np.array([2.0])
+
+
+def test_custom_activation_copies_captured_arrays() -> None:
+    # Audit of item 4: an array read by dphi and mutated in place after one call gave
+    # cpp / numba 2.0 (compiled contents) and numpy 5.0 (read live).
+    local = np.array([3.0])
+    act_g = Activation.custom(lambda z: z, lambda z: _CAPTURED_SLOPE[0])
+    act_c = Activation.custom(lambda z: z, lambda z: local[0])
+    z = [[1.0, 2.0]]
+    for be in BACKENDS:  # compile where the backend compiles
+        jacgeom.layer_derivatives(np.eye(2), z, activation=act_g, backend=be)
+        jacgeom.layer_derivatives(np.eye(2), z, activation=act_c, backend=be)
+    _CAPTURED_SLOPE[0], local[0] = 5.0, 7.0
+    try:
+        for be in BACKENDS:
+            d = jacgeom.layer_derivatives(np.eye(2), z, activation=act_g, backend=be)
+            assert d.tolist() == [[2.0, 2.0]], be
+            d = jacgeom.layer_derivatives(np.eye(2), z, activation=act_c, backend=be)
+            assert d.tolist() == [[3.0, 3.0]], be
+    finally:
+        _CAPTURED_SLOPE[0] = 2.0
+
+
 def test_compiled_custom_activations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue: 200 distinct custom activations cost +322 MB and 341 ms per call.
     if "numba" not in BACKENDS:
@@ -343,6 +367,43 @@ def test_float32_derivatives_are_float64_rounded_once(name: str) -> None:
         np.testing.assert_array_equal(d == 0, expected == 0, err_msg=be)
         # the backends' float64 formulas differ by an ulp at most (exp(-2|z|) vs exp(-|z|)^2)
         np.testing.assert_allclose(d, expected, rtol=2 * 2.0**-24, atol=0, err_msg=be)
+
+
+@pytest.mark.parametrize("name", jacgeom.activation_names())
+def test_float64_derivatives_agree_into_the_subnormal_range(name: str) -> None:
+    # The family in float64: through saturation into the subnormal range of phi' (gelu at
+    # z = -38.6: numpy's 0.0 against the compiled -8e-323 gave jacobian_rank 0 against 4),
+    # phi' is zero on one backend exactly where it is on every other, with the same sign,
+    # and the same value to a few ulps of its terms (gelu's Phi(z) + z pdf(z) cancels near
+    # its zero at -0.75) where those are normal numbers; within 1% below 1e-290, where the
+    # formulas' intermediate exponentials are subnormal.
+    params = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 0.7}, "softplus": {"beta": 2.5}}
+    act = jacgeom.activation(name, **params.get(name, {}))
+    z = np.concatenate(
+        [np.linspace(-800, 800, 16001), np.linspace(-39.0, -37.0, 2001), -np.logspace(-3, 3, 601)]
+    )
+    ds = {
+        be: jacgeom.layer_derivatives(np.eye(1), z[:, None], activation=act, backend=be)[:, 0]
+        for be in BACKENDS
+    }
+    ref = ds["numpy"]
+    big = np.abs(ref) >= 1e-290
+    deep = ~big & (np.abs(ref) >= np.finfo(np.float64).tiny)
+    for be, d in ds.items():
+        np.testing.assert_array_equal(d == 0, ref == 0, err_msg=be)
+        np.testing.assert_array_equal(np.sign(d), np.sign(ref), err_msg=be)
+        np.testing.assert_allclose(d[big], ref[big], rtol=8 * 2.0**-52, atol=2.0**-52, err_msg=be)
+        np.testing.assert_allclose(d[deep], ref[deep], rtol=1e-2, atol=0, err_msg=be)
+
+
+def test_gelu_at_the_edge_of_the_float64_range_is_one_answer() -> None:
+    # Issue 21's item 6, float64 (audit): gelu'(-38.6) is -4.4e-323 exactly; every backend
+    # gives the same nonzero value, and so the same rank.
+    W, X = np.eye(4), np.full((1, 4), -38.6)
+    got = {
+        be: int(jacgeom.jacobian_rank(W, X, activation="gelu", backend=be)[0]) for be in BACKENDS
+    }
+    assert set(got.values()) == {4}, got
 
 
 # ---------------------------------------------------------------------------------------
@@ -584,6 +645,16 @@ def test_nothing_is_printed_for_nonfinite_jacobians(
     A = np.array([[[1.0, value], [0.0, 1.0]], [[2.0, 0.0], [0.0, 1.0]]])
     s = _dispatch.batched_singular_values(A, backend)
     assert np.isnan(s[0]).all() and s[1].tolist() == [2.0, 1.0]
+    # An all-non-finite 4 x 3 matrix is what makes gesdd print (the 2 x 2 cases above do
+    # not, with or without the guard): found by the audit of this item's test.
+    Wbig = np.full((4, 3), value)
+    for fn in [jacgeom.layer_singular_values, jacgeom.log_volume]:
+        with np.errstate(all="ignore"):
+            out = fn(Wbig, np.ones((1, 3)), activation="relu", backend=backend, check_finite=False)
+        assert np.isnan(out).all()
+    with np.errstate(all="ignore"):
+        s = _dispatch.batched_singular_values(np.full((2, 4, 3), value), backend)
+    assert np.isnan(s).all()
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
 

@@ -135,9 +135,11 @@ def _f_tanh(z: FloatArray, p: float) -> FloatArray:
 
 
 def _d_gelu(z: FloatArray, p: float) -> FloatArray:
+    # (zc exp(-zc^2 / 2)) / sqrt(2 pi) in this order, as the compiled backends: at z ~ -38.6
+    # exp(-zc^2 / 2) is subnormal, and dividing it by sqrt(2 pi) first rounded phi' to 0
+    # where they kept -8e-323 (one rounding rule for phi' on every backend).
     zc = np.clip(z, -_GELU_CLIP, _GELU_CLIP)
-    density = np.exp(-0.5 * zc * zc) * z.dtype.type(_INV_SQRT_2PI)
-    return _std_normal_cdf(z) + zc * density
+    return _std_normal_cdf(z) + zc * np.exp(-0.5 * zc * zc) * z.dtype.type(_INV_SQRT_2PI)
 
 
 def _f_gelu(z: FloatArray, p: float) -> FloatArray:
@@ -519,9 +521,11 @@ class Activation:
         lambda z: alpha)`` changes nothing; build a new Activation to change a parameter.
         The snapshot is one level deep: a function they call reads its own globals when it
         runs, so keep parameters in ``phi`` and ``dphi`` (or their closures), not in helpers.
-        Captured arrays and other mutable objects are constants: numba compiles their contents, so
-        mutating them in place is not seen by the compiled backends. Other callables
-        (numba dispatchers, functools.partial, objects with ``__call__``) are used as given.
+        Captured numpy arrays are copied too (read-only copies), so mutating the original in
+        place changes nothing, on any backend; other mutable objects are constants for the
+        compiled backends (numba compiles their contents), so do not mutate them. Other
+        callables (numba dispatchers, functools.partial, objects with ``__call__``) are used
+        as given.
 
         Values: ``dphi`` must return a real number (int or float); None, complex or other
         values are a TypeError. phi' is evaluated in float64 and rounded once to the
@@ -562,10 +566,20 @@ class Activation:
         )
 
 
+def _frozen(value: Any) -> Any:
+    """A read-only copy of a numpy array (numba compiles an array's contents, Python would
+    read it live); any other value as it is."""
+    if isinstance(value, np.ndarray):
+        value = value.copy()
+        value.setflags(write=False)
+    return value
+
+
 def _snapshot(fn: Callable[[float], float]) -> Callable[[float], float]:
     """A copy of a plain Python function whose globals and closure cells hold the values
-    of now: numba freezes them at its first compile while Python reads them live, so
-    without the copy the backends would disagree once a captured variable changes."""
+    of now (arrays copied): numba freezes them at its first compile while Python reads them
+    live, so without the copy the backends would disagree once a captured variable
+    changes."""
     if not isinstance(fn, types.FunctionType):
         return fn
     closure = None
@@ -573,13 +587,15 @@ def _snapshot(fn: Callable[[float], float]) -> Callable[[float], float]:
         cells = []
         for cell in fn.__closure__:
             try:
-                cells.append(types.CellType(cell.cell_contents))
+                cells.append(types.CellType(_frozen(cell.cell_contents)))
             except ValueError:  # an empty cell (a name assigned later): keep it
                 cells.append(cell)
         closure = tuple(cells)
-    copy = types.FunctionType(
-        fn.__code__, dict(fn.__globals__), fn.__name__, fn.__defaults__, closure
-    )
+    namespace = dict(fn.__globals__)
+    for name in fn.__code__.co_names:  # the globals the function reads
+        if name in namespace:
+            namespace[name] = _frozen(namespace[name])
+    copy = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, closure)
     copy.__kwdefaults__ = fn.__kwdefaults__
     copy.__qualname__ = fn.__qualname__
     copy.__doc__ = fn.__doc__

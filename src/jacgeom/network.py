@@ -537,7 +537,7 @@ class Network:
         for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
             chunk = _products.jacobian_chunk(self, Xk[sl], be, target[sl])
             if check:
-                self._check_formed(Xk[sl], chunk)
+                self._check_formed(Xk[sl], chunk, lambda Xb: _ref.jacobian(self, Xb))
         if out is not None:
             return out
         return target[0] if squeeze else target
@@ -561,7 +561,7 @@ class Network:
                 out = np.empty(shape, dtype=self.dtype)
                 for sl in self._chunks(Xk.shape[0], self._jacobian_bytes()):
                     out[sl] = _products.singular_values_chunk(self, Xk[sl], be)
-        self._check_formed(Xk, out)
+        self._check_formed(Xk, out, lambda Xb: _ref.singular_values(self, Xb))
         return out[0] if squeeze else out
 
     def _check_preactivations(self, h: FloatArray, z: FloatArray, l: int) -> None:
@@ -632,15 +632,34 @@ class Network:
                 self._may_overflow = not best < limit
         return self._may_overflow
 
-    def _check_formed(self, X: FloatArray, result: FloatArray) -> None:
+    def _check_formed(
+        self,
+        X: FloatArray,
+        result: FloatArray,
+        redo: Callable[[FloatArray], FloatArray] | None = None,
+    ) -> None:
         """A FloatingPointError where finite inputs and weights gave a formed product (or a
-        quantity of it) beyond the float range; non-finite inputs follow IEEE arithmetic."""
+        quantity of it) beyond the float range; non-finite inputs follow IEEE arithmetic.
+
+        The order of multiplication decides whether a partial product overflows: one gemm
+        for all samples forms W_l P before the rows are scaled by phi', so a phi' that
+        underflows to 0 meets an infinity (NaN), where the numpy reference's D_l W_l first
+        gives the finite answer. ``redo`` computes the samples concerned in that order
+        (written into ``result``); only what is still not finite is an error."""
         with np.errstate(over="ignore", invalid="ignore"):
             if np.isfinite(np.sum(result)) or np.all(
                 np.isfinite(result)
             ):  # the sum first: one pass
                 return
         if self._finite_weights and np.all(np.isfinite(X)):
+            if redo is not None:
+                bad = ~np.all(np.isfinite(result.reshape(result.shape[0], -1)), axis=1)
+                i = np.flatnonzero(bad)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    again = redo(X[i])
+                if np.all(np.isfinite(again)):
+                    result[i] = again
+                    return
             # The formed product left the float range (its spectrum need not have).
             raise FloatingPointError(
                 "the end-to-end Jacobian, or a partial product on the way to it, overflows "
@@ -853,7 +872,7 @@ class Network:
             out = np.empty(Xk.shape[0], dtype=self.dtype)
             for sl, J in self._jacobians(Xk, be):
                 out[sl] = _ref.frobenius_norms(J)
-        self._check_formed(Xk, out)
+        self._check_formed(Xk, out, lambda Xb: _ref.frobenius_norm(self, Xb))
         return out[0] if squeeze else out
 
     def log_singular_values(
