@@ -254,6 +254,67 @@ def test_retries_then_named_failure(tmp_path: Path) -> None:
     assert kept <= {p.name for p in tmp_path.glob("chunk-*.npz")}
 
 
+class SlowFirstChunkExecutor(cf.ThreadPoolExecutor):
+    """Chunk 0 finishes only after ``others`` later chunks have (a busy or slow worker);
+    records the most chunks submitted and not finished at once."""
+
+    def __init__(self, others: int, timeout: float = 30.0) -> None:
+        super().__init__(max_workers=2)
+        self.others, self.timeout, self.done = others, timeout, threading.Semaphore(0)
+        self.lock, self.running, self.most_running = threading.Lock(), 0, 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        future = super().submit(self._chunk, fn, *args, **kwargs)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _chunk(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if args[1] == 0:
+            for _ in range(self.others):
+                if not self.done.acquire(timeout=self.timeout):
+                    raise TimeoutError("the later chunks were not submitted")
+        result = fn(*args, **kwargs)
+        if args[1] != 0:
+            self.done.release()
+        return result
+
+    def _finished(self, _: cf.Future[Any]) -> None:
+        with self.lock:
+            self.running -= 1
+
+
+def test_a_slow_chunk_does_not_idle_the_other_workers() -> None:
+    # Two chunks in flight at most: chunk 0 holds one worker until six later chunks have
+    # finished on the other, so they must be submitted while it runs (and wait to be
+    # merged after it); the result is the same.
+    spec = Spec(widths=(4, 4), samples=1000, chunk_size=100, seed=3)
+    with SlowFirstChunkExecutor(others=6) as ex:
+        slow = run(spec, progress=False, executor=ex, max_in_flight=2, retries=0)
+    assert ex.most_running == 2
+    assert_same(slow, run(spec, progress=False, workers=1))
+
+
+def test_chunks_waiting_for_a_slow_one_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # REORDER_WINDOWS * max_in_flight chunks may finish ahead of chunk 0 (memory bound);
+    # chunk 0 waiting for one more than that would wait forever: it times out instead.
+    monkeypatch.setattr(runner, "REORDER_WINDOWS", 2)
+    spec = Spec(widths=(4, 4), samples=1000, chunk_size=100, seed=3)
+    with SlowFirstChunkExecutor(others=4) as ex:
+        assert_same(
+            run(spec, progress=False, executor=ex, max_in_flight=2, retries=0),
+            run(spec, progress=False, workers=1),
+        )
+    # 4 waiting and chunk 0 pending: chunk 0 never sees a fifth.
+    with (
+        SlowFirstChunkExecutor(others=5, timeout=1.0) as ex,
+        pytest.raises(RuntimeError, match="chunk 0 .* TimeoutError: the later chunks"),
+    ):
+        run(spec, progress=False, executor=ex, max_in_flight=2, retries=0)
+
+
 def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
     args = [
         sys.executable,

@@ -1,8 +1,9 @@
 """Running a Monte Carlo: chunks on an executor, retries, checkpoints, progress.
 
 Each chunk returns its mergeable summary (module ``summaries``; per-sample arrays only
-with ``records=True``); the driver keeps at most ``max_in_flight`` chunks submitted or
-waiting, and merges each spec's chunks in chunk order as they arrive. Results depend only
+with ``records=True``); the driver keeps at most ``max_in_flight`` chunks submitted and
+not finished, and merges each spec's chunks in chunk order as they arrive (a chunk that
+finishes before an earlier one waits for it, as its summary). Results depend only
 on (spec, seed, chunk size) and the sampler version
 (sampling.SAMPLER), never on the executor, the number of workers or the order in which
 chunks finish. Chunks run locally on a thread pool (the kernels release the GIL) or on any
@@ -36,10 +37,17 @@ from .spec import Spec, bytes_per_sample, memory_limit
 from .statistics import chunk_blocks
 from .summaries import Summary, summarise
 
-__all__ = ["RETRIES", "chunk_task", "run", "run_many"]
+__all__ = ["REORDER_WINDOWS", "RETRIES", "chunk_task", "run", "run_many"]
 
 # Times a failing chunk is resubmitted before the run stops.
 RETRIES = 2
+
+# Chunks finished ahead of an earlier, unfinished one (held as summaries, kilobytes each:
+# records that run keeps in memory are kept in any case) may number this many times
+# max_in_flight before submitting waits for the earlier one. Counted in the window, one
+# slow chunk would idle every other worker as soon as the window had finished around it;
+# several windows let workers several times faster than the slowest keep going.
+REORDER_WINDOWS = 8
 
 # run's progress: True, False, "always", or a callable of (chunks done, chunks in all).
 Progress = bool | str | Callable[[int, int], object]
@@ -189,9 +197,12 @@ def run(
         under ``out/records/``, one file per chunk (module ``records``; needs pyarrow);
         without, in memory (refused if it cannot fit).
     max_in_flight : int, optional
-        Chunks submitted and not yet merged, at most (default: twice the workers: the local
-        pool's, or the dask cluster's threads; 16 for other executors). Bounds the memory of
-        the run whatever the number of chunks.
+        Chunks submitted and not yet finished, at most (default: twice the workers: the
+        local pool's, or the dask cluster's threads; 16 for other executors). Chunks that
+        finish before an earlier one wait for it, as their summaries (kilobytes each), at
+        most ``jacgeom.montecarlo.runner.REORDER_WINDOWS`` (8) times as many, so a slow
+        chunk (on a busy or slower worker) does not hold up the other workers. Together
+        they bound the memory of the run whatever the number of chunks.
 
     Returns
     -------
@@ -323,8 +334,10 @@ def run_chunks(
 ) -> None:
     """Bring every state's summary to its last chunk: chunks taken in order (points one
     after the other), each loaded from its directory or submitted, at most ``window`` of
-    them submitted or waiting to be merged at once; each point's chunks merged in chunk
-    order as they arrive."""
+    them submitted and not finished, and at most ``REORDER_WINDOWS * window`` finished
+    ahead of an earlier one; each point's chunks merged in chunk order as they arrive."""
+    # No deadlock when the second bound stops submission: the earliest unmerged chunk of a
+    # point with chunks waiting was taken before them, is not waiting itself, so is pending.
     jobs = [(p, i) for p, st in enumerate(states) for i in range(st.spec.n_chunks)]
     bar = progress_bar(sum(st.spec.samples for st in states), progress, len(jobs))
     own = executor is None
@@ -353,7 +366,11 @@ def run_chunks(
 
     try:
         while next_job < len(jobs) or pending:
-            while next_job < len(jobs) and len(pending) + len(ready) < window:
+            while (
+                next_job < len(jobs)
+                and len(pending) < window
+                and len(ready) < REORDER_WINDOWS * window
+            ):
                 job = jobs[next_job]
                 next_job += 1
                 loaded = states[job[0]].load(job[1])
