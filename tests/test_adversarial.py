@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 import jacgeom
 from jacgeom import Activation, KernelLayer
+from jacgeom.reference import network as reference_network
 
 from .conftest import BACKENDS, COMPILED, LAYER_FUNCTIONS
 
@@ -1584,6 +1585,37 @@ def test_leaky_relu_structural_rank_drop_is_exact() -> None:
     x = np.array([-3, 3, 1, 2, 2, 1.0])
     for be in BACKENDS:
         assert net.exact_rank(x, backend=be) == 3, be
+
+
+# The boundary of the exact rank's definition (docs/theory.md, "How it is decided"), found by
+# review (helper-33): a gelu network 3-6-4-3 whose third layer's weights are exactly singular
+# on the leading part of the range (units at phi' = e^-1448 and e^-3968 beside one at
+# phi' = 1, the range's third direction reached only through couplings of 1e-206). det J is
+# a non-zero polynomial in the phi' (exact rank 3 in exact arithmetic); a layer's map that
+# is singular to 1e-11 on the range counts as singular, so jacgeom reports 2, on every
+# backend and in the reference, with the third log singular value -inf.
+def test_a_direction_kept_only_by_tiny_couplings_counts_as_lost() -> None:
+    W = [
+        [[-1, 2, -2], [-2, 2, 0], [2, -2, 2], [-2, -1, 2], [0, 2, -1], [2, 1, -2]],
+        [[1, -2, 1, -1, 2, 1], [0, -2, 2, -1, 2, 1], [0, -2, 0, 2, 2, -2], [2, 1, 1, 2, 1, -1]],
+        [[1, -2, 2, 0], [2, -1, 0, -2], [2, -1, 2, -1]],
+    ]
+    b = [
+        [0.7598787490334441, -0.054141996816512175, -0.2474941348672976,
+         -0.33154388426979314, 0.3267450263453247, -0.6326214889606631],
+        [-0.27979175440608783, 0.33722401757685894, 0.3257441239779803, -0.24266033222257802],
+        [0.7881028089237001, -0.17316097629057886, 1.2967414311531151],
+    ]  # fmt: skip
+    net = jacgeom.Network([np.array(w, float) for w in W], [np.array(v) for v in b], "gelu")
+    x = np.array([-15.614633417521524, 11.952316238779126, 2.206471741956692])
+    act = jacgeom.activation("gelu")
+    log_d = [act.log_abs_derivative(np.asarray(z)) for z in net.preactivations(x)]
+    assert round(float(log_d[1][1])) == -3969 and round(float(log_d[1][0])) == -1449
+    assert reference_network.layer_exact_ranks(net, x[None])[0].tolist() == [3, 3, 2]
+    for be in BACKENDS:
+        assert net.layer_exact_ranks(x, backend=be).tolist() == [3, 3, 2], be
+        logs = net.log_singular_values(x, backend=be)
+        assert np.all(np.isfinite(logs[:2])) and logs[2] == -np.inf, be
 
 
 # Found by the network value fuzz (its out-of-range exclusion): a pre-activation beyond the

@@ -31,12 +31,11 @@ from numpy.typing import NDArray
 
 from . import _backends, _dispatch
 from .reference.graded import (
-    RANGE_ROUNDING_CAP,
+    COMPUTED_BASIS_RANK_FLOOR,
     graded_qr_step_pivoted,
     map_rank,
     scaled_norms,
     split_log_scales,
-    step_rounding,
     unit_rows,
     unshift_log_scales,
 )
@@ -158,9 +157,10 @@ def chain_frame(
         g = np.zeros((B, n0))
         V = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
         ranks = []
-        theta = np.zeros(B)  # the rounding of U's range (graded.range_rounding)
         for l, layer in enumerate(layers):
-            U, g, V, theta = _apply(l, layer, U, g, V, theta, backend)
+            # the identity basis is exact; from the first QR on it is computed (map_rank's floor)
+            floor = 0.0 if l == 0 else COMPUTED_BASIS_RANK_FLOOR
+            U, g, V = _apply(l, layer, U, g, V, floor, backend)
             live = np.count_nonzero(np.isfinite(g), axis=1)
             ranks.append(live)
             U, g, V = _trim(U, g, V, int(live.max(initial=0)))
@@ -168,17 +168,10 @@ def chain_frame(
     return g, V, out.astype(np.int64)
 
 
-def _floor(theta: F64, rows: NDArray[Any]) -> F64:
-    """The rank tolerance's floor for a map of unit rows on a basis whose range is rounded
-    by theta (B,): its values move by at most sqrt(rows) theta, capped."""
-    with np.errstate(over="ignore"):  # theta may be near the float maximum
-        return np.minimum(np.sqrt(np.maximum(rows, 1)) * theta, RANGE_ROUNDING_CAP)
-
-
 def _apply(
-    l: int, layer: FrameLayer, U: F64, g: F64, V: F64, theta: F64, backend: str
-) -> tuple[F64, F64, F64, F64]:
-    """The frame and its rounding (B,) after one layer."""
+    l: int, layer: FrameLayer, U: F64, g: F64, V: F64, floor: float, backend: str
+) -> tuple[F64, F64, F64]:
+    """The frame after one layer; ``floor``: the least rank tolerance on the frame's basis."""
     Uz = _live(U, g)
     B = U.shape[0]
     live = np.count_nonzero(np.isfinite(g), axis=1)
@@ -203,18 +196,12 @@ def _apply(
             )
         A = np.matmul(M, Uz)
         generic = np.minimum(live, A.shape[1])
-        norms = scaled_norms(M, axis=2)
-        floor = _floor(theta, np.count_nonzero(norms > 0, axis=1))
-        Zq, g, V, rank, s = _deflate(A, norms, generic, live, g, V, backend, floor=floor)
+        Zq, g, V, _ = _deflate(
+            A, scaled_norms(M, axis=2), generic, live, g, V, backend, floor=floor
+        )
         if Zq is not None:
             A = np.matmul(A, Zq)
-        U, g, V = graded_step(A, g, V, backend)
-        # rows of A at unit size for the rounding bound, their sizes as its row scales
-        with np.errstate(divide="ignore"):
-            log_t = np.log(norms)
-        Y = A / np.where(norms > 0, norms, 1.0)[:, :, None]
-        theta = _rounding(U, g, log_t, np.zeros_like(log_t), Y, s, rank, backend)
-        return U, g, V, theta
+        return graded_step(A, g, V, backend)
     act, arg, state = layer.act, layer.arg, layer.norm
     zero = act.derivative_is_zero(arg)
     with np.errstate(all="ignore"):  # a non-finite arg is the error raised just below
@@ -244,7 +231,7 @@ def _apply(
         terms = np.exp(log_rn - top)
         with np.errstate(divide="ignore"):
             term_log_norms = np.log(np.abs(B1H.transpose(0, 2, 1)) @ terms[..., None])[..., 0]
-        U, g, V, theta = _scaled_rows_step(
+        U, g, V = _scaled_rows_step(
             np.matmul(B1H.transpose(0, 2, 1), terms[..., None] * Wu),
             np.zeros(step.shape, dtype=bool),
             step + top - np.log(np.asarray(state.sigma, dtype=np.float64))[:, None],
@@ -252,12 +239,13 @@ def _apply(
             U,
             g,
             V,
-            theta,
+            floor,
             backend,
             term_log_norms,
         )
         W = B1H
-    return _scaled_rows_step(W, zero, log_d, sign, U, g, V, theta, backend)
+        floor = COMPUTED_BASIS_RANK_FLOOR  # the first step's QR computed the basis
+    return _scaled_rows_step(W, zero, log_d, sign, U, g, V, floor, backend)
 
 
 def _on_support(W: F64, Uz: F64) -> F64:
@@ -277,20 +265,19 @@ def _scaled_rows_step(
     U: F64,
     g: F64,
     V: F64,
-    theta: F64,
+    floor: float,
     backend: str,
     term_log_norms: F64 | None = None,
-) -> tuple[F64, F64, F64, F64]:
-    """The frame and its rounding after the map diag(sign e^log_d) W (see
-    :func:`_scaled_rows_step_once`).
+) -> tuple[F64, F64, F64]:
+    """The frame after the map diag(sign e^log_d) W (see :func:`_scaled_rows_step_once`).
 
     Where the map loses directions (rank below the live ones) and the batched QR's static
     column order kept fewer than the decided rank (its first columns dependent on the live
     rows, as with sparse integer weights: the direction then sits off the diagonal of R and
     is dropped), those samples are redone with the frame first restricted to the map's
     row space, whose columns are independent."""
-    out_U, out_g, out_V, out_theta, rank, live = _scaled_rows_step_once(
-        W, zero, log_d, sign, U, g, V, theta, backend, term_log_norms, None
+    out_U, out_g, out_V, rank, live = _scaled_rows_step_once(
+        W, zero, log_d, sign, U, g, V, floor, backend, term_log_norms, None
     )
     bad = (np.count_nonzero(np.isfinite(out_g), axis=1) < rank) & (rank < live)
     if bad.any():
@@ -303,14 +290,13 @@ def _scaled_rows_step(
             U[i],
             g[i],
             V[i],
-            theta[i],
+            floor,
             backend,
             None if term_log_norms is None else term_log_norms[i],
             np.ones(i.size, dtype=bool),
         )
-        # fresh arrays: no copy
-        out_U[i], out_g[i], out_V[i], out_theta[i] = redo[0], redo[1], redo[2], redo[3]
-    return out_U, out_g, out_V, out_theta
+        out_U[i], out_g[i], out_V[i] = redo[0], redo[1], redo[2]  # fresh arrays: no copy
+    return out_U, out_g, out_V
 
 
 def _scaled_rows_step_once(
@@ -321,11 +307,11 @@ def _scaled_rows_step_once(
     U: F64,
     g: F64,
     V: F64,
-    theta: F64,
+    floor: float,
     backend: str,
     term_log_norms: F64 | None,
     force: NDArray[np.bool_] | None,
-) -> tuple[F64, F64, F64, F64, NDArray[np.int64], NDArray[np.int64]]:
+) -> tuple[F64, F64, F64, NDArray[np.int64], NDArray[np.int64]]:
     """The frame after the map diag(sign e^log_d) W, W (m, k) shared or (B, m, k), with the
     rows where ``zero`` is true removed exactly.
 
@@ -353,8 +339,7 @@ def _scaled_rows_step_once(
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             row_norms = np.where(zero, 0.0, np.exp(term_log_norms - np.where(zero, 0.0, log_rn)))
-    floor = _floor(theta, np.count_nonzero(~zero, axis=1))
-    Zq, g, V, rank, s = _deflate(
+    Zq, g, V, rank = _deflate(
         np.where(zero[:, :, None], 0.0, Y), row_norms, generic, live, g, V, backend, force, floor
     )
     if Zq is not None:
@@ -369,28 +354,7 @@ def _scaled_rows_step_once(
     U, g, V = graded_step(scale[:, :, None] * Y, g, V, backend)
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
-    g = unshift_log_scales(U, g, shift)
-    with np.errstate(divide="ignore"):
-        log_norms = np.log(row_norms)
-    log_t = np.where(zero, -np.inf, log_d - c[:, None])
-    theta = _rounding(U, g, log_t, log_norms, np.where(zero[:, :, None], 0.0, Y), s, rank, backend)
-    return U, g, V, theta, rank, live
-
-
-def _rounding(
-    U: F64, g: F64, log_t: F64, log_norms: F64, Y: F64, s: F64, rank: Any, backend: str
-) -> F64:
-    """jacgeom.reference.graded.step_rounding of a batched step, its SVDs on ``backend``."""
-    return step_rounding(
-        U,
-        np.isfinite(g),
-        log_t,
-        log_norms,
-        Y,
-        s,
-        rank,
-        lambda A: _dispatch.batched_singular_values(A, backend),
-    )
+    return U, unshift_log_scales(U, g, shift), V, rank, live
 
 
 def _deflate(
@@ -402,8 +366,8 @@ def _deflate(
     V: F64,
     backend: str,
     force: NDArray[np.bool_] | None = None,
-    floor: F64 | None = None,
-) -> tuple[F64 | None, F64, F64, NDArray[np.int64], F64]:
+    floor: float = 0.0,
+) -> tuple[F64 | None, F64, F64, NDArray[np.int64]]:
     """Restrict the frame to the row space of the layer's map on its live directions,
     X (B, m, r), where X has lower rank than its zero rows explain.
 
@@ -414,20 +378,19 @@ def _deflate(
     units), the frame U diag(e^g) V becomes (U Z_1) (Z_1^T diag(e^g) V), Z_1 the leading
     right singular vectors of X, and the lost directions leave exactly (g = -inf).
     ``force`` (B,) restricts those samples wherever the rank is below their live
-    directions; ``floor`` (B,) is the least tolerance of the rank decision (the rounding of
-    the frame's range). Returns (Zq, g, V, rank, s), Zq (B, r, r) to apply to the frame's
-    basis (None when no sample is restricted), rank (B,) the map's and s its singular
-    values (rows normalised).
+    directions; ``floor`` is the least tolerance of the rank decision (map_rank's). Returns
+    (Zq, g, V, rank), Zq (B, r, r) to apply to the frame's basis (None
+    when no sample is restricted) and rank (B,) the map's.
     """
     B, m, r = X.shape
-    rank, Xn, s = map_rank(  # live directions (B,): the tolerance's r
+    rank, Xn = map_rank(  # live directions (B,): the tolerance's r
         X, row_norms, live, lambda A: _dispatch.batched_singular_values(A, backend), floor
     )
     need = rank < generic
     if force is not None:
         need |= force & (rank < live)
     if not need.any():
-        return None, g, V, rank, s
+        return None, g, V, rank
     Zq = np.broadcast_to(np.eye(r), (B, r, r)).copy()
     g, V = g.copy(), V.copy()
     Vh = np.linalg.svd(Xn[need])[2]
@@ -437,7 +400,7 @@ def _deflate(
         Zt[k:] = 0.0
         Q1, g[i], V[i] = graded_qr_step_pivoted(Zt, g[i], V[i])
         Zq[i] = Zt.T @ Q1
-    return Zq, g, V, rank, s
+    return Zq, g, V, rank
 
 
 class StableSummary(NamedTuple):

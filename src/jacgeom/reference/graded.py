@@ -98,8 +98,8 @@ def map_rank(
     row_norms: F64,
     columns: NDArray[Any] | None = None,
     singular_values: Callable[[F64], NDArray[Any]] | None = None,
-    floor: NDArray[Any] | float | None = None,
-) -> tuple[NDArray[np.int64], F64, F64]:
+    floor: float = 0.0,
+) -> tuple[NDArray[np.int64], F64]:
     """Rank of a layer's map X on an orthonormal basis U of the frame, (..., m, r).
 
     ``row_norms`` (..., m) are the norms of X's rows (0 for rows removed). Each row of XU
@@ -109,14 +109,13 @@ def map_rank(
     be noise. m counts the rows kept (row_norms > 0) and r the live columns, ``columns``
     (...), default all: a sample's rank never depends on the batch around it.
     ``singular_values`` computes the values of a (..., m, r) stack (default numpy's SVD).
-    ``floor`` (...) raises the tolerance where the frame's basis U is itself known only to
-    that level (:func:`range_rounding`). Returns the ranks (...), the row-normalised XU and
-    its singular values (..., min(m, r)), descending.
+    ``floor``: the least tolerance (COMPUTED_BASIS_RANK_FLOOR where U is a computed
+    basis). Returns the ranks (...) and the row-normalised XU.
     """
     Xn = XU / np.where(row_norms > 0, row_norms, 1.0)[..., None]
     m, r = XU.shape[-2:]
     if m == 0 or r == 0:
-        return np.zeros(XU.shape[:-2], dtype=np.int64), Xn, np.zeros(XU.shape[:-2] + (0,))
+        return np.zeros(XU.shape[:-2], dtype=np.int64), Xn
     if singular_values is None:
         s = np.linalg.svd(Xn, compute_uv=False)
     else:
@@ -125,68 +124,20 @@ def map_rank(
     cols = np.full(rows.shape, r) if columns is None else np.asarray(columns)
     tol = np.maximum(np.maximum(rows, cols), 1) * np.finfo(np.float64).eps
     tol = tol * np.sqrt(np.maximum(rows, 1))
-    if floor is not None:
-        tol = np.maximum(tol, floor)
-    values = np.asarray(s, dtype=np.float64)
-    return np.count_nonzero(values > tol[..., None], axis=-1).astype(np.int64), Xn, values
+    tol = np.maximum(tol, floor)
+    return np.count_nonzero(s > tol[..., None], axis=-1).astype(np.int64), Xn
 
 
-# The rank of a layer's map is decided on the frame's basis U of the range so far, and U is
-# itself rounded: a direction that the layer's structure removes exactly shows as a
-# singular value of the size of that rounding, which the next decision's tolerance is
-# raised to (range_rounding). Never beyond this cap: a map's values between a cap and the
-# plain tolerance come from random weights with probability about the cap times the width
-# per layer and sample (1e-11: below one in 10^9 samples of width 100), so raising it
-# further would trade the Monte Carlo's counts for structure that float64 cannot resolve.
-RANGE_ROUNDING_CAP = 1e-11
-
-
-def range_rounding(
-    Q: F64,
-    live: NDArray[np.bool_],
-    log_t: F64,
-    log_s_min: F64,
-    tau: F64,
-    formed: bool = True,
-) -> F64:
-    """How far the computed range of a step of the frame may lie from the exact one, in the
-    directions normal to it: theta (B,).
-
-    The step factors diag(e^t) Y (rows graded, t <= 0, -inf for removed rows; Y (B, m, r)
-    with rows of unit size) as Q R. Householder QR with rows sorted by size is row-wise
-    backward stable (each row perturbed by tau relative to its own size), so for a unit
-    normal n of the exact range, n^T Q = n^T D dY R^-1 with |dY| <= tau: theta =
-    tau ||(I - Q Q^T) D||_F / sigma_min(D Y). It is zero where the range is the whole
-    space, and large only where a normal direction lives on large rows while the range
-    needs small ones (rows r and -r on leaky_relu's slope 1 beside rows at alpha: eps /
-    alpha). ``Q`` (B, m, q) the step's basis, ``live`` (B, q) its live columns, ``log_t``
-    (B, m), ``log_s_min`` (B,) the log of a lower bound of sigma_min(D Y) over the step's
-    rank (-inf where the rank is 0: no range, nothing to bound), ``tau`` (B,) the backward
-    error. ``formed=False`` bounds ||(I - Q Q^T) D||_F by min(||D||_F, sqrt(m - q) max d)
-    instead of forming it (m^2 q flops a sample).
-    """
-    B, m, q = Q.shape
-    theta = np.zeros(B)
-    rows = np.count_nonzero(np.isfinite(log_t), axis=1)
-    normal = (np.count_nonzero(live, axis=1) < rows) & (log_s_min > -np.inf)
-    if not normal.any():
-        return theta
-    i = np.flatnonzero(normal)
-    with np.errstate(under="ignore"):
-        d = np.exp(log_t[i])  # 0 for removed rows
-    if formed:
-        # (I - Q Q^T) D formed, not sqrt(1 - |Q_j|^2), which is sqrt(eps) where it cancels
-        Ql = Q[i] * live[i][:, None, :]
-        P = np.eye(m)[None] - np.matmul(Ql, Ql.transpose(0, 2, 1))
-        pd = np.linalg.norm(P * d[:, None, :], axis=(1, 2))
-    else:
-        normal_dims = rows[i] - np.count_nonzero(live[i], axis=1)
-        pd = np.minimum(
-            np.linalg.norm(d, axis=1), np.sqrt(normal_dims) * np.max(d, axis=1, initial=0.0)
-        )
-    with np.errstate(over="ignore", divide="ignore"):
-        theta[i] = np.exp(np.log(tau[i] * pd) - log_s_min[i])
-    return theta
+# The rank of a layer's map is decided on the frame's basis U of the range so far, and from
+# the second step on U is a computed basis: where a layer's rows are graded (leaky_relu's
+# slope alpha beside phi' = 1, saturated units) and its large rows dependent, U's rounding in
+# the directions normal to the range is eps / alpha or more, and it passes on through later
+# layers, so a direction that structure removes shows as a singular value of that size, far
+# above numpy's tolerance (2.2e-14 against 3.3e-15 at alpha = 0.01). On a computed basis the
+# tolerance is at least this: random weights put a map's singular value below it with a
+# probability of order 1e-11 times the width per layer and sample, and structure behind
+# grading up to eps / 1e-11 (about 2e-5) shows below it.
+COMPUTED_BASIS_RANK_FLOOR = 1e-11
 
 
 def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:
@@ -537,59 +488,3 @@ def numerical_rank_from_logs(
         return int(np.count_nonzero(np.isfinite(log_s)))
     # Differences, not log_s[0] + log(rel): at |log sigma| ~ 1e160 the sum rounds to log_s[0].
     return int(np.count_nonzero(log_s - log_s[0] > math.log(rel)))
-
-
-def step_rounding(
-    Q: F64,
-    live: NDArray[np.bool_],
-    log_t: F64,
-    log_norms: F64,
-    Y: F64,
-    s: F64,
-    rank: NDArray[Any],
-    singular_values: Callable[[F64], NDArray[Any]] | None = None,
-) -> F64:
-    """:func:`range_rounding` of a step diag(e^t) Y of the frame, theta (B,).
-
-    ``Q`` (B, m, q) and ``live`` (B, q) the step's new basis and live columns; ``log_t``
-    (B, m) the log row scales (-inf for removed rows); Y (B, m, r) the map factored on the
-    frame's basis, its rows diag(e^log_norms) times those of the row-normalised map whose
-    singular values (B, k), descending, are ``s``; ``rank`` (B,) the step's rank.
-    First a cheap bound: sigma_min(D Y) at least min_i e^(t_i) e^(log_norms_i) times s at
-    the rank, ||(I - Q Q^T) D|| at most min(||D||, sqrt(m - q) max d). Where that bound
-    would reach RANGE_ROUNDING_CAP (rows graded far apart, saturated units), the normal
-    part of D is formed and D Y's own values computed (``singular_values``, default
-    numpy's), taken where they are resolved (above 16 max(m, r) eps of the largest)."""
-    B, m, r = Y.shape
-    eps = np.finfo(np.float64).eps
-    tau = np.full(B, np.sqrt(max(m, r, 1)) * eps)  # Householder QR's rounding, a row at a time
-    rank = np.asarray(rank)
-    k = s.shape[-1]
-    at = np.clip(rank - 1, 0, max(k - 1, 0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s_rank = np.take_along_axis(s, at[:, None], axis=1)[:, 0] if k else np.zeros(B)
-        low = np.min(
-            np.where(np.isfinite(log_t), log_t + log_norms, np.inf), axis=1, initial=np.inf
-        )
-        log_s_min = np.where((rank > 0) & np.isfinite(low), low + np.log(s_rank), -np.inf)
-        log_s_min = np.where(np.isnan(log_s_min), -np.inf, log_s_min)
-    theta = range_rounding(Q, live, log_t, log_s_min, tau, formed=False)
-    with np.errstate(over="ignore"):  # theta may be near the float maximum
-        refine = (theta * np.sqrt(m) > RANGE_ROUNDING_CAP) & (rank > 0)
-    if refine.any():
-        i = np.flatnonzero(refine)
-        with np.errstate(under="ignore"):
-            DY = np.exp(log_t[i])[:, :, None] * Y[i]
-        if singular_values is None:
-            sv = np.linalg.svd(DY, compute_uv=False)
-        else:
-            sv = singular_values(DY)
-        at = np.clip(rank[i] - 1, 0, sv.shape[1] - 1)
-        own = np.take_along_axis(sv, at[:, None], axis=1)[:, 0]
-        resolved = own > 16 * max(m, r, 1) * eps * sv[:, 0]
-        with np.errstate(divide="ignore"):
-            better = np.maximum(log_s_min[i], np.where(resolved, np.log(own), -np.inf))
-        log_s_min = log_s_min.copy()
-        log_s_min[i] = better
-        theta[i] = range_rounding(Q[i], live[i], log_t[i], better, tau[i])
-    return theta

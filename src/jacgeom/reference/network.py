@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .graded import (
-    RANGE_ROUNDING_CAP,
+    COMPUTED_BASIS_RANK_FLOOR,
     graded_log_singular_values,
     graded_qr_step,
     graded_qr_step_pivoted,
@@ -27,7 +27,6 @@ from .graded import (
     numerical_rank_from_logs,
     scaled_norms,
     split_log_scales,
-    step_rounding,
     unit_rows,
     unshift_log_scales,
 )
@@ -520,16 +519,15 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     V = np.eye(n0)
     h = x
     ranks = np.empty(len(net.weights), dtype=np.int64)
-    theta = 0.0  # the rounding of U's range (graded.range_rounding)
+    floor = 0.0  # the identity basis is exact; a computed one is not (map_rank's floor)
     for l in range(len(net.weights)):
         h, steps = _layer_factors(net, l, h, np.any(U != 0, axis=1))
         for X, norms, sign, t, c, alive in steps:
             n64: NDArray[np.float64] = np.asarray(norms, dtype=np.float64)
-            rows = max(int(np.count_nonzero(n64 > 0)), 1)
-            floor = min(float(np.sqrt(rows)) * theta, RANGE_ROUNDING_CAP)  # inf: capped
-            r_l, Q, g, V, theta = _frame_step(X, n64, sign, t, c, U, g, V, floor)
+            r_l, Q, g, V = _frame_step(X, n64, sign, t, c, U, g, V, floor)
             U = np.zeros((alive.shape[0], Q.shape[1]))
             U[alive] = Q
+            floor = COMPUTED_BASIS_RANK_FLOOR
         ranks[l] = r_l  # the last step's
     return g, V, ranks
 
@@ -545,11 +543,10 @@ def _frame_step(
     V: NDArray[np.float64],
     floor: float = 0.0,
     force: bool = False,
-) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float]:
+) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """One step e^c diag(sign e^t) X of :func:`stable_frame` on the frame U diag(e^g) V:
-    returns the rank r_l of X U, the new frame Q, g, V and the rounding of Q's range
-    (jacgeom.reference.graded.step_rounding). ``floor``: the tolerance of the rank
-    decision is at least this (the rounding of U's range, seen through X's unit rows).
+    returns the rank r_l of X U and the new frame Q, g, V. ``floor``: the least tolerance
+    of the rank decision (COMPUTED_BASIS_RANK_FLOOR where U is a computed basis).
 
     The frame is restricted to the row space of X U only where X U has lower rank than
     its rows and the live directions leave (as jacgeom._frame's ``_deflate``): there the
@@ -562,7 +559,7 @@ def _frame_step(
     below the live directions; a step whose QR kept fewer directions than the rank is
     redone so."""
     XU = X @ U
-    rank_l, Xn, s = map_rank(XU, norms, floor=floor)
+    rank_l, Xn = map_rank(XU, norms, floor=floor)
     r_l = int(rank_l)
     live = int(np.count_nonzero(np.isfinite(g)))
     g_in, V_in = g, V
@@ -579,20 +576,4 @@ def _frame_step(
     new_g = unshift_log_scales(Q, new_g, shift)
     if not force and np.count_nonzero(np.isfinite(new_g)) < r_l < live:
         return _frame_step(X, norms, sign, t, c, U, g_in, V_in, floor, force=True)
-    # The rounding bound takes rows of size at most 1: a formed step's rows (X not of unit
-    # rows) are scaled to it, their sizes joining t.
-    rx = scaled_norms(X, axis=1)
-    size = np.where(rx > 0, rx, 1.0)
-    with np.errstate(divide="ignore"):  # a zero row has no rounding: no scale (-inf)
-        log_t = np.where(rx > 0, np.asarray(t, np.float64) + np.log(size), -np.inf)
-        log_norms = np.log(norms / size)
-    theta = step_rounding(
-        Q[None],
-        np.isfinite(new_g)[None],
-        log_t[None],
-        log_norms[None],
-        (XU / size[:, None])[None],
-        s[None],
-        np.array([r_l]),
-    )
-    return r_l, Q, new_g, new_V, float(theta[0])
+    return r_l, Q, new_g, new_V
