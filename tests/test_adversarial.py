@@ -1569,8 +1569,8 @@ def test_zero_column_after_graded_rows() -> None:
 # on the slope alpha, so rank J = 3 for every alpha (sympy, symbolic alpha); the formed
 # float64 J has sigma_4 = 9e-18. The frame's basis after layer 1 is rounded by eps / alpha
 # in its normal direction (e_0 + e_1, on the large rows), so layer 2's map on it had a
-# smallest value of 2.2e-14, above the plain tolerance (3.3e-15); the tolerance now
-# includes that rounding (graded.range_rounding).
+# smallest value of 2.2e-14, above the plain tolerance (3.3e-15); on a computed basis the
+# tolerance is now at least graded.COMPUTED_BASIS_RANK_FLOOR (1e-11).
 def test_leaky_relu_structural_rank_drop_is_exact() -> None:
     W1 = np.array(
         [[-2, -2, 0, 2, -2, -1], [2, 2, 0, -2, 2, 1], [-1, -2, 0, 2, -2, -1],
