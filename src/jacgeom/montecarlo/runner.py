@@ -395,7 +395,15 @@ def run_chunks(
                 arrived(job, st.keep(job[1], arrays, recs), None if st.out else recs)
     finally:
         if own:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # The running chunks are waited for on their futures and the threads joined
+            # only once idle: a KeyboardInterrupt (a second Ctrl-C) inside Thread.join marks
+            # a worker that is still running as finished (CPython 3.11 and 3.12,
+            # python/cpython#90882), and the interpreter then exits under it, aborting when
+            # the worker comes back from a compiled kernel. Interrupted on the futures, the
+            # workers stay counted and the interpreter waits for them at exit.
+            pool.shutdown(wait=False, cancel_futures=True)
+            cf.wait(list(pending))
+            pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
 
