@@ -1564,29 +1564,6 @@ def test_zero_column_after_graded_rows() -> None:
         np.testing.assert_allclose(got, exact, rtol=0, atol=1e-10, err_msg=be)
 
 
-# Found by review (helper-33): a structural rank drop missed. leaky_relu (alpha 0.01),
-# integer weights: layer 1's units 0 and 1 (phi' = 1) have rows r and -r beside three units
-# on the slope alpha, so rank J = 3 for every alpha (sympy, symbolic alpha); the formed
-# float64 J has sigma_4 = 9e-18. The frame's basis after layer 1 is rounded by eps / alpha
-# in its normal direction (e_0 + e_1, on the large rows), so layer 2's map on it had a
-# smallest value of 2.2e-14, above the plain tolerance (3.3e-15); on a computed basis the
-# tolerance is now at least graded.COMPUTED_BASIS_RANK_FLOOR (1e-11).
-def test_leaky_relu_structural_rank_drop_is_exact() -> None:
-    W1 = np.array(
-        [[-2, -2, 0, 2, -2, -1], [2, 2, 0, -2, 2, 1], [-1, -2, 0, 2, -2, -1],
-         [-2, -2, 0, -2, -1, 0], [0, -2, 0, 0, 1, 2]], float,
-    )  # fmt: skip
-    W2 = np.array(
-        [[-1, -1, 0, -2, 0], [-1, -1, 0, -2, 0], [0, 0, 0, -1, 2], [-2, -1, 0, 2, 0],
-         [-2, 0, 0, 2, 0], [0, -2, 0, -2, -2]], float,
-    )  # fmt: skip
-    b1, b2 = np.array([2, 1, 0, 0, 0.0]), np.array([2, 0, 0, 2, -1, -1.0])
-    net = jacgeom.Network([W1, W2], [b1, b2], "leaky_relu")
-    x = np.array([-3, 3, 1, 2, 2, 1.0])
-    for be in BACKENDS:
-        assert net.exact_rank(x, backend=be) == 3, be
-
-
 # The boundary of the exact rank's definition (docs/theory.md, "How it is decided"), found by
 # review (helper-33): a gelu network 3-6-4-3 whose third layer's weights are exactly singular
 # on the leading part of the range (units at phi' = e^-1448 and e^-3968 beside one at
