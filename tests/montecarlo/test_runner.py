@@ -663,3 +663,34 @@ def test_chunks_on_a_given_executor_run_their_kernels_on_one_thread(
         assert get_num_threads() == 2
     finally:
         set_num_threads(before)
+
+
+_QUEUED_ERROR = """
+import time
+from jacgeom.montecarlo import Spec, run, runner
+orig = runner.chunk_task
+def slow(*a, **k):
+    time.sleep(0.2)
+    return orig(*a, **k)
+def bad_keep(self, *a, **k):
+    raise OSError("disk full")
+runner.chunk_task = slow
+runner._PointState.keep = bad_keep
+try:
+    run(Spec(widths=(3, 3, 3), samples=2000, chunk_size=100, seed=0), workers=1,
+        progress=False, max_in_flight=6)
+except OSError as e:
+    print("raised", e)
+"""
+
+
+def test_an_error_with_chunks_queued_is_raised_not_waited_for_forever() -> None:
+    # Review (helper-39): the clean-up waited on every pending future, and one that the
+    # pool's shutdown cancelled stays CANCELLED, never notified: an error (or a Ctrl-C)
+    # while chunks were queued hung the run instead of raising. Run in a child so that a
+    # hang is a timeout here, not a stuck test session.
+    done = subprocess.run(
+        [sys.executable, "-c", _QUEUED_ERROR], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "raised disk full" in done.stdout

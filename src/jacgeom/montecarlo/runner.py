@@ -401,8 +401,10 @@ def run_chunks(
             # python/cpython#90882), and the interpreter then exits under it, aborting when
             # the worker comes back from a compiled kernel. Interrupted on the futures, the
             # workers stay counted and the interpreter waits for them at exit.
+            # A future that shutdown cancels stays CANCELLED (never notified), which cf.wait
+            # would wait for forever: only the others are waited for.
             pool.shutdown(wait=False, cancel_futures=True)
-            cf.wait(list(pending))
+            cf.wait([f for f in pending if not f.cancelled()])
             pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
