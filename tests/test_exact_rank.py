@@ -447,28 +447,20 @@ def test_layer_normalisation_at_large_weights_against_60_digits(backend: str, sc
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exact_rank_does_not_depend_on_the_batch_or_dead_rows(backend: str) -> None:
-    # The live block [[1, 0], [1, 1e-15]] has determinant 1e-15 exactly: at the first layer
-    # (the identity basis, exact) rank 2, as numpy.linalg.matrix_rank of that block says.
-    # The tolerance counts the sample's own live rows and directions, not the batch's
-    # widest frame nor the dead rows.
-    W = np.zeros((8, 2))
-    W[0], W[1], W[2:] = [1.0, 0.0], [1.0, 1e-15], [-1.0, 0.0]
-    net = Network([W], activation="relu")
-    xa, xb = np.array([1.0, 0.5]), np.array([-1.0, 0.5])  # rows 0, 1 live; rows 2.. live
-    alone = net.exact_rank(xa, backend=backend)
-    assert alone == np.linalg.matrix_rank(W[:2]) == 2
-    assert net.exact_rank(np.stack([xa, xb]), backend=backend).tolist() == [2, 1]
-    # The same block at the second layer, on a computed basis of the range, is singular to
-    # 1e-11 and counts as singular (docs/theory.md, "How it is decided").
+    # The live block [[1, 0], [1, 1e-15]] has determinant 1e-15 exactly: rank 2, as
+    # numpy.linalg.matrix_rank of that block says. The tolerance counts the sample's own
+    # live rows and directions, not the batch's widest frame nor the dead rows.
     W2 = np.zeros((2, 8))
     W2[0, 0] = W2[1, 0] = 1.0
     W2[1, 1] = 1e-15
-    deep = Network([np.eye(8), W2], activation=["relu", "identity"])
-    x8 = np.array([1.0, 1.0] + [-1.0] * 6)
-    assert deep.exact_rank(x8, backend=backend) == 1
-    W2[1, 1] = 1e-9
-    deep = Network([np.eye(8), W2], activation=["relu", "identity"])
-    assert deep.exact_rank(x8, backend=backend) == 2
+    net = Network([np.eye(8), W2], activation=["relu", "identity"])
+    xa = np.array([1.0, 1.0] + [-1.0] * 6)
+    alone = net.exact_rank(xa, backend=backend)
+    assert alone == np.linalg.matrix_rank(W2[:, :2]) == 2
+    assert net.exact_rank(np.stack([xa, np.ones(8)]), backend=backend)[0] == alone
+    W = np.zeros((8, 2))
+    W[0], W[1], W[2:] = [1.0, 0.0], [1.0, 1e-15], [-1.0, 0.0]
+    assert Network([W], activation="relu").exact_rank(np.array([1.0, 0.5]), backend=backend) == 2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -601,7 +593,7 @@ def test_structural_rank_drops_behind_graded_layers_in_rational_arithmetic(backe
     # removes a direction of the frame's range, the frame's basis is rounded by eps / alpha
     # in the direction that matters, above numpy's rank tolerance: such drops were counted
     # as rank (network 8 below, two layers at one input, on every backend and in the numpy
-    # reference, before the floor of a computed basis). alpha is dyadic, so that no
+    # reference, before the rank floor of a graded frame). alpha is dyadic, so that no
     # network is singular only for a decimal alpha that float64 rounds.
     rng = np.random.default_rng(0)
     deficient = 0
@@ -628,7 +620,7 @@ def test_saturated_networks_keep_their_rank_without_warnings(backend: str) -> No
     # Saturated units (phi' down to e^-5000) beside live ones: no warning on the way (an
     # earlier bound on the frame's rounding overflowed at x = 11.2 in the gelu network),
     # and the exact rank stays the narrowest width so far (Gaussian weights, phi' zero
-    # nowhere they are evaluated): the rank floor of a computed basis drops nothing here.
+    # nowhere they are evaluated): the rank floor of a graded frame drops nothing here.
     cases = [
         ([6, 14, 19, 8, 17, 19, 18, 14, 1, 11, 13, 12, 9, 2, 5], "silu", 550465582),
         ([1, 12, 8, 15, 19, 8, 9], "gelu", 603477878),
@@ -682,7 +674,7 @@ def test_structural_drop_behind_a_graded_layer(
     # frame's basis after layer 1 is rounded by eps / alpha in its normal direction
     # (e_0 + e_1, on the large rows), so layer 2's map on it had a smallest value of
     # 2.2e-14, above numpy's tolerance (3.3e-15); a bound on one step's own rounding then
-    # missed the pass-through variant. The rank floor of a computed basis catches both.
+    # missed the pass-through variant. The rank floor of a graded frame catches both.
     net, x = _leaky_drop_network(alpha, pass_through)
     want = [4, 4, 3] if pass_through else [4, 3]
     assert _exact_partial_ranks(net, x) == want
@@ -718,3 +710,23 @@ def test_structural_drop_behind_a_widening_graded_layer(backend: str) -> None:
     assert net.layer_exact_ranks(x[None], backend=backend)[0].tolist() == want
     if backend == "numpy":
         assert reference_network.layer_exact_ranks(net, x[None])[0].tolist() == want
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act", ["identity", "relu", "tanh"])
+def test_ungraded_frames_keep_numpys_tolerance_at_every_layer(backend: str, act: str) -> None:
+    # Review (helper-39) of a constant 1e-11 floor from the second layer on: a well-resolved
+    # J lost a singular value (and its numerical rank and log|det|) only because its weights
+    # sat in the second layer. Where no rows were graded (phi' = 1 on every unit, equal row
+    # norms) the basis is as exact as the identity, and numpy's tolerance stays.
+    W2 = np.array([[1.0, 0.0], [1.0, 1e-12]])
+    net = Network([np.eye(2), W2], activation=act)
+    x = np.array([1.0, 1.0]) if act == "relu" else np.zeros(2)
+    J = net.jacobian(x, backend="numpy")
+    want = np.log(np.linalg.svd(J, compute_uv=False))
+    assert net.exact_rank(x, backend=backend) == 2
+    assert net.rank(x, backend=backend) == np.linalg.matrix_rank(J) == 2
+    np.testing.assert_allclose(net.log_singular_values(x, backend=backend), want, rtol=1e-9)
+    np.testing.assert_allclose(
+        net.log_abs_det(x, backend=backend), np.linalg.slogdet(J)[1], rtol=1e-9
+    )

@@ -31,8 +31,9 @@ from numpy.typing import NDArray
 
 from . import _backends, _dispatch
 from .reference.graded import (
-    COMPUTED_BASIS_RANK_FLOOR,
     graded_qr_step_pivoted,
+    graded_rank_floor,
+    log_spread,
     map_rank,
     scaled_norms,
     split_log_scales,
@@ -157,10 +158,9 @@ def chain_frame(
         g = np.zeros((B, n0))
         V = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
         ranks = []
+        spread = np.zeros(B)  # the widest grading of rows so far (graded.graded_rank_floor)
         for l, layer in enumerate(layers):
-            # the identity basis is exact; from the first QR on it is computed (map_rank's floor)
-            floor = 0.0 if l == 0 else COMPUTED_BASIS_RANK_FLOOR
-            U, g, V = _apply(l, layer, U, g, V, floor, backend)
+            U, g, V, spread = _apply(l, layer, U, g, V, spread, backend)
             live = np.count_nonzero(np.isfinite(g), axis=1)
             ranks.append(live)
             U, g, V = _trim(U, g, V, int(live.max(initial=0)))
@@ -169,9 +169,10 @@ def chain_frame(
 
 
 def _apply(
-    l: int, layer: FrameLayer, U: F64, g: F64, V: F64, floor: float, backend: str
-) -> tuple[F64, F64, F64]:
-    """The frame after one layer; ``floor``: the least rank tolerance on the frame's basis."""
+    l: int, layer: FrameLayer, U: F64, g: F64, V: F64, spread: F64, backend: str
+) -> tuple[F64, F64, F64, F64]:
+    """The frame after one layer, and the widest grading of rows so far (B,), whose
+    graded.graded_rank_floor is the least rank tolerance on the frame's basis."""
     Uz = _live(U, g)
     B = U.shape[0]
     live = np.count_nonzero(np.isfinite(g), axis=1)
@@ -196,12 +197,14 @@ def _apply(
             )
         A = np.matmul(M, Uz)
         generic = np.minimum(live, A.shape[1])
-        Zq, g, V, _ = _deflate(
-            A, scaled_norms(M, axis=2), generic, live, g, V, backend, floor=floor
-        )
+        norms = scaled_norms(M, axis=2)
+        floor = graded_rank_floor(spread)
+        Zq, g, V, _ = _deflate(A, norms, generic, live, g, V, backend, floor=floor)
         if Zq is not None:
             A = np.matmul(A, Zq)
-        return graded_step(A, g, V, backend)
+        with np.errstate(divide="ignore"):  # the rows' sizes grade this step
+            spread = np.maximum(spread, log_spread(np.log(norms)))
+        return (*graded_step(A, g, V, backend), spread)
     act, arg, state = layer.act, layer.arg, layer.norm
     zero = act.derivative_is_zero(arg)
     with np.errstate(all="ignore"):  # a non-finite arg is the error raised just below
@@ -231,7 +234,7 @@ def _apply(
         terms = np.exp(log_rn - top)
         with np.errstate(divide="ignore"):
             term_log_norms = np.log(np.abs(B1H.transpose(0, 2, 1)) @ terms[..., None])[..., 0]
-        U, g, V = _scaled_rows_step(
+        U, g, V, spread = _scaled_rows_step(
             np.matmul(B1H.transpose(0, 2, 1), terms[..., None] * Wu),
             np.zeros(step.shape, dtype=bool),
             step + top - np.log(np.asarray(state.sigma, dtype=np.float64))[:, None],
@@ -239,13 +242,12 @@ def _apply(
             U,
             g,
             V,
-            floor,
+            spread,
             backend,
             term_log_norms,
         )
         W = B1H
-        floor = COMPUTED_BASIS_RANK_FLOOR  # the first step's QR computed the basis
-    return _scaled_rows_step(W, zero, log_d, sign, U, g, V, floor, backend)
+    return _scaled_rows_step(W, zero, log_d, sign, U, g, V, spread, backend)
 
 
 def _on_support(W: F64, Uz: F64) -> F64:
@@ -265,10 +267,10 @@ def _scaled_rows_step(
     U: F64,
     g: F64,
     V: F64,
-    floor: float,
+    spread: F64,
     backend: str,
     term_log_norms: F64 | None = None,
-) -> tuple[F64, F64, F64]:
+) -> tuple[F64, F64, F64, F64]:
     """The frame after the map diag(sign e^log_d) W (see :func:`_scaled_rows_step_once`).
 
     Where the map loses directions (rank below the live ones) and the batched QR's static
@@ -276,7 +278,8 @@ def _scaled_rows_step(
     rows, as with sparse integer weights: the direction then sits off the diagonal of R and
     is dropped), those samples are redone with the frame first restricted to the map's
     row space, whose columns are independent."""
-    out_U, out_g, out_V, rank, live = _scaled_rows_step_once(
+    floor = graded_rank_floor(spread)
+    out_U, out_g, out_V, rank, live, step_spread = _scaled_rows_step_once(
         W, zero, log_d, sign, U, g, V, floor, backend, term_log_norms, None
     )
     bad = (np.count_nonzero(np.isfinite(out_g), axis=1) < rank) & (rank < live)
@@ -290,13 +293,13 @@ def _scaled_rows_step(
             U[i],
             g[i],
             V[i],
-            floor,
+            floor[i],
             backend,
             None if term_log_norms is None else term_log_norms[i],
             np.ones(i.size, dtype=bool),
         )
         out_U[i], out_g[i], out_V[i] = redo[0], redo[1], redo[2]  # fresh arrays: no copy
-    return out_U, out_g, out_V
+    return out_U, out_g, out_V, np.maximum(spread, step_spread)
 
 
 def _scaled_rows_step_once(
@@ -307,11 +310,11 @@ def _scaled_rows_step_once(
     U: F64,
     g: F64,
     V: F64,
-    floor: float,
+    floor: F64,
     backend: str,
     term_log_norms: F64 | None,
     force: NDArray[np.bool_] | None,
-) -> tuple[F64, F64, F64, NDArray[np.int64], NDArray[np.int64]]:
+) -> tuple[F64, F64, F64, NDArray[np.int64], NDArray[np.int64], F64]:
     """The frame after the map diag(sign e^log_d) W, W (m, k) shared or (B, m, k), with the
     rows where ``zero`` is true removed exactly.
 
@@ -354,7 +357,8 @@ def _scaled_rows_step_once(
     U, g, V = graded_step(scale[:, :, None] * Y, g, V, backend)
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
-    return U, unshift_log_scales(U, g, shift), V, rank, live
+    step_spread = log_spread(np.where(zero, -np.inf, log_d - c[:, None]))
+    return U, unshift_log_scales(U, g, shift), V, rank, live, step_spread
 
 
 def _deflate(
@@ -366,7 +370,7 @@ def _deflate(
     V: F64,
     backend: str,
     force: NDArray[np.bool_] | None = None,
-    floor: float = 0.0,
+    floor: Any = 0.0,
 ) -> tuple[F64 | None, F64, F64, NDArray[np.int64]]:
     """Restrict the frame to the row space of the layer's map on its live directions,
     X (B, m, r), where X has lower rank than its zero rows explain.

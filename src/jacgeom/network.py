@@ -741,10 +741,10 @@ class Network:
         normalisation's null direction, a layer narrower than the rank so far, weights of
         lower rank. It is computed on the stable frame, layer by layer, where those come out
         as exact zeros and nothing else does; a layer's weights on the range so far are
-        taken as singular where numpy.linalg.matrix_rank's tolerance says so, and from the
-        second layer on (a computed basis of the range) where they are singular to 1e-11
-        (the theory page's "how it is decided"). Residual and kernel layers are taken as
-        non-singular.
+        taken as singular where numpy.linalg.matrix_rank's tolerance says so, raised where
+        earlier rows were graded (leaky_relu's slope, saturated units) to 64 eps times the
+        ratio of their scales, at most 1e-11 (the theory page's "how it is decided").
+        Residual and kernel layers are taken as non-singular.
         For strictly monotone activations and Gaussian weights it is full with
         probability 1 at every depth; the numerical rank (:meth:`rank`) is not.
 

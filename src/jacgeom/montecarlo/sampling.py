@@ -43,7 +43,7 @@ __all__ = [
 # Version of the way a chunk turns its seed into samples (generator, order of the draws,
 # block size, the statistics recorded). Checkpoint directories record it: chunks drawn or
 # summarised another way are never mixed. 5: exact ranks decided with the rank floor of a
-# computed basis (jacgeom.reference.graded.COMPUTED_BASIS_RANK_FLOOR).
+# graded frame (jacgeom.reference.graded.graded_rank_floor).
 SAMPLER = 5
 # spawn_key of the draws fixed for the whole experiment (never a chunk index)
 SHARED_NETWORK_KEY = (2**31, 0)

@@ -98,7 +98,7 @@ def map_rank(
     row_norms: F64,
     columns: NDArray[Any] | None = None,
     singular_values: Callable[[F64], NDArray[Any]] | None = None,
-    floor: float = 0.0,
+    floor: Any = 0.0,
 ) -> tuple[NDArray[np.int64], F64]:
     """Rank of a layer's map X on an orthonormal basis U of the frame, (..., m, r).
 
@@ -109,8 +109,8 @@ def map_rank(
     be noise. m counts the rows kept (row_norms > 0) and r the live columns, ``columns``
     (...), default all: a sample's rank never depends on the batch around it.
     ``singular_values`` computes the values of a (..., m, r) stack (default numpy's SVD).
-    ``floor``: the least tolerance (COMPUTED_BASIS_RANK_FLOOR where U is a computed
-    basis). Returns the ranks (...) and the row-normalised XU.
+    ``floor`` (...): the least tolerance (:func:`graded_rank_floor` of the frame's
+    grading). Returns the ranks (...) and the row-normalised XU.
     """
     Xn = XU / np.where(row_norms > 0, row_norms, 1.0)[..., None]
     m, r = XU.shape[-2:]
@@ -128,16 +128,40 @@ def map_rank(
     return np.count_nonzero(s > tol[..., None], axis=-1).astype(np.int64), Xn
 
 
-# The rank of a layer's map is decided on the frame's basis U of the range so far, and from
-# the second step on U is a computed basis: where a layer's rows are graded (leaky_relu's
-# slope alpha beside phi' = 1, saturated units) and its large rows dependent, U's rounding in
-# the directions normal to the range is eps / alpha or more, and it passes on through later
-# layers, so a direction that structure removes shows as a singular value of that size, far
-# above numpy's tolerance (2.2e-14 against 3.3e-15 at alpha = 0.01). On a computed basis the
-# tolerance is at least this: random weights put a map's singular value below it with a
-# probability of order 1e-11 times the width per layer and sample, and structure behind
-# grading up to eps / 1e-11 (about 2e-5) shows below it.
-COMPUTED_BASIS_RANK_FLOOR = 1e-11
+# The rank of a layer's map is decided on the frame's basis U of the range so far, which is
+# computed, and rounded most where a layer's rows were graded (leaky_relu's slope alpha
+# beside phi' = 1, saturated units) and its large rows dependent: by eps / alpha or more in
+# the directions normal to the range, passed on through the layers that follow, so a
+# direction that structure removes shows as a singular value of that size, far above
+# numpy's tolerance (2.2e-14 against 3.3e-15 at alpha = 0.01). The tolerance is raised to
+# GRADED_RANK_FACTOR eps times the largest ratio of row scales met so far
+# (:func:`graded_rank_floor`), never above GRADED_RANK_CAP: random weights put a map's
+# singular value below the cap with a probability of order 1e-11 times the width per layer
+# and sample. A frame whose rows were never graded keeps numpy's tolerance.
+GRADED_RANK_FACTOR = 64.0
+GRADED_RANK_CAP = 1e-11
+
+
+def graded_rank_floor(spread: Any) -> Any:
+    """The least rank tolerance on a basis computed from rows whose log scales spanned
+    ``spread`` (natural log, >= 0; the largest over the steps so far): 0 where no step was
+    graded, else min(GRADED_RANK_CAP, GRADED_RANK_FACTOR eps e^spread)."""
+    spread = np.asarray(spread, dtype=np.float64)
+    eps = np.finfo(np.float64).eps
+    with np.errstate(over="ignore"):
+        floor = np.minimum(GRADED_RANK_CAP, GRADED_RANK_FACTOR * eps * np.exp(spread))
+    return np.where(spread > 0, floor, 0.0)
+
+
+def log_spread(log_t: Any) -> Any:
+    """max - min of log row scales (..., m) over the rows that are kept (finite), 0 where
+    fewer than two are."""
+    t = np.asarray(log_t, dtype=np.float64)
+    ok = np.isfinite(t)
+    hi = np.max(np.where(ok, t, -np.inf), axis=-1, initial=-np.inf)
+    lo = np.min(np.where(ok, t, np.inf), axis=-1, initial=np.inf)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.count_nonzero(ok, axis=-1) > 1, hi - lo, 0.0)
 
 
 def graded_qr_step(A: F64, g: F64, V: F64) -> tuple[F64, F64, F64]:

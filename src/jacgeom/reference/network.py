@@ -19,10 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .graded import (
-    COMPUTED_BASIS_RANK_FLOOR,
     graded_log_singular_values,
     graded_qr_step,
     graded_qr_step_pivoted,
+    graded_rank_floor,
+    log_spread,
     map_rank,
     numerical_rank_from_logs,
     scaled_norms,
@@ -519,15 +520,19 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     V = np.eye(n0)
     h = x
     ranks = np.empty(len(net.weights), dtype=np.int64)
-    floor = 0.0  # the identity basis is exact; a computed one is not (map_rank's floor)
+    spread = 0.0  # the widest grading of rows so far (graded.graded_rank_floor)
     for l in range(len(net.weights)):
         h, steps = _layer_factors(net, l, h, np.any(U != 0, axis=1))
         for X, norms, sign, t, c, alive in steps:
             n64: NDArray[np.float64] = np.asarray(norms, dtype=np.float64)
+            floor = float(graded_rank_floor(spread))
             r_l, Q, g, V = _frame_step(X, n64, sign, t, c, U, g, V, floor)
             U = np.zeros((alive.shape[0], Q.shape[1]))
             U[alive] = Q
-            floor = COMPUTED_BASIS_RANK_FLOOR
+            # the step's rows are graded by t and, for a formed step, by their own sizes
+            with np.errstate(divide="ignore"):
+                log_t = np.asarray(t, dtype=np.float64) + np.log(scaled_norms(X, axis=1))
+            spread = max(spread, float(log_spread(log_t)))
         ranks[l] = r_l  # the last step's
     return g, V, ranks
 
@@ -546,7 +551,7 @@ def _frame_step(
 ) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """One step e^c diag(sign e^t) X of :func:`stable_frame` on the frame U diag(e^g) V:
     returns the rank r_l of X U and the new frame Q, g, V. ``floor``: the least tolerance
-    of the rank decision (COMPUTED_BASIS_RANK_FLOOR where U is a computed basis).
+    of the rank decision (graded.graded_rank_floor of the rows' grading so far).
 
     The frame is restricted to the row space of X U only where X U has lower rank than
     its rows and the live directions leave (as jacgeom._frame's ``_deflate``): there the
