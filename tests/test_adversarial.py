@@ -252,6 +252,41 @@ def test_custom_activation_copies_captured_arrays() -> None:
         _CAPTURED_SLOPE[0] = 2.0
 
 
+_TABLE = np.array([1.5, 2.5])
+_CALLS = np.zeros(1)
+tanh = np.zeros(3)  # a global whose name is also an attribute name (math.tanh)
+
+
+def test_custom_activation_snapshot_reads_globals_not_attributes() -> None:
+    # Review (helper-39): names read inside a comprehension were not copied (numpy then
+    # read the mutated table while cpp / numba kept the compiled one); a dphi that writes
+    # into a global array failed on every backend once the copy was read-only; and every
+    # name after a dot (math.tanh) was taken for a global, copying an unrelated array.
+    act = Activation.custom(lambda z: z, lambda z: sum([_TABLE[i] for i in range(2)]))
+    z = [[1.0, 2.0]]
+    for be in BACKENDS:
+        jacgeom.layer_derivatives(np.eye(2), z, activation=act, backend=be)
+    _TABLE[:] = 10.0
+    try:
+        for be in BACKENDS:
+            d = jacgeom.layer_derivatives(np.eye(2), z, activation=act, backend=be)
+            assert d.tolist() == [[4.0, 4.0]], be
+    finally:
+        _TABLE[:] = [1.5, 2.5]
+
+    def counting(z: float) -> float:
+        _CALLS[0] += 1.0
+        return 1.0
+
+    counted = Activation.custom(lambda z: z, counting)
+    for be in BACKENDS:
+        d = jacgeom.layer_derivatives(np.eye(2), z, activation=counted, backend=be)
+        assert d.tolist() == [[1.0, 1.0]], be
+    assert _CALLS[0] == 0.0  # the counter counted in the activation's copy
+    math_act = Activation.custom(lambda z: math.tanh(z), lambda z: 1.0 - math.tanh(z) ** 2)
+    assert math_act.scalar_dphi.__globals__["tanh"] is tanh  # not copied: not a global read
+
+
 def test_compiled_custom_activations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue: 200 distinct custom activations cost +322 MB and 341 ms per call.
     if "numba" not in BACKENDS:

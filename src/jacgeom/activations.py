@@ -23,6 +23,7 @@ exp(|z|) or z**2 unclipped.
 
 from __future__ import annotations
 
+import dis
 import math
 import types
 from collections.abc import Callable
@@ -521,11 +522,12 @@ class Activation:
         lambda z: alpha)`` changes nothing; build a new Activation to change a parameter.
         The snapshot is one level deep: a function they call reads its own globals when it
         runs, so keep parameters in ``phi`` and ``dphi`` (or their closures), not in helpers.
-        Captured numpy arrays are copied too (read-only copies), so mutating the original in
-        place changes nothing, on any backend; other mutable objects are constants for the
-        compiled backends (numba compiles their contents), so do not mutate them. Other
-        callables (numba dispatchers, functools.partial, objects with ``__call__``) are used
-        as given.
+        Captured numpy arrays are copied too (once, for both functions), so mutating the
+        original in place changes nothing, on any backend (and what the functions write into
+        an array goes to the copy); other mutable objects are constants for the compiled
+        backends (numba compiles their contents), so do not mutate them. Other callables
+        (numba dispatchers, functools.partial, objects with ``__call__``) are used as
+        given.
 
         Values: ``dphi`` must return a real number (int or float); None, complex or other
         values are a TypeError. phi' is evaluated in float64 and rounded once to the
@@ -554,6 +556,7 @@ class Activation:
         """
         if not callable(phi) or not callable(dphi):
             raise TypeError("phi and dphi must be callables taking and returning a float")
+        memo: dict[int, Any] = {}  # an array read by both functions is copied once
         return cls(
             name=name,
             parameter=0.0,
@@ -561,40 +564,54 @@ class Activation:
             smooth=bool(smooth),
             derivative_can_vanish=bool(derivative_can_vanish),
             code=CUSTOM_CODE,
-            scalar_phi=_snapshot(phi),
-            scalar_dphi=_snapshot(dphi),
+            scalar_phi=_snapshot(phi, memo),
+            scalar_dphi=_snapshot(dphi, memo),
         )
 
 
-def _frozen(value: Any) -> Any:
-    """A read-only copy of a numpy array (numba compiles an array's contents, Python would
-    read it live); any other value as it is."""
+def _frozen(value: Any, memo: dict[int, Any]) -> Any:
+    """A copy of a numpy array, one per array in ``memo`` (numba compiles an array's
+    contents, Python would read it live); any other value as it is."""
     if isinstance(value, np.ndarray):
-        value = value.copy()
-        value.setflags(write=False)
+        if id(value) not in memo:
+            memo[id(value)] = (value, value.copy())  # the original kept: its id stays unique
+        return memo[id(value)][1]
     return value
 
 
-def _snapshot(fn: Callable[[float], float]) -> Callable[[float], float]:
+def _global_names(code: types.CodeType) -> set[str]:
+    """The global names a code object loads, its nested code (comprehensions, inner
+    lambdas) included; attribute names (the tanh of math.tanh) are not globals."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname == "LOAD_GLOBAL"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _snapshot(
+    fn: Callable[[float], float], memo: dict[int, Any] | None = None
+) -> Callable[[float], float]:
     """A copy of a plain Python function whose globals and closure cells hold the values
-    of now (arrays copied): numba freezes them at its first compile while Python reads them
-    live, so without the copy the backends would disagree once a captured variable
-    changes."""
+    of now (arrays copied, once per array in ``memo``): numba freezes them at its first
+    compile while Python reads them live, so without the copy the backends would disagree
+    once a captured variable changes."""
     if not isinstance(fn, types.FunctionType):
         return fn
+    memo = {} if memo is None else memo
     closure = None
     if fn.__closure__ is not None:
         cells = []
         for cell in fn.__closure__:
             try:
-                cells.append(types.CellType(_frozen(cell.cell_contents)))
+                cells.append(types.CellType(_frozen(cell.cell_contents, memo)))
             except ValueError:  # an empty cell (a name assigned later): keep it
                 cells.append(cell)
         closure = tuple(cells)
     namespace = dict(fn.__globals__)
-    for name in fn.__code__.co_names:  # the globals the function reads
+    for name in _global_names(fn.__code__):
         if name in namespace:
-            namespace[name] = _frozen(namespace[name])
+            namespace[name] = _frozen(namespace[name], memo)
     copy = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, closure)
     copy.__kwdefaults__ = fn.__kwdefaults__
     copy.__qualname__ = fn.__qualname__
