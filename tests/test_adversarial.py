@@ -1562,14 +1562,12 @@ def test_saturated_graded_layers_reference_accuracy() -> None:
 
 
 # Found with the test above: the second value, e^-2000.85, is well determined (eps
-# relative perturbations of the weights move its log by 2e-13) but every backend gives
+# relative perturbations of the weights move its log by 2e-13) but every backend gave
 # e^-1660.8. The frame after layer 1 is graded over e^763 (its U couples the rows by
 # entries down to e^-763, below the float range once its steps of e^-600 are applied),
-# and layer 2's zero weight column removes the dominant row: X U, formed in float, keeps
-# of the small rows' part of each column only rounding noise, eps relative to the column
-# (e^-966 against e^-1306). Not yet fixed: it needs a frame that keeps the coupling of
-# rows graded beyond the float range.
-@pytest.mark.xfail(strict=True, reason="bug: graded frame, a zero column after e^763 grading")
+# and layer 2's zero weight column removes the dominant row: X U, formed in float, kept
+# of the small rows' part of each column only rounding noise. The unit layer 2 does not
+# read now leaves layer 1's frame before it is graded (jacgeom._frame._restrict_to_read).
 def test_saturated_graded_layers_second_value() -> None:
     net, x, exact = _saturated_graded_network()
     for be in BACKENDS:
@@ -1581,9 +1579,8 @@ def test_saturated_graded_layers_second_value() -> None:
 # well inside the float range. W1's rows are graded e^-121, e^-83, e^-20 (independent,
 # small integers), W2 = [[2, -1, 0], [0, 2, 0]] drops the e^-20 unit: J = W2 W1 has
 # sigma_2 = e^-119.575 (eps perturbations of the weights leave it unchanged to 14 digits),
-# and every backend gives e^-119.052. What is left of the e^-121 row after the zero
-# column comes out of U's coupling, eps of the e^-83 row's contribution. Not yet fixed.
-@pytest.mark.xfail(strict=True, reason="bug: graded frame, a zero column after graded rows")
+# and every backend gave e^-119.052: what is left of the e^-121 row after the zero column
+# came out of U's coupling, eps of the e^-83 row's contribution.
 def test_zero_column_after_graded_rows() -> None:
     import mpmath as mp
 

@@ -565,6 +565,78 @@ def test_weights_meeting_dead_units_take_no_part(backend: str, norm: str | None)
         )
 
 
+def _graded_unread_network(rng: np.random.Generator, act: str) -> tuple[Network, np.ndarray]:
+    """Three layers: layer 1's rows graded e^0 down to e^-150 (integer directions), layer 2
+    reads its largest unit nowhere (identity: a zero weight column; relu: only in a row
+    that is dead), the rest small integers; biases keep every other relu unit alive."""
+    n0, n1, n2, n3 = 5, 4, 3, 3
+    s = np.exp(-np.sort(rng.uniform(0, 150, n1)))
+    s[0] = 1.0
+    R = rng.integers(-2, 3, (n1, n0)).astype(float)
+    R[:, 0] = 1.0  # no zero row
+    W2 = rng.integers(-2, 3, (n2, n1)).astype(float)
+    W2[:, 0] = 0.0
+    b2 = np.full(n2, 1e3)
+    if act == "relu":
+        W2[0, 0], b2[0] = 1.0, -1e3  # row 0 reads unit 0 and is dead
+    W3 = rng.integers(-2, 3, (n3, n2)).astype(float)
+    biases = [np.full(n1, 20.0), b2, np.full(n3, 1e4)]
+    x = np.full(n0, 0.5)
+    return Network([s[:, None] * R, W2, W3], biases, activation=act), x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act", ["identity", "relu"])
+def test_units_the_next_layer_does_not_read_keep_a_graded_frame_accurate(
+    backend: str, act: str
+) -> None:
+    # The values of J are carried by layer 1's small rows alone; layer 2's mixing rounded
+    # them against their couplings to the unread e^0 row (values off by up to e^0.5 before
+    # that unit left the frame first). In 300 digits: mpmath's values of an exactly
+    # singular J are below e^-650.
+    rng = np.random.default_rng(11)
+    for trial in range(6):
+        net, x = _graded_unread_network(rng, act)
+        zs = net.preactivations(x)
+        with mpmath.workdps(300):
+            J = mpmath.eye(len(x))
+            for W, z in zip(net.weights, zs, strict=True):
+                d = [1 if act == "identity" or float(v) > 0 else 0 for v in z]
+                J = mpmath.diag(d) * mpmath.matrix(W.tolist()) * J
+            want = sorted(float(mpmath.log(v)) for v in mpmath.svd_r(J, compute_uv=False))[::-1]
+        got = net.log_singular_values(x, backend=backend)
+        exact = sum(v > -650 for v in want)
+        assert net.exact_rank(x, backend=backend) == exact, trial
+        assert np.all(got[exact:] == -np.inf)
+        np.testing.assert_allclose(got[:exact], want[:exact], rtol=0, atol=1e-9, err_msg=trial)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("norm", [None, "layer"])
+def test_a_unit_the_next_layer_does_not_read_counts_in_its_own_layer(
+    backend: str, norm: str | None
+) -> None:
+    # Layer 2 never reads the last unit of layer 1: the rank after layer 1 is still that of
+    # D_1 W_1 (without normalisation that unit alone carries the third direction), on every
+    # backend as in the reference, and the values agree with the reference's.
+    if norm is None:
+        W1 = np.diag([1.0, 1e-40, 1e-80])
+        W2 = np.array([[1.0, 2.0, 0.0], [3.0, -1.0, 0.0], [0.5, 0.5, 0.0]])
+    else:  # J_N W_1 of four units has rank 3, J_N W_2 of three rank 2
+        W1 = np.array([[1.0, 2.0, 0.0], [-1.0, 1.0, 1.0], [0.0, -2.0, 1.0], [2.0, 1.0, 1.0]])
+        W2 = np.array([[1.0, 2.0, -1.0, 0.0], [3.0, -1.0, 1.0, 0.0], [0.5, 0.5, 2.0, 0.0]])
+    net = Network([W1, W2], activation="tanh", norm=norm)
+    X = np.array([[0.3, -0.2, 0.1], [2.0, 1.0, -1.0]])
+    want = reference_network.layer_exact_ranks(net, X)
+    assert want.tolist() == [[3, 2]] * 2
+    np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), want)
+    np.testing.assert_allclose(
+        net.log_singular_values(X, backend=backend),
+        reference_network.log_singular_values(net, X),
+        rtol=1e-12,
+    )
+
+
 def _structured_integer_network(
     rng: np.random.Generator, act: str | jacgeom.Activation
 ) -> tuple[Network, np.ndarray]:

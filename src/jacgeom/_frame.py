@@ -100,7 +100,9 @@ class FrameLayer(NamedTuple):
     act : the layer's Activation; norm : the :class:`NormState` of a layer normalisation
     or None; residual : the layer is h -> h + phi(...); d : (B, m) phi'(arg) (read by
     residual layers only); dense : (B, m, k) the layer Jacobians of a kernel layer (with
-    W None), residual included or not as ``residual`` says.
+    W None), residual included or not as ``residual`` says; drop : (B, m) bool, output
+    units removed (set by :func:`chain_frame` where the next layer does not read them), or
+    None.
     """
 
     W: Any
@@ -110,6 +112,7 @@ class FrameLayer(NamedTuple):
     residual: bool = False
     d: Any = None
     dense: Any = None
+    drop: Any = None
 
 
 def stable_frame(net: Network, X: Any, backend: str) -> tuple[F64, F64, NDArray[np.int64]]:
@@ -159,13 +162,95 @@ def chain_frame(
         V = np.broadcast_to(np.eye(n0), (B, n0, n0)).copy()
         ranks = []
         spread = np.zeros(B)  # the widest grading of rows so far (graded.graded_rank_floor)
-        for l, layer in enumerate(layers):
-            U, g, V, spread = _apply(l, layer, U, g, V, spread, backend)
-            live = np.count_nonzero(np.isfinite(g), axis=1)
-            ranks.append(live)
+        it = iter(layers)
+        layer, l = next(it, None), 0
+        while layer is not None:
+            nxt = next(it, None)
+            after = _apply(l, layer, U, g, V, spread, backend)
+            live = np.count_nonzero(np.isfinite(after[1]), axis=1)
+            ranks.append(live)  # the rank of the whole partial product
+            if nxt is not None:
+                after = _restrict_to_read(
+                    l, layer, _read_units(nxt), (U, g, V, spread), after, backend
+                )
+            U, g, V, spread = after
             U, g, V = _trim(U, g, V, int(live.max(initial=0)))
+            layer, l = nxt, l + 1
     out = np.stack(ranks, axis=1) if ranks else np.zeros((B, 0), dtype=np.int64)
     return g, V, out.astype(np.int64)
+
+
+def _read_units(layer: FrameLayer) -> NDArray[np.bool_] | None:
+    """(B, k) the units of the previous layer that ``layer``'s map reads (a column of its
+    map nonzero on a row it keeps), or None where it reads every one."""
+    if layer.residual:
+        return None  # I + D J_N W, or a kernel layer's I + A grad k, reads every unit
+    if layer.dense is not None:
+        read = np.any(np.asarray(layer.dense) != 0, axis=1)
+        return None if read.all() else read
+    nz = np.asarray(layer.W) != 0
+    if nz.all():
+        # every column is read wherever a row is kept; where none is, the map is zero and
+        # the frame dies whatever it holds
+        return None
+    B = np.shape(layer.arg)[0]
+    if layer.norm is not None:  # its first step sums every row of W
+        return np.broadcast_to(np.any(nz, axis=-2), (B, nz.shape[-1]))
+    kept = ~np.asarray(layer.act.derivative_is_zero(layer.arg), dtype=bool)
+    return (kept.astype(np.float64)[:, None, :] @ nz.astype(np.float64))[:, 0, :] > 0
+
+
+def _restrict_to_read(
+    l: int,
+    layer: FrameLayer,
+    read: NDArray[np.bool_] | None,
+    before: tuple[F64, F64, F64, F64],
+    after: tuple[F64, F64, F64, F64],
+    backend: str,
+) -> tuple[F64, F64, F64, F64]:
+    """The frame after ``layer`` without the units that the next layer does not read
+    (``read`` (B, m)), in the samples where such a unit carries part of the frame.
+    ``after`` is the whole layer's frame (its rank is the partial product's), ``before``
+    the frame the layer was applied to.
+
+    Exact: the next map is zero on those units. It keeps the accuracy of a graded frame:
+    the next layer mixes the frame's rows with rounding relative to the largest, so where
+    the largest unit is not read, what the small units carry would be rounded against
+    their couplings to it (eps e^(g_i - g_j) of their own size), and where the units'
+    scales span more than the float range (graded.split_log_scales) the couplings
+    underflow. The layer redone without those units is a frame of the rows that are read."""
+    if read is None:
+        return after
+    U, g = after[0], after[1]
+    need = np.any(np.any(_live(U, g) != 0, axis=2) & ~read, axis=1) & read.any(axis=1)
+    if not need.any():
+        return after
+    i = np.flatnonzero(need)
+    U0, g0, V0, spread0 = before
+    redo = _apply(l, _take(layer, i, ~read[i]), U0[i], g0[i], V0[i], spread0[i], backend)
+    out = tuple(x.copy() for x in after)
+    for x, y in zip(out, redo, strict=True):
+        x[i] = y
+    return out  # type: ignore[return-value]
+
+
+def _take(layer: FrameLayer, i: NDArray[np.intp], drop: NDArray[np.bool_]) -> FrameLayer:
+    """``layer`` at samples i, with the output units where ``drop`` (i.size, m) removed."""
+
+    def rows(a: Any) -> Any:
+        return None if a is None else np.asarray(a)[i]
+
+    W = layer.W
+    if W is not None and np.ndim(W) == 3:
+        W = np.asarray(W)[i]
+    norm = layer.norm
+    if norm is not None:
+        norm = norm._replace(
+            sigma=rows(norm.sigma), u=rows(norm.u), affine_arg=rows(norm.affine_arg)
+        )
+    return layer._replace(
+        W=W, arg=rows(layer.arg), norm=norm, d=rows(layer.d), dense=rows(layer.dense), drop=drop
+    )
 
 
 def _apply(
@@ -195,8 +280,12 @@ def _apply(
                 f"the Jacobian of layer {l} is not finite (non-finite inputs with "
                 "check_finite=False, or weights that overflow); no spectrum or rank exists"
             )
+        rows = np.full(B, M.shape[1])
+        if layer.drop is not None:
+            M = np.where(layer.drop[:, :, None], 0.0, M)
+            rows = rows - np.count_nonzero(layer.drop, axis=1)
         A = np.matmul(M, Uz)
-        generic = np.minimum(live, A.shape[1])
+        generic = np.minimum(live, rows)
         norms = scaled_norms(M, axis=2)
         floor = graded_rank_floor(spread)
         Zq, g, V, _ = _deflate(A, norms, generic, live, g, V, backend, floor=floor)
@@ -210,6 +299,8 @@ def _apply(
     with np.errstate(all="ignore"):  # a non-finite arg is the error raised just below
         log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
     check_layer_values(arg, log_d[~zero], act.name, l)
+    if layer.drop is not None:
+        zero = zero | layer.drop
     sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
     if state is not None and state.gamma is not None:
         # gamma is a row scale like phi': its zeros remove rows exactly, its size joins log_d

@@ -518,23 +518,60 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     U = np.eye(n0)
     g = np.zeros(n0)
     V = np.eye(n0)
+    L = len(net.weights)
+    # The units of layer l - 1 that layer l reads: its first step's columns on its kept rows.
+    read, h = [], x
+    for l in range(L):
+        h, steps = _layer_factors(net, l, h)
+        read.append(np.any(steps[0][0] != 0, axis=0))
     h = x
-    ranks = np.empty(len(net.weights), dtype=np.int64)
+    ranks = np.empty(L, dtype=np.int64)
     spread = 0.0  # the widest grading of rows so far (graded.graded_rank_floor)
-    for l in range(len(net.weights)):
+    for l in range(L):
+        h_in = h
         h, steps = _layer_factors(net, l, h, np.any(U != 0, axis=1))
-        for X, norms, sign, t, c, alive in steps:
-            n64: NDArray[np.float64] = np.asarray(norms, dtype=np.float64)
-            floor = float(graded_rank_floor(spread))
-            r_l, Q, g, V = _frame_step(X, n64, sign, t, c, U, g, V, floor)
-            U = np.zeros((alive.shape[0], Q.shape[1]))
-            U[alive] = Q
-            # the step's rows are graded by t and, for a formed step, by their own sizes
-            with np.errstate(divide="ignore"):
-                log_t = np.asarray(t, dtype=np.float64) + np.log(scaled_norms(X, axis=1))
-            spread = max(spread, float(log_spread(log_t)))
-        ranks[l] = r_l  # the last step's
+        frame = (U, g, V, spread)
+        ranks[l], U, g, V, spread = _apply_steps(steps, *frame)
+        # Units the next layer does not read leave the frame before it mixes the rest:
+        # exact, and it keeps a graded frame accurate (jacgeom._frame._restrict_to_read).
+        if l + 1 < L and read[l + 1].any() and np.any(U[~read[l + 1]] != 0):
+            steps = _layer_factors(net, l, h_in, np.any(frame[0] != 0, axis=1))[1]
+            steps[-1] = _drop_rows(steps[-1], ~read[l + 1])
+            _, U, g, V, spread = _apply_steps(steps, *frame)
     return g, V, ranks
+
+
+def _apply_steps(
+    steps: list[Step],
+    U: NDArray[np.float64],
+    g: NDArray[np.float64],
+    V: NDArray[np.float64],
+    spread: float,
+) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float]:
+    """One layer's steps on the frame U diag(e^g) V: the last step's rank, the new frame
+    and the widest grading of rows so far."""
+    r_l = 0
+    for X, norms, sign, t, c, alive in steps:
+        n64: NDArray[np.float64] = np.asarray(norms, dtype=np.float64)
+        floor = float(graded_rank_floor(spread))
+        r_l, Q, g, V = _frame_step(X, n64, sign, t, c, U, g, V, floor)
+        U = np.zeros((alive.shape[0], Q.shape[1]))
+        U[alive] = Q
+        # the step's rows are graded by t and, for a formed step, by their own sizes
+        with np.errstate(divide="ignore"):
+            log_t = np.asarray(t, dtype=np.float64) + np.log(scaled_norms(X, axis=1))
+        spread = max(spread, float(log_spread(log_t)))
+    return r_l, U, g, V, spread
+
+
+def _drop_rows(step: Step, drop: NDArray[np.bool_]) -> Step:
+    """``step`` with the output rows where ``drop`` (m,) removed."""
+    X, norms, sign, t, c, alive = step
+    keep = ~drop[alive]
+    t = np.asarray(t, dtype=np.float64)[keep]
+    top = float(np.max(t, initial=-np.inf))
+    top = top if np.isfinite(top) else 0.0
+    return X[keep], norms[keep], sign[keep], t - top, c + top, alive & ~drop
 
 
 def _frame_step(
