@@ -637,6 +637,68 @@ def test_a_unit_the_next_layer_does_not_read_counts_in_its_own_layer(
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_layer_redone_without_unread_units_keeps_its_rank(backend: str) -> None:
+    # Review of the unread-unit rule: fewer rows lower the rank tolerance (max(m, r) eps
+    # sqrt(m)), so the layer redone without unit 0 kept a direction of 9e-16 that the whole
+    # layer's decision removed: ranks rose from layer 1 to layer 2, and on the compiled
+    # backends the answer depended on the other samples in the batch.
+    W1 = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 1.1e-15], [0.0, 1.0]])
+    W2 = np.array([[0.0, 1.0, 2.0, 0.0], [0.0, 3.0, -1.0, 0.0]])
+    net = Network([W1, W2], [np.zeros(4), np.zeros(2)], activation="relu")
+    X = np.array([[0.3, -0.2], [0.3, 0.2]])  # unit 3 dead in the first sample only
+    want = reference_network.layer_exact_ranks(net, X)
+    assert want.tolist() == [[1, 1], [2, 2]]
+    np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), want)
+    np.testing.assert_array_equal(net.layer_exact_ranks(X[:1], backend=backend), want[:1])
+    for Xs in (X, X[:1]):
+        assert net.log_singular_values(Xs, backend=backend)[0, 1] == -np.inf
+
+
+def _mp_log_values(J: object) -> list[float]:
+    return [float(mpmath.log(v)) for v in mpmath.svd_r(J, compute_uv=False) if v > 1e-150]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_residual_layer_that_cancels_a_unit_does_not_read_it(backend: str) -> None:
+    # I + W_2 has a zero last column (W_2's -1 on the diagonal): the residual layer does
+    # not read layer 1's largest unit, so its small units' values stay accurate (e^0.8 off
+    # on the compiled backends when only the reference dropped the unit).
+    s = np.exp([-121.24, -83.39, -19.95])
+    R = np.array([[2.0, -2, 0, 2, 0, 0], [-2, 2, 1, 1, 0, 1], [0, 2, 1, 1, 0, 1]])
+    W2 = np.array([[1.0, -1, 0], [0, 1, 0], [0, 0, -1]])
+    net = Network([s[:, None] * R, W2], activation="identity", residual=[False, True])
+    with mpmath.workdps(200):
+        want = _mp_log_values(
+            (mpmath.eye(3) + mpmath.matrix(W2.tolist())) * mpmath.matrix((s[:, None] * R).tolist())
+        )
+    got = net.log_singular_values(np.zeros(6), backend=backend)
+    np.testing.assert_allclose(got[:2], want, rtol=0, atol=1e-9)
+    assert got[2] == -np.inf
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_normalisation_does_not_read_a_constant_column(backend: str) -> None:
+    # J_N removes the ones vector exactly, so a constant column of W_2 is not read: layer
+    # 1's largest unit leaves the frame (every backend gave e^26 too much before).
+    s = np.exp([-121.24, -83.39, -19.95])
+    R = np.array([[2.0, -2, 0, 2, 0, 0], [-2, 2, 1, 1, 0, 1], [0, 2, 1, 1, 0, 1]])
+    W2 = np.array([[2.0, -1, 3], [1, 2, 3]])
+    W3 = np.array([[1.0, 2.0]])
+    net = Network([s[:, None] * R, W2, W3], activation="identity", norm=[None, "layer", None])
+    x = np.array([0.5, -1, 2, 1, 0.3, -2])
+    z = net.preactivations(x)[1]
+    with mpmath.workdps(300):
+        zm = [mpmath.mpf(float(v)) for v in z]
+        mean = sum(zm) / 2
+        sigma = mpmath.sqrt(sum((v - mean) ** 2 for v in zm) / 2 + mpmath.mpf(net.norm_eps))
+        u = mpmath.matrix([(v - mean) / sigma for v in zm])
+        Jn = (mpmath.eye(2) - mpmath.ones(2, 2) / 2 - u * u.T / 2) / sigma
+        J = mpmath.matrix(W3.tolist()) * Jn * mpmath.matrix(W2.tolist())
+        want = _mp_log_values(J * mpmath.matrix((s[:, None] * R).tolist()))
+    np.testing.assert_allclose(net.log_singular_values(x, backend=backend), want, atol=1e-9)
+
+
 def _structured_integer_network(
     rng: np.random.Generator, act: str | jacgeom.Activation
 ) -> tuple[Network, np.ndarray]:

@@ -181,23 +181,39 @@ def chain_frame(
 
 
 def _read_units(layer: FrameLayer) -> NDArray[np.bool_] | None:
-    """(B, k) the units of the previous layer that ``layer``'s map reads (a column of its
-    map nonzero on a row it keeps), or None where it reads every one."""
+    """(B, k) the units of the previous layer that ``layer``'s map reads, or None where it
+    reads every one: a column of its map nonzero on a row it keeps; for a layer
+    normalisation, a column of W that is not constant (J_N removes the ones vector
+    exactly); for a residual layer, a nonzero column of I + D W (zero only where
+    phi'_j W_jj = -1 exactly and the rest of the column is zero)."""
     if layer.residual:
-        return None  # I + D J_N W, or a kernel layer's I + A grad k, reads every unit
-    if layer.dense is not None:
+        if layer.norm is not None:
+            # I + D J_N W: its diagonal is exactly zero only by rounding; read as formed
+            # nowhere (the reference forms it the same way only to the last bit)
+            return None
+        M = np.asarray(layer.dense if layer.dense is not None else layer.W)
+        if layer.dense is None:
+            M = np.asarray(layer.d, dtype=np.float64)[:, :, None] * M
+        if not np.any(np.diagonal(M, axis1=-2, axis2=-1) == -1.0):
+            return None
+        read = np.any(M + np.eye(M.shape[-1]) != 0, axis=-2)
+    elif layer.dense is not None:
         read = np.any(np.asarray(layer.dense) != 0, axis=1)
-        return None if read.all() else read
-    nz = np.asarray(layer.W) != 0
-    if nz.all():
-        # every column is read wherever a row is kept; where none is, the map is zero and
-        # the frame dies whatever it holds
-        return None
-    B = np.shape(layer.arg)[0]
-    if layer.norm is not None:  # its first step sums every row of W
-        return np.broadcast_to(np.any(nz, axis=-2), (B, nz.shape[-1]))
-    kept = ~np.asarray(layer.act.derivative_is_zero(layer.arg), dtype=bool)
-    return (kept.astype(np.float64)[:, None, :] @ nz.astype(np.float64))[:, 0, :] > 0
+    else:
+        W = np.asarray(layer.W)
+        B = np.shape(layer.arg)[0]
+        if layer.norm is not None:  # its first step sums every row of W
+            varies = np.any(W != W[..., :1, :], axis=-2)
+            read = np.broadcast_to(varies, (B, W.shape[-1]))
+        else:
+            nz = W != 0
+            if nz.all():
+                # every column is read wherever a row is kept; where none is, the map is
+                # zero and the frame dies whatever it holds
+                return None
+            kept = ~np.asarray(layer.act.derivative_is_zero(layer.arg), dtype=bool)
+            read = (kept.astype(np.float64)[:, None, :] @ nz.astype(np.float64))[:, 0, :] > 0
+    return None if read.all() else read
 
 
 def _restrict_to_read(
@@ -228,6 +244,14 @@ def _restrict_to_read(
     i = np.flatnonzero(need)
     U0, g0, V0, spread0 = before
     redo = _apply(l, _take(layer, i, ~read[i]), U0[i], g0[i], V0[i], spread0[i], backend)
+    # Fewer rows lower the rank tolerance (max(m, r) eps sqrt(m)): a direction the whole
+    # layer's decision removed must not come back, so those samples keep the whole frame.
+    ok = np.count_nonzero(np.isfinite(redo[1]), axis=1) <= np.count_nonzero(
+        np.isfinite(g[i]), axis=1
+    )
+    if not ok.any():
+        return after
+    i, redo = i[ok], tuple(x[ok] for x in redo)
     out = tuple(x.copy() for x in after)
     for x, y in zip(out, redo, strict=True):
         x[i] = y

@@ -519,11 +519,17 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     g = np.zeros(n0)
     V = np.eye(n0)
     L = len(net.weights)
-    # The units of layer l - 1 that layer l reads: its first step's columns on its kept rows.
+    # The units of layer l - 1 that layer l reads: its first step's columns on its kept
+    # rows; for a layer normalisation, W's columns that are not constant (J_N removes the
+    # ones vector exactly, its formed first step only to rounding).
     read, h = [], x
     for l in range(L):
         h, steps = _layer_factors(net, l, h)
-        read.append(np.any(steps[0][0] != 0, axis=0))
+        r = np.any(steps[0][0] != 0, axis=0)
+        if _is_normalised(net, l) and not _is_residual(net, l) and not _is_kernel(net, l):
+            W = np.asarray(net.weights[l])
+            r &= np.any(W != W[:1], axis=0)
+        read.append(r)
     h = x
     ranks = np.empty(L, dtype=np.int64)
     spread = 0.0  # the widest grading of rows so far (graded.graded_rank_floor)
@@ -537,7 +543,11 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
         if l + 1 < L and read[l + 1].any() and np.any(U[~read[l + 1]] != 0):
             steps = _layer_factors(net, l, h_in, np.any(frame[0] != 0, axis=1))[1]
             steps[-1] = _drop_rows(steps[-1], ~read[l + 1])
-            _, U, g, V, spread = _apply_steps(steps, *frame)
+            redo = _apply_steps(steps, *frame)[1:]
+            # fewer rows lower the rank tolerance: a direction the whole layer's decision
+            # removed must not come back
+            if np.count_nonzero(np.isfinite(redo[1])) <= np.count_nonzero(np.isfinite(g)):
+                U, g, V, spread = redo
     return g, V, ranks
 
 
