@@ -699,6 +699,31 @@ def test_layer_normalisation_does_not_read_a_constant_column(backend: str) -> No
     np.testing.assert_allclose(net.log_singular_values(x, backend=backend), want, atol=1e-9)
 
 
+def test_the_rank_decision_is_skipped_only_for_injective_weights() -> None:
+    # Where W has full column rank well beyond the rank tolerance, the frame skips the
+    # per-sample decision (one SVD each): it cannot lose a direction. Nearly dependent
+    # columns, wide layers and rank-deficient W keep the decision.
+    from jacgeom._frame import _injective
+
+    rng = np.random.default_rng(3)
+    assert _injective(rng.standard_normal((8, 8)))
+    assert _injective(rng.standard_normal((12, 8)) * np.logspace(-200, 200, 12)[:, None])
+    assert not _injective(rng.standard_normal((6, 8)))
+    W = rng.standard_normal((8, 8))
+    W[:, 5] = W[:, 4] + 1e-9 * rng.standard_normal(8)
+    assert not _injective(W)
+    W[:, 5] = W[:, 4]
+    assert not _injective(W)
+    # Through a network: the layer with two equal columns loses a direction, on every
+    # backend as in the reference (the mutation "every W injective" fails here).
+    net = Network([np.eye(8), W], activation="tanh")
+    X = rng.standard_normal((5, 8))
+    want = reference_network.layer_exact_ranks(net, X)
+    assert want[:, 1].tolist() == [7] * 5
+    for backend in BACKENDS:
+        np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), want)
+
+
 def _structured_integer_network(
     rng: np.random.Generator, act: str | jacgeom.Activation
 ) -> tuple[Network, np.ndarray]:

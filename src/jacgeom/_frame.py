@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from . import _backends, _dispatch
 from .reference.graded import (
+    GRADED_RANK_CAP,
     graded_qr_step_pivoted,
     graded_rank_floor,
     log_spread,
@@ -89,7 +90,26 @@ def _trim(U: F64, g: F64, V: F64, keep: int) -> tuple[F64, F64, F64]:
 
 
 def _live(U: F64, g: F64) -> F64:
-    return U * np.isfinite(g)[:, None, :]
+    alive = np.isfinite(g)
+    return U if alive.all() else U * alive[:, None, :]
+
+
+# A layer's map cannot lose a direction where W has full column rank; that is taken as
+# certain where the smallest singular value of W with unit rows is this many times above
+# the largest rank tolerance map_rank can apply (its float64 rounding is eps-relative).
+_CERTAIN_MARGIN = 1e3
+
+
+def _injective(W: F64) -> bool:
+    """Whether W (m, k), rows at unit norm, has full column rank beyond any doubt of the
+    rank decision: then W U keeps every direction of any orthonormal U, and the per-sample
+    decision (one SVD each) can be skipped."""
+    m, k = W.shape
+    if m < k or k == 0:
+        return False
+    Wu = unit_rows(W)[0]
+    tol = max(GRADED_RANK_CAP, max(m, k) * np.finfo(np.float64).eps * np.sqrt(m))
+    return bool(np.linalg.svd(Wu, compute_uv=False)[-1] > _CERTAIN_MARGIN * tol)
 
 
 class FrameLayer(NamedTuple):
@@ -457,8 +477,24 @@ def _scaled_rows_step_once(
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             row_norms = np.where(zero, 0.0, np.exp(term_log_norms - np.where(zero, 0.0, log_rn)))
+    known = None
+    if term_log_norms is None and W.ndim == 2 and B > 1:
+        # every row kept and W injective: the map keeps every live direction
+        known = ~zero.any(axis=1)
+        if known.any() and not _injective(W):
+            known = None
+    any_zero = bool(zero.any())
     Zq, g, V, rank = _deflate(
-        np.where(zero[:, :, None], 0.0, Y), row_norms, generic, live, g, V, backend, force, floor
+        np.where(zero[:, :, None], 0.0, Y) if any_zero else Y,
+        row_norms,
+        generic,
+        live,
+        g,
+        V,
+        backend,
+        force,
+        floor,
+        known,
     )
     if Zq is not None:
         Y = np.matmul(Y, Zq)
@@ -469,7 +505,8 @@ def _scaled_rows_step_once(
         g = g + c[:, None]
     parts, shift = split_log_scales(np.where(zero, 0.0, log_d - c[:, None]))
     scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
-    U, g, V = graded_step(scale[:, :, None] * Y, g, V, backend)
+    Y *= scale[:, :, None]  # Y is this step's own array
+    U, g, V = graded_step(Y, g, V, backend)
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
     step_spread = log_spread(np.where(zero, -np.inf, log_d - c[:, None]))
@@ -486,6 +523,7 @@ def _deflate(
     backend: str,
     force: NDArray[np.bool_] | None = None,
     floor: Any = 0.0,
+    known: NDArray[np.bool_] | None = None,
 ) -> tuple[F64 | None, F64, F64, NDArray[np.int64]]:
     """Restrict the frame to the row space of the layer's map on its live directions,
     X (B, m, r), where X has lower rank than its zero rows explain.
@@ -497,14 +535,28 @@ def _deflate(
     units), the frame U diag(e^g) V becomes (U Z_1) (Z_1^T diag(e^g) V), Z_1 the leading
     right singular vectors of X, and the lost directions leave exactly (g = -inf).
     ``force`` (B,) restricts those samples wherever the rank is below their live
-    directions; ``floor`` is the least tolerance of the rank decision (map_rank's). Returns
+    directions; ``floor`` is the least tolerance of the rank decision (map_rank's);
+    ``known`` (B,) marks samples whose map is certainly injective (rank = live, no
+    decision needed). Returns
     (Zq, g, V, rank), Zq (B, r, r) to apply to the frame's basis (None
     when no sample is restricted) and rank (B,) the map's.
     """
     B, m, r = X.shape
-    rank, Xn = map_rank(  # live directions (B,): the tolerance's r
-        X, row_norms, live, lambda A: _dispatch.batched_singular_values(A, backend), floor
-    )
+    rank = np.asarray(live, dtype=np.int64).copy()
+    Xn = X
+    todo = np.ones(B, dtype=bool) if known is None else ~known
+    if todo.any():
+        i = np.flatnonzero(todo)
+        rank[i], Xn_i = map_rank(  # live directions (B,): the tolerance's r
+            X[i],
+            row_norms[i],
+            np.asarray(live)[i],
+            lambda A: _dispatch.batched_singular_values(A, backend),
+            np.broadcast_to(floor, (B,))[i],
+        )
+        Xn = X.copy() if i.size < B else Xn_i
+        if i.size < B:
+            Xn[i] = Xn_i
     need = rank < generic
     if force is not None:
         need |= force & (rank < live)
