@@ -186,6 +186,8 @@ def chain_frame(
         layer, l = next(it, None), 0
         while layer is not None:
             nxt = next(it, None)
+            if nxt is not None and nxt.residual and nxt.dense is None:
+                nxt = nxt._replace(dense=_formed(l + 1, nxt, B))  # read twice, formed once
             after = _apply(l, layer, U, g, V, spread, backend)
             live = np.count_nonzero(np.isfinite(after[1]), axis=1)
             ranks.append(live)  # the rank of the whole partial product
@@ -207,13 +209,9 @@ def _read_units(layer: FrameLayer) -> NDArray[np.bool_] | None:
     exactly); for a residual layer, a nonzero column of I + D W (zero only where
     phi'_j W_jj = -1 exactly and the rest of the column is zero)."""
     if layer.residual:
-        if layer.norm is not None:
-            # I + D J_N W: its diagonal is exactly zero only by rounding; read as formed
-            # nowhere (the reference forms it the same way only to the last bit)
-            return None
-        M = np.asarray(layer.dense if layer.dense is not None else layer.W)
-        if layer.dense is None:
-            M = np.asarray(layer.d, dtype=np.float64)[:, :, None] * M
+        # I + M, M the layer's formed D J_N W, D W or kernel Jacobian (chain_frame forms
+        # it once, before this)
+        M = np.asarray(layer.dense)
         if not np.any(np.diagonal(M, axis1=-2, axis2=-1) == -1.0):
             return None
         read = np.any(M + np.eye(M.shape[-1]) != 0, axis=-2)
@@ -264,8 +262,9 @@ def _restrict_to_read(
     i = np.flatnonzero(need)
     U0, g0, V0, spread0 = before
     redo = _apply(l, _take(layer, i, ~read[i]), U0[i], g0[i], V0[i], spread0[i], backend)
-    # Fewer rows lower the rank tolerance (max(m, r) eps sqrt(m)): a direction the whole
-    # layer's decision removed must not come back, so those samples keep the whole frame.
+    # The redo's rank is decided with the whole layer's tolerance, and a row subset's
+    # singular values are at most the whole map's, so it keeps at most as many directions;
+    # where rounding at the threshold says otherwise, the sample keeps the whole frame.
     ok = np.count_nonzero(np.isfinite(redo[1]), axis=1) <= np.count_nonzero(
         np.isfinite(g[i]), axis=1
     )
@@ -297,6 +296,15 @@ def _take(layer: FrameLayer, i: NDArray[np.intp], drop: NDArray[np.bool_]) -> Fr
     )
 
 
+def _formed(l: int, layer: FrameLayer, B: int) -> F64:
+    """D J_N W or D W (B, m, k), formed, of a residual layer (its identity not added)."""
+    check_layer_values(layer.arg, layer.d, layer.act.name, l)
+    M = np.broadcast_to(np.asarray(layer.W, dtype=np.float64), (B,) + layer.W.shape[-2:])
+    if layer.norm is not None:
+        M = _norm_jacobian(M, layer.norm)
+    return np.asarray(layer.d, dtype=np.float64)[:, :, None] * M
+
+
 def _apply(
     l: int, layer: FrameLayer, U: F64, g: F64, V: F64, spread: F64, backend: str
 ) -> tuple[F64, F64, F64, F64]:
@@ -312,11 +320,7 @@ def _apply(
         if layer.dense is not None:
             M = np.asarray(layer.dense, dtype=np.float64)
         else:
-            check_layer_values(layer.arg, layer.d, layer.act.name, l)
-            M = np.broadcast_to(np.asarray(layer.W, dtype=np.float64), (B,) + layer.W.shape[-2:])
-            if layer.norm is not None:
-                M = _norm_jacobian(M, layer.norm)
-            M = np.asarray(layer.d, dtype=np.float64)[:, :, None] * M
+            M = _formed(l, layer, B)
         if layer.residual:
             M = M + np.eye(M.shape[1])
         if not np.all(np.isfinite(M)):
@@ -325,14 +329,18 @@ def _apply(
                 "check_finite=False, or weights that overflow); no spectrum or rank exists"
             )
         rows = np.full(B, M.shape[1])
-        if layer.drop is not None:
+        tol_rows = None
+        if layer.drop is not None:  # the whole map's rows count in the tolerance
+            tol_rows = np.count_nonzero(scaled_norms(M, axis=2) > 0, axis=1)
             M = np.where(layer.drop[:, :, None], 0.0, M)
             rows = rows - np.count_nonzero(layer.drop, axis=1)
         A = np.matmul(M, Uz)
         generic = np.minimum(live, rows)
         norms = scaled_norms(M, axis=2)
         floor = graded_rank_floor(spread)
-        Zq, g, V, _ = _deflate(A, norms, generic, live, g, V, backend, floor=floor)
+        Zq, g, V, _ = _deflate(
+            A, norms, generic, live, g, V, backend, floor=floor, tol_rows=tol_rows
+        )
         if Zq is not None:
             A = np.matmul(A, Zq)
         with np.errstate(divide="ignore"):  # the rows' sizes grade this step
@@ -343,8 +351,6 @@ def _apply(
     with np.errstate(all="ignore"):  # a non-finite arg is the error raised just below
         log_d = act.log_abs_derivative(np.asarray(arg, dtype=np.float64))
     check_layer_values(arg, log_d[~zero], act.name, l)
-    if layer.drop is not None:
-        zero = zero | layer.drop
     sign = np.asarray(act.derivative_sign(arg), dtype=np.float64)
     if state is not None and state.gamma is not None:
         # gamma is a row scale like phi': its zeros remove rows exactly, its size joins log_d
@@ -382,7 +388,7 @@ def _apply(
             term_log_norms,
         )
         W = B1H
-    return _scaled_rows_step(W, zero, log_d, sign, U, g, V, spread, backend)
+    return _scaled_rows_step(W, zero, log_d, sign, U, g, V, spread, backend, drop=layer.drop)
 
 
 def _on_support(W: F64, Uz: F64) -> F64:
@@ -405,8 +411,11 @@ def _scaled_rows_step(
     spread: F64,
     backend: str,
     term_log_norms: F64 | None = None,
+    drop: NDArray[np.bool_] | None = None,
 ) -> tuple[F64, F64, F64, F64]:
-    """The frame after the map diag(sign e^log_d) W (see :func:`_scaled_rows_step_once`).
+    """The frame after the map diag(sign e^log_d) W (see :func:`_scaled_rows_step_once`),
+    without the rows where ``drop`` (B, m) is true, whose rank is decided with the
+    tolerance of the map with them (see :func:`_restrict_to_read`).
 
     Where the map loses directions (rank below the live ones) and the batched QR's static
     column order kept fewer than the decided rank (its first columns dependent on the live
@@ -415,7 +424,7 @@ def _scaled_rows_step(
     row space, whose columns are independent."""
     floor = graded_rank_floor(spread)
     out_U, out_g, out_V, rank, live, step_spread = _scaled_rows_step_once(
-        W, zero, log_d, sign, U, g, V, floor, backend, term_log_norms, None
+        W, zero, log_d, sign, U, g, V, floor, backend, term_log_norms, None, drop
     )
     bad = (np.count_nonzero(np.isfinite(out_g), axis=1) < rank) & (rank < live)
     if bad.any():
@@ -432,6 +441,7 @@ def _scaled_rows_step(
             backend,
             None if term_log_norms is None else term_log_norms[i],
             np.ones(i.size, dtype=bool),
+            None if drop is None else drop[i],
         )
         out_U[i], out_g[i], out_V[i] = redo[0], redo[1], redo[2]  # fresh arrays: no copy
     return out_U, out_g, out_V, np.maximum(spread, step_spread)
@@ -449,6 +459,7 @@ def _scaled_rows_step_once(
     backend: str,
     term_log_norms: F64 | None,
     force: NDArray[np.bool_] | None,
+    drop: NDArray[np.bool_] | None = None,
 ) -> tuple[F64, F64, F64, NDArray[np.int64], NDArray[np.int64], F64]:
     """The frame after the map diag(sign e^log_d) W, W (m, k) shared or (B, m, k), with the
     rows where ``zero`` is true removed exactly.
@@ -470,6 +481,13 @@ def _scaled_rows_step_once(
     Wu, log_rn = unit_rows(_on_support(W, Uz))
     log_rn = np.broadcast_to(log_rn, (B, m))
     zero = zero | ~np.isfinite(log_rn)
+    tol_rows = None
+    if drop is not None:
+        # the rows kept with the dropped ones count in the tolerance: a row subset's
+        # singular values are at most the whole map's, so no direction that the whole
+        # layer's decision removes comes back
+        tol_rows = np.count_nonzero(~zero, axis=1)
+        zero = zero | drop
     log_d = np.where(zero, 0.0, log_d + np.where(zero, 0.0, log_rn))
     Y = np.matmul(Wu, Uz)
     if term_log_norms is None:
@@ -480,7 +498,7 @@ def _scaled_rows_step_once(
     known = None
     if term_log_norms is None and W.ndim == 2 and B > 1:
         # every row kept and W injective: the map keeps every live direction
-        known = ~zero.any(axis=1)
+        known = np.asarray(~zero.any(axis=1), dtype=bool)
         if known.any() and not _injective(W):
             known = None
     any_zero = bool(zero.any())
@@ -495,6 +513,7 @@ def _scaled_rows_step_once(
         force,
         floor,
         known,
+        tol_rows,
     )
     if Zq is not None:
         Y = np.matmul(Y, Zq)
@@ -524,6 +543,7 @@ def _deflate(
     force: NDArray[np.bool_] | None = None,
     floor: Any = 0.0,
     known: NDArray[np.bool_] | None = None,
+    tol_rows: Any = None,
 ) -> tuple[F64 | None, F64, F64, NDArray[np.int64]]:
     """Restrict the frame to the row space of the layer's map on its live directions,
     X (B, m, r), where X has lower rank than its zero rows explain.
@@ -537,7 +557,8 @@ def _deflate(
     ``force`` (B,) restricts those samples wherever the rank is below their live
     directions; ``floor`` is the least tolerance of the rank decision (map_rank's);
     ``known`` (B,) marks samples whose map is certainly injective (rank = live, no
-    decision needed). Returns
+    decision needed); ``tol_rows`` (B,) the rows the tolerance counts (default: X's
+    nonzero rows). Returns
     (Zq, g, V, rank), Zq (B, r, r) to apply to the frame's basis (None
     when no sample is restricted) and rank (B,) the map's.
     """
@@ -546,17 +567,18 @@ def _deflate(
     Xn = X
     todo = np.ones(B, dtype=bool) if known is None else ~known
     if todo.any():
-        i = np.flatnonzero(todo)
-        rank[i], Xn_i = map_rank(  # live directions (B,): the tolerance's r
-            X[i],
-            row_norms[i],
-            np.asarray(live)[i],
+        t = np.flatnonzero(todo)
+        rank[t], Xn_t = map_rank(  # live directions (B,): the tolerance's r
+            X[t],
+            row_norms[t],
+            np.asarray(live)[t],
             lambda A: _dispatch.batched_singular_values(A, backend),
-            np.broadcast_to(floor, (B,))[i],
+            np.broadcast_to(floor, (B,))[t],
+            None if tol_rows is None else tol_rows[t],
         )
-        Xn = X.copy() if i.size < B else Xn_i
-        if i.size < B:
-            Xn[i] = Xn_i
+        Xn = X.copy() if t.size < B else Xn_t
+        if t.size < B:
+            Xn[t] = Xn_t
     need = rank < generic
     if force is not None:
         need |= force & (rank < live)

@@ -99,6 +99,7 @@ def map_rank(
     columns: NDArray[Any] | None = None,
     singular_values: Callable[[F64], NDArray[Any]] | None = None,
     floor: Any = 0.0,
+    rows: Any = None,
 ) -> tuple[NDArray[np.int64], F64]:
     """Rank of a layer's map X on an orthonormal basis U of the frame, (..., m, r).
 
@@ -110,7 +111,9 @@ def map_rank(
     (...), default all: a sample's rank never depends on the batch around it.
     ``singular_values`` computes the values of a (..., m, r) stack (default numpy's SVD).
     ``floor`` (...): the least tolerance (:func:`graded_rank_floor` of the frame's
-    grading). Returns the ranks (...) and the row-normalised XU.
+    grading). ``rows`` (...): the rows the tolerance counts, default those kept; a map
+    decided without some of its rows passes the whole map's count, so that it keeps no
+    direction the whole map loses. Returns the ranks (...) and the row-normalised XU.
     """
     Xn = XU / np.where(row_norms > 0, row_norms, 1.0)[..., None]
     m, r = XU.shape[-2:]
@@ -120,7 +123,9 @@ def map_rank(
         s = np.linalg.svd(Xn, compute_uv=False)
     else:
         s = singular_values(Xn)
-    rows = np.count_nonzero(row_norms > 0, axis=-1)
+    if rows is None:
+        rows = np.count_nonzero(row_norms > 0, axis=-1)
+    rows = np.asarray(rows)
     cols = np.full(rows.shape, r) if columns is None else np.asarray(columns)
     tol = np.maximum(np.maximum(rows, cols), 1) * np.finfo(np.float64).eps
     tol = tol * np.sqrt(np.maximum(rows, 1))

@@ -542,10 +542,12 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
         # exact, and it keeps a graded frame accurate (jacgeom._frame._restrict_to_read).
         if l + 1 < L and read[l + 1].any() and np.any(U[~read[l + 1]] != 0):
             steps = _layer_factors(net, l, h_in, np.any(frame[0] != 0, axis=1))[1]
+            # the whole step's rows count in the redo's rank tolerance
+            tol_rows = int(np.count_nonzero(np.asarray(steps[-1][1]) > 0))
             steps[-1] = _drop_rows(steps[-1], ~read[l + 1])
-            redo = _apply_steps(steps, *frame)[1:]
-            # fewer rows lower the rank tolerance: a direction the whole layer's decision
-            # removed must not come back
+            redo = _apply_steps(steps, *frame, tol_rows=tol_rows)[1:]
+            # where rounding at the threshold keeps more directions than the whole layer,
+            # the whole layer's frame stays
             if np.count_nonzero(np.isfinite(redo[1])) <= np.count_nonzero(np.isfinite(g)):
                 U, g, V, spread = redo
     return g, V, ranks
@@ -557,14 +559,17 @@ def _apply_steps(
     g: NDArray[np.float64],
     V: NDArray[np.float64],
     spread: float,
+    tol_rows: int | None = None,
 ) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float]:
     """One layer's steps on the frame U diag(e^g) V: the last step's rank, the new frame
-    and the widest grading of rows so far."""
+    and the widest grading of rows so far. ``tol_rows``: the rows the last step's rank
+    tolerance counts (graded.map_rank's ``rows``), default its own."""
     r_l = 0
-    for X, norms, sign, t, c, alive in steps:
+    for k, (X, norms, sign, t, c, alive) in enumerate(steps):
         n64: NDArray[np.float64] = np.asarray(norms, dtype=np.float64)
         floor = float(graded_rank_floor(spread))
-        r_l, Q, g, V = _frame_step(X, n64, sign, t, c, U, g, V, floor)
+        rows = tol_rows if k == len(steps) - 1 else None
+        r_l, Q, g, V = _frame_step(X, n64, sign, t, c, U, g, V, floor, rows=rows)
         U = np.zeros((alive.shape[0], Q.shape[1]))
         U[alive] = Q
         # the step's rows are graded by t and, for a formed step, by their own sizes
@@ -595,6 +600,7 @@ def _frame_step(
     V: NDArray[np.float64],
     floor: float = 0.0,
     force: bool = False,
+    rows: int | None = None,
 ) -> tuple[int, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """One step e^c diag(sign e^t) X of :func:`stable_frame` on the frame U diag(e^g) V:
     returns the rank r_l of X U and the new frame Q, g, V. ``floor``: the least tolerance
@@ -609,9 +615,9 @@ def _frame_step(
     frame cannot afford (the numpy backend's largest value off by e^349 where a zero
     weight column met a frame graded over e^380). ``force`` restricts wherever the rank is
     below the live directions; a step whose QR kept fewer directions than the rank is
-    redone so."""
+    redone so. ``rows``: the rows the rank tolerance counts (graded.map_rank's)."""
     XU = X @ U
-    rank_l, Xn = map_rank(XU, norms, floor=floor)
+    rank_l, Xn = map_rank(XU, norms, floor=floor, rows=rows)
     r_l = int(rank_l)
     live = int(np.count_nonzero(np.isfinite(g)))
     g_in, V_in = g, V
@@ -627,5 +633,5 @@ def _frame_step(
         Q, new_g, new_V = graded_qr_step(np.exp(part)[:, None] * Q, new_g, new_V)
     new_g = unshift_log_scales(Q, new_g, shift)
     if not force and np.count_nonzero(np.isfinite(new_g)) < r_l < live:
-        return _frame_step(X, norms, sign, t, c, U, g_in, V_in, floor, force=True)
+        return _frame_step(X, norms, sign, t, c, U, g_in, V_in, floor, force=True, rows=rows)
     return r_l, Q, new_g, new_V
