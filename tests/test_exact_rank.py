@@ -759,6 +759,42 @@ def test_a_normalised_residual_layer_with_a_zero_column_does_not_read_it(backend
     assert got[3] == -np.inf
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_a_redo_without_unread_units_is_not_restricted_through_an_svd(
+    backend: str, seed: int
+) -> None:
+    # Review: the redo counted its dropped rows in the rank the structure leaves, so it
+    # went through the SVD restriction, which mixes eps e^0 into the e^-70 directions
+    # (cpp/numba e^30 off; the reference never restricts there).
+    rng = np.random.default_rng(seed)
+    R = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    W0 = np.exp([0.0, 0.0, -70.0, -71.0])[:, None] * R
+    W1 = rng.standard_normal((4, 4))
+    W1[2:, :2] = 0.0
+    W2 = rng.standard_normal((2, 4))
+    W2[:, :2] = 0.0  # layer 2 reads units 2 and 3 only
+    net = Network([W0, W1, W2], activation="identity")
+    with mpmath.workdps(300):
+        J = mpmath.matrix(W2.tolist()) * mpmath.matrix(W1.tolist()) * mpmath.matrix(W0.tolist())
+        want = _mp_log_values(J)
+    x = rng.standard_normal(4)
+    np.testing.assert_allclose(net.log_singular_values(x, backend=backend), want, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_residual_next_layer_is_checked_after_the_layer_before_it(backend: str) -> None:
+    # Review: forming the next residual layer ahead named it in the error for a non-finite
+    # input, where the reference names the layer that first meets it.
+    rng = np.random.default_rng(0)
+    W = [rng.standard_normal((3, 3)) for _ in range(3)]
+    X = np.array([[np.nan, 1.0, 2.0], [1.0, 2.0, 3.0]])
+    for residual in ([False, True, False], [False, False, True]):
+        net = Network(W, activation="tanh", residual=residual)
+        with pytest.raises(FloatingPointError, match="layer 0 "):
+            net.log_singular_values(X, backend=backend, check_finite=False)
+
+
 def test_the_rank_decision_is_skipped_only_for_injective_weights() -> None:
     # Where W has full column rank well beyond the rank tolerance, the frame skips the
     # per-sample decision (one SVD each): it cannot lose a direction. Nearly dependent

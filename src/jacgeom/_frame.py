@@ -186,9 +186,9 @@ def chain_frame(
         layer, l = next(it, None), 0
         while layer is not None:
             nxt = next(it, None)
+            after = _apply(l, layer, U, g, V, spread, backend)
             if nxt is not None and nxt.residual and nxt.dense is None:
                 nxt = nxt._replace(dense=_formed(l + 1, nxt, B))  # read twice, formed once
-            after = _apply(l, layer, U, g, V, spread, backend)
             live = np.count_nonzero(np.isfinite(after[1]), axis=1)
             ranks.append(live)  # the rank of the whole partial product
             if nxt is not None:
@@ -477,7 +477,7 @@ def _scaled_rows_step_once(
     # The rank the structure alone leaves counts zero weight rows as live: a zero row is
     # rank deficiency of W, which the frame deflates (the QR's static column order cannot
     # drop that direction itself).
-    generic = np.minimum(live, np.count_nonzero(~zero, axis=1))
+    generic = np.minimum(live, np.count_nonzero(~(zero if drop is None else zero | drop), axis=1))
     Wu, log_rn = unit_rows(_on_support(W, Uz))
     log_rn = np.broadcast_to(log_rn, (B, m))
     zero = zero | ~np.isfinite(log_rn)
@@ -496,7 +496,9 @@ def _scaled_rows_step_once(
         with np.errstate(over="ignore", invalid="ignore"):
             row_norms = np.where(zero, 0.0, np.exp(term_log_norms - np.where(zero, 0.0, log_rn)))
     known = None
-    if term_log_norms is None and W.ndim == 2 and B > 1:
+    r = int(live.max(initial=0))
+    # one SVD of W (m k^2) replaces B of the map on the frame (m r^2 each) where it pays
+    if term_log_norms is None and W.ndim == 2 and B > 1 and B * r * r >= W.shape[1] ** 2:
         # every row kept and W injective: the map keeps every live direction
         known = np.asarray(~zero.any(axis=1), dtype=bool)
         if known.any() and not _injective(W):
