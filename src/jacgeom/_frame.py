@@ -566,10 +566,11 @@ def _deflate(
     """
     B, m, r = X.shape
     rank = np.asarray(live, dtype=np.int64).copy()
-    Xn = X
-    todo = np.ones(B, dtype=bool) if known is None else ~known
-    if todo.any():
-        t = np.flatnonzero(todo)
+    # decided samples t and their row-normalised maps; the known ones keep rank = live,
+    # so only decided samples can need the restriction below
+    t = np.flatnonzero(np.ones(B, dtype=bool) if known is None else ~known)
+    Xn_t = X[:0]
+    if t.size:
         rank[t], Xn_t = map_rank(  # live directions (B,): the tolerance's r
             X[t],
             row_norms[t],
@@ -578,9 +579,6 @@ def _deflate(
             np.broadcast_to(floor, (B,))[t],
             None if tol_rows is None else tol_rows[t],
         )
-        Xn = X.copy() if t.size < B else Xn_t
-        if t.size < B:
-            Xn[t] = Xn_t
     need = rank < generic
     if force is not None:
         need |= force & (rank < live)
@@ -588,7 +586,7 @@ def _deflate(
         return None, g, V, rank
     Zq = np.broadcast_to(np.eye(r), (B, r, r)).copy()
     g, V = g.copy(), V.copy()
-    Vh = np.linalg.svd(Xn[need])[2]
+    Vh = np.linalg.svd(Xn_t[np.searchsorted(t, np.flatnonzero(need))])[2]
     # One sample at a time, with dynamic pivoting: Z_1^T's columns are often exactly
     # dependent (units with parallel rows), where the batched step's static order fails.
     for i, Zt, k in zip(np.flatnonzero(need), Vh, rank[need], strict=True):

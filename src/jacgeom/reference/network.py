@@ -534,14 +534,12 @@ def stable_frame(net: Any, x: FloatArray) -> tuple[FloatArray, FloatArray, NDArr
     ranks = np.empty(L, dtype=np.int64)
     spread = 0.0  # the widest grading of rows so far (graded.graded_rank_floor)
     for l in range(L):
-        h_in = h
         h, steps = _layer_factors(net, l, h, np.any(U != 0, axis=1))
         frame = (U, g, V, spread)
         ranks[l], U, g, V, spread = _apply_steps(steps, *frame)
         # Units the next layer does not read leave the frame before it mixes the rest:
         # exact, and it keeps a graded frame accurate (jacgeom._frame._restrict_to_read).
         if l + 1 < L and read[l + 1].any() and np.any(U[~read[l + 1]] != 0):
-            steps = _layer_factors(net, l, h_in, np.any(frame[0] != 0, axis=1))[1]
             # the whole step's rows count in the redo's rank tolerance
             tol_rows = int(np.count_nonzero(np.asarray(steps[-1][1]) > 0))
             steps[-1] = _drop_rows(steps[-1], ~read[l + 1])
