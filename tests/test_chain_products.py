@@ -246,6 +246,37 @@ def test_extreme_ranges_rescaled_on_every_product_kernel(
         np.testing.assert_array_equal(got == 0, want == 0)
 
 
+@pytest.mark.parametrize("kernel", _kernels() or ["none"])
+@pytest.mark.parametrize("magnitude", ["inside", "beyond"])
+def test_huge_weights_under_tiny_derivatives_on_every_product_kernel(
+    kernel: str, magnitude: str, dtype: type
+) -> None:
+    # d_l W_l near 3 in norm, but W_l near 1e+-190 / 1e+-22 ("inside": the tiled kernel reads
+    # W_l in place and scales W_l C by d_l afterwards) or 1e+-305 / 1e+-34 ("beyond": W_l C
+    # could leave the float range, so the block is gathered scaled), float64 / float32, and
+    # d_l its inverse. The products grow by about 3 per layer to about 1e+8.
+    depth = 16
+    top = {
+        ("inside", np.float64): 190.0,
+        ("beyond", np.float64): 305.0,
+        ("inside", np.float32): 22.0,
+        ("beyond", np.float32): 34.0,
+    }[magnitude, dtype]
+    for sign in (1.0, -1.0):
+        Ws, Ds = _chain((20,) * (depth + 1), 3, dtype, 0.0, False, seed=12)
+        Ws = [(W.astype(np.float64) * 10.0 ** (sign * top)).astype(dtype) for W in Ws]
+        Ds = [(3 * d.astype(np.float64) * 10.0 ** (-sign * top)).astype(dtype) for d in Ds]
+        want = _float64_product(Ws, Ds)
+        assert 1e5 < np.abs(want).max() < 1e12
+        scale = float(_float64_product(Ws, Ds, absolute=True).max())
+        for reverse in (False, True):
+            got = _with_kernel(
+                kernel, lambda r=reverse: _dispatch.call("chain_active", "cpp", Ws, Ds, r)
+            )
+            assert np.isfinite(got).all(), (sign, reverse)
+            assert np.abs(got - want).max() <= rtol_for(dtype) * scale * 20, (sign, reverse)
+
+
 def test_network_jacobian_into_out(backend: str, dtype: type) -> None:
     # out= on every backend: the same values as a fresh result, written across chunks
     # (memory_budget of about two samples), for 2-D and 1-D X; bad outputs refused before

@@ -52,6 +52,9 @@ struct ChainArgs {
     // active count is below both ends), so scratch is sized by these, never widest()^2 (a
     // network 16 -> 4000 -> 16 needs 64,000 entries per buffer, not 16 million).
     index_t ends() const { return std::max<index_t>(1, std::max(widths.front(), widths.back())); }
+    // ends() rounded up to a whole panel of the tiled kernel (16 entries covers both dtypes):
+    // the columns of a partial product's buffer, which may hold it as panels.
+    index_t buffer_columns() const { return (ends() + 15) / 16 * 16; }
     // The largest layer block, n_l x n_(l-1) entries.
     index_t largest_block() const {
         index_t m = 1;
@@ -78,11 +81,15 @@ class ActiveChain {
 
    public:
     std::vector<T> sub;  // the last gathered block, row-major
-    product::Workspace<T> products;
+    std::vector<T> packed;  // the last block packed for the tiled kernel
+    // The tiled kernel for every product of this chain (inner dimensions up to widest()),
+    // or BLAS for every one.
+    const bool tiled_;
 
     explicit ActiveChain(const ChainArgs<T>& a)
         : a_(a), L_(static_cast<index_t>(a.W.size())), S_(static_cast<size_t>(L_ + 1)),
-          wlog_(static_cast<size_t>(L_)), blog_(static_cast<size_t>(L_)) {
+          wlog_(static_cast<size_t>(L_)), blog_(static_cast<size_t>(L_)),
+          tiled_(product::tiled_for<T>(a.widest())) {
         sub.resize(static_cast<size_t>(a.largest_block()));
         const index_t n0 = a.widths[0];
         S_[0].resize(static_cast<size_t>(n0));
@@ -129,24 +136,35 @@ class ActiveChain {
         return all;
     }
 
-    // d_l[S_(l+1)] W_l[S_(l+1), S_l] into `sub` (k_(l+1) x k_l), row-major.
-    void gather(index_t l) {
-        const auto& rows = S_[static_cast<size_t>(l + 1)];
-        const auto& cols = S_[static_cast<size_t>(l)];
-        const index_t ncol = a_.widths[static_cast<size_t>(l)];
-        const T* W = a_.W[static_cast<size_t>(l)] + b_ * a_.W_stride[static_cast<size_t>(l)];
-        const T* d = a_.D[static_cast<size_t>(l)] + b_ * a_.widths[static_cast<size_t>(l + 1)];
-        const index_t kc = static_cast<index_t>(cols.size());
-        for (size_t r = 0; r < rows.size(); ++r) {
-            const T di = d[rows[r]];
-            const T* w = W + rows[r] * ncol;
-            T* o = sub.data() + static_cast<index_t>(r) * kc;
-            if (kc == ncol) {
+    // d_l[S_(l+1)] W_l[S_(l+1), S_l] (k_(l+1) x k_l) as the product kernel's operand:
+    // W_l's entries in place, its live rows and columns through the index of each (none
+    // where every unit is live), scaled by d_l over the rows.
+    product::Operand<T> block_operand(index_t l) const {
+        const size_t ls = static_cast<size_t>(l);
+        const index_t ncol = a_.widths[ls];
+        const auto& rows = S_[ls + 1];
+        const auto& cols = S_[ls];
+        return {a_.W[ls] + b_ * a_.W_stride[ls], ncol,
+                static_cast<index_t>(rows.size()) == a_.widths[ls + 1] ? nullptr : rows.data(),
+                static_cast<index_t>(cols.size()) == ncol ? nullptr : cols.data(),
+                a_.D[ls] + b_ * a_.widths[ls + 1]};
+    }
+
+    // d_l[S_(l+1)] W_l[S_(l+1), S_l] into `out` (k_(l+1) x k_l), row-major.
+    void gather(index_t l, T* out) const {
+        const product::Operand<T> M = block_operand(l);
+        const index_t kr = k(l + 1), kc = k(l);
+        for (index_t r = 0; r < kr; ++r) {
+            const index_t ri = M.row(r);
+            const T di = M.scale[ri];
+            const T* w = M.base + ri * M.ld;
+            T* o = out + r * kc;
+            if (M.cols == nullptr) {
                 // every column live (no dead unit below, as with tanh): a contiguous,
                 // vectorisable scaled copy instead of an indexed gather
                 for (index_t c = 0; c < kc; ++c) o[c] = di * w[c];
             } else {
-                for (index_t c = 0; c < kc; ++c) o[c] = di * w[cols[static_cast<size_t>(c)]];
+                for (index_t c = 0; c < kc; ++c) o[c] = di * w[M.cols[c]];
             }
         }
     }
@@ -154,18 +172,28 @@ class ActiveChain {
     // Blocks hi-1 .. lo multiplied from the top down: R = block(hi-1), R <- R block(l);
     // (k_hi x k_lo) row-major in `cur` (hi > lo), equal to the product times 2^-e (e added
     // to `e`). `nxt` is scratch; the last product goes to `last` instead where given (room
-    // for k_hi x k_lo; not with one block, which stays in `cur`); returns where R is.
+    // for k_hi x k_lo; not with one block, which stays in `cur`); returns where R is. `cur`
+    // and `nxt` hold k_hi x max(k) entries.
+    // The tiled kernel packs each block straight from W_l (gathered and scaled by the
+    // packing); BLAS multiplies by a gathered copy.
     T* right_to(index_t hi, index_t lo, T* cur, T* nxt, int& e, T* last = nullptr) {
-        gather(hi - 1);
-        std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(hi) * k(hi - 1)));
+        gather(hi - 1, cur);
         double u = blog_[static_cast<size_t>(hi - 1)];
         guard(cur, k(hi) * k(hi - 1), u, e, 0.0);
         for (index_t l = hi - 2; l >= lo; --l) {
             const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l + 1))));
             guard(cur, k(hi) * k(l + 1), u, e, grow);  // before: the product must fit
-            gather(l);
             T* dst = l == lo && last ? last : nxt;
-            product::matmul(cur, sub.data(), dst, k(hi), k(l + 1), k(l), products);
+            if (tiled_) {
+                const auto need = static_cast<size_t>(product::panel_entries<T>(k(l + 1), k(l)));
+                if (packed.size() < need) packed.resize(need);
+                T* P = packed.data();
+                product::pack(block_operand(l), k(l + 1), k(l), P);
+                product::product(product::Operand<T>{cur, k(l + 1)}, k(hi), P, k(l + 1), k(l), dst, false);
+            } else {
+                gather(l, sub.data());
+                product::gemm(cur, sub.data(), dst, k(hi), k(l + 1), k(l));
+            }
             nxt = cur;
             cur = dst;
             u += grow;
@@ -175,22 +203,52 @@ class ActiveChain {
     }
 
     // Blocks lo .. hi-1 multiplied from the bottom up: C = block(lo), C <- block(l) C;
-    // (k_hi x k_lo) row-major, the product times 2^-e (hi > lo); `last` as in right_to.
+    // (k_hi x k_lo) row-major, the product times 2^-e (hi > lo); `last` as in right_to;
+    // `cur` and `nxt` hold buffer(k_lo) entries.
+    // With the tiled kernel, C stays in the kernel's panel layout between products (the
+    // last one writes it row-major), and where every column of W_l is live the product
+    // reads W_l's rows in place and scales its results by d_l: a dense chain multiplies
+    // without a copy. Elsewhere a gathered copy of the block.
     T* left_to(index_t lo, index_t hi, T* cur, T* nxt, int& e, T* last = nullptr) {
-        gather(lo);
-        std::memcpy(cur, sub.data(), sizeof(T) * static_cast<size_t>(k(lo + 1) * k(lo)));
+        const bool in_panels = tiled_ && hi - lo > 1;
+        const index_t klo = k(lo);
+        auto entries = [&](index_t rows, bool p) { return p ? product::panel_entries<T>(rows, klo) : rows * klo; };
+        if (in_panels)
+            product::pack(block_operand(lo), k(lo + 1), klo, cur);
+        else
+            gather(lo, cur);
         double u = blog_[static_cast<size_t>(lo)];
-        guard(cur, k(lo + 1) * k(lo), u, e, 0.0);
+        guard(cur, entries(k(lo + 1), in_panels), u, e, 0.0);
         for (index_t l = lo + 1; l < hi; ++l) {
-            const double grow = blog_[static_cast<size_t>(l)] + std::log2(double(std::max<index_t>(1, k(l))));
-            guard(cur, k(l) * k(lo), u, e, grow);
-            gather(l);
-            T* dst = l == hi - 1 && last ? last : nxt;
-            product::matmul(sub.data(), cur, dst, k(l + 1), k(l), k(lo), products);
+            const size_t ls = static_cast<size_t>(l);
+            const double width = std::log2(double(std::max<index_t>(1, k(l))));
+            const double grow = blog_[ls] + width;
+            product::Operand<T> A = block_operand(l);
+            // In place, W_l C is formed before the scaling by d_l. guard keeps C's entries
+            // below 2^kBand, so W_l C cannot overflow where max |W_l| k_l stays kBand inside
+            // the range's ends; with |d_l| <= 2 its sums are at least half the scaled ones,
+            // so nothing underflows that the scaled product keeps. Plain networks always
+            // qualify; other layers are gathered scaled.
+            const double unscaled = wlog_[ls] + width;
+            const bool in_place = in_panels && A.cols == nullptr && unscaled <= kTop - kBand &&
+                                  unscaled >= kBottom + kBand && blog_[ls] - wlog_[ls] <= 1.0;
+            guard(cur, entries(k(l), in_panels), u, e, grow);
+            const bool final = l == hi - 1;
+            T* dst = final && last ? last : nxt;
+            if (in_panels) {
+                if (!in_place) {
+                    gather(l, sub.data());
+                    A = product::Operand<T>{sub.data(), k(l)};
+                }
+                product::product(A, k(l + 1), cur, k(l), klo, dst, !final);
+            } else {
+                gather(l, sub.data());
+                product::gemm(sub.data(), cur, dst, k(l + 1), k(l), klo);
+            }
             nxt = cur;
             cur = dst;
             u += grow;
-            guard(cur, k(l + 1) * k(lo), u, e, 0.0);
+            guard(cur, entries(k(l + 1), in_panels && !final), u, e, 0.0);
         }
         return cur;
     }
@@ -203,10 +261,11 @@ class ActiveChain {
     // underflow; then, if its largest entry lies outside [2^-16, 2^16], it is brought into
     // [0.5, 1) by a power of two (exact), the exponent added to e and u reset. For plain
     // networks the bound grows by about log2(width) per layer: one scan in tens of layers.
+    static constexpr double kBand = std::numeric_limits<T>::max_exponent / 4;
+    static constexpr double kTop = 0.9 * std::numeric_limits<T>::max_exponent;
+    static constexpr double kBottom = 0.9 * std::numeric_limits<T>::min_exponent;
+
     static void guard(T* x, index_t n, double& u, int& e, double grow) {
-        constexpr double kBand = std::numeric_limits<T>::max_exponent / 4;
-        constexpr double kTop = 0.9 * std::numeric_limits<T>::max_exponent;
-        constexpr double kBottom = 0.9 * std::numeric_limits<T>::min_exponent;
         const double next = u + grow;
         if (u >= -kBand && u <= kBand && next <= kTop && next >= kBottom) return;
         // Four running maxima: independent chains the core can overlap.
@@ -253,7 +312,7 @@ void chain_active(const ChainArgs<T>& a) {
     const index_t wmax = a.widest();
     parallel_for(a.B, 1, [&](index_t, index_t begin, index_t end) {
         detail::ActiveChain<T> ch(a);
-        const index_t buf = std::max<index_t>(1, wmax * std::max(n0, nL));
+        const index_t buf = wmax * a.buffer_columns();
         std::vector<T> P(static_cast<size_t>(buf)), Q(static_cast<size_t>(buf));
         for (index_t b = begin; b < end; ++b) {
             ch.load(b);
@@ -319,7 +378,7 @@ class ChainSpectrum {
 
     explicit ChainSpectrum(const ChainArgs<T>& a)
         : L_(static_cast<index_t>(a.W.size())), n0_(a.widths[0]), ch_(a), svd(a.ends(), a.ends()) {
-        const index_t e = a.ends(), buf = a.widest() * e;
+        const index_t e = a.ends(), buf = a.widest() * a.buffer_columns();
         for (auto* v : {&P_, &Q_, &Bk_}) v->resize(static_cast<size_t>(buf));
         R_.resize(static_cast<size_t>(e * e));
         tau_.resize(static_cast<size_t>(e + 1));
