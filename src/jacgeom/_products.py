@@ -68,12 +68,19 @@ def active_chain(net: Network, layers: list[Any], backend: str) -> list[FloatArr
     return None
 
 
+def _kept_layers(net: Network, X: FloatArray, backend: str) -> list[Any]:
+    """``Network._layers`` without the pre-activations, which no product reads: one fresh
+    (B_c, n_l) array per layer fewer held at once (their pages are the forward pass's
+    largest cost after phi and phi')."""
+    return [(None, d, state) for _, d, state in net._layers(X, backend)]
+
+
 def jacobian_chunk(
     net: Network, X: FloatArray, backend: str, out: FloatArray | None = None
 ) -> FloatArray:
     """(Bc, n_L, n_0) end-to-end Jacobians of one chunk, compiled backends; written into
     ``out`` (C-contiguous) when given, so that no chunk is copied."""
-    layers = list(net._layers(X, backend))
+    layers = _kept_layers(net, X, backend)
     Ds = active_chain(net, layers, backend)
     if Ds is not None:
         return _dispatch.call(
@@ -101,7 +108,7 @@ def singular_values_chunk(net: Network, X: FloatArray, backend: str) -> FloatArr
 
     Where the C++ active-sub-block kernels apply, the product is split at its narrowest
     layer and no dense Jacobian is formed (jacgeom/chain.hpp)."""
-    layers = list(net._layers(X, backend))
+    layers = _kept_layers(net, X, backend)
     Ds = active_chain(net, layers, backend)
     if Ds is not None:
         return _dispatch.call("chain_singular_values", backend, net.weights, Ds)

@@ -178,7 +178,14 @@ template <class T, int V, int R, int C>
                                         const Out<T>& o, index_t n) {
     static_assert(C == 6, "the remainder tiles below are written for 6-row tiles");
     index_t i = 0;
-    for (; i + C <= r; i += C) tile<T, V, R, C>(A, i, P, k, p, o, n);
+    // A remainder of 1 or 2 rows would load 4 panel vectors per 4 or 8 multiply-adds: the
+    // last full tile and it become 4 + 3 or 4 + 4 rows instead.
+    const index_t full = (r % C == 1 || r % C == 2) && r > C ? r / C - 1 : r / C;
+    for (; i < full * C; i += C) tile<T, V, R, C>(A, i, P, k, p, o, n);
+    if (r - i == C + 1 || r - i == C + 2) {
+        tile<T, V, R, 4>(A, i, P, k, p, o, n);
+        i += 4;
+    }
     switch (r - i) {
         case 5: tile<T, V, R, 5>(A, i, P, k, p, o, n); break;
         case 4: tile<T, V, R, 4>(A, i, P, k, p, o, n); break;
