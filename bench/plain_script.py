@@ -7,7 +7,9 @@ results waited for with ``block_until_ready``). For every activation and dtype i
 jacgeom's rounds, then JAX's, then both again (two passes: an order effect shows as a
 difference between them), and prints medians with min-max and the ratio JAX / jacgeom
 (above 1: jacgeom is faster). The floor is the gemm work of the dense chain,
-2 B n_0 sum_l n_l n_(l-1) flops, at the rate of numpy's BLAS measured in the same process.
+2 B n_0 sum_l n_l n_(l-1) flops, at the rate of numpy's BLAS measured in the same process
+just before each pass (the CPU's clock drifts by 10% and more between minutes on a shared
+host; a rate measured once at the start would judge later passes at another clock).
 
     python bench/plain_script.py                       # L = 16, widths 128, B = 1024
     python bench/plain_script.py --width 256 --batch 512 --activations tanh
@@ -81,9 +83,7 @@ HEADER = (
 )
 
 
-def measure(
-    act: str, dtype: type, L: int, n: int, B: int, rounds: int, passes: int, rate: float
-) -> list[str]:
+def measure(act: str, dtype: type, L: int, n: int, B: int, rounds: int, passes: int) -> list[str]:
     """Rows of the table for one network: ``passes`` times jacgeom's rounds then JAX's."""
     import jax.numpy as jnp
 
@@ -97,9 +97,9 @@ def measure(
     err = np.abs(net.jacobian(X) - want).max()
     assert err <= 1e-3 * np.abs(want).max(), (act, dtype, err)
     del want
-    floor = 2.0 * B * n * L * n * n / rate
     rows = []
     for p in range(1, passes + 1):
+        floor = 2.0 * B * n * L * n * n / _gemm_rate(dtype)
         tg = _times(lambda: net.jacobian(X), rounds)
         tj = _times(lambda: jf(Xj).block_until_ready(), rounds)
         mg, mj = statistics.median(tg), statistics.median(tj)
@@ -147,14 +147,13 @@ def main() -> None:
     print("\nseconds: median [min-max] of the rounds\n")
     print(HEADER)
     for dtype in (np.float64, np.float32):
-        rate = _gemm_rate(dtype)
         if args.sweep:
             for n, B in SWEEP:
-                for row in measure("tanh", dtype, 8, n, B, 3, 1, rate):
+                for row in measure("tanh", dtype, 8, n, B, 3, 1):
                     print(row, flush=True)
             continue
         for act in args.activations:
-            rows = measure(act, dtype, args.depth, args.width, args.batch, args.rounds, 2, rate)
+            rows = measure(act, dtype, args.depth, args.width, args.batch, args.rounds, 2)
             for row in rows:
                 print(row, flush=True)
 

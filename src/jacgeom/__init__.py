@@ -14,6 +14,7 @@ from importlib import metadata as _metadata
 from pathlib import Path as _Path
 
 from ._backends import backends, get_num_threads, set_num_threads
+from ._results import set_result_cache
 from .activations import Activation, activation, activation_names
 from .homeomorphism import HomeomorphismReport, homeomorphism_report
 from .kernel_layer import KernelLayer
@@ -86,4 +87,5 @@ __all__ = [
     "preactivations",
     "pullback_metric",
     "set_num_threads",
+    "set_result_cache",
 ]

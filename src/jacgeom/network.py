@@ -28,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends, _dispatch, _frame, _products, _validation
+from . import _backends, _dispatch, _frame, _products, _results, _validation
 from .activations import Activation
 from .activations import activation as _lookup
 from .kernel_layer import KernelLayer
@@ -530,7 +530,7 @@ class Network:
                 return J[0] if squeeze else J
             out[...] = J[0] if squeeze else J
             return out
-        target = np.empty(shape, dtype=self.dtype) if out is None else out.reshape(shape)
+        target = _results.empty(shape, self.dtype) if out is None else out.reshape(shape)
         if be == "cpp" and shape[0] == 1 and self._one_input_kernel(Xk[0], target[0]):
             return out if out is not None else (target[0] if squeeze else target)
         check = self._product_may_overflow()
