@@ -484,10 +484,10 @@ class Network:
         check_finite : bool, default True
         out : (B, n_L, n_0) or (n_L, n_0) ndarray, optional
             Write the result here (C-contiguous, the network's dtype, not overlapping X)
-            and return it. The result is the largest array a call writes; a fresh one costs
-            the operating system's zeroing of every page, and on a virtual machine that backs
-            memory lazily an occasional call several times the kernel's time
-            (docs/benchmarks.md), so a loop is steadier reusing one array.
+            and return it. Without it, a result of 16 MiB or more is written into memory
+            kept from an earlier result that nothing refers to any more (a fresh array costs
+            the operating system's zeroing of every page; :func:`jacgeom.set_result_cache`
+            bounds what is kept), so its ``base`` is the kept buffer.
 
         Returns
         -------
