@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -78,14 +81,36 @@ def test_bound_and_release() -> None:
     assert _results.empty((24 * MIB,), np.uint8).flags.owndata
 
 
-def test_held_buffer_stays_held_when_the_bound_shrinks() -> None:
-    a = _results.empty((20 * MIB,), np.uint8)
-    a[:] = 7
+def test_held_buffer_stays_held_when_the_bound_shrinks_then_goes() -> None:
+    # Held when the bound drops to 0: kept while used, released by the next result.
+    net = jacgeom.Network.random([64, 32, 64], activation="tanh", seed=0)
+    X = np.random.default_rng(0).standard_normal((600, 64))
+    J = net.jacobian(X)
+    J[:] = 7
     jacgeom.set_result_cache(0)
-    assert len(_results._buffers) == 1 and (a == 7).all()
-    del a
-    jacgeom.set_result_cache(0)
-    assert _results._buffers == []
+    assert len(_results._buffers) == 1 and (J == 7).all()
+    del J
+    K = net.jacobian(X)
+    assert K.flags.owndata and _results._buffers == []
+
+
+def test_forked_child_does_not_wait_for_a_lock_held_in_the_parent() -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    with _results._lock:  # as another thread of the parent would hold it
+        pid = os.fork()
+        if pid == 0:  # the child
+            ok = not _results.empty((20 * MIB,), np.uint8).flags.owndata
+            os._exit(0 if ok else 1)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child waited for the parent's lock")
 
 
 def test_threads_never_share_a_buffer() -> None:
@@ -111,6 +136,11 @@ def test_threads_never_share_a_buffer() -> None:
 def test_bound_must_be_an_int(bad: object) -> None:
     with pytest.raises(TypeError, match="max_bytes must be an int"):
         jacgeom.set_result_cache(bad)  # type: ignore[arg-type]
+
+
+def test_bound_takes_any_integer_type() -> None:
+    assert jacgeom.set_result_cache(np.int64(5 * MIB)) == _results.DEFAULT_LIMIT
+    assert jacgeom.set_result_cache(_results.DEFAULT_LIMIT) == 5 * MIB
 
 
 def test_bound_must_not_be_negative() -> None:

@@ -17,6 +17,8 @@ whether some array still uses it.
 from __future__ import annotations
 
 import math
+import operator
+import os
 import sys
 import threading
 from typing import Any
@@ -32,6 +34,16 @@ DEFAULT_LIMIT = 1 << 30
 _lock = threading.Lock()
 _buffers: list[np.ndarray] = []
 _limit = DEFAULT_LIMIT
+
+
+def _new_lock() -> None:
+    # A child forked while another thread held the lock would wait for it forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
 
 
 def _free(i: int) -> bool:
@@ -61,7 +73,7 @@ def set_result_cache(max_bytes: int) -> int:
     Parameters
     ----------
     max_bytes : int
-        At least 0. Default 1 GiB.
+        At least 0 (any integer type). Default 1 GiB.
 
     Returns
     -------
@@ -74,7 +86,12 @@ def set_result_cache(max_bytes: int) -> int:
     kept buffer (``flags.owndata`` is False, so ``ndarray.resize`` refuses it). A buffer
     is reused only once nothing refers to it: no view, slice or reshape of the result,
     nor any object that borrowed its memory through the buffer protocol. A buffer that
-    some array still uses stays held while it does, even beyond the bound.
+    some array still uses stays held while it does, even beyond the bound, and is released
+    by the next result after that. A result may be a view of a buffer up to twice its
+    size. Code that keeps only the raw address of a result's memory (an
+    ``__array_interface__`` copied by hand, a pointer held in C) after dropping every
+    array that refers to it reads a later result there, where it read freed memory
+    before; with a bound of 0 every result is a fresh array.
 
     Examples
     --------
@@ -84,8 +101,12 @@ def set_result_cache(max_bytes: int) -> int:
     0
     """
     global _limit
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
-        raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
+    if isinstance(max_bytes, bool):
+        raise TypeError("max_bytes must be an int, got bool")
+    try:
+        max_bytes = operator.index(max_bytes)
+    except TypeError:
+        raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}") from None
     if max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
     with _lock:
@@ -100,6 +121,9 @@ def empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     dt = np.dtype(dtype)
     nbytes = math.prod(shape) * dt.itemsize
     if nbytes < MIN_BYTES or nbytes > _limit:
+        if _buffers:  # buffers still in use when the bound was lowered, free by now
+            with _lock:
+                _drop_free(_limit)
         return np.empty(shape, dt)
     with _lock:
         best = -1
