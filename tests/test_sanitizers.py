@@ -38,6 +38,7 @@ SUBSET_FILES = [
     "tests/test_network.py",
     "tests/test_bad_inputs.py",
     "tests/test_kernel_layer.py",
+    "tests/test_chain_products.py",
 ]
 # The Monte Carlo's own kernels (spectral summary, chains of per-sample weights), found by
 # name wherever under tests/ they are defined.
