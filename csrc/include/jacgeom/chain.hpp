@@ -204,7 +204,7 @@ class ActiveChain {
 
     // Blocks lo .. hi-1 multiplied from the bottom up: C = block(lo), C <- block(l) C;
     // (k_hi x k_lo) row-major, the product times 2^-e (hi > lo); `last` as in right_to;
-    // `cur` and `nxt` hold buffer(k_lo) entries.
+    // `cur` and `nxt` hold widest() x buffer_columns() entries (C may be stored as panels).
     // With the tiled kernel, C stays in the kernel's panel layout between products (the
     // last one writes it row-major), and where every column of W_l is live the product
     // reads W_l's rows in place and scales its results by d_l: a dense chain multiplies
