@@ -271,7 +271,8 @@ def test_huge_weights_under_tiny_derivatives_on_every_product_kernel(
         scale = float(_float64_product(Ws, Ds, absolute=True).max())
         for reverse in (False, True):
             got = _with_kernel(
-                kernel, lambda r=reverse: _dispatch.call("chain_active", "cpp", Ws, Ds, r)
+                kernel,
+                lambda r=reverse, W=Ws, D=Ds: _dispatch.call("chain_active", "cpp", W, D, r),
             )
             assert np.isfinite(got).all(), (sign, reverse)
             assert np.abs(got - want).max() <= rtol_for(dtype) * scale * 20, (sign, reverse)
