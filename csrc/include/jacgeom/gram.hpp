@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "lapack.hpp"
+#include "product.hpp"
 #include "types.hpp"
 #include "simd.hpp"
 
@@ -101,46 +102,24 @@ template <class T>
 struct Workspace {
     std::vector<T> panels;
     std::vector<index_t> rows;
-    std::vector<T> scale;
 };
 
 namespace detail {
 
-// Packs the active rows of D W into column panels of V entries: panel p holds, for each of
-// the k active rows in order, the V entries of columns p V .. p V + V - 1 (zero past n).
-// Returns k.
+// Packs the active rows of D W into column panels of V entries (product.hpp's packing of
+// the rows with d_i != 0, each scaled by d_i): panel p holds, for each of the k active rows
+// in order, the V entries of columns p V .. p V + V - 1 (zero past n). Returns k.
 template <class T, int V>
 [[gnu::always_inline]] inline index_t pack(const T* W, const T* d, index_t m, index_t n,
                                            Workspace<T>& ws) {
     ws.rows.clear();
-    ws.scale.clear();
-    for (index_t i = 0; i < m; ++i) {
-        if (d[i] == T(0)) continue;
-        ws.rows.push_back(i);
-        ws.scale.push_back(d[i]);
-    }
+    for (index_t i = 0; i < m; ++i)
+        if (d[i] != T(0)) ws.rows.push_back(i);
     const index_t k = static_cast<index_t>(ws.rows.size());
     const index_t np = (n + V - 1) / V;
     ws.panels.resize(static_cast<std::size_t>(std::max<index_t>(1, k * np * V)));
-    const index_t* rows = ws.rows.data();
-    const T* scale = ws.scale.data();
-    for (index_t p = 0; p < np; ++p) {
-        const index_t j0 = p * V;
-        T* o = ws.panels.data() + p * k * V;
-        if (j0 + V <= n) {
-            for (index_t r = 0; r < k; ++r) {
-                const T* w = W + rows[r] * n + j0;
-                const T s = scale[r];
-                for (int l = 0; l < V; ++l) o[r * V + l] = s * w[l];
-            }
-        } else {
-            for (index_t r = 0; r < k; ++r) {
-                const T* w = W + rows[r] * n + j0;
-                const T s = scale[r];
-                for (int l = 0; l < V; ++l) o[r * V + l] = j0 + l < n ? s * w[l] : T(0);
-            }
-        }
-    }
+    product::detail::pack<T, V>(product::Operand<T>{W, n, ws.rows.data(), nullptr, d}, k, n,
+                                ws.panels.data());
     return k;
 }
 
