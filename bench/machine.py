@@ -178,6 +178,10 @@ def machine_lines() -> list[str]:
         f"numba {numba.__version__}, jacgeom {jacgeom.__version__} "
         f"(backends {', '.join(jacgeom.backends())}; {jacgeom.get_num_threads()} threads)",
     ]
+    core = jacgeom._backends.core
+    if core is not None:
+        path = "glibc libmvec's four-lane erfc and exp" if core.vector_math() else "libm's erfc"
+        lines.append(f"gelu, gelu' on cpp: {path}")
     lines += _blas_lines()
     lines.append(_peers_line())
     for var in (

@@ -246,7 +246,7 @@ def _cases(name: str, dtype: type) -> list[Case]:
     wide = rng.standard_normal((3, 5)).astype(dtype)
     D = _derivative_matrix(rng, (5, 6), dtype)
     Z = (3 * rng.standard_normal((5, 6))).astype(dtype)
-    if name == "derivatives":
+    if name in ("derivatives", "activation_values"):
         return [((Z, act), {}) for act in acts]
     if name == "custom_derivatives":
         custom = jacgeom.Activation.custom(math.tanh, lambda z: 1.0 - math.tanh(z) ** 2)

@@ -39,6 +39,7 @@ SUBSET_FILES = [
     "tests/test_bad_inputs.py",
     "tests/test_kernel_layer.py",
     "tests/test_chain_products.py",
+    "tests/test_vector_math.py",
 ]
 # The Monte Carlo's own kernels (spectral summary, chains of per-sample weights), found by
 # name wherever under tests/ they are defined.

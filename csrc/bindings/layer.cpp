@@ -21,6 +21,19 @@ carray<T> derivatives(const carray<T>& Z, int code, double param) {
     return D;
 }
 
+template <class T>
+carray<T> values(const carray<T>& Z, int code, double param) {
+    if (!jacgeom::activation_supported(code)) throw py::value_error("unsupported activation code");
+    std::vector<py::ssize_t> shape(Z.shape(), Z.shape() + Z.ndim());
+    carray<T> A(shape);
+    const T* z = Z.data();
+    T* a = A.mutable_data();
+    const index_t count = static_cast<index_t>(Z.size());
+    py::gil_scoped_release release;
+    jacgeom::values<T>(z, a, count, code, static_cast<T>(param));
+    return A;
+}
+
 struct Dims {
     index_t B, m, n;
 };
@@ -119,6 +132,7 @@ template <class T>
 void define_all(py::module_& m) {
     m.def("batched_singular_values", &batched_singular_values<T>, py::arg("A"));
     m.def("derivatives", &derivatives<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
+    m.def("values", &values<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
     m.def("jacobian", &jacobian<T>, py::arg("W"), py::arg("D"), py::arg("out") = py::none());
     m.def("jacobian_z", &jacobian_z<T>, py::arg("W"), py::arg("Z"), py::arg("code"),
           py::arg("param"), py::arg("out") = py::none());

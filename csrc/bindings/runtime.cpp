@@ -8,6 +8,7 @@
 #include "jacgeom/product.hpp"
 #include "jacgeom/lapack.hpp"
 #include "jacgeom/parallel.hpp"
+#include "jacgeom/vecmath.hpp"
 
 namespace py = pybind11;
 
@@ -95,6 +96,8 @@ void register_runtime(py::module_& m) {
             jacgeom::gram::kernel_setting().store(static_cast<int>(k));
         },
         py::arg("name"));
+    // Whether gelu and gelu' take glibc's four-lane erfc and exp (vecmath.hpp).
+    m.def("vector_math", []() { return jacgeom::vecmath::gelu_vectorised(); });
     // Which kernel the chains' products use (product.hpp), as for the Gram kernel.
     m.def("product_kernels", []() {
         py::list names;

@@ -27,6 +27,9 @@ def gram_kernels() -> list[str]:
 
 def get_gram_kernel() -> str: ...
 def set_gram_kernel(name: str) -> None: ...
+def vector_math() -> bool:
+    """Whether gelu and gelu' run four lanes at a time through glibc's libmvec."""
+
 def product_kernels() -> list[str]:
     """The chains' product kernels this CPU runs, fastest first."""
 
@@ -37,6 +40,9 @@ def set_product_kernel(name: str) -> None: ...
 
 def derivatives(Z: NDArray[_F], code: int, param: float) -> NDArray[_F]:
     """phi'(Z) for a built-in activation code (jacgeom.activations.CODES), Z's shape."""
+
+def values(Z: NDArray[_F], code: int, param: float) -> NDArray[_F]:
+    """phi(Z) in double rounded once (gelu's erfc four lanes at a time), Z's shape."""
 
 def jacobian(W: NDArray[_F], D: NDArray[_F], out: NDArray[_F] | None = None) -> NDArray[_F]:
     """J (B, m, n) = D[b] * W row by row, into ``out`` when given."""

@@ -397,7 +397,7 @@ class Network:
             if state is not None and state.gamma is not None:
                 d = d * state.gamma  # the layer's row scales: D diag(gamma) J_N W
             with np.errstate(invalid="ignore", over="ignore"):  # inf inputs: IEEE, unwarned
-                a = act.phi(arg)
+                a = _dispatch.activation_values(arg, act, backend)
             h = h + a if self.residual_layers[l] else a
             yield z, d, state
 
@@ -423,7 +423,7 @@ class Network:
             if self.norm_layers[l]:
                 z = self._normalised(l, z).arg
             with np.errstate(invalid="ignore", over="ignore"):  # inf inputs: IEEE, unwarned
-                a = self.activations[l].phi(z)
+                a = _dispatch.activation_values(z, self.activations[l], "auto")
             h = h + a if self.residual_layers[l] else a
         return h[0] if squeeze else h
 

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "vecmath.hpp"
+
 namespace jacgeom {
 
 enum ActivationCode : int {
@@ -58,12 +60,8 @@ inline T derivative_in(int code, T p, T z) {
             const T e = std::exp(T(-2) * std::fabs(z));
             return T(4) * e / ((T(1) + e) * (T(1) + e));
         }
-        case kGelu: {
-            // Phi(z) + z pdf(z); z clipped at 40 where pdf(z) is 0 in double anyway.
-            const T zc = clip(z, T(-40), T(40));
-            const T cdf = T(0.5) * std::erfc(-z * T(0.70710678118654752440));
-            return cdf + zc * std::exp(T(-0.5) * zc * zc) * T(0.39894228040143267794);
-        }
+        case kGelu:
+            return T(gelu_derivative(double(z)));  // vecmath.hpp
         case kGeluTanh: {
             const T zc = clip(z, T(-30), T(30));
             const T c = T(0.79788456080286535588);
@@ -91,6 +89,37 @@ inline T derivative_in(int code, T p, T z) {
 template <class T>
 inline T derivative(int code, double p, T z) {
     return static_cast<T>(derivative_in<double>(code, p, static_cast<double>(z)));
+}
+
+// phi(z), evaluated in double and rounded once to T (jacgeom.activations' formulas; a NaN
+// z gives NaN wherever numpy's does: relu's 0 for NaN is numpy's np.where too).
+template <class T>
+inline T value_of(int code, double p, T zt) {
+    const double z = zt;
+    double v;
+    switch (code) {
+        case kIdentity: v = z; break;
+        case kRelu: v = z > 0 ? z : 0.0; break;
+        case kLeakyRelu: v = z > 0 ? z : z * p; break;
+        case kSigmoid: v = stable_sigmoid(z); break;
+        case kTanh: v = std::tanh(z); break;
+        case kGelu: v = gelu_value(z); break;  // vecmath.hpp
+        case kGeluTanh: {
+            const double zc = std::fmin(std::fmax(z, -30.0), 30.0);
+            const double u = 0.79788456080286535588 * (zc + 0.044715 * zc * zc * zc);
+            v = z * stable_sigmoid(2 * u);
+            break;
+        }
+        case kSoftplus: {
+            const double bz = z * p;
+            v = (std::fmax(bz, 0.0) + std::log1p(std::exp(-std::fabs(bz)))) / p;
+            break;
+        }
+        case kElu: v = z > 0 ? z : p * std::expm1(z); break;  // z <= 0 or NaN here
+        case kSilu: v = z * stable_sigmoid(z); break;
+        default: v = NAN;
+    }
+    return static_cast<T>(v);
 }
 
 }  // namespace jacgeom

@@ -77,7 +77,11 @@ inline bool routines_ready() {
 
 template <class T, int Code>
 inline void derivative_loop(const T* z, index_t zs, T* out, index_t os, index_t count, T param) {
-    for (index_t i = 0; i < count; ++i) out[i * os] = derivative<T>(Code, param, z[i * zs]);
+    if constexpr (Code == kGelu) {
+        gelu_derivatives(z, zs, out, os, count);
+    } else {
+        for (index_t i = 0; i < count; ++i) out[i * os] = derivative<T>(Code, param, z[i * zs]);
+    }
 }
 
 template <class T>
@@ -443,36 +447,6 @@ int pullback_metric(const T* W, index_t m, index_t n, index_t rs, index_t cs, co
 // forward pass or product beyond the float range) J is written as computed and the call
 // returns kNonFinite, never kOk.
 
-// phi(z), evaluated in double and rounded once to T (jacgeom.activations' formulas; a NaN
-// z gives NaN wherever numpy's does: relu's 0 for NaN is numpy's np.where too).
-template <class T>
-inline T value_of(int code, double p, T zt) {
-    const double z = zt;
-    double v;
-    switch (code) {
-        case kIdentity: v = z; break;
-        case kRelu: v = z > 0 ? z : 0.0; break;
-        case kLeakyRelu: v = z > 0 ? z : z * p; break;
-        case kSigmoid: v = stable_sigmoid(z); break;
-        case kTanh: v = std::tanh(z); break;
-        case kGelu: v = z * (0.5 * std::erfc(-z * 0.70710678118654752440)); break;
-        case kGeluTanh: {
-            const double zc = std::fmin(std::fmax(z, -30.0), 30.0);
-            const double u = 0.79788456080286535588 * (zc + 0.044715 * zc * zc * zc);
-            v = z * stable_sigmoid(2 * u);
-            break;
-        }
-        case kSoftplus: {
-            const double bz = z * p;
-            v = (std::fmax(bz, 0.0) + std::log1p(std::exp(-std::fabs(bz)))) / p;
-            break;
-        }
-        case kElu: v = z > 0 ? z : p * std::expm1(z); break;  // z <= 0 or NaN here
-        case kSilu: v = z * stable_sigmoid(z); break;
-        default: v = NAN;
-    }
-    return static_cast<T>(v);
-}
 
 // The network's description, as the C-level functions receive it.
 template <class T>

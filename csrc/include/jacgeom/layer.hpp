@@ -32,7 +32,11 @@ void derivatives_of(const T* Z, T* D, index_t count, double param) {
     constexpr bool cheap = Code == kIdentity || Code == kRelu || Code == kLeakyRelu;
     parallel_for(count, cheap ? index_t(1) << 18 : index_t(1) << 14,
                  [&](index_t, index_t begin, index_t end) {
-                     for (index_t i = begin; i < end; ++i) D[i] = derivative<T>(Code, param, Z[i]);
+                     if constexpr (Code == kGelu) {
+                         gelu_derivatives(Z + begin, 1, D + begin, 1, end - begin);
+                     } else {
+                         for (index_t i = begin; i < end; ++i) D[i] = derivative<T>(Code, param, Z[i]);
+                     }
                  });
 }
 
@@ -51,6 +55,20 @@ void derivatives(const T* Z, T* D, index_t count, int code, double param) {
         case kSilu: return derivatives_of<T, kSilu>(Z, D, count, param);
         default: std::fill(D, D + count, std::numeric_limits<T>::quiet_NaN());
     }
+}
+
+// a = phi(z) elementwise (value_of: double, rounded once to T), for the activations whose
+// phi is cheaper here than in numpy: gelu, whose erfc runs four lanes at a time (vecmath.hpp)
+// against scipy's scalar one. Any code is accepted, so that the rule can be tested on all.
+template <class T>
+void values(const T* Z, T* A, index_t count, int code, double param) {
+    parallel_for(count, index_t(1) << 14, [&](index_t, index_t begin, index_t end) {
+        if (code == kGelu) {
+            gelu_values(Z + begin, 1, A + begin, 1, end - begin);
+        } else {
+            for (index_t i = begin; i < end; ++i) A[i] = value_of<T>(code, param, Z[i]);
+        }
+    });
 }
 
 // out[j] = a * w[j] (w == nullptr: zeros) for j < n, with non-temporal stores where the

@@ -313,7 +313,7 @@ def _plain_block_statistics(
         active[:, l] = np.count_nonzero(d, axis=1)
         frame_layers.append(_frame.FrameLayer(kernel_Ws[l], z, acts[l]))
         if l + 1 < L:  # the last layer's output is not needed
-            h = acts[l].phi(z)
+            h = _dispatch.activation_values(z, acts[l], backend)
         Ds.append(np.ascontiguousarray(d))
         if layer_ranks is not None and not end_to_end_is_layer:
             assert W is not None
@@ -405,7 +405,7 @@ def _dense_block_statistics(
         d = _dispatch.derivatives(np.ascontiguousarray(arg), acts[l], backend)
         active[:, l] = np.count_nonzero(d, axis=1)
         if l + 1 < L:  # the last layer's output is not needed
-            a = acts[l].phi(arg)
+            a = _dispatch.activation_values(arg, acts[l], backend)
             h = h + a if spec.residual else a
         norm = _frame.NormState(sigma, arg, _LAYER_NORM_EPS) if sigma is not None else None
         frame_layers.append(_frame.FrameLayer(W, arg, acts[l], norm, spec.residual, d))
