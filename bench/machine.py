@@ -181,7 +181,7 @@ def machine_lines() -> list[str]:
     core = jacgeom._backends.core
     if core is not None:
         path = "glibc libmvec's four-lane erfc and exp" if core.vector_math() else "libm's erfc"
-        lines.append(f"gelu, gelu' on cpp: {path}")
+        lines.append(f"gelu, gelu', tanh' on cpp: {path}")
     lines += _blas_lines()
     lines.append(_peers_line())
     for var in (

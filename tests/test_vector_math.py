@@ -120,32 +120,33 @@ def _one_at_a_time(fn: Any, z: np.ndarray) -> np.ndarray:
 
 @needs_cpp
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gelu_value_never_depends_on_neighbours(dtype: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "kernel"), [("gelu", "values"), ("gelu", "derivatives"), ("tanh", "derivatives")]
+)
+def test_four_lane_value_never_depends_on_neighbours(name: str, kernel: str, dtype: Any) -> None:
     # A lane's value is a function of its own z: the same alone, in a run at every offset
     # modulo four (lanes of a group shift), beside NaN, infinities and z beyond the lane
-    # bound (the scalar formula's lanes), and through the layer kernel's fused derivative.
+    # bound (the scalar formula's lanes).
     assert core is not None
-    gelu = jacgeom.activation("gelu")
+    code = jacgeom.activation(name).code
     rng = np.random.default_rng(11)
     z = (rng.standard_normal(64) * 10).astype(dtype)
     z[[3, 9, 17, 30]] = [np.nan, np.inf, -np.inf, -35.0]
-    for kernel in (core.values, core.derivatives):
 
-        def fn(x: np.ndarray, kernel: Any = kernel) -> np.ndarray:
-            with np.errstate(all="ignore"):
-                return np.asarray(kernel(np.ascontiguousarray(x), gelu.code, 0.0))
+    def fn(x: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return np.asarray(getattr(core, kernel)(np.ascontiguousarray(x), code, 0.0))
 
-        alone = _one_at_a_time(fn, z)
-        for offset in range(4):
-            shifted = fn(np.concatenate([np.full(offset, 0.5, dtype=dtype), z]))[offset:]
-            assert shifted.tobytes() == alone.tobytes(), (kernel, offset)
-    d_fused = jacgeom.layer_jacobian(
-        np.eye(1, dtype=dtype), z[:, None], activation="gelu", backend="cpp", check_finite=False
-    )[:, 0, 0]
-    d_run = jacgeom.layer_derivatives(
-        np.eye(1, dtype=dtype), z[:, None], activation="gelu", backend="cpp", check_finite=False
-    )[:, 0]
-    assert d_fused.tobytes() == d_run.tobytes()
+    alone = _one_at_a_time(fn, z)
+    for offset in range(4):
+        shifted = fn(np.concatenate([np.full(offset, 0.5, dtype=dtype), z]))[offset:]
+        assert shifted.tobytes() == alone.tobytes(), offset
+    if kernel == "derivatives":
+        # the layer kernel's fused derivative evaluates phi' one element at a time
+        fused = jacgeom.layer_jacobian(
+            np.eye(1, dtype=dtype), z[:, None], activation=name, backend="cpp", check_finite=False
+        )[:, 0, 0]
+        assert fused.tobytes() == alone.tobytes()
 
 
 _SCALAR_SCRIPT = """
@@ -153,32 +154,35 @@ import json, sys
 import numpy as np
 from jacgeom._backends import core
 z = np.array(json.loads(sys.argv[1]))
-code = int(sys.argv[2])
-print(json.dumps([core.vector_math(), core.values(z, code, 0.0).tolist(),
-                  core.derivatives(z, code, 0.0).tolist()]))
+gelu, tanh = int(sys.argv[2]), int(sys.argv[3])
+d = core.derivatives
+print(json.dumps([core.vector_math(), core.values(z, gelu, 0.0).tolist(),
+                  d(z, gelu, 0.0).tolist(), d(z, tanh, 0.0).tolist()]))
 """
 
 
 @needs_cpp
-def test_gelu_vector_path_agrees_with_the_scalar_formula() -> None:
+def test_four_lane_path_agrees_with_the_scalar_formula() -> None:
     # JACGEOM_VECTOR_MATH=0 turns the four-lane path off: libm's scalar erfc and exp. Both
-    # paths give phi and phi' within an ulp or two of each other (gelu' near its zero at
-    # z = -0.75, where Phi(z) + z pdf(z) cancels, within ulps of its terms).
+    # paths give gelu, gelu' and tanh' within an ulp or two of each other (gelu' where
+    # Phi(z) + z pdf(z) cancels, near its zero at z = -0.75 and on the left tail, within
+    # ulps of its terms).
     assert core is not None
-    gelu = jacgeom.activation("gelu")
+    gelu, tanh = jacgeom.activation("gelu"), jacgeom.activation("tanh").code
     z = np.concatenate([np.linspace(-32, 32, 3201), [-0.7518, 1e-300, -1e-300]])
     env = dict(os.environ, JACGEOM_VECTOR_MATH="0")
     out = subprocess.run(
-        [sys.executable, "-c", _SCALAR_SCRIPT, json.dumps(z.tolist()), str(gelu.code)],
+        [sys.executable, "-c", _SCALAR_SCRIPT, json.dumps(z.tolist()), str(gelu.code), str(tanh)],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    vectorised, values, derivatives = json.loads(out.stdout)
+    vectorised, values, derivatives, tanh_derivatives = json.loads(out.stdout)
     assert vectorised is False
     eps = np.finfo(np.float64).eps
     np.testing.assert_allclose(core.values(z, gelu.code, 0.0), values, rtol=4 * eps, atol=0)
+    np.testing.assert_allclose(core.derivatives(z, tanh, 0.0), tanh_derivatives, rtol=4 * eps)
     # gelu' = Phi(z) + z pdf(z): within ulps of the larger term (the sum cancels on the left)
     terms = 0.5 * scipy.special.erfc(-z / np.sqrt(2)) + np.abs(z) * np.exp(-0.5 * z * z) / np.sqrt(
         2 * np.pi

@@ -96,8 +96,8 @@ void register_runtime(py::module_& m) {
             jacgeom::gram::kernel_setting().store(static_cast<int>(k));
         },
         py::arg("name"));
-    // Whether gelu and gelu' take glibc's four-lane erfc and exp (vecmath.hpp).
-    m.def("vector_math", []() { return jacgeom::vecmath::gelu_vectorised(); });
+    // Whether gelu, gelu' and tanh' take glibc's four-lane erfc and exp (vecmath.hpp).
+    m.def("vector_math", []() { return jacgeom::vecmath::available(); });
     // Which kernel the chains' products use (product.hpp), as for the Gram kernel.
     m.def("product_kernels", []() {
         py::list names;

@@ -28,7 +28,7 @@ def gram_kernels() -> list[str]:
 def get_gram_kernel() -> str: ...
 def set_gram_kernel(name: str) -> None: ...
 def vector_math() -> bool:
-    """Whether gelu and gelu' run four lanes at a time through glibc's libmvec."""
+    """Whether gelu, gelu' and tanh' run four lanes at a time through glibc's libmvec."""
 
 def product_kernels() -> list[str]:
     """The chains' product kernels this CPU runs, fastest first."""

@@ -32,11 +32,7 @@ void derivatives_of(const T* Z, T* D, index_t count, double param) {
     constexpr bool cheap = Code == kIdentity || Code == kRelu || Code == kLeakyRelu;
     parallel_for(count, cheap ? index_t(1) << 18 : index_t(1) << 14,
                  [&](index_t, index_t begin, index_t end) {
-                     if constexpr (Code == kGelu) {
-                         gelu_derivatives(Z + begin, 1, D + begin, 1, end - begin);
-                     } else {
-                         for (index_t i = begin; i < end; ++i) D[i] = derivative<T>(Code, param, Z[i]);
-                     }
+                     derivative_run<T, Code>(Z + begin, 1, D + begin, 1, end - begin, param);
                  });
 }
 
@@ -64,7 +60,7 @@ template <class T>
 void values(const T* Z, T* A, index_t count, int code, double param) {
     parallel_for(count, index_t(1) << 14, [&](index_t, index_t begin, index_t end) {
         if (code == kGelu) {
-            gelu_values(Z + begin, 1, A + begin, 1, end - begin);
+            vecmath::evaluate_run<vecmath::GeluValue>(Z + begin, 1, A + begin, 1, end - begin);
         } else {
             for (index_t i = begin; i < end; ++i) A[i] = value_of<T>(code, param, Z[i]);
         }

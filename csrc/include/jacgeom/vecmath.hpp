@@ -1,15 +1,17 @@
-// gelu(z) and gelu'(z) four lanes at a time through glibc's vector math library (libmvec).
+// gelu(z), gelu'(z) and tanh'(z) four lanes at a time through glibc's vector math library
+// (libmvec).
 //
-// gelu(z) = z Phi(z) costs an erfc in double per element and gelu'(z) = Phi(z) + z pdf(z) an
-// erfc and an exp; libm's scalar erfc is most of a gelu layer's forward pass. libmvec (glibc 2.35 and later on x86-64) has
-// four-lane AVX2 erfc and exp (_ZGVdN4v_erfc, _ZGVdN4v_exp; within 1 ulp of the exact erfc
-// over its normal range, as libm's), a quarter of the time per element. The library is found
-// with dlopen when a gelu derivative is first needed, not linked: where it is missing (another
-// libc, an older glibc, a CPU without AVX2) or JACGEOM_VECTOR_MATH=0 is set, every element
-// takes libm's scalar formula, the one rule before.
+// gelu(z) = z Phi(z) costs an erfc in double per element, gelu'(z) = Phi(z) + z pdf(z) an
+// erfc and an exp, tanh'(z) = 4 e / (1 + e)^2 (e = exp(-2|z|)) an exp: libm's scalar erfc is
+// most of a gelu layer's forward pass, its exp most of tanh'. libmvec (glibc 2.35 and later
+// on x86-64) has four-lane AVX2 erfc and exp (_ZGVdN4v_erfc, _ZGVdN4v_exp; within 1 ulp of
+// the exact erfc over its normal range, as libm's), a quarter of the time per element. The
+// library is found with dlopen when one of these is first needed, not linked: where it is
+// missing (another libc, an older glibc, a CPU without AVX2) or JACGEOM_VECTOR_MATH=0 is
+// set, every element takes libm's scalar formula, the one rule before.
 //
 // One element, one answer: a lane's value depends on its own z only (libmvec's functions are
-// lane-wise, and lanes outside [-kGeluVectorBound, kGeluVectorBound] or NaN take the scalar
+// lane-wise, and lanes outside [-kVectorBound, kVectorBound] or NaN take the scalar
 // formula), so a value never depends on its neighbours, the stride, the thread split or
 // whether it came through derivative() one at a time or a whole run.
 #pragma once
@@ -38,12 +40,18 @@ inline double gelu_derivative_scalar(double z) {
     return cdf + zc * std::exp(-0.5 * zc * zc) * 0.39894228040143267794;
 }
 
+// 1 - tanh(z)^2 = 4 e / (1 + e)^2 with e = exp(-2|z|): no cancellation, no overflow.
+inline double tanh_derivative_scalar(double z) {
+    const double e = std::exp(-2.0 * std::fabs(z));
+    return 4.0 * e / ((1.0 + e) * (1.0 + e));
+}
+
 namespace vecmath {
 
-// Lanes with |z| above this take the scalar formula: at z = -30, pdf(z) is 1e-196 and the
-// erfc term 1e-197, normal numbers with a margin of a hundred orders of magnitude to the
-// subnormal range (below z = -37.5), where the two formulas' roundings could part.
-inline constexpr double kGeluVectorBound = 30.0;
+// Lanes with |z| above this take the scalar formula: at z = -30, gelu's pdf(z) is 1e-196 and
+// its erfc term 1e-197, tanh' 3.5e-26, normal numbers with a margin of a hundred orders of
+// magnitude to the subnormal range (gelu below z = -37.5), where roundings could part.
+inline constexpr double kVectorBound = 30.0;
 
 struct Library {
     void* erfc4 = nullptr;  // __m256d (*)(__m256d), kept as void* outside AVX2 code
@@ -74,11 +82,19 @@ inline const Library& library() {
     return lib;
 }
 
-// Whether gelu' takes the four-lane path in this process.
-inline bool gelu_vectorised() { return library().erfc4 != nullptr; }
+// Whether the four-lane path is taken in this process.
+inline bool available() { return library().erfc4 != nullptr; }
+
+// The functions: scalar() is libm's formula; lanes() (AVX2 code) the same operations in the
+// same order, four lanes: -z * c; z * (0.5 erfc); -0.5 * z * z as ((-0.5 z) z), then
+// cdf + (z e) k; exp(-2 |z|), then (4 e) / ((1 + e)(1 + e)).
+#if JACGEOM_X86_DISPATCH
+#define JACGEOM_LANES(body) JACGEOM_TARGET_AVX2 static __m256d lanes(__m256d z) body
+#else
+#define JACGEOM_LANES(body)
+#endif
 
 #if JACGEOM_X86_DISPATCH
-
 using Lanes = __m256d (*)(__m256d);
 
 JACGEOM_TARGET_AVX2 inline __m256d half_erfc_neg_scaled(__m256d z) {  // 0.5 erfc(-z c)
@@ -87,32 +103,44 @@ JACGEOM_TARGET_AVX2 inline __m256d half_erfc_neg_scaled(__m256d z) {  // 0.5 erf
     return _mm256_mul_pd(_mm256_set1_pd(0.5),
                          erfc4(_mm256_mul_pd(neg_z, _mm256_set1_pd(0.70710678118654752440))));
 }
+#endif
 
-// The scalar formulas' operations in the same order, four lanes: -z * c; z * (0.5 erfc);
-// -0.5 * z * z as ((-0.5 z) z), then cdf + (z e) k.
 struct GeluValue {
     static double scalar(double z) { return gelu_value_scalar(z); }
-    JACGEOM_TARGET_AVX2 static __m256d lanes(__m256d z) {
-        return _mm256_mul_pd(z, half_erfc_neg_scaled(z));
-    }
+    JACGEOM_LANES({ return _mm256_mul_pd(z, half_erfc_neg_scaled(z)); })
 };
 
 struct GeluDerivative {
     static double scalar(double z) { return gelu_derivative_scalar(z); }
-    JACGEOM_TARGET_AVX2 static __m256d lanes(__m256d z) {
+    JACGEOM_LANES({
         const Lanes exp4 = reinterpret_cast<Lanes>(library().exp4);
         const __m256d cdf = half_erfc_neg_scaled(z);
         const __m256d e = exp4(_mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(-0.5), z), z));
         const __m256d tail =
             _mm256_mul_pd(_mm256_mul_pd(z, e), _mm256_set1_pd(0.39894228040143267794));
         return _mm256_add_pd(cdf, tail);
-    }
+    })
 };
 
-// Lanes the vector formula may answer: |z| <= kGeluVectorBound (false for NaN).
+struct TanhDerivative {
+    static double scalar(double z) { return tanh_derivative_scalar(z); }
+    JACGEOM_LANES({
+        const Lanes exp4 = reinterpret_cast<Lanes>(library().exp4);
+        const __m256d a = _mm256_andnot_pd(_mm256_set1_pd(-0.0), z);
+        const __m256d e = exp4(_mm256_mul_pd(_mm256_set1_pd(-2.0), a));
+        const __m256d one_e = _mm256_add_pd(_mm256_set1_pd(1.0), e);
+        return _mm256_div_pd(_mm256_mul_pd(_mm256_set1_pd(4.0), e), _mm256_mul_pd(one_e, one_e));
+    })
+};
+
+#undef JACGEOM_LANES
+
+#if JACGEOM_X86_DISPATCH
+
+// Lanes the vector formula may answer: |z| <= kVectorBound (false for NaN).
 JACGEOM_TARGET_AVX2 inline int in_bound(__m256d z) {
     const __m256d a = _mm256_andnot_pd(_mm256_set1_pd(-0.0), z);
-    return _mm256_movemask_pd(_mm256_cmp_pd(a, _mm256_set1_pd(kGeluVectorBound), _CMP_LE_OQ));
+    return _mm256_movemask_pd(_mm256_cmp_pd(a, _mm256_set1_pd(kVectorBound), _CMP_LE_OQ));
 }
 
 template <class Op>
@@ -170,43 +198,26 @@ JACGEOM_TARGET_AVX2 void run(const T* z, index_t zs, T* out, index_t os, index_t
 
 #endif
 
+// Op(z) in double: the four-lane formula where libmvec is present, else libm's.
+template <class Op>
+inline double evaluate(double z) {
+#if JACGEOM_X86_DISPATCH
+    if (available()) return one<Op>(z);
+#endif
+    return Op::scalar(z);
+}
+
+// out[i * os] = Op(z[i * zs]) rounded once to T, i < count: evaluate()'s values, a run at a
+// time.
+template <class Op, class T>
+inline void evaluate_run(const T* z, index_t zs, T* out, index_t os, index_t count) {
+#if JACGEOM_X86_DISPATCH
+    if (available()) return run<Op>(z, zs, out, os, count);
+#endif
+    for (index_t i = 0; i < count; ++i)
+        out[i * os] = static_cast<T>(Op::scalar(static_cast<double>(z[i * zs])));
+}
+
 }  // namespace vecmath
-
-// gelu(z) and gelu'(z) in double: the four-lane formulas where libmvec is present, else
-// libm's.
-inline double gelu_value(double z) {
-#if JACGEOM_X86_DISPATCH
-    if (vecmath::gelu_vectorised()) return vecmath::one<vecmath::GeluValue>(z);
-#endif
-    return gelu_value_scalar(z);
-}
-
-inline double gelu_derivative(double z) {
-#if JACGEOM_X86_DISPATCH
-    if (vecmath::gelu_vectorised()) return vecmath::one<vecmath::GeluDerivative>(z);
-#endif
-    return gelu_derivative_scalar(z);
-}
-
-// out[i * os] = gelu(z[i * zs]) or gelu'(z[i * zs]) rounded once to T, i < count: the values
-// of gelu_value() and gelu_derivative(), a run at a time.
-template <class T>
-inline void gelu_values(const T* z, index_t zs, T* out, index_t os, index_t count) {
-#if JACGEOM_X86_DISPATCH
-    if (vecmath::gelu_vectorised()) return vecmath::run<vecmath::GeluValue>(z, zs, out, os, count);
-#endif
-    for (index_t i = 0; i < count; ++i)
-        out[i * os] = static_cast<T>(gelu_value_scalar(static_cast<double>(z[i * zs])));
-}
-
-template <class T>
-inline void gelu_derivatives(const T* z, index_t zs, T* out, index_t os, index_t count) {
-#if JACGEOM_X86_DISPATCH
-    if (vecmath::gelu_vectorised())
-        return vecmath::run<vecmath::GeluDerivative>(z, zs, out, os, count);
-#endif
-    for (index_t i = 0; i < count; ++i)
-        out[i * os] = static_cast<T>(gelu_derivative_scalar(static_cast<double>(z[i * zs])));
-}
 
 }  // namespace jacgeom
