@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from typing import Any
@@ -35,19 +36,31 @@ def _awkward(dtype: Any) -> np.ndarray:
     return z.astype(dtype)
 
 
+@pytest.fixture
+def four_threads() -> Any:
+    """jacgeom.set_num_threads(4) for the test: the threaded paths run on any machine."""
+    before = jacgeom.get_num_threads()
+    jacgeom.set_num_threads(4)
+    yield
+    jacgeom.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("four_threads")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", jacgeom.activation_names())
-def test_activation_values_are_the_reference(name: str, dtype: Any) -> None:
-    # Every backend gives act.phi(z) bit for bit, except gelu on cpp (the next test).
+def test_activation_values_are_act_phi(name: str, dtype: Any) -> None:
+    # Every backend gives act.phi(z) bit for bit, except gelu on cpp (the next test), on an
+    # array large enough that gelu's scipy erfc is split over the four threads.
     act = jacgeom.activation(name, **PARAMS.get(name, {}))
-    z = _awkward(dtype)
+    z = np.resize(_awkward(dtype), (256, 1031))  # 2^18 elements: four chunks of 2^16
     with np.errstate(all="ignore"):
         expected = act.phi(z)
         for be in BACKENDS:
             if name == "gelu" and be == "cpp":
                 continue
             got = _dispatch.activation_values(z, act, be)
-            assert got.dtype == dtype and got.tobytes() == expected.tobytes(), be
+            assert got.dtype == dtype and got.shape == z.shape
+            assert got.tobytes() == expected.tobytes(), be
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -95,11 +108,13 @@ def test_activation_values_keep_shape_and_input(name: str, dtype: Any) -> None:
             assert np.ascontiguousarray(got).tobytes() == flat.tobytes(), (be, shape)
 
 
+@pytest.mark.usefixtures("four_threads")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_threaded_numpy_gelu_is_act_phi_bit_for_bit(dtype: Any) -> None:
     # The numpy twin splits gelu's scipy erfc over threads above 2^15 elements per thread;
     # chunks of scalar elementwise code give the values of one call, the caller's numpy
-    # error state holds in every chunk, and an error raised in a chunk reaches the caller.
+    # error state holds in every chunk (the -inf, whose phi is -inf * 0, is in the last of
+    # four), and an error raised in a chunk reaches the caller.
     act = jacgeom.activation("gelu")
     z = (np.random.default_rng(1).standard_normal((1024, 129)) * 5).astype(dtype)
     z[7, 3], z[1000, 100], z[512, 0] = np.nan, -np.inf, np.inf
@@ -109,9 +124,39 @@ def test_threaded_numpy_gelu_is_act_phi_bit_for_bit(dtype: Any) -> None:
     assert got.tobytes() == expected.tobytes()
     with np.errstate(invalid="raise"), pytest.raises(FloatingPointError):
         _dispatch.activation_values(z, act, "numpy")
+    seen: list[str] = []
+    with np.errstate(invalid="call", call=lambda kind, flag: seen.append(kind)):
+        _dispatch.activation_values(z, act, "numpy")
+    assert seen == ["invalid value"]
+    fortran = np.asfortranarray(z)
+    with np.errstate(invalid="ignore"):
+        kept = _dispatch.activation_values(fortran, act, "numpy")
+        expected_f = act.phi(fortran)
+    assert kept.flags.f_contiguous and kept.tobytes("A") == expected_f.tobytes("A")
 
 
 needs_cpp = pytest.mark.skipif(core is None, reason="the C++ backend did not load")
+
+
+def _libmvec_expected() -> bool:
+    """glibc 2.35 or later on x86-64 Linux with AVX2 (and FMA, x86-64-v3), no opt-out."""
+    libc, version = platform.libc_ver()
+    if sys.platform != "linux" or platform.machine() != "x86_64" or libc != "glibc":
+        return False
+    if tuple(int(p) for p in version.split(".")[:2]) < (2, 35):
+        return False
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    return {"avx2", "fma", "bmi2", "movbe"} <= set(flags) and os.environ.get(
+        "JACGEOM_VECTOR_MATH"
+    ) != "0"
+
+
+@needs_cpp
+def test_four_lane_path_is_taken_where_glibc_has_it() -> None:
+    # Otherwise every test of the four-lane path below compares the scalar path with itself.
+    assert core is not None
+    assert core.vector_math() == _libmvec_expected()
 
 
 def _one_at_a_time(fn: Any, z: np.ndarray) -> np.ndarray:
@@ -169,7 +214,9 @@ def test_four_lane_path_agrees_with_the_scalar_formula() -> None:
     # ulps of its terms).
     assert core is not None
     gelu, tanh = jacgeom.activation("gelu"), jacgeom.activation("tanh").code
-    z = np.concatenate([np.linspace(-32, 32, 3201), [-0.7518, 1e-300, -1e-300]])
+    z = np.concatenate(
+        [np.linspace(-32, 32, 3201), np.linspace(-40, -37.5, 501), [-0.7518, 1e-300, -1e-300]]
+    )
     env = dict(os.environ, JACGEOM_VECTOR_MATH="0")
     out = subprocess.run(
         [sys.executable, "-c", _SCALAR_SCRIPT, json.dumps(z.tolist()), str(gelu.code), str(tanh)],
@@ -189,3 +236,27 @@ def test_four_lane_path_agrees_with_the_scalar_formula() -> None:
     )
     difference = np.abs(core.derivatives(z, gelu.code, 0.0) - np.array(derivatives))
     assert np.all(difference <= 4 * eps * terms), np.max(difference / terms) / eps
+    # beyond the lane bound both take the one compiled scalar formula: the same bits
+    beyond = np.abs(z) > 30
+    for got, scalar in [
+        (core.values(z, gelu.code, 0.0), values),
+        (core.derivatives(z, gelu.code, 0.0), derivatives),
+        (core.derivatives(z, tanh, 0.0), tanh_derivatives),
+    ]:
+        assert got[beyond].tobytes() == np.array(scalar)[beyond].tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_and_preactivations_share_the_forward_pass(dtype: Any) -> None:
+    # Network.forward, Network.preactivations and the Jacobian's forward pass (backend
+    # "auto") evaluate phi by one rule: the last output is phi of the last pre-activation,
+    # bit for bit, and every pre-activation is W h + b of the previous layer's phi.
+    net = jacgeom.Network.random([6, 9, 7, 5], activation="gelu", dtype=dtype, seed=4)
+    X = (np.random.default_rng(2).standard_normal((40, 6)) * 4).astype(dtype)
+    zs = net.preactivations(X)
+    act = net.activations[0]
+    hs = [_dispatch.activation_values(z, act, "auto") for z in zs]
+    assert net.forward(X).tobytes() == hs[-1].tobytes()
+    for l in (1, 2):
+        z = hs[l - 1] @ net.weights[l].T + net.biases[l]
+        assert zs[l].tobytes() == z.tobytes()

@@ -112,7 +112,8 @@ def set_num_threads(n: int) -> None:
     -----
     The environment variable JACGEOM_NUM_THREADS sets the initial value (default: all
     cores). Results do not depend on the number of threads beyond rounding: work is split
-    into contiguous blocks of samples, each computed the same way.
+    into contiguous blocks of samples, each computed the same way. The numpy backend's gelu
+    forward pass (SciPy's erfc, which releases the GIL) is split over as many threads.
     """
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int):

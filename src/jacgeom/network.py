@@ -413,7 +413,13 @@ class Network:
         (B, n_L) or (n_L,) ndarray
         """
         Xk, squeeze = self._inputs(X, check_finite)
-        h = Xk
+        h = self._forward(Xk, "auto")
+        return h[0] if squeeze else h
+
+    def _forward(self, X: FloatArray, backend: str) -> FloatArray:
+        """Outputs (B, n_L) for validated inputs (B, n_0), phi as ``backend`` evaluates it
+        (``_dispatch.activation_values``): the forward pass of that backend's products."""
+        h = X
         for l in range(self.depth):
             if self.kernel_layers[l]:
                 out = self.weights[l]._forward(h)
@@ -423,9 +429,9 @@ class Network:
             if self.norm_layers[l]:
                 z = self._normalised(l, z).arg
             with np.errstate(invalid="ignore", over="ignore"):  # inf inputs: IEEE, unwarned
-                a = _dispatch.activation_values(z, self.activations[l], "auto")
+                a = _dispatch.activation_values(z, self.activations[l], backend)
             h = h + a if self.residual_layers[l] else a
-        return h[0] if squeeze else h
+        return h
 
     def _normalised(self, l: int, z: FloatArray) -> _frame.NormState:
         """Layer l's normalisation of z (B, n_l): sigma, N(z), and the argument of phi,
@@ -446,7 +452,7 @@ class Network:
         list of L arrays (B, n_l) (or (n_l,) for a 1-D X)
         """
         Xk, squeeze = self._inputs(X, check_finite)
-        zs = [z for z, _, _ in self._layers(Xk, "numpy")]
+        zs = [z for z, _, _ in self._layers(Xk, "auto")]  # forward's phi
         return [z[0] for z in zs] if squeeze else zs
 
     # ------------------------------------------------------------------ Jacobian products

@@ -265,7 +265,7 @@ def _iter_layers(
     for l in range(net.depth):
         sub = _one_layer(net, l, net.dtype)
         yield l, sub, H
-        H = sub.forward(H, check_finite=False)
+        H = sub._forward(H, backend)  # phi as the backend's products evaluate it
 
 
 def layer_jacobians(
