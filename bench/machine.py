@@ -179,7 +179,7 @@ def machine_lines() -> list[str]:
         f"(backends {', '.join(jacgeom.backends())}; {jacgeom.get_num_threads()} threads)",
     ]
     core = jacgeom._backends.core
-    if core is not None:
+    if core is not None and hasattr(core, "vector_math"):  # builds before it: libm's
         path = "glibc libmvec's four-lane erfc and exp" if core.vector_math() else "libm's erfc"
         lines.append(f"gelu, gelu', tanh' on cpp: {path}")
     lines += _blas_lines()

@@ -19,8 +19,9 @@ KERNELS: dict[str, Kernel] = {**layer.KERNELS, **rank.KERNELS, **network.KERNELS
 
 
 def _issue4_networks() -> tuple[Workload, ...]:
-    """Issue 4's sizes: L = 16, widths 128; the Jacobian at B = 1024 in float64 and float32,
-    rank and singular values at B = 256 (float64). The naive loops time the first samples."""
+    """Issue 4's sizes: L = 16, widths 128; the Jacobian at B = 1024 in float64 and float32
+    (tanh, relu, and gelu for issue 24), rank and singular values at B = 256 (float64). The
+    naive loops time the first samples."""
     jac = tuple(
         network_workload(
             f"net-{act}-L16-w128-B1024-{dtype}",
@@ -38,6 +39,22 @@ def _issue4_networks() -> tuple[Workload, ...]:
             [(a, d) for a in ("tanh", "relu") for d in ("float64", "float32")]
         )
     )
+    # gelu's chains (issue 24), seeded apart so that the rows above keep their draws
+    gelu = tuple(
+        network_workload(
+            f"net-gelu-L16-w128-B1024-{dtype}",
+            B=1024,
+            depth=16,
+            width=128,
+            dtype=dtype,
+            activation="gelu",
+            seed=20240661 + i,
+            kernels=NETWORK_JACOBIAN_KERNELS,
+            rounds=3,
+            slice_samples=128,
+        )
+        for i, dtype in enumerate(("float64", "float32"))
+    )
     red = tuple(
         network_workload(
             f"net-{act}-L16-w128-B256-float64",
@@ -53,7 +70,7 @@ def _issue4_networks() -> tuple[Workload, ...]:
         )
         for i, act in enumerate(("tanh", "relu"))
     )
-    return jac + red
+    return jac + gelu + red
 
 
 WORKLOADS: dict[str, tuple[Workload, ...]] = {

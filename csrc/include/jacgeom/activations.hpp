@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "vecmath.hpp"
@@ -113,6 +114,26 @@ inline void derivative_run(const T* z, index_t zs, T* out, index_t os, index_t c
         vecmath::evaluate_run<Op>(z, zs, out, os, count);
     } else {
         for (index_t i = 0; i < count; ++i) out[i * os] = derivative<T>(Code, p, z[i * zs]);
+    }
+}
+
+// derivative_run for an activation chosen at run time (an unsupported code: NaN).
+template <class T>
+inline void derivative_runs(int code, double p, const T* z, index_t zs, T* out, index_t os,
+                            index_t count) {
+    switch (code) {
+        case kIdentity: return derivative_run<T, kIdentity>(z, zs, out, os, count, p);
+        case kRelu: return derivative_run<T, kRelu>(z, zs, out, os, count, p);
+        case kLeakyRelu: return derivative_run<T, kLeakyRelu>(z, zs, out, os, count, p);
+        case kSigmoid: return derivative_run<T, kSigmoid>(z, zs, out, os, count, p);
+        case kTanh: return derivative_run<T, kTanh>(z, zs, out, os, count, p);
+        case kGelu: return derivative_run<T, kGelu>(z, zs, out, os, count, p);
+        case kGeluTanh: return derivative_run<T, kGeluTanh>(z, zs, out, os, count, p);
+        case kSoftplus: return derivative_run<T, kSoftplus>(z, zs, out, os, count, p);
+        case kElu: return derivative_run<T, kElu>(z, zs, out, os, count, p);
+        case kSilu: return derivative_run<T, kSilu>(z, zs, out, os, count, p);
+        default:
+            for (index_t i = 0; i < count; ++i) out[i * os] = std::numeric_limits<T>::quiet_NaN();
     }
 }
 

@@ -73,25 +73,12 @@ inline bool routines_ready() {
 
 // ---------------------------------------------------------------------------------------
 // phi'(z) of a vector: out[i * out_stride] = phi'(z[i * z_stride]), i < count.
-// activations.hpp's derivative_run, as layer.hpp's derivatives_of.
-
+// activations.hpp's derivative_runs, as layer.hpp's derivatives.
 
 template <class T>
 int derivatives(int code, T param, const T* z, index_t zs, T* out, index_t os, index_t count) {
     if (count < 0 || !activation_supported(code)) return kBadArgument;
-    switch (code) {
-        case kIdentity: derivative_run<T, kIdentity>(z, zs, out, os, count, param); break;
-        case kRelu: derivative_run<T, kRelu>(z, zs, out, os, count, param); break;
-        case kLeakyRelu: derivative_run<T, kLeakyRelu>(z, zs, out, os, count, param); break;
-        case kSigmoid: derivative_run<T, kSigmoid>(z, zs, out, os, count, param); break;
-        case kTanh: derivative_run<T, kTanh>(z, zs, out, os, count, param); break;
-        case kGelu: derivative_run<T, kGelu>(z, zs, out, os, count, param); break;
-        case kGeluTanh: derivative_run<T, kGeluTanh>(z, zs, out, os, count, param); break;
-        case kSoftplus: derivative_run<T, kSoftplus>(z, zs, out, os, count, param); break;
-        case kElu: derivative_run<T, kElu>(z, zs, out, os, count, param); break;
-        case kSilu: derivative_run<T, kSilu>(z, zs, out, os, count, param); break;
-        default: return kBadArgument;
-    }
+    derivative_runs<T>(code, param, z, zs, out, os, count);
     return kOk;
 }
 

@@ -23,34 +23,17 @@
 
 namespace jacgeom {
 
-// d = phi'(z) elementwise, for one activation fixed at compile time: the switch of
-// derivative() folds away and the loop is a plain elementwise expression (relu's
-// vectorises). A thread pays for its start-up only over enough elements: many for the
-// piecewise-linear activations (a fraction of a nanosecond each), fewer for the others.
-template <class T, int Code>
-void derivatives_of(const T* Z, T* D, index_t count, double param) {
-    constexpr bool cheap = Code == kIdentity || Code == kRelu || Code == kLeakyRelu;
-    parallel_for(count, cheap ? index_t(1) << 18 : index_t(1) << 14,
-                 [&](index_t, index_t begin, index_t end) {
-                     derivative_run<T, Code>(Z + begin, 1, D + begin, 1, end - begin, param);
-                 });
-}
-
+// d = phi'(z) elementwise (activations.hpp's derivative_runs: one loop per activation with
+// the switch folded away). A thread pays for its start-up only over enough elements: many
+// for the piecewise-linear activations (a fraction of a nanosecond each), fewer for the
+// others.
 template <class T>
 void derivatives(const T* Z, T* D, index_t count, int code, double param) {
-    switch (code) {
-        case kIdentity: return derivatives_of<T, kIdentity>(Z, D, count, param);
-        case kRelu: return derivatives_of<T, kRelu>(Z, D, count, param);
-        case kLeakyRelu: return derivatives_of<T, kLeakyRelu>(Z, D, count, param);
-        case kSigmoid: return derivatives_of<T, kSigmoid>(Z, D, count, param);
-        case kTanh: return derivatives_of<T, kTanh>(Z, D, count, param);
-        case kGelu: return derivatives_of<T, kGelu>(Z, D, count, param);
-        case kGeluTanh: return derivatives_of<T, kGeluTanh>(Z, D, count, param);
-        case kSoftplus: return derivatives_of<T, kSoftplus>(Z, D, count, param);
-        case kElu: return derivatives_of<T, kElu>(Z, D, count, param);
-        case kSilu: return derivatives_of<T, kSilu>(Z, D, count, param);
-        default: std::fill(D, D + count, std::numeric_limits<T>::quiet_NaN());
-    }
+    const bool cheap = code == kIdentity || code == kRelu || code == kLeakyRelu;
+    parallel_for(count, cheap ? index_t(1) << 18 : index_t(1) << 14,
+                 [&](index_t, index_t begin, index_t end) {
+                     derivative_runs<T>(code, param, Z + begin, 1, D + begin, 1, end - begin);
+                 });
 }
 
 // a = phi(z) elementwise (value_of: double, rounded once to T), for the activations whose
@@ -98,27 +81,34 @@ inline constexpr index_t streaming_store_bytes = index_t(64) << 20;
 
 // J[b, i, :] = d(b * m + i) * W[i, :], d a function of the row. Writes B*m*n elements once:
 // bandwidth-bound.
+// Rows begin..end of the above on the calling thread.
+template <class T, class RowDerivative>
+void jacobian_rows_serial(const T* W, RowDerivative d, T* J, index_t begin, index_t end,
+                          index_t m, index_t n, bool streaming) {
+    for (index_t r = begin; r < end; ++r) {
+        const T di = d(r);
+        T* out = J + r * n;
+        const T* w = W + (r % m) * n;
+        // Every row is multiplied, dead ones included: IEEE's 0 * nan = nan and
+        // 0 * inf = nan is the documented rule for non-finite weights (check_finite=False),
+        // and the numpy reference's D[:, :, None] * W gives the same bits (-0.0 too).
+        // The row of W is in cache, so a multiplication costs what a memset does.
+        if (streaming) {
+            scaled_row_streaming(out, w, di, n);
+        } else {
+            for (index_t j = 0; j < n; ++j) out[j] = di * w[j];
+        }
+    }
+#if defined(__SSE2__)
+    if (streaming) _mm_sfence();  // streaming stores are weakly ordered
+#endif
+}
+
 template <class T, class RowDerivative>
 void jacobian_rows(const T* W, RowDerivative d, T* J, index_t B, index_t m, index_t n) {
     const bool streaming = B * m * n * index_t(sizeof(T)) >= streaming_store_bytes;
     parallel_for(B * m, 64, [&](index_t, index_t begin, index_t end) {
-        for (index_t r = begin; r < end; ++r) {
-            const T di = d(r);
-            T* out = J + r * n;
-            const T* w = W + (r % m) * n;
-            // Every row is multiplied, dead ones included: IEEE's 0 * nan = nan and
-            // 0 * inf = nan is the documented rule for non-finite weights (check_finite=False),
-            // and the numpy reference's D[:, :, None] * W gives the same bits (-0.0 too).
-            // The row of W is in cache, so a multiplication costs what a memset does.
-            if (streaming) {
-                scaled_row_streaming(out, w, di, n);
-            } else {
-                for (index_t j = 0; j < n; ++j) out[j] = di * w[j];
-            }
-        }
-#if defined(__SSE2__)
-        if (streaming) _mm_sfence();  // streaming stores are weakly ordered
-#endif
+        jacobian_rows_serial(W, d, J, begin, end, m, n, streaming);
     });
 }
 
@@ -128,13 +118,22 @@ void jacobian(const T* W, const T* D, T* J, index_t B, index_t m, index_t n) {
     jacobian_rows(W, [D](index_t r) { return D[r]; }, J, B, m, n);
 }
 
-// J[b, i, :] = phi'(Z[b, i]) * W[i, :]: the derivative is evaluated as each row is written,
-// where it overlaps the stores instead of taking a pass of its own (for gelu it costs a
-// quarter of the write time).
+// J[b, i, :] = phi'(Z[b, i]) * W[i, :]: the derivatives are evaluated a block of rows at a
+// time as the rows are written (derivative_runs, four lanes at a time where it can), where
+// they overlap the stores instead of taking a pass of their own.
 template <class T>
 void jacobian_from_preactivations(const T* W, const T* Z, int code, double param, T* J, index_t B,
                                   index_t m, index_t n) {
-    jacobian_rows(W, [=](index_t r) { return derivative<T>(code, param, Z[r]); }, J, B, m, n);
+    constexpr index_t kBlock = 64;
+    parallel_for(B * m, 64, [&](index_t, index_t begin, index_t end) {
+        T d[kBlock];
+        for (index_t r0 = begin; r0 < end; r0 += kBlock) {
+            const index_t len = std::min(kBlock, end - r0);
+            derivative_runs<T>(code, param, Z + r0, 1, d, 1, len);
+            jacobian_rows_serial(W, [&](index_t r) { return d[r - r0]; }, J, r0, r0 + len, m, n,
+                                 B * m * n * index_t(sizeof(T)) >= streaming_store_bytes);
+        }
+    });
 }
 
 // G_b = W^T D_b^2 W for every sample: one Gram matrix of the scaled, compacted rows per
