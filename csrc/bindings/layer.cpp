@@ -8,30 +8,22 @@
 
 namespace {
 
+// An elementwise kernel of an activation code over Z, Z's shape: phi' (derivatives) or phi
+// (values).
 template <class T>
-carray<T> derivatives(const carray<T>& Z, int code, double param) {
-    if (!jacgeom::activation_supported(code)) throw py::value_error("unsupported activation code");
-    std::vector<py::ssize_t> shape(Z.shape(), Z.shape() + Z.ndim());
-    carray<T> D(shape);
-    const T* z = Z.data();
-    T* d = D.mutable_data();
-    const index_t count = static_cast<index_t>(Z.size());
-    py::gil_scoped_release release;
-    jacgeom::derivatives<T>(z, d, count, code, static_cast<T>(param));
-    return D;
-}
+using Elementwise = void (*)(const T*, T*, index_t, int, double);
 
-template <class T>
-carray<T> values(const carray<T>& Z, int code, double param) {
+template <class T, Elementwise<T> kernel>
+carray<T> elementwise(const carray<T>& Z, int code, double param) {
     if (!jacgeom::activation_supported(code)) throw py::value_error("unsupported activation code");
     std::vector<py::ssize_t> shape(Z.shape(), Z.shape() + Z.ndim());
-    carray<T> A(shape);
+    carray<T> out(shape);
     const T* z = Z.data();
-    T* a = A.mutable_data();
+    T* o = out.mutable_data();
     const index_t count = static_cast<index_t>(Z.size());
     py::gil_scoped_release release;
-    jacgeom::values<T>(z, a, count, code, static_cast<T>(param));
-    return A;
+    kernel(z, o, count, code, static_cast<T>(param));
+    return out;
 }
 
 struct Dims {
@@ -131,8 +123,10 @@ carray<T> batched_singular_values(const carray<T>& A) {
 template <class T>
 void define_all(py::module_& m) {
     m.def("batched_singular_values", &batched_singular_values<T>, py::arg("A"));
-    m.def("derivatives", &derivatives<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
-    m.def("values", &values<T>, py::arg("Z"), py::arg("code"), py::arg("param"));
+    m.def("derivatives", &elementwise<T, jacgeom::derivatives<T>>, py::arg("Z"), py::arg("code"),
+          py::arg("param"));
+    m.def("values", &elementwise<T, jacgeom::values<T>>, py::arg("Z"), py::arg("code"),
+          py::arg("param"));
     m.def("jacobian", &jacobian<T>, py::arg("W"), py::arg("D"), py::arg("out") = py::none());
     m.def("jacobian_z", &jacobian_z<T>, py::arg("W"), py::arg("Z"), py::arg("code"),
           py::arg("param"), py::arg("out") = py::none());
