@@ -187,11 +187,22 @@ def test_four_lane_value_never_depends_on_neighbours(name: str, kernel: str, dty
         shifted = fn(np.concatenate([np.full(offset, 0.5, dtype=dtype), z]))[offset:]
         assert shifted.tobytes() == alone.tobytes(), offset
     if kernel == "derivatives":
-        # the layer kernel's fused derivative evaluates phi' one element at a time
-        fused = jacgeom.layer_jacobian(
-            np.eye(1, dtype=dtype), z[:, None], activation=name, backend="cpp", check_finite=False
-        )[:, 0, 0]
-        assert fused.tobytes() == alone.tobytes()
+        # the fused layer kernel evaluates phi' in blocks of 64 rows within each thread's rows:
+        # 4 x 64 + 37 rows over four threads cross block and thread boundaries anywhere
+        zz = np.resize(z, 4 * 64 + 37)
+        before = jacgeom.get_num_threads()
+        jacgeom.set_num_threads(4)
+        try:
+            fused = jacgeom.layer_jacobian(
+                np.eye(1, dtype=dtype),
+                zz[:, None],
+                activation=name,
+                backend="cpp",
+                check_finite=False,
+            )[:, 0, 0]
+        finally:
+            jacgeom.set_num_threads(before)
+        assert fused.tobytes() == _one_at_a_time(fn, zz).tobytes()
 
 
 _SCALAR_SCRIPT = """

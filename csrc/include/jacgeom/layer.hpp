@@ -79,9 +79,7 @@ inline void scaled_row_streaming(T* out, const T* w, T a, index_t n) {
 // caller).
 inline constexpr index_t streaming_store_bytes = index_t(64) << 20;
 
-// J[b, i, :] = d(b * m + i) * W[i, :], d a function of the row. Writes B*m*n elements once:
-// bandwidth-bound.
-// Rows begin..end of the above on the calling thread.
+// Rows begin..end of J[b, i, :] = d(b * m + i) * W[i, :] on the calling thread.
 template <class T, class RowDerivative>
 void jacobian_rows_serial(const T* W, RowDerivative d, T* J, index_t begin, index_t end,
                           index_t m, index_t n, bool streaming) {
@@ -104,6 +102,8 @@ void jacobian_rows_serial(const T* W, RowDerivative d, T* J, index_t begin, inde
 #endif
 }
 
+// J[b, i, :] = d(b * m + i) * W[i, :], d a function of the row. Writes B*m*n elements once:
+// bandwidth-bound.
 template <class T, class RowDerivative>
 void jacobian_rows(const T* W, RowDerivative d, T* J, index_t B, index_t m, index_t n) {
     const bool streaming = B * m * n * index_t(sizeof(T)) >= streaming_store_bytes;
