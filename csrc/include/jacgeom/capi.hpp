@@ -426,7 +426,6 @@ int pullback_metric(const T* W, index_t m, index_t n, index_t rs, index_t cs, co
 // forward pass or product beyond the float range) J is written as computed and the call
 // returns kNonFinite, never kOk.
 
-
 // The network's description, as the C-level functions receive it.
 template <class T>
 struct Network {
