@@ -139,7 +139,9 @@ needs_cpp = pytest.mark.skipif(core is None, reason="the C++ backend did not loa
 
 
 def _libmvec_expected() -> bool:
-    """glibc 2.35 or later on x86-64 Linux with AVX2 (and FMA, x86-64-v3), no opt-out."""
+    """glibc 2.35 or later on x86-64 Linux with every feature of x86-64-v3 (what the
+    extension asks of the CPU: AVX, AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE, XSAVE), no
+    opt-out."""
     libc, version = platform.libc_ver()
     if sys.platform != "linux" or platform.machine() != "x86_64" or libc != "glibc":
         return False
@@ -147,9 +149,8 @@ def _libmvec_expected() -> bool:
         return False
     with open("/proc/cpuinfo") as f:
         flags = next((line.split() for line in f if line.startswith("flags")), [])
-    return {"avx2", "fma", "bmi2", "movbe"} <= set(flags) and os.environ.get(
-        "JACGEOM_VECTOR_MATH"
-    ) != "0"
+    v3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+    return v3 <= set(flags) and os.environ.get("JACGEOM_VECTOR_MATH") != "0"
 
 
 @needs_cpp
