@@ -34,6 +34,10 @@ try:
     from . import _core
 
     _core.register_lapack(cython_blas.__pyx_capi__, cython_lapack.__pyx_capi__)
+    # Load glibc's vector math library now (vecmath.hpp), not at the first gelu or tanh in
+    # whatever process or thread comes first: JACGEOM_VECTOR_MATH is read at import, and a
+    # child forked later finds the library loaded (no dlopen after a fork).
+    _core.vector_math()
     core = _core
 except Exception as exc:  # noqa: BLE001 - any failure means "no C++ backend", with the reason
     core = None
