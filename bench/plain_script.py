@@ -14,6 +14,7 @@ host; a rate measured once at the start would judge later passes at another cloc
     python bench/plain_script.py                       # L = 16, widths 128, B = 1024
     python bench/plain_script.py --width 256 --batch 512 --activations tanh
     python bench/plain_script.py --sweep               # tanh, L = 8, widths 64-512, B 64-8192
+    python bench/plain_script.py --pause 0.3           # single calls, each after a pause
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import machine_lines  # noqa: E402
 
 
-def _times(fn: Callable[[], Any], rounds: int) -> list[float]:
+def _times(fn: Callable[[], Any], rounds: int, pause: float = 0.0) -> list[float]:
     fn()
     out = []
     for _ in range(rounds):
+        time.sleep(pause)
         t = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t)
@@ -49,7 +51,13 @@ def _gemm_rate(dtype: type) -> float:
     A, B = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
     C = A @ B
     best = min(_times(lambda: np.matmul(A, B, out=C), 5))
+    # OpenBLAS's worker threads spin for about 0.1 s after a threaded call before they
+    # sleep; spinning, they would take a core from whatever is timed next.
+    time.sleep(SETTLE)
     return 2.0 * n**3 / best
+
+
+SETTLE = 0.3
 
 
 def _jax_jacobian(net: Any, act: str) -> Callable[[Any], Any]:
@@ -83,8 +91,11 @@ HEADER = (
 )
 
 
-def measure(act: str, dtype: type, L: int, n: int, B: int, rounds: int, passes: int) -> list[str]:
-    """Rows of the table for one network: ``passes`` times jacgeom's rounds then JAX's."""
+def measure(
+    act: str, dtype: type, L: int, n: int, B: int, rounds: int, passes: int, pause: float = 0.0
+) -> list[str]:
+    """Rows of the table for one network: ``passes`` times jacgeom's rounds then JAX's,
+    each round ``pause`` seconds after the last."""
     import jax.numpy as jnp
 
     import jacgeom
@@ -100,8 +111,9 @@ def measure(act: str, dtype: type, L: int, n: int, B: int, rounds: int, passes: 
     rows = []
     for p in range(1, passes + 1):
         floor = 2.0 * B * n * L * n * n / _gemm_rate(dtype)
-        tg = _times(lambda: net.jacobian(X), rounds)
-        tj = _times(lambda: jf(Xj).block_until_ready(), rounds)
+        tg = _times(lambda: net.jacobian(X), rounds, pause)
+        time.sleep(SETTLE)
+        tj = _times(lambda: jf(Xj).block_until_ready(), rounds, pause)
         mg, mj = statistics.median(tg), statistics.median(tj)
         rows.append(
             f"| {act} | {np.dtype(dtype).name} | {L} | {n} | {B} | {p} | {_row(tg)} | "
@@ -133,6 +145,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--activations", nargs="+", default=["tanh", "gelu", "relu"])
     parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="seconds of sleep before each round: single calls, as a script that calls once "
+        "gets them (default 0: back to back)",
+    )
+    parser.add_argument(
         "--sweep", action="store_true", help="tanh at the SWEEP sizes, L = 8, 3 rounds, one pass"
     )
     args = parser.parse_args()
@@ -144,16 +163,19 @@ def main() -> None:
     jax.config.update("jax_enable_x64", True)
     print("\n".join(machine_lines()))
     print(f"jax {jax.__version__}, jacgeom {jacgeom.__version__}")
-    print("\nseconds: median [min-max] of the rounds\n")
+    spacing = f"each after a {args.pause:g} s pause" if args.pause else "back to back"
+    print(f"\nseconds: median [min-max] of the rounds ({spacing})\n")
     print(HEADER)
     for dtype in (np.float64, np.float32):
         if args.sweep:
             for n, B in SWEEP:
-                for row in measure("tanh", dtype, 8, n, B, 3, 1):
+                for row in measure("tanh", dtype, 8, n, B, 3, 1, args.pause):
                     print(row, flush=True)
             continue
         for act in args.activations:
-            rows = measure(act, dtype, args.depth, args.width, args.batch, args.rounds, 2)
+            rows = measure(
+                act, dtype, args.depth, args.width, args.batch, args.rounds, 2, args.pause
+            )
             for row in rows:
                 print(row, flush=True)
 

@@ -455,3 +455,54 @@ def test_singular_values_of_an_overflowing_product_is_an_error(backend: str) -> 
         net.singular_values(x, backend=backend)
     logs = net.log_singular_values(x, backend=backend)
     assert logs[0] == pytest.approx(3 * np.log(2e160)) and np.isneginf(logs[1])
+
+
+class _PinRecorder:
+    """Stands in for jacgeom._backends._blas_pin: counts the holders of the BLAS pin."""
+
+    def __init__(self) -> None:
+        self.users = 0
+
+    def acquire(self) -> None:
+        self.users += 1
+
+    def release(self) -> None:
+        self.users -= 1
+
+
+@pytest.mark.parametrize(
+    ("widths", "kw", "backend", "pinned"),
+    [
+        ([16, 24, 16], {}, "cpp", True),  # the chain kernels multiply: forward gemms pinned
+        ([16, 24, 16], {}, "numba", False),  # one threaded gemm per layer follows
+        ([8, 24, 16], {}, "cpp", False),  # narrower than the chain's minimum width
+        ([16, 16, 16], {"norm": "layer"}, "cpp", False),  # the dense path
+    ],
+)
+def test_forward_pass_pins_blas_only_before_chain_kernels(
+    monkeypatch: pytest.MonkeyPatch, widths: list[int], kw: dict, backend: str, pinned: bool
+) -> None:
+    # A threaded OpenBLAS gemm leaves its workers spinning after it returns; before the
+    # C++ chain kernels the forward pass's gemms run pinned so that none spins into them.
+    # Before the dense path's own threaded gemms they are left threaded.
+    if backend not in jacgeom.backends():
+        pytest.skip(f"{backend} backend not built")
+    from jacgeom import _backends
+
+    recorder = _PinRecorder()
+    monkeypatch.setattr(_backends, "_blas_pin", recorder)
+    net, X = net_and_data(widths, kw, "tanh", np.float64, B=5)
+    seen: list[int] = []
+    layers = Network._layers
+
+    def recording(self: Network, X: np.ndarray, backend: str):  # type: ignore[no-untyped-def]
+        for item in layers(self, X, backend):
+            seen.append(recorder.users)
+            yield item
+
+    monkeypatch.setattr(Network, "_layers", recording)
+    J = net.jacobian(X, backend=backend)
+    np.testing.assert_allclose(J, ref.jacobian(net, X), rtol=0, atol=1e-12)
+    assert len(seen) == net.depth
+    assert all(users > 0 for users in seen) if pinned else all(users == 0 for users in seen)
+    assert recorder.users == 0

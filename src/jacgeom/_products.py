@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _dispatch
+from . import _backends, _dispatch
 
 if TYPE_CHECKING:
     from .network import Network
@@ -48,16 +48,23 @@ def reverse_is_cheaper(net: Network) -> bool:
     return w[-1] * layers < w[0] * layers
 
 
-def active_chain(net: Network, layers: list[Any], backend: str) -> list[FloatArray] | None:
-    """The contiguous phi'(z) of each layer when the C++ active-sub-block kernels apply
-    (plain layers; many dead units, or every layer wide enough for per-sample gemms)."""
-    Ds = [d for _, d, _ in layers]
-    if (
+def _plain_cpp(net: Network, backend: str) -> bool:
+    """Whether the network's layers are ones the C++ active-sub-block kernels take."""
+    return (
         backend == "cpp"
         and not any(net.residual_layers)
         and not any(net.norm_layers)
         and not any(net.kernel_layers)
         and net._finite_weights
+    )
+
+
+def active_chain(net: Network, layers: list[Any], backend: str) -> list[FloatArray] | None:
+    """The contiguous phi'(z) of each layer when the C++ active-sub-block kernels apply
+    (plain layers; many dead units, or every layer wide enough for per-sample gemms)."""
+    Ds = [d for _, d, _ in layers]
+    if (
+        _plain_cpp(net, backend)
         and Ds[0].shape[0] > 0
         and (
             zero_fraction(Ds) >= ACTIVE_PATH_MIN_ZERO_FRACTION
@@ -71,7 +78,17 @@ def active_chain(net: Network, layers: list[Any], backend: str) -> list[FloatArr
 def _kept_layers(net: Network, X: FloatArray, backend: str) -> list[Any]:
     """``Network._layers`` without the pre-activations, which no product reads: one fresh
     (B_c, n_l) array per layer fewer held at once (their pages are the forward pass's
-    largest cost after phi and phi')."""
+    largest cost after phi and phi').
+
+    Where the C++ chain kernels will multiply (plain layers at least
+    ACTIVE_PATH_MIN_WIDTH wide), the forward pass's gemms run with BLAS pinned to one
+    thread, as the kernels themselves do: a threaded OpenBLAS gemm leaves its worker
+    threads spinning for a while after it returns (about 0.1 s), and spinning they take
+    half a core from the kernel's threads that follow (1.5-1.8x on single calls,
+    docs/benchmarks.md). The gemms of a forward pass are a few percent of the products."""
+    if _plain_cpp(net, backend) and min(net.widths) >= ACTIVE_PATH_MIN_WIDTH:
+        with _backends.single_threaded_blas():
+            return [(None, d, state) for _, d, state in net._layers(X, backend)]
     return [(None, d, state) for _, d, state in net._layers(X, backend)]
 
 
