@@ -33,6 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import machine_lines  # noqa: E402
 
+# Seconds of sleep after a threaded numpy gemm and between jacgeom's and JAX's rounds:
+# OpenBLAS's worker threads spin for about 0.1 s after a threaded call before they sleep,
+# and spinning they would take a core from whatever is timed next.
+SETTLE = 0.3
+
 
 def _times(fn: Callable[[], Any], rounds: int, pause: float = 0.0) -> list[float]:
     fn()
@@ -51,13 +56,8 @@ def _gemm_rate(dtype: type) -> float:
     A, B = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
     C = A @ B
     best = min(_times(lambda: np.matmul(A, B, out=C), 5))
-    # OpenBLAS's worker threads spin for about 0.1 s after a threaded call before they
-    # sleep; spinning, they would take a core from whatever is timed next.
     time.sleep(SETTLE)
     return 2.0 * n**3 / best
-
-
-SETTLE = 0.3
 
 
 def _jax_jacobian(net: Any, act: str) -> Callable[[Any], Any]:

@@ -83,9 +83,10 @@ def _kept_layers(net: Network, X: FloatArray, backend: str) -> list[Any]:
     Where the C++ chain kernels will multiply (plain layers at least
     ACTIVE_PATH_MIN_WIDTH wide), the forward pass's gemms run with BLAS pinned to one
     thread, as the kernels themselves do: a threaded OpenBLAS gemm leaves its worker
-    threads spinning for a while after it returns (about 0.1 s), and spinning they take
-    half a core from the kernel's threads that follow (1.5-1.8x on single calls,
-    docs/benchmarks.md). The gemms of a forward pass are a few percent of the products."""
+    threads spinning for a while after it returns, and spinning they take the cores from
+    the kernels' threads that follow (docs/benchmarks.md, "Single calls and small
+    sizes"). Pinned, the forward pass's gemms run on one thread; at no size measured did
+    that cost more than the spin it avoids."""
     if _plain_cpp(net, backend) and min(net.widths) >= ACTIVE_PATH_MIN_WIDTH:
         with _backends.single_threaded_blas():
             return [(None, d, state) for _, d, state in net._layers(X, backend)]
