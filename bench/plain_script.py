@@ -114,6 +114,7 @@ def measure(
         tg = _times(lambda: net.jacobian(X), rounds, pause)
         time.sleep(SETTLE)
         tj = _times(lambda: jf(Xj).block_until_ready(), rounds, pause)
+        time.sleep(SETTLE)  # before the next pass's gemm rate
         mg, mj = statistics.median(tg), statistics.median(tj)
         rows.append(
             f"| {act} | {np.dtype(dtype).name} | {L} | {n} | {B} | {p} | {_row(tg)} | "
@@ -155,6 +156,8 @@ def main() -> None:
         "--sweep", action="store_true", help="tanh at the SWEEP sizes, L = 8, 3 rounds, one pass"
     )
     args = parser.parse_args()
+    if not args.pause >= 0:
+        parser.error(f"--pause must be a number of seconds >= 0, got {args.pause}")
 
     import jax
 

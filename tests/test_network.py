@@ -471,27 +471,41 @@ class _PinRecorder:
 
 
 @pytest.mark.parametrize(
-    ("widths", "kw", "backend", "pinned"),
+    ("widths", "act", "kw", "backend", "dtype", "max_flops", "pinned"),
     [
-        ([16, 24, 16], {}, "cpp", True),  # the chain kernels multiply: forward gemms pinned
-        ([16, 24, 16], {}, "numba", False),  # one threaded gemm per layer follows
-        ([8, 24, 16], {}, "cpp", False),  # narrower than the chain's minimum width
-        ([16, 16, 16], {"norm": "layer"}, "cpp", False),  # the dense path
+        # the chain kernels multiply: forward gemms pinned
+        ([16, 24, 16], "tanh", {}, "cpp", np.float64, 2 * 5 * 768, True),
+        ([16, 24, 16], "tanh", {}, "cpp", np.float32, 5 * 768, True),  # float32 counts half
+        # a forward pass too large to be worth running on one thread
+        ([16, 24, 16], "tanh", {}, "cpp", np.float64, 2 * 5 * 768 - 1, False),
+        ([16, 24, 16], "tanh", {}, "cpp", np.float32, 5 * 768 - 1, False),
+        ([16, 24, 16], "tanh", {}, "numba", np.float64, 1e9, False),  # threaded gemms follow
+        ([8, 24, 16], "tanh", {}, "cpp", np.float64, 1e9, False),  # narrower than the chain's
+        ([8, 24, 6], "relu", {}, "cpp", np.float64, 1e9, True),  # narrow, but dead units
+        ([16, 16, 16], "tanh", {"norm": "layer"}, "cpp", np.float64, 1e9, False),  # dense path
     ],
 )
 def test_forward_pass_pins_blas_only_before_chain_kernels(
-    monkeypatch: pytest.MonkeyPatch, widths: list[int], kw: dict, backend: str, pinned: bool
+    monkeypatch: pytest.MonkeyPatch,
+    widths: list[int],
+    act: str,
+    kw: dict,
+    backend: str,
+    dtype: type,
+    max_flops: float,
+    pinned: bool,
 ) -> None:
     # A threaded OpenBLAS gemm leaves its workers spinning after it returns; before the
-    # C++ chain kernels the forward pass's gemms run pinned so that none spins into them.
-    # Before the dense path's own threaded gemms they are left threaded.
+    # C++ chain kernels a small forward pass's gemms run pinned so that none spins into
+    # them. Before the dense path's own threaded gemms they are left threaded.
     if backend not in jacgeom.backends():
         pytest.skip(f"{backend} backend not built")
     from jacgeom import _backends
 
     recorder = _PinRecorder()
     monkeypatch.setattr(_backends, "_blas_pin", recorder)
-    net, X = net_and_data(widths, kw, "tanh", np.float64, B=5)
+    monkeypatch.setattr(_products, "FORWARD_PIN_MAX_FLOPS", max_flops)
+    net, X = net_and_data(widths, kw, act, dtype, B=5)
     seen: list[int] = []
     layers = Network._layers
 
@@ -502,7 +516,7 @@ def test_forward_pass_pins_blas_only_before_chain_kernels(
 
     monkeypatch.setattr(Network, "_layers", recording)
     J = net.jacobian(X, backend=backend)
-    np.testing.assert_allclose(J, ref.jacobian(net, X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(J, ref.jacobian(net, X), rtol=tol(dtype), atol=tol(dtype))
     assert len(seen) == net.depth
     assert all(users > 0 for users in seen) if pinned else all(users == 0 for users in seen)
     assert recorder.users == 0

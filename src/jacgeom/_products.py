@@ -34,6 +34,14 @@ FloatArray = NDArray[np.floating[Any]]
 ACTIVE_PATH_MIN_ZERO_FRACTION = 0.25
 ACTIVE_PATH_MIN_WIDTH = 16
 
+# The forward pass before the chain kernels runs with BLAS pinned to one thread up to this
+# many gemm flops (float64; a float32 flop counts half). A threaded OpenBLAS gemm leaves
+# its workers spinning for about 0.1 s after it returns, taking the cores from the
+# kernels' threads that follow: a bounded cost. Pinned, the gemms lose the other cores: a
+# cost that grows with the call and with the core count. Up to here it stays below about
+# 0.05 s on one core (docs/benchmarks.md, "Single calls and small sizes").
+FORWARD_PIN_MAX_FLOPS = 4e9
+
 
 def zero_fraction(Ds: list[FloatArray]) -> float:
     """The fraction of exact zeros among all layers' phi'."""
@@ -80,14 +88,20 @@ def _kept_layers(net: Network, X: FloatArray, backend: str) -> list[Any]:
     (B_c, n_l) array per layer fewer held at once (their pages are the forward pass's
     largest cost after phi and phi').
 
-    Where the C++ chain kernels will multiply (plain layers at least
-    ACTIVE_PATH_MIN_WIDTH wide), the forward pass's gemms run with BLAS pinned to one
-    thread, as the kernels themselves do: a threaded OpenBLAS gemm leaves its worker
-    threads spinning for a while after it returns, and spinning they take the cores from
-    the kernels' threads that follow (docs/benchmarks.md, "Single calls and small
-    sizes"). Pinned, the forward pass's gemms run on one thread; at no size measured did
-    that cost more than the spin it avoids."""
-    if _plain_cpp(net, backend) and min(net.widths) >= ACTIVE_PATH_MIN_WIDTH:
+    Where the C++ chain kernels are likely to multiply (plain layers on cpp, every one at
+    least ACTIVE_PATH_MIN_WIDTH wide or some with a dead region, as relu's) and the forward
+    pass is small (FORWARD_PIN_MAX_FLOPS), its gemms run with BLAS pinned to one thread, as
+    the kernels themselves do, so that no OpenBLAS worker spins into the kernels."""
+    w = net.widths
+    flops = 2.0 * X.shape[0] * sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
+    chain_likely = min(w) >= ACTIVE_PATH_MIN_WIDTH or any(
+        act.derivative_can_vanish and not act.smooth for act in net.activations
+    )
+    if (
+        _plain_cpp(net, backend)
+        and chain_likely
+        and flops * net.dtype.itemsize / 8 <= FORWARD_PIN_MAX_FLOPS
+    ):
         with _backends.single_threaded_blas():
             return [(None, d, state) for _, d, state in net._layers(X, backend)]
     return [(None, d, state) for _, d, state in net._layers(X, backend)]
