@@ -13,6 +13,7 @@ the products its compiled backends form live here:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -97,14 +98,13 @@ def _kept_layers(net: Network, X: FloatArray, backend: str) -> list[Any]:
     chain_likely = min(w) >= ACTIVE_PATH_MIN_WIDTH or any(
         act.derivative_can_vanish and not act.smooth for act in net.activations
     )
-    if (
+    pin = (
         _plain_cpp(net, backend)
         and chain_likely
         and flops * net.dtype.itemsize / 8 <= FORWARD_PIN_MAX_FLOPS
-    ):
-        with _backends.single_threaded_blas():
-            return [(None, d, state) for _, d, state in net._layers(X, backend)]
-    return [(None, d, state) for _, d, state in net._layers(X, backend)]
+    )
+    with _backends.single_threaded_blas() if pin else contextlib.nullcontext():
+        return [(None, d, state) for _, d, state in net._layers(X, backend)]
 
 
 def jacobian_chunk(
