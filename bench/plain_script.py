@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import machine_lines  # noqa: E402
 
-# Seconds of sleep after a threaded numpy gemm and between jacgeom's and JAX's rounds:
-# OpenBLAS's worker threads spin for about 0.1 s after a threaded call before they sleep,
-# and spinning they would take a core from whatever is timed next.
+# Seconds of sleep after the gemm-rate measurement and after each peer's rounds: OpenBLAS's
+# worker threads spin for about 0.1 s after a threaded call before they sleep (and a peer's
+# own thread pool may too), and spinning they would take a core from whatever is timed next.
 SETTLE = 0.3
 
 
