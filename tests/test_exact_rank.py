@@ -4,6 +4,7 @@ purpose."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from fractions import Fraction
@@ -325,21 +326,30 @@ def _exact_partial_ranks(net: Network, x: np.ndarray) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("act", ["relu", "identity", "leaky_relu"])
-def test_sparse_integer_weights_exact_rank_in_rational_arithmetic(backend: str, act: str) -> None:
-    # Weights in {-1, 0, 1}, 60% zeros: blocks of W on the live units are often
-    # rank-deficient although W is not, which no zero row reveals.
+@functools.cache
+def _sparse_integer_cases(act: str) -> list[tuple[Network, np.ndarray, np.ndarray]]:
+    """Six networks with weights in {-1, 0, 1}, 60% zeros, 24 inputs each, and their
+    partial ranks in rational arithmetic (computed once, shared by the backends)."""
     rng = np.random.default_rng(17)
     n, L, B = 6, 3, 24
-    deficient = 0
-    for trial in range(6):
+    cases = []
+    for _ in range(6):
         Ws = [rng.choice([-1.0, 0.0, 0.0, 0.0, 1.0], size=(n, n)) for _ in range(L)]
         bs = [rng.choice([-1.0, 0.0, 1.0], size=n) for _ in range(L)]
         net = Network(Ws, bs, activation=act)
         X = rng.choice([-2.0, -1.0, 1.0, 3.0], size=(B, n))
-        want = np.array([_exact_partial_ranks(net, x) for x in X])
-        deficient += int(np.sum(want[:, -1] < n))
+        cases.append((net, X, np.array([_exact_partial_ranks(net, x) for x in X])))
+    return cases
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act", ["relu", "identity", "leaky_relu"])
+def test_sparse_integer_weights_exact_rank_in_rational_arithmetic(backend: str, act: str) -> None:
+    # Blocks of W on the live units are often rank-deficient although W is not, which no
+    # zero row reveals.
+    deficient = 0
+    for trial, (net, X, want) in enumerate(_sparse_integer_cases(act)):
+        deficient += int(np.sum(want[:, -1] < X.shape[1]))
         np.testing.assert_array_equal(net.layer_exact_ranks(X, backend=backend), want, f"{trial}")
         np.testing.assert_array_equal(net.exact_rank(X, backend=backend), want[:, -1])
     assert deficient > 0
@@ -385,8 +395,10 @@ def test_narrow_layer_normalised_networks_stay_within_their_structural_rank(back
     # its null direction); gelu's phi' is non-zero here, so the exact rank is exactly
     # min(n_0, w_l - 1) and the float64 rank never above it. Width 2 is the sharp case:
     # J_N is then delta P / sigma, delta = eps / (var + eps), and formed as
-    # I - 1 1^T / m - u u^T / m its rounding looked like a second direction.
-    for seed in range(300):
+    # I - 1 1^T / m - u u^T / m its rounding looked like a second direction. The numpy
+    # reference runs one sample at a time in Python (about 0.1 s a network): every fifth
+    # seed there, which still draws every width from 1 to 4 at each position.
+    for seed in range(0, 300, 5 if backend == "numpy" else 1):
         widths = [int(w) for w in np.random.default_rng(seed).integers(1, 5, size=3)]
         net = Network.random(widths, activation="gelu", norm="layer", seed=seed)
         X = np.random.default_rng(seed).standard_normal((20, widths[0]))

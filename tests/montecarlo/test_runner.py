@@ -326,9 +326,9 @@ def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
         "12",
         "12",
         "--samples",
-        "60000",
+        "30000",
         "--chunk-size",
-        "1000",
+        "500",
         "--seed",
         "7",
         "--out",
@@ -352,7 +352,7 @@ def test_sigkill_then_resume_gives_identical_totals(tmp_path: Path) -> None:
     assert 3 <= done_before < 60
     out = subprocess.run(args[:-1] + ["1", "--json"], capture_output=True, text=True, check=True)
     resumed = json.loads(out.stdout)[0]["summary"]
-    spec = Spec(widths=(12, 12, 12), samples=60000, chunk_size=1000, seed=7)
+    spec = Spec(widths=(12, 12, 12), samples=30000, chunk_size=500, seed=7)
     fresh = run(spec, progress=False).summary()
     assert resumed["p_rank_deficient"] == fresh["p_rank_deficient"]
     assert resumed["p_exact_rank_deficient"] == fresh["p_exact_rank_deficient"]
