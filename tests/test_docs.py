@@ -59,6 +59,8 @@ def test_page_examples_run(
         pytest.skip(f"{page.name} not present")
     # An extension that an example builds (docs/cython.md) compiles at -O0, about 4 s on
     # two cores against 11 at Python's -O3: its own code only loops and forwards pointers.
+    # setuptools puts CFLAGS after Python's flags or, in recent versions, in their place;
+    # either way the build is at -O0.
     monkeypatch.setenv("CFLAGS", f"{os.environ.get('CFLAGS', '')} -O0".strip())
     import jacgeom
 
