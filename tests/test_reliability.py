@@ -266,11 +266,11 @@ def _check_memory(calls: int) -> None:
     for fn in fns:
         for _ in range(200):
             fn()
-    heap = _heap_bytes()
     # Without mallinfo2 (not glibc, or glibc before 2.33) only the resident size sees a
     # leak through malloc: as many calls and the limit as before the heap was measured.
-    rss_limit = 2 * 2**20 if heap is not None else 5 * 2**20
-    calls = calls if heap is not None else max(calls, 10_000)
+    heap_measured = _heap_bytes() is not None
+    rss_limit = 2 * 2**20 if heap_measured else 5 * 2**20
+    calls = calls if heap_measured else max(calls, 10_000)
     gc.collect()
     rss, heap, blocks = _rss_bytes(), _heap_bytes(), sys.getallocatedblocks()
     for fn in fns:
