@@ -316,6 +316,8 @@ def test_chunks_waiting_for_a_slow_one_are_bounded(monkeypatch: pytest.MonkeyPat
 
 
 def _as_strict_json(x: Any) -> Any:
+    """A summary as `jacgeom mc --json` should print it, written here independently of the
+    CLI's own conversion: infinite floats as "inf" / "-inf", NaN as null."""
     if isinstance(x, dict):
         return {str(k): _as_strict_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
