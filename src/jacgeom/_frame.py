@@ -611,11 +611,13 @@ class StableSummary(NamedTuple):
     log_gain: NDArray[Any] | None = None
 
 
-def log_gain(g: F64, V: F64, j: int = 0) -> F64:
-    """log ||J e_j||^2 (B,) of the frame J = U diag(e^g) V (U orthonormal columns), without
-    forming J: a log-sum-exp of 2 g_i + log V_ij^2; -inf where J e_j = 0."""
+def log_gain(g: F64, V: F64, direction: F64 | None = None) -> F64:
+    """log ||J v||^2 (B,) of the frame J = U diag(e^g) V (U orthonormal columns), v a unit
+    vector per sample (B, n0), default e_1, without forming J: a log-sum-exp of
+    2 g_i + log (V v)_i^2; -inf where J v = 0."""
+    Vv = V[:, :, 0] if direction is None else np.einsum("bij,bj->bi", V, direction)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = 2.0 * g + np.log(np.square(V[:, :, j]))
+        t = 2.0 * g + np.log(np.square(Vv))
     t = np.where(np.isnan(t), -np.inf, t)
     top = np.max(t, axis=1, initial=-np.inf)
     safe = np.where(np.isfinite(top), top, 0.0)

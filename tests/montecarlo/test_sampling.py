@@ -39,7 +39,7 @@ def test_conditional_sampler_ranks(backend: str) -> None:
     # redraw the first layer exactly as the chunk does (in the frame where x = |x| e_1)
     # and check its rank and active counts
     rng = sampling.chunk_rng(spec, 0)
-    norms = sampling.input_norms(spec, rng, 60)
+    norms, _ = sampling.input_norms(spec, rng, 60)
     b = sampling.draw_biases(spec, rng, 60, 7)
     std = sampling.weight_std(spec, 5, 7)
     relu = jacgeom.activation("relu")

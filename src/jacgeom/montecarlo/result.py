@@ -204,7 +204,8 @@ class Result:
           log ||J e_1||^2 (jacgeom.theory.he_relu_log_gain): its mean and standard
           deviation given J e_1 != 0 (``mean_log_gain``, ``std_log_gain``, beside the
           measured ``log_gain`` distribution) and ``p_gain_zero`` = P(J e_1 = 0).
-        - Linear networks (identity), square widths d, Gaussian weights: log cond ->
+        - Linear networks (identity), square widths d, Gaussian weights (any init but
+          orthogonal, whose products have condition number 1): log cond ->
           L (mu_1 - mu_d), mu_i = (ln 2 + digamma((d - i + 1) / 2)) / 2 - ln(d) / 2 (the
           Lyapunov spectrum of Gaussian products; a large-depth limit, given from depth 4
           on), as log10_cond.
@@ -232,6 +233,8 @@ class Result:
                 cap = min(w)
             out["p_exact_rank_deficient"] = 0.0 if cap >= p else 1.0
             linear = set(acts) == {"identity"} and s.norm is None and not s.residual
+            # Gaussian products only: orthogonal layers multiply to condition number 1.
+            linear = linear and s.init != "orthogonal"
             # A large-depth limit: shown from depth 4 on, where it is the growth it predicts.
             if linear and len(set(w)) == 1 and len(w) - 1 >= 4:
                 out["log10_cond"] = theory.linear_log_cond(w[0], len(w) - 1) / math.log(10)

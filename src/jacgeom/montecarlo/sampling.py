@@ -1,8 +1,9 @@
 """How a chunk turns its seed into samples: inputs, weights and biases, and the conditional
 sampler that draws only the weights a relu layer's Jacobian needs.
 
-Chunk i draws from two SFC64 generators seeded by ``SeedSequence(seed, spawn_key=(i,))`` and
-``(i, 1)`` (:func:`chunk_rng`); the second only for weights that the layer ranks alone need.
+Chunk i draws from SFC64 generators seeded by ``SeedSequence(seed, spawn_key=(i,))``,
+``(i, 1)`` and ``(i, 2)`` (:func:`chunk_rng`); the second only for weights that the layer
+ranks alone need, the third only for the direction of the input gain (:func:`input_norms`).
 What is fixed for the whole experiment (a shared network, the input manifold, shared kernel
 layers) is drawn from ``SeedSequence(seed, spawn_key=(2**31, k))``. :data:`SAMPLER` versions
 all of this: checkpoint directories record it, so chunks drawn another way are never mixed.
@@ -35,6 +36,7 @@ __all__ = [
     "draw_inputs",
     "draw_layer_given_input",
     "draw_weights",
+    "gain_directions",
     "input_norms",
     "shared_network",
     "weight_std",
@@ -45,8 +47,10 @@ __all__ = [
 # summarised another way are never mixed. 5: exact ranks decided with the rank floor of a
 # graded frame (jacgeom.reference.graded.graded_rank_floor). 6: gelu's phi and phi' and
 # tanh's phi' on the cpp backend evaluated in C++ (glibc's four-lane erfc and exp where
-# present), so float statistics of those activations move by rounding.
-SAMPLER = 6
+# present), so float statistics of those activations move by rounding. 7: log_gain of a
+# conditionally drawn first layer measured along e_1 (gain_directions), not along x / |x|;
+# its direction drawn from a third stream, so nothing else moves.
+SAMPLER = 7
 # spawn_key of the draws fixed for the whole experiment (never a chunk index)
 SHARED_NETWORK_KEY = (2**31, 0)
 MANIFOLD_KEY = (2**31, 1)
@@ -56,7 +60,7 @@ SHARED_KERNEL_LAYERS_KEY = (2**31, 2)
 def chunk_rng(spec: Spec, index: int, stream: int = 0) -> np.random.Generator:
     """Generator of chunk ``index``: stream 0 draws everything but the weights that only
     the layer ranks need, which stream 1 draws (so that leaving those ranks out changes
-    nothing else)."""
+    nothing else), and the direction of the input gain, which stream 2 draws."""
     # SFC64 rather than numpy's default PCG64: the normals are the largest single cost of a
     # chunk and SFC64 draws them faster (docs/benchmarks.md, "Measurements behind design
     # choices"); it passes PractRand and has no weak seeds when seeded through SeedSequence,
@@ -85,14 +89,42 @@ def draw_inputs(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[Any]:
     return t @ basis.T + 0.5 * np.sin(t @ freq + phase)
 
 
-def input_norms(spec: Spec, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+def input_norms(
+    spec: Spec, rng: np.random.Generator, n: int, gain: np.random.Generator | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
     """|x| of n inputs, drawn from its own law where that is known: all a first layer of
-    fresh iid Gaussian weights needs of x (see draw_first_layer)."""
-    if spec.inputs == "gaussian":
-        return np.sqrt(rng.chisquare(spec.resolved_widths()[0], n))
-    if spec.inputs == "sphere":
-        return np.ones(n)
-    return np.linalg.norm(draw_inputs(spec, rng, n), axis=1)
+    fresh iid Gaussian weights needs of x (see draw_first_layer); and, with ``gain``,
+    c = x_1 / |x| (else None), which places e_1 in that layer's frame (gain_directions).
+
+    For Gaussian and spherical inputs x / |x| is uniform on the sphere and independent of
+    |x|, so c is drawn from ``gain`` alone (a normal over the root of its square plus a
+    chi-square with n_0 - 1 degrees): the other draws do not change with it."""
+    n0 = spec.resolved_widths()[0]
+    if spec.inputs in ("gaussian", "sphere"):
+        norms = np.sqrt(rng.chisquare(n0, n)) if spec.inputs == "gaussian" else np.ones(n)
+        if gain is None:
+            return norms, None
+        g = gain.standard_normal(n)
+        length = np.sqrt(g * g + (gain.chisquare(n0 - 1, n) if n0 > 1 else 0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return norms, np.where(length > 0, g / length, 1.0)
+    x = draw_inputs(spec, rng, n)
+    norms = np.linalg.norm(x, axis=1)
+    if gain is None:
+        return norms, None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return norms, np.where(norms > 0, x[:, 0] / norms, 1.0)
+
+
+def gain_directions(cosines: NDArray[np.float64], n0: int) -> NDArray[np.float64]:
+    """Q e_1 (n, n_0) in the frame of draw_first_layer, where Q x = |x| e_1: its first
+    coordinate is (Q e_1) . (Q x / |x|) = x_1 / |x| = c, and Q, free up to a rotation that
+    fixes e_1 (which keeps every law of that frame), takes the rest of e_1 to e_2."""
+    v = np.zeros((cosines.shape[0], n0))
+    v[:, 0] = cosines
+    if n0 > 1:
+        v[:, 1] = np.sqrt(np.maximum(0.0, 1.0 - cosines * cosines))
+    return v
 
 
 def weight_std(spec: Spec, fan_in: int, fan_out: int) -> float:
@@ -187,10 +219,12 @@ def draw_first_layer(
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """A first layer of fresh iid N(0, std^2) weights, in the frame where x = |x| e_1.
 
-    Rotating the input space by Q with Q x = |x| e_1 changes no recorded statistic: the
-    active sets stay, the first layer's Jacobian becomes D_1 W_1 Q and the end-to-end one
-    J Q (same singular values), the later layers' are untouched; and W_1 Q has the law of
-    W_1 (iid Gaussian, independent of x). In that frame (norms: |x| per sample, as
+    Rotating the input space by Q with Q x = |x| e_1 changes no recorded statistic but the
+    gain of e_1: the active sets stay, the first layer's Jacobian becomes D_1 W_1 Q^T and
+    the end-to-end one J Q^T (same singular values), the later layers' are untouched; and
+    W_1 Q^T has the law of W_1 (iid Gaussian, independent of x). J e_1 is J Q^T (Q e_1):
+    the gain is measured along Q e_1 (gain_directions), not along this frame's e_1, which
+    is x / |x|. In that frame (norms: |x| per sample, as
     input_norms draws it) a row is std (u_i, g_i) with u_i and g_i (n_0 - 1) iid N(0, 1),
     and z_i = std |x| u_i + b_i: the live rows are drawn, the dead ones never are. A live
     row takes n_0 normals of which the first is replaced by its u_i (cheaper than a copy

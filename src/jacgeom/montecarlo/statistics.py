@@ -50,6 +50,7 @@ from .sampling import (
     draw_first_layer,
     draw_inputs,
     draw_layer_given_input,
+    gain_directions,
     input_norms,
     weight_std,
 )
@@ -88,7 +89,8 @@ _BLOCK_BYTES = 16 << 20
 # Layer normalisation's epsilon under the square root (the variance's floor).
 _LAYER_NORM_EPS = 1e-5
 
-Streams = tuple[np.random.Generator, np.random.Generator]
+# (everything else, the weights only layer ranks need, the input gain's direction)
+Streams = tuple[np.random.Generator, np.random.Generator, np.random.Generator]
 Statistics = dict[str, NDArray[Any]]
 
 
@@ -132,7 +134,7 @@ def chunk_blocks(spec: Spec, index: int, backend: str = "auto") -> Iterator[Stat
     n = min(spec.chunk_size, spec.samples - start)
     if n <= 0:
         raise ValueError(f"chunk {index} is outside the {spec.n_chunks} chunks of this spec")
-    streams = (chunk_rng(spec, index), chunk_rng(spec, index, 1))
+    streams = (chunk_rng(spec, index), chunk_rng(spec, index, 1), chunk_rng(spec, index, 2))
     block, scratch = block_size(spec), Scratch()
     for s in range(0, n, block):
         yield block_statistics(spec, streams, min(block, n - s), backend, scratch)
@@ -162,7 +164,7 @@ def block_size(spec: Spec) -> int:
 def block_statistics(
     spec: Spec, streams: Streams, n: int, backend: str, scratch: Scratch
 ) -> Statistics:
-    """Statistics of the next n samples drawn from the chunk's two streams (one block)."""
+    """Statistics of the next n samples drawn from the chunk's streams (one block)."""
     if spec.layer == "kernel":
         X = draw_inputs(spec, streams[0], n)
         Js, active, layer_ranks = kernel_chain(spec, streams[0], X, backend)
@@ -210,16 +212,22 @@ def record(
 
 
 def stable_statistics(
-    n0: int, n: int, layers: list[_frame.FrameLayer], shape: tuple[int, int], backend: str
+    n0: int,
+    n: int,
+    layers: list[_frame.FrameLayer],
+    shape: tuple[int, int],
+    backend: str,
+    gain_direction: NDArray[np.float64] | None = None,
 ) -> tuple[_frame.StableSummary, NDArray[np.int64]]:
-    """The stable summary of a block's chain of layers, and its exact rank after each layer."""
+    """The stable summary of a block's chain of layers, and its exact rank after each layer;
+    the gain along ``gain_direction`` (n, n0) of the layers' input frame (default e_1)."""
     g, V, exact = _frame.chain_frame(n0, n, layers, backend)
     logs = _dispatch.call("graded_log_singular_values", backend, g, V)
     p = min(shape)
     if logs.shape[1] < p:
         logs = np.concatenate([logs, np.full((n, p - logs.shape[1]), -np.inf)], axis=1)
     summary = _frame.stable_summary(logs[:, :p], exact[:, -1], shape, np.finfo(np.float64).eps)
-    return summary._replace(log_gain=_frame.log_gain(g, V)), exact
+    return summary._replace(log_gain=_frame.log_gain(g, V, gain_direction)), exact
 
 
 # ---------------------------------------------------------------------- plain layers
@@ -248,7 +256,7 @@ def _draw_conditional_layer(
 ) -> _DrawnLayer:
     """Layer l drawn given its input h (the first layer: given |x|, h (n,)); ``pack`` leaves
     the first layer's live rows packed instead of placing them into an (n, n_1, n_0) W."""
-    rng, rest_rng = streams
+    rng, rest_rng = streams[:2]
     widths = spec.resolved_widths()
     n, fan_in, fan_out = h.shape[0], widths[l], widths[l + 1]
     b = draw_biases(spec, rng, n, fan_out)
@@ -286,8 +294,15 @@ def _plain_block_statistics(
     # On the cpp backend such a layer, when the conditional sampler draws it, hands its live
     # rows to the spectral summary as they are drawn, packed, never placed into (n, n_1, n_0).
     pack = end_to_end_is_layer and backend == "cpp"
-    # A conditional first layer needs |x| only (draw_first_layer).
-    h = input_norms(spec, rng, n) if conditional[0] else draw_inputs(spec, rng, n)
+    # A conditional first layer needs |x| only (draw_first_layer), and the gain is measured
+    # along e_1's place in its frame.
+    direction = None
+    h: NDArray[Any]
+    if conditional[0]:
+        h, cosines = input_norms(spec, rng, n, streams[2] if spec.spectra else None)
+        direction = None if cosines is None else gain_directions(cosines, n0)
+    else:
+        h = draw_inputs(spec, rng, n)
     Ws, bs = block_weights(spec, rng, n, skip=conditional)
     # The compiled kernels take one shared (m, k) W, or one per sample (n, m, k) without copies.
     kernel_Ws = [W if spec.fresh_weights else W[0] for W in Ws]
@@ -338,9 +353,13 @@ def _plain_block_statistics(
             log_cond = np.where(rank == min(nL, n0), log_smax - log_smin, np.inf)
         # The volume of a map onto fewer dimensions is 0, as the stable summary has it.
         log_volume = log_volume if nL >= n0 else np.full_like(log_volume, -np.inf)
-        # ||J e_1||^2: the first column of the sample's live rows, times std^2.
+        # ||J e_1||^2: the sample's live rows times e_1's place in their frame, times std^2.
         owner = np.repeat(np.arange(n), counts)
-        gain = np.bincount(owner, weights=packed.packed_rows[:, 0] ** 2, minlength=n)
+        rows = packed.packed_rows
+        along = rows[:, 0] * direction[owner, 0] if direction is not None else rows[:, 0]
+        if direction is not None and n0 > 1:
+            along += rows[:, 1] * direction[owner, 1]
+        gain = np.bincount(owner, weights=along**2, minlength=n)
         with np.errstate(divide="ignore"):
             log_gain = np.log(gain) + 2.0 * np.log(packed.std)
         summary = _frame.StableSummary(
@@ -348,7 +367,7 @@ def _plain_block_statistics(
         )
         exact = rank[:, None]
     else:
-        summary, exact = stable_statistics(n0, n, frame_layers, (nL, n0), backend)
+        summary, exact = stable_statistics(n0, n, frame_layers, (nL, n0), backend, direction)
     if layer_ranks is not None and end_to_end_is_layer:
         layer_ranks[:, 0] = summary.rank
     return record(active, layer_ranks, exact, summary, spec.spectra)
