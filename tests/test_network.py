@@ -265,6 +265,28 @@ NETWORK_ERRORS = [
     (lambda: Network([np.full((3, 2), np.nan)]), ValueError, r"weights\[0\] contains NaN"),
     (lambda: Network([np.ones((3, 2), complex)]), TypeError, r"weights\[0\] has dtype complex128"),
     (lambda: Network([np.ones((3, 2))], memory_budget=0), ValueError, r"memory_budget must be > 0"),
+    # never truncated or parsed: 0.5 bytes, "1", 3.5 units, True as a width
+    (
+        lambda: Network([np.ones((3, 2))], memory_budget=0.5),
+        TypeError,
+        r"memory_budget must be an int",
+    ),
+    (
+        lambda: Network([np.ones((3, 2))], memory_budget="1"),
+        TypeError,
+        r"memory_budget must be an int",
+    ),
+    (
+        lambda: Network([np.ones((3, 2))], norm="layer", norm_eps=True),
+        TypeError,
+        r"norm_eps must be a real number, got bool",
+    ),
+    (lambda: Network.random([3.5, 2]), TypeError, r"widths\[0\] must be an int, got float 3.5"),
+    (lambda: Network.random([3, "2"]), TypeError, r"widths\[1\] must be an int, got str '2'"),
+    (lambda: Network.random([True, 2]), TypeError, r"widths\[0\] must be an int, got bool"),
+    (lambda: Network.random("32"), TypeError, r"widths must be a sequence of ints, got str"),
+    (lambda: Network.random([3, 2], seed=-1), ValueError, r"seed must be >= 0, got -1"),
+    (lambda: Network.random([3, 2], seed=1.5), TypeError, r"seed must be an int, got float"),
     (lambda: Network.random([3]), ValueError, r"widths must hold at least two"),
     (lambda: Network.random([3, 0]), ValueError, r"widths must hold at least two positive"),
     (lambda: Network.random([3, 4], init="kaiming"), ValueError, r"unknown init 'kaiming'"),
@@ -524,3 +546,13 @@ def test_forward_pass_pins_blas_only_before_chain_kernels(
     assert len(seen) == net.depth
     assert all(users > 0 for users in seen) if pinned else all(users == 0 for users in seen)
     assert recorder.users == 0
+
+
+def test_numpy_scalars_and_arrays_are_accepted_where_python_numbers_are() -> None:
+    # np.float32 for norm_eps, np.int64 for a budget or seed, an int array of widths
+    a = Network([np.eye(3)], norm="layer", norm_eps=np.float32(1e-3), memory_budget=np.int64(4096))
+    assert a.norm_eps == float(np.float32(1e-3)) and a.memory_budget == 4096
+    b = Network.random(np.array([3, 2]), seed=np.int64(7))
+    c = Network.random([3, 2], seed=7)
+    assert b.widths == [3, 2]
+    np.testing.assert_array_equal(b.weights[0], c.weights[0])

@@ -257,3 +257,37 @@ def norm_flags(norm: Any, L: int) -> tuple[bool, ...]:
 
     flags = per_layer(norm, L, "norm", is_norm, "None or 'layer'", ValueError)
     return tuple(v == "layer" for v in flags)
+
+
+def integer(name: str, value: Any) -> int:
+    """An int or numpy integer as int; TypeError naming ``name`` for anything else (4.7 is
+    refused, not truncated; "3" is text; True is not a count)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise TypeError(f"{name} must be an int, got {type(value).__name__} {shown(value)}")
+
+
+def real(name: str, value: Any) -> float:
+    """An int or float (Python or numpy, not bool) as float; TypeError naming ``name``."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    ):
+        return float(value)
+    raise TypeError(f"{name} must be a real number, got {type(value).__name__} {shown(value)}")
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: strings quoted (so "100" reads as text),
+    numbers as printed (np.float64(3.0) as 3.0), at most 80 characters."""
+    return repr(value) if isinstance(value, (str, bytes)) else str(value)[:80]
+
+
+def seed(value: Any) -> Any:
+    """A seed for numpy.random.default_rng: None, an int >= 0, a SeedSequence or a
+    Generator; TypeError or ValueError naming ``seed`` otherwise."""
+    if value is None or isinstance(value, (np.random.SeedSequence, np.random.Generator)):
+        return value
+    if integer("seed", value) < 0:
+        raise ValueError(f"seed must be >= 0, got {value}")
+    return int(value)
+

@@ -152,7 +152,7 @@ class Network:
                     f"norm={norm!r} normalises layer {i}'s pre-activations, which a kernel "
                     "layer does not have; give None for kernel layers"
                 )
-        if not (isinstance(norm_eps, (int, float)) and np.isfinite(norm_eps) and norm_eps > 0):
+        if not (np.isfinite(_validation.real("norm_eps", norm_eps)) and norm_eps > 0):
             raise ValueError(f"norm_eps must be a finite number > 0, got {norm_eps!r}")
         L = len(Ws)
         if biases is None:
@@ -258,7 +258,11 @@ class Network:
             ]
         self.widths: list[int] = [shapes[0][1]] + [shape[0] for shape in shapes]
         self.dtype: np.dtype[Any] = dtype
-        self.memory_budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+        self.memory_budget = (
+            DEFAULT_MEMORY_BUDGET
+            if memory_budget is None
+            else _validation.integer("memory_budget", memory_budget)
+        )
         if self.memory_budget <= 0:
             raise ValueError(f"memory_budget must be > 0 bytes, got {memory_budget!r}")
 
@@ -328,7 +332,15 @@ class Network:
         >>> [float(round(np.linalg.norm(W, 2), 6)) for W in net.weights]
         [0.5, 0.5]
         """
-        widths = [int(w) for w in widths]
+        try:
+            if isinstance(widths, (str, bytes)):
+                raise TypeError
+            given = list(widths)
+        except TypeError:
+            raise TypeError(
+                f"widths must be a sequence of ints, got {type(widths).__name__}"
+            ) from None
+        widths = [_validation.integer(f"widths[{i}]", w) for i, w in enumerate(given)]
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths must hold at least two positive integers, got {widths}")
         if init not in _INITS:
@@ -345,6 +357,7 @@ class Network:
         # The per-layer settings before any weight is drawn (the constructor checks them again).
         _validation.residual_flags(residual, len(widths) - 1)
         _validation.norm_flags(norm, len(widths) - 1)
+        seed = _validation.seed(seed)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         weights, biases = [], []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):

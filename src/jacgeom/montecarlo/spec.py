@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import integer, real
 from ..activations import activation as _lookup
 
 __all__ = [
@@ -139,21 +140,21 @@ class Spec:
         for name in _BOOLS:
             object.__setattr__(self, name, _boolean(name, getattr(self, name)))
         for name in ("samples", "seed", "chunk_size", "manifold_dim"):
-            object.__setattr__(self, name, _integer(name, getattr(self, name)))
+            object.__setattr__(self, name, integer(name, getattr(self, name)))
         for name in ("width", "depth", "centers"):
             if getattr(self, name) is not None:
-                object.__setattr__(self, name, _integer(name, getattr(self, name)))
+                object.__setattr__(self, name, integer(name, getattr(self, name)))
         if self.widths is not None:
             if isinstance(self.widths, (str, bytes)) or not hasattr(self.widths, "__iter__"):
                 raise TypeError(
                     f"widths must be a sequence of ints, got {type(self.widths).__name__}"
                 )
-            widths = tuple(_integer(f"widths[{i}]", w) for i, w in enumerate(self.widths))
+            widths = tuple(integer(f"widths[{i}]", w) for i, w in enumerate(self.widths))
             object.__setattr__(self, "widths", widths)
-        object.__setattr__(self, "sigma_b", _real("sigma_b", self.sigma_b))
+        object.__setattr__(self, "sigma_b", real("sigma_b", self.sigma_b))
         for name in ("sigma_w", "gamma"):
             if getattr(self, name) is not None:
-                object.__setattr__(self, name, _real(name, getattr(self, name)))
+                object.__setattr__(self, name, real(name, getattr(self, name)))
         if isinstance(self.activation, (list, tuple)):
             object.__setattr__(self, "activation", tuple(self.activation))
             for a in self.activation:
@@ -317,21 +318,3 @@ def _boolean(name: str, value: Any) -> bool:
     raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
-def _integer(name: str, value: Any) -> int:
-    # 4.7 is refused, not truncated; True is not a count.
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return int(value)
-    raise TypeError(f"{name} must be an int, got {type(value).__name__} {_shown(value)}")
-
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    ):
-        return float(value)
-    raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_shown(value)}")
-
-
-def _shown(value: Any) -> str:
-    # Strings quoted (so "100" reads as text), numbers as printed (np.float64(3.0) as 3.0).
-    return repr(value) if isinstance(value, (str, bytes)) else str(value)[:80]
