@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,50 @@ def test_analyze_command_on_safetensors(tmp_path: Path, capsys: pytest.CaptureFi
     assert [g.rank_lost_samples for g in direct.layers] == [0, 0, 0]
     assert main(["analyze", str(path), "--data", str(data), "--arch", str(arch)]) == 0
     assert "exact rank" in capsys.readouterr().out
+
+
+def _refuse_constant(name: str) -> None:
+    raise AssertionError(f"not strict JSON: {name}")
+
+
+def test_analyze_json_is_strict_where_no_sample_keeps_full_rank(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # relu with W = 0 kills every unit: exact rank 0 on every sample, so the finite log
+    # volumes are none (median NaN in the report) and the volume itself -inf
+    path = tmp_path / "dead.safetensors"
+    safetensors_numpy.save_file({"w": np.zeros((3, 4)), "b": -np.ones(3)}, str(path))
+    np.save(tmp_path / "X.npy", np.ones((5, 4)))
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"layers": [{"weight": "w", "bias": "b", "activation": "relu"}]}))
+    argv = ["analyze", str(path), "--data", str(tmp_path / "X.npy"), "--arch", str(arch)]
+    assert main([*argv, "--json"]) == 0
+    (layer,) = json.loads(capsys.readouterr().out, parse_constant=_refuse_constant)["layers"]
+    assert layer["rank_lost_samples"] == 5 and layer["exact_rank"]["max"] == 0
+    assert layer["log_volume"]["median"] is None and layer["log_volume"]["infinite"] == 5
+
+
+@pytest.mark.parametrize(
+    ("X", "message"),
+    [
+        (np.zeros((0, 4)), "X has no rows: a layer report summarises at least one sample"),
+        (
+            np.array([[0.0, 1, 2, 3], [1, np.nan, 0, 0]]),
+            r"X\.npy holds NaN or infinite values \(first in row 1\)",
+        ),
+    ],
+)
+def test_analyze_refuses_empty_or_non_finite_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], X: np.ndarray, message: str
+) -> None:
+    path, _, _ = _saved(tmp_path)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(ARCH))
+    np.save(tmp_path / "X.npy", X)
+    assert main(["analyze", str(path), "--data", str(tmp_path / "X.npy"), "--arch", str(arch)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "check_finite" not in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

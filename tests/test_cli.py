@@ -238,7 +238,7 @@ def test_json_is_strict_with_spec_versions_and_log_base(
 def test_strict_json_values() -> None:
     import numpy as np
 
-    from jacgeom.cli import _strict_json
+    from jacgeom._json import strict as _strict_json
 
     value = {"a": [np.inf, -np.inf, np.nan, np.float32(0.5), np.int64(3), np.bool_(True)]}
     assert _strict_json(value) == {"a": ["inf", "-inf", None, 0.5, 3, True]}

@@ -290,4 +290,3 @@ def seed(value: Any) -> Any:
     if integer("seed", value) < 0:
         raise ValueError(f"seed must be >= 0, got {value}")
     return int(value)
-

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from . import _startup, theory
+from . import _json, _startup, theory
 from ._backends import backends
 from .activations import activation_names
 from .layer import layer_derivatives, layer_singular_values
@@ -502,7 +502,7 @@ def _mc(args: argparse.Namespace) -> int:
             }
             for (p, r), acc, o in zip(results, runs, outs, strict=True)
         ]
-        json.dump(_strict_json(records), sys.stdout, indent=1, allow_nan=False)
+        json.dump(_json.strict(records), sys.stdout, indent=1, allow_nan=False)
         print()
     else:
         print(sweep_table(results))
@@ -561,25 +561,6 @@ def _work_line(total: _Accounting, out: str | None) -> str:
     if total.reused:
         line += f", {total.reused} reused from the checkpoints in {out}"
     return line
-
-
-def _strict_json(x: Any) -> Any:
-    """JSON that strict parsers read: numpy scalars as Python numbers, infinite floats as
-    the strings "inf" and "-inf", NaN (an undefined value) as null."""
-    if isinstance(x, dict):
-        return {str(k): _strict_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict_json(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        v = float(x)
-        if math.isnan(v):
-            return None
-        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
-    return x
 
 
 def _bench(rest: list[str]) -> int:

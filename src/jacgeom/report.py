@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _dispatch, _frame
+from . import _dispatch, _frame, _json
 from .homeomorphism import derivative_zeros, homeomorphism_report
 from .interop import to_array_library, to_numpy
 from .typing import BackendName
@@ -185,11 +185,13 @@ class LayerReport:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready nested dicts (NaN and infinities as JSON's NaN / Infinity)."""
+        """Nested dicts of Python values (NaN and infinities as floats)."""
         return dataclasses.asdict(self)
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.as_dict(), **kwargs)
+        """Strict JSON (``json.dumps`` keywords such as ``indent`` pass through): infinities
+        as the strings "inf" and "-inf", NaN (a statistic of no sample) as null."""
+        return json.dumps(_json.strict(self.as_dict()), allow_nan=False, **kwargs)
 
     def table(self) -> str:
         """A plain-text table, one row per layer.
@@ -301,6 +303,8 @@ def layer_report(
     if names is not None and len(names) != net.depth:
         raise ValueError(f"names has {len(names)} entries for {net.depth} layers")
     Xk, _ = _inputs(net, X)
+    if Xk.shape[0] == 0:
+        raise ValueError("X has no rows: a layer report summarises at least one sample")
     eps64 = float(np.finfo(np.float64).eps)
     out = []
     for l, sub, H in _iter_layers(net, Xk, backend):
