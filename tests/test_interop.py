@@ -29,6 +29,25 @@ def test_torch_tensors_accepted_without_copy() -> None:
     assert f32.dtype == np.float32
 
 
+def test_torch_lazy_negation_and_bfloat16_are_read_as_their_values() -> None:
+    # A tensor with torch's negative bit (the imaginary part of a conjugate view) holds -W
+    # in memory as W: DLPack does not carry the bit, so a view read the wrong sign.
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    Z = torch.randn(4, 3, dtype=torch.complex128, generator=gen)
+    W = Z.conj().imag
+    X = torch.randn(5, 3, dtype=torch.float64, generator=gen)
+    assert W.is_neg()
+    values = -Z.imag.numpy()  # what W holds, computed without the bit
+    np.testing.assert_array_equal(jacgeom.preactivations(W, X), X.numpy() @ values.T)
+    np.testing.assert_array_equal(jacgeom.active_rank(W, X), jacgeom.active_rank(values, X.numpy()))
+    np.testing.assert_array_equal(jacgeom.Network([W]).weights[0], values)
+    # bfloat16 (no numpy dtype) widens to float32, as to_numpy documents
+    Wb = torch.tensor([[1.5, -2.0]], dtype=torch.bfloat16)
+    got = jacgeom.preactivations(Wb, np.ones((1, 2), np.float32))
+    assert got.dtype == np.float32 and got.tolist() == [[-0.5]]
+
+
 def test_jax_arrays_accepted() -> None:
     jnp = pytest.importorskip("jax.numpy")
     W = jnp.ones((3, 2))

@@ -29,14 +29,18 @@ def as_float_array(value: Any, name: str) -> FloatArray:
     if isinstance(value, np.ndarray):
         arr = value
     elif hasattr(value, "__dlpack__") and not isinstance(value, np.generic):
-        if getattr(value, "requires_grad", False) and hasattr(value, "detach"):
-            value = value.detach()  # a torch tensor in a graph: its values, never its graph
-        # PyTorch CPU tensors, JAX arrays and other DLPack producers: a view, not a copy,
-        # where the producer allows; otherwise through the array protocol.
+        # PyTorch tensors, JAX arrays and other DLPack producers: a view, not a copy, where
+        # the producer allows. interop.to_numpy detaches a tensor from its graph and resolves
+        # torch's lazy negative and conjugate bits, which DLPack does not carry (a view
+        # would read -W as W), and widens bfloat16, which numpy lacks.
+        from .interop import to_numpy
+
         try:
-            arr = np.from_dlpack(value)
-        except (TypeError, ValueError, RuntimeError, BufferError):
-            arr = np.asarray(value)
+            arr = np.asarray(to_numpy(value))
+        except (TypeError, ValueError, RuntimeError, BufferError) as exc:
+            raise TypeError(
+                f"{name} must be a real numeric array, could not convert: {exc}"
+            ) from exc
     else:
         try:
             arr = np.asarray(value)
