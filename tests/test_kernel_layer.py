@@ -186,3 +186,30 @@ def test_kernel_layer_network_bad_inputs(build: object, match: str) -> None:
     K = KernelLayer(np.ones((3, 5)), np.ones((4, 3)))
     with pytest.raises(ValueError, match=match):
         build(K)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rbf_near_centres_far_from_the_origin(dtype: type) -> None:
+    # |x|^2 - 2 x.c + |c|^2 cancels where x is near a centre far from the origin (a Unix
+    # timestamp with a 10-second width gave exp(-gamma d^2) = 0.077 for 0.88). Against the
+    # distances summed from the differences in float64, and the Jacobian's closed form.
+    rng = np.random.default_rng(0)
+    for offset, width in [(1.7e9, 10.0), (1e6, 1.0)]:
+        C = (offset + rng.standard_normal((5, 3)) * width).astype(dtype)
+        X = (C[rng.integers(0, 5, 40)] + rng.standard_normal((40, 3)) * width).astype(dtype)
+        gamma = 1 / (2 * width**2)
+        layer = KernelLayer(C, rng.standard_normal((2, 5)).astype(dtype), gamma=gamma)
+        diff = X.astype(np.float64)[:, None, :] - C.astype(np.float64)[None]
+        k = np.exp(-gamma * np.sum(diff * diff, axis=-1))
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(layer.features(X), k, rtol=tol, atol=tol)
+        J = np.einsum("oj,bj,bjn->bon", layer.coefficients.astype(np.float64), k, -2 * gamma * diff)
+        np.testing.assert_allclose(
+            layer.jacobian(X), J, rtol=100 * tol, atol=100 * tol * np.abs(J).max()
+        )
+    # the timestamp case itself, exactly as reported
+    t0 = 1.7e9
+    one = KernelLayer(np.array([[t0]]), np.array([[1.0]]), gamma=1 / 200)
+    np.testing.assert_allclose(
+        one.features(np.array([[t0 + 5.0], [t0 + 20.0]]))[:, 0], np.exp([-25 / 200, -400 / 200])
+    )
