@@ -903,6 +903,60 @@ def test_statuses() -> None:
     )
 
 
+def test_huge_dimensions_are_too_large_not_an_overflow() -> None:
+    # (2^61, 0): rows * cols = 0 passed the size check and the workspace's per-row regions
+    # wrapped around (16 doubles), then a stride-0 mask walked 2^61 rows (SIGSEGV)
+    for prefix in ("d", "s"):
+        for kernel in ("masked_rank", "singular_values", "pullback_metric"):
+            size = ck.ctypes_function(f"{prefix}{kernel}_workspace")
+            assert size(2**61, 0) == size(0, 2**61) == ck.STATUS["too_large"], kernel
+    work, mask = np.empty(16), np.ones(1, np.uint8)
+    rank = ck.ctypes_function("dmasked_rank")(
+        0, 2**61, 0, 0, 0, mask.ctypes.data, 0, np.nan, np.nan, None, work.ctypes.data, 16
+    )
+    assert rank == ck.STATUS["too_large"]
+    # one dimension up to the limit alone is fine: 131,072 doubles are 1 MiB
+    assert ck.ctypes_function("dmasked_rank_workspace")(131072, 1) > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "param"),
+    [
+        ("leaky_relu", -0.1),
+        ("leaky_relu", 0.0),
+        ("elu", -1.0),
+        ("softplus", 0.0),
+        ("softplus", np.nan),
+        ("elu", np.inf),
+    ],
+)
+def test_activation_parameters_out_of_range_are_bad_arguments(name: str, param: float) -> None:
+    # as jacgeom.activation refuses them (alpha, beta > 0 and finite); before, leaky_relu
+    # with alpha < 0 returned status 0 and softplus with beta = 0 non_finite
+    code = ck.ACTIVATION_CODES[name]
+    with pytest.raises(ValueError):
+        jacgeom.activation(name, **{"beta" if name == "softplus" else "alpha": param})
+    z, out = np.array([1.0, -1.0]), np.empty(2)
+    status = ck.ctypes_function("dderivatives")(
+        code, param, z.ctypes.data, 1, out.ctypes.data, 1, 2
+    )
+    assert status == ck.STATUS["bad_argument"]
+    f = ck.ctypes_function("dnetwork_jacobian")
+    W, w = np.ones((2, 2)), np.array([2, 2], np.intp)
+    pointers = np.array([W.ctypes.data], np.uintp)
+    strides, codes, params = np.array([2, 1], np.intp), np.array([code], np.intc), np.array([param])
+    J, work = np.empty(4), np.empty(ck.network_workspace_size("network_jacobian", [2, 2]))
+    status = f(1, w.ctypes.data, pointers.ctypes.data, strides.ctypes.data, None, None,
+               codes.ctypes.data, params.ctypes.data, z.ctypes.data, 1, J.ctypes.data, 2, 1,
+               work.ctypes.data, work.size)  # fmt: skip
+    assert status == ck.STATUS["bad_argument"]
+    params[0] = 0.5  # in range: computed
+    status = f(1, w.ctypes.data, pointers.ctypes.data, strides.ctypes.data, None, None,
+               codes.ctypes.data, params.ctypes.data, z.ctypes.data, 1, J.ctypes.data, 2, 1,
+               work.ctypes.data, work.size)  # fmt: skip
+    assert status == 0
+
+
 def test_singular_values_of_a_non_finite_matrix_are_nan() -> None:
     f = ck.ctypes_function("dsingular_values")
     A = np.ones((3, 3))

@@ -26,6 +26,16 @@ enum ActivationCode : int {
 
 inline bool activation_supported(int code) { return code >= kIdentity && code <= kSilu; }
 
+// The parameter's range, as jacgeom.activation checks it: finite, and > 0 for the
+// activations that use one (leaky_relu's and elu's alpha, softplus's beta); the others
+// ignore it.
+template <class T>
+inline bool activation_parameter_valid(int code, T param) {
+    if (code == kLeakyRelu || code == kElu || code == kSoftplus)
+        return std::isfinite(param) && param > T(0);
+    return true;
+}
+
 template <class T>
 inline T stable_sigmoid(T z) {
     const T e = std::exp(-std::fabs(z));

@@ -50,10 +50,13 @@ enum Status : int {
 // API is meant for small matrices, where Python's overhead dominates.
 inline constexpr index_t kMaxMatrixBytes = kQrFirstBytes;
 
-// rows * cols * sizeof(T) > kMaxMatrixBytes, without overflowing for huge sizes.
+// rows * cols * sizeof(T) > kMaxMatrixBytes, without overflowing for huge sizes; also
+// either dimension alone above kMaxMatrixBytes / sizeof(T) (a (2^61, 0) matrix: the
+// workspace's per-row regions would overflow the size computation).
 template <class T>
 inline bool too_large(index_t rows, index_t cols) {
-    return rows > 0 && cols > kMaxMatrixBytes / index_t(sizeof(T)) / rows;
+    constexpr index_t most = kMaxMatrixBytes / index_t(sizeof(T));
+    return rows > most || cols > most || (rows > 0 && cols > most / rows);
 }
 
 inline index_t round_up(index_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -77,7 +80,8 @@ inline bool routines_ready() {
 
 template <class T>
 int derivatives(int code, T param, const T* z, index_t zs, T* out, index_t os, index_t count) {
-    if (count < 0 || !activation_supported(code)) return kBadArgument;
+    if (count < 0 || !activation_supported(code) || !activation_parameter_valid(code, param))
+        return kBadArgument;
     derivative_runs<T>(code, param, z, zs, out, os, count);
     return kOk;
 }
@@ -465,7 +469,9 @@ struct Network {
         if (status != kOk) return status;
         if (!weights || !weight_strides || !codes || !parameters) return kBadArgument;
         for (index_t l = 0; l < depth; ++l)
-            if (!activation_supported(codes[l]) || !weights[l]) return kBadArgument;
+            if (!activation_supported(codes[l]) ||
+                !activation_parameter_valid(codes[l], parameters[l]) || !weights[l])
+                return kBadArgument;
         return kOk;
     }
 };
