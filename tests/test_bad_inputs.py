@@ -125,12 +125,48 @@ def test_check_finite_false_accepts_nan(backend: str) -> None:
 
 
 def test_set_num_threads_validation() -> None:
-    with pytest.raises(ValueError, match="n must be >= 1"):
+    with pytest.raises(ValueError, match="n must be between 1 and 4096, got 0"):
         jacgeom.set_num_threads(0)
+    with pytest.raises(ValueError, match="n must be between 1 and 4096, got 2147483648"):
+        jacgeom.set_num_threads(2**31)  # was pybind11's TypeError
     with pytest.raises(TypeError, match="n must be an int"):
         jacgeom.set_num_threads(2.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="n must be an int, got bool"):
+        jacgeom.set_num_threads(True)
+    before = jacgeom.get_num_threads()
+    try:
+        jacgeom.set_num_threads(np.int64(1))  # a numpy integer is an int
+        assert jacgeom.get_num_threads() == 1
+    finally:
+        jacgeom.set_num_threads(before)
+
+
+def test_out_sharing_memory_with_the_bias_is_refused() -> None:
+    # the bias was left out of the overlap check, and the result overwrote it
+    buf = np.zeros((X.shape[0], W.shape[0], W.shape[1]))
+    b = buf.reshape(-1)[: W.shape[0]]
+    b[:] = 0.5
+    with pytest.raises(ValueError, match="out shares memory with an input"):
+        jacgeom.layer_jacobian(W, X, b, out=buf)
+    assert np.all(b == 0.5)
 
 
 def test_activation_with_params_and_object() -> None:
     with pytest.raises(ValueError, match="parameters cannot be given together"):
         jacgeom.activation(jacgeom.activation("relu"), alpha=1.0)
+
+
+@pytest.mark.parametrize("value", [None, "no", 0, 1])
+def test_check_finite_must_be_a_bool(value: object) -> None:
+    # None and "no" used to switch the check off silently
+    with pytest.raises(TypeError, match="check_finite must be a bool"):
+        jacgeom.layer_jacobian(W, X, check_finite=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="check_finite must be a bool"):
+        jacgeom.Network.random([W.shape[1], 3]).jacobian(X, check_finite=value)  # type: ignore[arg-type]
+
+
+def test_homeomorphism_delta_named() -> None:
+    with pytest.raises(TypeError, match="delta must be a real number, got str 'x'"):
+        jacgeom.homeomorphism_report(W, "tanh", X, delta="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="delta must be a finite number >= 0, got -1.0"):
+        jacgeom.homeomorphism_report(W, "tanh", delta=-1.0)  # checked without X too

@@ -20,7 +20,12 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Literal, cast
 
+from . import _validation
+
 BACKEND_NAMES = ("auto", "cpp", "numba", "numpy")
+# set_num_threads' ceiling: the compiled kernels start one thread per block of samples, so
+# a count far beyond any machine's cores (2^31 passed pybind11's int) only risks the process.
+MAX_THREADS = 4096
 # What resolve() returns: a backend that runs ("auto" resolved).
 ResolvedBackend = Literal["cpp", "numba", "numpy"]
 
@@ -110,7 +115,8 @@ def set_num_threads(n: int) -> None:
     Parameters
     ----------
     n : int
-        At least 1. The Numba backend is capped at numba's NUMBA_NUM_THREADS.
+        From 1 to MAX_THREADS (4096). The Numba backend is capped at numba's
+        NUMBA_NUM_THREADS.
 
     Notes
     -----
@@ -120,10 +126,9 @@ def set_num_threads(n: int) -> None:
     forward pass (SciPy's erfc, which releases the GIL) is split over as many threads.
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = _validation.integer("n", n)
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n must be between 1 and {MAX_THREADS}, got {n}")
     _num_threads = n
     if core is not None:
         core.set_num_threads(n)

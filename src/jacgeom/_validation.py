@@ -75,6 +75,8 @@ def to_kernel(arr: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
 
 
 def check_finite_arrays(check: bool, **arrays: FloatArray | None) -> None:
+    if not isinstance(check, (bool, np.bool_)):  # None or "no" would switch the check off
+        raise TypeError(f"check_finite must be a bool, got {type(check).__name__}")
     if not check:
         return
     for name, arr in arrays.items():
@@ -205,7 +207,7 @@ def output_array(
     if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
         raise ValueError("out must be C-contiguous, aligned and writeable")
     for a in inputs:
-        if np.shares_memory(out, a):
+        if a is not None and np.shares_memory(out, a):
             raise ValueError("out shares memory with an input")
 
 

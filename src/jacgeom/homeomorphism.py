@@ -135,6 +135,8 @@ def homeomorphism_report(
     """
     act = _lookup(activation)
     Wk = _validation.weight_matrix(W, True)
+    if not (np.isfinite(_validation.real("delta", delta)) and delta >= 0):
+        raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
     m, n = Wk.shape
     # numpy.linalg.matrix_rank's rule, on the compiled SVD with BLAS pinned to one thread.
     weight_rank = (
@@ -155,8 +157,6 @@ def homeomorphism_report(
         return HomeomorphismReport(
             injective, act.strictly_monotone, weight_rank, n, 0, empty, float("nan"), zeros, empty
         )
-    if not (np.isfinite(delta) and delta >= 0):
-        raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
     ranks = np.atleast_1d(jacobian_rank(Wk, X, b, activation=act))
     s = np.atleast_2d(layer_singular_values(Wk, X, b, activation=act))
     Z = np.atleast_2d(preactivations(Wk, X, b))

@@ -502,7 +502,8 @@ def layer_jacobian(
     if out is not None:
         m, n = layer.W.shape
         shape = (m, n) if layer.squeeze else (layer.X.shape[0], m, n)
-        _validation.output_array(out, shape, layer.W.dtype, (W, X, layer.W, layer.X))
+        inputs = (W, X, b, layer.W, layer.X, layer.b)
+        _validation.output_array(out, shape, layer.W.dtype, inputs)
         target = out[None] if layer.squeeze else out
     else:
         target = None
