@@ -195,7 +195,8 @@ def run(
         Also keep every per-sample statistic (:attr:`Result.data`,
         :meth:`Result.probability` of any event): with ``out``, as a Parquet dataset
         under ``out/records/``, one file per chunk (module ``records``; needs pyarrow);
-        without, in memory (refused if it cannot fit).
+        without, in memory (refused if it cannot fit). A run without records leaves an
+        ``out/records/`` of an earlier run as it was (its files carry that run's spec).
     max_in_flight : int, optional
         Chunks submitted and not yet finished, at most (default: twice the workers: the
         local pool's, or the dask cluster's threads; 16 for other executors). Chunks that
