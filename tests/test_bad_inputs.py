@@ -170,3 +170,13 @@ def test_homeomorphism_delta_named() -> None:
         jacgeom.homeomorphism_report(W, "tanh", X, delta="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="delta must be a finite number >= 0, got -1.0"):
         jacgeom.homeomorphism_report(W, "tanh", delta=-1.0)  # checked without X too
+
+
+def test_masked_arrays_are_refused() -> None:
+    # their masked entries were read as data (a masked NaN reported as an overflow)
+    Wm = np.ma.masked_array(W, mask=np.zeros_like(W, dtype=bool))
+    Wm[0, 0] = np.ma.masked
+    with pytest.raises(TypeError, match=r"W is a masked array; pass W.filled\(value\)"):
+        jacgeom.layer_jacobian(Wm, X)
+    with pytest.raises(TypeError, match="X is a masked array"):
+        jacgeom.Network.random([W.shape[1], 2]).jacobian(np.ma.masked_array(X))

@@ -26,6 +26,11 @@ FloatArray = NDArray[np.floating[Any]]
 
 def as_float_array(value: Any, name: str) -> FloatArray:
     """Convert ``value`` to a float32 or float64 ndarray following the dtype policy."""
+    if isinstance(value, np.ma.MaskedArray):
+        # Its masked entries hold arbitrary data that every kernel would read.
+        raise TypeError(
+            f"{name} is a masked array; pass {name}.filled(value) or the values you mean"
+        )
     if isinstance(value, np.ndarray):
         arr = value
     elif hasattr(value, "__dlpack__") and not isinstance(value, np.generic):
