@@ -12,6 +12,7 @@ imported, jacgeom still works on the other two and warns once, at import, with t
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 import time
@@ -19,8 +20,6 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Literal, cast
-
-from . import _validation
 
 BACKEND_NAMES = ("auto", "cpp", "numba", "numpy")
 # set_num_threads' ceiling: the compiled kernels start one thread per block of samples, so
@@ -126,7 +125,12 @@ def set_num_threads(n: int) -> None:
     forward pass (SciPy's erfc, which releases the GIL) is split over as many threads.
     """
     global _num_threads
-    n = _validation.integer("n", n)
+    try:  # ints and numpy integers; not bool, not 2.0
+        if isinstance(n, bool):
+            raise TypeError
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int, got {type(n).__name__}") from None
     if not 1 <= n <= MAX_THREADS:
         raise ValueError(f"n must be between 1 and {MAX_THREADS}, got {n}")
     _num_threads = n

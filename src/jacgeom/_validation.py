@@ -24,6 +24,34 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.floating[Any]]
 
 
+def to_numpy(x: Any) -> Any:
+    """A numpy view (or copy) of an array from any library (jacgeom.interop.to_numpy).
+
+    A torch tensor is detached from its graph, copied to the CPU if it is elsewhere,
+    widened to float32 from float16 / bfloat16 (which numpy lacks), and its lazy negative
+    and conjugate bits resolved: DLPack does not carry them, so a view would read -W as W.
+    """
+    if type(x).__module__.startswith("torch"):
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype.is_floating_point and t.element_size() < 4:
+            t = t.float()
+        t = t.resolve_conj().resolve_neg()
+        try:
+            return np.from_dlpack(t)
+        except (TypeError, ValueError, RuntimeError, BufferError):
+            return t.numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "__dlpack__") and not isinstance(x, np.generic):
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, ValueError, RuntimeError, BufferError):
+            pass
+    return np.asarray(x)
+
+
 def as_float_array(value: Any, name: str) -> FloatArray:
     """Convert ``value`` to a float32 or float64 ndarray following the dtype policy."""
     if isinstance(value, np.ma.MaskedArray):
@@ -35,11 +63,7 @@ def as_float_array(value: Any, name: str) -> FloatArray:
         arr = value
     elif hasattr(value, "__dlpack__") and not isinstance(value, np.generic):
         # PyTorch tensors, JAX arrays and other DLPack producers: a view, not a copy, where
-        # the producer allows. interop.to_numpy detaches a tensor from its graph and resolves
-        # torch's lazy negative and conjugate bits, which DLPack does not carry (a view
-        # would read -W as W), and widens bfloat16, which numpy lacks.
-        from .interop import to_numpy
-
+        # the producer allows (to_numpy).
         try:
             arr = np.asarray(to_numpy(value))
         except (TypeError, ValueError, RuntimeError, BufferError) as exc:

@@ -124,25 +124,7 @@ def to_numpy(x: Any) -> Any:
     >>> to_numpy([1.0, 2.0]).tolist()
     [1.0, 2.0]
     """
-    if array_library(x) == "torch":
-        t = x.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-        if t.dtype.is_floating_point and t.element_size() < 4:
-            t = t.float()
-        t = t.resolve_conj().resolve_neg()
-        try:
-            return np.from_dlpack(t)
-        except (TypeError, ValueError, RuntimeError, BufferError):
-            return t.numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "__dlpack__") and not isinstance(x, np.generic):
-        try:
-            return np.from_dlpack(x)
-        except (TypeError, ValueError, RuntimeError, BufferError):
-            pass
-    return np.asarray(x)
+    return _validation.to_numpy(x)
 
 
 def to_array_library(result: Any, like: Any) -> Any:

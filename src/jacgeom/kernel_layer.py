@@ -139,21 +139,23 @@ class KernelLayer:
         1 / gamma) (points near centres far from the origin: a timestamp feature with a
         10-second width lost everything, exp(-gamma d^2) 0.077 for 0.88), or where it
         overflows (inf - inf is NaN), the pair is summed from its differences instead."""
-        C = self.centers
-        if C.shape[0]:
-            mean = C.mean(axis=0)
-            X, C = X - mean, C - mean
-        x2, c2 = np.sum(X * X, 1), np.sum(C * C, 1)
+        X0, C0 = X, self.centers
         with np.errstate(over="ignore", invalid="ignore"):
+            mean = C0.mean(axis=0) if C0.shape[0] else np.zeros(C0.shape[1], C0.dtype)
+            if np.all(np.isfinite(mean)):
+                X, C = X0 - mean, C0 - mean
+            else:
+                X, C = X0, C0
+            x2, c2 = np.sum(X * X, 1), np.sum(C * C, 1)
             d2 = x2[:, None] - 2 * X @ C.T + c2[None, :]
             size = x2[:, None] + c2[None, :]
             redo = ~np.isfinite(d2) | (size > 4 * np.maximum(d2, 1.0 / self.gamma))
         rows, cols = np.nonzero(redo)
-        step = max(1, (1 << 22) // max(1, C.shape[1]))  # about 32 MB of differences a time
+        step = max(1, (1 << 22) // max(1, C0.shape[1]))  # about 32 MB of differences a time
         for start in range(0, rows.size, step):
             r, c = rows[start : start + step], cols[start : start + step]
             with np.errstate(over="ignore"):
-                diff = X[r] - C[c]
+                diff = X0[r] - C0[c]  # unshifted: a shift may overflow where this does not
                 d2[r, c] = np.einsum("ij,ij->i", diff, diff)  # +inf where it overflows
         return np.maximum(d2, 0)
 
