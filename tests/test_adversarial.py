@@ -1203,9 +1203,11 @@ def _network_disagreements(case: dict[str, Any]) -> list[str]:
                 )
 
     # numerical ranks, away from the threshold (numpy's rule, the dtype's eps): by the
-    # relative tolerance, and where the backward-error bound is the one accepted, by that
-    # bound too (a value held only to +-e^abs_tol may lie on either side of a threshold
-    # within that distance of it; docs/theory.md, the layer normalisation's second limit)
+    # relative tolerance, and in layer-normalised networks by the backward-error bound too
+    # (docs/theory.md, the layer normalisation's second limit: a value at its rounding
+    # floor, held only to +-e^abs_tol, may lie on either side of a threshold that close)
+    normalised = any(net.norm_layers)
+
     def clear_of_threshold(
         lg: np.ndarray, tl: np.ndarray, shape: tuple[int, int], abs_tol: np.ndarray
     ) -> np.ndarray:
@@ -1215,7 +1217,7 @@ def _network_disagreements(case: dict[str, Any]) -> list[str]:
         with np.errstate(invalid="ignore"):
             near = np.abs(lg - threshold) <= math.log(10) + tl
             apart = _log_abs_difference(lg, np.broadcast_to(threshold, lg.shape))
-            near |= backward_ok[:, None] & (apart <= abs_tol[:, None] + math.log(10))
+            near |= normalised & (apart <= abs_tol[:, None] + math.log(10))
         return ~near.any(axis=1) & np.isfinite(lg[:, 0]) | np.isneginf(lg[:, 0])
 
     rank_clear = clear & clear_of_threshold(logs, tol, (net.widths[-1], net.widths[0]), log_abs_tol)

@@ -116,7 +116,7 @@ def test_analyze_json_is_strict_where_no_sample_keeps_full_rank(
         (np.zeros((0, 4)), "X has no rows: a layer report summarises at least one sample"),
         (
             np.array([[0.0, 1, 2, 3], [1, np.nan, 0, 0]]),
-            r"X\.npy holds NaN or infinite values \(first in row 1\)",
+            r"X\.npy holds NaN or infinite values in the model's dtype float64 \(first in row 1\)",
         ),
     ],
 )

@@ -469,3 +469,19 @@ def test_core_stubs_name_every_binding() -> None:
     stubbed = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     bound = {name for name in dir(_backends.core) if not name.startswith("_")}
     assert stubbed == bound
+
+
+def test_thread_count_from_the_environment_is_capped_with_a_warning() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JACGEOM_NUM_THREADS": "5000"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import jacgeom; print(jacgeom.get_num_threads())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "4096"
+    assert "JACGEOM_NUM_THREADS='5000' is above 4096; using 4096" in done.stderr

@@ -556,3 +556,18 @@ def test_numpy_scalars_and_arrays_are_accepted_where_python_numbers_are() -> Non
     c = Network.random([3, 2], seed=7)
     assert b.widths == [3, 2]
     np.testing.assert_array_equal(b.weights[0], c.weights[0])
+
+
+def test_seeds_as_numpy_takes_them() -> None:
+    # sequences of ints and BitGenerators, as numpy.random.default_rng takes them
+    for s in ([1, 2], (1, 2), np.array([1, 2])):
+        a = Network.random([3, 2], seed=s)
+        np.testing.assert_array_equal(
+            a.weights[0], Network.random([3, 2], seed=np.random.default_rng([1, 2])).weights[0]
+        )
+    b = Network.random([3, 2], seed=np.random.PCG64(4))
+    np.testing.assert_array_equal(b.weights[0], Network.random([3, 2], seed=4).weights[0])
+    with pytest.raises(ValueError, match=r"seed must be >= 0 \(every entry\)"):
+        Network.random([3, 2], seed=[1, -2])
+    with pytest.raises(TypeError, match=r"seed\[1\] must be an int, got float"):
+        Network.random([3, 2], seed=[1, 2.5])

@@ -222,10 +222,16 @@ def _initial_threads() -> int:
             stacklevel=2,
         )
         return max(1, os.cpu_count() or 1)
-    return value
+    if value > MAX_THREADS:
+        warnings.warn(
+            f"JACGEOM_NUM_THREADS={raw!r} is above {MAX_THREADS}; using {MAX_THREADS}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return min(value, MAX_THREADS)
 
 
-set_num_threads(_initial_threads())
+set_num_threads(min(_initial_threads(), MAX_THREADS))
 
 
 # Kernels that parallelise over samples call LAPACK on one small matrix per sample; OpenBLAS

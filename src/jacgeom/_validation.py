@@ -307,7 +307,10 @@ def real(name: str, value: Any) -> float:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, (bool, np.bool_)
     ):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range, such as 10**400
+            raise ValueError(f"{name} must be finite, got {shown(value)}") from None
     raise TypeError(f"{name} must be a real number, got {type(value).__name__} {shown(value)}")
 
 
@@ -318,10 +321,17 @@ def shown(value: Any) -> str:
 
 
 def seed(value: Any) -> Any:
-    """A seed for numpy.random.default_rng: None, an int >= 0, a SeedSequence or a
-    Generator; TypeError or ValueError naming ``seed`` otherwise."""
-    if value is None or isinstance(value, (np.random.SeedSequence, np.random.Generator)):
+    """A seed for numpy.random.default_rng: None, an int >= 0 or a sequence of them, a
+    SeedSequence, BitGenerator or Generator; TypeError or ValueError naming ``seed``."""
+    kinds = (np.random.SeedSequence, np.random.BitGenerator, np.random.Generator)
+    if value is None or isinstance(value, kinds):
         return value
-    if integer("seed", value) < 0:
-        raise ValueError(f"seed must be >= 0, got {value}")
-    return int(value)
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        if integer("seed", value) < 0:
+            raise ValueError(f"seed must be >= 0, got {value}")
+        return int(value)
+    items = value.ravel().tolist() if isinstance(value, np.ndarray) else list(value)
+    entries = [integer(f"seed[{i}]", v) for i, v in enumerate(items)]
+    if min(entries, default=0) < 0:
+        raise ValueError(f"seed must be >= 0 (every entry), got {shown(value)}")
+    return entries

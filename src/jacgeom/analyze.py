@@ -310,11 +310,15 @@ def analyze(
         spec = spec_from_torch(load_torch_model(model_path))
     net = Network(**spec.network_kwargs(dtype))
     X = np.load(data_path, allow_pickle=False)
+    if dtype is None and X.dtype != net.dtype and X.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+            X = X.astype(net.dtype)
     if X.dtype.kind in "fc" and not np.all(np.isfinite(X)):
         row = int(np.argwhere(~np.isfinite(X))[0][0])
-        raise ValueError(f"{data_path} holds NaN or infinite values (first in row {row})")
-    if dtype is None and X.dtype != net.dtype and X.dtype.kind == "f":
-        X = X.astype(net.dtype)
+        raise ValueError(
+            f"{data_path} holds NaN or infinite values in the model's dtype {X.dtype} "
+            f"(first in row {row})"
+        )
     return layer_report(
         net, X, saturation_tol=saturation_tol, backend=backend, names=spec.names, notes=spec.notes
     )

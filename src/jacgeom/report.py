@@ -191,7 +191,7 @@ class LayerReport:
     def to_json(self, **kwargs: Any) -> str:
         """Strict JSON (``json.dumps`` keywords such as ``indent`` pass through): infinities
         as the strings "inf" and "-inf", NaN (a statistic of no sample) as null."""
-        return json.dumps(_json.strict(self.as_dict()), allow_nan=False, **kwargs)
+        return json.dumps(_json.strict(self.as_dict()), **kwargs)
 
     def table(self) -> str:
         """A plain-text table, one row per layer.

@@ -207,6 +207,21 @@ def test_log_gain_against_networks_drawn_whole(
     assert g.size == pytest.approx(want.size, rel=0.03)
 
 
+def test_packed_layer_gain_equals_the_frame_gain_sample_by_sample() -> None:
+    # One relu layer on cpp is summarised from its packed rows (its own gain code), on
+    # numpy through the stable frame: the same samples, so the same gains to rounding.
+    from jacgeom.montecarlo import chunk_statistics
+
+    if "cpp" not in jacgeom.backends():
+        pytest.skip("the cpp backend is not available here")
+    spec = Spec(widths=(5, 3), sigma_b=0.5, samples=3000, chunk_size=3000, seed=8)
+    packed = chunk_statistics(spec, 0, backend="cpp")["log_gain"]
+    frame = chunk_statistics(spec, 0, backend="numpy")["log_gain"]
+    np.testing.assert_array_equal(np.isneginf(packed), np.isneginf(frame))
+    finite = np.isfinite(frame)
+    np.testing.assert_allclose(packed[finite], frame[finite], rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize(
     ("activation", "init"), [("relu", "gaussian"), ("tanh", "gaussian"), ("relu", "orthogonal")]
 )
