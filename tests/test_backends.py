@@ -472,9 +472,6 @@ def test_core_stubs_name_every_binding() -> None:
 
 
 def test_thread_count_from_the_environment_is_capped_with_a_warning() -> None:
-    import subprocess
-    import sys
-
     env = {**os.environ, "JACGEOM_NUM_THREADS": "5000"}
     done = subprocess.run(
         [sys.executable, "-c", "import jacgeom; print(jacgeom.get_num_threads())"],
