@@ -242,3 +242,20 @@ def test_unreadable_models_are_one_line_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_analyze_checks_finiteness_in_the_models_dtype(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1e39 is finite in the float64 file and inf in the float32 model's forward pass
+    path, _, _ = _saved(tmp_path, np.float32)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(ARCH))
+    X = np.ones((3, 4))
+    X[2, 1] = 1e39
+    np.save(tmp_path / "big.npy", X)
+    argv = ["analyze", str(path), "--data", str(tmp_path / "big.npy"), "--arch", str(arch)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "infinite values in the model's dtype float32 (first in row 2)" in err, err
+    assert "check_finite" not in err
