@@ -1206,11 +1206,10 @@ def _network_disagreements(case: dict[str, Any]) -> list[str]:
     # relative tolerance, and in layer-normalised networks by the backward-error bound too
     # (docs/theory.md, the layer normalisation's second limit: a value at its rounding
     # floor, held only to +-e^abs_tol, may lie on either side of a threshold that close)
-    normalised = any(net.norm_layers)
-
     def clear_of_threshold(
-        lg: np.ndarray, tl: np.ndarray, shape: tuple[int, int], abs_tol: np.ndarray
+        lg: np.ndarray, tl: np.ndarray, of: Any, abs_tol: np.ndarray
     ) -> np.ndarray:
+        shape, normalised = (of.widths[-1], of.widths[0]), any(of.norm_layers)
         if lg.shape[1] == 0:
             return np.ones(len(lg), dtype=bool)
         threshold = lg[:, :1] + math.log(max(shape) * eps)
@@ -1220,7 +1219,7 @@ def _network_disagreements(case: dict[str, Any]) -> list[str]:
             near |= normalised & (apart <= abs_tol[:, None] + math.log(10))
         return ~near.any(axis=1) & np.isfinite(lg[:, 0]) | np.isneginf(lg[:, 0])
 
-    rank_clear = clear & clear_of_threshold(logs, tol, (net.widths[-1], net.widths[0]), log_abs_tol)
+    rank_clear = clear & clear_of_threshold(logs, tol, net, log_abs_tol)
     rank_clear &= exact_clear
     compare = {"rank": rank_clear, "exact_rank": exact_clear, "layer_exact_ranks": exact_clear}
     if "layer_ranks" in names:
@@ -1242,9 +1241,7 @@ def _network_disagreements(case: dict[str, Any]) -> list[str]:
             sub_fb = _forward_bounds(sub, X)
             with np.errstate(divide="ignore"):
                 sub_abs_tol = np.log(NET_C * l * n * eps + sub_fb["eta"]) + sub_fb["log_terms"]
-            prefix_clear &= clear_of_threshold(
-                sl, sub_tol, (sub.widths[-1], sub.widths[0]), sub_abs_tol
-            )
+            prefix_clear &= clear_of_threshold(sl, sub_tol, sub, sub_abs_tol)
         compare["layer_ranks"] = prefix_clear
     for nm, where in compare.items():
         if nm not in names or isinstance(ref[nm], type):

@@ -23,8 +23,8 @@ FloatArray = NDArray[np.floating[Any]]
 _KERNELS = ("rbf", "laplacian", "polynomial")
 # How many times the direct formula's rounding error the gemm form of |x - c|^2 may have
 # before a pair is summed from its differences: 64 gives up at most 6 bits of the exponent
-# gamma |x - c|^2 (relative 1e-12 at n = 64), and leaves the pairs of clustered data that
-# lose 2 to 4 bits to the gemm (a 10-cluster mixture recomputed a tenth of its pairs at 4).
+# gamma |x - c|^2 (relative 1e-12 at n = 64) and leaves clustered data, whose pairs lose a
+# few bits, to the gemm.
 _REDO_FACTOR = 64.0
 
 
