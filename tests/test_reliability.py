@@ -214,6 +214,65 @@ def test_many_threads_hammering_every_function() -> None:
     assert min(counts) > 0
 
 
+def _thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_thread_pool_serves_every_count_and_stays_bounded() -> None:
+    # The kernels' workers persist between calls: a count above the pool's size starts
+    # more, one below leaves some idle, and none are started per call.
+    calls = _calls(3)
+    before = jacgeom.get_num_threads()
+    try:
+        jacgeom.set_num_threads(1)
+        serial = {k: f() for k, f in calls.items()}
+        counts = [4, 2, 7, 1, 3, 7]
+        for k in counts:
+            jacgeom.set_num_threads(k)
+            for name, fn in calls.items():
+                np.testing.assert_array_equal(fn(), serial[name], err_msg=f"{name}, {k} threads")
+        started = _thread_count()
+        for _ in range(20):
+            for fn in calls.values():
+                fn()
+        assert _thread_count() == started
+    finally:
+        jacgeom.set_num_threads(before)
+
+
+_FORK_SCRIPT = """
+import os, sys
+import numpy as np
+import jacgeom
+
+jacgeom.set_num_threads(2)
+net = jacgeom.Network.random([12, 20, 20, 12], activation="tanh", seed=0)
+X = np.random.default_rng(1).standard_normal((64, 12))
+want = net.jacobian(X)  # the pool's workers exist from here on
+pid = os.fork()
+if pid == 0:
+    ok = all(np.array_equal(net.jacobian(X), want) for _ in range(20))
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+print(int(np.array_equal(net.jacobian(X), want)))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernels_run_in_a_forked_child() -> None:
+    # The pool's workers do not survive a fork: a child must start its own (and not wait
+    # for the parent's), as Dask's and multiprocessing's fork workers need.
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["0", "1"]
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
