@@ -12,13 +12,14 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#define JACGEOM_HAS_GETPID 1
+#include <pthread.h>
+#define JACGEOM_HAS_FORK 1
 #endif
 
 namespace jacgeom {
@@ -37,46 +38,52 @@ inline bool& inside_region() {
     return inside;
 }
 
-// Workers 1..size() wait for a region; the caller takes part 0. One caller at a time holds
-// `busy` for a whole region; another caller that finds it held starts its own threads.
+// Workers 1..size() wait for a region, each on a condition variable of its own so that a
+// region wakes only the workers it needs; the caller takes part 0. One caller at a time
+// holds `busy` for a whole region; another caller that finds it held starts its own threads.
 class Pool {
 public:
     using Task = void (*)(void*, std::int64_t);
-    static constexpr int FINISH_SPINS = 1000;  // yields, about 1 ms at most
+    static constexpr int FINISH_SPINS = 1000;  // yields before the caller sleeps
 
-    // The process's pool, made again in a child after fork (its workers did not survive
-    // the fork, and its mutexes may be held by threads that no longer exist). Pools are
-    // never destroyed: detached workers wait on their members until the process ends.
+    // The process's pool. A child after fork gets a new one (the parent's workers did not
+    // survive the fork, and its mutexes may be held by threads that no longer exist); it is
+    // made without a lock, which a fork could leave held. Pools are never destroyed:
+    // detached workers wait on their members until the process ends.
     static Pool& instance() {
-        static std::atomic<Pool*> pool{nullptr};
-        Pool* p = pool.load(std::memory_order_acquire);
-        if (p == nullptr || !p->owned_by_this_process()) {
-            static std::mutex make;
-            std::lock_guard<std::mutex> lock(make);
-            p = pool.load(std::memory_order_acquire);
-            if (p == nullptr || !p->owned_by_this_process()) {
-                p = new Pool();  // the one before, if any, belongs to the parent: left as it is
-                pool.store(p, std::memory_order_release);
-            }
-        }
+        Pool* p = slot().load(std::memory_order_acquire);
+        if (p != nullptr) return *p;
+#ifdef JACGEOM_HAS_FORK
+        // Registered by every thread that makes a pool, before it does: a flag saying
+        // "done" could let a second thread make one and fork before the first registered.
+        // A handler per pool made; each only clears the slot in a child.
+        pthread_atfork(nullptr, nullptr, [] { slot().store(nullptr); });
+#endif
+        Pool* fresh = new Pool();
+        if (slot().compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+        delete fresh;  // another thread's pool won; this one has started no worker
         return *p;
     }
 
     std::mutex busy;
 
-    // Runs task(ctx, t) for t in [1, nt) on workers and waits for them; requires `busy`.
-    // The caller runs its own part between start() and finish().
-    void start(std::int64_t nt, Task task, void* ctx) {
+    // Hands parts 1..w of a region of nt parts to the workers and returns w, requires `busy`.
+    // w < nt - 1 where threads could not be started: the caller runs parts 0 and w+1..nt-1
+    // itself, then waits in finish() if w > 0.
+    std::int64_t start(std::int64_t nt, Task task, void* ctx) {
         grow(nt - 1);
+        const std::int64_t w = std::min<std::int64_t>(nt - 1, static_cast<std::int64_t>(workers_.size()));
+        if (w == 0) return 0;
         {
             std::lock_guard<std::mutex> lock(m_);
             task_ = task;
             ctx_ = ctx;
-            nt_ = nt;
-            pending_ = nt - 1;
+            needed_ = w;
+            pending_ = w;
             ++generation_;
         }
-        wake_.notify_all();
+        for (std::int64_t i = 0; i < w; ++i) workers_[static_cast<size_t>(i)]->notify_one();
+        return w;
     }
 
     void finish() {
@@ -91,42 +98,43 @@ public:
     }
 
 private:
-    Pool()
-#ifdef JACGEOM_HAS_GETPID
-        : pid_(getpid())
-#endif
-    {
+    Pool() = default;
+
+    static std::atomic<Pool*>& slot() {
+        static std::atomic<Pool*> pool{nullptr};
+        return pool;
     }
 
-    bool owned_by_this_process() const {
-#ifdef JACGEOM_HAS_GETPID
-        return pid_ == getpid();
-#else
-        return true;
-#endif
-    }
-
-    void grow(std::int64_t workers) {
-        while (size_ < workers) {
-            std::uint64_t seen;
-            {
-                std::lock_guard<std::mutex> lock(m_);
-                seen = generation_;
+    // Starts workers up to `count`; where the system refuses a thread, the pool stays at
+    // the size it has and the caller runs the missing parts.
+    void grow(std::int64_t count) {
+        while (static_cast<std::int64_t>(workers_.size()) < count) {
+            try {
+                auto wake = std::make_unique<std::condition_variable>();
+                std::uint64_t seen;
+                {
+                    std::lock_guard<std::mutex> lock(m_);
+                    seen = generation_;
+                }
+                const auto index = static_cast<std::int64_t>(workers_.size()) + 1;
+                workers_.reserve(workers_.size() + 1);
+                std::thread(&Pool::work, this, index, wake.get(), seen).detach();
+                workers_.push_back(std::move(wake));  // cannot throw: reserved
+            } catch (...) {
+                return;
             }
-            // Counted once started: a thread that fails to start (std::system_error, out
-            // to the caller) must not be waited for by later regions.
-            std::thread(&Pool::work, this, size_ + 1, seen).detach();
-            ++size_;
         }
     }
 
-    void work(std::int64_t index, std::uint64_t seen) {
+    void work(std::int64_t index, std::condition_variable* wake, std::uint64_t seen) {
         inside_region() = true;
+#ifdef __linux__
+        pthread_setname_np(pthread_self(), "jacgeom-worker");  // as top -H and /proc show it
+#endif
         std::unique_lock<std::mutex> lock(m_);
         for (;;) {
-            wake_.wait(lock, [&] { return generation_ != seen; });
+            wake->wait(lock, [&] { return generation_ != seen && index <= needed_; });
             seen = generation_;
-            if (index >= nt_) continue;  // not needed in this region
             const Task task = task_;
             void* const ctx = ctx_;
             lock.unlock();
@@ -136,14 +144,12 @@ private:
         }
     }
 
-#ifdef JACGEOM_HAS_GETPID
-    pid_t pid_;
-#endif
-    std::int64_t size_ = 0;  // workers started; changed only under `busy`
+    // Changed only under `busy`; a worker keeps a pointer to its own condition variable.
+    std::vector<std::unique_ptr<std::condition_variable>> workers_;
     std::mutex m_;
-    std::condition_variable wake_, done_;
+    std::condition_variable done_;
     std::uint64_t generation_ = 0;
-    std::int64_t nt_ = 0;
+    std::int64_t needed_ = 0;  // workers 1..needed_ take part in the current region
     std::atomic<std::int64_t> pending_{0};  // written under m_, read without it by finish()
     Task task_ = nullptr;
     void* ctx_ = nullptr;
@@ -184,15 +190,22 @@ void parallel_for(std::int64_t count, std::int64_t min_per_thread, Fn&& fn) {
     detail::Pool& pool = detail::Pool::instance();
     std::unique_lock<std::mutex> busy(pool.busy, std::try_to_lock);
     if (busy.owns_lock()) {
-        pool.start(
+        const std::int64_t w = pool.start(
             nt, [](void* ctx, std::int64_t t) { (*static_cast<decltype(run)*>(ctx))(t); }, &run);
         run_inside(0);
-        pool.finish();
+        for (std::int64_t t = w + 1; t < nt; ++t) run_inside(t);  // parts no worker could take
+        if (w > 0) pool.finish();
     } else {
-        // Another thread's region holds the pool: this one gets threads of its own.
+        // Another thread's region holds the pool: this one starts threads of its own, and
+        // runs on the caller the parts of any the system refuses.
         std::vector<std::thread> threads;
-        threads.reserve(static_cast<size_t>(nt - 1));
-        for (std::int64_t t = 1; t < nt; ++t) threads.emplace_back(run_inside, t);
+        std::int64_t t = 1;
+        try {
+            threads.reserve(static_cast<size_t>(nt - 1));
+            for (; t < nt; ++t) threads.emplace_back(run_inside, t);
+        } catch (...) {
+        }
+        for (std::int64_t u = t; u < nt; ++u) run_inside(u);
         run_inside(0);
         for (auto& th : threads) th.join();
     }
