@@ -125,8 +125,8 @@ def set_num_threads(n: int) -> None:
     forward pass (SciPy's erfc, which releases the GIL) is split over as many threads.
 
     The C++ kernels run on threads started the first time a kernel needs them and kept,
-    asleep between calls, for the rest of the process: a larger ``n`` starts more, a
-    smaller one leaves some idle, and a forked child starts its own. A kernel called from
+    asleep between calls, for the rest of the process (named ``jacgeom-worker``): a larger
+    ``n`` starts more, a smaller one leaves some idle, and a forked child starts its own. A kernel called from
     another Python thread while one runs gets threads of its own for that call.
     """
     global _num_threads
