@@ -126,7 +126,9 @@ def set_num_threads(n: int) -> None:
 
     The C++ kernels run on threads started the first time a kernel needs them and kept,
     asleep between calls, for the rest of the process (named ``jacgeom-worker``): a larger
-    ``n`` starts more, a smaller one leaves some idle, and a forked child starts its own. A kernel called from
+    ``n`` starts more, a smaller one leaves some idle, and a forked child starts its own.
+    Like any thread they take the CPU affinity of the thread that started them: the first
+    caller's that needed them. A kernel called from
     another Python thread while one runs gets threads of its own for that call.
     """
     global _num_threads
