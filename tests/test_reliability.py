@@ -214,96 +214,136 @@ def test_many_threads_hammering_every_function() -> None:
     assert min(counts) > 0
 
 
-_POOL_SCRIPT = """
-import json, os
+# Shared by the scripts below, each run in a fresh process: the kernels' workers, told
+# apart from other threads (the BLAS pin's, numba's, OpenBLAS's) by their name, and calls
+# that run parallel regions (40 and 200 samples on the cpp backend).
+_WORKERS = """
+import json, os, signal, sys
 import numpy as np
 import jacgeom
 
-def tids():  # the kernels' workers
-    out = []
-    for t in sorted(os.listdir("/proc/self/task")):
+def workers():
+    out = {}
+    for t in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{t}/comm") as fh:
-                name = fh.read().strip()
-        except FileNotFoundError:  # a thread that ended since the listing (the BLAS pin's)
+                if fh.read().strip() != "jacgeom-worker":
+                    continue
+            with open(f"/proc/self/task/{t}/status") as fh:
+                line = next(x for x in fh if x.startswith("voluntary_ctxt_switches"))
+            out[t] = int(line.split()[1])
+        except FileNotFoundError:  # a thread that ended since the listing
             continue
-        if name == "jacgeom-worker":
-            out.append(t)
     return out
 
 W = np.random.default_rng(0).standard_normal((12, 9))
 X = np.random.default_rng(1).standard_normal((40, 9))
+M = np.random.default_rng(2).random((200, 12)) < 0.5
 net = jacgeom.Network.random([9, 10, 10, 9], activation="tanh", seed=0)
 calls = [
     lambda: jacgeom.layer_jacobian(W, X, activation="gelu", backend="cpp"),
     lambda: net.jacobian(X, backend="cpp"),
-    lambda: jacgeom.masked_rank(W, np.random.default_rng(2).random((200, 12)) < 0.5),
+    lambda: jacgeom.masked_rank(W, M, backend="cpp"),
 ]
 jacgeom.set_num_threads(1)
 serial = [f() for f in calls]
-before = tids()
-same = True
-for k in [4, 2, 7, 1, 3, 7, 2]:
-    jacgeom.set_num_threads(k)
-    for f, want in zip(calls, serial):
-        same = same and np.array_equal(f(), want)
-    if k == 7:
-        grown = tids()
-after = tids()
-print(json.dumps([len(before), len(grown), grown == after, bool(same)]))
+same = lambda: all(np.array_equal(f(), want) for f, want in zip(calls, serial))
 """
 
+_POOL_SCRIPT = (
+    _WORKERS
+    + """
+before = sorted(workers())
+ok = True
+for k in [4, 2, 7, 1, 3, 7, 2]:
+    jacgeom.set_num_threads(k)
+    ok = ok and same()
+    if k == 7:
+        grown = sorted(workers())
+print(json.dumps([len(before), len(grown), grown == sorted(workers()), bool(ok)]))
+"""
+)
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
-def test_thread_pool_serves_every_count_and_persists() -> None:
-    # In a fresh process: the kernels' workers are started once, for the largest count
-    # asked (6 besides the caller for 7 threads), and the same threads serve every later
-    # call, whatever its count; results equal one thread's. Workers are told apart from
-    # other threads (the BLAS pin's, numba's) by their name.
+
+def _run_script(script: str) -> Any:
     import json
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, "-c", _POOL_SCRIPT], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    before, grown, persisted, same = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+_needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+
+
+@_needs_proc
+def test_thread_pool_serves_every_count_and_persists() -> None:
+    # The kernels' workers are started once, for the largest count asked (6 besides the
+    # caller for 7 threads), and the same threads serve every later call, whatever its
+    # count; results equal one thread's. The order 7, 1, 3, 7 leaves workers idle for
+    # regions and then needs them again: a lost wake-up hangs and fails on the timeout.
+    before, grown, persisted, same = _run_script(_POOL_SCRIPT)
     assert same
     assert before == 0
     assert grown == 6
     assert persisted
 
 
-_FORK_SCRIPT = """
-import os, sys
-import numpy as np
-import jacgeom
-
+_IDLE_SCRIPT = (
+    _WORKERS
+    + """
+jacgeom.set_num_threads(7)
+same()
+a = workers()
 jacgeom.set_num_threads(2)
-net = jacgeom.Network.random([12, 20, 20, 12], activation="tanh", seed=0)
-X = np.random.default_rng(1).standard_normal((64, 12))
-want = net.jacobian(X)  # the pool's workers exist from here on
+ok = all(same() for _ in range(60))
+b = workers()
+print(json.dumps([sorted(b[t] - a[t] for t in a), ok]))
+"""
+)
+
+
+@_needs_proc
+def test_a_region_wakes_only_the_workers_it_needs() -> None:
+    # After a 7-thread call, 60 rounds of 2-thread calls (a region or more each) wake one
+    # worker; the other five sleep through them (a wake-up of every worker per region
+    # made a 2-part region 1,000 times slower after a 4,096-thread call).
+    woken, same = _run_script(_IDLE_SCRIPT)
+    assert same
+    assert len(woken) == 6
+    assert woken[-1] >= 60
+    assert sum(woken[:-1]) <= 5  # spurious wake-ups of a futex are allowed, not a herd
+
+
+_FORK_SCRIPT = (
+    _WORKERS
+    + """
+jacgeom.set_num_threads(2)
+ok = same()
+parent = workers()
 pid = os.fork()
 if pid == 0:
-    ok = all(np.array_equal(net.jacobian(X), want) for _ in range(20))
-    os._exit(0 if ok else 3)
+    signal.alarm(30)  # a child waiting for the parent's workers dies of SIGALRM
+    child_ok = all(same() for _ in range(20))
+    os._exit(0 if child_ok and len(workers()) == 1 else 3)
 _, status = os.waitpid(pid, 0)
-print(os.waitstatus_to_exitcode(status))
-print(int(np.array_equal(net.jacobian(X), want)))
+print(json.dumps([len(parent), os.waitstatus_to_exitcode(status), bool(ok and same())]))
 """
+)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@_needs_proc
 def test_kernels_run_in_a_forked_child() -> None:
-    # The pool's workers do not survive a fork: a child must start its own (and not wait
-    # for the parent's), as Dask's and multiprocessing's fork workers need.
-    import subprocess
-
-    out = subprocess.run(
-        [sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["0", "1"]
+    # The pool's workers do not survive a fork: a child starts its own worker (and does
+    # not wait for the parent's), as Dask's and multiprocessing's fork workers need.
+    parent, child_exit, same = _run_script(_FORK_SCRIPT)
+    assert parent == 1
+    assert child_exit == 0
+    assert same
 
 
 def _rss_bytes() -> int:
