@@ -14,6 +14,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -46,23 +47,26 @@ public:
     using Task = void (*)(void*, std::int64_t);
     static constexpr int FINISH_SPINS = 1000;  // yields before the caller sleeps
 
-    // The process's pool. A child after fork gets a new one (the parent's workers did not
+    // The process's pool, or nullptr where none can be made (the caller then starts
+    // threads of its own). A child after fork gets a new one (the parent's workers did not
     // survive the fork, and its mutexes may be held by threads that no longer exist); it is
     // made without a lock, which a fork could leave held. Pools are never destroyed:
     // detached workers wait on their members until the process ends.
-    static Pool& instance() {
+    static Pool* instance() noexcept {
         Pool* p = slot().load(std::memory_order_acquire);
-        if (p != nullptr) return *p;
+        if (p != nullptr) return p;
 #ifdef JACGEOM_HAS_FORK
         // Registered by every thread that makes a pool, before it does: a flag saying
         // "done" could let a second thread make one and fork before the first registered.
-        // A handler per pool made; each only clears the slot in a child.
-        pthread_atfork(nullptr, nullptr, [] { slot().store(nullptr); });
+        // A handler per pool made; each only clears the slot in a child. Without one, a
+        // child would wait on the parent's workers: no pool then.
+        if (pthread_atfork(nullptr, nullptr, [] { slot().store(nullptr); }) != 0) return nullptr;
 #endif
-        Pool* fresh = new Pool();
-        if (slot().compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+        Pool* fresh = new (std::nothrow) Pool();
+        if (fresh == nullptr) return nullptr;
+        if (slot().compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return fresh;
         delete fresh;  // another thread's pool won; this one has started no worker
-        return *p;
+        return p;
     }
 
     std::mutex busy;
@@ -187,17 +191,18 @@ void parallel_for(std::int64_t count, std::int64_t min_per_thread, Fn&& fn) {
         run(t);
         inside = was;
     };
-    detail::Pool& pool = detail::Pool::instance();
-    std::unique_lock<std::mutex> busy(pool.busy, std::try_to_lock);
+    detail::Pool* pool = detail::Pool::instance();
+    std::unique_lock<std::mutex> busy;
+    if (pool != nullptr) busy = std::unique_lock<std::mutex>(pool->busy, std::try_to_lock);
     if (busy.owns_lock()) {
-        const std::int64_t w = pool.start(
+        const std::int64_t w = pool->start(
             nt, [](void* ctx, std::int64_t t) { (*static_cast<decltype(run)*>(ctx))(t); }, &run);
         run_inside(0);
         for (std::int64_t t = w + 1; t < nt; ++t) run_inside(t);  // parts no worker could take
-        if (w > 0) pool.finish();
+        if (w > 0) pool->finish();
     } else {
-        // Another thread's region holds the pool: this one starts threads of its own, and
-        // runs on the caller the parts of any the system refuses.
+        // Another thread's region holds the pool (or there is none): this one starts threads
+        // of its own, and runs on the caller the parts of any the system refuses.
         std::vector<std::thread> threads;
         std::int64_t t = 1;
         try {
