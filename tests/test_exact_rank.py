@@ -1004,3 +1004,132 @@ def test_ungraded_frames_keep_numpys_tolerance_at_every_layer(backend: str, act:
     np.testing.assert_allclose(
         net.log_abs_det(x, backend=backend), np.linalg.slogdet(J)[1], rtol=1e-9
     )
+
+
+def _mp_network_singular_values(net: Network, x: np.ndarray, dps: int) -> list[mpmath.mpf]:
+    """Singular values, descending, of D_L W_L ... D_1 W_1 in ``dps`` digits at the
+    network's own (float) pre-activations, for tanh, gelu and identity layers."""
+    mpmath.mp.dps = dps
+    derivative = {
+        "tanh": lambda t: mpmath.sech(t) ** 2,
+        "gelu": lambda t: mpmath.ncdf(t) + t * mpmath.npdf(t),
+        "identity": lambda t: mpmath.mpf(1),
+    }
+    J = mpmath.eye(len(x))
+    for W, z, act in zip(net.weights, net.preactivations(x), net.activations, strict=True):
+        Wm = mpmath.matrix([[mpmath.mpf(float(v)) for v in row] for row in W])
+        J = mpmath.diag([derivative[act.name](mpmath.mpf(float(v))) for v in z]) * Wm * J
+    return sorted(mpmath.svd_r(J, compute_uv=False), reverse=True)
+
+
+# Two exactly dependent weight rows (one unit twice its neighbour, or Net2Net's duplicated
+# unit with its outgoing weights halved) beside a unit whose phi' is e^-93 (e^-68) of
+# theirs: the rounding the pair leaves must not take the small unit's place.
+_DEPENDENT_CASES = [
+    (
+        [[[1.0, 0.3], [2.0, 0.6], [0.2, 1.0]], [[1.0, 0.5, 0.0], [0.0, 0.0, 1.0]]],
+        ["tanh", "identity"],
+        [-15.0, 50.0],
+    ),
+    (
+        [[[1.0, 0.3], [1.0, 0.3], [0.2, 1.0]], [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]],
+        ["gelu", "identity"],
+        [1.0, -12.0],
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", range(len(_DEPENDENT_CASES)))
+def test_dependent_rows_beside_a_saturated_unit(backend: str, case: int) -> None:
+    weights, acts, point = _DEPENDENT_CASES[case]
+    net = Network([np.array(W) for W in weights], activation=acts)
+    x = np.array(point)
+    want = _mp_network_singular_values(net, x, 300)
+    want_logs = np.array([float(mpmath.log(v)) for v in want])
+    assert want_logs[-1] < -60  # far below what a formed product resolves next to sigma_1
+    assert net.exact_rank(x, backend=backend) == 2
+    np.testing.assert_array_equal(net.layer_exact_ranks(x, backend=backend), [2, 2])
+    np.testing.assert_allclose(net.log_singular_values(x, backend=backend), want_logs, rtol=1e-12)
+    np.testing.assert_allclose(
+        net.log_abs_det(x, backend=backend), float(mpmath.log(want[0] * want[1])), rtol=1e-12
+    )
+    # the formed float64 determinant is accurate here (a 2 x 2 product): a second witness
+    det = np.linalg.det(net.jacobian(x))
+    assert abs(net.log_abs_det(x, backend=backend) - math.log(abs(det))) < 1e-9
+
+
+@functools.cache
+def _dependent_fuzz_cases() -> list[tuple[Network, np.ndarray, list[float]]]:
+    """Small tanh and gelu networks with a weight row copied (times 1, 2, -1 or 1/2) in
+    most layers and inputs large enough to saturate units, with their log singular values
+    in 700 digits; cases whose values leave that resolution are left out."""
+    rng = np.random.default_rng(20261204)
+    cases = []
+    for _ in range(80):
+        depth = int(rng.integers(1, 4))
+        widths = [int(rng.integers(2, 4))] + [int(v) for v in rng.integers(2, 5, size=depth)]
+        weights = []
+        for l in range(depth):
+            W = rng.standard_normal((widths[l + 1], widths[l]))
+            if rng.random() < 0.8:
+                i, j = rng.choice(widths[l + 1], 2, replace=False)
+                W[j] = W[i] * float(rng.choice([1.0, 2.0, -1.0, 0.5]))
+            weights.append(W)
+        acts = [str(rng.choice(["tanh", "gelu"])) for _ in range(depth)]
+        net = Network(weights, activation=acts)
+        x = rng.standard_normal(widths[0]) * float(rng.choice([5.0, 20.0]))
+        s = _mp_network_singular_values(net, x, 700)
+        if s[0] == 0 or any(0 < v < s[0] * mpmath.mpf(10) ** -600 for v in s):
+            continue
+        logs = [float(mpmath.log(v)) if v > s[0] * mpmath.mpf(10) ** -650 else -math.inf for v in s]
+        cases.append((net, x, logs))
+    return cases
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dependent_rows_fuzz_against_700_digits(backend: str) -> None:
+    cases = _dependent_fuzz_cases()
+    assert len(cases) >= 40
+    for net, x, want in cases:
+        got = net.log_singular_values(x, backend=backend)
+        exact = int(np.count_nonzero(np.isfinite(want)))
+        assert net.exact_rank(x, backend=backend) == exact, (net.widths, x, got, want)
+        np.testing.assert_allclose(got[:exact], want[:exact], rtol=1e-9, atol=1e-9)
+
+
+def test_dependent_rows_transform_refactors_the_step() -> None:
+    # M = diag(sign e^t) Y with rows 1 = -2 row 0 and 3 = row 0 + row 2 (both exactly
+    # dependent on larger rows) before the small independent row 4: M = T Mhat exactly,
+    # T's kept columns orthonormal, the dependent rows of Mhat zero.
+    rng = np.random.default_rng(5)
+    Y = rng.standard_normal((5, 3))
+    t = np.array([0.0, -0.5, -1.0, -2.0, -40.0])
+    Y[1] = -2.0 * Y[0] * math.exp(t[0] - t[1])
+    Y[3] = (Y[0] * math.exp(t[0]) + Y[2] * math.exp(t[2])) * math.exp(-t[3])
+    sign = np.array([1.0, -1.0, 1.0, 1.0, -1.0])
+    norms = np.linalg.norm(Y, axis=1)
+    tol = float(ref_graded.rank_tolerance(5, 3))
+    folded = ref_graded.dependent_rows_transform(Y, Y / norms[:, None], t, sign, tol, 3)
+    assert folded is not None
+    Yhat, T = folded
+    M = (sign * np.exp(t))[:, None] * Y
+    Mhat = (sign * np.exp(t))[:, None] * Yhat
+    np.testing.assert_allclose(T @ Mhat, M, rtol=0, atol=1e-14 * np.abs(M).max())
+    np.testing.assert_array_equal(Yhat[[1, 3]], 0.0)
+    kept = [0, 2, 4]
+    np.testing.assert_allclose(T[:, kept].T @ T[:, kept], np.eye(3), atol=1e-15)
+    # the small row is untouched: only larger rows gain multiples of smaller ones
+    np.testing.assert_array_equal(Yhat[4], Y[4])
+    # no dependent row before an independent smaller one: nothing to do
+    assert (
+        ref_graded.dependent_rows_transform(
+            Y[[0, 2, 4, 1]],
+            Y[[0, 2, 4, 1]] / norms[[0, 2, 4, 1]][:, None],
+            np.array([0.0, -1.0, -40.0, -50.0]),
+            sign[:4],
+            tol,
+            3,
+        )
+        is None
+    )

@@ -31,11 +31,15 @@ from numpy.typing import NDArray
 
 from . import _backends, _dispatch
 from .reference.graded import (
+    DEPENDENT_GAP,
     GRADED_RANK_CAP,
+    dependent_rows_transform,
     graded_qr_step_pivoted,
     graded_rank_floor,
+    leading_rows_independent,
     log_spread,
     map_rank,
+    rank_tolerance,
     scaled_norms,
     split_log_scales,
     unit_rows,
@@ -524,14 +528,59 @@ def _scaled_rows_step_once(
     c = np.where(np.isfinite(c), c, 0.0)
     with np.errstate(invalid="ignore"):
         g = g + c[:, None]
-    parts, shift = split_log_scales(np.where(zero, 0.0, log_d - c[:, None]))
+    rel = np.where(zero, -np.inf, log_d - c[:, None])
+    folds = _fold_dependent_rows(Y, row_norms, rel, sign, rank, live, floor, tol_rows)
+    parts, shift = split_log_scales(np.where(zero, 0.0, rel))
     scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
     Y *= scale[:, :, None]  # Y is this step's own array
     U, g, V = graded_step(Y, g, V, backend)
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
-    step_spread = log_spread(np.where(zero, -np.inf, log_d - c[:, None]))
-    return U, unshift_log_scales(U, g, shift), V, rank, live, step_spread
+    g = unshift_log_scales(U, g, shift)
+    for i, T in folds.items():
+        U[i] = T @ U[i]
+    return U, g, V, rank, live, log_spread(rel)
+
+
+def _fold_dependent_rows(
+    Y: F64,
+    row_norms: F64,
+    t: F64,
+    sign: F64,
+    rank: NDArray[np.int64],
+    live: NDArray[Any],
+    floor: Any,
+    tol_rows: Any,
+) -> dict[int, F64]:
+    """The samples of a step diag(sign e^t) Y (Y (B, m, r), t (B, m) relative log row
+    scales, -inf for rows removed) whose exactly dependent large rows come before smaller
+    independent ones: Y is replaced in place by jacgeom.reference.graded's
+    dependent_rows_transform's Yhat for those samples, and their T (m, m) returned by
+    sample, to give the frame's basis as T Q. The rank decision's tolerance is
+    :func:`_deflate`'s (map_rank with the live directions as columns).
+
+    Only samples with more kept rows than the rank and rows graded by more than
+    DEPENDENT_GAP are checked, first all at once (leading_rows_independent), then one at a
+    time where a dependent row leads."""
+    B = Y.shape[0]
+    kept = np.isfinite(t)
+    need = (np.count_nonzero(kept, axis=1) > rank) & (log_spread(t) > DEPENDENT_GAP)
+    if not need.any():
+        return {}
+    i = np.flatnonzero(need)
+    counted = np.count_nonzero(row_norms > 0, axis=1) if tol_rows is None else tol_rows
+    tol = rank_tolerance(
+        np.asarray(counted)[i], np.asarray(live)[i], np.broadcast_to(floor, (B,))[i]
+    )
+    lead = leading_rows_independent(Y[i], row_norms[i], t[i], rank[i], tol)
+    folds: dict[int, F64] = {}
+    for j in np.flatnonzero(~lead):
+        b = int(i[j])
+        Xn = Y[b] / np.where(row_norms[b] > 0, row_norms[b], 1.0)[:, None]
+        folded = dependent_rows_transform(Y[b], Xn, t[b], sign[b], float(tol[j]), int(rank[b]))
+        if folded is not None:
+            Y[b], folds[b] = folded
+    return folds
 
 
 def _deflate(

@@ -127,10 +127,113 @@ def map_rank(
         rows = np.count_nonzero(row_norms > 0, axis=-1)
     rows = np.asarray(rows)
     cols = np.full(rows.shape, r) if columns is None else np.asarray(columns)
-    tol = np.maximum(np.maximum(rows, cols), 1) * np.finfo(np.float64).eps
-    tol = tol * np.sqrt(np.maximum(rows, 1))
-    tol = np.maximum(tol, floor)
+    tol = rank_tolerance(rows, cols, floor)
     return np.count_nonzero(s > tol[..., None], axis=-1).astype(np.int64), Xn
+
+
+def rank_tolerance(rows: Any, cols: Any, floor: Any = 0.0) -> Any:
+    """:func:`map_rank`'s tolerance on a row-normalised map of ``rows`` counted rows and
+    ``cols`` live columns: max(rows, cols) eps sqrt(rows), at least ``floor``."""
+    rows = np.asarray(rows)
+    tol = np.maximum(np.maximum(rows, cols), 1) * np.finfo(np.float64).eps
+    return np.maximum(tol * np.sqrt(np.maximum(rows, 1)), floor)
+
+
+# A step's rows are checked for exact dependence (dependent_rows_transform) where their log
+# scales span more than this (natural log, a ratio of about 1e4): below it, the rounding
+# that dependent large rows leave (eps times their size) stays under eps e^DEPENDENT_GAP of
+# every smaller row's contribution.
+DEPENDENT_GAP = 9.2
+
+
+def leading_rows_independent(
+    Y: F64, row_norms: F64, t: F64, rank: Any, tol: Any
+) -> NDArray[np.bool_]:
+    """Whether, per sample, the ``rank`` (B,) rows of largest log scale t (B, m; -inf for
+    rows removed) of the map Y (B, m, r), each divided by its ``row_norms`` (B, m) as
+    :func:`map_rank` judges them, are independent: each at a distance above ``tol`` (B,)
+    from the span of those before it (unpivoted QR of the sorted rows). Where they are, no
+    exactly dependent row comes before a smaller independent one and
+    :func:`dependent_rows_transform` has nothing to do; (B,)."""
+    B, m, r = Y.shape
+    k = int(np.max(rank, initial=0))
+    if B == 0 or k == 0:
+        return np.ones(B, dtype=bool)
+    top = np.argsort(-t, axis=1, kind="stable")[:, :k]
+    Ys = np.take_along_axis(Y, top[:, :, None], axis=1)
+    norms = np.take_along_axis(row_norms, top, axis=1)
+    Ys /= np.where(norms > 0, norms, 1.0)[:, :, None]
+    d = np.abs(np.diagonal(np.linalg.qr(np.swapaxes(Ys, 1, 2), mode="r"), axis1=1, axis2=2))
+    j = np.arange(d.shape[1])[None, :]
+    return np.all((j >= np.asarray(rank)[:, None]) | (d > np.asarray(tol)[:, None]), axis=1)
+
+
+def dependent_rows_transform(
+    Y: F64, Xn: F64, t: F64, sign: F64, tol: float, rank: int
+) -> tuple[F64, F64] | None:
+    """One step's rows with the exactly dependent ones folded into the larger rows they
+    depend on, for one sample.
+
+    The step is M = diag(sign e^t) Y (Y (m, r) the map on the frame, t (m,) log row
+    scales, -inf for rows removed; Xn (m, r) the rows divided by their norms in the map,
+    as :func:`map_rank` judges them). Taken by decreasing t, a row at a distance of at
+    most ``tol`` from the span of the rows kept before it is exactly dependent on them,
+    as the rank decision of the unscaled map says: M_D = C M_A (A the ``rank`` rows kept,
+    D the others; C_ki = sign_k sign_i a_ki e^(t_k - t_i), Y_k = sum_i a_ki Y_i over the
+    rows of A before k). Then M = T Mhat with Mhat = diag(sign e^t) Yhat, Yhat's rows D
+    exactly zero and its rows A = R_c M_A (R_c^T R_c = I + C^T C, R_c upper triangular in
+    the order of t, so a row only gains multiples of smaller ones), and T
+    (m, m) with orthonormal columns A ([I; C] R_c^-1) and zero columns elsewhere.
+
+    Why: Householder QR is row-wise backward stable, so two exactly dependent large rows
+    leave a residual of eps times their size, which a graded QR keeps as a direction in
+    place of a smaller row's (a saturated unit beside a duplicated one: e^-37 against
+    e^-93), and the next layer's rank decision then drops the true direction. With the
+    dependent rows folded away, M's graded QR is Mhat's, and U = T Q.
+
+    Returns (Yhat, T), or None where no dependent row comes before an independent row of
+    smaller scale (nothing to fold) or the rows found independent are not ``rank`` in
+    number (a decision at the tolerance's edge: the step is left as it is).
+    """
+    m, r = Y.shape
+    order = [int(i) for i in np.argsort(-t, kind="stable") if np.isfinite(t[i])]
+    basis = np.zeros((0, r))
+    kept: list[int] = []
+    before: dict[int, list[int]] = {}
+    for i in order:
+        x = Xn[i]
+        res = x - basis.T @ (basis @ x)
+        res = res - basis.T @ (basis @ res)  # once more: orthogonal to rounding
+        size = float(np.linalg.norm(res))
+        if size > tol:
+            if len(kept) == rank:
+                return None
+            kept.append(i)
+            basis = np.vstack([basis, res / size])
+        else:
+            before[i] = list(kept)
+    if len(kept) != rank or not any(len(b) < rank for b in before.values()):
+        return None
+    pos = {i: p for p, i in enumerate(kept)}
+    C = np.zeros((len(before), rank))
+    for row, (k, ks) in enumerate(before.items()):
+        if ks:
+            a = np.linalg.lstsq(Y[ks].T, Y[k], rcond=None)[0]
+            cols = [pos[i] for i in ks]
+            C[row, cols] = sign[k] * sign[ks] * a * np.exp(t[k] - t[ks])
+    Rc = np.linalg.cholesky(np.eye(rank) + C.T @ C).T
+    Rc_inv = np.linalg.solve(Rc, np.eye(rank))
+    tk = t[kept]
+    sk = sign[kept]
+    with np.errstate(under="ignore"):
+        # upper triangular: factors e^(t_j - t_i) <= 1 for j after i
+        S = np.triu(Rc * np.exp(np.minimum(tk[None, :] - tk[:, None], 0.0))) * np.outer(sk, sk)
+    Yhat = np.zeros_like(Y)
+    Yhat[kept] = S @ Y[kept]
+    T = np.zeros((m, m))
+    T[np.ix_(kept, kept)] = Rc_inv
+    T[np.ix_(list(before), kept)] = C @ Rc_inv
+    return Yhat, T
 
 
 # The rank of a layer's map is decided on the frame's basis U of the range so far, which is

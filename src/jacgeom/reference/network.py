@@ -19,6 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .graded import (
+    DEPENDENT_GAP,
+    dependent_rows_transform,
     graded_log_singular_values,
     graded_qr_step,
     graded_qr_step_pivoted,
@@ -26,6 +28,7 @@ from .graded import (
     log_spread,
     map_rank,
     numerical_rank_from_logs,
+    rank_tolerance,
     scaled_norms,
     split_log_scales,
     unit_rows,
@@ -623,6 +626,16 @@ def _frame_step(
         Z1 = np.linalg.svd(Xn)[2][:r_l].T if r_l else np.zeros((U.shape[1], 0))
         Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
         XU = XU @ (Z1 @ Q1)
+    # Exactly dependent large rows folded into the rows they depend on, where smaller
+    # rows follow them (graded.dependent_rows_transform): U = T Q.
+    T = None
+    if X.shape[0] > r_l and log_spread(t) > DEPENDENT_GAP:
+        counted = np.count_nonzero(norms > 0) if rows is None else rows
+        tol = float(rank_tolerance(counted, U.shape[1], floor))
+        Xn_now = XU / np.where(norms > 0, norms, 1.0)[:, None]
+        folded = dependent_rows_transform(XU, Xn_now, np.asarray(t, float), sign, tol, r_l)
+        if folded is not None:
+            XU, T = folded
     # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
     # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
     parts, shift = split_log_scales(t)
@@ -630,6 +643,8 @@ def _frame_step(
     for part in parts[1:]:
         Q, new_g, new_V = graded_qr_step(np.exp(part)[:, None] * Q, new_g, new_V)
     new_g = unshift_log_scales(Q, new_g, shift)
+    if T is not None:
+        Q = T @ Q
     if not force and np.count_nonzero(np.isfinite(new_g)) < r_l < live:
         return _frame_step(X, norms, sign, t, c, U, g_in, V_in, floor, force=True, rows=rows)
     return r_l, Q, new_g, new_V
