@@ -309,3 +309,323 @@ def test_torchscript_round_trip() -> None:
 def test_dtype_override() -> None:
     mlp = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
     assert jacgeom.Network.from_torch(mlp, dtype=np.float64).dtype == np.float64
+
+
+# ---------------------------------------------------------------------------- review 3
+# A TorchScript class was recognised by its bare name, forward hooks were ignored, and
+# traced modules were read as their classes whatever their graphs held.
+
+
+class ReLU(nn.Module):
+    """A user class that happens to be called ReLU: its forward is tanh."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # annotated for TorchScript
+        return torch.tanh(x)
+
+
+class Sequential(nn.Sequential):
+    """A user Sequential whose forward skips its last child."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self[0](x)
+
+
+def _double(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+    return output * 2
+
+
+def _triple_input(module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+    return (inputs[0] * 3,)
+
+
+def _jacobians_differ(module: Any, net: jacgeom.Network, n_in: int) -> bool:
+    """Whether torch's Jacobian of ``module`` differs from ``net``'s: what the module would
+    have been read as, had it not been refused."""
+    X = torch.randn(4, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    return not np.allclose(net.jacobian(X), _reference(module, X), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_scripted_user_class_named_like_torch_nn_is_refused() -> None:
+    torch.manual_seed(8)
+    user = torch.jit.script(nn.Sequential(nn.Linear(3, 3), ReLU()).double())
+    relu = jacgeom.Network.from_torch(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+    assert _jacobians_differ(user, relu, 3)  # read as relu, the old answer was wrong
+    with pytest.raises(
+        UnsupportedModuleError,
+        match=r"TorchScript module 1 \(ReLU, class __torch__\.(\w+\.)*ReLU\).*only scripted "
+        r"torch.nn modules",
+    ) as caught:
+        jacgeom.Network.from_torch(user)
+    assert "torch.nn.modules.activation" not in str(caught.value).split(";")[0]
+    with pytest.raises(UnsupportedModuleError, match=r"TorchScript module <root> \(Sequential"):
+        spec_from_torch(torch.jit.script(Sequential(nn.Linear(3, 3), nn.Linear(3, 2))))
+    # The genuine classes, scripted, saved and loaded, are still read, as torch computes them.
+    genuine = torch.jit.script(nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2)))
+    buf = io.BytesIO()
+    torch.jit.save(genuine, buf)
+    buf.seek(0)
+    _check(torch.jit.load(buf), 3, torch.float64)
+
+
+def _weight_norm_old(m: Any) -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated for the parametrization
+        return torch.nn.utils.weight_norm(m)
+
+
+HOOKED = {
+    "pre-hook": (
+        lambda m: m[0].register_forward_pre_hook(_triple_input),
+        r"module 0 \(Linear\) has a forward pre-hook \(_triple_input\)",
+    ),
+    "hook": (
+        lambda m: m[1].register_forward_hook(_double),
+        r"module 1 \(Tanh\) has a forward hook \(_double\)",
+    ),
+    "hook with kwargs": (
+        lambda m: m[1].register_forward_hook(lambda mod, a, kw, out: out * 2, with_kwargs=True),
+        r"module 1 \(Tanh\) has a forward hook \(.*<lambda>\)",
+    ),
+    "hook on the root": (
+        lambda m: m.register_forward_hook(_double),
+        r"module <root> \(Sequential\) has a forward hook",
+    ),
+    "hook on a nested module": (
+        lambda m: m[2][0].register_forward_pre_hook(_triple_input),
+        r"module 2\.0 \(Linear\) has a forward pre-hook",
+    ),
+    "old-style weight_norm": (
+        lambda m: _weight_norm_old(m[0]),
+        r"module 0 \(Linear\) has a forward pre-hook \(WeightNorm\).*stale after an optimizer "
+        r"step: use torch.nn.utils.parametrizations.weight_norm",
+    ),
+    "old-style spectral_norm": (
+        lambda m: torch.nn.utils.spectral_norm(m[0]),
+        r"module 0 \(Linear\) has a forward pre-hook \(SpectralNorm\).*"
+        r"parametrizations.spectral_norm",
+    ),
+    "prune": (
+        lambda m: torch.nn.utils.prune.l1_unstructured(m[0], "weight", 0.5),
+        r"module 0 \(Linear\) has a forward pre-hook \(L1Unstructured\).*prune.remove",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HOOKED))
+def test_forward_hooks_are_refused(case: str) -> None:
+    import torch.nn.utils.prune  # noqa: F401  (the "prune" case's module)
+
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Sequential(nn.Linear(4, 2))).double()
+    unhooked = jacgeom.Network.from_torch(model)
+    register, message = HOOKED[case]
+    register(model)
+    # After an optimizer step without a forward since, the old-style weight_norm's stored
+    # weight is stale: every case changes the map that the weights give.
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(torch.randn(8, 3, dtype=torch.float64)).pow(2).sum().backward()
+    opt.step()
+    with pytest.raises(ValueError, match=message) as caught:
+        jacgeom.Network.from_torch(model)
+    assert isinstance(caught.value, UnsupportedModuleError)  # what from_torch documents
+    if case not in ("old-style weight_norm", "old-style spectral_norm", "prune"):
+        assert _jacobians_differ(model, unhooked, 3)
+    else:  # what the old code read: the stored weight, stale (or unmasked)
+        stale = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+        with torch.no_grad():
+            stale[0].weight.copy_(model[0].weight)
+            stale[0].bias.copy_(model[0].bias)
+            stale[2].weight.copy_(model[2][0].weight)
+            stale[2].bias.copy_(model[2][0].bias)
+        assert _jacobians_differ(model, jacgeom.Network.from_torch(stale), 3)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_hooks_compiled_into_a_scripted_module_and_global_hooks_are_refused() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh()).double()
+    model[1].register_forward_hook(_double)
+    scripted = torch.jit.script(model)
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    buf.seek(0)
+    for m in (scripted, torch.jit.load(buf)):
+        with pytest.raises(ValueError, match=r"module 1 \(Tanh\) has a forward hook \(_double"):
+            spec_from_torch(m)
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    module_hooks = torch.nn.modules.module
+    for register, kind in (
+        (module_hooks.register_module_forward_hook, "forward hook"),
+        (module_hooks.register_module_forward_pre_hook, "forward pre-hook"),
+    ):
+        handle = register(lambda *args: None)
+        try:
+            with pytest.raises(ValueError, match=rf"a global {kind} \(.*<lambda>, from torch"):
+                spec_from_torch(plain)
+        finally:
+            handle.remove()
+    assert len(spec_from_torch(plain).weights) == 1  # removed: read again
+
+
+class WeightNormBlock(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.utils.parametrizations.weight_norm(nn.Linear(n, n))
+
+    def forward(self, x: Any) -> Any:
+        return x + torch.tanh(self.fc(x))
+
+
+class Scale(nn.Module):
+    """A user parametrization: jacgeom cannot know what it computes."""
+
+    def forward(self, W: Any) -> Any:
+        return 2 * W
+
+
+PARAMETRIZATIONS = {
+    "weight_norm": lambda m: torch.nn.utils.parametrizations.weight_norm(m),
+    "orthogonal": lambda m: torch.nn.utils.parametrizations.orthogonal(m),
+    "spectral_norm": lambda m: torch.nn.utils.parametrizations.spectral_norm(m),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", list(PARAMETRIZATIONS))
+def test_parametrized_layers_match_jacrev(name: str, dtype: Any) -> None:
+    # weight is computed from the parametrization's tensors at each access, so it is right
+    # after an optimizer step without a forward since (where the old-style hooks were not).
+    torch.manual_seed(11)
+    p = PARAMETRIZATIONS[name]
+    model = nn.Sequential(
+        p(nn.Linear(4, 6)), nn.Tanh(), WeightNormBlock(6), p(nn.Linear(6, 3)), nn.GELU()
+    ).to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    model(torch.randn(8, 4, dtype=dtype)).pow(2).sum().backward()
+    opt.step()
+    net = _check(model, 4, dtype)  # eval mode (_check): spectral_norm's map is fixed there
+    assert net.residual == (False, True, False)
+    assert [a.name for a in net.activations] == ["tanh", "tanh", "gelu"]
+
+
+def test_spectral_norm_in_training_mode_and_user_parametrizations_are_refused() -> None:
+    model = nn.Sequential(torch.nn.utils.parametrizations.spectral_norm(nn.Linear(3, 4)))
+    model.train()
+    u = model[0].parametrizations.weight[0]._u.clone()
+    with pytest.raises(
+        ValueError, match=r"module 0 \(ParametrizedLinear\) has a spectral_norm .* training"
+    ):
+        jacgeom.Network.from_torch(model)
+    # reading weight in training mode would have run a power-iteration step on u
+    torch.testing.assert_close(model[0].parametrizations.weight[0]._u, u, rtol=0, atol=0)
+    jacgeom.Network.from_torch(model.eval())
+    user = nn.Linear(3, 4)
+    torch.nn.utils.parametrize.register_parametrization(user, "weight", Scale())
+    with pytest.raises(
+        UnsupportedModuleError, match=r"module 0 \(ParametrizedLinear\).*parametrization Scale"
+    ):
+        spec_from_torch(nn.Sequential(user, nn.ReLU()))
+
+
+def _traced(module: Any, n_in: int, save: bool) -> Any:
+    X = torch.randn(2, n_in, dtype=torch.float64)
+    traced = torch.jit.trace(module, X, check_trace=False)  # a Dropout in training differs
+    if not save:
+        return traced
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    buf.seek(0)
+    return torch.jit.load(buf)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.parametrize("save", [False, True], ids=["traced", "saved"])
+def test_traced_modules_read_only_where_the_graph_is_the_class_forward(save: bool) -> None:
+    torch.manual_seed(12)
+    plain = nn.Sequential(
+        nn.Linear(3, 5), nn.Dropout(), nn.Identity(), nn.Tanh(), nn.Linear(5, 4), nn.ReLU(),
+        nn.Sequential(nn.Linear(4, 2), nn.Sigmoid()),
+    ).double().eval()  # fmt: skip
+    _check(_traced(plain, 3, save), 3, torch.float64)
+    # A traced GELU keeps no "approximate": it was read as the exact gelu.
+    gelu = nn.Sequential(nn.Linear(3, 3), nn.GELU(approximate="tanh")).double()
+    traced = _traced(gelu, 3, save)
+    exact = jacgeom.Network.from_torch(nn.Sequential(gelu[0], nn.GELU()))
+    assert _jacobians_differ(traced, exact, 3)
+    with pytest.raises(UnsupportedModuleError, match=r"module 1 \(GELU\).*no attribute"):
+        jacgeom.Network.from_torch(traced)
+    # A hook at trace time is in the graph, not in the module's hooks.
+    hooked = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    unhooked = jacgeom.Network.from_torch(hooked)
+    handle = hooked[1].register_forward_hook(_double)
+    traced = _traced(hooked, 3, save)
+    handle.remove()
+    assert _jacobians_differ(traced, unhooked, 3)
+    with pytest.raises(UnsupportedModuleError, match=r"module <root> \(Sequential\).*aten::mul"):
+        jacgeom.Network.from_torch(traced)
+    tanh = nn.Tanh()
+    handle = tanh.register_forward_hook(lambda m, i, out: torch.tanh(out))
+    traced = _traced(tanh, 3, save)
+    handle.remove()
+    with pytest.raises(UnsupportedModuleError, match=r"module 1 \(Tanh\).*aten::tanh"):
+        jacgeom.Network.from_torch(nn.Sequential(nn.Linear(3, 3), traced))
+    # A Dropout traced in training mode drops units at every call: no eval-mode map.
+    train = nn.Sequential(nn.Linear(3, 3), nn.Dropout(), nn.Tanh()).double().train()
+    with pytest.raises(UnsupportedModuleError, match=r"module 1 \(Dropout\).*training mode"):
+        jacgeom.Network.from_torch(_traced(train, 3, save))
+
+
+def test_geometry_monitor_settings_checked_when_made() -> None:
+    from jacgeom.torch import GeometryMonitor
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    probe = np.random.default_rng(0).standard_normal((5, 3))
+    monitor = GeometryMonitor(model, probe, every=np.int64(2))
+    assert type(monitor.every) is int and monitor.every == 2
+    assert [monitor.step() is None for _ in range(4)] == [False, True, False, True]
+    for every, error in ((True, TypeError), (2.5, TypeError), ("2", TypeError), (0, ValueError)):
+        with pytest.raises(error, match=r"every must be an int"):
+            GeometryMonitor(model, probe, every=every)  # type: ignore[arg-type]
+    for tol in (-1.0, float("nan"), float("inf"), np.float64(-1e-3)):
+        with pytest.raises(ValueError, match=r"saturation_tol must be a finite number >= 0"):
+            GeometryMonitor(model, probe, saturation_tol=tol)
+    for tol in ("0.1", None, True):
+        with pytest.raises(TypeError, match=r"saturation_tol must be a real number"):
+            GeometryMonitor(model, probe, saturation_tol=tol)  # type: ignore[arg-type]
+    assert GeometryMonitor(model, probe, saturation_tol=np.float32(0.5)).saturation_tol == 0.5
+
+
+def test_geometry_monitor_reads_parametrized_weights_and_refuses_hooks() -> None:
+    from jacgeom.torch import GeometryMonitor
+
+    torch.manual_seed(13)
+    model = nn.Sequential(
+        torch.nn.utils.parametrizations.weight_norm(nn.Linear(3, 3)), nn.Tanh(), nn.Linear(3, 2)
+    ).double()
+    probe = torch.randn(6, 3, dtype=torch.float64)
+    monitor = GeometryMonitor(model, probe, every=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(probe).pow(2).sum().backward()
+    opt.step()  # no forward since: weight is the parametrization's, computed when read
+    rep = monitor.step(0)
+    assert rep is not None
+    # layer 0's A = D W is square: its log-volume is log |det| of torch's own Jacobian
+    J = _reference(model[:2], probe)
+    want = np.median(np.linalg.slogdet(J)[1])
+    assert rep.layers[0].log_volume.median == pytest.approx(want, rel=1e-10)
+    # the monitor registered nothing on the model, so it reads it again
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert monitor.step(1) is not None
+    model[1].register_forward_hook(_double)
+    with pytest.raises(ValueError, match=r"module 1 \(Tanh\) has a forward hook \(_double\)"):
+        monitor.step(2)
+    assert len(monitor.reports) == 2
+
+
+def test_non_modules_refused_by_type() -> None:
+    # Anything but a module failed inside the hook and graph checks or torch.fx.
+    for bad in (np.ones((3, 3)), lambda x: torch.relu(x), None):
+        with pytest.raises(TypeError, match=r"module must be a torch.nn.Module or torch.jit"):
+            spec_from_torch(bad)

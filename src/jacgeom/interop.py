@@ -19,7 +19,9 @@ Tanh, Sigmoid, GELU (approximate "none" -> gelu, "tanh" -> gelu_tanh), SiLU, Sof
 (beta; see :func:`spec_from_torch` for threshold), ELU (alpha), Identity, Dropout (the
 eval-mode map, the identity), LayerNorm between a Linear and its activation (see
 :func:`spec_from_torch`), nested Sequential, and modules whose ``forward`` is a chain of
-those, with residual blocks ``h + phi(W h + b)`` recognised through ``torch.fx``.
+those, with residual blocks ``h + phi(W h + b)`` recognised through ``torch.fx``. Layers may
+be parametrized (torch.nn.utils.parametrizations: weight_norm, orthogonal, spectral_norm in
+eval mode). Modules with forward hooks are refused: jacgeom reads weights, not calls.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import dataclasses
 import math
 import operator
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +84,13 @@ _SKIPPED_MODULES = frozenset({"Identity", "Dropout"})
 
 class UnsupportedModuleError(TypeError):
     """A module (or an operation in a traced forward) jacgeom's Network cannot represent."""
+
+
+class _ModuleStateError(UnsupportedModuleError, ValueError):
+    """A module refused for its state, not its type: a forward hook or pre-hook, or a
+    spectral_norm parametrization in training mode. An UnsupportedModuleError (what
+    ``Network.from_torch`` documents) that is also a ValueError (the value is wrong, not the
+    type)."""
 
 
 # ---------------------------------------------------------------------------- arrays
@@ -249,17 +259,321 @@ class _Layer:
 
 
 def _kind(module: Any) -> str:
-    """The torch.nn class name of a module, or of a TorchScript module's original class;
-    "" for a subclass or a user module (those are traced, not read)."""
+    """The torch.nn class a module is an instance of, by identity (a parametrized layer
+    counts as its class), or the class a TorchScript module was compiled from; "" for
+    anything else: a subclass or a user module, even one named like a torch.nn class
+    (those are traced, not read)."""
     import torch
 
     if isinstance(module, torch.jit.ScriptModule):
-        name = str(getattr(module, "original_name", ""))
-        return name if name in SUPPORTED_TORCH_MODULES else ""
+        return _script_kind(module)
     cls = type(module)
-    if cls.__module__.startswith("torch.nn.") and cls.__name__ in SUPPORTED_TORCH_MODULES:
-        return cls.__name__
-    return ""
+    if _is_parametrized(module):
+        # register_parametrization swaps the class for a generated subclass
+        # Parametrized<Name> of the module's own class, whose forward is that class's.
+        cls = cls.__bases__[0]
+    name = cls.__name__
+    return name if name in SUPPORTED_TORCH_MODULES and _torch_nn_class(name) is cls else ""
+
+
+# TorchScript marks a second compiled type of one class (a Linear with other attributes, a
+# Sequential of other children) with a path segment ___torch_mangle_<n>.
+_MANGLE = re.compile(r"___torch_mangle_\d+")
+
+
+def _script_kind(module: Any) -> str:
+    """The supported torch.nn class a TorchScript module was compiled from, or "".
+
+    ``original_name`` is only the class's bare name, the same for a user class called
+    ``ReLU`` whose forward is anything; the qualified type name carries the class's Python
+    module too (``__torch__.torch.nn.modules.activation.ReLU`` against ``__torch__.ReLU``).
+    """
+    name = str(getattr(module, "original_name", ""))
+    cls = _torch_nn_class(name)
+    if name not in SUPPORTED_TORCH_MODULES or cls is None:
+        return ""
+    parts = [p for p in _script_type_name(module).split(".") if not _MANGLE.fullmatch(p)]
+    return name if parts == ["__torch__", *cls.__module__.split("."), name] else ""
+
+
+def _script_type_name(module: Any) -> str:
+    """A TorchScript module's qualified type name ("" where torch does not expose it)."""
+    try:
+        return str(module._c._type().qualified_name())
+    except (AttributeError, RuntimeError):
+        return ""
+
+
+def _torch_nn_class(name: str) -> type | None:
+    import torch
+
+    cls = getattr(torch.nn, name, None)
+    return cls if isinstance(cls, type) else None
+
+
+def _is_parametrized(module: Any) -> bool:
+    """Whether ``module`` is a layer under torch.nn.utils.parametrize (its class the
+    generated Parametrized<Name> subclass, its ``weight`` computed at each access)."""
+    from torch.nn.utils import parametrize
+
+    cls = type(module)
+    return (
+        cls.__module__ == parametrize.__name__
+        and len(cls.__bases__) == 1
+        and parametrize.is_parametrized(module)
+    )
+
+
+def _type_name(module: Any) -> str:
+    name = getattr(module, "original_name", None)
+    return str(name) if isinstance(name, str) else type(module).__name__
+
+
+def _hooks(module: Any) -> list[tuple[str, Any]]:
+    """The forward pre-hooks and forward hooks registered on one module, as (kind, hook).
+
+    A scripted module also lists the hooks compiled into it (torch.jit.script keeps the
+    hooks registered before scripting, and runs them at every call)."""
+    found: list[tuple[str, Any]] = []
+    for kind, attr, compiled in (
+        ("forward pre-hook", "_forward_pre_hooks", "_get_forward_pre_hooks"),
+        ("forward hook", "_forward_hooks", "_get_forward_hooks"),
+    ):
+        hooks = list(dict(getattr(module, attr, None) or {}).values())
+        c = getattr(module, "_c", None)
+        if not hooks and c is not None and hasattr(c, compiled):
+            hooks = list(getattr(c, compiled)())
+        found.extend((kind, h) for h in hooks)
+    return found
+
+
+def _hook_name(hook: Any) -> str:
+    import torch
+
+    if isinstance(hook, torch.jit.ScriptFunction):  # a hook compiled by torch.jit.script
+        return str(hook.name)
+    name = getattr(hook, "__qualname__", None)
+    return name if isinstance(name, str) else type(hook).__name__
+
+
+def _refuse_hooks_and_parametrizations(root: Any) -> None:
+    """Refuse, before anything is read, a module whose map is not its weights' map.
+
+    jacgeom reads a module's weights, not its calls: a forward hook or pre-hook changes
+    the module's input or output (or, like the old-style torch.nn.utils.weight_norm,
+    spectral_norm and prune, recomputes ``weight`` at the next call, so the stored one is
+    stale after an optimizer step). Parametrized layers (torch.nn.utils.parametrizations)
+    compute ``weight`` at each access instead, which is read; those whose access changes
+    the module (spectral_norm in training mode) or runs code jacgeom does not know are
+    refused.
+    """
+    from torch.nn.modules import module as torch_module
+
+    for attr, kind, register in (
+        ("_global_forward_pre_hooks", "forward pre-hook", "register_module_forward_pre_hook"),
+        ("_global_forward_hooks", "forward hook", "register_module_forward_hook"),
+    ):
+        hooks = getattr(torch_module, attr, None)
+        if hooks:
+            hook = next(iter(dict(hooks).values()))
+            raise _ModuleStateError(
+                f"a global {kind} ({_hook_name(hook)}, from torch.nn.modules.module."
+                f"{register}) is registered: it runs at every module's call and can change "
+                "its input or output, which a jacgeom Network, read from the weights, would "
+                "not do; remove it (its handle's .remove()) before reading the module"
+            )
+    for name, sub in root.named_modules():
+        label = name or "<root>"
+        for kind, hook in _hooks(sub):
+            hint = ""
+            origin = type(hook).__module__
+            if origin in ("torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm"):
+                new = origin.rsplit(".", 1)[1]
+                hint = (
+                    f"; torch.nn.utils.{new} recomputes weight in this hook, so the stored "
+                    f"weight is stale after an optimizer step: use "
+                    f"torch.nn.utils.parametrizations.{new}, which jacgeom reads"
+                )
+            elif origin == "torch.nn.utils.prune":
+                hint = (
+                    "; torch.nn.utils.prune applies its mask in this hook: "
+                    "torch.nn.utils.prune.remove(module, name) makes it permanent"
+                )
+            raise _ModuleStateError(
+                f"module {label} ({_type_name(sub)}) has a {kind} ({_hook_name(hook)}): it "
+                "runs at every call and can change the module's input or output, which a "
+                "jacgeom Network, read from the weights, would not do; remove it (its "
+                f"handle's .remove()) before reading the module{hint}"
+            )
+        if _is_parametrized(sub):
+            _check_parametrizations(sub, label)
+
+
+def _check_parametrizations(module: Any, label: str) -> None:
+    from torch.nn.utils import parametrizations
+
+    what = f"module {label} ({type(module).__name__})"
+    if not _kind(module):
+        raise _unsupported(what, "parametrized modules are read only as torch.nn layers")
+    names = ("_WeightNorm", "_SpectralNorm", "_Orthogonal")
+    known = {getattr(parametrizations, n, None): n for n in names}
+    for tensor, chain in module.parametrizations.items():
+        for p in chain:
+            name = known.get(type(p))
+            if name is None:
+                raise _unsupported(
+                    what,
+                    f"its {tensor} has the parametrization {type(p).__name__}; jacgeom reads "
+                    "the parametrizations weight_norm, spectral_norm (in eval mode) and "
+                    "orthogonal of torch.nn.utils.parametrizations",
+                )
+            if name == "_SpectralNorm" and p.training:
+                raise _ModuleStateError(
+                    f"{what} has a spectral_norm parametrization of {tensor} in training "
+                    f"mode, where every read of {tensor} runs a power-iteration step that "
+                    "changes the module's buffers; call .eval() on the model before reading "
+                    "it (the eval-mode map, with the current power-iteration vectors)"
+                )
+
+
+_SCRIPT_OPS: dict[str, frozenset[str]] = {
+    # The one operation each supported class's forward computes, as torch.jit.script (a
+    # call of torch.nn.functional) or torch.jit.trace (an aten op) records it.
+    "Linear": frozenset({"linear"}),
+    "ReLU": frozenset({"relu", "relu_"}),
+    "LeakyReLU": frozenset({"leaky_relu", "leaky_relu_"}),
+    "Tanh": frozenset({"tanh"}),
+    "Sigmoid": frozenset({"sigmoid"}),
+    "GELU": frozenset({"gelu"}),
+    "SiLU": frozenset({"silu", "silu_"}),
+    "Softplus": frozenset({"softplus"}),
+    "ELU": frozenset({"elu", "elu_"}),
+    "Identity": frozenset(),
+    "Dropout": frozenset({"dropout", "dropout_"}),
+    "LayerNorm": frozenset({"layer_norm"}),
+}
+# The settings read from each class: a traced module keeps its parameters but not these.
+_SCRIPT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "GELU": ("approximate",),
+    "LeakyReLU": ("negative_slope",),
+    "ELU": ("alpha",),
+    "Softplus": ("beta", "threshold"),
+    "LayerNorm": ("normalized_shape", "eps"),
+}
+
+
+def _check_script_graph(module: Any, kind: str, label: str) -> None:
+    """Refuse a TorchScript module whose forward graph is not its class's forward.
+
+    A module from torch.jit.trace (or a file saved from one) holds the operations recorded
+    when it was traced: the forward hooks of the time are in it, and its settings (GELU's
+    approximate, Softplus's beta, ...) are constants of the graph, not attributes. A
+    Sequential must call each child once, in order, on the previous output; a layer must
+    compute its one operation on its input, from constants and its own weights only.
+    """
+    what = f"TorchScript module {label or '<root>'} ({kind})"
+    advice = "save torch.jit.script(model) instead, or pass the torch module"
+    for attr in _SCRIPT_ATTRIBUTES.get(kind, ()):
+        if not hasattr(module, attr):
+            raise _unsupported(
+                what,
+                f"it has no attribute {attr!r}, which a traced module (torch.jit.trace) "
+                f"does not keep; {advice}",
+            )
+    try:
+        graph = module.graph
+        inputs = [v.unique() for v in graph.inputs()]
+        nodes = list(graph.nodes())
+        returned = [v.unique() for v in graph.return_node().inputs()]
+    except (AttributeError, RuntimeError) as exc:
+        raise _unsupported(what, f"its forward graph cannot be read ({exc})") from exc
+    if kind == "Identity" and len(inputs) == 1:
+        return  # a traced Identity: forward(self), called without the data (see below)
+    if len(inputs) != 2 or len(returned) != 1:
+        raise _unsupported(what, "its forward does not map one tensor to one tensor")
+    self_id, current = inputs
+    attributes: dict[int, str] = {}  # values read from the module: its children, weights
+    constants: set[int] = set()
+    called: list[str] = []
+    computed = 0
+    for node in nodes:
+        op = node.kind()
+        ins = [v.unique() for v in node.inputs()]
+        outs = [v.unique() for v in node.outputs()]
+        if op == "prim::GetAttr" and ins == [self_id]:
+            attributes[outs[0]] = node.s("name")
+            continue
+        if op == "prim::Constant" or (
+            op == "prim::ListConstruct" and all(i in constants for i in ins)
+        ):
+            constants.update(outs)
+            continue
+        if kind == "Sequential":
+            if op == "prim::CallMethod" and node.s("name") == "forward" and ins[:1]:
+                child = attributes.get(ins[0], "")
+                if child and ins[1:] == [current]:
+                    called.append(child)
+                    current = outs[0]
+                    continue
+                # torch.jit.trace records an Identity as a call without the data whose
+                # result is unused (nothing above accepts it as an input).
+                if child and len(ins) == 1 and _kind(getattr(module, child)) == "Identity":
+                    called.append(child)
+                    continue
+        else:
+            name, data, params = _graph_call(node, ins)
+            if (
+                kind == "Dropout"
+                and op.startswith("aten::dropout")
+                and node.inputsAt(2).toIValue() is not False
+            ):
+                # The eval-mode map that jacgeom reads (the identity) exists only where the
+                # graph reads the module's training flag; a trace in training mode fixed
+                # it to True: that module drops units at every call.
+                raise _unsupported(what, f"it was traced in training mode; {advice}")
+            if (
+                name in _SCRIPT_OPS[kind]
+                and computed == 0
+                and data == current
+                and all(
+                    p in constants or attributes.get(p) in ("weight", "bias", "training")
+                    for p in params
+                )
+            ):
+                computed += 1
+                current = outs[0]
+                continue
+        shown = f"{op} ({node.s('name')})" if node.hasAttribute("name") else op
+        raise _unsupported(
+            what,
+            f"its forward graph computes {shown} where torch.nn.{kind}'s forward does not "
+            f"(a traced module records the forward hooks of its time); {advice}",
+        )
+    expected = [n for n, _ in module.named_children()] if kind == "Sequential" else []
+    if called != expected:
+        raise _unsupported(
+            what, f"its forward graph calls the children {called}, not {expected} in order"
+        )
+    optional = kind in ("Sequential", "Identity", "Dropout")
+    if returned != [current] or (computed == 0 and not optional):
+        raise _unsupported(
+            what, f"its forward graph does not return torch.nn.{kind}'s result; {advice}"
+        )
+
+
+def _graph_call(node: Any, ins: list[int]) -> tuple[str, int | None, list[int]]:
+    """(operation, data input, other inputs) of a TorchScript graph node that computes:
+    an aten op (traced graphs) or a call of a torch.nn.functional function (scripted
+    ones); ("", None, []) for anything else."""
+    op = node.kind()
+    if op.startswith("aten::") and ins:
+        return op.removeprefix("aten::"), ins[0], ins[1:]
+    if op == "prim::CallFunction" and len(ins) >= 2:
+        fn = node.inputsAt(0).node()
+        qualified = str(fn.output().type())
+        if fn.kind() == "prim::Constant" and qualified.startswith("__torch__.torch.nn.functional."):
+            return qualified.rsplit(".", 1)[1], ins[1], ins[2:]
+    return "", None, []
 
 
 def _supported_message() -> str:
@@ -393,7 +707,11 @@ def _function_module(node: Any) -> Any:
 
 def _items(module: Any, label: str) -> list[tuple[str, Any]]:
     """The flat chain of (label, leaf module or _Residual) that ``module``'s forward is."""
+    import torch
+
     kind = _kind(module)
+    if kind and isinstance(module, torch.jit.ScriptModule):
+        _check_script_graph(module, kind, label)
     if kind == "Sequential":
         out: list[tuple[str, Any]] = []
         for name, child in module.named_children():
@@ -409,9 +727,14 @@ def _traced_items(module: Any, label: str) -> list[tuple[str, Any]]:
 
     what = f"module {label or '<root>'} ({type(module).__name__})"
     if isinstance(module, torch.jit.ScriptModule):
+        qualified = ".".join(
+            p for p in _script_type_name(module).split(".") if not _MANGLE.fullmatch(p)
+        )
         raise _unsupported(
-            f"TorchScript {what.replace(type(module).__name__, str(module.original_name))}",
-            "only scripted torch.nn modules and Sequentials of them can be read",
+            f"TorchScript module {label or '<root>'} ({module.original_name}, class "
+            f"{qualified or 'unknown'})",
+            "only scripted torch.nn modules and Sequentials of them can be read (a class "
+            "of another Python module is not read by its name)",
         )
     try:
         graph = torch.fx.symbolic_trace(module).graph
@@ -499,12 +822,11 @@ def _layers(items: list[tuple[str, Any]], notes: list[str], residual: bool) -> l
             continue
         if kind == "Linear":
             close()
-            b = (
-                _tensor(item.bias)
-                if item.bias is not None
-                else np.zeros(int(item.weight.shape[0]), dtype=_tensor(item.weight).dtype)
-            )
-            open_layer = _Layer(W=_tensor(item.weight), b=b, names=[tag])
+            # Read once: a parametrized layer computes weight at each access.
+            W = _tensor(item.weight)
+            bias = item.bias
+            b = _tensor(bias) if bias is not None else np.zeros(W.shape[0], dtype=W.dtype)
+            open_layer = _Layer(W=W, b=b, names=[tag])
             continue
         if kind == "LayerNorm":
             if open_layer is None or open_layer.act is not None or open_layer.norm_eps is not None:
@@ -550,8 +872,14 @@ def spec_from_torch(module: Any) -> NetworkSpec:
     module : torch.nn.Module or torch.jit.ScriptModule
         A Sequential (nested ones are flattened), a supported torch.nn layer, or a module
         whose forward is a chain of them (read with torch.fx), e.g. a residual block
-        ``x + act(linear(x))``. TorchScript modules must be scripted torch.nn layers or
-        Sequentials of them.
+        ``x + act(linear(x))``. A layer may be parametrized with
+        torch.nn.utils.parametrizations' weight_norm, orthogonal or spectral_norm (the
+        last in eval mode); its ``weight`` is read as the parametrization computes it.
+        TorchScript modules must be torch.nn layers or Sequentials of them, recognised by
+        their qualified class name (a user class named ``ReLU`` is not torch.nn.ReLU), with
+        the graph of the class's own forward: a traced module (torch.jit.trace) is read
+        only where its graph is that forward, without the hooks of its time, and where it
+        kept the settings read (GELU's approximate, Softplus's beta, ...).
 
     Returns
     -------
@@ -572,6 +900,18 @@ def spec_from_torch(module: Any) -> NetworkSpec:
         per layer. A LayerNorm's affine parameters become the Network's ``norm_weights`` /
         ``norm_biases`` (gamma = 1, beta = 0 where a LayerNorm has none, None at layers
         without one).
+    UnsupportedModuleError that is also a ValueError
+        For a module whose map is not the one its weights give: a forward hook or forward
+        pre-hook on the module or any submodule, or a global one
+        (torch.nn.modules.module.register_module_forward_hook / _pre_hook), since a hook
+        can change a module's input or output (the old-style torch.nn.utils.weight_norm,
+        spectral_norm and prune recompute ``weight`` in one, so the stored weight is stale
+        after an optimizer step); and a spectral_norm parametrization in training mode,
+        where every read of ``weight`` would change the module's power-iteration vectors.
+        The message names the submodule and the hook's kind. Backward hooks do not change
+        the map and are allowed.
+    TypeError
+        When ``module`` is not a torch.nn.Module.
 
     Notes
     -----
@@ -587,6 +927,14 @@ def spec_from_torch(module: Any) -> NetworkSpec:
     LeakyReLU with negative_slope 0 is relu;
     a negative slope is not supported. Dropout is read as the identity (the eval-mode map).
     """
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(
+            "module must be a torch.nn.Module or torch.jit.ScriptModule, got "
+            f"{type(module).__name__}"
+        )
+    _refuse_hooks_and_parametrizations(module)
     notes: list[str] = []
     layers = _layers(_items(module, ""), notes, residual=False)
     if not layers:

@@ -7,12 +7,14 @@ of this module is absolute, so ``jacgeom.torch`` never stands in for the real ``
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
 
+from jacgeom import _validation
 from jacgeom.interop import spec_from_torch, to_numpy
 from jacgeom.network import Network
 from jacgeom.report import DEFAULT_SATURATION_TOL, LayerReport, layer_report
@@ -46,13 +48,26 @@ class GeometryMonitor:
     ----------
     model : torch.nn.Module
         Anything :meth:`jacgeom.Network.from_torch` reads. Its weights are read (detached)
-        at each recorded step; the model and its gradients are not touched.
+        at each recorded step; the model and its gradients are not touched, and the monitor
+        registers no hooks on it. A model with forward hooks or pre-hooks (the old-style
+        ``torch.nn.utils.weight_norm`` among them) is refused at the record, as
+        ``from_torch`` refuses it; ``torch.nn.utils.parametrizations.weight_norm`` is read.
     probe_X : (B, n_0) array_like or torch.Tensor
         A fixed probe batch.
     every : int, default 100
-        :meth:`step` records when its step number is a multiple of ``every``.
+        :meth:`step` records when its step number is a multiple of ``every``; a Python or
+        numpy integer >= 1.
     saturation_tol : float, default 1e-2
+        A finite number >= 0, as :func:`jacgeom.layer_report` takes it.
     backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+
+    Raises
+    ------
+    TypeError
+        When ``every`` is not an integer (bool included) or ``saturation_tol`` not a real
+        number.
+    ValueError
+        When ``every`` < 1 or ``saturation_tol`` is negative, NaN or infinite.
 
     Attributes
     ----------
@@ -81,13 +96,19 @@ class GeometryMonitor:
         saturation_tol: float = DEFAULT_SATURATION_TOL,
         backend: BackendName = "auto",
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        # Checked here, not at the first record: a bad setting must not surface mid-training.
+        every = _validation.integer("every", every)
+        if every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every}")
+        tol = _validation.real("saturation_tol", saturation_tol)
+        if not (math.isfinite(tol) and tol >= 0):
+            shown = _validation.shown(saturation_tol)
+            raise ValueError(f"saturation_tol must be a finite number >= 0, got {shown}")
         self.model = model
         # Copied once: the probe batch must not change under the monitor.
         self.probe_X: NDArray[Any] = np.array(to_numpy(probe_X), copy=True)
         self.every = every
-        self.saturation_tol = float(saturation_tol)
+        self.saturation_tol = tol
         self.backend = backend
         self.reports: list[tuple[int, LayerReport]] = []
         self._calls = 0
