@@ -244,18 +244,89 @@ def test_unreadable_models_are_one_line_exit_2(
     assert message in err and err.count("\n") == 1, err
 
 
-def test_analyze_checks_finiteness_in_the_models_dtype(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("model_dtype", "dtype_option"),
+    [(np.float32, []), (np.float64, ["--dtype", "float32"]), (np.float32, ["--dtype", "float32"])],
+)
+def test_analyze_checks_the_range_in_the_models_dtype(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model_dtype: Any, dtype_option: list[str]
 ) -> None:
-    # 1e39 is finite in the float64 file and inf in the float32 model's forward pass
-    path, _, _ = _saved(tmp_path, np.float32)
+    # 1e39 is finite in the float64 file and inf in a float32 model, whether float32 comes
+    # from the weights or from --dtype (that path exited 1 with a FloatingPointError
+    # traceback blaming check_finite=False)
+    path, _, _ = _saved(tmp_path, model_dtype)
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps(ARCH))
     X = np.ones((3, 4))
     X[2, 1] = 1e39
     np.save(tmp_path / "big.npy", X)
     argv = ["analyze", str(path), "--data", str(tmp_path / "big.npy"), "--arch", str(arch)]
+    assert main(argv + dtype_option) == 2
+    err = capsys.readouterr().err
+    assert (
+        "big.npy holds finite values beyond the range of the model's dtype float32 "
+        "(first in row 2; float32 holds magnitudes up to 3.40282e+38)" in err
+    ), err
+    assert "check_finite" not in err and err.count("\n") == 1
+
+
+def test_analyze_casts_in_range_data_to_the_models_dtype(tmp_path: Path) -> None:
+    # float64 probe data below float32's largest value: the report of the data cast to
+    # float32 by numpy, whichever way float32 was chosen
+    path, _, data = _saved(tmp_path, np.float32)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(ARCH))
+    X = np.load(data).astype(np.float64) * 3.0
+    np.save(tmp_path / "X64.npy", X)
+    np.save(tmp_path / "X32.npy", X.astype(np.float32))
+    want = analyze(path, tmp_path / "X32.npy", arch=arch).as_dict()
+    assert analyze(path, tmp_path / "X64.npy", arch=arch).as_dict() == want
+    (tmp_path / "f64").mkdir()
+    path64, _, _ = _saved(tmp_path / "f64")  # float64 weights, float32 from --dtype
+    got = analyze(path64, tmp_path / "X64.npy", dtype="float32", arch=arch).as_dict()
+    ref = analyze(path64, tmp_path / "X32.npy", dtype="float32", arch=arch).as_dict()
+    assert got == ref
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.ones((3, 4), dtype=np.longdouble), "float128 values"),
+        (np.ones((3, 4), dtype=np.complex128), "complex128 values"),
+        (np.array([["a"] * 4] * 3), "<U1 values"),
+    ],
+)
+def test_analyze_refuses_data_the_library_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], values: np.ndarray, message: str
+) -> None:
+    # longdouble data was rounded to the model's dtype without a word (the library refuses
+    # it with TypeError), complex data ended in a TypeError traceback
+    if values.dtype.kind == "f" and values.dtype.itemsize <= 8:
+        pytest.skip("longdouble is float64 on this platform")
+    path, _, _ = _saved(tmp_path)
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(ARCH))
+    np.save(tmp_path / "odd.npy", values)
+    argv = ["analyze", str(path), "--data", str(tmp_path / "odd.npy"), "--arch", str(arch)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "infinite values in the model's dtype float32 (first in row 2)" in err, err
-    assert "check_finite" not in err
+    assert f"odd.npy holds {message}; expected a real" in err and err.count("\n") == 1, err
+    with pytest.raises(TypeError, match=re.escape(message)):
+        analyze(path, tmp_path / "odd.npy", arch=arch)
+
+
+def test_analyze_forward_overflow_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # finite data, finite float32 weights, pre-activations beyond float32's range (1e40):
+    # the FloatingPointError it raises was a traceback and exit 1
+    path = tmp_path / "big.safetensors"
+    w = np.full((3, 4), 1e30, dtype=np.float32)
+    safetensors_numpy.save_file({"w": w}, str(path))
+    np.save(tmp_path / "X.npy", np.full((2, 4), 1e10, dtype=np.float32))
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"layers": [{"weight": "w", "activation": "tanh"}]}))
+    argv = ["analyze", str(path), "--data", str(tmp_path / "X.npy"), "--arch", str(arch)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pre-activations of layer 0 are not finite" in err and err.count("\n") == 1, err

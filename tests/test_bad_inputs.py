@@ -5,6 +5,7 @@ The catalogue is a table: a new public function joins it by being added to FUNCT
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -180,3 +181,54 @@ def test_masked_arrays_are_refused() -> None:
         jacgeom.layer_jacobian(Wm, X)
     with pytest.raises(TypeError, match="X is a masked array"):
         jacgeom.Network.random([W.shape[1], 2]).jacobian(np.ma.masked_array(X))
+
+
+def test_masked_array_mask_is_refused(backend: str) -> None:
+    # a masked entry of the mask was read as data: here the masked False kept row 2 out
+    mask = np.ma.masked_array([True, True, False, True], mask=[False, False, True, False])
+    with pytest.raises(TypeError, match=r"mask is a masked array; pass mask.filled\(value\)"):
+        jacgeom.masked_rank(W, mask, backend=backend)
+    assert jacgeom.masked_rank(W, mask.filled(True), backend=backend) == 1  # W's rows agree
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error", "match"),
+    [
+        ("leaky_relu", "0.1", TypeError, r"alpha of 'leaky_relu' must be a real number, got str"),
+        ("leaky_relu", True, TypeError, r"alpha of 'leaky_relu' must be a real number, got bool"),
+        ("elu", None, TypeError, r"alpha of 'elu' must be a real number, got NoneType"),
+        ("elu", np.array([1.0, 2.0]), TypeError, r"alpha of 'elu' must be a real number"),
+        ("elu", np.array(1.0), TypeError, r"alpha of 'elu' must be a real number, got ndarray"),
+        ("softplus", 10**400, ValueError, r"beta of 'softplus' must be finite"),
+        ("softplus", float("inf"), ValueError, r"beta of 'softplus' must be finite"),
+    ],
+)
+def test_activation_parameters_are_numbers(
+    name: str, value: object, error: type[Exception], match: str
+) -> None:
+    # "0.1" and True were read by float(); None and arrays failed inside it, unnamed
+    with pytest.raises(error, match=match):
+        jacgeom.activation(name, **{"beta" if name == "softplus" else "alpha": value})
+
+
+def test_activation_parameters_take_numpy_numbers() -> None:
+    assert jacgeom.activation("leaky_relu", alpha=np.float32(0.25)).parameter == 0.25
+    assert jacgeom.activation("elu", alpha=np.int64(2)).parameter == 2.0
+    assert jacgeom.activation("softplus", beta=3).parameter == 3.0
+
+
+def test_huge_tol_on_tiny_weights_is_quiet_and_exact(backend: str) -> None:
+    # W ~ 1e-300 is rescaled by 2^996 inside; tol = 1e300 then overflowed with a
+    # RuntimeWarning though the answer (rank 0: tol exceeds every singular value) was right
+    Wt = np.random.default_rng(0).standard_normal((4, 3)) * 1e-300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert jacgeom.masked_rank(Wt, [True, True, False, True], tol=1e300, backend=backend) == 0
+        assert (
+            jacgeom.jacobian_rank(Wt, np.ones(3), activation="tanh", tol=1e300, backend=backend)
+            == 0
+        )
+        # and a tol below the singular values (about 1e-300) keeps them: numpy's rank
+        want = np.linalg.matrix_rank(Wt[[0, 1, 3]], tol=1e-302)
+        assert want == 3
+        assert jacgeom.masked_rank(Wt, [True, True, False, True], tol=1e-302, backend=backend) == 3

@@ -4,6 +4,8 @@ Jacobians")."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -300,6 +302,33 @@ NETWORK_ERRORS = [
         ValueError,
         r"spectral_norm must be a finite number > 0",
     ),
+    # numbers are checked as numbers: these reached numpy's isfinite ("ufunc not
+    # supported", "truth value ambiguous") or, True, were read as 1
+    (
+        lambda: Network.random([3, 4], sigma_w="1"),
+        TypeError,
+        r"sigma_w must be a real number, got str '1'",
+    ),
+    (
+        lambda: Network.random([3, 4], sigma_w=np.array([1.0, 2.0])),
+        TypeError,
+        r"sigma_w must be a real number, got ndarray",
+    ),
+    (
+        lambda: Network.random([3, 4], sigma_b=None),
+        TypeError,
+        r"sigma_b must be a real number, got NoneType",
+    ),
+    (
+        lambda: Network.random([3, 4], spectral_norm=True),
+        TypeError,
+        r"spectral_norm must be a real number, got bool",
+    ),
+    (
+        lambda: Network.random([3, 4], sigma_b=float("nan")),
+        ValueError,
+        r"sigma_b must be a finite number >= 0, got nan",
+    ),
     (
         lambda: Network.random([3, 4]).jacobian(np.ones((2, 5))),
         ValueError,
@@ -571,3 +600,69 @@ def test_seeds_as_numpy_takes_them() -> None:
         Network.random([3, 2], seed=[1, -2])
     with pytest.raises(TypeError, match=r"seed\[1\] must be an int, got float"):
         Network.random([3, 2], seed=[1, 2.5])
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "forward",
+        "preactivations",
+        "jacobian",
+        "singular_values",
+        "rank",
+        "exact_rank",
+        "log_singular_values",
+        "log_abs_det",
+        "frobenius_norm",
+        "active_counts",
+    ],
+)
+@pytest.mark.parametrize("check_finite", [True, False])
+def test_float32_network_refuses_x_beyond_its_range(
+    method: str, check_finite: bool, backend: str
+) -> None:
+    # 1e39 is a finite float64, inf in float32: the cast made jacobian return zeros and the
+    # frame methods blame check_finite=False, which the caller never passed
+    net = Network.random([3, 4, 3], activation="relu", seed=0, dtype=np.float32)
+    X = np.array([[1e39, 1.0, 2.0], [0.5, -1.0, 2.0]])
+    before = X.copy()
+    kwargs: dict[str, Any] = {"check_finite": check_finite}
+    if method not in ("forward", "preactivations"):
+        kwargs["backend"] = backend
+    with pytest.raises(
+        ValueError,
+        match=r"X holds finite values beyond the range of the network's dtype float32 "
+        r"\(largest magnitude 1e\+39, float32 holds at most 3.40282e\+38\)",
+    ):
+        getattr(net, method)(X, **kwargs)
+    np.testing.assert_array_equal(X, before)  # not modified
+
+
+def test_float32_network_takes_float64_x_within_its_range(backend: str) -> None:
+    # float64 X within float32's range is cast, as before: the result is that of X cast to
+    # float32 by numpy; NaN is still refused as NaN
+    net = Network.random([3, 4, 3], activation="tanh", seed=0, dtype=np.float32)
+    X = np.array([[1e37, 1.0, 2.0], [0.5, -1.0, 2.0 + 2**-40]])
+    want = net.jacobian(X.astype(np.float32), backend=backend)
+    np.testing.assert_array_equal(net.jacobian(X, backend=backend), want)
+    with pytest.raises(ValueError, match="X contains NaN or Inf"):
+        net.jacobian(np.array([[np.nan, 1e39, 0.0]]), backend=backend)
+
+
+@pytest.mark.parametrize(
+    ("diagonal", "activation"),
+    [((-1.0, -1.0, -1.0), "identity"), ((-1.0, -1.0, 0.5), "identity"), ((-1.0, 0.5, 2.0), "relu")],
+)
+def test_residual_layer_rank_is_decided_not_assumed(
+    diagonal: tuple[float, ...], activation: str, backend: str
+) -> None:
+    # the docstring said residual layers were taken as non-singular: I + D W = 0 where
+    # phi' W = -I loses every direction. The independent value: numpy's rank of the formed
+    # I + D W at x (for relu, D = [W x > 0]).
+    W = np.diag(diagonal)
+    x = np.array([-1.0, 2.0, 3.0]) if activation == "relu" else np.array([1.0, 2.0, 3.0])
+    z = W @ x
+    d = np.ones(3) if activation == "identity" else (z > 0).astype(float)
+    want = np.linalg.matrix_rank(np.eye(3) + d[:, None] * W)
+    net = Network([W], activation=activation, residual=True)
+    assert net.exact_rank(x, backend=backend) == want

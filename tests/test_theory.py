@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jacgeom.theory import he_relu_log_gain
+from jacgeom.theory import clopper_pearson, he_relu_log_gain
 
 
 def _simulate_log_gain(widths: list[int], n: int, seed: int) -> np.ndarray:
@@ -52,3 +52,54 @@ def test_he_relu_log_gain_single_unit_closed_form() -> None:
 def test_he_relu_log_gain_rejects_bad_widths(widths: list[int]) -> None:
     with pytest.raises(ValueError, match="widths"):
         he_relu_log_gain(widths)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9, np.float32(0.99), 0.999999])
+def test_clopper_pearson_closed_forms_at_the_ends(level: float) -> None:
+    # k = 0: hi = 1 - (a/2)^(1/n); k = n: lo = (a/2)^(1/n), a = 1 - level (the beta
+    # quantiles in closed form)
+    n, a = 7, 1.0 - float(level)
+    lo, hi = clopper_pearson(0, n, level)
+    assert lo == 0.0 and hi == pytest.approx(1.0 - (a / 2) ** (1 / n), rel=1e-9)
+    lo, hi = clopper_pearson(n, n, level)
+    assert hi == 1.0 and lo == pytest.approx((a / 2) ** (1 / n), rel=1e-9)
+    assert clopper_pearson(0, 0, level) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("level", "error", "match"),
+    [
+        (1.5, ValueError, r"level must be a confidence level strictly between 0 and 1, got 1.5"),
+        (-0.5, ValueError, r"strictly between 0 and 1, got -0.5"),
+        (0.0, ValueError, r"strictly between 0 and 1, got 0.0"),
+        (1, ValueError, r"strictly between 0 and 1, got 1"),
+        (float("nan"), ValueError, r"strictly between 0 and 1, got nan"),
+        ("0.9", TypeError, r"level must be a real number, got str '0.9'"),
+        (True, TypeError, r"level must be a real number, got bool"),
+        (None, TypeError, r"level must be a real number, got NoneType"),
+    ],
+)
+def test_clopper_pearson_level_is_checked(level: object, error: type, match: str) -> None:
+    # 1.5 and NaN gave NaN bounds, -0.5 an interval excluding its own estimate 19/20
+    with pytest.raises(error, match=match):
+        clopper_pearson(19, 20, level)  # type: ignore[arg-type]
+    with pytest.raises(error, match=match):
+        clopper_pearson(0, 0, level)  # checked before the empty case answers
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "error", "match"),
+    [
+        (5, 3, ValueError, r"successes must be between 0 and trials, got successes=5, trials=3"),
+        (-1, 3, ValueError, r"successes must be between 0 and trials"),
+        (0, -2, ValueError, r"successes must be between 0 and trials"),
+        (1.5, 3, TypeError, r"successes must be an int, got float"),
+        (1, "3", TypeError, r"trials must be an int, got str"),
+    ],
+)
+def test_clopper_pearson_counts_are_checked(
+    successes: object, trials: object, error: type, match: str
+) -> None:
+    # 5 of 3 gave (nan, 1.0)
+    with pytest.raises(error, match=match):
+        clopper_pearson(successes, trials)  # type: ignore[arg-type]

@@ -714,7 +714,11 @@ def activation(name: str | Activation, **params: float) -> Activation:
             f"activation {name!r} has no parameter {unknown[0]!r}; "
             f"valid parameters: {', '.join(allowed) if allowed else 'none'}"
         )
-    value = float(params.get(spec.parameter, spec.default)) if spec.parameter else 0.0
+    value = (
+        _parameter(name, spec.parameter, params.get(spec.parameter, spec.default))
+        if spec.parameter
+        else 0.0
+    )
     if not math.isfinite(value):
         raise ValueError(f"{spec.parameter} of {name!r} must be finite, got {value}")
     if name == "softplus" and value <= 0:
@@ -731,3 +735,20 @@ def activation(name: str | Activation, **params: float) -> Activation:
         derivative_can_vanish=spec.derivative_can_vanish,
         code=CODES[name],
     )
+
+
+def _parameter(name: str, parameter: str, given: Any) -> float:
+    """An activation's parameter as float: an int or float (Python or numpy), not bool, not
+    text (float("0.1") would read it), not an array. (jacgeom._validation.real's rule; the
+    registry imports nothing of jacgeom.)"""
+    if isinstance(given, (bool, np.bool_)) or not isinstance(
+        given, (int, float, np.integer, np.floating)
+    ):
+        shown = repr(given) if isinstance(given, (str, bytes)) else str(given)[:80]
+        raise TypeError(
+            f"{parameter} of {name!r} must be a real number, got {type(given).__name__} {shown}"
+        )
+    try:
+        return float(given)
+    except OverflowError:  # an int beyond the float range, such as 10**400
+        raise ValueError(f"{parameter} of {name!r} must be finite, got {given}") from None

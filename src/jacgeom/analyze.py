@@ -296,7 +296,21 @@ def analyze(
 ) -> LayerReport:
     """The :class:`jacgeom.report.LayerReport` of a saved model on the inputs in a .npy file
     (``arch``: the architecture spec of a .safetensors model, see
-    :func:`load_safetensors_model`)."""
+    :func:`load_safetensors_model`).
+
+    The probe data (B, n_0) are read in the model's dtype (``dtype``, "float32" or
+    "float64", or the weights' own).
+
+    Raises
+    ------
+    TypeError
+        Where the data are not real numbers of at most 64 bits (longdouble, complex, text).
+    ValueError
+        Where they hold NaN or Inf, or finite values beyond the model's dtype's range (1e39
+        for float32), or no rows; or where the model or ARCH cannot be read.
+    FloatingPointError
+        Where finite data overflow the model's dtype in the forward pass.
+    """
     if Path(model_path).suffix == ".safetensors":
         if arch is None:
             raise ValueError(
@@ -310,10 +324,28 @@ def analyze(
         spec = spec_from_torch(load_torch_model(model_path))
     net = Network(**spec.network_kwargs(dtype))
     X = np.load(data_path, allow_pickle=False)
-    if dtype is None and X.dtype != net.dtype and X.dtype.kind == "f":
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
-            X = X.astype(net.dtype)
-    if X.dtype.kind in "fc" and not np.all(np.isfinite(X)):
+    if X.dtype.kind not in "biuf" or (X.dtype.kind == "f" and X.dtype.itemsize > 8):
+        # The library's dtype policy (jacgeom._validation): longdouble would be rounded to
+        # float64 or float32 without a word, complex and text have no real meaning here.
+        raise TypeError(
+            f"{data_path} holds {X.dtype} values; expected a real float16, float32, float64, "
+            "integer or bool array (jacgeom computes in float32 or float64)"
+        )
+    if X.dtype.kind == "f" and X.dtype != net.dtype:
+        # Checked in the model's dtype, whether it came from the model or from --dtype: a
+        # finite float64 value beyond float32's range is inf in a float32 model.
+        with np.errstate(over="ignore"):  # the overflow is reported below, by row
+            cast = X.astype(net.dtype)
+        overflowed = ~np.isfinite(cast) & np.isfinite(X)
+        if overflowed.any():
+            row = int(np.argwhere(overflowed)[0][0])
+            raise ValueError(
+                f"{data_path} holds finite values beyond the range of the model's dtype "
+                f"{net.dtype} (first in row {row}; {net.dtype} holds magnitudes up to "
+                f"{float(np.finfo(net.dtype).max):.6g})"
+            )
+        X = cast
+    if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
         row = int(np.argwhere(~np.isfinite(X))[0][0])
         raise ValueError(
             f"{data_path} holds NaN or infinite values in the model's dtype {X.dtype} "
@@ -369,7 +401,14 @@ def main(args: argparse.Namespace) -> int:
         report = analyze(
             args.model, args.data, args.dtype, args.saturation_tol, args.backend, args.arch
         )
-    except (UnsupportedModuleError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (
+        UnsupportedModuleError,
+        ValueError,
+        TypeError,  # data of a dtype the library refuses
+        FileNotFoundError,
+        RuntimeError,
+        FloatingPointError,  # finite data whose forward pass overflows the model's dtype
+    ) as exc:
         print(f"jacgeom analyze: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -348,12 +348,21 @@ class Network:
         dt = np.dtype(dtype)
         if dt not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        if sigma_w is not None and not (np.isfinite(sigma_w) and sigma_w >= 0):
-            raise ValueError(f"sigma_w must be a finite number >= 0, got {sigma_w!r}")
-        if not (np.isfinite(sigma_b) and sigma_b >= 0):
+        # _validation.real first: a string, None, bool or array would otherwise reach numpy
+        # (an unnamed ufunc error, or True read as 1).
+        if sigma_w is not None:
+            sigma_w = _validation.real("sigma_w", sigma_w)
+            if not (math.isfinite(sigma_w) and sigma_w >= 0):
+                raise ValueError(f"sigma_w must be a finite number >= 0, got {sigma_w!r}")
+        sigma_b = _validation.real("sigma_b", sigma_b)
+        if not (math.isfinite(sigma_b) and sigma_b >= 0):
             raise ValueError(f"sigma_b must be a finite number >= 0, got {sigma_b!r}")
-        if spectral_norm is not None and not (np.isfinite(spectral_norm) and spectral_norm > 0):
-            raise ValueError(f"spectral_norm must be a finite number > 0, got {spectral_norm!r}")
+        if spectral_norm is not None:
+            spectral_norm = _validation.real("spectral_norm", spectral_norm)
+            if not (math.isfinite(spectral_norm) and spectral_norm > 0):
+                raise ValueError(
+                    f"spectral_norm must be a finite number > 0, got {spectral_norm!r}"
+                )
         # The per-layer settings before any weight is drawn (the constructor checks them again).
         _validation.residual_flags(residual, len(widths) - 1)
         _validation.norm_flags(norm, len(widths) - 1)
@@ -382,7 +391,23 @@ class Network:
         n0 = self.widths[0]
         X2, squeeze = _validation.rows(Xf, "X", n0, f"the network takes {n0} inputs")
         _validation.check_finite_arrays(check_finite, X=X2)
-        return _validation.to_kernel(X2, self.dtype), squeeze
+        if X2.dtype.itemsize <= self.dtype.itemsize:
+            return _validation.to_kernel(X2, self.dtype), squeeze
+        # float64 X into a float32 network: a finite value beyond float32's range would
+        # become Inf in the cast, and every result after it would be silently wrong (zeros)
+        # or blamed on check_finite=False. Checked whatever check_finite says: the caller
+        # passed finite values, so no NaN/Inf they chose to allow is at stake.
+        with np.errstate(over="ignore"):  # the overflow is reported below, by name
+            Xk = _validation.to_kernel(X2, self.dtype)
+        overflowed = ~np.isfinite(Xk) & np.isfinite(X2)
+        if overflowed.any():
+            big = float(np.abs(X2[overflowed]).max())
+            raise ValueError(
+                f"X holds finite values beyond the range of the network's dtype "
+                f"{self.dtype} (largest magnitude {big:.6g}, {self.dtype} holds at most "
+                f"{float(np.finfo(self.dtype).max):.6g}); scale X or use a float64 network"
+            )
+        return Xk, squeeze
 
     def _layers(self, X: FloatArray, backend: str) -> Iterator[tuple[FloatArray, FloatArray, Any]]:
         """Per layer: (z, d, state) for the chunk X; state = a _frame.NormState for a layer
@@ -763,7 +788,11 @@ class Network:
         taken as singular where numpy.linalg.matrix_rank's tolerance says so, raised where
         earlier rows were graded (leaky_relu's slope, saturated units) to 64 eps times the
         ratio of their scales, at most 1e-11 (the theory page's "how it is decided").
-        Residual and kernel layers are taken as non-singular.
+        Residual and kernel layers are decided the same way, on their Jacobians formed in
+        float64 (I + D W, with J_N where normalised; a kernel layer's A grad k, plus I where
+        residual), each row at unit size: a singular I + D W (W = -I at the identity, where
+        I + W = 0) loses rank, as does a plain kernel layer with fewer centres than units;
+        I + D W = 2^-52 I does not.
         For strictly monotone activations and Gaussian weights it is full with
         probability 1 at every depth; the numerical rank (:meth:`rank`) is not.
 

@@ -70,7 +70,7 @@ def _compiled_rank(
         # An absolute tol is in the caller's units: one power of two for every row set.
         c = _out_of_range_exponent(W)
         if c:
-            W, tol = np.ldexp(W, -c).astype(W.dtype), float(np.ldexp(tol, -c))
+            W, tol = np.ldexp(W, -c).astype(W.dtype), _scaled_tol(tol, c)
             e = np.full(scale.shape[0], c, dtype=np.int64)
     tolerance = _dispatch.Tolerance(tol, rtol)
     ranks, values = _dispatch.call("masked_rank", backend, W, scale, tolerance, want_values)
@@ -78,6 +78,18 @@ def _compiled_rank(
         with np.errstate(over="ignore"):
             values = np.ldexp(values, e[:, None]).astype(W.dtype)
     return ranks, values
+
+
+def _scaled_tol(tol: float, c: int) -> float:
+    """2^-c tol, the absolute tolerance of 2^-c W (c from :func:`_out_of_range_exponent`).
+
+    Where it overflows to inf (W tiny, c < 0, tol huge) the answer is unchanged: 2^-c W has
+    max|entry| below 1, so the singular values of its row sets, rows scaled by phi', are at
+    most max|phi'| sqrt(m n), far below 2^-c tol > float max; the finite tol keeps none of
+    them and so does tol = inf (rank 0). The overflow is harmless, so it is not warned about.
+    """
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(tol, -c))
 
 
 def _out_of_range_exponent(W: FloatArray) -> int:
@@ -104,7 +116,7 @@ def _ranks_of_masks(
     if c:
         # rank(2^-c W) = rank(W) exactly, and tol scales with it
         W = np.ldexp(W, -c).astype(W.dtype)
-        tol = None if tol is None else float(np.ldexp(tol, -c))
+        tol = None if tol is None else _scaled_tol(tol, c)
     if backend == "numpy":
         out = reference.masked_rank(W, masks, tol, rtol, want_values)
     else:
@@ -225,6 +237,10 @@ def masked_rank(
     resolved = _backends.resolve(backend)
     tol, rtol = _validation.tolerances(tol, rtol)
     Wk = _validation.weight_matrix(W, check_finite)
+    if isinstance(mask, np.ma.MaskedArray):
+        # As W and X (_validation.as_float_array): np.asarray would read its masked entries,
+        # arbitrary data, as rows kept or dropped.
+        raise TypeError("mask is a masked array; pass mask.filled(value) or the mask you mean")
     masks, squeeze = _validation.mask_array(mask, Wk.shape[0])
     if not check_finite:
         _require_finite_rows(Wk, masks)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from scipy.stats import beta
 
+from . import _validation
+
 __all__ = [
     "binomial_cdf_below",
     "clopper_pearson",
@@ -89,13 +91,41 @@ def p_rank_at_least(widths: Sequence[int], r: int) -> float:
 def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) confidence interval for a binomial probability.
 
+    Parameters
+    ----------
+    successes : int
+        Between 0 and ``trials``.
+    trials : int
+        At least 0; with none, the interval is [0, 1].
+    level : float, default 0.95
+        The confidence level, strictly between 0 and 1.
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+
+    Raises
+    ------
+    TypeError
+        Where a count is not an integer or ``level`` not a real number.
+    ValueError
+        Where the counts are out of range or ``level`` is not in (0, 1).
+
     Examples
     --------
     >>> lo, hi = clopper_pearson(50, 100)
     >>> round(lo, 4), round(hi, 4)
     (0.3983, 0.6017)
     """
-    if trials <= 0:
+    level = confidence_level(level)
+    successes = _validation.integer("successes", successes)
+    trials = _validation.integer("trials", trials)
+    if not 0 <= successes <= trials:
+        # beta.ppf would answer NaN, or an interval about nothing
+        raise ValueError(
+            f"successes must be between 0 and trials, got successes={successes}, trials={trials}"
+        )
+    if trials == 0:
         return 0.0, 1.0
     a = 1.0 - level
     lo = 0.0 if successes == 0 else float(beta.ppf(a / 2, successes, trials - successes + 1))
@@ -105,6 +135,27 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
         else float(beta.ppf(1 - a / 2, successes + 1, trials - successes))
     )
     return lo, hi
+
+
+def confidence_level(level: object) -> float:
+    """``level`` checked as a confidence level: a real number strictly between 0 and 1 (not
+    bool, not text), as float. Outside (0, 1) beta.ppf answers NaN, or an interval that
+    excludes its own estimate; every function that takes a ``level`` checks it here first.
+
+    Raises
+    ------
+    TypeError
+        Where ``level`` is not a real number.
+    ValueError
+        Where it is not in (0, 1) (NaN included).
+    """
+    value = _validation.real("level", level)
+    if not 0.0 < value < 1.0:  # NaN fails this too
+        raise ValueError(
+            f"level must be a confidence level strictly between 0 and 1, got "
+            f"{_validation.shown(level)}"
+        )
+    return value
 
 
 def linear_log_cond(d: int, depth: int) -> float:

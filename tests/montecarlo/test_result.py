@@ -89,6 +89,37 @@ def test_probability_interval() -> None:
     assert math.isnan(res.probability(np.zeros(0, dtype=bool))["p"])
 
 
+@pytest.mark.parametrize(
+    ("level", "error", "match"),
+    [
+        (1.5, ValueError, r"level must be a confidence level strictly between 0 and 1, got 1.5"),
+        (float("nan"), ValueError, r"strictly between 0 and 1, got nan"),
+        (-0.5, ValueError, r"strictly between 0 and 1, got -0.5"),
+        ("0.9", TypeError, r"level must be a real number, got str '0.9'"),
+    ],
+)
+def test_level_is_checked_before_any_work(level: object, error: type, match: str) -> None:
+    # 1.5 and NaN gave NaN bounds, -0.5 an interval excluding its own estimate, "0.9" a
+    # bare TypeError from inside the interval
+    res = run(Spec(widths=(3, 3), samples=20), progress=False, records=True)
+    asked: list[int] = []
+
+    def event(d: dict[str, np.ndarray]) -> np.ndarray:
+        asked.append(1)
+        return d["exact_rank"] < 3
+
+    with pytest.raises(error, match=match):
+        res.probability(event, level=level)  # type: ignore[arg-type]
+    assert not asked  # the event is not computed for a level that has no interval
+    with pytest.raises(error, match=match):
+        res.summary(level=level)  # type: ignore[arg-type]
+    # a numpy float is a level; the interval is clopper_pearson's at that level
+    k = int(np.count_nonzero(res.data["exact_rank"] < 3))
+    lo, hi = theory.clopper_pearson(k, 20, 0.8)
+    got = res.summary(level=np.float64(0.8))["p_exact_rank_deficient"]
+    assert (got["lo"], got["hi"], got["count"]) == (lo, hi, k)
+
+
 def test_theory_only_where_it_holds() -> None:
     # Smooth activations: full exact rank with probability 1, unless a narrow layer or a
     # layer normalisation (n_l - 1) caps it; nothing is claimed for the float64 rank.

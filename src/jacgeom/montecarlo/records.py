@@ -31,7 +31,13 @@ from numpy.typing import NDArray
 from .sampling import SAMPLER
 from .spec import Spec
 
-__all__ = ["read_records", "records_match", "records_path", "write_records"]
+__all__ = [
+    "RecordsReplacedError",
+    "read_records",
+    "records_match",
+    "records_path",
+    "write_records",
+]
 
 _SPEC_KEY = b"jacgeom.spec"
 _HASH_KEY = b"jacgeom.spec_hash"
@@ -122,11 +128,56 @@ def remove_records_beyond(out: Path, n_chunks: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
+class RecordsReplacedError(RuntimeError):
+    """The records a Result read from its run directory are no longer that run's: a later
+    run into the same directory (more or fewer samples) rewrote or removed them."""
+
+
 def read_records(out: Path, spec: Spec) -> dict[str, NDArray[Any]]:
-    """The per-sample arrays of the run in ``out`` (chunk order; keys as
-    :attr:`Result.data`), read back from its Parquet dataset."""
+    """The per-sample arrays of the run of ``spec`` in ``out`` (chunk order; keys as
+    :attr:`Result.data`), read back from its Parquet dataset.
+
+    Each file is checked, in the table read, to hold exactly this run's chunk: its spec
+    (every field but ``samples``, and the sampler version: what decides a chunk's samples),
+    its chunk index, sample count and ``sample`` column. A later run into ``out`` may have
+    rewritten the last chunk with more samples (or other samples: a shorter chunk is not
+    a prefix of a longer one), added chunks or removed them; RecordsReplacedError then,
+    never another run's rows.
+    """
     pa = _pyarrow()
-    tables = [pa.parquet.read_table(records_path(out, i)) for i in range(spec.n_chunks)]
+    want_spec = _sample_defining(json.loads(json.dumps({**spec.to_dict(), "sampler": SAMPLER})))
+    tables = []
+    for i in range(spec.n_chunks):
+        start = i * spec.chunk_size
+        n = min(spec.chunk_size, spec.samples - start)
+        path = records_path(out, i)
+        try:
+            # One read: the metadata checked below is that of the rows returned.
+            table = pa.parquet.read_table(path)
+        except FileNotFoundError:
+            raise _replaced(out, spec, i, n, "is gone") from None
+        kv = table.schema.metadata or {}
+        try:
+            theirs = json.loads(kv.get(_SPEC_KEY, b"null"))
+        except ValueError:
+            theirs = None
+        if (
+            not isinstance(theirs, dict)
+            or _sample_defining(theirs) != want_spec
+            or kv.get(_CHUNK_KEY) != str(i).encode()
+            or kv.get(_SAMPLES_KEY) != str(n).encode()
+            or table.num_rows != n
+            or "sample" not in table.column_names
+            or not np.array_equal(
+                table.column("sample").to_numpy(), np.arange(start, start + n, dtype=np.int64)
+            )
+        ):
+            total = theirs.get("samples") if isinstance(theirs, dict) else None
+            what = f"now holds {table.num_rows} rows" + (
+                f" written by a run of {total} samples" if total is not None else ""
+            )
+            raise _replaced(out, spec, i, n, what)
+        tables.append(table.replace_schema_metadata(None))
     table = pa.concat_tables(tables)
     data: dict[str, NDArray[Any]] = {}
     for name in table.column_names:
@@ -139,3 +190,17 @@ def read_records(out: Path, spec: Spec) -> dict[str, NDArray[Any]]:
         else:
             data[name] = column.to_numpy()
     return data
+
+
+def _sample_defining(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    """A records file's spec without ``samples``: chunk i's samples do not depend on it."""
+    return {k: v for k, v in spec_dict.items() if k != "samples"}
+
+
+def _replaced(out: Path, spec: Spec, index: int, n: int, what: str) -> RecordsReplacedError:
+    return RecordsReplacedError(
+        f"the records of this result ({spec.samples} samples) in {str(out / 'records')!r} "
+        f"were replaced by a later run into {str(out)!r}: {records_path(out, index).name}, "
+        f"its chunk {index} of {n} samples, {what}; run(spec, out=..., records=True) with "
+        "this spec writes them again (reusing the checkpointed chunks it can)"
+    )

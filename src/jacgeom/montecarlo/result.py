@@ -18,10 +18,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import theory
-from .spec import Spec, layer_activations, memory_limit
+from .records import RecordsReplacedError, read_records
+from .spec import Spec, bytes_per_sample, layer_activations, memory_limit
 from .summaries import Summary
 
-__all__ = ["RESULT_FORMAT", "NoRecordsError", "Result", "atomic_savez", "distribution_summary"]
+__all__ = [
+    "RESULT_FORMAT",
+    "NoRecordsError",
+    "RecordsReplacedError",
+    "Result",
+    "atomic_savez",
+    "distribution_summary",
+]
 
 
 class ProbabilitySummary(TypedDict):
@@ -113,7 +121,9 @@ class Result:
         Per-sample arrays kept in memory (``run(spec, records=True)`` without ``out``).
     records_dir : path, optional
         The run directory whose ``records/`` Parquet dataset holds them
-        (``run(spec, out=DIR, records=True)``), read by :attr:`data` on demand.
+        (``run(spec, out=DIR, records=True)``), read by :attr:`data` on demand: this
+        result's own samples, checked file by file (RecordsReplacedError where a later run
+        into DIR has since rewritten or removed them).
     """
 
     spec: Spec
@@ -135,13 +145,20 @@ class Result:
     def data(self) -> dict[str, NDArray[Any]]:
         """Per-sample arrays (keys and meanings: the table of jacgeom.montecarlo's
         docstring), samples in chunk order: only for runs with ``records=True``
-        (NoRecordsError otherwise). Read from the Parquet dataset when the run wrote one."""
+        (NoRecordsError otherwise). Read from the Parquet dataset when the run wrote one.
+
+        Raises
+        ------
+        NoRecordsError
+            Where the run kept only its summary.
+        RecordsReplacedError
+            Where the run wrote its records to ``out=DIR`` and a later run into DIR (with
+            more or fewer samples) has since rewritten or removed them: the rows there are
+            no longer this result's samples, and are never returned as if they were.
+        """
         if self.records is not None:
             return _Records(self.records)
         if self.records_dir is not None:
-            from .records import read_records
-            from .spec import bytes_per_sample
-
             need, limit = self.samples * bytes_per_sample(self.spec), memory_limit()
             if need > limit:
                 raise MemoryError(
@@ -167,8 +184,10 @@ class Result:
         ``event`` is a bool array (N,), or a function of :attr:`data` returning one, e.g.
         ``lambda d: d["layer_exact_ranks"][:, 0] < 4``. A function needs per-sample
         records (NoRecordsError otherwise); probabilities the summary holds are in
-        :meth:`summary`.
+        :meth:`summary`. ``level`` is a real number strictly between 0 and 1 (TypeError or
+        ValueError naming it otherwise).
         """
+        level = theory.confidence_level(level)  # before the event is computed
         if callable(event):
             event = event(self.data)
         event = np.asarray(event, dtype=bool)
@@ -285,7 +304,11 @@ class Result:
           gain of the first input direction (-inf where J e_1 = 0, left out of its mean and
           std), and ``p_gain_zero`` = P(J e_1 = 0);
         - ``theory``: :meth:`theory`.
+
+        ``level`` (default 0.95), the probabilities' confidence level, is a real number
+        strictly between 0 and 1 (TypeError or ValueError naming it otherwise).
         """
+        level = theory.confidence_level(level)
         out = self.merged.summary(self.spec, level)
         out["theory"] = self.theory()
         return cast(RunSummary, out)
