@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jacgeom
-from jacgeom import _dispatch, cli
+from jacgeom import _backends, _dispatch, cli
 from jacgeom._dispatch import KERNELS, Tolerance
 
 from .conftest import assert_close
@@ -482,3 +482,58 @@ def test_thread_count_from_the_environment_is_capped_with_a_warning() -> None:
     )
     assert done.stdout.strip() == "4096"
     assert "JACGEOM_NUM_THREADS='5000' is above 4096; using 4096" in done.stderr
+
+
+def test_blas_pin_survives_a_refused_thread_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process at its thread limit refuses the pin's thread: that call raises, nothing is
+    # counted, and once threads start again the pin works (it used to wait forever).
+    import threading
+
+    pin = _backends._BlasPin()
+    start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        pin.acquire()
+    assert pin._users == 0 and pin._thread is None
+    monkeypatch.setattr(threading.Thread, "start", start)
+    done = threading.Event()
+
+    def use() -> None:
+        pin.acquire()
+        pin.release()
+        done.set()
+
+    threading.Thread(target=use, daemon=True).start()
+    assert done.wait(10), "the pin waits for a thread that never started"
+    assert pin._users == 0
+
+
+def test_blas_pin_failure_in_its_thread_is_an_error_not_a_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    class Broken:
+        def limit(self, **kwargs: object) -> None:
+            raise OSError("no BLAS to limit")
+
+    monkeypatch.setattr(_backends, "_controller", lambda: Broken())
+    pin = _backends._BlasPin()
+    raised: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            pin.acquire()
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=use, daemon=True)
+    caller.start()
+    caller.join(10)
+    assert not caller.is_alive(), "acquire waits for a pin that failed"
+    assert len(raised) == 1 and "could not pin" in str(raised[0])
+    assert pin._users == 0 and pin._thread is None

@@ -147,8 +147,11 @@ def set_num_threads(n: int) -> None:
     # forked after that launch dies in its first parallel kernel. So the count reaches numba
     # only when its pool runs already; otherwise prepare_numba applies it before the first
     # numba kernel, and importing jacgeom starts no thread pool.
-    if numba_kernels is not None and _numba_pool_started():
+    global _numba_generation
+    _numba_generation += 1
+    if numba_kernels is not None and _numba_pool_started() and not _numba_parallel_serial():
         _apply_numba_threads()
+        _numba_applied.generation = _numba_generation
 
 
 def _numba_pool_started() -> bool:
@@ -163,31 +166,31 @@ def _apply_numba_threads() -> None:
     numba.set_num_threads(min(_num_threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
-# Set in a child forked after numba's pool started: GNU OpenMP aborts such a child's first
-# parallel region ("fork() called from a process already using GNU OpenMP"), so the numba
-# backend refuses to run there with a clear error instead.
-_numba_unusable_after_fork = False
-_numba_threads_applied = False
+# numba's thread count is per thread: each thread that runs a numba kernel applies the
+# count of the last set_num_threads (its generation) before its next kernel.
+_numba_generation = 0
+_numba_applied = threading.local()
 
 
 def prepare_numba() -> None:
-    """Called before every numba kernel (jacgeom._dispatch): applies the thread count on the
-    first call, and raises RuntimeError in a forked child where numba cannot run."""
-    global _numba_threads_applied
-    if _numba_unusable_after_fork:
-        raise RuntimeError(
-            "the numba backend cannot run in this process: it was forked after numba's "
-            "GNU OpenMP thread pool had started in the parent, and GNU OpenMP is not "
-            "fork-safe; use backend='cpp' or 'numpy' here, or start workers with the "
-            "'spawn' or 'forkserver' method"
-        )
-    if not _numba_threads_applied:
-        _apply_numba_threads()
-        _numba_threads_applied = True
+    """Called before every numba kernel (jacgeom._dispatch): applies the thread count in
+    this thread where set_num_threads changed it since (or it was never applied here)."""
+    if getattr(_numba_applied, "generation", -1) != _numba_generation:
+        if not _numba_parallel_serial():
+            _apply_numba_threads()
+        _numba_applied.generation = _numba_generation
+
+
+def _numba_parallel_serial() -> bool:
+    from ._numba import _parallel
+
+    return _parallel.serial
 
 
 def _numba_after_fork_in_child() -> None:
-    global _numba_unusable_after_fork
+    # A child forked after numba's GNU OpenMP pool started would die in its first parallel
+    # region ("fork() called from a process already using GNU OpenMP"): it runs the serial
+    # twins of the parallel kernels instead (jacgeom._numba._parallel), same results.
     if numba_kernels is None or not _numba_pool_started():
         return
     try:
@@ -196,7 +199,10 @@ def _numba_after_fork_in_child() -> None:
         gnu = numba_threading_layer() == "omp" and getattr(omppool, "openmp_vendor", "") == "GNU"
     except Exception:  # noqa: BLE001 - another layer (tbb, workqueue) or vendor: fork-safe
         gnu = False
-    _numba_unusable_after_fork = _numba_unusable_after_fork or gnu
+    if gnu:
+        from ._numba import _parallel
+
+        _parallel.serial = True
 
 
 def numba_threading_layer() -> str:
@@ -278,19 +284,29 @@ class _BlasPin:
         self._last_release = 0.0
         self._limiter: Any = None
         self._thread: threading.Thread | None = None
+        self._failure: Exception | None = None
 
     def acquire(self) -> None:
         with self._cv:
-            self._users += 1
             if self._limiter is not None:
+                self._users += 1
                 return  # pinned already: nothing to wake (a wake-up costs a GIL hand-off)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="jacgeom-blas-pin", daemon=True
-                )
-                self._thread.start()
+                self._failure = None
+                # started before anything is counted: where the system refuses the thread
+                # (RuntimeError), the pin is left as it was and the next call tries again
+                thread = threading.Thread(target=self._run, name="jacgeom-blas-pin", daemon=True)
+                thread.start()
+                self._thread = thread
+            self._users += 1
             self._cv.notify_all()
             while self._limiter is None:
+                if self._thread is None:  # the pin thread failed (see _run): no pin
+                    self._users -= 1
+                    failure = self._failure
+                    raise RuntimeError(
+                        f"jacgeom could not pin the BLAS to one thread: {failure}"
+                    ) from failure
                 self._cv.wait()
 
     def release(self) -> None:
@@ -304,7 +320,13 @@ class _BlasPin:
         with self._cv:
             while True:
                 if self._users > 0 and self._limiter is None:
-                    self._limiter = _controller().limit(limits=1, user_api="blas")
+                    try:
+                        self._limiter = _controller().limit(limits=1, user_api="blas")
+                    except Exception as exc:  # noqa: BLE001 - handed to the waiting callers
+                        self._failure = exc
+                        self._thread = None
+                        self._cv.notify_all()
+                        return
                     self._cv.notify_all()
                 elif self._users == 0 and self._limiter is not None:
                     left = self._last_release + _RESTORE_DELAY - time.monotonic()

@@ -11,6 +11,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from ._parallel import parallel_njit
+
 _MAX_SWEEPS = 60
 
 
@@ -88,7 +90,7 @@ def _one(g: Any, V: Any, out: Any) -> None:
         out[i] = vals[k - 1 - i] if i < k else -np.inf
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@parallel_njit(cache=True, nogil=True)
 def _batched(g: Any, V: Any, out: Any) -> None:
     for b in numba.prange(g.shape[0]):
         _one(g[b], V[b], out[b])
@@ -339,7 +341,7 @@ def _qr_step_one(A: Any, g: Any, V: Any, Q: Any, g_out: Any, V_out: Any) -> None
     V_out[:, :] = coeff @ V_sorted
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@parallel_njit(cache=True, nogil=True)
 def _qr_step_batched(A: Any, g: Any, V: Any, Q: Any, g_out: Any, V_out: Any) -> None:
     for b in numba.prange(A.shape[0]):
         _qr_step_one(A[b], g[b], V[b], Q[b], g_out[b], V_out[b])

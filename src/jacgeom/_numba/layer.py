@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import lapack
+from ._parallel import parallel_njit
 
 FloatArray = NDArray[np.floating[Any]]
 
@@ -70,7 +71,7 @@ def _derivative(code: int, p: float, z: float) -> float:
     return math.nan
 
 
-@numba.njit(parallel=True, **_OPTS)
+@parallel_njit(**_OPTS)
 def _derivatives(Z: FloatArray, code: int, p: float, D: FloatArray) -> None:
     z = Z.ravel()
     d = D.ravel()
@@ -135,7 +136,7 @@ def derivatives_custom(Z: FloatArray, dphi: Callable[[float], float]) -> FloatAr
         return np.asarray(ufunc(Z.astype(np.float64))).astype(Z.dtype, copy=False)
 
 
-@numba.njit(parallel=True, **_OPTS)
+@parallel_njit(**_OPTS)
 def _jacobian(W: FloatArray, D: FloatArray, J: FloatArray) -> None:
     B, m = D.shape
     n = W.shape[1]
@@ -166,7 +167,7 @@ def _gather(W: FloatArray, d: FloatArray, A: FloatArray) -> int:
     return k
 
 
-@numba.njit(parallel=True, **_OPTS)
+@parallel_njit(**_OPTS)
 def _pullback(W: FloatArray, D: FloatArray, syrk: Any, chars: Any, G: FloatArray) -> None:
     B = D.shape[0]
     m, n = W.shape
@@ -191,7 +192,7 @@ def _gesdd(dtype: np.dtype[Any]) -> Any:
     return lapack.dgesdd if dtype == np.float64 else lapack.sgesdd
 
 
-@numba.njit(parallel=True, **_OPTS)
+@parallel_njit(**_OPTS)
 def _singular_values(W: FloatArray, D: FloatArray, gesdd: Any, jobz: Any, S: FloatArray) -> None:
     B = D.shape[0]
     m, n = W.shape
@@ -214,7 +215,7 @@ def singular_values(W: FloatArray, D: FloatArray) -> FloatArray:
     return S
 
 
-@numba.njit(parallel=True, **_OPTS)
+@parallel_njit(**_OPTS)
 def _log_volume(
     W: FloatArray, D: FloatArray, eps: float, gesdd: Any, jobz: Any, out: FloatArray
 ) -> None:
@@ -249,7 +250,7 @@ def log_volume(W: FloatArray, D: FloatArray) -> FloatArray:
     return out
 
 
-@numba.njit(parallel=True, **_OPTS)
+@parallel_njit(**_OPTS)
 def _batched_singular_values(A: FloatArray, gesdd: Any, jobz: Any, S: FloatArray) -> None:
     for b in numba.prange(A.shape[0]):
         if S.shape[1] == 0:

@@ -11,12 +11,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import lapack
+from ._parallel import parallel_njit
 from .layer import _gesdd
 
 FloatArray = NDArray[np.floating[Any]]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@parallel_njit(cache=True, nogil=True)
 def _masked_rank(
     W: FloatArray,
     scale: FloatArray,
