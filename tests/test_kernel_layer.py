@@ -213,3 +213,20 @@ def test_rbf_near_centres_far_from_the_origin(dtype: type) -> None:
     np.testing.assert_allclose(
         one.features(np.array([[t0 + 5.0], [t0 + 20.0]]))[:, 0], np.exp([-25 / 200, -400 / 200])
     )
+
+
+def test_float32_layer_refuses_float64_inputs_beyond_its_range() -> None:
+    # the cast would make 1e39 infinite and the Jacobian silently 0 (rbf's exp(-inf))
+    C = np.eye(2, dtype=np.float32)
+    layer = KernelLayer(C, np.ones((1, 2), dtype=np.float32), gamma=0.5)
+    X = np.array([[1e39, 0.0]])
+    with pytest.raises(
+        ValueError,
+        match=r"X holds finite values beyond the range of the layer's dtype float32 "
+        r"\(largest magnitude 1e\+39",
+    ):
+        layer.jacobian(X)
+    np.testing.assert_array_equal(X, [[1e39, 0.0]])
+    # within range: numpy's own cast
+    x = np.array([[0.1, 0.2]])
+    np.testing.assert_array_equal(layer.jacobian(x), layer.jacobian(x.astype(np.float32)))

@@ -595,6 +595,18 @@ def test_geometry_monitor_settings_checked_when_made() -> None:
         with pytest.raises(TypeError, match=r"saturation_tol must be a real number"):
             GeometryMonitor(model, probe, saturation_tol=tol)  # type: ignore[arg-type]
     assert GeometryMonitor(model, probe, saturation_tol=np.float32(0.5)).saturation_tol == 0.5
+    with pytest.raises(ValueError, match=r"unknown backend 'gpu'"):
+        GeometryMonitor(model, probe, backend="gpu")  # type: ignore[arg-type]
+    # a step number is a count: 2.7 is refused, not recorded as step 2
+    monitor = GeometryMonitor(model, probe, every=1)
+    for step in (2.7, "3", True):
+        with pytest.raises(TypeError, match=r"step must be an int"):
+            monitor.step(step)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"step must be an int"):
+            monitor.record(step)  # type: ignore[arg-type]
+    assert monitor.reports == []
+    monitor.record(np.int64(7))
+    assert [s for s, _ in monitor.reports] == [7] and type(monitor.reports[0][0]) is int
 
 
 def test_geometry_monitor_reads_parametrized_weights_and_refuses_hooks() -> None:

@@ -103,6 +103,27 @@ def to_kernel(arr: FloatArray, dtype: np.dtype[Any]) -> FloatArray:
     return out if out.flags.aligned else out.copy()
 
 
+def to_kernel_in_range(arr: FloatArray, dtype: np.dtype[Any], name: str, owner: str) -> FloatArray:
+    """:func:`to_kernel` of ``arr`` into the narrower ``dtype`` of ``owner`` (a network or
+    layer), refusing finite values beyond that dtype's range: the cast would make them
+    infinite, and every result after it silently wrong (zeros) or blamed on
+    check_finite=False. Checked whatever check_finite says: the caller passed finite
+    values, so no NaN or Inf they chose to allow is at stake."""
+    if arr.dtype.itemsize <= dtype.itemsize:
+        return to_kernel(arr, dtype)
+    with np.errstate(over="ignore"):  # the overflow is reported below, by name
+        out = to_kernel(arr, dtype)
+    overflowed = ~np.isfinite(out) & np.isfinite(arr)
+    if overflowed.any():
+        big = float(np.abs(arr[overflowed]).max())
+        raise ValueError(
+            f"{name} holds finite values beyond the range of the {owner}'s dtype {dtype} "
+            f"(largest magnitude {big:.6g}, {dtype} holds at most "
+            f"{float(np.finfo(dtype).max):.6g}); scale {name} or use a float64 {owner}"
+        )
+    return out
+
+
 def check_finite_arrays(check: bool, **arrays: FloatArray | None) -> None:
     if not isinstance(check, (bool, np.bool_)):  # None or "no" would switch the check off
         raise TypeError(f"check_finite must be a bool, got {type(check).__name__}")

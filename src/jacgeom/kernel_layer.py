@@ -110,7 +110,7 @@ class KernelLayer:
         n = self.input_dim
         X2, squeeze = _validation.rows(Xf, "X", n, f"the centers have {n} coordinates")
         _validation.check_finite_arrays(True, X=X2)
-        return _validation.to_kernel(X2, self.dtype), squeeze
+        return _validation.to_kernel_in_range(X2, self.dtype, "X", "layer"), squeeze
 
     def features(self, X: ArrayLike) -> FloatArray:
         """k(x) for every sample, (B, p)."""

@@ -391,23 +391,7 @@ class Network:
         n0 = self.widths[0]
         X2, squeeze = _validation.rows(Xf, "X", n0, f"the network takes {n0} inputs")
         _validation.check_finite_arrays(check_finite, X=X2)
-        if X2.dtype.itemsize <= self.dtype.itemsize:
-            return _validation.to_kernel(X2, self.dtype), squeeze
-        # float64 X into a float32 network: a finite value beyond float32's range would
-        # become Inf in the cast, and every result after it would be silently wrong (zeros)
-        # or blamed on check_finite=False. Checked whatever check_finite says: the caller
-        # passed finite values, so no NaN/Inf they chose to allow is at stake.
-        with np.errstate(over="ignore"):  # the overflow is reported below, by name
-            Xk = _validation.to_kernel(X2, self.dtype)
-        overflowed = ~np.isfinite(Xk) & np.isfinite(X2)
-        if overflowed.any():
-            big = float(np.abs(X2[overflowed]).max())
-            raise ValueError(
-                f"X holds finite values beyond the range of the network's dtype "
-                f"{self.dtype} (largest magnitude {big:.6g}, {self.dtype} holds at most "
-                f"{float(np.finfo(self.dtype).max):.6g}); scale X or use a float64 network"
-            )
-        return Xk, squeeze
+        return _validation.to_kernel_in_range(X2, self.dtype, "X", "network"), squeeze
 
     def _layers(self, X: FloatArray, backend: str) -> Iterator[tuple[FloatArray, FloatArray, Any]]:
         """Per layer: (z, d, state) for the chunk X; state = a _frame.NormState for a layer
@@ -1071,7 +1055,12 @@ class Network:
         Raises
         ------
         jacgeom.interop.UnsupportedModuleError (a TypeError)
-            Naming the module that a Network cannot represent, and what is supported.
+            Naming the module that a Network cannot represent, and what is supported;
+            where the module's state would change its map (a forward hook or pre-hook, a
+            spectral_norm parametrization in training mode), the error is also a
+            ValueError.
+        TypeError
+            Where ``module`` is not a ``torch.nn.Module``.
 
         Notes
         -----

@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 import numpy as np
 from numpy.typing import NDArray
 
-from jacgeom import _validation
+from jacgeom import _backends, _validation
 from jacgeom.interop import spec_from_torch, to_numpy
 from jacgeom.network import Network
 from jacgeom.report import DEFAULT_SATURATION_TOL, LayerReport, layer_report
@@ -109,6 +109,7 @@ class GeometryMonitor:
         self.probe_X: NDArray[Any] = np.array(to_numpy(probe_X), copy=True)
         self.every = every
         self.saturation_tol = tol
+        _backends.resolve(backend)  # an unknown name is refused here, not mid-training
         self.backend = backend
         self.reports: list[tuple[int, LayerReport]] = []
         self._calls = 0
@@ -116,7 +117,7 @@ class GeometryMonitor:
     def step(self, step: int | None = None) -> LayerReport | None:
         """Call once per training step; records (and returns the report) every
         ``every`` steps, counting from 0. ``step`` defaults to the number of calls so far."""
-        s = self._calls if step is None else int(step)
+        s = self._calls if step is None else _validation.integer("step", step)
         self._calls += 1
         if s % self.every:
             return None
@@ -124,6 +125,7 @@ class GeometryMonitor:
 
     def record(self, step: int) -> LayerReport:
         """Record the report now, under the given step number."""
+        step = _validation.integer("step", step)
         if self.reports:
             # The first record warned of an approximate conversion (if any): not every step.
             with warnings.catch_warnings():
@@ -141,7 +143,7 @@ class GeometryMonitor:
             names=spec.names,
             notes=spec.notes,
         )
-        self.reports.append((int(step), rep))
+        self.reports.append((step, rep))
         return rep
 
     def table(self) -> list[MonitorRow]:
