@@ -666,3 +666,22 @@ def test_residual_layer_rank_is_decided_not_assumed(
     want = np.linalg.matrix_rank(np.eye(3) + d[:, None] * W)
     net = Network([W], activation=activation, residual=True)
     assert net.exact_rank(x, backend=backend) == want
+
+
+@pytest.mark.parametrize("backend", jacgeom.backends())
+def test_infinite_bias_with_check_finite_false_follows_ieee_on_every_backend(
+    backend: str,
+) -> None:
+    # -1.8e8 * 1e300 + inf is NaN: that unit's row is NaN and the others' exact. The numpy
+    # backend used to raise "overflows ... for finite inputs" here (the biases were not
+    # counted as inputs), where the compiled ones gave the IEEE result.
+    W = np.zeros((4, 4))
+    W[1, 1] = -1.79769314e8
+    W[0, 0] = 2.0
+    b = np.array([0.0, np.inf, 0.0, 0.0])
+    net = jacgeom.Network([W], [b], activation="sigmoid", check_finite=False)
+    X = np.array([[0.0, 1e300, 0.0, 0.0]])
+    with np.errstate(invalid="ignore", over="ignore"):
+        J = net.jacobian(X, backend=backend, check_finite=False)[0]
+    assert np.isnan(J[1]).all()
+    np.testing.assert_array_equal(J[[0, 2, 3]], [[0.5, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])

@@ -572,3 +572,36 @@ def test_64_bit_indexing_layer_jacobian() -> None:
     assert J.size > 2**31
     d = jacgeom.layer_derivatives(W, X[-3:], backend="numpy")
     np.testing.assert_array_equal(J[-3:], d[:, :, None] * W)
+
+
+_DAEMON_EXIT_SCRIPT = """
+import threading, time
+import numpy as np
+import jacgeom
+net = jacgeom.Network.random([64] + [128] * 6 + [64], "tanh", seed=2)
+X = np.random.default_rng(0).standard_normal((16, 64))
+started = threading.Event()
+def loop():
+    started.set()
+    while True:
+        net.jacobian(X, backend="cpp")
+threading.Thread(target=loop, daemon=True).start()
+started.wait()
+time.sleep(0.3)
+print("main done", flush=True)
+"""
+
+
+@pytest.mark.skipif("cpp" not in jacgeom.backends(), reason="needs the C++ backend")
+def test_program_ends_cleanly_with_a_daemon_thread_inside_a_kernel() -> None:
+    # CPython 3.11-3.13 end such a thread with pthread_exit when it takes the GIL back
+    # during finalisation; through pybind11's noexcept gil_scoped_release that was
+    # std::terminate (exit 134, 8 runs in 8 with calls this short). Three runs, each must
+    # exit 0.
+    import subprocess
+
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", _DAEMON_EXIT_SCRIPT], capture_output=True, text=True, timeout=120
+        )
+        assert (out.returncode, out.stdout.strip()) == (0, "main done"), out.stderr[-2000:]

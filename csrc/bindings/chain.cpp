@@ -62,7 +62,7 @@ carray<T> chain_active(const std::vector<carray<T>>& W, const std::vector<carray
             if (overlaps(W[l]) || overlaps(D[l])) throw py::value_error("out must not overlap W or D");
     }
     a.J = J.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::chain_active<T>(a);
     return J;
 }
@@ -72,7 +72,7 @@ carray<T> chain_singular_values(const std::vector<carray<T>>& W, const std::vect
     const jacgeom::ChainArgs<T> a = chain_args(W, D);
     carray<T> S({a.B, std::min(a.widths.back(), a.widths.front())});
     T* s = S.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::chain_singular_values<T>(a, s);
     return S;
 }
@@ -83,7 +83,7 @@ py::array_t<std::int64_t> chain_rank(const std::vector<carray<T>>& W, const std:
     const jacgeom::ChainArgs<T> a = chain_args(W, D);
     py::array_t<std::int64_t> r(a.B);
     std::int64_t* out = r.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::chain_rank<T>(a, tol, rtol, rtol_double, out);
     return r;
 }
@@ -119,7 +119,7 @@ int network_jacobian_one(const std::vector<carray<T>>& W, const std::vector<carr
     if (lwork < 0) return int(lwork);
     std::vector<double> work(static_cast<size_t>(lwork));
     T* out = J.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     return jacgeom::capi::network_jacobian<T>(L, widths.data(), weights.data(), strides.data(), biases.data(),
                                               bias_strides.data(), codes.data(), params.data(), x.data(), 1,
                                               out, widths.front(), 1, work.data(), index_t(work.size()));

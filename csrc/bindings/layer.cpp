@@ -21,7 +21,7 @@ carray<T> elementwise(const carray<T>& Z, int code, double param) {
     const T* z = Z.data();
     T* o = out.mutable_data();
     const index_t count = static_cast<index_t>(Z.size());
-    py::gil_scoped_release release;
+    release_gil release;
     kernel(z, o, count, code, static_cast<T>(param));
     return out;
 }
@@ -54,7 +54,7 @@ carray<T> jacobian(const carray<T>& W, const carray<T>& D, std::optional<carray<
     carray<T> J = jacobian_result<T>(s, out);
     const T *w = W.data(), *d = D.data();
     T* j = J.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::jacobian<T>(w, d, j, s.B, s.m, s.n);
     return J;
 }
@@ -67,7 +67,7 @@ carray<T> jacobian_z(const carray<T>& W, const carray<T>& Z, int code, double pa
     carray<T> J = jacobian_result<T>(s, out);
     const T *w = W.data(), *z = Z.data();
     T* j = J.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::jacobian_from_preactivations<T>(w, z, code, static_cast<T>(param), j, s.B,
                                               s.m, s.n);
     return J;
@@ -79,7 +79,7 @@ carray<T> pullback(const carray<T>& W, const carray<T>& D) {
     carray<T> G({s.B, s.n, s.n});
     const T *w = W.data(), *d = D.data();
     T* g = G.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::pullback<T>(w, d, g, s.B, s.m, s.n);
     return G;
 }
@@ -90,7 +90,7 @@ carray<T> singular_values(const carray<T>& W, const carray<T>& D) {
     carray<T> S({s.B, std::min(s.m, s.n)});
     const T *w = W.data(), *d = D.data();
     T* out = S.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::singular_values<T>(w, d, out, s.B, s.m, s.n);
     return S;
 }
@@ -102,7 +102,7 @@ carray<T> log_volume(const carray<T>& W, const carray<T>& D) {
     carray<T> V({s.B});
     const T *w = W.data(), *d = D.data();
     T* out = V.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::log_volume<T>(w, d, out, s.B, s.m, s.n);
     return V;
 }
@@ -115,7 +115,7 @@ carray<T> batched_singular_values(const carray<T>& A) {
     carray<T> S({B, p});
     const T* a = A.data();
     T* out = S.mutable_data();
-    py::gil_scoped_release release;
+    release_gil release;
     jacgeom::batched_singular_values<T>(a, out, B, r, c);
     return S;
 }

@@ -33,7 +33,7 @@ py::tuple masked_rank(const carray<T>& W, const carray<T>& scale,
                                     want_singular_values ? sv.mutable_data() : nullptr};
     std::int64_t fallbacks;
     {
-        py::gil_scoped_release release;
+        release_gil release;
         fallbacks = jacgeom::masked_rank<T>(args);
     }
     return py::make_tuple(rank, sv, fallbacks);

@@ -24,7 +24,7 @@ py::tuple spectral_summary(const carray<T>& J,
                                   frobenius2.mutable_data(), log_volume.mutable_data(),
                                   rank_bound ? rank_bound->data() : nullptr, spectra};
     {
-        py::gil_scoped_release release;
+        release_gil release;
         jacgeom::spectral_summary<T>(args);
     }
     return py::make_tuple(rank, log_smax, log_smin, frobenius2, log_volume);
@@ -58,7 +58,7 @@ py::tuple spectral_summary_rows(const carray<T>& rows, const carray<std::int64_t
                                   rank_bound ? rank_bound->data() : nullptr, spectra,
                                   true, rows.data(), counts.data(), static_cast<T>(scale)};
     {
-        py::gil_scoped_release release;
+        release_gil release;
         jacgeom::spectral_summary<T>(args);
     }
     return py::make_tuple(rank, log_smax, log_smin, frobenius2, log_volume);

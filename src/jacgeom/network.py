@@ -229,6 +229,7 @@ class Network:
         self._finite_weights = all(
             bool(np.isfinite(W).all()) for W, k in zip(self.weights, kernel, strict=True) if not k
         )
+        self._finite_biases = all(bool(np.isfinite(b).all()) for b in self.biases)
         self.activations: list[Activation] = acts
         self.kernel_layers: list[bool] = kernel
         # One flag per layer; ``residual`` is the bool where every layer agrees.
@@ -597,9 +598,8 @@ class Network:
         biases, gave layer l pre-activations beyond the float range (an overflowing sum is
         not the limit of anything: BLAS's order decides between NaN and either infinity);
         as the reference decides it, sample by sample."""
-        finite = all(bool(np.isfinite(b).all()) for b in self.biases)
         overflowed = ~np.isfinite(z).all(axis=1) & np.isfinite(h).all(axis=1)
-        if self._finite_weights and finite and overflowed.any():
+        if self._finite_weights and self._finite_biases and overflowed.any():
             raise FloatingPointError(
                 f"the pre-activations of layer {l} are not finite for finite inputs (the "
                 "forward pass overflows the float range); no Jacobian exists in floating point"
@@ -679,7 +679,8 @@ class Network:
                 np.isfinite(result)
             ):  # the sum first: one pass
                 return
-        if self._finite_weights and np.all(np.isfinite(X)):
+        # Non-finite biases (check_finite=False) follow IEEE arithmetic, as inputs do.
+        if self._finite_weights and self._finite_biases and np.all(np.isfinite(X)):
             if redo is not None:
                 bad = ~np.all(np.isfinite(result.reshape(result.shape[0], -1)), axis=1)
                 i = np.flatnonzero(bad)
