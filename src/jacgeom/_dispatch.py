@@ -689,8 +689,9 @@ def _bind(implementation: Implementation, module: ModuleType) -> Adapter:
     if module is not _backends.numba_kernels:
         return fn
 
-    # numba's thread pool starts with the first numba kernel, not at import (a process
-    # forked after it starts cannot run numba: _backends.prepare_numba says so).
+    # numba's thread pool starts with the first numba kernel, not at import, and each
+    # thread applies the thread count before its next kernel (_backends.prepare_numba); a
+    # process forked after the pool started runs the serial twins (jacgeom._numba._parallel).
     @functools.wraps(fn)
     def numba_kernel(*args: Any, **kwargs: Any) -> Any:
         _backends.prepare_numba()

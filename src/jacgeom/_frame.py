@@ -33,7 +33,7 @@ from . import _backends, _dispatch
 from .reference.graded import (
     DEPENDENT_GAP,
     GRADED_RANK_CAP,
-    dependent_rows_transform,
+    fold_dependent_rows,
     graded_qr_step_pivoted,
     graded_rank_floor,
     leading_rows_independent,
@@ -529,7 +529,7 @@ def _scaled_rows_step_once(
     with np.errstate(invalid="ignore"):
         g = g + c[:, None]
     rel = np.where(zero, -np.inf, log_d - c[:, None])
-    folds = _fold_dependent_rows(Y, row_norms, rel, sign, rank, live, floor, tol_rows)
+    folds = _fold_dependent_rows(Y, row_norms, rel, sign, rank, live, tol_rows)
     parts, shift = split_log_scales(np.where(zero, 0.0, rel))
     scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
     Y *= scale[:, :, None]  # Y is this step's own array
@@ -537,8 +537,9 @@ def _scaled_rows_step_once(
     for t in parts[1:]:
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
     g = unshift_log_scales(U, g, shift)
-    for i, T in folds.items():
-        U[i] = T @ U[i]
+    if folds is not None:
+        f, Tk, rows = folds
+        U[f] = Tk @ np.take_along_axis(U[f], rows[:, :, None], axis=1)
     return U, g, V, rank, live, log_spread(rel)
 
 
@@ -549,38 +550,36 @@ def _fold_dependent_rows(
     sign: F64,
     rank: NDArray[np.int64],
     live: NDArray[Any],
-    floor: Any,
     tol_rows: Any,
-) -> dict[int, F64]:
+) -> tuple[NDArray[np.intp], F64, NDArray[np.intp]] | None:
     """The samples of a step diag(sign e^t) Y (Y (B, m, r), t (B, m) relative log row
     scales, -inf for rows removed) whose exactly dependent large rows come before smaller
-    independent ones: Y is replaced in place by jacgeom.reference.graded's
-    dependent_rows_transform's Yhat for those samples, and their T (m, m) returned by
-    sample, to give the frame's basis as T Q. The rank decision's tolerance is
-    :func:`_deflate`'s (map_rank with the live directions as columns).
+    independent ones (jacgeom.reference.graded.fold_dependent_rows): Y is replaced in place
+    by Yhat for those samples, and (samples, Tk, kept) returned, to give their frame's
+    basis as Tk @ Q[kept]. The tolerance is numpy's on :func:`_deflate`'s rows and live
+    directions, without the graded floor: only rows equal to rounding are folded.
 
     Only samples with more kept rows than the rank and rows graded by more than
-    DEPENDENT_GAP are checked, first all at once (leading_rows_independent), then one at a
-    time where a dependent row leads."""
-    B = Y.shape[0]
+    DEPENDENT_GAP are checked, all at once (leading_rows_independent), and folded where a
+    dependent row leads; None where no sample is folded."""
     kept = np.isfinite(t)
     need = (np.count_nonzero(kept, axis=1) > rank) & (log_spread(t) > DEPENDENT_GAP)
     if not need.any():
-        return {}
+        return None
     i = np.flatnonzero(need)
     counted = np.count_nonzero(row_norms > 0, axis=1) if tol_rows is None else tol_rows
-    tol = rank_tolerance(
-        np.asarray(counted)[i], np.asarray(live)[i], np.broadcast_to(floor, (B,))[i]
-    )
+    tol = rank_tolerance(np.asarray(counted)[i], np.asarray(live)[i])
     lead = leading_rows_independent(Y[i], row_norms[i], t[i], rank[i], tol)
-    folds: dict[int, F64] = {}
-    for j in np.flatnonzero(~lead):
-        b = int(i[j])
-        Xn = Y[b] / np.where(row_norms[b] > 0, row_norms[b], 1.0)[:, None]
-        folded = dependent_rows_transform(Y[b], Xn, t[b], sign[b], float(tol[j]), int(rank[b]))
-        if folded is not None:
-            Y[b], folds[b] = folded
-    return folds
+    j = i[~lead]
+    if j.size == 0:
+        return None
+    folded, Yhat, Tk, rows = fold_dependent_rows(
+        Y[j], row_norms[j], t[j], sign[j], rank[j], tol[~lead]
+    )
+    if not folded.any():
+        return None
+    Y[j[folded]] = Yhat[folded]
+    return j[folded], Tk[folded], rows[folded]
 
 
 def _deflate(

@@ -168,22 +168,23 @@ def leading_rows_independent(
     return np.all((j >= np.asarray(rank)[:, None]) | (d > np.asarray(tol)[:, None]), axis=1)
 
 
-def dependent_rows_transform(
-    Y: F64, Xn: F64, t: F64, sign: F64, tol: float, rank: int
-) -> tuple[F64, F64] | None:
-    """One step's rows with the exactly dependent ones folded into the larger rows they
-    depend on, for one sample.
+def fold_dependent_rows(
+    Y: F64, row_norms: F64, t: F64, sign: F64, rank: Any, tol: Any
+) -> tuple[NDArray[np.bool_], F64, F64, NDArray[np.intp]]:
+    """Steps with their exactly dependent rows folded into the larger rows they depend on,
+    for a batch of samples.
 
-    The step is M = diag(sign e^t) Y (Y (m, r) the map on the frame, t (m,) log row
-    scales, -inf for rows removed; Xn (m, r) the rows divided by their norms in the map,
-    as :func:`map_rank` judges them). Taken by decreasing t, a row at a distance of at
-    most ``tol`` from the span of the rows kept before it is exactly dependent on them,
-    as the rank decision of the unscaled map says: M_D = C M_A (A the ``rank`` rows kept,
-    D the others; C_ki = sign_k sign_i a_ki e^(t_k - t_i), Y_k = sum_i a_ki Y_i over the
-    rows of A before k). Then M = T Mhat with Mhat = diag(sign e^t) Yhat, Yhat's rows D
-    exactly zero and its rows A = R_c M_A (R_c^T R_c = I + C^T C, R_c upper triangular in
-    the order of t, so a row only gains multiples of smaller ones), and T
-    (m, m) with orthonormal columns A ([I; C] R_c^-1) and zero columns elsewhere.
+    The step of each sample is M = diag(sign e^t) Y: Y (B, m, r) the map on the frame, t
+    (B, m) log row scales (-inf for rows removed), sign (B, m); each row is judged divided
+    by its ``row_norms`` (B, m), as :func:`map_rank` judges it. Taken by decreasing t, a row
+    at a distance of at most ``tol`` (B,) from the span of the rows kept before it is
+    dependent on them; ``tol`` is numpy's rank tolerance without the graded floor, so only
+    rows equal to rounding are folded (a difference of 1e-12 stays a direction). With A the
+    ``rank`` (B,) rows kept and D the others, M_D = C M_A (C_ki = sign_k sign_i a_ki
+    e^(t_k - t_i), Y_k = sum_i a_ki Y_i over the rows of A before k), so M = T Mhat with
+    Mhat = diag(sign e^t) Yhat, Yhat's rows D exactly zero and its rows A = R_c M_A
+    (R_c^T R_c = I + C^T C, upper triangular in the order of t: a row only gains multiples
+    of smaller ones), and T's columns A = [I; C] R_c^-1, orthonormal.
 
     Why: Householder QR is row-wise backward stable, so two exactly dependent large rows
     leave a residual of eps times their size, which a graded QR keeps as a direction in
@@ -191,49 +192,119 @@ def dependent_rows_transform(
     e^-93), and the next layer's rank decision then drops the true direction. With the
     dependent rows folded away, M's graded QR is Mhat's, and U = T Q.
 
-    Returns (Yhat, T), or None where no dependent row comes before an independent row of
-    smaller scale (nothing to fold) or the rows found independent are not ``rank`` in
-    number (a decision at the tolerance's edge: the step is left as it is).
+    Returns ``(folded, Yhat, Tk, kept)``: folded (B,) where a dependent row comes before
+    an independent row of smaller scale and exactly ``rank`` rows were found independent
+    (elsewhere nothing is to be done, or the decision sits at the tolerance's edge, and the
+    step is left as it is); Yhat (B, m, r) (Y where not folded); Tk (B, m, k) and kept (B,
+    k), k = max rank: T Q = Tk @ Q[kept] (padding columns of Tk zero).
     """
-    m, r = Y.shape
-    order = [int(i) for i in np.argsort(-t, kind="stable") if np.isfinite(t[i])]
-    basis = np.zeros((0, r))
-    kept: list[int] = []
-    before: dict[int, list[int]] = {}
-    for i in order:
-        x = Xn[i]
-        res = x - basis.T @ (basis @ x)
-        res = res - basis.T @ (basis @ res)  # once more: orthogonal to rounding
-        size = float(np.linalg.norm(res))
-        if size > tol:
-            if len(kept) == rank:
-                return None
-            kept.append(i)
-            basis = np.vstack([basis, res / size])
-        else:
-            before[i] = list(kept)
-    if len(kept) != rank or not any(len(b) < rank for b in before.values()):
-        return None
-    pos = {i: p for p, i in enumerate(kept)}
-    C = np.zeros((len(before), rank))
-    for row, (k, ks) in enumerate(before.items()):
-        if ks:
-            a = np.linalg.lstsq(Y[ks].T, Y[k], rcond=None)[0]
-            cols = [pos[i] for i in ks]
-            C[row, cols] = sign[k] * sign[ks] * a * np.exp(t[k] - t[ks])
-    Rc = np.linalg.cholesky(np.eye(rank) + C.T @ C).T
-    Rc_inv = np.linalg.solve(Rc, np.eye(rank))
-    tk = t[kept]
-    sk = sign[kept]
+    B, m, r = Y.shape
+    rank = np.asarray(rank, dtype=np.intp)
+    tol = np.asarray(tol, dtype=np.float64)
+    k = int(np.max(rank, initial=0))
+    b = np.arange(B)
+    order = np.argsort(-t, axis=1, kind="stable")
+    ts = np.take_along_axis(t, order, axis=1)
+    norms = np.take_along_axis(row_norms, order, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Xs = (
+            np.take_along_axis(Y, order[:, :, None], axis=1)
+            / np.where(norms > 0, norms, 1.0)[:, :, None]
+        )
+    # Gram-Schmidt (twice) over the rows in order, all samples at once: basis Qb (B, k, r)
+    # of the rows kept so far, R (B, k, k) their coefficients, count (B,) kept so far.
+    Qb = np.zeros((B, k, r))
+    QbT = np.zeros((B, r, k))  # its transpose, kept beside it for the products
+    R = np.broadcast_to(np.eye(k), (B, k, k)).copy()  # unused slots: 1 on the diagonal
+    coef = np.zeros((B, m, k))  # a dependent row's coefficients on the basis
+    count = np.zeros(B, dtype=np.intp)
+    kept_pos = np.zeros((B, k), dtype=np.intp)
+    dependent = np.zeros((B, m), dtype=bool)
+    early = np.zeros(B, dtype=bool)  # a dependent row before a kept one
+    over = np.zeros(B, dtype=bool)  # more independent rows than the rank
+    p = 0
+    while p < m and np.any(count < rank):
+        live = np.isfinite(ts[:, p])
+        if not live.any():
+            break
+        x = Xs[:, p, :, None]
+        c1 = Qb @ x
+        res = x - QbT @ c1
+        c2 = Qb @ res
+        res -= QbT @ c2
+        c = (c1 + c2)[:, :, 0]
+        res = res[:, :, 0]
+        size = np.linalg.norm(res, axis=1)
+        indep = live & (size > tol)
+        over |= indep & (count >= rank)
+        take = indep & (count < rank)
+        i = b[take]
+        j = count[take]
+        Qb[i, j] = res[take] / size[take, None]
+        QbT[i, :, j] = Qb[i, j]
+        R[i, :, j] = c[take]
+        R[i, j, j] = size[take]
+        kept_pos[i, j] = p
+        early[i] |= dependent[i].any(axis=1)
+        dep = live & ~indep
+        dependent[dep, p] = True
+        coef[dep, p] = c[dep]
+        count += take
+        p += 1
+    if p < m:
+        # every sample has its rank: the rows left are dependent, unless one is at more
+        # than tol from the span (more independent rows than the rank: not folded)
+        x = Xs[:, p:, :]
+        c = x @ QbT
+        res = x - c @ Qb
+        c2 = res @ QbT
+        res -= c2 @ Qb
+        live = np.isfinite(ts[:, p:])
+        over |= np.any(live & (np.linalg.norm(res, axis=2) > tol[:, None]), axis=1)
+        dependent[:, p:] = live
+        coef[:, p:] = np.where(live[:, :, None], c + c2, 0.0)
+    folded = early & ~over & (count == rank)
+    Tk = np.zeros((B, m, k))
+    kept = np.take_along_axis(order, kept_pos, axis=1)
+    Yhat = np.array(Y, dtype=np.float64)
+    f = np.flatnonzero(folded)
+    if f.size == 0:
+        return folded, Yhat, Tk, kept
+    slot = np.arange(k)[None, :] < rank[f, None]  # (F, k) slots in use
+    # coefficients of each dependent row on the kept rows (Xn terms), then in Y terms
+    a = np.linalg.solve(R[f], np.swapaxes(coef[f], 1, 2))  # (F, k, m)
+    a = np.swapaxes(a, 1, 2) * slot[:, None, :]  # (F, m, k)
+    nk = np.take_along_axis(norms[f], kept_pos[f], axis=1)  # (F, k)
+    tk = np.take_along_axis(ts[f], kept_pos[f], axis=1)
+    sk = np.take_along_axis(np.take_along_axis(sign[f], order[f], axis=1), kept_pos[f], axis=1)
+    ss = np.take_along_axis(sign[f], order[f], axis=1)  # (F, m) sorted signs
+    dep = dependent[f]
+    with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
+        scale = np.exp(np.minimum(ts[f][:, :, None] - tk[:, None, :], 0.0))
+        ratio = norms[f][:, :, None] / np.where(nk > 0, nk, 1.0)[:, None, :]
+    C = np.where(dep[:, :, None] & slot[:, None, :], a * ratio * scale, 0.0)
+    C = C * ss[:, :, None] * sk[:, None, :]  # (F, m, k), rows in sorted order
+    G = np.eye(k)[None] + np.einsum("fmi,fmj->fij", C, C)
+    Rc = np.swapaxes(np.linalg.cholesky(G), 1, 2)
+    Rc_inv = np.linalg.solve(Rc, np.broadcast_to(np.eye(k), Rc.shape))
     with np.errstate(under="ignore"):
-        # upper triangular: factors e^(t_j - t_i) <= 1 for j after i
-        S = np.triu(Rc * np.exp(np.minimum(tk[None, :] - tk[:, None], 0.0))) * np.outer(sk, sk)
-    Yhat = np.zeros_like(Y)
-    Yhat[kept] = S @ Y[kept]
-    T = np.zeros((m, m))
-    T[np.ix_(kept, kept)] = Rc_inv
-    T[np.ix_(list(before), kept)] = C @ Rc_inv
-    return Yhat, T
+        S = np.triu(Rc * np.exp(np.minimum(tk[:, None, :] - tk[:, :, None], 0.0)))
+    S = S * sk[:, :, None] * sk[:, None, :] * slot[:, :, None] * slot[:, None, :]
+    YA = np.take_along_axis(Y[f], kept[f][:, :, None], axis=1) * slot[:, :, None]
+    SY = S @ YA
+    Yf = np.zeros_like(Y[f])
+    # rows of T in sorted order: kept rows R_c^-1, dependent rows C R_c^-1
+    Ts = np.where(dep[:, :, None], C @ Rc_inv, 0.0)
+    for j in range(k):  # slot by slot: a padding slot's index must write nothing
+        g = np.flatnonzero(slot[:, j])
+        Yf[g, kept[f][g, j]] = SY[g, j]
+        Ts[g, kept_pos[f][g, j]] = Rc_inv[g, j]
+    Ts = Ts * slot[:, None, :]
+    Tf = np.zeros_like(Ts)
+    np.put_along_axis(Tf, order[f][:, :, None], Ts, axis=1)
+    Yhat[f] = Yf
+    Tk[f] = Tf
+    return folded, Yhat, Tk, kept
 
 
 # The rank of a layer's map is decided on the frame's basis U of the range so far, which is
