@@ -1159,3 +1159,24 @@ def test_rows_apart_by_more_than_rounding_are_not_folded(backend: str) -> None:
     got = net.log_singular_values(x, backend=backend)
     # to the accuracy such a near-dependence leaves (eps / 1e-12 relative), not 60 nats off
     np.testing.assert_allclose(got, want_logs, rtol=0, atol=1e-3)
+
+
+def test_fold_with_nearly_dependent_kept_rows() -> None:
+    # Kept rows 1e-9 apart make the folded row's coefficients 1e9: I + C^T C is then
+    # singular in float64 (its Cholesky failed, and a Monte Carlo chunk with it), the QR of
+    # [I; C] is not. M = T Mhat still holds to rounding.
+    Y = np.array([[1.0, 0.0, 0.0], [1.0, 1e-9, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    t = np.array([0.0, -0.1, -0.2, -50.0])
+    sign = np.ones(4)
+    norms = np.linalg.norm(Y, axis=1)
+    tol = float(ref_graded.rank_tolerance(4, 3))
+    folded, Yhat, Tk, kept = ref_graded.fold_dependent_rows(
+        Y[None], norms[None], t[None], sign[None], [3], [tol]
+    )
+    assert folded[0]
+    np.testing.assert_array_equal(kept[0], [0, 1, 3])
+    M = np.exp(t)[:, None] * Y
+    Mhat = np.exp(t)[:, None] * Yhat[0]
+    np.testing.assert_allclose(Tk[0] @ Mhat[kept[0]], M, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(Tk[0].T @ Tk[0], np.eye(3), atol=1e-12)
+    assert np.all(Yhat[0][2] == 0.0)

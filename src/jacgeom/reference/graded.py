@@ -184,7 +184,7 @@ def fold_dependent_rows(
     e^(t_k - t_i), Y_k = sum_i a_ki Y_i over the rows of A before k), so M = T Mhat with
     Mhat = diag(sign e^t) Yhat, Yhat's rows D exactly zero and its rows A = R_c M_A
     (R_c^T R_c = I + C^T C, upper triangular in the order of t: a row only gains multiples
-    of smaller ones), and T's columns A = [I; C] R_c^-1, orthonormal.
+    of smaller ones), and T's columns A = [I; C] R_c^-1, orthonormal: the QR of [I; C].
 
     Why: Householder QR is row-wise backward stable, so two exactly dependent large rows
     leave a residual of eps times their size, which a graded QR keeps as a direction in
@@ -284,22 +284,26 @@ def fold_dependent_rows(
         ratio = norms[f][:, :, None] / np.where(nk > 0, nk, 1.0)[:, None, :]
     C = np.where(dep[:, :, None] & slot[:, None, :], a * ratio * scale, 0.0)
     C = C * ss[:, :, None] * sk[:, None, :]  # (F, m, k), rows in sorted order
-    G = np.eye(k)[None] + np.einsum("fmi,fmj->fij", C, C)
-    Rc = np.swapaxes(np.linalg.cholesky(G), 1, 2)
-    Rc_inv = np.linalg.solve(Rc, np.broadcast_to(np.eye(k), Rc.shape))
+    # [I; C] = Q_c R_c by Householder QR (R_c^T R_c = I + C^T C, stable however large C
+    # is): P holds the rows in sorted order, e_j at kept row j, C at the dependent rows,
+    # and a unit row below for each padding slot, so that every column is nonzero.
+    F = f.size
+    P = np.concatenate([C, np.broadcast_to(np.eye(k), (F, k, k)) * ~slot[:, None, :]], axis=1)
+    for j in range(k):  # slot by slot: a padding slot's index must write nothing
+        g = np.flatnonzero(slot[:, j])
+        P[g, kept_pos[f][g, j], j] = 1.0
+    Qc, Rc = np.linalg.qr(P)
     with np.errstate(under="ignore"):
         S = np.triu(Rc * np.exp(np.minimum(tk[:, None, :] - tk[:, :, None], 0.0)))
     S = S * sk[:, :, None] * sk[:, None, :] * slot[:, :, None] * slot[:, None, :]
     YA = np.take_along_axis(Y[f], kept[f][:, :, None], axis=1) * slot[:, :, None]
     SY = S @ YA
     Yf = np.zeros_like(Y[f])
-    # rows of T in sorted order: kept rows R_c^-1, dependent rows C R_c^-1
-    Ts = np.where(dep[:, :, None], C @ Rc_inv, 0.0)
-    for j in range(k):  # slot by slot: a padding slot's index must write nothing
+    for j in range(k):
         g = np.flatnonzero(slot[:, j])
         Yf[g, kept[f][g, j]] = SY[g, j]
-        Ts[g, kept_pos[f][g, j]] = Rc_inv[g, j]
-    Ts = Ts * slot[:, None, :]
+    # T's rows in sorted order: Q_c without the padding rows (its padding columns vanish)
+    Ts = Qc[:, :m, :] * slot[:, None, :]
     Tf = np.zeros_like(Ts)
     np.put_along_axis(Tf, order[f][:, :, None], Ts, axis=1)
     Yhat[f] = Yf
