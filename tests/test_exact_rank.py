@@ -1113,7 +1113,7 @@ def test_fold_dependent_rows_refactors_the_step() -> None:
     late = [0, 2, 4, 1, 3]  # the dependent rows last
     t2 = np.array([0.0, -1.0, -40.0, -50.0, -60.0])
     tol = float(ref_graded.rank_tolerance(5, 3))
-    folded, Yhat, Tk, kept = ref_graded.fold_dependent_rows(
+    folded, Yhat, Tk, kept, through = ref_graded.fold_dependent_rows(
         np.stack([Y, Y[late]]),
         np.stack([norms, norms[late]]),
         np.stack([t, t2]),
@@ -1170,7 +1170,7 @@ def test_fold_with_nearly_dependent_kept_rows() -> None:
     sign = np.ones(4)
     norms = np.linalg.norm(Y, axis=1)
     tol = float(ref_graded.rank_tolerance(4, 3))
-    folded, Yhat, Tk, kept = ref_graded.fold_dependent_rows(
+    folded, Yhat, Tk, kept, through = ref_graded.fold_dependent_rows(
         Y[None], norms[None], t[None], sign[None], [3], [tol]
     )
     assert folded[0]
@@ -1180,3 +1180,45 @@ def test_fold_with_nearly_dependent_kept_rows() -> None:
     np.testing.assert_allclose(Tk[0] @ Mhat[kept[0]], M, rtol=0, atol=1e-6)
     np.testing.assert_allclose(Tk[0].T @ Tk[0], np.eye(3), atol=1e-12)
     assert np.all(Yhat[0][2] == 0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_late_dependent_rows_pass_through_the_fold(backend: str) -> None:
+    # Dyadic leaky_relu weights, the exact Jacobian in rational arithmetic: the second
+    # layer keeps two nearly parallel rows (7e-13 apart), and every later row is dependent
+    # only because the frame is 2-D. Folding those late rows cancelled terms of 1e4 and
+    # moved sigma_2 by 3e-5 nats; only the row before a kept one (-row 3) is folded now.
+    W1 = [[0.0, -1.0], [2.0**-20, 2.0**-20], [0.0, 0.0], [-1.0, -1.0]]
+    W2 = [
+        [0.0, -2.0, -2.0, 1.0],
+        [0.0, -(2.0**-14), -(2.0**-14), 2.0**-15],
+        [2.0, 2.0, -2.0, -1.0],
+        [-2.0, 0.0, 1.0, 1.0],
+        [0.0, 2.0, -2.0, -1.0],
+        [2.0, -0.0, -1.0, -1.0],
+    ]
+    W3 = [
+        [2.0, -1.0, -2.0, -1.0, 0.0, -2.0],
+        [-2.0, -1.0, -1.0, -1.0, 1.0, -2.0],
+        [-1.0, 2.0, 2.0, 2.0, 1.0, -1.0],
+        [-2.0, 4.0, 4.0, 4.0, 2.0, -2.0],
+        [2.0, 0.0, 1.0, 0.0, -2.0, 0.0],
+    ]
+    b = [[-1.5, 0.0, 1.5, -2.0], [-0.5, -1.5, 1.0, 2.0, -1.5, 0.5], [-0.5, 2.0, 2.0, 1.0, -1.5]]
+    acts = [jacgeom.activation("leaky_relu", alpha=2.0**e) for e in (-20, -14, -20)]
+    net = Network([np.array(W) for W in (W1, W2, W3)], [np.array(v) for v in b], activation=acts)
+    x = np.array([0.0, -3.0])
+    J = [[Fraction(int(i == j)) for j in range(2)] for i in range(2)]
+    for W, z, act in zip(net.weights, net.preactivations(x), net.activations, strict=True):
+        d = [Fraction(float(v)) for v in act.derivative(np.asarray(z))]
+        J = [
+            [
+                d[i] * sum(Fraction(float(W[i][k])) * J[k][j] for k in range(len(J)))
+                for j in range(2)
+            ]
+            for i in range(len(W))
+        ]
+    mpmath.mp.dps = 120
+    Jm = mpmath.matrix([[mpmath.mpf(v.numerator) / v.denominator for v in row] for row in J])
+    want = sorted((float(mpmath.log(v)) for v in mpmath.svd_r(Jm, compute_uv=False)), reverse=True)
+    np.testing.assert_allclose(net.log_singular_values(x, backend=backend), want, rtol=1e-12)

@@ -605,3 +605,30 @@ def test_program_ends_cleanly_with_a_daemon_thread_inside_a_kernel() -> None:
             [sys.executable, "-c", _DAEMON_EXIT_SCRIPT], capture_output=True, text=True, timeout=120
         )
         assert (out.returncode, out.stdout.strip()) == (0, "main done"), out.stderr[-2000:]
+
+
+_DEL_AT_EXIT_SCRIPT = """
+import sys
+import numpy as np
+import jacgeom
+net = jacgeom.Network.random([8, 16, 8], "tanh", seed=1)
+X = np.random.default_rng(0).standard_normal((4, 8))
+class Holder:
+    def __del__(self):
+        J = net.jacobian(X, backend="cpp")
+        sys.stderr.write(f"del {sys.is_finalizing()} {J.shape}\\n")
+net.jacobian(X, backend="cpp")
+h = Holder()
+"""
+
+
+@pytest.mark.skipif("cpp" not in jacgeom.backends(), reason="needs the C++ backend")
+def test_a_kernel_called_while_the_main_thread_finalises_returns() -> None:
+    # The main thread runs the finalisation: a __del__ that calls a kernel then must take
+    # the GIL back, not sleep as a daemon thread does (it hung until killed).
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _DEL_AT_EXIT_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "del True (4, 8, 8)" in out.stderr, out.stderr[-2000:]

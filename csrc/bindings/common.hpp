@@ -15,18 +15,24 @@
 namespace py = pybind11;
 using jacgeom::index_t;
 
+// Python's main thread (threading.main_thread().ident), set when the module is made: the
+// thread that finalises the interpreter, which must never park below.
+inline unsigned long main_thread_ident = 0;
+
 // The GIL released for a kernel, as py::gil_scoped_release, and taken back at the end of
-// the scope unless the interpreter is finalising. CPython 3.11 to 3.13 end a daemon thread
-// that takes the GIL back during finalisation with pthread_exit, whose forced unwind
-// through a noexcept destructor calls std::terminate: a program that returns while a
-// daemon thread is inside a kernel aborted (exit 134). Such a thread now sleeps until the
-// process ends; the destructor is noexcept(false) so that an unwind that starts just after
-// the check passes through it. Python 3.14 and later hang such threads themselves.
+// the scope unless the interpreter is finalising and this is not the main thread. CPython
+// 3.11 to 3.13 end a daemon thread that takes the GIL back during finalisation with
+// pthread_exit, whose forced unwind through a noexcept destructor calls std::terminate: a
+// program that returned while a daemon thread was inside a kernel aborted (exit 134). Such
+// a thread now sleeps until the process ends; the destructor is noexcept(false) so that an
+// unwind that starts just after the check passes through it. The main thread, which runs
+// the finalisation (a __del__ that calls a kernel), takes the GIL back as usual. Python
+// 3.14 and later hang such threads themselves.
 class release_gil {
 public:
     release_gil() : state_(PyEval_SaveThread()) {}
     ~release_gil() noexcept(false) {
-        if (finalizing()) {
+        if (finalizing() && PyThread_get_thread_ident() != main_thread_ident) {
             for (;;) {
                 std::this_thread::sleep_for(std::chrono::hours(1));
             }

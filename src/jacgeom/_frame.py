@@ -538,8 +538,9 @@ def _scaled_rows_step_once(
         U, g, V = graded_step(np.exp(t)[:, :, None] * U, g, V, backend)
     g = unshift_log_scales(U, g, shift)
     if folds is not None:
-        f, Tk, rows = folds
-        U[f] = Tk @ np.take_along_axis(U[f], rows[:, :, None], axis=1)
+        f, Tk, rows, through = folds
+        Uf = U[f]
+        U[f] = Tk @ np.take_along_axis(Uf, rows[:, :, None], axis=1) + through[:, :, None] * Uf
     return U, g, V, rank, live, log_spread(rel)
 
 
@@ -551,13 +552,14 @@ def _fold_dependent_rows(
     rank: NDArray[np.int64],
     live: NDArray[Any],
     tol_rows: Any,
-) -> tuple[NDArray[np.intp], F64, NDArray[np.intp]] | None:
+) -> tuple[NDArray[np.intp], F64, NDArray[np.intp], NDArray[np.bool_]] | None:
     """The samples of a step diag(sign e^t) Y (Y (B, m, r), t (B, m) relative log row
     scales, -inf for rows removed) whose exactly dependent large rows come before smaller
     independent ones (jacgeom.reference.graded.fold_dependent_rows): Y is replaced in place
-    by Yhat for those samples, and (samples, Tk, kept) returned, to give their frame's
-    basis as Tk @ Q[kept]. The tolerance is numpy's on :func:`_deflate`'s rows and live
-    directions, without the graded floor: only rows equal to rounding are folded.
+    by Yhat for those samples, and (samples, Tk, kept, through) returned, to give their
+    frame's basis as Tk @ Q[kept] + through * Q. The tolerance is numpy's on
+    :func:`_deflate`'s rows and live directions, without the graded floor: only rows equal
+    to rounding are folded.
 
     Only samples with more kept rows than the rank and rows graded by more than
     DEPENDENT_GAP are checked, all at once (leading_rows_independent), and folded where a
@@ -573,13 +575,13 @@ def _fold_dependent_rows(
     j = i[~lead]
     if j.size == 0:
         return None
-    folded, Yhat, Tk, rows = fold_dependent_rows(
+    folded, Yhat, Tk, rows, through = fold_dependent_rows(
         Y[j], row_norms[j], t[j], sign[j], rank[j], tol[~lead]
     )
     if not folded.any():
         return None
     Y[j[folded]] = Yhat[folded]
-    return j[folded], Tk[folded], rows[folded]
+    return j[folded], Tk[folded], rows[folded], through[folded]
 
 
 def _deflate(

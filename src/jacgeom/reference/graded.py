@@ -170,7 +170,7 @@ def leading_rows_independent(
 
 def fold_dependent_rows(
     Y: F64, row_norms: F64, t: F64, sign: F64, rank: Any, tol: Any
-) -> tuple[NDArray[np.bool_], F64, F64, NDArray[np.intp]]:
+) -> tuple[NDArray[np.bool_], F64, F64, NDArray[np.intp], NDArray[np.bool_]]:
     """Steps with their exactly dependent rows folded into the larger rows they depend on,
     for a batch of samples.
 
@@ -180,11 +180,14 @@ def fold_dependent_rows(
     at a distance of at most ``tol`` (B,) from the span of the rows kept before it is
     dependent on them; ``tol`` is numpy's rank tolerance without the graded floor, so only
     rows equal to rounding are folded (a difference of 1e-12 stays a direction). With A the
-    ``rank`` (B,) rows kept and D the others, M_D = C M_A (C_ki = sign_k sign_i a_ki
-    e^(t_k - t_i), Y_k = sum_i a_ki Y_i over the rows of A before k), so M = T Mhat with
-    Mhat = diag(sign e^t) Yhat, Yhat's rows D exactly zero and its rows A = R_c M_A
-    (R_c^T R_c = I + C^T C, upper triangular in the order of t: a row only gains multiples
-    of smaller ones), and T's columns A = [I; C] R_c^-1, orthonormal: the QR of [I; C].
+    ``rank`` (B,) rows kept and D the dependent rows that come before a kept one, M_D =
+    C M_A (C_ki = sign_k sign_i a_ki e^(t_k - t_i), Y_k = sum_i a_ki Y_i over the rows of
+    A before k), so M = T Mhat with Mhat = diag(sign e^t) Yhat, Yhat's rows D exactly zero
+    and its rows A = R_c M_A (R_c^T R_c = I + C^T C, upper triangular in the order of t: a
+    row only gains multiples of smaller ones), T's columns A = [I; C] R_c^-1, orthonormal:
+    the QR of [I; C]. Dependent rows after the last kept one pass through (T is the
+    identity there): their rounding is below every kept row's, and folding them would only
+    add the cancellation of nearly parallel kept rows.
 
     Why: Householder QR is row-wise backward stable, so two exactly dependent large rows
     leave a residual of eps times their size, which a graded QR keeps as a direction in
@@ -192,11 +195,12 @@ def fold_dependent_rows(
     e^-93), and the next layer's rank decision then drops the true direction. With the
     dependent rows folded away, M's graded QR is Mhat's, and U = T Q.
 
-    Returns ``(folded, Yhat, Tk, kept)``: folded (B,) where a dependent row comes before
-    an independent row of smaller scale and exactly ``rank`` rows were found independent
-    (elsewhere nothing is to be done, or the decision sits at the tolerance's edge, and the
-    step is left as it is); Yhat (B, m, r) (Y where not folded); Tk (B, m, k) and kept (B,
-    k), k = max rank: T Q = Tk @ Q[kept] (padding columns of Tk zero).
+    Returns ``(folded, Yhat, Tk, kept, through)``: folded (B,) where a dependent row comes
+    before an independent row of smaller scale and exactly ``rank`` rows were found
+    independent (elsewhere nothing is to be done, or the decision sits at the tolerance's
+    edge, and the step is left as it is); Yhat (B, m, r) (Y where not folded); Tk (B, m, k)
+    and kept (B, k), k = max rank, and through (B, m): T Q = Tk @ Q[kept] + through * Q
+    (padding columns of Tk zero).
     """
     B, m, r = Y.shape
     rank = np.asarray(rank, dtype=np.intp)
@@ -219,7 +223,8 @@ def fold_dependent_rows(
     coef = np.zeros((B, m, k))  # a dependent row's coefficients on the basis
     count = np.zeros(B, dtype=np.intp)
     kept_pos = np.zeros((B, k), dtype=np.intp)
-    dependent = np.zeros((B, m), dtype=bool)
+    dependent = np.zeros((B, m), dtype=bool)  # dependent rows with a kept row after them
+    late = np.zeros((B, m), dtype=bool)  # dependent rows after the last kept one
     early = np.zeros(B, dtype=bool)  # a dependent row before a kept one
     over = np.zeros(B, dtype=bool)  # more independent rows than the rank
     p = 0
@@ -247,8 +252,10 @@ def fold_dependent_rows(
         kept_pos[i, j] = p
         early[i] |= dependent[i].any(axis=1)
         dep = live & ~indep
-        dependent[dep, p] = True
-        coef[dep, p] = c[dep]
+        ahead = dep & (count < rank)
+        dependent[ahead, p] = True
+        coef[ahead, p] = c[ahead]
+        late[dep & ~ahead, p] = True
         count += take
         p += 1
     if p < m:
@@ -261,15 +268,15 @@ def fold_dependent_rows(
         res -= c2 @ Qb
         live = np.isfinite(ts[:, p:])
         over |= np.any(live & (np.linalg.norm(res, axis=2) > tol[:, None]), axis=1)
-        dependent[:, p:] = live
-        coef[:, p:] = np.where(live[:, :, None], c + c2, 0.0)
+        late[:, p:] = live
     folded = early & ~over & (count == rank)
     Tk = np.zeros((B, m, k))
     kept = np.take_along_axis(order, kept_pos, axis=1)
     Yhat = np.array(Y, dtype=np.float64)
+    through = np.zeros((B, m), dtype=bool)
     f = np.flatnonzero(folded)
     if f.size == 0:
-        return folded, Yhat, Tk, kept
+        return folded, Yhat, Tk, kept, through
     slot = np.arange(k)[None, :] < rank[f, None]  # (F, k) slots in use
     # coefficients of each dependent row on the kept rows (Xn terms), then in Y terms
     a = np.linalg.solve(R[f], np.swapaxes(coef[f], 1, 2))  # (F, k, m)
@@ -278,7 +285,7 @@ def fold_dependent_rows(
     tk = np.take_along_axis(ts[f], kept_pos[f], axis=1)
     sk = np.take_along_axis(np.take_along_axis(sign[f], order[f], axis=1), kept_pos[f], axis=1)
     ss = np.take_along_axis(sign[f], order[f], axis=1)  # (F, m) sorted signs
-    dep = dependent[f]
+    dep = dependent[f]  # sorted order
     with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
         scale = np.exp(np.minimum(ts[f][:, :, None] - tk[:, None, :], 0.0))
         ratio = norms[f][:, :, None] / np.where(nk > 0, nk, 1.0)[:, None, :]
@@ -298,7 +305,10 @@ def fold_dependent_rows(
     S = S * sk[:, :, None] * sk[:, None, :] * slot[:, :, None] * slot[:, None, :]
     YA = np.take_along_axis(Y[f], kept[f][:, :, None], axis=1) * slot[:, :, None]
     SY = S @ YA
-    Yf = np.zeros_like(Y[f])
+    # rows after the last kept one pass through: their rounding is below every kept row's
+    Yf = np.where(
+        np.take_along_axis(dep, np.argsort(order[f], axis=1), axis=1)[:, :, None], 0.0, Y[f]
+    )
     for j in range(k):
         g = np.flatnonzero(slot[:, j])
         Yf[g, kept[f][g, j]] = SY[g, j]
@@ -308,7 +318,8 @@ def fold_dependent_rows(
     np.put_along_axis(Tf, order[f][:, :, None], Ts, axis=1)
     Yhat[f] = Yf
     Tk[f] = Tf
-    return folded, Yhat, Tk, kept
+    through[f] = np.take_along_axis(late[f], np.argsort(order[f], axis=1), axis=1)
+    return folded, Yhat, Tk, kept, through
 
 
 # The rank of a layer's map is decided on the frame's basis U of the range so far, which is

@@ -632,11 +632,11 @@ def _frame_step(
     if X.shape[0] > r_l and log_spread(t) > DEPENDENT_GAP:
         counted = np.count_nonzero(norms > 0) if rows is None else rows
         tol = rank_tolerance(counted, U.shape[1])  # rounding only: no graded floor
-        folded, Yhat, Tk, kept = fold_dependent_rows(
+        folded, Yhat, Tk, kept, through = fold_dependent_rows(
             XU[None], norms[None], np.asarray(t, float)[None], sign[None], [r_l], [tol]
         )
         if folded[0]:
-            XU, T = Yhat[0], (Tk[0], kept[0])
+            XU, T = Yhat[0], (Tk[0], kept[0], through[0])
     # diag(sign e^t) applied as diag(e^t_K) ... diag(e^t_2) diag(sign e^t_1), with
     # gaps wider than graded.LOG_SCALE_GAP applied as a shift of g afterwards.
     parts, shift = split_log_scales(t)
@@ -645,7 +645,7 @@ def _frame_step(
         Q, new_g, new_V = graded_qr_step(np.exp(part)[:, None] * Q, new_g, new_V)
     new_g = unshift_log_scales(Q, new_g, shift)
     if T is not None:
-        Q = T[0] @ Q[T[1]]
+        Q = T[0] @ Q[T[1]] + T[2][:, None] * Q
     if not force and np.count_nonzero(np.isfinite(new_g)) < r_l < live:
         return _frame_step(X, norms, sign, t, c, U, g_in, V_in, floor, force=True, rows=rows)
     return r_l, Q, new_g, new_V
