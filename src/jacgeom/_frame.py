@@ -529,7 +529,8 @@ def _scaled_rows_step_once(
     with np.errstate(invalid="ignore"):
         g = g + c[:, None]
     rel = np.where(zero, -np.inf, log_d - c[:, None])
-    folds = _fold_dependent_rows(Y, row_norms, rel, sign, rank, live, tol_rows)
+    step_spread = log_spread(rel)
+    folds = _fold_dependent_rows(Y, row_norms, rel, step_spread, sign, rank, live, tol_rows)
     parts, shift = split_log_scales(np.where(zero, 0.0, rel))
     scale = np.where(zero, 0.0, sign * np.exp(parts[0]))
     Y *= scale[:, :, None]  # Y is this step's own array
@@ -541,22 +542,24 @@ def _scaled_rows_step_once(
         f, Tk, rows, through = folds
         Uf = U[f]
         U[f] = Tk @ np.take_along_axis(Uf, rows[:, :, None], axis=1) + through[:, :, None] * Uf
-    return U, g, V, rank, live, log_spread(rel)
+    return U, g, V, rank, live, step_spread
 
 
 def _fold_dependent_rows(
     Y: F64,
     row_norms: F64,
     t: F64,
+    spread: F64,
     sign: F64,
     rank: NDArray[np.int64],
     live: NDArray[Any],
     tol_rows: Any,
 ) -> tuple[NDArray[np.intp], F64, NDArray[np.intp], NDArray[np.bool_]] | None:
     """The samples of a step diag(sign e^t) Y (Y (B, m, r), t (B, m) relative log row
-    scales, -inf for rows removed) whose exactly dependent large rows come before smaller
-    independent ones (jacgeom.reference.graded.fold_dependent_rows): Y is replaced in place
-    by Yhat for those samples, and (samples, Tk, kept, through) returned, to give their
+    scales, -inf for rows removed; ``spread`` (B,) their log_spread) whose exactly
+    dependent large rows come before smaller independent ones
+    (jacgeom.reference.graded.fold_dependent_rows): Y is replaced in place by Yhat for
+    those samples, and (samples, Tk, kept, through) returned, to give their
     frame's basis as Tk @ Q[kept] + through * Q. The tolerance is numpy's on
     :func:`_deflate`'s rows and live directions, without the graded floor: only rows equal
     to rounding are folded.
@@ -565,7 +568,7 @@ def _fold_dependent_rows(
     DEPENDENT_GAP are checked, all at once (leading_rows_independent), and folded where a
     dependent row leads; None where no sample is folded."""
     kept = np.isfinite(t)
-    need = (np.count_nonzero(kept, axis=1) > rank) & (log_spread(t) > DEPENDENT_GAP)
+    need = (np.count_nonzero(kept, axis=1) > rank) & (spread > DEPENDENT_GAP)
     if not need.any():
         return None
     i = np.flatnonzero(need)

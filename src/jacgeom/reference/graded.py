@@ -139,7 +139,7 @@ def rank_tolerance(rows: Any, cols: Any, floor: Any = 0.0) -> Any:
     return np.maximum(tol * np.sqrt(np.maximum(rows, 1)), floor)
 
 
-# A step's rows are checked for exact dependence (dependent_rows_transform) where their log
+# A step's rows are checked for exact dependence (fold_dependent_rows) where their log
 # scales span more than this (natural log, a ratio of about 1e4): below it, the rounding
 # that dependent large rows leave (eps times their size) stays under eps e^DEPENDENT_GAP of
 # every smaller row's contribution.
@@ -154,7 +154,7 @@ def leading_rows_independent(
     :func:`map_rank` judges them, are independent: each at a distance above ``tol`` (B,)
     from the span of those before it (unpivoted QR of the sorted rows). Where they are, no
     exactly dependent row comes before a smaller independent one and
-    :func:`dependent_rows_transform` has nothing to do; (B,)."""
+    :func:`fold_dependent_rows` has nothing to do; (B,)."""
     B, m, r = Y.shape
     k = int(np.max(rank, initial=0))
     if B == 0 or k == 0:

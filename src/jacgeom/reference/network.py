@@ -627,7 +627,7 @@ def _frame_step(
         Q1, g, V = graded_qr_step_pivoted(Z1.T, g, V)
         XU = XU @ (Z1 @ Q1)
     # Exactly dependent large rows folded into the rows they depend on, where smaller
-    # rows follow them (graded.dependent_rows_transform): U = T Q.
+    # rows follow them (graded.fold_dependent_rows): U = T Q.
     T = None
     if X.shape[0] > r_l and log_spread(t) > DEPENDENT_GAP:
         counted = np.count_nonzero(norms > 0) if rows is None else rows
