@@ -158,6 +158,74 @@ def test_blas_pin_is_lifted_after_kernels_return() -> None:
     assert main == workers == before
 
 
+_INTERRUPT_SCRIPT = """
+import gc, json, signal, time
+import numpy as np
+from threadpoolctl import threadpool_info
+import jacgeom
+from jacgeom import _backends
+
+def blas():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+def settle(want):
+    deadline = time.monotonic() + 5.0
+    while blas() != want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return blas()
+
+before = blas()
+# a holder that never reaches its release (an interrupt between a kernel's return and the
+# release, or inside the bookkeeping) is dropped with its frame: the pin is lifted
+hold = _backends._blas_pin.acquire()
+pinned = blas()
+del hold
+dropped = settle(before)
+# interrupts at arbitrary points of a tight loop of small calls
+W = np.random.default_rng(0).standard_normal((8, 8))
+masks = np.ones((3, 8), bool)
+signal.signal(signal.SIGALRM, signal.default_int_handler)
+signal.setitimer(signal.ITIMER_REAL, 0.0013, 0.0013)
+interrupts = 0
+deadline = time.monotonic() + 3.0
+while time.monotonic() < deadline:
+    try:
+        while True:
+            jacgeom.masked_rank(W, masks, backend="cpp")
+    except KeyboardInterrupt:
+        interrupts += 1
+signal.setitimer(signal.ITIMER_REAL, 0)
+gc.collect()
+print(json.dumps([before, pinned, dropped, settle(before), interrupts]))
+"""
+
+
+def test_blas_pin_is_lifted_after_interrupts() -> None:
+    # An interrupt that lands inside the pin's bookkeeping used to leave a holder counted for
+    # ever, and OpenBLAS on one thread for the rest of the process.
+    import json
+    import subprocess
+    import sys
+
+    if "cpp" not in jacgeom.backends():
+        pytest.skip("cpp backend not built")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    before, pinned, dropped, after, interrupts = json.loads(out.stdout)
+    assert before and all(n == 2 for n in before)
+    assert pinned == [1] * len(before)
+    assert dropped == before
+    assert interrupts > 100
+    assert after == before
+
+
 _LIMITS_SCRIPT = """
 import json, threading, time
 import numpy as np
@@ -503,8 +571,7 @@ def test_blas_pin_survives_a_refused_thread_start(monkeypatch: pytest.MonkeyPatc
     done = threading.Event()
 
     def use() -> None:
-        pin.acquire()
-        pin.release()
+        pin.release(pin.acquire())
         done.set()
 
     threading.Thread(target=use, daemon=True).start()

@@ -518,10 +518,12 @@ class _PinRecorder:
     def __init__(self) -> None:
         self.users = 0
 
-    def acquire(self) -> None:
+    def acquire(self) -> object:
         self.users += 1
+        return self
 
-    def release(self) -> None:
+    def release(self, hold: object) -> None:
+        assert hold is self
         self.users -= 1
 
 

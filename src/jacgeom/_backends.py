@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Literal, cast
@@ -272,25 +273,47 @@ def _controller() -> Any:
     return _blas_controller
 
 
+class _PinHold:
+    """One holder of the BLAS pin; the pin counts the holders alive."""
+
+    __slots__ = ("__weakref__",)
+
+
 class _BlasPin:
-    """Reference-counted pin of scipy's BLAS to one thread, applied and lifted by one thread."""
+    """Reference-counted pin of scipy's BLAS to one thread, applied and lifted by one thread.
+
+    The holders are weakly referenced tokens, not a count: a KeyboardInterrupt between a
+    kernel's return and its release (or inside the bookkeeping) drops the token with the
+    frame that held it, and the pin thread, which polls while pinned, lifts the pin. A count
+    incremented there was never decremented, and OpenBLAS stayed on one thread for the rest
+    of the process, for the caller's own numpy work too.
+    """
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._cv = threading.Condition()
-        self._users = 0
+        # Entered as the C lock itself: Condition.__enter__ is Python, and an interrupt
+        # landing after it took the lock but before the with statement held it left the lock
+        # taken for ever (the pin thread then never woke to lift the pin).
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._holds: weakref.WeakSet[_PinHold] = weakref.WeakSet()
         self._last_release = 0.0
         self._limiter: Any = None
         self._thread: threading.Thread | None = None
         self._failure: Exception | None = None
 
-    def acquire(self) -> None:
-        with self._cv:
+    @property
+    def _users(self) -> int:
+        return len(self._holds)
+
+    def acquire(self) -> _PinHold:
+        hold = _PinHold()
+        with self._lock:
             if self._limiter is not None:
-                self._users += 1
-                return  # pinned already: nothing to wake (a wake-up costs a GIL hand-off)
+                self._holds.add(hold)
+                return hold  # pinned already: nothing to wake (a wake-up costs a GIL hand-off)
             if self._thread is None:
                 self._failure = None
                 # started before anything is counted: where the system refuses the thread
@@ -298,26 +321,30 @@ class _BlasPin:
                 thread = threading.Thread(target=self._run, name="jacgeom-blas-pin", daemon=True)
                 thread.start()
                 self._thread = thread
-            self._users += 1
-            self._cv.notify_all()
-            while self._limiter is None:
-                if self._thread is None:  # the pin thread failed (see _run): no pin
-                    self._users -= 1
-                    failure = self._failure
-                    raise RuntimeError(
-                        f"jacgeom could not pin the BLAS to one thread: {failure}"
-                    ) from failure
-                self._cv.wait()
+            self._holds.add(hold)
+            try:
+                self._cv.notify_all()
+                while self._limiter is None:
+                    if self._thread is None:  # the pin thread failed (see _run): no pin
+                        failure = self._failure
+                        raise RuntimeError(
+                            f"jacgeom could not pin the BLAS to one thread: {failure}"
+                        ) from failure
+                    self._cv.wait()
+            except BaseException:
+                self._holds.discard(hold)
+                raise
+        return hold
 
-    def release(self) -> None:
+    def release(self, hold: _PinHold) -> None:
         # No notify: the pin thread polls every _RESTORE_DELAY while pinned, so a release
         # wakes no thread (on small calls, the hand-off doubled the time of a call).
-        with self._cv:
-            self._users -= 1
+        with self._lock:
+            self._holds.discard(hold)
             self._last_release = time.monotonic()
 
     def _run(self) -> None:
-        with self._cv:
+        with self._lock:
             while True:
                 if self._users > 0 and self._limiter is None:
                     try:
@@ -360,11 +387,11 @@ _blas_pin = _BlasPin()
 def single_threaded_blas() -> Iterator[None]:
     """Pin scipy's BLAS to one thread for the duration (lifted shortly after the last kernel
     of any thread returns)."""
-    _blas_pin.acquire()
+    hold = _blas_pin.acquire()
     try:
         yield
     finally:
-        _blas_pin.release()
+        _blas_pin.release(hold)
 
 
 if hasattr(os, "register_at_fork"):
