@@ -232,3 +232,163 @@ def test_huge_tol_on_tiny_weights_is_quiet_and_exact(backend: str) -> None:
         want = np.linalg.matrix_rank(Wt[[0, 1, 3]], tol=1e-302)
         assert want == 3
         assert jacgeom.masked_rank(Wt, [True, True, False, True], tol=1e-302, backend=backend) == 3
+
+
+# ---------------------------------------------------------------- arguments named, not cast
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: jacgeom.masked_rank(np.eye(3), np.ones((2, 3), bool), tol=10**400),
+        lambda: jacgeom.masked_rank(np.eye(3), np.ones((2, 3), bool), rtol=10**400),
+        lambda: jacgeom.Network([np.eye(3)]).rank(np.ones(3), tol=10**400),
+    ],
+)
+def test_tolerance_beyond_the_float_range_is_named(call: Callable[[], Any]) -> None:
+    with pytest.raises(ValueError, match=r"r?tol must be a finite number >= 0"):
+        call()
+
+
+@pytest.mark.parametrize("name", ["gamma", "coef0"])
+def test_kernel_layer_parameters_beyond_the_float_range(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be finite"):
+        jacgeom.KernelLayer(np.ones((2, 3)), np.ones((4, 2)), **{name: 10**400})
+
+
+@pytest.mark.parametrize("flag", ["strictly_monotone", "smooth", "derivative_can_vanish"])
+@pytest.mark.parametrize("value", ["no", "False", 1, 0.0, None])
+def test_custom_activation_properties_are_bools(flag: str, value: object) -> None:
+    # bool("no") is True: the caller's "no" used to become a vouched-for property
+    with pytest.raises(TypeError, match=f"{flag} must be a bool"):
+        jacgeom.Activation.custom(lambda z: z, lambda z: 1.0, **{flag: value})
+
+
+def test_custom_activation_property_strings_do_not_make_a_layer_injective() -> None:
+    with pytest.raises(TypeError, match="strictly_monotone must be a bool"):
+        act = jacgeom.Activation.custom(lambda z: z**3, lambda z: 3 * z * z, strictly_monotone="no")
+        jacgeom.homeomorphism_report(np.eye(2), act)
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"exact": 1.0}, "exact"),
+        ({"exact": 1}, "exact"),
+        ({"return_singular_values": 1}, "return_singular_values"),
+    ],
+)
+def test_flags_are_bools_not_numbers(kw: dict[str, Any], name: str) -> None:
+    W, X = np.eye(3), np.ones((2, 3))
+    with pytest.raises(TypeError, match=f"{name} must be a bool"):
+        jacgeom.jacobian_rank(W, X, **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"grid": 2.5}, TypeError, "grid must be an int"),
+        ({"grid": 1}, ValueError, "grid must be an integer >= 2"),
+        ({"lo": float("nan")}, ValueError, "lo and hi must be finite"),
+        ({"lo": 3.0, "hi": -3.0}, ValueError, "lo < hi"),
+        ({"hi": "10"}, TypeError, "hi must be a real number"),
+    ],
+)
+def test_derivative_zeros_arguments(kw: dict[str, Any], error: type, match: str) -> None:
+    from jacgeom.homeomorphism import derivative_zeros
+
+    with pytest.raises(error, match=match):
+        derivative_zeros("gelu", **kw)
+
+
+def test_homeomorphism_bias_without_samples_is_refused() -> None:
+    with pytest.raises(ValueError, match="b is given without X"):
+        jacgeom.homeomorphism_report(np.eye(2), "tanh", b="garbage")
+
+
+def test_network_activation_parameter_must_fit_its_dtype() -> None:
+    # the layer functions refuse it; a float32 network returned -inf from forward
+    leaky = jacgeom.activation("leaky_relu", alpha=1e39)
+    with pytest.raises(ValueError, match="overflows float32, the network's dtype"):
+        jacgeom.Network([np.eye(2, dtype=np.float32)], activation=leaky)
+    net = jacgeom.Network([np.eye(2)], activation=leaky)  # float64 holds it
+    np.testing.assert_array_equal(net.forward([-1.0, 1.0]), [-1e39, 1.0])
+
+
+def test_network_kernel_layer_is_a_copy() -> None:
+    rng = np.random.default_rng(0)
+    kl = jacgeom.KernelLayer(rng.standard_normal((3, 2)), rng.standard_normal((4, 3)))
+    net = jacgeom.Network([kl, rng.standard_normal((2, 4))], activation=[None, "tanh"])
+    x = rng.standard_normal(2)
+    before = net.jacobian(x)
+    kl.coefficients[:] = 0.0
+    kl.centers[:] = 0.0
+    np.testing.assert_array_equal(net.jacobian(x), before)
+    assert np.abs(before).max() > 0
+    with pytest.raises(ValueError, match="read-only"):
+        net.weights[0].coefficients[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("sigma_w", [1e-200, 1e-160, 1e160, 1e200])
+def test_gaussian_init_of_extreme_scale(sigma_w: float) -> None:
+    # sqrt(sigma_w**2 / n) under- or overflowed beyond 1e+-154: all-zero weights, or an
+    # OverflowError
+    net = jacgeom.Network.random([64, 64, 4], init="gaussian", sigma_w=sigma_w, seed=0)
+    W = net.weights[0] / sigma_w  # np.std of W itself would under- or overflow
+    assert np.std(W) * 8 == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("sigma_w", "dtype", "init"),
+    [
+        (1e-320, np.float64, "gaussian"),
+        (1e307, np.float64, "gaussian"),
+        (1e-40, np.float32, "gaussian"),
+        (1e38, np.float32, "gaussian"),
+        (1e-40, np.float32, "orthogonal"),
+    ],
+)
+def test_initial_weights_beyond_the_dtype_are_refused(
+    sigma_w: float, dtype: type, init: str
+) -> None:
+    with pytest.raises(ValueError, match=r"sigma_w=.* beyond the normal range"):
+        jacgeom.Network.random([4, 4, 4], init=init, sigma_w=sigma_w, dtype=dtype, seed=0)
+
+
+def test_forward_overflow_is_an_error_as_in_the_jacobian() -> None:
+    net = jacgeom.Network([np.full((2, 2), 1e200), np.full((2, 2), 1e200)], activation="relu")
+    x = np.ones(2)
+    for method in (net.forward, net.jacobian, net.preactivations):
+        with pytest.raises(FloatingPointError, match="pre-activations of layer 1"):
+            method(x)
+    # infinite inputs the caller allowed follow IEEE, unwarned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = net.forward([np.inf, 1.0], check_finite=False)
+    assert np.isposinf(out).all()
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+@pytest.mark.parametrize(
+    ("dtype", "big", "small"), [(np.float32, 1e13, 1e-33), (np.float64, 1e300, 1e-30)]
+)
+def test_absolute_tol_counts_entries_far_below_the_largest(
+    backend: str, dtype: type, big: float, small: float
+) -> None:
+    # Scaling W by a power of two into range flushed the small entry to zero: rank 1 where
+    # numpy.linalg.matrix_rank, with the caller's absolute tol, counts 2.
+    if backend not in jacgeom.backends():
+        pytest.skip(f"{backend} backend not built")
+    W = np.diag([big, small]).astype(dtype)
+    for tol in (0.0, small / 2):
+        assert np.linalg.matrix_rank(W, tol=tol) == 2
+        assert jacgeom.masked_rank(W, np.ones(2, bool), tol=tol, backend=backend) == 2
+        assert (
+            jacgeom.jacobian_rank(W, np.zeros(2), activation="identity", tol=tol, backend=backend)
+            == 2
+        )
+    assert jacgeom.masked_rank(W, np.ones(2, bool), tol=small * 2, backend=backend) == 1
+    _, values = jacgeom.masked_rank(
+        W, np.ones(2, bool), tol=0.0, backend=backend, return_singular_values=True
+    )
+    np.testing.assert_allclose(values, [big, small], rtol=1e-6)

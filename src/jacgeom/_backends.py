@@ -11,9 +11,11 @@ imported, jacgeom still works on the other two and warns once, at import, with t
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import operator
 import os
+import queue
 import threading
 import time
 import warnings
@@ -282,23 +284,25 @@ class _PinHold:
 class _BlasPin:
     """Reference-counted pin of scipy's BLAS to one thread, applied and lifted by one thread.
 
-    The holders are weakly referenced tokens, not a count: a KeyboardInterrupt between a
-    kernel's return and its release (or inside the bookkeeping) drops the token with the
-    frame that held it, and the pin thread, which polls while pinned, lifts the pin. A count
-    incremented there was never decremented, and OpenBLAS stayed on one thread for the rest
-    of the process, for the caller's own numpy work too.
+    A KeyboardInterrupt can land at any bytecode of a caller, so the callers' side uses C
+    primitives only (a lock entered by ``with``, a waiter lock, a SimpleQueue): Python-level
+    threading code (Condition's __enter__ and wait) interrupted half-way left its lock
+    taken or released by the wrong thread, and the pin stayed on for the rest of the
+    process, over the caller's own numpy work too. The holders are weakly referenced
+    tokens, not a count: one whose release an interrupt skipped is dropped with the frame
+    that held it, and the pin thread, which polls while pinned, lifts the pin.
     """
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        # Entered as the C lock itself: Condition.__enter__ is Python, and an interrupt
-        # landing after it took the lock but before the with statement held it left the lock
-        # taken for ever (the pin thread then never woke to lift the pin).
         self._lock = threading.Lock()
-        self._cv = threading.Condition(self._lock)
-        self._holds: weakref.WeakSet[_PinHold] = weakref.WeakSet()
+        # Weak references without callbacks (a WeakSet drops dead entries in a Python
+        # callback, which an interrupt can break off); read and changed under the lock.
+        self._holds: set[weakref.ref[_PinHold]] = set()
+        self._waiters: list[Any] = []  # locks held for the callers waiting for the pin
+        self._bell: queue.SimpleQueue[None] = queue.SimpleQueue()  # wakes the pin thread
         self._last_release = 0.0
         self._limiter: Any = None
         self._thread: threading.Thread | None = None
@@ -306,70 +310,91 @@ class _BlasPin:
 
     @property
     def _users(self) -> int:
-        return len(self._holds)
+        live = {ref for ref in self._holds if ref() is not None}
+        if len(live) != len(self._holds):
+            self._holds = live
+        return len(live)
 
     def acquire(self) -> _PinHold:
         hold = _PinHold()
+        ref = weakref.ref(hold)
         with self._lock:
+            self._holds.add(ref)
             if self._limiter is not None:
-                self._holds.add(hold)
                 return hold  # pinned already: nothing to wake (a wake-up costs a GIL hand-off)
+            waiter = _thread.allocate_lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
             if self._thread is None:
                 self._failure = None
-                # started before anything is counted: where the system refuses the thread
-                # (RuntimeError), the pin is left as it was and the next call tries again
                 thread = threading.Thread(target=self._run, name="jacgeom-blas-pin", daemon=True)
-                thread.start()
+                try:
+                    thread.start()
+                except BaseException:
+                    # refused (RuntimeError at the system's thread limit): nothing is left
+                    # counted, and the next call tries again
+                    self._holds.discard(ref)
+                    self._waiters.remove(waiter)
+                    raise
                 self._thread = thread
-            self._holds.add(hold)
-            try:
-                self._cv.notify_all()
-                while self._limiter is None:
-                    if self._thread is None:  # the pin thread failed (see _run): no pin
-                        failure = self._failure
-                        raise RuntimeError(
-                            f"jacgeom could not pin the BLAS to one thread: {failure}"
-                        ) from failure
-                    self._cv.wait()
-            except BaseException:
-                self._holds.discard(hold)
-                raise
-        return hold
+        try:
+            self._bell.put(None)
+            waiter.acquire()  # released by the pin thread once the pin is on, or has failed
+        except BaseException:
+            with self._lock:
+                self._holds.discard(ref)
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            raise
+        with self._lock:
+            if self._limiter is not None:
+                return hold
+            self._holds.discard(ref)
+            failure = self._failure
+        raise RuntimeError(f"jacgeom could not pin the BLAS to one thread: {failure}") from failure
 
     def release(self, hold: _PinHold) -> None:
-        # No notify: the pin thread polls every _RESTORE_DELAY while pinned, so a release
+        # No wake-up: the pin thread polls every _RESTORE_DELAY while pinned, so a release
         # wakes no thread (on small calls, the hand-off doubled the time of a call).
         with self._lock:
-            self._holds.discard(hold)
+            self._holds.discard(weakref.ref(hold))
             self._last_release = time.monotonic()
 
+    def _wake_waiters(self) -> None:
+        for waiter in self._waiters:
+            waiter.release()
+        self._waiters.clear()
+
     def _run(self) -> None:
-        with self._lock:
-            while True:
+        while True:
+            with self._lock:
                 if self._users > 0 and self._limiter is None:
                     try:
                         self._limiter = _controller().limit(limits=1, user_api="blas")
                     except Exception as exc:  # noqa: BLE001 - handed to the waiting callers
                         self._failure = exc
                         self._thread = None
-                        self._cv.notify_all()
+                        self._wake_waiters()
                         return
-                    self._cv.notify_all()
+                    self._wake_waiters()
+                    timeout: float | None = _RESTORE_DELAY
                 elif self._users == 0 and self._limiter is not None:
-                    left = self._last_release + _RESTORE_DELAY - time.monotonic()
-                    if left > 0:
-                        self._cv.wait(left)
-                        continue
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
-                    # Exit: while a thread that changed OpenBLAS's thread count is alive,
-                    # OpenBLAS (0.3.30, 0.3.31) ignores counts set from other threads, so a
-                    # caller's own threadpool_limits would silently do nothing after jacgeom
-                    # has run. The next pin starts a new thread.
-                    self._thread = None
-                    return
+                    timeout = self._last_release + _RESTORE_DELAY - time.monotonic()
+                    if timeout <= 0:
+                        self._limiter.restore_original_limits()
+                        self._limiter = None
+                        # Exit: while a thread that changed OpenBLAS's thread count is
+                        # alive, OpenBLAS (0.3.30, 0.3.31) ignores counts set from other
+                        # threads, so a caller's own threadpool_limits would silently do
+                        # nothing after jacgeom has run. The next pin starts a new thread.
+                        self._thread = None
+                        return
                 else:
-                    self._cv.wait(_RESTORE_DELAY if self._limiter is not None else None)
+                    timeout = _RESTORE_DELAY if self._limiter is not None else None
+            try:
+                self._bell.get(timeout=timeout)
+            except queue.Empty:
+                pass
 
     def after_fork_in_child(self) -> None:
         # The child has none of the parent's threads: no kernel running and no pin thread.

@@ -15,6 +15,7 @@ Policy (the same for every kernel):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -211,7 +212,10 @@ def tolerances(tol: Any, rtol: Any) -> tuple[float | None, float | None]:
             value, (int, float, np.integer, np.floating)
         ):
             raise TypeError(f"{name} must be a real scalar or None, got {type(value).__name__}")
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:  # an int beyond the float range, such as 10**400
+            v = math.inf
         if not np.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         out.append(v)
@@ -321,6 +325,14 @@ def integer(name: str, value: Any) -> int:
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return int(value)
     raise TypeError(f"{name} must be an int, got {type(value).__name__} {shown(value)}")
+
+
+def flag(name: str, value: Any) -> bool:
+    """A bool (Python or numpy) as bool; TypeError naming ``name`` (1, 1.0 and "no" are not
+    flags)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {shown(value)}")
 
 
 def real(name: str, value: Any) -> float:

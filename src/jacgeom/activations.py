@@ -34,6 +34,8 @@ import numpy as np
 import scipy.special
 from numpy.typing import NDArray
 
+from . import _validation
+
 __all__ = ["Activation", "activation", "activation_names"]
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -556,6 +558,15 @@ class Activation:
         """
         if not callable(phi) or not callable(dphi):
             raise TypeError("phi and dphi must be callables taking and returning a float")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        flags = {
+            "strictly_monotone": strictly_monotone,
+            "smooth": smooth,
+            "derivative_can_vanish": derivative_can_vanish,
+        }
+        for flag, value in flags.items():
+            _validation.flag(flag, value)  # bool("no") is True
         memo: dict[int, Any] = {}  # an array read by both functions is copied once
         return cls(
             name=name,

@@ -4,6 +4,7 @@ where it fails in practice."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -36,6 +37,12 @@ def derivative_zeros(
     []
     """
     a = _lookup(act)
+    lo, hi = _validation.real("lo", lo), _validation.real("hi", hi)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"lo and hi must be finite with lo < hi, got lo={lo!r}, hi={hi!r}")
+    grid = _validation.integer("grid", grid)
+    if grid < 2:
+        raise ValueError(f"grid must be an integer >= 2, got {grid}")
     z = np.linspace(lo, hi, grid)
     d = a.derivative(z)
     roots = []
@@ -154,6 +161,8 @@ def homeomorphism_report(
     injective = bool(act.strictly_monotone and weight_rank == n)
     empty = np.zeros(0, dtype=np.int64)
     if X is None:
+        if b is not None:
+            raise ValueError("b is given without X: the bias is used only at the samples X")
         return HomeomorphismReport(
             injective, act.strictly_monotone, weight_rank, n, 0, empty, float("nan"), zeros, empty
         )

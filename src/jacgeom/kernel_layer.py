@@ -78,11 +78,7 @@ class KernelLayer:
         elif not (isinstance(kernel, tuple) and len(kernel) == 2 and all(map(callable, kernel))):
             raise TypeError("kernel must be a name or a pair of callables (K, grad_K)")
         for name, value in (("gamma", gamma), ("coef0", coef0)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(
-                value, (int, float, np.integer, np.floating)
-            ):
-                raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-            if not np.isfinite(value):
+            if not np.isfinite(_validation.real(name, value)):
                 raise ValueError(f"{name} must be finite, got {value!r}")
         if not gamma > 0:
             raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
@@ -198,7 +194,12 @@ class KernelLayer:
         """The same layer computing in ``dtype``."""
         if dtype == self.dtype:
             return self
-        return KernelLayer(
+        return self._frozen(dtype)
+
+    def _frozen(self, dtype: np.dtype[Any]) -> KernelLayer:
+        """A copy computing in ``dtype`` whose arrays are read-only: a Network's layers do
+        not change when the caller later writes into the arrays it built them from."""
+        layer = KernelLayer(
             self.centers.astype(dtype),
             self.coefficients.astype(dtype),
             self.kernel,
@@ -206,6 +207,9 @@ class KernelLayer:
             self.degree,
             self.coef0,
         )
+        layer.centers.setflags(write=False)
+        layer.coefficients.setflags(write=False)
+        return layer
 
     def _forward(self, X: FloatArray) -> FloatArray:
         """F(x) (B, m) of validated rows X in the layer's dtype."""

@@ -171,7 +171,8 @@ def _scaled(
 
     Powers of two are exact: the singular values of D[b] W are 2^e[b] times those of D'[b] W'
     and its log-volume n e[b] log 2 more. Only an entry below 2^-1074 times the sample's
-    largest can be lost (flushed to zero), far below any rank tolerance.
+    largest can be lost (flushed to zero), far below any relative rank tolerance (an
+    absolute tol is handled apart: rank._compiled_rank).
     """
     if W.size == 0 or D.size == 0:
         return None

@@ -92,6 +92,16 @@ class Network:
         samples processed at once is chosen from it.
     check_finite : bool, default True
 
+    Notes
+    -----
+    The network computes in one dtype, float64 unless every weight, bias and
+    normalisation parameter is float32 (``Network.dtype``). Its parameters are copied and
+    rounded to it when it is built, and inputs X are rounded to it at every call: a
+    float32 network given float64 X computes at the float32 X (unlike the layer functions,
+    which compute in float64 where any input is float64). Finite X beyond float32's
+    largest value is a ValueError (the cast would make it infinite); values below its
+    smallest subnormal round to zero, as in any float32 computation.
+
     Examples
     --------
     >>> import numpy as np, jacgeom
@@ -202,6 +212,16 @@ class Network:
             *[b for b in bs if b is not None],
             *[v for vs in affine.values() if vs is not None for v in vs if v is not None],
         )
+        for i, act in enumerate(acts):
+            # phi' uses the parameter rounded to the network's dtype, as the layer API does
+            with np.errstate(over="ignore"):
+                rounded = dtype.type(act.parameter)
+            if not np.isfinite(rounded):
+                raise ValueError(
+                    f"the parameter of layer {i}'s activation {act.name!r} "
+                    f"({act.parameter!r}) overflows {dtype}, the network's dtype; use float64 "
+                    "weights or a smaller parameter"
+                )
         _validation.check_finite_arrays(
             check_finite,
             **{f"weights[{i}]": W for i, W in enumerate(Ws) if not kernel[i]},
@@ -217,7 +237,7 @@ class Network:
         # Kernel layers hold their KernelLayer (in the network's dtype) in place of W, and a
         # zero bias that nothing reads, so that every list keeps one entry per layer.
         self.weights: list[Any] = [
-            W._astype(dtype) if k else _frozen(W, dtype) for W, k in zip(Ws, kernel, strict=True)
+            W._frozen(dtype) if k else _frozen(W, dtype) for W, k in zip(Ws, kernel, strict=True)
         ]
         self.biases: list[FloatArray] = [
             _frozen(np.zeros(shapes[i][0]) if b is None else b, dtype) for i, b in enumerate(bs)
@@ -355,6 +375,20 @@ class Network:
             sigma_w = _validation.real("sigma_w", sigma_w)
             if not (math.isfinite(sigma_w) and sigma_w >= 0):
                 raise ValueError(f"sigma_w must be a finite number >= 0, got {sigma_w!r}")
+        if sigma_w and init in ("gaussian", "orthogonal"):
+            # Weights beyond the dtype's normal range would be drawn as zeros or infinities
+            # (a network of zero weights is not one of tiny weights); 64 standard deviations
+            # leave no Gaussian draw above the largest finite value.
+            fans = widths[:-1] if init == "gaussian" else widths
+            lo = sigma_w / math.sqrt(max(fans))
+            hi = sigma_w / math.sqrt(min(fans)) if init == "gaussian" else sigma_w
+            info = np.finfo(dt)
+            if lo < float(info.tiny) or 64 * hi > float(info.max):
+                raise ValueError(
+                    f"sigma_w={sigma_w!r} gives weights of scale {lo:.3g} to {hi:.3g}, beyond "
+                    f"the normal range of {dt} ({float(info.tiny):.3g} to "
+                    f"{float(info.max) / 64:.3g})"
+                )
         sigma_b = _validation.real("sigma_b", sigma_b)
         if not (math.isfinite(sigma_b) and sigma_b >= 0):
             raise ValueError(f"sigma_b must be a finite number >= 0, got {sigma_b!r}")
@@ -434,6 +468,12 @@ class Network:
         Returns
         -------
         (B, n_L) or (n_L,) ndarray
+
+        Raises
+        ------
+        FloatingPointError
+            Where finite inputs, weights and biases give pre-activations beyond the float
+            range, as :meth:`preactivations` and :meth:`jacobian` do.
         """
         Xk, squeeze = self._inputs(X, check_finite)
         h = self._forward(Xk, "auto")
@@ -448,7 +488,10 @@ class Network:
                 out = self.weights[l]._forward(h)
                 h = h + out if self.residual_layers[l] else out
                 continue
-            z = h @ self.weights[l].T + self.biases[l]
+            with np.errstate(over="ignore", invalid="ignore"):  # decided below, not warned
+                z = h @ self.weights[l].T + self.biases[l]
+            if not np.isfinite(z).all():
+                self._check_preactivations(h, z, l, lost="no output exists")
             if self.norm_layers[l]:
                 z = self._normalised(l, z).arg
             with np.errstate(invalid="ignore", over="ignore"):  # inf inputs: IEEE, unwarned
@@ -593,7 +636,9 @@ class Network:
         self._check_formed(Xk, out, lambda Xb: _ref.singular_values(self, Xb))
         return out[0] if squeeze else out
 
-    def _check_preactivations(self, h: FloatArray, z: FloatArray, l: int) -> None:
+    def _check_preactivations(
+        self, h: FloatArray, z: FloatArray, l: int, lost: str = "no Jacobian exists"
+    ) -> None:
         """A FloatingPointError where a sample's finite layer input, with finite weights and
         biases, gave layer l pre-activations beyond the float range (an overflowing sum is
         not the limit of anything: BLAS's order decides between NaN and either infinity);
@@ -602,7 +647,7 @@ class Network:
         if self._finite_weights and self._finite_biases and overflowed.any():
             raise FloatingPointError(
                 f"the pre-activations of layer {l} are not finite for finite inputs (the "
-                "forward pass overflows the float range); no Jacobian exists in floating point"
+                f"forward pass overflows the float range); {lost} in floating point"
             )
 
     def _one_input_kernel(self, x: FloatArray, J: FloatArray) -> bool:
@@ -1219,9 +1264,12 @@ def init_std(init: str, sigma_w: float | None, fan_in: int, fan_out: int) -> flo
         "he": 2.0 / fan_in,
         "xavier": 2.0 / (fan_in + fan_out),
         "lecun": 1.0 / fan_in,
-        "gaussian": (1.0 if sigma_w is None else sigma_w) ** 2 / fan_in,
-    }[init]
-    return float(np.sqrt(var))
+    }
+    if init == "gaussian":
+        # sigma_w / sqrt(fan_in), not sqrt(sigma_w**2 / fan_in): the square under- or
+        # overflows for sigma_w beyond 1e+-154 where the standard deviation itself does not
+        return (1.0 if sigma_w is None else sigma_w) / math.sqrt(fan_in)
+    return math.sqrt(var[init])
 
 
 def random_orthogonal(

@@ -69,6 +69,8 @@ def _compiled_rank(
     else:
         # An absolute tol is in the caller's units: one power of two for every row set.
         c = _out_of_range_exponent(W)
+        if c and _scaling_loses_entries(W, c):
+            c, backend = 0, "numpy"
         if c:
             W, tol = np.ldexp(W, -c).astype(W.dtype), _scaled_tol(tol, c)
             e = np.full(scale.shape[0], c, dtype=np.int64)
@@ -103,6 +105,18 @@ def _out_of_range_exponent(W: FloatArray) -> int:
     return c if abs(c) > np.finfo(W.dtype).maxexp // 3 else 0
 
 
+def _scaling_loses_entries(W: FloatArray, c: int) -> bool:
+    """Whether 2^-c W rounds some nonzero entry of W below the normal range (to a subnormal
+    or to zero). Under a relative tolerance such entries, 2^-maxexp below the largest, are
+    far below the threshold; an absolute tol (tol = 0 included) is in the caller's units and
+    may count them, so the rank is then taken unscaled by numpy.linalg.matrix_rank, whose
+    LAPACK SVD scales internally without losing them."""
+    nonzero = np.abs(W[W != 0])
+    if c <= 0 or nonzero.size == 0:  # scaled up (c < 0): nothing moves towards zero
+        return False
+    return bool(nonzero.min() < np.ldexp(float(np.finfo(W.dtype).tiny), c))
+
+
 def _ranks_of_masks(
     W: FloatArray,
     masks: NDArray[np.bool_],
@@ -113,6 +127,8 @@ def _ranks_of_masks(
     want_values: bool,
 ) -> Any:
     c = _out_of_range_exponent(W)
+    if c and tol is not None and _scaling_loses_entries(W, c):
+        c, backend = 0, "numpy"
     if c:
         # rank(2^-c W) = rank(W) exactly, and tol scales with it
         W = np.ldexp(W, -c).astype(W.dtype)
@@ -232,8 +248,7 @@ def masked_rank(
     check_finite: bool = True,
     return_singular_values: bool = False,
 ) -> IntArray | tuple[IntArray, FloatArray]:
-    if return_singular_values not in (True, False):
-        raise TypeError("return_singular_values must be a bool")
+    _validation.flag("return_singular_values", return_singular_values)
     resolved = _backends.resolve(backend)
     tol, rtol = _validation.tolerances(tol, rtol)
     Wk = _validation.weight_matrix(W, check_finite)
@@ -336,8 +351,7 @@ def active_rank(
     check_finite: bool = True,
     return_singular_values: bool = False,
 ) -> IntArray | tuple[IntArray, FloatArray]:
-    if return_singular_values not in (True, False):
-        raise TypeError("return_singular_values must be a bool")
+    _validation.flag("return_singular_values", return_singular_values)
     tol, rtol = _validation.tolerances(tol, rtol)
     layer = _Layer(W, X, b, "relu", backend, check_finite)
     masks = layer.preactivations() > 0
@@ -433,10 +447,8 @@ def jacobian_rank(
     return_singular_values: bool = False,
     exact: bool = False,
 ) -> IntArray | tuple[IntArray, FloatArray]:
-    if return_singular_values not in (True, False):
-        raise TypeError("return_singular_values must be a bool")
-    if exact not in (True, False):
-        raise TypeError("exact must be a bool")
+    _validation.flag("return_singular_values", return_singular_values)
+    _validation.flag("exact", exact)
     tol, rtol = _validation.tolerances(tol, rtol)
     layer = _Layer(W, X, b, activation, backend, check_finite)
     want = bool(return_singular_values)
