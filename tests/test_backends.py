@@ -184,16 +184,28 @@ dropped = settle(before)
 # interrupts at arbitrary points of a tight loop of small calls
 W = np.random.default_rng(0).standard_normal((8, 8))
 masks = np.ones((3, 8), bool)
-signal.signal(signal.SIGALRM, signal.default_int_handler)
-signal.setitimer(signal.ITIMER_REAL, 0.0013, 0.0013)
 interrupts = 0
+armed = False
+
+def interrupt(signum, frame):
+    # raises only inside the loop of calls, so that no interrupt escapes the test's own code
+    global armed, interrupts
+    if armed:
+        armed = False
+        interrupts += 1
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, interrupt)
+signal.setitimer(signal.ITIMER_REAL, 0.0013, 0.0013)
 deadline = time.monotonic() + 3.0
 while time.monotonic() < deadline:
     try:
+        armed = True
         while True:
             jacgeom.masked_rank(W, masks, backend="cpp")
     except KeyboardInterrupt:
-        interrupts += 1
+        pass
+armed = False
 signal.setitimer(signal.ITIMER_REAL, 0)
 gc.collect()
 print(json.dumps([before, pinned, dropped, settle(before), interrupts]))
@@ -604,3 +616,48 @@ def test_blas_pin_failure_in_its_thread_is_an_error_not_a_wait(
     assert not caller.is_alive(), "acquire waits for a pin that failed"
     assert len(raised) == 1 and "could not pin" in str(raised[0])
     assert pin._users == 0 and pin._thread is None
+
+
+def test_blas_pin_thread_of_an_interrupted_start_does_not_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A KeyboardInterrupt inside Thread.start() after the OS thread began left a second
+    # pin thread; both then served, and the one that had not lowered OpenBLAS's count could
+    # raise it back, which OpenBLAS ignores: the pin stayed on for the rest of the process.
+    import threading
+    import time
+
+    events: list[tuple[str, int]] = []
+
+    class Limiter:
+        def restore_original_limits(self) -> None:
+            events.append(("restore", threading.get_ident()))
+
+    class Controller:
+        def limit(self, **kwargs: object) -> Limiter:
+            events.append(("limit", threading.get_ident()))
+            return Limiter()
+
+    monkeypatch.setattr(_backends, "_controller", lambda: Controller())
+    pin = _backends._BlasPin()
+    start = threading.Thread.start
+
+    def interrupted(self: threading.Thread) -> None:
+        start(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pin.acquire()
+    monkeypatch.setattr(threading.Thread, "start", start)
+    for _ in range(20):
+        pin.release(pin.acquire())
+    deadline = time.monotonic() + 10
+    while pin._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    pinning = [t for t in threading.enumerate() if t.name == "jacgeom-blas-pin"]
+    assert pin._thread is None and pin._users == 0
+    assert not [t for t in pinning if t.is_alive()]
+    assert [kind for kind, _ in events] == ["limit", "restore"]
+    assert events[0][1] == events[1][1]  # raised back by the thread that lowered it

@@ -366,8 +366,14 @@ class _BlasPin:
         self._waiters.clear()
 
     def _run(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._lock:
+                if self._thread is not me:
+                    # Started by a call whose Thread.start() was interrupted after the OS
+                    # thread began: not the pin thread. Serving too, it could lift a pin that
+                    # the other thread applied, which OpenBLAS ignores (see above).
+                    return
                 if self._users > 0 and self._limiter is None:
                     try:
                         self._limiter = _controller().limit(limits=1, user_api="blas")
