@@ -1222,3 +1222,20 @@ def test_late_dependent_rows_pass_through_the_fold(backend: str) -> None:
     Jm = mpmath.matrix([[mpmath.mpf(v.numerator) / v.denominator for v in row] for row in J])
     want = sorted((float(mpmath.log(v)) for v in mpmath.svd_r(Jm, compute_uv=False)), reverse=True)
     np.testing.assert_allclose(net.log_singular_values(x, backend=backend), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+@pytest.mark.parametrize(
+    ("act", "sigma_w"), [("tanh", 1000.0), ("gelu", 100.0), ("sigmoid", 1000.0)]
+)
+def test_units_whose_derivative_underflows_are_live(backend: str, act: str, sigma_w: float) -> None:
+    # phi' below float64's range rounds to 0.0, but the unit's row of the Jacobian is not
+    # zero: active_counts agrees with exact_rank (full), not with the rounded phi'.
+    if backend not in jacgeom.backends():
+        pytest.skip(f"{backend} backend not built")
+    net = Network.random([4, 4, 4], activation=act, init="gaussian", sigma_w=sigma_w, seed=0)
+    X = np.random.default_rng(0).standard_normal((200, 4))
+    rounded = np.stack([np.count_nonzero(d, axis=1) for _, d, _ in net._layers(X, "numpy")], 1)
+    assert (rounded < 4).any()  # the case at stake: some phi' rounded to zero
+    assert (net.exact_rank(X, backend=backend) == 4).all()
+    np.testing.assert_array_equal(net.active_counts(X, backend=backend), np.full((200, 2), 4))

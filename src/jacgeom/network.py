@@ -913,8 +913,10 @@ class Network:
     def active_counts(
         self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True
     ) -> IntArray:
-        """Number of live units in each layer: phi'(z) != 0 (times gamma != 0 for an affine
-        layer normalisation: a unit whose row of the layer Jacobian is not zero).
+        """Number of live units in each layer: units whose row of the layer Jacobian is not
+        zero in exact arithmetic, phi'(z) not zero (:meth:`Activation.derivative_is_zero`:
+        a tanh or gelu unit whose phi' underflows to 0.0 is live, as :meth:`exact_rank`
+        counts it) and gamma != 0 under an affine layer normalisation.
 
         Returns
         -------
@@ -927,12 +929,26 @@ class Network:
         else:
             out = (
                 np.stack(
-                    [np.count_nonzero(d, axis=1) for _, d, _ in self._layers(Xk, be)], axis=1
+                    [
+                        self._live_counts(l, z, state)
+                        for l, (z, _, state) in enumerate(self._layers(Xk, be))
+                    ],
+                    axis=1,
                 ).astype(np.int64)
                 if Xk.shape[0]
                 else np.zeros((0, self.depth), dtype=np.int64)
             )
         return out[0] if squeeze else out
+
+    def _live_counts(self, l: int, z: FloatArray, state: Any) -> IntArray:
+        """Live units of layer l per sample, from _layers' (z, state) (see active_counts)."""
+        if self.kernel_layers[l]:
+            return np.full(z.shape[0], z.shape[1], dtype=np.int64)
+        arg = z if state is None else state.arg
+        live = ~self.activations[l].derivative_is_zero(arg)
+        if state is not None and state.gamma is not None:
+            live &= state.gamma != 0
+        return np.count_nonzero(live, axis=1)
 
     def frobenius_norm(
         self, X: ArrayLike, backend: BackendName = "auto", check_finite: bool = True

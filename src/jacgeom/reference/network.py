@@ -245,12 +245,26 @@ def layer_ranks(
 
 
 def active_counts(net: Any, X: FloatArray) -> NDArray[np.int64]:
-    """Number of units with phi' != 0 in each layer, (B, L)."""
+    """Number of live units in each layer, (B, L): phi' not zero mathematically
+    (Activation.derivative_is_zero; a phi' that underflows to 0.0 is live), and gamma != 0
+    under an affine layer normalisation."""
     zs = preactivations(net, X)
     out = np.empty((X.shape[0], len(net.weights)), dtype=np.int64)
     for i in range(X.shape[0]):
-        out[i] = [np.count_nonzero(_derivative(net, l, zs[l][i])) for l in range(len(zs))]
+        out[i] = [np.count_nonzero(_live(net, l, zs[l][i])) for l in range(len(zs))]
     return out
+
+
+def _live(net: Any, l: int, z: FloatArray) -> NDArray[np.bool_]:
+    """The units of layer l whose row of the layer Jacobian is not zero in exact arithmetic."""
+    if _is_kernel(net, l):
+        return np.ones(z.shape, dtype=bool)
+    act = net.activations[l]
+    if _is_normalised(net, l):
+        _, _, arg, gamma = _normalised(net, l, z)
+        live = ~act.derivative_is_zero(arg)
+        return live if gamma is None else live & (gamma != 0)
+    return ~act.derivative_is_zero(z)
 
 
 def frobenius_norm(net: Any, X: FloatArray) -> FloatArray:
