@@ -86,7 +86,32 @@ def test_probability_interval() -> None:
     p = res.probability(event, level=0.9)
     lo, hi = theory.clopper_pearson(3, 10, 0.9)
     assert p == {"p": 0.3, "lo": lo, "hi": hi, "count": 3}
-    assert math.isnan(res.probability(np.zeros(0, dtype=bool))["p"])
+    assert res.probability(lambda d: d["rank"] < 4)["count"] == 10  # a (3, 3) layer: rank <= 3
+
+
+@pytest.mark.parametrize(
+    ("event", "match"),
+    [
+        # an (N, L) array was counted over N L trials
+        (lambda d: d["active_counts"] < 3, r"event returned an array of shape \(10, 2\)"),
+        (np.ones((10, 2), dtype=bool), r"event is an array of shape \(10, 2\); expected .*\(10,\)"),
+        # length 7 gave p = 1.0 over 7 samples of a run of 10
+        (np.ones(7, dtype=bool), r"event is an array of shape \(7,\)"),
+        (np.zeros(0, dtype=bool), r"event is an array of shape \(0,\)"),
+        (np.ones((), dtype=bool), r"event is an array of shape \(\)"),
+        # integers were cast to bool silently
+        (np.arange(10), r"event is an array of dtype int64; expected one bool per sample"),
+        (lambda d: d["rank"], r"event returned an array of dtype int64"),
+        ([0.5] * 10, r"event is an array of dtype float64"),
+        ([[True], [False, True]], r"event is not an array of bools"),
+    ],
+)
+def test_probability_needs_one_bool_per_sample(event: object, match: str) -> None:
+    res = run(Spec(widths=(3, 3, 3), samples=10, seed=2), progress=False, records=True)
+    with pytest.raises(ValueError, match=match):
+        res.probability(event)  # type: ignore[arg-type]
+    # a list of bools is an array of them
+    assert res.probability([True] * 4 + [False] * 6)["p"] == 0.4  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -271,3 +296,84 @@ def test_theory_of_zero_weights(activation: str, init: str) -> None:
     assert _theory(dataclasses_replace(spec, spectra=False)) == {"p_exact_rank_deficient": 1.0}
     # With residual connections J = I + ..., nothing is claimed.
     assert _theory(Spec(widths=(4, 4), init=init, sigma_w=0.0, residual=True)) == {}
+
+
+@pytest.mark.parametrize(
+    ("widths", "sigma_b"), [((2,) * 17, 0.0), ((3, 1, 4, 1, 5), 0.0), ((2,) * 17, 1.0)]
+)
+def test_relu_active_fraction_with_and_without_biases(
+    widths: tuple[int, ...], sigma_b: float
+) -> None:
+    # With zero biases a layer whose units are all dead (probability 2^-n_l) feeds h = 0 to
+    # the next, whose z = 0 is dead too: E = 0.5 * (1/L) sum_l prod_(j<l) (1 - 2^-n_j),
+    # 0.1237 at width 2 and depth 16, where theory() said 0.5. The product is written out
+    # here from the widths; the measured mean must fall within five standard errors.
+    spec = Spec(
+        widths=widths, sigma_b=sigma_b, samples=20000, spectra=False, layer_ranks=False, seed=0
+    )
+    s = run(spec, progress=False, workers=1).summary()
+    L = len(widths) - 1
+    alive = np.concatenate([[1.0], np.cumprod([1 - 0.5**n for n in widths[1:-1]])])
+    want = 0.5 if sigma_b else 0.5 * alive.sum() / L
+    assert s["theory"]["active_fraction"] == pytest.approx(want, rel=1e-12)
+    measured = s["active_fraction"]
+    assert abs(measured["mean"] - want) <= 5 * measured["std"] / np.sqrt(s["samples"])
+    if widths == (2,) * 17 and not sigma_b:
+        assert want == pytest.approx(0.12374717553, rel=1e-9)
+
+
+def test_theory_of_a_wide_layer_does_not_overflow() -> None:
+    # widths (2, 1024) crashed summary() and theory() (2.0**1024 overflows): the tails
+    # are 1025 / 2^1024 (rank < 2) and 2^-1024 (J e_1 = 0), within float64's range.
+    res = run(Spec(widths=(2, 1024), samples=16, seed=0), progress=False, workers=1)
+    th = res.summary()["theory"]
+    assert th["p_exact_rank_deficient"] == pytest.approx(1025 / 2**1024, rel=1e-10)
+    assert th["p_gain_zero"] == pytest.approx(2.0**-1024, rel=1e-10)
+    assert th["p_any_zeroed"] == 1.0 and th["active_fraction"] == 0.5
+
+
+@pytest.mark.parametrize("sigma_w", [1e-200, 1e-100, 1e100, 1e200])
+def test_theory_of_extreme_gaussian_gains(sigma_w: float) -> None:
+    # sigma_w**2 underflowed to 0 at 1e-200 (no log-gain law) and overflowed at 1e200
+    # (OverflowError). Scaling every weight by sigma_w scales J by sigma_w^L: the law of
+    # log ||J e_1||^2 moves by 2 L log(sigma_w), its spread and P(J e_1 = 0) stay.
+    widths = (4, 6, 5)
+    unit = _theory(Spec(widths=widths, init="gaussian", sigma_w=1.0))
+    th = _theory(Spec(widths=widths, init="gaussian", sigma_w=sigma_w))
+    shift = 2 * (len(widths) - 1) * math.log(sigma_w)
+    assert th["mean_log_gain"] == pytest.approx(unit["mean_log_gain"] + shift, rel=1e-12)
+    assert th["std_log_gain"] == pytest.approx(unit["std_log_gain"], rel=1e-12)
+    assert th["p_gain_zero"] == unit["p_gain_zero"]
+    # he is gaussian with sigma_w^2 = 2
+    he = _theory(Spec(widths=widths))
+    root2 = _theory(Spec(widths=widths, init="gaussian", sigma_w=math.sqrt(2.0)))
+    assert he["mean_log_gain"] == pytest.approx(root2["mean_log_gain"], rel=1e-12)
+
+
+def test_log_gain_law_at_a_small_gain_matches_the_run() -> None:
+    # The law's mean against a run at sigma_w = 1e-100 (weights of 1e-100, no underflow
+    # in the network's arithmetic): within five standard errors of the measured mean.
+    spec = Spec(widths=(4, 4, 4), init="gaussian", sigma_w=1e-100, samples=4000, seed=2)
+    s = run(spec, progress=False, workers=1).summary()
+    law, measured = s["theory"], s["log_gain"]
+    finite = measured["finite_fraction"] * s["samples"]
+    assert abs(measured["mean"] - law["mean_log_gain"]) <= 5 * law["std_log_gain"] / np.sqrt(finite)
+
+
+def test_relu_laws_hold_through_dead_layers_without_biases() -> None:
+    # Width 2, depth 6, zero biases: a layer dies with probability 1/4 and kills every
+    # later one. The rank law (rank >= 1 needs every layer alive), the log-gain law and
+    # P(J e_1 = 0) (1 - prod_l (1 - 2^-n_l), each layer alive given the one below) still
+    # hold; the active fraction is the cascade's, far below 1/2.
+    res = run(Spec(width=2, depth=6, samples=40000, seed=2), progress=False)
+    s = res.summary(level=LEVEL)
+    th = s["theory"]
+    for key in ("p_exact_rank_deficient", "p_gain_zero"):
+        assert s[key]["lo"] <= th[key] <= s[key]["hi"], key  # type: ignore[literal-required]
+    assert th["p_gain_zero"] == pytest.approx(1 - 0.75**6, rel=1e-12)
+    g = s["log_gain"]
+    finite = g["finite_fraction"] * s["samples"]
+    assert abs(g["mean"] - th["mean_log_gain"]) <= 5 * th["std_log_gain"] / np.sqrt(finite)
+    a = s["active_fraction"]
+    assert abs(a["mean"] - th["active_fraction"]) <= 5 * a["std"] / np.sqrt(s["samples"])
+    assert th["active_fraction"] == pytest.approx(0.5 * (1 - 0.75**6) / 0.25 / 6, rel=1e-12)

@@ -143,3 +143,52 @@ def test_chunk_bytes_counts_the_recorded_arrays() -> None:
         spec = Spec(widths=(3, 3, 3), samples=5, chunk_size=5, **kw)
         stats = chunk_statistics(spec, 0)
         assert bytes_per_sample(spec) * 5 == sum(a.nbytes for a in stats.values()), kw
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"width": 8, "depth": 3}, r"widths gives every width: drop width and depth"),
+        ({"width": 8}, r"widths gives every width: drop width, or give widths=None"),
+        ({"depth": 3}, r"widths gives every width: drop depth"),
+        ({"init": "he", "sigma_w": 5.0}, r"sigma_w is the gain of init='gaussian' or 'orth"),
+        ({"init": "lecun", "sigma_w": 0.0}, r"init='lecun' fixes the weights' scale"),
+        ({"centers": 3, "gamma": 0.5}, r"centers, gamma: only for kernel layers"),
+        ({"kernel": "laplacian"}, r"kernel: only for kernel layers"),
+        ({"manifold_dim": 3, "manifold": "linear"}, r"manifold_dim, manifold: only with inputs="),
+        (
+            {"inputs": "sphere", "manifold": "linear"},
+            r"manifold: only with inputs='manifold' \(inp",
+        ),
+        (
+            {"layer": "kernel", "kernel": "polynomial", "gamma": 7.0},
+            r"gamma: not used by the polynomial kernel",
+        ),
+        (
+            {"layer": "kernel", "activation": "tanh", "sigma_b": 0.5},
+            r"activation, sigma_b: not used by kernel layers",
+        ),
+        ({"layer": "kernel", "init": "gaussian", "sigma_w": 2.0}, r"init, sigma_w: not used by"),
+    ],
+)
+def test_fields_the_experiment_would_ignore_are_refused(kw: dict[str, Any], match: str) -> None:
+    # Each was accepted and ignored (the command line refuses the same flags); widths with
+    # width and depth compared unequal to widths alone but had its spec_hash.
+    with pytest.raises(ValueError, match=match):
+        Spec(**{"widths": (4, 4), **kw})
+
+
+def test_fields_in_use_are_accepted() -> None:
+    assert Spec(widths=(4, 4), init="gaussian", sigma_w=2.0).sigma_w == 2.0
+    assert Spec(widths=(4, 4), init="orthogonal", sigma_w=0.5).sigma_w == 0.5
+    assert (
+        Spec(widths=(4, 4), inputs="manifold", manifold_dim=3, manifold="linear").manifold_dim == 3
+    )
+    assert (
+        Spec(widths=(4, 4), layer="kernel", kernel="laplacian", centers=2, gamma=0.5).centers == 2
+    )
+    assert Spec(widths=(4, 4), layer="kernel", kernel="polynomial", centers=2).gamma is None
+    # switching the layer kind keeps a spec valid where only shared fields were given
+    assert Spec(widths=(4, 4), sigma_b=0.0).replace(layer="kernel").layer == "kernel"
+    with pytest.raises(ValueError, match=r"sigma_b: not used by kernel layers"):
+        Spec(widths=(4, 4), sigma_b=0.5).replace(layer="kernel")

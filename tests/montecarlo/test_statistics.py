@@ -19,7 +19,7 @@ from jacgeom.montecarlo import (
     run,
     sampling,
 )
-from jacgeom.montecarlo.statistics import RECORDED, SPECTRA
+from jacgeom.montecarlo.statistics import RECORDED, SPECTRA, chunk_blocks
 
 from .helpers import LEVEL
 
@@ -243,8 +243,34 @@ def test_chunks_and_blocks() -> None:
         chunk_statistics(spec, 1)["rank"],
         run(spec, progress=False, records=True).data["rank"][100:200],
     )
-    with pytest.raises(ValueError, match="chunk 3 is outside the 3 chunks of this spec"):
+    with pytest.raises(
+        ValueError, match=r"index must be in \[0, 3\), the chunks of this spec, got 3"
+    ):
         chunk_statistics(spec, 3)
+
+
+@pytest.mark.parametrize(
+    ("index", "error", "match"),
+    [
+        # -1 drew the samples of SeedSequence(seed, spawn_key=(-1,)), a chunk of no run
+        (-1, ValueError, r"index must be in \[0, 3\), the chunks of this spec, got -1"),
+        (1.0, TypeError, r"index must be an int, got float 1.0"),
+        (True, TypeError, r"index must be an int, got bool"),
+        ("1", TypeError, r"index must be an int, got str '1'"),
+    ],
+)
+def test_chunk_index_is_checked(index: object, error: type, match: str) -> None:
+    spec = Spec(widths=(4, 4), samples=250, chunk_size=100, seed=3)
+    with pytest.raises(error, match=match):
+        chunk_statistics(spec, index)  # type: ignore[arg-type]
+    with pytest.raises(error, match=match):
+        chunk_blocks(spec, index)  # type: ignore[arg-type]  # at the call, not at next()
+    with pytest.raises(TypeError, match="spec must be a jacgeom.montecarlo.Spec, got dict"):
+        chunk_statistics(spec.to_dict(), 0)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(
+        chunk_statistics(spec, np.int64(1))["rank"],  # type: ignore[arg-type]
+        chunk_statistics(spec, 1)["rank"],
+    )
 
 
 def test_kernel_layers_with_fewer_centres_lose_exact_rank() -> None:
@@ -266,3 +292,84 @@ def test_kernel_layers_with_fewer_centres_lose_exact_rank() -> None:
     np.testing.assert_array_equal(d["layer_exact_ranks"], 2)
     assert np.all(np.isinf(d["log_cond"]))
     np.testing.assert_array_equal(d["layer_numerical_ranks"], 2)  # each layer's own numerical rank
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"widths": (4, 4), "activation": "gelu", "sigma_w": 100.0},
+        {"widths": (4, 4), "activation": "tanh", "sigma_w": 1000.0},
+        {"widths": (4, 4), "activation": "silu", "sigma_w": 1000.0},
+        {"widths": (4, 4, 4), "activation": "tanh", "sigma_w": 1000.0, "residual": True},
+    ],
+)
+def test_units_whose_derivative_underflows_count_as_active(
+    backend: str, kw: dict[str, Any]
+) -> None:
+    # gelu, tanh and silu have phi' != 0 everywhere; at these weights most units sit where
+    # phi' underflows to 0.0 in float64 (|z| beyond ~38 for gelu, ~373 for tanh). They were
+    # counted inactive (p_any_zeroed near 1) while the exact rank kept them (exact rank above
+    # the fewest active units).
+    if backend not in jacgeom.backends():
+        pytest.skip(f"the {backend} backend is not available here")
+    spec = Spec(init="gaussian", samples=300, chunk_size=300, seed=0, **kw)
+    d = chunk_statistics(spec, 0, backend=backend)
+    widths = np.array(spec.resolved_widths()[1:])
+    np.testing.assert_array_equal(d["active_counts"], np.tile(widths, (300, 1)))
+    assert np.all(d["exact_rank"] <= d["active_counts"].min(axis=1))
+    if backend == "numpy":
+        s = run(spec, progress=False, workers=1).summary()
+        assert s["p_any_zeroed"]["count"] == 0 and s["active_fraction"]["mean"] == 1.0
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+def test_relu_after_a_saturated_gelu_layer_reads_its_live_units(backend: str) -> None:
+    # Units of the gelu layer far on its left tail have gelu(z) and phi'(z) both 0.0 in
+    # float64 but stay in the exact rank. The relu layer's conditional sampler drew only
+    # the columns of units with phi' != 0 (the others left zero without layer ranks), so
+    # the exact rank lost their directions; and inputs whose squared norm underflowed made
+    # the numba kernel divide by zero. The exact rank of a full-rank gelu layer followed by
+    # a relu layer with k live units of Gaussian rows is min(4, k).
+    if backend not in jacgeom.backends():
+        pytest.skip(f"the {backend} backend is not available here")
+    spec = Spec(
+        widths=(4, 4, 4),
+        activation=("gelu", "relu"),
+        init="gaussian",
+        sigma_w=100.0,
+        samples=400,
+        chunk_size=400,
+        seed=0,
+        layer_ranks=False,
+    )
+    d = chunk_statistics(spec, 0, backend=backend)
+    np.testing.assert_array_equal(d["active_counts"][:, 0], 4)
+    np.testing.assert_array_equal(d["exact_rank"], np.minimum(4, d["active_counts"][:, 1]))
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+def test_layer_numerical_rank_uses_the_whole_layer_jacobians_tolerance(backend: str) -> None:
+    # A (64, 4) relu layer Jacobian with 4 live rows whose smallest singular value is c eps
+    # sigma_max: numpy's matrix_rank of the formed (64, 4) matrix cuts at 64 eps, the rule of
+    # the live rows alone (max(4, 4) eps) at 4 eps, so c between them tells the two apart.
+    from jacgeom.montecarlo.statistics import _masked_layer_rank
+
+    if backend not in jacgeom.backends():
+        pytest.skip(f"the {backend} backend is not available here")
+    rng = np.random.default_rng(5)
+    eps = np.finfo(np.float64).eps
+    factors = [2.0, 10.0, 30.0, 45.0, 90.0, 200.0]
+    n, m, k = len(factors), 64, 4
+    W = rng.standard_normal((n, m, k))
+    d = np.zeros((n, m))
+    for i, c in enumerate(factors):
+        rows = rng.choice(m, size=k, replace=False)
+        Q1 = np.linalg.qr(rng.standard_normal((k, k)))[0]
+        Q2 = np.linalg.qr(rng.standard_normal((k, k)))[0]
+        W[i, rows] = Q1 @ np.diag([1.0, 0.7, 0.4, c * eps]) @ Q2.T
+        d[i, rows] = 1.0
+    J = d[:, :, None] * W
+    want = np.linalg.matrix_rank(J)
+    np.testing.assert_array_equal(want, [3, 3, 3, 3, 4, 4])  # the cases are where meant
+    np.testing.assert_array_equal(_masked_layer_rank(W, W, d, backend), want)

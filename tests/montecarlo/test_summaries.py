@@ -4,7 +4,9 @@ the per-sample summary of runs small enough to keep both."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import reduce
+from math import comb
 from typing import Any
 
 import boost_histogram as bh
@@ -203,3 +205,100 @@ def test_moments_survive_their_arrays() -> None:
     )
     empty = Moments.from_sparse(*Moments.of(np.array([-np.inf])).to_arrays().values())
     assert empty.total == 1 and empty.neginf == 1 and empty.bin_counts.tolist() == [0]
+
+
+def _median_ranks(n: int, level: float) -> tuple[int, int]:
+    """The 0-based ranks of the distribution-free median interval, by direct search: the
+    largest lo with P(Binomial(n, 1/2) <= lo) <= (1 - level) / 2, hi = n - 1 - lo."""
+    cdf, lo = Fraction(0), -1
+    for j in range(n):
+        cdf += Fraction(comb(n, j), 2**n)
+        if cdf > Fraction(1 - level) / 2:
+            break
+        lo = j
+    return lo, n - 1 - lo
+
+
+def test_order_statistic_bounds_hold_the_value() -> None:
+    # Values on, beside and between the bin edges over the whole float64 range: the bounds
+    # of the k-th order statistic (its bin's outer edges, clipped to min and max) hold it.
+    x = _awkward_values(5)
+    m = Moments.of(x)
+    srt = np.sort(x)
+    ks = np.unique(np.concatenate([np.arange(0, x.size, 11), [0, 1, x.size - 2, x.size - 1]]))
+    for k in ks:
+        lo, hi = m.order_statistic_bounds(int(k))
+        if np.isnan(srt[k]):
+            assert math.isnan(lo) and math.isnan(hi)
+        else:
+            assert lo <= srt[k] <= hi, (k, lo, srt[k], hi)
+            assert lo <= m.order_statistic(int(k)) <= hi
+
+
+def test_median_interval_holds_the_order_statistics_where_bins_round() -> None:
+    # 600 values in the upper part of one bin and 400 five bins above: the median and the
+    # upper end of its interval (rank 531 of 1000 at 95%) fall in the first bin, where the
+    # bin's midpoint lies below the values. The interval was [midpoint, midpoint], the point
+    # on its edge and the true upper order statistic outside it.
+    k = 17000  # bin of values near sinh(66.4)
+    rng = np.random.default_rng(1)
+    t = np.concatenate([k + rng.uniform(0.6, 0.99, 600), k + 5 + rng.uniform(0, 1, 400)])
+    x = np.sinh(t * BIN_WIDTH)
+    got = Moments.of(x).distribution()
+    srt = np.sort(x)
+    lo, hi = _median_ranks(x.size, 0.95)
+    assert srt[lo] < srt[hi] < math.sinh((k + 1) * BIN_WIDTH)  # one bin holds both
+    assert got["median_lo"] <= srt[lo] and srt[hi] <= got["median_hi"]
+    assert got["median_lo"] <= got["median"] <= got["median_hi"]
+    assert got["median_hi"] > got["median"]  # the point is not on the upper edge
+
+
+@pytest.mark.parametrize("level", [0.5, 0.95, 0.999])
+def test_median_intervals_follow_the_level(level: float) -> None:
+    # summary(level=...) gave the 95% median interval whatever the level. Per-sample
+    # records give the exact order statistics; the merged summary's interval must contain
+    # them (its ends widened to their bins), the per-sample summary must be them.
+    res = run(
+        Spec(width=8, depth=2, activation="tanh", samples=2000, seed=0),
+        progress=False,
+        workers=1,
+        records=True,
+    )
+    merged = res.summary(level=level)
+    lo, hi = _median_ranks(2000, level)
+    data = res.data
+    values = {k: data[k] for k in ("log_smax", "log_smin", "log_cond", "frobenius2")}
+    values["active_fraction"] = (data["active_counts"] / 8).mean(axis=1)
+    rounding_mattered = False
+    for key, x in values.items():
+        srt = np.sort(x)
+        exact = distribution_summary(x, level)
+        assert (exact["median_lo"], exact["median_hi"]) == (srt[lo], srt[hi]), key
+        got = merged[key]  # type: ignore[literal-required]
+        assert got["median_lo"] <= srt[lo] and srt[hi] <= got["median_hi"], key
+        assert got["median_lo"] <= got["median"] <= got["median_hi"], key
+        m = res.merged.reals[key]
+        rounding_mattered |= m.order_statistic(lo) > srt[lo] or m.order_statistic(hi) < srt[hi]
+    assert rounding_mattered  # bin midpoints alone would have left some of them outside
+    # integer statistics: exact counts, so the exact order statistics themselves
+    ranks = np.sort(data["rank"] / 8)
+    assert (merged["rank_fraction"]["median_lo"], merged["rank_fraction"]["median_hi"]) == (
+        ranks[lo],
+        ranks[hi],
+    )
+
+
+def test_too_few_samples_for_the_level_give_an_unbounded_interval() -> None:
+    # Five samples cover their median with probability 1 - 2^-4 < 0.95 at best: no pair of
+    # order statistics is a 95% interval.
+    x = np.arange(5.0)
+    assert (distribution_summary(x)["median_lo"], distribution_summary(x)["median_hi"]) == (
+        -math.inf,
+        math.inf,
+    )
+    assert (
+        distribution_summary(x, 0.9)["median_lo"],
+        distribution_summary(x, 0.9)["median_hi"],
+    ) == (0.0, 4.0)
+    got = Moments.of(x).distribution(0.95)
+    assert (got["median_lo"], got["median_hi"]) == (-math.inf, math.inf)

@@ -25,7 +25,10 @@ dataset under ``DIR/records/``):
 =====================  ======  ============================================================
 key                    shape   meaning
 =====================  ======  ============================================================
-active_counts          (N, L)  units with phi'(z) != 0 in each layer
+active_counts          (N, L)  units of each layer whose phi'(z) is not zero
+                               mathematically (Activation.derivative_is_zero: relu's
+                               z <= 0 is inactive, a saturated tanh whose phi'
+                               underflows to 0.0 is not): the units the exact rank keeps
 layer_numerical_ranks  (N, L)  numerical (float64) rank of each layer's own Jacobian
                                (numpy.linalg.matrix_rank rule: singular values above
                                sigma_max max(m, n) eps); formerly ``layer_ranks``, still
@@ -48,9 +51,14 @@ log_gain               (N,)    natural log of ||J e_1||^2, the gain of the first
 =====================  ======  ============================================================
 
 ``Spec(layer_ranks=False)`` leaves out ``layer_numerical_ranks`` and ``layer_exact_ranks``,
-``Spec(spectra=False)`` the six keys from log_smax to log_gain. Everything but the kernel
-networks' statistics (``Spec(layer="kernel")``: from the formed product; exact rank
-min(n_0, widths)) comes from the stable frame of :meth:`jacgeom.Network.log_singular_values`.
+``Spec(spectra=False)`` the six keys from log_smax to log_gain. Everything comes from the
+stable frame of :meth:`jacgeom.Network.log_singular_values`; for kernel networks
+(``Spec(layer="kernel")``) the frame runs on their formed layer Jacobians A grad k(h),
+each the product of an n_l x centers and a centers x n_(l-1) matrix: the exact rank is at
+most min(n_0, ..., n_L, centers) (centers defaults to each layer's input width, and the
+bound is then min(n_0, ..., n_L)). rbf and polynomial kernels reach the bound almost
+surely; the laplacian kernel's gradients, built from sign(h - c), fall below it with
+positive probability.
 
 Modules: ``spec`` (Spec), ``sampling`` (how a chunk draws its inputs, weights and biases),
 ``statistics`` (what is recorded per sample, and how), ``kernel_layers`` (Spec(layer=

@@ -23,7 +23,7 @@ def compare_with_activation_network(
 ) -> dict[str, dict[str, NDArray[Any]]]:
     """Side by side: a kernel network and an activation network of the same widths, each
     drawn fresh for every sample, at Gaussian inputs: the Monte Carlo of
-    jacgeom.montecarlo with layer="kernel" and layer="activation" (Spec.replace(layer=...)).
+    jacgeom.montecarlo with layer="kernel" and layer="activation".
 
     Layer l of the kernel network has ``centers`` (default n_{l-1}) Gaussian centers,
     coefficients N(0, 1 / centers) and scale gamma = 1 / n_{l-1}; the activation network is
@@ -36,7 +36,8 @@ def compare_with_activation_network(
     activation, kernel : str
     samples, centers, seed : int
     **spec_fields
-        Any other field of jacgeom.montecarlo.Spec (residual, inputs, fresh_weights, ...).
+        Any other field of jacgeom.montecarlo.Spec that both kinds of layers use
+        (residual, inputs, fresh_weights, ...); not layer, activation, kernel, centers.
 
     Returns
     -------
@@ -51,16 +52,11 @@ def compare_with_activation_network(
     >>> int(out["kernel"]["rank"].min()), bool(out["activation"]["rank"].mean() < 4)
     (4, True)
     """
-    base = Spec(
-        widths=tuple(widths),
-        activation=activation,
-        kernel=kernel,
-        centers=centers,
-        samples=samples,
-        seed=seed,
-        **spec_fields,
-    )
-    return {
-        layer: run(base.replace(layer=layer), progress=False, records=True).data
-        for layer in ("kernel", "activation")
+    common = {"widths": tuple(widths), "samples": samples, "seed": seed, **spec_fields}
+    # Each network gets only its own fields: Spec refuses kernel fields on activation
+    # layers and activation fields on kernel layers.
+    specs = {
+        "kernel": Spec(layer="kernel", kernel=kernel, centers=centers, **common),
+        "activation": Spec(layer="activation", activation=activation, **common),
     }
+    return {layer: run(spec, progress=False, records=True).data for layer, spec in specs.items()}

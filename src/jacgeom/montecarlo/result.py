@@ -43,7 +43,8 @@ class ProbabilitySummary(TypedDict):
 
 
 class DistributionSummary(TypedDict):
-    """A statistic's distribution over the samples (mean and std of the finite values)."""
+    """A statistic's distribution over the samples (mean and std of the finite values;
+    quantiles; an interval [median_lo, median_hi] for the median at the summary's level)."""
 
     mean: float
     std: float
@@ -181,19 +182,51 @@ class Result:
         """P(event) over the samples: the estimate p, the exact Clopper-Pearson interval
         [lo, hi] at ``level`` and the count of samples.
 
-        ``event`` is a bool array (N,), or a function of :attr:`data` returning one, e.g.
-        ``lambda d: d["layer_exact_ranks"][:, 0] < 4``. A function needs per-sample
-        records (NoRecordsError otherwise); probabilities the summary holds are in
-        :meth:`summary`. ``level`` is a real number strictly between 0 and 1 (TypeError or
-        ValueError naming it otherwise).
+        Parameters
+        ----------
+        event : (N,) bool array_like, or callable
+            One bool per sample (N = :attr:`samples`), or a function of :attr:`data`
+            returning one, e.g. ``lambda d: d["layer_exact_ranks"][:, 0] < 4``. A function
+            needs per-sample records (NoRecordsError otherwise); probabilities the summary
+            holds are in :meth:`summary`.
+        level : float, default 0.95
+            A real number strictly between 0 and 1.
+
+        Returns
+        -------
+        dict
+            ``p``, ``lo``, ``hi`` (floats) and ``count`` (the samples where ``event`` holds).
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming ``level`` where it is not a confidence level (checked before ``event``
+            is computed).
+        ValueError
+            Naming ``event`` where it is not of dtype bool or not of shape (N,): an (N, L)
+            array would be counted over N L trials, another length over samples that are not
+            this run's, and integers would be cast to bool silently.
         """
         level = theory.confidence_level(level)  # before the event is computed
-        if callable(event):
-            event = event(self.data)
-        event = np.asarray(event, dtype=bool)
-        k = int(np.count_nonzero(event))
-        lo, hi = theory.clopper_pearson(k, event.size, level)
-        return {"p": k / event.size if event.size else float("nan"), "lo": lo, "hi": hi, "count": k}
+        given = event(self.data) if callable(event) else event
+        what = "event returned" if callable(event) else "event is"
+        try:
+            arr = np.asarray(given)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what} not an array of bools: {exc}") from None
+        if arr.dtype != np.bool_:
+            raise ValueError(
+                f"{what} an array of dtype {arr.dtype}; expected one bool per sample, "
+                f"dtype bool and shape ({self.samples},) (compare, e.g. d['rank'] < n)"
+            )
+        if arr.shape != (self.samples,):
+            raise ValueError(
+                f"{what} an array of shape {arr.shape}; expected one bool per sample of "
+                f"this run, shape ({self.samples},)"
+            )
+        k = int(np.count_nonzero(arr))
+        lo, hi = theory.clopper_pearson(k, arr.size, level)
+        return {"p": k / arr.size, "lo": lo, "hi": hi, "count": k}
 
     def theory(self) -> dict[str, float]:
         """The closed forms that apply to this spec (may be empty), floats that
@@ -215,11 +248,15 @@ class Result:
           a layer normalisation (n_l - 1 per layer) caps it: P(exact rank < n) is then 1.
           phi' vanishes nowhere (gelu and silu only at one irrational point).
         - relu with fresh zero-mean Gaussian weights per sample, weight variance > 0 and
-          symmetric biases, no
-          residual connections or normalisation: P(exact rank < n) =
-          1 - prod_l P(Binomial(n_l, 1/2) >= n), the active fraction 1/2, and for one layer
-          P(any unit zeroed) = 1 - 2^-n_1. With weight variance c / fan-in (he: c = 2,
-          lecun: 1, gaussian: sigma_w^2), the exact finite-width law of log_gain =
+          symmetric biases, no residual connections or normalisation: P(exact rank < n) =
+          1 - prod_l P(Binomial(n_l, 1/2) >= n); the mean over layers of the expected
+          active fraction (jacgeom.theory.relu_mean_active_fraction): 1/2 with sigma_b > 0,
+          and with sigma_b = 0 (1 / L) sum_l 1/2 prod_(j < l) (1 - 2^-n_j), since a layer
+          with no active unit passes h = 0 on and every later unit then sits at z = 0,
+          where relu' = 0; and for one layer P(any unit zeroed) = 1 - 2^-n_1. With weight
+          variance c / fan-in (he: c = 2, lecun: 1, gaussian: sigma_w^2; computed from
+          log sigma_w, never sigma_w^2, which leaves the float range), the exact
+          finite-width law of log_gain =
           log ||J e_1||^2 (jacgeom.theory.he_relu_log_gain): its mean and standard
           deviation given J e_1 != 0 (``mean_log_gain``, ``std_log_gain``, beside the
           measured ``log_gain`` distribution) and ``p_gain_zero`` = P(J e_1 = 0).
@@ -265,17 +302,20 @@ class Result:
             and s.norm is None
             and s.init in ("he", "xavier", "lecun", "gaussian")
         ):
-            out["active_fraction"] = 0.5
-            out["p_exact_rank_deficient"] = 1.0 - theory.p_rank_at_least(w, p)
+            out["active_fraction"] = theory.relu_mean_active_fraction(w, s.sigma_b == 0)
+            out["p_exact_rank_deficient"] = theory.p_rank_below(w, p)
             if len(w) == 2:
                 out["p_any_zeroed"] = theory.p_any_zeroed(w[1])
-            scale2 = {"he": 2.0, "lecun": 1.0}.get(s.init)
+            # log of the weight variance times the fan-in, never the variance itself:
+            # sigma_w**2 underflows to 0 at sigma_w = 1e-200 and overflows at 1e200.
+            log_scale2 = {"he": math.log(2.0), "lecun": 0.0}.get(s.init)
             if s.init == "gaussian":
-                scale2 = 1.0 if s.sigma_w is None else s.sigma_w**2
-            # scale2 > 0 here (sigma_w = 0 returned above) unless sigma_w**2 underflows.
-            if scale2 is not None and scale2 > 0 and s.spectra:
-                law = theory.he_relu_log_gain(w, scale2)
-                out["mean_log_gain"] = law["mean"]
+                # sigma_w > 0 here: sigma_w = 0 returned above
+                log_scale2 = 0.0 if s.sigma_w is None else 2.0 * math.log(s.sigma_w)
+            if log_scale2 is not None and s.spectra:
+                # The law's mean is linear in log(scale2), its variance free of it.
+                law = theory.he_relu_log_gain(w, 1.0)
+                out["mean_log_gain"] = law["mean"] + (len(w) - 1) * log_scale2
                 out["std_log_gain"] = math.sqrt(law["var"])
                 out["p_gain_zero"] = law["p_zero"]
         return out
@@ -284,8 +324,13 @@ class Result:
         """Means, standard deviations and quantiles of every statistic; probabilities with
         exact Clopper-Pearson intervals; the closed forms beside them where known. From the
         merged summary: probabilities and everything integer exact, means and standard
-        deviations to rounding, quantiles and median intervals good to ``bin_width`` (the
-        histogram's bin on the asinh scale: a relative bin_width for |x| > 1).
+        deviations to rounding, quantiles good to ``bin_width`` (the histogram's bin on the
+        asinh scale: a relative bin_width for |x| > 1). The median's interval
+        [``median_lo``, ``median_hi``] is the distribution-free one at ``level``
+        (jacgeom.theory.median_order_statistics; -inf and inf where the samples are too few
+        for the level), its ends widened to the outer edges of their bins, so that it holds
+        the interval of the exact order statistics and the median shown; for integer
+        statistics (exact counts) it is that interval itself.
 
         Keys (logs natural; probabilities are dicts ``p``, ``lo``, ``hi``, ``count``;
         distributions are dicts ``mean``, ``std`` (of the finite values),
@@ -305,8 +350,9 @@ class Result:
           std), and ``p_gain_zero`` = P(J e_1 = 0);
         - ``theory``: :meth:`theory`.
 
-        ``level`` (default 0.95), the probabilities' confidence level, is a real number
-        strictly between 0 and 1 (TypeError or ValueError naming it otherwise).
+        ``level`` (default 0.95), the confidence level of the probabilities' and the
+        medians' intervals, is a real number strictly between 0 and 1 (TypeError or
+        ValueError naming it otherwise).
         """
         level = theory.confidence_level(level)
         out = self.merged.summary(self.spec, level)
@@ -341,10 +387,13 @@ class Result:
         return cls(spec, Summary.from_arrays(spec, summary), data or None)
 
 
-def distribution_summary(x: NDArray[Any]) -> dict[str, float]:
+def distribution_summary(x: NDArray[Any], level: float = 0.95) -> dict[str, float]:
     """Mean and standard deviation of the finite values of x, the fraction of them, the
-    quantiles 5, 25, 50, 75 and 95% as order statistics, and a distribution-free 95%
-    interval for the median (median_lo, median_hi)."""
+    quantiles 5, 25, 50, 75 and 95% as order statistics, and a distribution-free interval
+    for the median at ``level`` (median_lo, median_hi): the order statistics of
+    :func:`jacgeom.theory.median_order_statistics` (-inf and inf where n is too small for
+    the level)."""
+    level = theory.confidence_level(level)
     x = np.asarray(x, dtype=np.float64)
     finite = x[np.isfinite(x)]
     # Quantiles as order statistics (inverted CDF): defined for infinite values too.
@@ -358,20 +407,23 @@ def distribution_summary(x: NDArray[Any]) -> dict[str, float]:
         if n
         else [np.nan] * 5
     )
-    # Interval for the median from the binomial order statistics (distribution-free).
-    half = 1.96 * math.sqrt(n) / 2
-    lo_i, hi_i = max(0, int(math.floor(n / 2 - half))), min(n - 1, int(math.ceil(n / 2 + half)))
+    nan = float("nan")
+    median_lo = median_hi = nan
+    if n:
+        lo_i, hi_i = theory.median_order_statistics(n, level)
+        median_lo = float(srt[lo_i]) if lo_i >= 0 else -math.inf
+        median_hi = float(srt[hi_i]) if hi_i < n else math.inf
     return {
-        "mean": float(finite.mean()) if finite.size else float("nan"),
-        "std": float(finite.std()) if finite.size > 1 else float("nan"),
-        "finite_fraction": float(finite.size / n) if n else float("nan"),
+        "mean": float(finite.mean()) if finite.size else nan,
+        "std": float(finite.std()) if finite.size > 1 else nan,
+        "finite_fraction": float(finite.size / n) if n else nan,
         "q05": float(q[0]),
         "q25": float(q[1]),
         "median": float(q[2]),
         "q75": float(q[3]),
         "q95": float(q[4]),
-        "median_lo": float(srt[lo_i]) if n else float("nan"),
-        "median_hi": float(srt[hi_i]) if n else float("nan"),
+        "median_lo": median_lo,
+        "median_hi": median_hi,
     }
 
 

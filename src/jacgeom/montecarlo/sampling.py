@@ -49,8 +49,12 @@ __all__ = [
 # tanh's phi' on the cpp backend evaluated in C++ (glibc's four-lane erfc and exp where
 # present), so float statistics of those activations move by rounding. 7: log_gain of a
 # conditionally drawn first layer measured along e_1 (gain_directions), not along x / |x|;
-# its direction drawn from a third stream, so nothing else moves.
-SAMPLER = 7
+# its direction drawn from a third stream, so nothing else moves. 8: active_counts by
+# Activation.derivative_is_zero, not phi' != 0 (units whose phi' underflows count as
+# active, and their columns are drawn as live ones); layer_numerical_ranks with numpy's
+# tolerance max(m, n) eps of the whole layer Jacobian, not max(live rows, n) eps; rows of
+# inputs whose squared norm leaves float64's normal range drawn after exact rescaling.
+SAMPLER = 8
 # spawn_key of the draws fixed for the whole experiment (never a chunk index)
 SHARED_NETWORK_KEY = (2**31, 0)
 MANIFOLD_KEY = (2**31, 1)
@@ -280,7 +284,8 @@ def draw_layer_given_input(
     nonzero = h != 0
     # columns that meet h must come from rng: the conditioning acts on them
     cols = np.ones_like(nonzero) if cols is None else cols | nonzero
-    u, z, d = draw_preactivations(rng, np.sqrt(np.einsum("ij,ij->i", h, h)), std, b, act, backend)
+    norms, h = _row_norms(h)
+    u, z, d = draw_preactivations(rng, norms, std, b, act, backend)
     live = d != 0
     rows = np.count_nonzero(live, axis=1)
     n_cols = np.count_nonzero(cols, axis=1)
@@ -315,6 +320,28 @@ def draw_layer_given_input(
         W,
     )
     return W, z, d
+
+
+def _row_norms(h: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(|h| per row, h) with the rows whose squared norm leaves float64's normal range
+    (a saturated gelu's outputs near 1e-200, whose squares underflow to 0) scaled by a power
+    of two, exactly. The rows' law depends on h / |h| alone, and place_live_rows forms
+    |h|^2 as the plain sum of squares: 0 there would divide by zero, and |h| = 0 would make
+    every pre-activation its bias. Rows within the range are left as they are, bit for bit."""
+    norm2 = np.einsum("ij,ij->i", h, h)
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(invalid="ignore"):
+        outside = ~((norm2 >= tiny) & (norm2 <= np.finfo(np.float64).max)) & np.any(h != 0, axis=1)
+    if not outside.any():
+        return np.sqrt(norm2), h
+    rows = h[outside]
+    exponent = np.frexp(np.max(np.abs(rows), axis=1))[1]
+    scaled = np.ldexp(rows, -exponent[:, None])
+    h = h.copy()
+    h[outside] = scaled
+    norms = np.sqrt(norm2)
+    norms[outside] = np.ldexp(np.sqrt(np.einsum("ij,ij->i", scaled, scaled)), exponent)
+    return norms, h
 
 
 class Scratch:

@@ -40,13 +40,14 @@ class Spec:
     ----------
     widths : tuple of int, optional
         [n_0, ..., n_L]. Alternatively give ``width`` and ``depth``
-        (widths = [width] * (depth + 1)).
+        (widths = [width] * (depth + 1)), never both.
     width, depth : int, optional
     activation : str or tuple of str, default "relu"
         One activation, or one per layer.
     init : {"he", "xavier", "lecun", "orthogonal", "gaussian"}, default "he"
     sigma_w : float, optional
-        Gain for "gaussian" and "orthogonal".
+        Gain for "gaussian" (weight std sigma_w / sqrt(fan-in)) and "orthogonal"; the
+        other inits fix the scale themselves and refuse it.
     sigma_b : float, default 0.0
         Biases iid N(0, sigma_b^2).
     residual : bool, default False
@@ -58,6 +59,7 @@ class Spec:
         sine embedding), fixed for the whole experiment.
     manifold_dim : int, default 2
     manifold : {"linear", "curved"}, default "curved"
+        Only with inputs="manifold" (other values are refused otherwise).
     fresh_weights : bool, default True
         Every sample draws its own network (the model of the closed forms in docs/theory.md,
         "Closed forms for relu rank collapse"); False shares one network drawn from the seed.
@@ -65,13 +67,15 @@ class Spec:
         "kernel" replaces every layer by a kernel layer h -> A k(h) of the same widths
         (jacgeom.KernelLayer, the seed's alternative): ``centers`` Gaussian centers
         N(0, I) and coefficients N(0, 1 / centers); activation, init, sigma_w and sigma_b
-        are then not used. A sweep over layer=["activation", "kernel"] puts the two side
-        by side.
+        are then not used and must keep their defaults (and kernel, centers and gamma keep
+        theirs with activation layers). A sweep over layer=["activation", "kernel"] puts
+        the two side by side.
     kernel : {"rbf", "laplacian", "polynomial"}, default "rbf"
     centers : int, optional
         Centers per kernel layer (default n_{l-1}, the layer's input width).
     gamma : float, optional
-        Kernel scale (default 1 / n_{l-1}); polynomial kernels are (x . c + 1)^3.
+        Kernel scale (default 1 / n_{l-1}); polynomial kernels are (x . c + 1)^3 and
+        refuse it.
     layer_ranks : bool, default True
         Record each layer's ranks (``layer_numerical_ranks``: the float64 rank of the
         layer's own Jacobian; ``layer_exact_ranks``: the exact rank of the partial product
@@ -127,6 +131,10 @@ class Spec:
         # Types first, so every later comparison is between numbers of the right kind (a
         # float width is refused, never truncated; a numpy integer becomes an int, for JSON).
         self._normalise_types()
+        if self.widths is not None and (self.width is not None or self.depth is not None):
+            # Which one wins would be a guess; the two differ in equality but not in hash.
+            given = " and ".join(k for k in ("width", "depth") if getattr(self, k) is not None)
+            raise ValueError(f"widths gives every width: drop {given}, or give widths=None")
         # Normalised to explicit widths, so equal experiments compare (and serialise) equal.
         if self.widths is None and self.width is not None and self.depth is not None:
             object.__setattr__(self, "widths", (self.width,) * (self.depth + 1))
@@ -176,7 +184,8 @@ class Spec:
 
         Types are checked when the Spec is built (TypeError naming the field: bools are
         bools, counts and seeds ints, scales real numbers); this checks ranges and
-        combinations, including that one chunk's arrays fit in memory
+        combinations (fields the experiment would ignore are refused, as the command line
+        refuses their flags), including that one chunk's arrays fit in memory
         (:func:`chunk_bytes` against :func:`memory_limit`).
         """
         w = self.resolved_widths()
@@ -219,6 +228,7 @@ class Spec:
             raise ValueError(f"sigma_b must be a finite number >= 0, got {self.sigma_b}")
         if self.sigma_w is not None and not (math.isfinite(self.sigma_w) and self.sigma_w >= 0):
             raise ValueError(f"sigma_w must be a finite number >= 0, got {self.sigma_w}")
+        self._validate_used_fields()
         need, limit = chunk_bytes(self), memory_limit()
         if need > limit:
             raise ValueError(
@@ -227,6 +237,46 @@ class Spec:
                 f"assembled), more than the memory limit of {_gib(limit)} (this machine's "
                 f"memory); use a smaller chunk_size"
             )
+
+    def _validate_used_fields(self) -> None:
+        """ValueError naming the fields that this experiment would not use (the command
+        line refuses the same flags): a field given but ignored makes two specs of the same
+        experiment compare unequal, and tells the reader of a spec something false."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+
+        def changed(*names: str) -> list[str]:
+            return [k for k in names if getattr(self, k) != defaults[k]]
+
+        if self.layer == "kernel":
+            ignored = changed("activation", "init", "sigma_w", "sigma_b")
+            if ignored:
+                raise ValueError(
+                    f"{', '.join(ignored)}: not used by kernel layers (layer='kernel' draws "
+                    "h -> A k(h)); leave them at their defaults"
+                )
+            if self.kernel == "polynomial" and self.gamma is not None:
+                raise ValueError(
+                    "gamma: not used by the polynomial kernel (x . c + 1)^3; give gamma=None"
+                )
+        else:
+            ignored = changed("kernel", "centers", "gamma")
+            if ignored:
+                raise ValueError(
+                    f"{', '.join(ignored)}: only for kernel layers; give layer='kernel' or "
+                    "leave them at their defaults"
+                )
+        if self.sigma_w is not None and self.init not in ("gaussian", "orthogonal"):
+            raise ValueError(
+                f"sigma_w is the gain of init='gaussian' or 'orthogonal'; init={self.init!r} "
+                "fixes the weights' scale itself: give sigma_w=None"
+            )
+        if self.inputs != "manifold":
+            ignored = changed("manifold_dim", "manifold")
+            if ignored:
+                raise ValueError(
+                    f"{', '.join(ignored)}: only with inputs='manifold' (inputs="
+                    f"{self.inputs!r}); leave them at their defaults"
+                )
 
     def resolved_widths(self) -> tuple[int, ...]:
         """[n_0, ..., n_L] as a tuple."""

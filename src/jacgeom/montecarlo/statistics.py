@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import _backends, _dispatch, _frame
+from .._validation import integer
 from ..activations import Activation
 from ..activations import activation as _lookup
 from ..reference.montecarlo import numerical_rank
@@ -101,7 +102,8 @@ def chunk_statistics(spec: Spec, index: int, backend: str = "auto") -> Statistic
     ----------
     spec : Spec
     index : int
-        0 <= index < spec.n_chunks.
+        0 <= index < spec.n_chunks (a Python or numpy int; TypeError for a float or bool,
+        ValueError out of range, both naming ``index``).
     backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
         The backends draw the same samples and agree on every rank; the singular-value
         statistics agree to rounding.
@@ -129,15 +131,33 @@ def chunk_blocks(spec: Spec, index: int, backend: str = "auto") -> Iterator[Stat
     """The statistics of chunk ``index`` block by block (:func:`block_size` samples each, the
     last fewer): what :func:`chunk_statistics` concatenates, and what a run summarises
     without ever holding a whole chunk's per-sample arrays."""
-    backend = _backends.resolve(backend)
+    # Checked here, not in the generator: at the call, before any block is asked for.
+    index = _chunk_index(spec, index)
+    return _blocks(spec, index, _backends.resolve(backend))
+
+
+def _blocks(spec: Spec, index: int, backend: str) -> Iterator[Statistics]:
+    """The blocks of a checked chunk index on a resolved backend."""
     start = index * spec.chunk_size
     n = min(spec.chunk_size, spec.samples - start)
-    if n <= 0:
-        raise ValueError(f"chunk {index} is outside the {spec.n_chunks} chunks of this spec")
     streams = (chunk_rng(spec, index), chunk_rng(spec, index, 1), chunk_rng(spec, index, 2))
     block, scratch = block_size(spec), Scratch()
     for s in range(0, n, block):
         yield block_statistics(spec, streams, min(block, n - s), backend, scratch)
+
+
+def _chunk_index(spec: Spec, index: Any) -> int:
+    """``index`` checked: an int (not bool, not float) in [0, spec.n_chunks). A negative
+    index would not count from the end: chunk -1 would draw from SeedSequence(seed,
+    spawn_key=(-1,)), samples of no chunk of the run."""
+    if not isinstance(spec, Spec):
+        raise TypeError(f"spec must be a jacgeom.montecarlo.Spec, got {type(spec).__name__}")
+    index = integer("index", index)
+    if not 0 <= index < spec.n_chunks:
+        raise ValueError(
+            f"index must be in [0, {spec.n_chunks}), the chunks of this spec, got {index}"
+        )
+    return index
 
 
 def recorded_shapes(spec: Spec, n: int) -> dict[str, tuple[int, ...]]:
@@ -309,11 +329,15 @@ def _plain_block_statistics(
     active = np.empty((n, L), dtype=np.int64)
     layer_ranks = np.empty((n, L), dtype=np.int64) if spec.layer_ranks else None
     Ds: list[NDArray[Any]] = []
+    live: list[NDArray[np.bool_]] = [np.empty((0, 0), dtype=bool)] * L
     frame_layers: list[_frame.FrameLayer] = []
     packed: _DrawnLayer | None = None
     for l in range(L):
         if conditional[l]:
-            live_below = Ds[-1] != 0 if l else None
+            # The columns of every unit the exact rank keeps must be drawn, those of units
+            # whose phi' underflowed to 0.0 included (gelu far on its left tail, where its
+            # output is 0.0 too, so the conditioning on h alone would not draw them).
+            live_below = live[l - 1] if l else None
             drawn = _draw_conditional_layer(
                 spec, l, h, streams, live_below, acts[l], backend, scratch, pack
             )
@@ -325,7 +349,8 @@ def _plain_block_statistics(
             W = Ws[l]
             z = _affine(W, h, bs[l])
             d = _dispatch.derivatives(np.ascontiguousarray(z), acts[l], backend)
-        active[:, l] = np.count_nonzero(d, axis=1)
+        live[l] = live_units(z, acts[l])
+        active[:, l] = np.count_nonzero(live[l], axis=1)
         frame_layers.append(_frame.FrameLayer(kernel_Ws[l], z, acts[l]))
         if l + 1 < L:  # the last layer's output is not needed
             h = _dispatch.activation_values(z, acts[l], backend)
@@ -337,7 +362,8 @@ def _plain_block_statistics(
         # One relu layer left packed: its rank is exact (phi' is 0 or 1) and the compiled
         # summary of its live rows is the stable one (no product).
         assert packed.packed_rows is not None
-        counts = np.ascontiguousarray(active[:, 0])
+        # the rows drawn: those of the units with phi' != 0 (relu: the same as the active)
+        counts = np.count_nonzero(packed.derivatives, axis=1).astype(np.int64)
         bound = np.minimum(active.min(axis=1), n0)
         rank, log_smax, log_smin, frobenius2, log_volume = _dispatch.call(
             "spectral_summary_rows",
@@ -373,6 +399,16 @@ def _plain_block_statistics(
     return record(active, layer_ranks, exact, summary, spec.spectra)
 
 
+def live_units(arg: NDArray[Any], act: Activation) -> NDArray[np.bool_]:
+    """(n, m) the units that count as active: phi'(arg) not zero mathematically
+    (:meth:`jacgeom.Activation.derivative_is_zero`), the decision by which the exact rank
+    keeps or removes a unit's row, on every backend. Not ``phi'(arg) != 0``: a saturated
+    tanh or gelu unit's phi' underflows to 0.0 in float64 while its row stays in the exact
+    rank, and counting it inactive would contradict the rank (more live directions than
+    active units)."""
+    return ~np.asarray(act.derivative_is_zero(arg), dtype=bool)
+
+
 def _affine(W: NDArray[Any], h: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
     """z = W h + b per sample: W (n, m, k), h (n, k), b (n, m)."""
     return np.matmul(W, h[:, :, None])[:, :, 0] + b
@@ -381,24 +417,26 @@ def _affine(W: NDArray[Any], h: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
 def _masked_layer_rank(
     kernel_W: NDArray[Any], W: NDArray[Any], d: NDArray[Any], backend: str
 ) -> NDArray[np.int64]:
-    """Numerical rank of each plain layer Jacobian diag(d) W (n, m, k): numpy's matrix_rank
-    of its k_b non-zero rows (so the tolerance is sigma_max max(k_b, k) eps)."""
+    """Numerical rank of each plain layer Jacobian diag(d) W (n, m, k): numpy's
+    matrix_rank of the (m, k) matrix, tolerance sigma_max max(m, k) eps, whatever number of
+    its rows d leaves non-zero (the zero rows change no singular value, only the count
+    numpy's rule multiplies eps by)."""
+    m, k = W.shape[1:]
+    rtol = max(m, k) * float(np.finfo(np.float64).eps)
     if backend == "cpp":
+        # An explicit rtol: the kernel's default would be max(kept rows, k) eps.
         ranks, _ = _dispatch.call(
             "masked_rank",
             backend,
             np.ascontiguousarray(kernel_W),
             d,
-            _dispatch.DEFAULT_TOLERANCE,
+            _dispatch.Tolerance(rtol=rtol),
             False,
             False,
         )
         return ranks
-    A = d[:, :, None] * W
-    s = _dispatch.batched_singular_values(A, backend)
-    live = np.count_nonzero(d, axis=1)
-    tol = s[:, :1] * np.maximum(live, A.shape[2])[:, None] * np.finfo(s.dtype).eps
-    return np.count_nonzero(s > tol, axis=1).astype(np.int64)
+    s = _dispatch.batched_singular_values(d[:, :, None] * W, backend)
+    return numerical_rank(s, (m, k))
 
 
 # ------------------------------------------------------- residual and normalised layers
@@ -422,7 +460,7 @@ def _dense_block_statistics(
         z = _affine(W, h, bs[l])
         arg, sigma = _layer_norm(z) if spec.norm == "layer" else (z, None)
         d = _dispatch.derivatives(np.ascontiguousarray(arg), acts[l], backend)
-        active[:, l] = np.count_nonzero(d, axis=1)
+        active[:, l] = np.count_nonzero(live_units(arg, acts[l]), axis=1)
         if l + 1 < L:  # the last layer's output is not needed
             a = _dispatch.activation_values(arg, acts[l], backend)
             h = h + a if spec.residual else a

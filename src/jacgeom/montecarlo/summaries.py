@@ -30,7 +30,9 @@ merges in chunk order (and within a chunk in block order), so a result depends o
 :meth:`Result.summary`: exactly the same numbers as the per-sample arrays give for
 everything computed from counts, the same mean and standard deviation to rounding, and
 quantiles good to the width of their bin (within it, the bin's midpoint on the asinh
-scale, clipped to the observed min and max), which it states as ``bin_width``.
+scale, clipped to the observed min and max), which it states as ``bin_width``, and the
+median's interval widened to the outer edges of its ends' bins, so that it contains the
+interval the exact order statistics give.
 
 :meth:`Summary.to_arrays` / :meth:`Summary.from_arrays`: the summary as a flat dict of
 numpy arrays (sparse histograms), what a checkpoint file and a remote worker carry.
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import boost_histogram as bh
@@ -273,10 +276,62 @@ class Moments:
         k -= self.count
         return math.inf if k < self.posinf else math.nan
 
-    def distribution(self) -> dict[str, float]:
+    def order_statistic_bounds(self, k: int) -> tuple[float, float]:
+        """(lo, hi) with lo <= the k-th smallest value <= hi (0-based, as
+        :meth:`order_statistic`): the outer edges of its bin, clipped to [minimum,
+        maximum]; the value itself where it is not finite.
+
+        The edges are sinh(j BIN_WIDTH) widened by a few units of rounding in asinh and
+        sinh, so that a value that the grid placed in bin j (floor(asinh(x) / BIN_WIDTH),
+        rounded) lies between them."""
+        if k < self.neginf:
+            return -math.inf, -math.inf
+        k -= self.neginf
+        if k < self.count:
+            i = int(np.searchsorted(np.cumsum(self.bin_counts), k, side="right"))
+            t_lo, t_hi = (self.first_bin + i) * BIN_WIDTH, (self.first_bin + i + 1) * BIN_WIDTH
+            lo = _outward(_sinh(t_lo - _ASINH_SLACK * max(1.0, abs(t_lo))), -math.inf)
+            hi = _outward(_sinh(t_hi + _ASINH_SLACK * max(1.0, abs(t_hi))), math.inf)
+            return max(lo, self.minimum), min(hi, self.maximum)
+        k -= self.count
+        value = math.inf if k < self.posinf else math.nan
+        return value, value
+
+    def distribution(self, level: float = 0.95) -> dict[str, float]:
         """The keys of result.distribution_summary: mean and std (ddof 0) of the finite
-        values, their fraction, quantiles 5 to 95% and a 95% interval for the median."""
-        return _distribution(self.total, self.order_statistic, self.count, self.mean, self.m2)
+        values, their fraction, quantiles 5 to 95% (bin midpoints, good to their bin) and
+        an interval for the median at ``level`` whose bounds are widened to the outer edges
+        of their bins, so that it contains the interval of the exact order statistics."""
+        return _distribution(
+            self.total,
+            self.order_statistic,
+            self.order_statistic_bounds,
+            self.count,
+            self.mean,
+            self.m2,
+            level,
+        )
+
+
+# Slack of a bin edge on the asinh scale, relative to max(1, |edge|): numpy's arcsinh and
+# math.sinh are each good to a few units in the last place, so a value whose computed
+# floor(asinh(x) / BIN_WIDTH) is j can sit that far outside sinh(j BIN_WIDTH).
+_ASINH_SLACK = 8 * float(np.finfo(np.float64).eps)
+
+
+def _sinh(t: float) -> float:
+    """sinh(t), +-inf beyond the float64 range (the top bin's outer edge is beyond it)."""
+    try:
+        return math.sinh(t)
+    except OverflowError:
+        return math.copysign(math.inf, t)
+
+
+def _outward(x: float, toward: float) -> float:
+    """x moved four floats toward ``toward`` (-inf or inf): the rounding of sinh."""
+    for _ in range(4):
+        x = math.nextafter(x, toward)
+    return x
 
 
 @dataclasses.dataclass
@@ -357,21 +412,22 @@ class Summary:
     def summary(self, spec: Spec, level: float = 0.95) -> dict[str, Any]:
         """The keys of Result.summary (``theory`` left out; listed in its docstring, among
         them ``p_gain_zero`` = P(J e_1 = 0) when log_gain is recorded), from the counts and
-        moments, with ``bin_width``: the histogram's bin width on the asinh scale."""
+        moments, with ``bin_width``: the histogram's bin width on the asinh scale.
+        ``level``: the confidence level of the probabilities' and medians' intervals."""
         w = spec.resolved_widths()
         p = min(w[0], w[-1])
         out: dict[str, Any] = {"samples": self.samples, "widths": list(w)}
         exact = self.integers["exact_rank"]
         out["p_exact_rank_deficient"] = _probability(int(exact[:p].sum()), self.samples, level)
-        out["mean_exact_rank"] = _count_distribution(exact, 1.0)
+        out["mean_exact_rank"] = _count_distribution(exact, 1.0, level)
         rank = self.integers["rank"]
         out["p_rank_deficient"] = _probability(int(rank[:p].sum()), self.samples, level)
         out["p_any_zeroed"] = _probability(int(self.integers["any_zeroed"][0]), self.samples, level)
-        out["active_fraction"] = self.reals["active_fraction"].distribution()
-        out["rank_fraction"] = _count_distribution(rank, 1.0 / p)
+        out["active_fraction"] = self.reals["active_fraction"].distribution(level)
+        out["rank_fraction"] = _count_distribution(rank, 1.0 / p, level)
         for key in REAL[:-1]:
             if key in self.reals:
-                out[key] = self.reals[key].distribution()
+                out[key] = self.reals[key].distribution(level)
         if "log_gain" in self.reals:  # J e_1 = 0 exactly
             zero = self.reals["log_gain"].neginf
             out["p_gain_zero"] = _probability(int(zero), self.samples, level)
@@ -430,7 +486,9 @@ def _probability(k: int, n: int, level: float) -> dict[str, float]:
     return {"p": k / n if n else math.nan, "lo": lo, "hi": hi, "count": k}
 
 
-def _count_distribution(counts: NDArray[np.int64], scale: float) -> dict[str, float]:
+def _count_distribution(
+    counts: NDArray[np.int64], scale: float, level: float = 0.95
+) -> dict[str, float]:
     """distribution_summary of integer values v (counts[v] of each) times scale: exact."""
     n = int(counts.sum())
     values = np.arange(counts.size) * scale
@@ -441,14 +499,25 @@ def _count_distribution(counts: NDArray[np.int64], scale: float) -> dict[str, fl
     def order_statistic(k: int) -> float:
         return float(values[np.searchsorted(cum, k, side="right")])
 
-    return _distribution(n, order_statistic, n, mean, m2)
+    def bounds(k: int) -> tuple[float, float]:
+        value = order_statistic(k)
+        return value, value
+
+    return _distribution(n, order_statistic, bounds, n, mean, m2, level)
 
 
 def _distribution(
-    n: int, order_statistic: Any, finite: int, mean: float, m2: float
+    n: int,
+    order_statistic: Callable[[int], float],
+    bounds: Callable[[int], tuple[float, float]],
+    finite: int,
+    mean: float,
+    m2: float,
+    level: float,
 ) -> dict[str, float]:
     # The order statistics of result.distribution_summary: inverted CDF for the quantiles, a
-    # binomial (distribution-free) interval for the median.
+    # binomial (distribution-free) interval for the median at ``level``, its ends from
+    # ``bounds`` (lo of the lower, hi of the upper order statistic).
     if n == 0:
         nan = math.nan
         keys = ("mean", "std", "finite_fraction", "q05", "q25", "median", "q75", "q95")
@@ -457,8 +526,10 @@ def _distribution(
         order_statistic(min(n - 1, math.ceil(f * n) - 1 if f * n >= 1 else 0))
         for f in (0.05, 0.25, 0.5, 0.75, 0.95)
     ]
-    half = 1.96 * math.sqrt(n) / 2
-    lo_i, hi_i = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    lo_i, hi_i = theory.median_order_statistics(n, level)
+    # Too few samples for the level: no pair of order statistics covers the median so often.
+    median_lo = bounds(lo_i)[0] if lo_i >= 0 else -math.inf
+    median_hi = bounds(hi_i)[1] if hi_i < n else math.inf
     return {
         "mean": float(mean) if finite else math.nan,
         "std": math.sqrt(m2 / finite) if finite > 1 else math.nan,
@@ -468,6 +539,6 @@ def _distribution(
         "median": q[2],
         "q75": q[3],
         "q95": q[4],
-        "median_lo": order_statistic(lo_i),
-        "median_hi": order_statistic(hi_i),
+        "median_lo": median_lo,
+        "median_hi": median_hi,
     }

@@ -51,7 +51,10 @@ def place_live_rows(
     Parameters
     ----------
     h : (N, n) float64
-        The layer's input; its non-zero columns must be in ``cols``.
+        The layer's input; its non-zero columns must be in ``cols``. Only h / |h| matters,
+        and |h|^2 is formed as the plain sum of squares, so a non-zero row must have it in
+        float64's normal range (the caller, sampling.draw_layer_given_input, rescales the
+        rows whose squares underflow or overflow by a power of two).
     cols : (N, n) bool
         Columns whose entries come from G (the others from B).
     u : (N, m) float64
