@@ -96,8 +96,8 @@ def _refuse_constant(name: str) -> None:
 def test_analyze_json_is_strict_where_no_sample_keeps_full_rank(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # relu with W = 0 kills every unit: exact rank 0 on every sample, so the finite log
-    # volumes are none (median NaN in the report) and the volume itself -inf
+    # relu with W = 0 kills every unit: exact rank 0 on every sample, so every log-volume
+    # is -inf, the median too, written as the string "-inf"
     path = tmp_path / "dead.safetensors"
     safetensors_numpy.save_file({"w": np.zeros((3, 4)), "b": -np.ones(3)}, str(path))
     np.save(tmp_path / "X.npy", np.ones((5, 4)))
@@ -107,7 +107,8 @@ def test_analyze_json_is_strict_where_no_sample_keeps_full_rank(
     assert main([*argv, "--json"]) == 0
     (layer,) = json.loads(capsys.readouterr().out, parse_constant=_refuse_constant)["layers"]
     assert layer["rank_lost_samples"] == 5 and layer["exact_rank"]["max"] == 0
-    assert layer["log_volume"]["median"] is None and layer["log_volume"]["infinite"] == 5
+    assert layer["log_volume"]["median"] == "-inf" and layer["log_volume"]["infinite"] == 5
+    assert layer["log_condition"]["median"] == "inf" and layer["log_condition"]["min"] == "inf"
 
 
 @pytest.mark.parametrize(
@@ -330,3 +331,193 @@ def test_analyze_forward_overflow_is_one_line_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "pre-activations of layer 0 are not finite" in err and err.count("\n") == 1, err
+
+
+def _relu_model(tmp_path: Path, bias: float) -> tuple[list[str], np.ndarray]:
+    """An 8x4 relu layer then a 3x8 identity layer in safetensors, and 60 probe inputs."""
+    rng = np.random.default_rng(4)
+    safetensors_numpy.save_file(
+        {
+            "w0": rng.standard_normal((8, 4)),
+            "b0": np.full(8, bias),
+            "w1": rng.standard_normal((3, 8)),
+        },
+        str(tmp_path / "mlp.safetensors"),
+    )
+    arch = {
+        "layers": [
+            {"weight": "w0", "bias": "b0", "activation": "relu"},
+            {"weight": "w1", "activation": "identity"},
+        ]
+    }
+    (tmp_path / "arch.json").write_text(json.dumps(arch))
+    X = rng.standard_normal((60, 4))
+    np.save(tmp_path / "X.npy", X)
+    return [str(tmp_path / "mlp.safetensors"), "--arch", str(tmp_path / "arch.json")], X
+
+
+def test_analyze_reads_an_npz_of_one_array_or_of_one_named_x(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, X = _relu_model(tmp_path, 0.0)
+    argv = ["analyze", *model, "--json", "--data"]
+    assert main([*argv, str(tmp_path / "X.npy")]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert want["samples"] == 60
+    np.savez(tmp_path / "one.npz", probe=X)
+    np.savez(tmp_path / "named.npz", labels=np.arange(60), X=X)
+    for name in ("one.npz", "named.npz"):
+        assert main([*argv, str(tmp_path / name)]) == 0
+        assert json.loads(capsys.readouterr().out) == want
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (
+            lambda p: np.savez(p, a=np.ones((3, 4)), b=np.ones(3)),
+            r"--data '.*data\.npz' holds 2 arrays \('a', 'b'\); expected one array, or one "
+            r"named 'X'",
+        ),
+        (lambda p: np.savez(p), r"--data '.*data\.npz' holds 0 arrays; expected one array"),
+        (
+            lambda p: p.write_text('{"layers": []}'),
+            r"--data '.*data\.npz' is neither a \.npy nor an \.npz file",
+        ),
+        (lambda p: p.write_bytes(b""), r"--data '.*data\.npz' is neither a \.npy nor an \.npz"),
+        (
+            lambda p: (
+                np.save(p.with_suffix(".npy"), np.array([1, None], dtype=object))
+                or p.with_suffix(".npy").rename(p)
+            ),
+            r"--data '.*data\.npz': numpy cannot read it without pickle \(Object arrays",
+        ),
+        (lambda p: None, r"--data '.*data\.npz' is not a file"),
+    ],
+)
+def test_unreadable_data_is_one_line_exit_2_before_the_model_is_read(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    write: Any,
+    message: str,
+) -> None:
+    import jacgeom.analyze
+
+    model, _ = _relu_model(tmp_path, 0.0)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was read")
+
+    monkeypatch.setattr(jacgeom.analyze, "load_safetensors_model", refuse)
+    write(tmp_path / "data.npz")
+    assert main(["analyze", *model, "--data", str(tmp_path / "data.npz")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert re.search("jacgeom analyze: error: " + message, captured.err), captured.err
+
+
+@pytest.mark.parametrize(
+    ("plot", "message"),
+    [
+        (
+            "/nonexistent/f.png",
+            "--plot /nonexistent/f.png: directory '/nonexistent' does not exist",
+        ),
+        ("out.xyz", "--plot out.xyz: give a file name ending in .png, .pdf or .svg"),
+    ],
+)
+def test_analyze_plot_path_checked_before_any_work(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    plot: str,
+    message: str,
+) -> None:
+    import jacgeom.analyze
+
+    model, _ = _relu_model(tmp_path, 0.0)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the analysis started")
+
+    monkeypatch.setattr(jacgeom.analyze, "analyze", refuse)
+    argv = [*model, "--data", str(tmp_path / "X.npy"), "--plot", plot]
+    for run in (lambda: main(["analyze", *argv]), lambda: jacgeom.analyze._standalone(argv)):
+        assert run() == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""  # no table printed before the error
+        assert captured.err == f"jacgeom analyze: error: {message}\n"
+
+
+def test_analyze_plot_write_failure_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the directory checked before the run can be gone when the figure is written
+    pytest.importorskip("matplotlib")
+    import jacgeom.analyze
+
+    model, _ = _relu_model(tmp_path, 0.0)
+
+    def gone(report: Any, path: Any) -> None:
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(jacgeom.analyze, "plot_report", gone)
+    argv = [*model, "--data", str(tmp_path / "X.npy"), "--plot", str(tmp_path / "f.png")]
+    assert jacgeom.analyze._standalone(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jacgeom analyze: error: --plot {tmp_path / 'f.png'}: ")
+    assert err.count("\n") == 1
+
+
+def test_python_dash_m_analyze_bad_plot_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model, _ = _relu_model(tmp_path, 0.0)
+    argv = [*model, "--data", str(tmp_path / "X.npy"), "--plot", "/nonexistent/f.png"]
+    done = subprocess.run(
+        [sys.executable, "-m", "jacgeom.analyze", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr == (
+        "jacgeom analyze: error: --plot /nonexistent/f.png: directory '/nonexistent' does not "
+        "exist\n"
+    )
+
+
+@pytest.mark.parametrize("bias", [-0.5, -50.0, 0.6])
+def test_report_figure_draws_infinite_medians_on_the_edge(tmp_path: Path, bias: float) -> None:
+    # Where most (or all) samples lost exact rank the medians are infinite: a labelled
+    # marker on the panel's edge, nothing infinite in data coordinates; the figure drew
+    # nothing there before (and medians of the finite samples where some were).
+    pytest.importorskip("matplotlib")
+    from jacgeom.analyze import _report_figure, plot_report
+
+    model, X = _relu_model(tmp_path, bias)
+    report = analyze(model[0], tmp_path / "X.npy", arch=model[2])
+    g = report.layers[0]
+    fig = _report_figure(report)
+    volume, cond = fig.jacgeom_data["log_volume"], fig.jacgeom_data["log_condition"]
+    assert volume["median"][0] == g.log_volume.median
+    assert cond["q95"][0] == g.log_condition.q95
+    assert volume["lost"].tolist() == [g.rank_lost_samples, 0]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    label = f"exact rank lost\n({g.rank_lost_samples} of 60 samples)"
+    assert (f"inf: {label}" in texts) == (g.rank_lost_samples > 30)
+    assert (f"-inf: {label}" in texts) == (g.rank_lost_samples > 30)
+    if bias == -50.0:
+        assert g.rank_lost_samples == 60 and g.log_condition.median == np.inf
+    for ax in fig.axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+        for line in ax.get_lines():
+            if line.get_transform() == ax.transData:
+                assert np.isfinite(np.asarray(line.get_ydata(), dtype=float)).all()
+        for bars in ax.collections:
+            assert np.isfinite(np.asarray(bars.get_segments(), dtype=float)).all()
+    # the lost samples are named under each layer
+    assert fig.axes[3].get_xticklabels()[0].get_text() == (
+        f"0\n{g.rank_lost_samples} lost" if g.rank_lost_samples else "0"
+    )
+    plot_report(report, tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 10000

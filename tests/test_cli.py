@@ -574,3 +574,58 @@ def test_relu_gain_line_beside_its_exact_law(capsys: pytest.CaptureFixture[str])
     # Not for tanh, where no such law is known.
     assert main(["mc", "--widths", "6", "6", "--activation", "tanh", "--samples", "50"]) == 0
     assert "Gain of one input direction" not in capsys.readouterr().out
+
+
+def test_table_legend_states_the_level_and_the_widened_median_intervals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The legend's level is the level of the table's intervals: the printed P(float64 rank
+    # < n) interval is Clopper-Pearson at that level, computed here with scipy.
+    import re
+
+    from scipy.stats import beta
+
+    argv = ["mc", "--widths", "6", "6", "6", "--samples", "500", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    legend = " ".join(out.split())
+    level = float(re.search(r"Intervals at level (\d+)%", legend).group(1)) / 100  # type: ignore[union-attr]
+    assert "for the median log10 cond, the distribution-free interval between two order" in (legend)
+    assert "each end widened outward to the edge of its bin" in legend and "1/256" in legend
+    assert "order statistics for medians" not in legend
+    head, _, row = (line.split("|") for line in out.splitlines()[:3])
+    cell = row[[h.strip() for h in head].index("P(float64 rank < n) [95% CI]")]
+    p, lo, hi = map(float, re.findall(r"[\d.]+", cell))
+    k, n = round(p * 500), 500
+    alpha = 1 - level
+    want_lo = 0.0 if k == 0 else beta.ppf(alpha / 2, k, n - k + 1)
+    want_hi = 1.0 if k == n else beta.ppf(1 - alpha / 2, k + 1, n - k)
+    assert (lo, hi) == (round(want_lo, 4), round(want_hi, 4))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "err"),
+    [
+        (
+            'raise SystemExit("report.py: cannot read x.json: gone")',
+            2,
+            "jacgeom bench: error: report.py: cannot read x.json: gone\n",
+        ),
+        ("raise SystemExit(3)", 3, ""),
+        ("print('ran')", 0, ""),
+    ],
+)
+def test_bench_passes_on_the_reports_exit_and_prints_its_message(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    body: str,
+    status: int,
+    err: str,
+) -> None:
+    # sys.exit("message") in bench/report.py became exit 2 without the message
+    (tmp_path / "report.py").write_text(body + "\n")
+    monkeypatch.setenv("JACGEOM_BENCH_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert main(["bench", "--anything"]) == status
+    assert capsys.readouterr().err == err

@@ -90,12 +90,13 @@ def test_api_reference_lists_every_public_name() -> None:
     import jacgeom.interop
     import jacgeom.montecarlo
     import jacgeom.report
+    import jacgeom.theory
     import jacgeom.torch
 
     page = (ROOT / "docs" / "reference" / "index.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^   ([A-Za-z_][A-Za-z0-9_]*)$", page, flags=re.MULTILINE))
     public = set(jacgeom.__all__) | set(jacgeom.montecarlo.__all__)
-    for module in (jacgeom.interop, jacgeom.report, jacgeom.analyze, jacgeom.torch):
+    for module in (jacgeom.interop, jacgeom.report, jacgeom.analyze, jacgeom.torch, jacgeom.theory):
         public |= set(module.__all__)
     assert public <= listed, f"public names missing from the API reference: {public - listed}"
     assert listed <= public, f"the API reference lists names that are not public: {listed - public}"

@@ -81,9 +81,15 @@ def test_warp_data_relu_folds_and_circle() -> None:
 
 
 def test_dead_coordinate_figure_matches_closed_form() -> None:
+    from jacgeom.montecarlo.sampling import weight_std
+
     fig = plot.dead_coordinate_figure(widths=(1, 2, 4), samples=3000)
     d = fig.jacgeom_data
     np.testing.assert_allclose(d["theory"], [0.5, 0.75, 0.9375])
+    # the title states the weights' law the Monte Carlo draws: variance 2/n (He), not 1/n
+    assert weight_std(Spec(widths=(4, 4), init=d["init"]), 4, 4) ** 2 * 4 == pytest.approx(2.0)
+    title = fig.axes[0].get_title()
+    assert "N(0, 2/n)" in title and "1/n" not in title, title
     # 95% intervals at three points: generous check that measurements straddle theory
     assert np.all(np.abs(d["p"] - d["theory"]) < 4 * np.sqrt(0.25 / 3000))
     assert_readable(fig)
@@ -138,7 +144,13 @@ def test_rank_depth_figure_panels() -> None:
     assert sum("log10 condition number" in t for t in titles) == 3
     assert "60 samples per point" in fig._suptitle.get_text()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "relu" in legend and any("float64 rank drops" in t for t in legend)
+    # numpy's rule on 6 x 6 Jacobians: singular values at or below 6 eps sigma_max drop
+    threshold = -math.log10(6 * np.finfo(np.float64).eps)
+    assert "relu" in legend
+    assert f"log10(1/(6 eps)) = {threshold:.1f}: numpy's float64-rank threshold" in legend
+    dotted = [line for ax in fig.axes[6:] for line in ax.get_lines() if line.get_ls() == ":"]
+    assert len(dotted) == 3
+    assert all(np.allclose(line.get_ydata(), threshold) for line in dotted)
     assert_readable(fig)
 
 
@@ -337,3 +349,32 @@ def test_scaling_figure_explains_p_and_labels_every_panel(monkeypatch: pytest.Mo
             t for t in ax.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi
         ]
         assert len(shown) >= 2, ax.get_title()
+
+
+def test_monte_carlo_figure_threshold_uses_numpys_size_max_n0_nL() -> None:
+    """numpy.linalg.matrix_rank drops singular values at or below max(m, n) eps sigma_max:
+    for widths 64-32-8 the Jacobian is 8 x 64 and the threshold log10(1 / (64 eps)) =
+    13.847, not log10(1 / (8 eps)) = 14.750 (drawn before). Checked on numpy itself."""
+    eps = np.finfo(np.float64).eps
+    want = -math.log10(64 * eps)
+    assert want == pytest.approx(13.847, abs=1e-3)
+    # numpy's own rule at that threshold: an 8 x 64 matrix with condition number just
+    # below and just above 10**want
+    U = np.linalg.qr(np.random.default_rng(0).standard_normal((64, 8)))[0].T  # 8 x 64
+    for cond, rank in ((10 ** (want - 0.01), 8), (10 ** (want + 0.01), 7)):
+        A = np.diag(np.r_[np.ones(7), 1 / cond]) @ U
+        assert np.linalg.matrix_rank(A) == rank
+    res = run(Spec(widths=(64, 32, 8), activation="tanh", samples=100, seed=0), progress=False)
+    fig = plot.monte_carlo_figure([({"widths": (64, 32, 8)}, res)])
+    d = fig.jacgeom_data["point"]["tanh"]
+    assert d["n"].tolist() == [8] and d["n_max"].tolist() == [64]
+    dotted = [
+        line
+        for line in fig.axes[2].get_lines()
+        if line.get_linestyle() == ":" and line.get_color() == "grey"
+    ]
+    assert len(dotted) == 1
+    np.testing.assert_allclose(dotted[0].get_ydata(), want, rtol=1e-12)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "log10(1/(max(n_0, n_L) eps)): numpy's float64-rank threshold" in labels
+    assert_readable(fig)

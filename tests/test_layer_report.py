@@ -314,3 +314,95 @@ def test_analyze_unloadable_torch_files_are_one_line(tmp_path, capsys) -> None: 
         assert analyze.main(args) == 2  # type: ignore[arg-type]
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_distribution_counts_infinite_samples_in_its_quantiles() -> None:
+    import statistics
+
+    inf = float("inf")
+    d = Distribution.of([3.0, inf, 1.0, 2.0])
+    assert (d.count, d.infinite, d.min, d.max) == (4, 1, 1.0, inf)
+    assert d.median == statistics.median([1.0, 2.0, 3.0, inf]) == 2.5
+    assert d.q95 == inf  # between 3 and inf, with weight on inf
+    # more than half infinite: the median is infinite, as it is
+    assert Distribution.of([0.5, inf, 1.0, inf, inf]).median == inf
+    # an order statistic hit exactly is itself, even beside an infinite one (the linear
+    # formula gives inf * 0 = nan there): 21 values, q05 at index 1
+    d = Distribution.of([0.0, 1.0] + [inf] * 19)
+    assert (d.min, d.q05, d.median, d.q95, d.max) == (0.0, 1.0, inf, inf, inf)
+    lost = Distribution.of(np.full(6, -np.inf))
+    assert [lost.min, lost.q05, lost.median, lost.q95, lost.max] == [-inf] * 5
+    assert lost.infinite == 6
+    # finite values: numpy's default quantiles
+    v = np.random.default_rng(0).standard_normal(37)
+    d = Distribution.of(v)
+    np.testing.assert_array_equal(
+        [d.min, d.q05, d.median, d.q95, d.max], np.quantile(v, [0, 0.05, 0.5, 0.95, 1])
+    )
+    assert np.isnan(Distribution.of([]).median) and Distribution.of([]).count == 0
+    with pytest.raises(ValueError, match=r"values holds 1 NaN of 3"):
+        Distribution.of([1.0, np.nan, 2.0])
+
+
+def _relu_layer_truth(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per sample: exact rank lost (fewer live units than inputs, W's rows in general
+    position), and the natural-log volume and condition number of D W from numpy's SVD of
+    the live rows (-inf and inf where rank is lost)."""
+    n = W.shape[1]
+    rows = [W[z > 0] for z in X @ W.T + b]
+    lost = np.array([r.shape[0] < n for r in rows])
+    volume = np.full(len(rows), -np.inf)
+    cond = np.full(len(rows), np.inf)
+    for i, r in enumerate(rows):
+        if not lost[i]:
+            s = np.linalg.svd(r, compute_uv=False)
+            volume[i], cond[i] = np.log(s).sum(), np.log(s[0] / s[-1])
+    return lost, volume, cond
+
+
+@pytest.mark.parametrize("bias", [-0.5, 0.6, -50.0])
+def test_report_medians_count_the_samples_that_lost_exact_rank(bias: float) -> None:
+    # The median log condition number and log-volume are over all samples: a sample whose
+    # exact rank is lost is +inf and -inf (they were medians of the finite values only,
+    # 2.3 where 194 of 200 samples had lost rank, and NaN where all had).
+    import itertools
+    import statistics
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((8, 4))
+    for rows in itertools.combinations(range(8), 4):  # any 4 rows independent
+        assert abs(np.linalg.det(W[list(rows)])) > 1e-6
+    b = np.full(8, bias)
+    X = rng.standard_normal((200, 4))
+    rep = jacgeom.Network([W], [b], activation="relu").layer_report(X)
+    g = rep.layers[0]
+    lost, volume, cond = _relu_layer_truth(W, b, X)
+    assert g.rank_lost_samples == g.log_condition.infinite == g.log_volume.infinite == lost.sum()
+    for got, want in ((g.log_condition, cond), (g.log_volume, volume)):
+        assert got.median == pytest.approx(statistics.median(want.tolist()), rel=1e-9)
+        assert got.min == pytest.approx(want.min(), rel=1e-9)
+        assert got.max == pytest.approx(want.max(), rel=1e-9)
+        assert not np.isnan([got.q05, got.median, got.q95]).any()
+    if lost.mean() > 0.5:
+        assert g.log_condition.median == np.inf and g.log_volume.median == -np.inf
+    if 0.05 < lost.mean() < 0.5:  # finite medians, infinite 5% / 95% ends
+        assert np.isfinite(g.log_condition.median) and g.log_condition.q95 == np.inf
+        assert g.log_volume.q05 == -np.inf
+    row = rep.table().splitlines()[2].split()
+    assert row[9:12] == [
+        f"{g.log_volume.median:.3g}",
+        f"{g.log_condition.median:.3g}",
+        str(lost.sum()),
+    ]
+    assert "medians over all samples, a sample with exact rank lost counting as -inf, inf" in (
+        rep.table().replace("\n", " ")
+    )
+
+
+def test_report_biases_give_every_case() -> None:
+    # the cases the test above means to cover: most, some and all samples rank-lost
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((8, 4))
+    X = rng.standard_normal((200, 4))
+    fractions = [_relu_layer_truth(W, np.full(8, b), X)[0].mean() for b in (-0.5, 0.6, -50.0)]
+    assert fractions[0] > 0.5 and 0.05 < fractions[1] < 0.5 and fractions[2] == 1.0

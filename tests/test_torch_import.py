@@ -641,3 +641,42 @@ def test_non_modules_refused_by_type() -> None:
     for bad in (np.ones((3, 3)), lambda x: torch.relu(x), None):
         with pytest.raises(TypeError, match=r"module must be a torch.nn.Module or torch.jit"):
             spec_from_torch(bad)
+
+
+def test_geometry_monitor_medians_count_rank_lost_samples() -> None:
+    # relu units with bias -0.5 leave fewer than 4 of 8 live at most probe samples: exact
+    # rank lost there, so the batch's median log condition number is inf and its median
+    # log-volume -inf (the monitor showed the median of the few finite samples, 2.31, and
+    # NaN once every sample had lost rank).
+    import statistics
+
+    from jacgeom.torch import GeometryMonitor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4), nn.Tanh()).double()
+    probe = torch.randn(200, 4, dtype=torch.float64)
+    monitor = GeometryMonitor(model, probe, every=1)
+    for step, bias in enumerate((-0.5, 0.5, -5.0)):
+        with torch.no_grad():
+            model[0].bias.fill_(bias)
+        monitor.record(step)
+    W = model[0].weight.detach().numpy()
+    lost_truth = []
+    for step, bias in enumerate((-0.5, 0.5, -5.0)):
+        Z = probe.numpy() @ W.T + bias
+        cond = []
+        for z in Z:  # natural-log condition number of D W from numpy, inf where rank is lost
+            live = W[z > 0]
+            s = np.linalg.svd(live, compute_uv=False) if live.shape[0] >= 4 else None
+            cond.append(np.inf if s is None or s[-1] == 0 else float(np.log(s[0] / s[-1])))
+        lost_truth.append(sum(np.isinf(cond)))
+        (row,) = [r for r in monitor.table() if r["step"] == step and r["layer"] == 0]
+        assert row["rank_lost_samples"] == lost_truth[-1]
+        assert row["log_condition"] == pytest.approx(statistics.median(cond), rel=1e-9)
+    assert lost_truth[0] > 100 and 0 < lost_truth[1] < 100 and lost_truth[2] == 200
+    steps, cond_series = monitor.series("log_condition")
+    _, volume_series = monitor.series("log_volume")
+    assert steps.tolist() == [0, 1, 2]
+    assert cond_series[0, 0] == np.inf and cond_series[2, 0] == np.inf
+    assert volume_series[0, 0] == -np.inf and volume_series[2, 0] == -np.inf
+    assert np.isfinite(cond_series[1, 0]) and np.isfinite(volume_series[1, 0])

@@ -34,8 +34,6 @@ import numpy as np
 import scipy.special
 from numpy.typing import NDArray
 
-from . import _validation
-
 __all__ = ["Activation", "activation", "activation_names"]
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -566,7 +564,9 @@ class Activation:
             "derivative_can_vanish": derivative_can_vanish,
         }
         for flag, value in flags.items():
-            _validation.flag(flag, value)  # bool("no") is True
+            # bool("no") is True: a property the caller vouches for must be a bool
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{flag} must be a bool, got {type(value).__name__} {value!r}")
         memo: dict[int, Any] = {}  # an array read by both functions is copied once
         return cls(
             name=name,

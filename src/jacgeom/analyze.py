@@ -4,7 +4,8 @@ MODEL is a TorchScript file (``torch.jit.save``) or a whole module saved with
 ``torch.save(module, path)``, of a kind :meth:`jacgeom.Network.from_torch` reads; or a
 ``.safetensors`` file of weights with ``--arch ARCH.json``, a small architecture spec that
 names each layer's weight, bias and activation (:func:`load_safetensors_model`; no torch
-needed). X.npy holds the probe inputs, (B, n_0). The report
+needed). X.npy holds the probe inputs, (B, n_0) (or an .npz file of one array, or of
+several with one named ``X``). The report
 (:meth:`jacgeom.Network.layer_report`) is printed as a table, or as JSON with ``--json``;
 ``--plot PATH`` saves a figure with a panel per quantity and a bar per layer.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -38,9 +40,10 @@ _DESCRIPTION = (
     "MODEL is a TorchScript file (torch.jit.save) or a whole module saved with "
     "torch.save(module, path), or a .safetensors file of weights with --arch ARCH.json (each "
     "layer's weight, bias and activation; torch not needed). X.npy holds the probe inputs, "
-    "shape (B, n_0). Prints per layer: dead and saturated units, exact and float64 rank, "
-    "log-volume and log condition number (natural logs), and whether the layer is a "
-    "homeomorphism onto its image."
+    "shape (B, n_0) (or X.npz: one array, or one named X). Prints per layer: dead and "
+    "saturated units, exact and float64 rank, log-volume and log condition number (natural "
+    "logs; medians over all samples, -inf and inf where exact rank is lost), and whether "
+    "the layer is a homeomorphism onto its image."
 )
 
 
@@ -60,7 +63,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model", help="TorchScript file, torch.save(module) file, or .safetensors weights"
     )
-    p.add_argument("--data", required=True, help="probe inputs X, a .npy file of shape (B, n_0)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="probe inputs X of shape (B, n_0): a .npy file, or an .npz file of one array "
+        "(or of several, one named X)",
+    )
     p.add_argument(
         "--arch",
         metavar="ARCH.json",
@@ -68,7 +76,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "activation (JSON; see jacgeom.analyze.load_safetensors_model)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--plot", metavar="PATH", help="save a figure of the report (matplotlib)")
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="save a figure of the report to PATH (.png, .pdf or .svg; needs matplotlib)",
+    )
     p.add_argument(
         "--dtype",
         choices=("float32", "float64"),
@@ -294,23 +306,44 @@ def analyze(
     backend: BackendName = "auto",
     arch: str | Path | None = None,
 ) -> LayerReport:
-    """The :class:`jacgeom.report.LayerReport` of a saved model on the inputs in a .npy file
-    (``arch``: the architecture spec of a .safetensors model, see
-    :func:`load_safetensors_model`).
+    """The :class:`jacgeom.report.LayerReport` of a saved model on probe inputs.
 
-    The probe data (B, n_0) are read in the model's dtype (``dtype``, "float32" or
-    "float64", or the weights' own).
+    Parameters
+    ----------
+    model_path : str or Path
+        A TorchScript file, a module saved by ``torch.save``, or a ``.safetensors`` file of
+        weights (then ``arch`` is required).
+    data_path : str or Path
+        The probe inputs (B, n_0): a ``.npy`` file, or a ``.npz`` file holding one array
+        (or several, one of them named ``X``, which is read). They are read before the
+        model, and in the model's dtype (``dtype``, "float32" or "float64", or the
+        weights' own).
+    dtype : {"float32", "float64"}, optional
+    saturation_tol : float, default 1e-2
+    backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+    arch : str or Path, optional
+        The architecture spec of a ``.safetensors`` model, see
+        :func:`load_safetensors_model`.
+
+    Returns
+    -------
+    LayerReport
 
     Raises
     ------
+    FileNotFoundError
+        Where the data file or the model is not a file.
     TypeError
         Where the data are not real numbers of at most 64 bits (longdouble, complex, text).
     ValueError
-        Where they hold NaN or Inf, or finite values beyond the model's dtype's range (1e39
-        for float32), or no rows; or where the model or ARCH cannot be read.
+        Where the data file is not one numpy can read, an .npz file holds no array or
+        several without one named ``X``; where the data hold NaN or Inf, finite values
+        beyond the model's dtype's range (1e39 for float32), or no rows; or where the
+        model or ARCH cannot be read.
     FloatingPointError
         Where finite data overflow the model's dtype in the forward pass.
     """
+    X = _read_data(data_path)
     if Path(model_path).suffix == ".safetensors":
         if arch is None:
             raise ValueError(
@@ -323,14 +356,6 @@ def analyze(
     else:
         spec = spec_from_torch(load_torch_model(model_path))
     net = Network(**spec.network_kwargs(dtype))
-    X = np.load(data_path, allow_pickle=False)
-    if X.dtype.kind not in "biuf" or (X.dtype.kind == "f" and X.dtype.itemsize > 8):
-        # The library's dtype policy (jacgeom._validation): longdouble would be rounded to
-        # float64 or float32 without a word, complex and text have no real meaning here.
-        raise TypeError(
-            f"{data_path} holds {X.dtype} values; expected a real float16, float32, float64, "
-            "integer or bool array (jacgeom computes in float32 or float64)"
-        )
     if X.dtype.kind == "f" and X.dtype != net.dtype:
         # Checked in the model's dtype, whether it came from the model or from --dtype: a
         # finite float64 value beyond float32's range is inf in a float32 model.
@@ -356,48 +381,230 @@ def analyze(
     )
 
 
+# The array an .npz file of several arrays is read from.
+NPZ_KEY = "X"
+
+
+def _read_data(data_path: str | Path) -> np.ndarray[Any, Any]:
+    """The probe inputs of a .npy file, or of an .npz file's one array (or its array
+    ``NPZ_KEY``), checked to be real numbers of at most 64 bits."""
+    path = Path(data_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {str(data_path)!r} is not a file")
+    with path.open("rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and magic[:2] != b"PK":  # .npy, or a zip archive (.npz)
+        # np.load would try pickle here and say the file holds pickled data, whatever it is
+        raise ValueError(
+            f"--data {str(data_path)!r} is neither a .npy nor an .npz file (numpy.save or "
+            "numpy.savez writes them)"
+        )
+    keys: list[str] = []
+    X: np.ndarray[Any, Any] | None = None
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                keys = list(loaded.files)
+                key = keys[0] if len(keys) == 1 else NPZ_KEY if NPZ_KEY in keys else None
+                if key is not None:
+                    X = loaded[key]
+        else:
+            X = np.asarray(loaded)
+    except (ValueError, EOFError, OSError) as exc:  # numpy's errors for a foreign file
+        raise ValueError(
+            f"--data {str(data_path)!r}: numpy cannot read it without pickle ({exc})"
+        ) from exc
+    if X is None:
+        listed = f" ({', '.join(map(repr, keys))})" if keys else ""
+        raise ValueError(
+            f"--data {str(data_path)!r} holds {len(keys)} arrays{listed}; expected one "
+            f"array, or one named {NPZ_KEY!r}"
+        )
+    if X.dtype.kind not in "biuf" or (X.dtype.kind == "f" and X.dtype.itemsize > 8):
+        # The library's dtype policy (jacgeom._validation): longdouble would be rounded to
+        # float64 or float32 without a word, complex and text have no real meaning here.
+        raise TypeError(
+            f"{data_path} holds {X.dtype} values; expected a real float16, float32, float64, "
+            "integer or bool array (jacgeom computes in float32 or float64)"
+        )
+    return X
+
+
 def plot_report(report: LayerReport, path: str | Path) -> None:
-    """A figure of the report: one panel per quantity, one bar per layer."""
-    import matplotlib
+    """Save a figure of the report (:func:`_report_figure`) to ``path`` (.png, .pdf, .svg)."""
+    from .plot import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
+    fig = _report_figure(report)
+    try:
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
+
+# Where a median or quantile that is infinite sits, in axes coordinates (0 bottom, 1 top).
+_EDGE = {1.0: 0.97, -1.0: 0.03}
+
+
+def _report_figure(report: LayerReport) -> Any:
+    """The report as a figure: unit fractions, median ranks, and the log-volume and log
+    condition number (natural logs) as medians with 5-95% bars over all samples.
+
+    A sample whose exact rank is lost has log-volume -inf and log condition number +inf
+    and counts in the quantiles; an infinite median is a marker on the panel's bottom or top
+    edge, labelled, and an infinite end of a bar a dotted line to that edge. Nothing
+    infinite is drawn as a value. ``fig.jacgeom_data[quantity]`` holds the arrays drawn
+    ("median", "q05", "q95", "lost", per layer) of "log_volume" and "log_condition".
+    """
+    from .plot import _pyplot
+
+    plt = _pyplot()
     layers = report.layers
-    x = np.arange(len(layers))
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    x = np.arange(len(layers), dtype=float)
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.9), layout="constrained")
     axes[0].bar(x - 0.2, [g.dead_fraction for g in layers], 0.4, label="dead units")
     axes[0].bar(x + 0.2, [g.saturated_fraction for g in layers], 0.4, label="saturated")
-    axes[0].set_title("unit fractions")
-    full = np.array([max(g.full_rank, 1) for g in layers], dtype=float)
-    axes[1].bar(x - 0.2, [g.exact_rank.median for g in layers] / full, 0.4, label="exact")
-    axes[1].bar(x + 0.2, [g.numerical_rank.median for g in layers] / full, 0.4, label="float64")
-    axes[1].set_title("median rank / min(n_l, n_l-1)")
-    axes[2].bar(x, [g.log_volume.median for g in layers])
-    axes[2].set_title("median log-volume (natural, finite)")
-    axes[3].errorbar(
-        x,
-        [g.log_condition.median for g in layers],
-        yerr=[
-            [g.log_condition.median - g.log_condition.q05 for g in layers],
-            [g.log_condition.q95 - g.log_condition.median for g in layers],
-        ],
-        fmt="o",
+    top = max([g.dead_fraction for g in layers] + [g.saturated_fraction for g in layers] + [0.0])
+    axes[0].set(
+        title="unit fractions",
+        ylabel="fraction of units / of (sample, unit) pairs",
+        ylim=(0.0, max(0.05, 1.3 * top)),  # room for the legend above the bars
     )
-    axes[3].set_title("log condition (natural): median, 5-95%")
+    full = np.array([max(g.full_rank, 1) for g in layers], dtype=float)
+    axes[1].bar(x - 0.2, np.array([g.exact_rank.median for g in layers]) / full, 0.4, label="exact")
+    axes[1].bar(
+        x + 0.2, np.array([g.numerical_rank.median for g in layers]) / full, 0.4, label="float64"
+    )
+    axes[1].set(title="median rank / min(n_l, n_l-1)", ylabel="rank / full rank", ylim=(0, 1.3))
+    data: dict[str, dict[str, Any]] = {}
+    lost = np.array([g.rank_lost_samples for g in layers])
+    for ax, quantity, title in (
+        (axes[2], "log_volume", "log-volume"),
+        (axes[3], "log_condition", "log condition number"),
+    ):
+        dists = [getattr(g, quantity) for g in layers]
+        d = {k: np.array([getattr(t, k) for t in dists]) for k in ("median", "q05", "q95")}
+        d["lost"] = lost
+        data[quantity] = d
+        _draw_quantiles(ax, x, d["median"], d["q05"], d["q95"], lost, report.samples)
+        ax.set(title=f"{title}: median, 5-95%", ylabel=f"{title} (natural log)")
+    ticks = [
+        f"{g.layer}\n{g.rank_lost_samples} lost" if g.rank_lost_samples else str(g.layer)
+        for g in layers
+    ]
     for ax in axes:
-        ax.set_xticks(x)
-        ax.set_xlabel("layer")
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        ax.set_xticks(x, ticks)
+        ax.set_xlabel("layer (samples with exact rank lost)")
+        ax.margins(x=0.15)
+    axes[0].legend(fontsize=8, loc="upper center", ncols=2)
+    axes[1].legend(fontsize=8, loc="upper center", ncols=2)
+    fig.suptitle(
+        f"Per-layer geometry over {report.samples} probe samples: medians and 5-95% "
+        "quantiles of all samples. A sample with exact rank lost has log-volume -inf and log "
+        "condition number inf:\nan infinite median is a labelled triangle on the panel's "
+        "edge, an infinite 5% or 95% quantile a dotted bar to that edge",
+        fontsize=9,
+    )
+    fig.jacgeom_data = data
+    return fig
+
+
+def _draw_quantiles(
+    ax: Any, x: Any, median: Any, lo: Any, hi: Any, lost: Any, samples: int
+) -> None:
+    """Medians with their 5-95% bars: finite values in data coordinates; an infinite median
+    a labelled marker on the edge of its sign, an infinite bar end a dotted line to it."""
+    from matplotlib.transforms import blended_transform_factory
+
+    edge = blended_transform_factory(ax.transData, ax.transAxes)
+    finite = np.isfinite(median)
+    if finite.any():
+        # a bar end that is infinite is drawn below as a dotted line, not as a value
+        m = median[finite]
+        low = np.where(np.isfinite(lo[finite]), lo[finite], m)
+        high = np.where(np.isfinite(hi[finite]), hi[finite], m)
+        ax.errorbar(
+            x[finite],
+            m,
+            yerr=[m - low, high - m],
+            fmt="o",
+            color="C0",
+            capsize=3,
+        )
+    for xi, mi, li, hi_i, k in zip(x, median, lo, hi, lost, strict=True):
+        for end in (li, hi_i):
+            if math.isinf(end) and math.isfinite(mi):
+                ax.annotate(
+                    "",
+                    xy=(xi, _EDGE[math.copysign(1.0, end)]),
+                    xycoords=edge,
+                    xytext=(xi, mi),
+                    textcoords="data",
+                    arrowprops={"arrowstyle": "-", "ls": ":", "color": "C0"},
+                )
+        if math.isinf(mi):
+            sign = math.copysign(1.0, mi)
+            finite_end = li if sign > 0 else hi_i
+            if math.isfinite(finite_end):
+                # the bar from its finite end to the edge where the median is
+                ax.plot([xi], [finite_end], marker="_", ms=10, color="C0")
+                ax.annotate(
+                    "",
+                    xy=(xi, _EDGE[sign]),
+                    xycoords=edge,
+                    xytext=(xi, finite_end),
+                    textcoords="data",
+                    arrowprops={"arrowstyle": "-", "ls": ":", "color": "C0"},
+                )
+            ax.plot(
+                [xi],
+                [_EDGE[sign]],
+                transform=edge,
+                marker="^" if sign > 0 else "v",
+                ms=9,
+                color="C3",
+                clip_on=False,
+                ls="none",
+            )
+            last = xi == x[-1] and len(x) > 1  # its label to the left, inside the panel
+            ax.annotate(
+                f"{'inf' if sign > 0 else '-inf'}: exact rank lost\n({k} of {samples} samples)",
+                (xi, _EDGE[sign]),
+                xycoords=edge,
+                xytext=(-7 if last else 7, -4 if sign > 0 else 4),
+                textcoords="offset points",
+                ha="right" if last else "left",
+                va="top" if sign > 0 else "bottom",
+                fontsize=7,
+                color="C3",
+            )
+    values = np.concatenate([median, lo, hi])
+    shown = values[np.isfinite(values)]
+    if not shown.size:
+        ax.set(ylim=(0.0, 1.0), yticks=[])  # nothing finite: no scale to show
+        return
+    # Room between the finite values and an edge that holds an infinite one, so that its
+    # marker and dotted bar are not drawn over (or inside) the finite range.
+    low, high = float(shown.min()), float(shown.max())
+    span = high - low if high > low else max(1.0, abs(high))
+    below = 0.25 if np.isneginf(values).any() else 0.08
+    above = 0.25 if np.isposinf(values).any() else 0.08
+    ax.set_ylim(low - below * span, high + above * span)
+
+
+def _check_plot(path: str | None) -> None:
+    """ValueError where ``--plot`` cannot be written (see jacgeom.plot._check_figure_path)."""
+    if path:
+        from .plot import _check_figure_path
+
+        _check_figure_path("--plot", path)
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``jacgeom analyze`` with parsed arguments; returns the exit status."""
     try:
+        _check_plot(args.plot)  # before the work, not after the table is printed
         report = analyze(
             args.model, args.data, args.dtype, args.saturation_tol, args.backend, args.arch
         )
@@ -416,7 +623,11 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(report.table())
     if args.plot:
-        plot_report(report, args.plot)
+        try:
+            plot_report(report, args.plot)
+        except OSError as exc:  # checked above; the directory can still change meanwhile
+            print(f"jacgeom analyze: error: --plot {args.plot}: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

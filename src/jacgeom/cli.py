@@ -171,21 +171,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """UsageError where --plot or --out cannot be written, or matplotlib is missing: checked
     before the run, not after it."""
     if args.plot:
-        plot = Path(args.plot)
-        formats = ("png", "pdf", "svg")
-        if plot.suffix.lstrip(".").lower() not in formats:
-            raise UsageError(f"--plot {args.plot}: give a file name ending in .png, .pdf or .svg")
-        parent = plot.parent if str(plot.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"--plot {args.plot}: directory {str(parent)!r} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"--plot {args.plot}: directory {str(parent)!r} is not writable")
-        from .plot import _pyplot
+        from .plot import _check_figure_path
 
         try:
-            _pyplot()
-        except ImportError as exc:
-            raise UsageError(f"--plot: {exc}") from None
+            _check_figure_path("--plot", args.plot)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.records:
         from .montecarlo.records import _pyarrow
 
@@ -369,13 +360,29 @@ def _gain_lines(results: Sequence[tuple[dict[str, Any], Result]]) -> list[str]:
     return lines
 
 
-TABLE_LEGEND = (
-    "n = min(n_0, n_L). Exact rank: singular values non-zero in exact arithmetic (lost only "
-    "through structure, such as relu's dead units). float64 rank: numpy.linalg.matrix_rank's "
-    "rule on the exact singular values. log10 cond = log10(s_max / s_min), finite wherever "
-    "the exact rank is full, inf where s_min is exactly 0. Intervals are 95%: Clopper-Pearson "
-    "for probabilities, order statistics for medians."
-)
+def _table_legend() -> str:
+    """What the columns of ``jacgeom mc``'s table are, and its intervals at the level that
+    :func:`jacgeom.montecarlo.sweep_table` summarises each run with (Result.summary's
+    default)."""
+    import inspect
+
+    from .montecarlo import Result
+    from .montecarlo.summaries import BIN_WIDTH
+
+    level = float(inspect.signature(Result.summary).parameters["level"].default)
+    return (
+        "n = min(n_0, n_L). Exact rank: singular values non-zero in exact arithmetic (lost "
+        "only through structure, such as relu's dead units). float64 rank: "
+        "numpy.linalg.matrix_rank's rule on the exact singular values (s_i counted where "
+        "above max(n_0, n_L) eps s_max). log10 cond = log10(s_max / s_min), finite wherever "
+        "the exact rank is full, inf where s_min is exactly 0. Intervals at level "
+        f"{level:.0%}: exact Clopper-Pearson for probabilities; mean +- 1.96 standard errors "
+        "for float64 rank / n; for the median log10 cond, the distribution-free interval "
+        "between two order statistics, each end widened outward to the edge of its bin in "
+        f"the run's summary histogram (bins 1/{round(1 / BIN_WIDTH)} wide on the asinh "
+        "scale), so that it holds the exact order statistics' interval; inf ends where the "
+        "samples are too few for the level."
+    )
 
 
 def _mc(args: argparse.Namespace) -> int:
@@ -506,7 +513,7 @@ def _mc(args: argparse.Namespace) -> int:
         print()
     else:
         print(sweep_table(results))
-        print(f"\n{textwrap.fill(TABLE_LEGEND, 88)}\n\nTheory columns (docs/theory.md):")
+        print(f"\n{textwrap.fill(_table_legend(), 88)}\n\nTheory columns (docs/theory.md):")
         print("\n".join(notes))
         gains = _gain_lines(results)
         if gains:
@@ -581,7 +588,11 @@ def _bench(rest: list[str]) -> int:
     try:
         runpy.run_path(str(report), run_name="__main__")
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        if isinstance(exc.code, str):
+            # sys.exit("message"): Python would print it; the report's errors are one line
+            print(f"jacgeom bench: error: {exc.code}", file=sys.stderr)
+            return 2
+        return int(exc.code or 0)
     finally:
         sys.argv = saved
     return 0
@@ -633,8 +644,8 @@ MC_DESCRIPTION = "\n\n".join(
         "95% intervals, the mean float64 rank / n and the median log10 condition number, each "
         "beside its closed form where one applies, n = min(n_0, n_L); then one line per "
         "closed form shown, and the samples computed and reused. Progress goes to stderr: a "
-        "line per point ('point 7/35: tanh, width 32, depth 4') and, on a terminal, a bar "
-        "for the current point; in a log file, a line such as 'point 7/35: 4/10 chunks' "
+        "line per point ('point 20/35: tanh, width 32, depth 4') and, on a terminal, a bar "
+        "for the current point; in a log file, a line such as 'point 1/1: 4/10 chunks' "
         f"at most every {PROGRESS_LINE_SECONDS:g} s instead of the bar.",
     )
 )

@@ -54,6 +54,30 @@ def _pyplot() -> Any:
     return plt
 
 
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def _check_figure_path(flag: str, path: str) -> None:
+    """ValueError, one line naming ``flag``, where a figure cannot be written to ``path``:
+    a name not ending in one of FIGURE_FORMATS, a missing or read-only directory, or no
+    matplotlib. Called before any work, so that a run does not end on it."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if target.suffix.lstrip(".").lower() not in FIGURE_FORMATS:
+        raise ValueError(f"{flag} {path}: give a file name ending in .png, .pdf or .svg")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: directory {str(parent)!r} is not writable")
+    try:
+        _pyplot()
+    except ImportError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+
+
 def _style(label: str, index: int) -> tuple[str, str]:
     """(colour, marker) of a curve: fixed for the built-in activations."""
     if label in _STYLE:
@@ -77,10 +101,12 @@ def _mean_interval(x: Any) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def _numpy_rule_log10_threshold(n: int) -> float:
-    """log10 of the condition number above which numpy's rule drops a singular value of an
-    n x n matrix: sigma_min <= n eps sigma_max."""
-    return -math.log10(n * _EPS64)
+def _numpy_rule_log10_threshold(size: int) -> float:
+    """log10 of the condition number above which numpy.linalg.matrix_rank's rule drops the
+    smallest singular value of an m x n matrix, size = max(m, n): it keeps
+    sigma_min > max(m, n) eps sigma_max, so the threshold is log10(1 / (max(m, n) eps))
+    (14.15 for size 32)."""
+    return -math.log10(size * _EPS64)
 
 
 def _draw_log10_cond(
@@ -190,11 +216,12 @@ def _monte_carlo_series(points: list[tuple[float, Any]]) -> dict[str, Any]:
     """What monte_carlo_figure draws for one curve: x, samples, P(exact rank < n) with its
     interval and closed form (nan where none applies), P(float64 rank < n) with its
     interval, the median log10 condition number with its 95% interval (inf where infinite,
-    nan where not recorded) and its closed form, and n = min(n_0, n_L) per point."""
+    nan where not recorded) and its closed form, n = min(n_0, n_L) (the full rank) and
+    n_max = max(n_0, n_L) (the size in numpy's rank rule) per point."""
     out: dict[str, list[float]] = {
         k: []
         for k in (
-            "x samples n p_exact p_exact_lo p_exact_hi p_exact_theory p_float64 p_float64_lo "
+            "x samples n n_max p_exact p_exact_lo p_exact_hi p_exact_theory p_float64 p_float64_lo "
             "p_float64_hi log10_cond_median log10_cond_lo log10_cond_hi log10_cond_theory"
         ).split()
     }
@@ -205,6 +232,7 @@ def _monte_carlo_series(points: list[tuple[float, Any]]) -> dict[str, Any]:
         out["x"].append(x)
         out["samples"].append(res.samples)
         out["n"].append(min(w[0], w[-1]))
+        out["n_max"].append(max(w[0], w[-1]))
         pe = s.get("p_exact_rank_deficient", {"p": math.nan, "lo": math.nan, "hi": math.nan})
         for key, p in (("p_exact", pe), ("p_float64", s["p_rank_deficient"])):
             out[key].append(p["p"])
@@ -229,8 +257,10 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
        activations), dashed;
     2. P(float64 rank < n), numpy's rule on J's exact singular values, same intervals;
     3. median log10 condition number with a distribution-free 95% interval for the
-       median, the Lyapunov limit of linear networks (x) and numpy's rank threshold
-       log10(1 / (n eps)) (dotted); an infinite median (exact rank < n in over half the
+       median, the Lyapunov limit of linear networks (x) and numpy's float64-rank
+       threshold log10(1 / (max(n_0, n_L) eps)) (dotted: J is n_L x n_0, and
+       numpy.linalg.matrix_rank drops singular values at or below max(n_0, n_L) eps
+       sigma_max); an infinite median (exact rank < n in over half the
        samples) is a marker on the top edge, never a value.
 
     Curves are offset slightly along x, each with its own marker, so coinciding values
@@ -317,6 +347,11 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
             for d in data[row].values()
             for x, n in zip(d["x"], d["n"], strict=True)
         }
+        sizes = {  # the size in numpy's rank rule, max(n_0, n_L), per x
+            float(x): int(n)
+            for d in data[row].values()
+            for x, n in zip(d["x"], d["n_max"], strict=True)
+        }
         xlabel = {
             "width": "width n (depth 1)",
             "depth": f"depth L (width {next(iter(ns.values()))})",
@@ -342,7 +377,7 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
         ax_row[1].set_title("P(float64 rank < n): numpy's rule on exact singular values")
         if recorded:
             drawn.add("threshold")
-            order = sorted(ns.items())
+            order = sorted(sizes.items())
             if len({n for _, n in order}) == 1:
                 ax_row[2].axhline(_numpy_rule_log10_threshold(order[0][1]), color="grey", ls=":")
             else:
@@ -385,7 +420,11 @@ def monte_carlo_figure(results: Sequence[tuple[dict[str, Any], Any]]) -> Any:
             label="closed form of P(exact rank < n)",
         ),
         "threshold": Line2D(
-            [], [], color="grey", ls=":", label="log10(1/(n eps)): float64 rank drops above"
+            [],
+            [],
+            color="grey",
+            ls=":",
+            label="log10(1/(max(n_0, n_L) eps)): numpy's float64-rank threshold",
         ),
         "lyapunov": Line2D(
             [], [], color="k", marker="x", ls="none", mew=2, label="Lyapunov limit (identity)"
@@ -590,22 +629,29 @@ def dead_coordinate_figure(
     widths: Any = (1, 2, 3, 4, 6, 8, 12, 16), samples: int = 4000, seed: int = 0
 ) -> Any:
     """P(at least one zeroed coordinate) of one relu layer against width n: Monte Carlo
-    points with Clopper-Pearson intervals over the closed form 1 - 2^-n.
+    points with Clopper-Pearson intervals over the closed form 1 - 2^-n. Every sample draws
+    its own He-initialised W, iid N(0, 2/n) (the Monte Carlo's default); the law does not
+    depend on the scale, only on the signs of the pre-activations.
 
     Returns
     -------
-    matplotlib.figure.Figure, with ``jacgeom_data = {"n", "p", "lo", "hi", "theory"}``
+    matplotlib.figure.Figure, with ``jacgeom_data = {"n", "p", "lo", "hi", "theory",
+    "init"}``
     """
     from .montecarlo import Spec, run
+    from .network import init_std
 
     plt = _pyplot()
     rows = []
+    init = "he"
     for n in widths:
-        s = run(
-            Spec(widths=(int(n), int(n)), samples=samples, seed=seed), progress=False
-        ).summary()["p_any_zeroed"]
+        spec = Spec(widths=(int(n), int(n)), samples=samples, seed=seed, init=init)
+        s = run(spec, progress=False).summary()["p_any_zeroed"]
         rows.append((n, s["p"], s["lo"], s["hi"]))
     n_arr, p, lo, hi = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
+    # The entries' law as the Monte Carlo draws them (variance init_std^2, c / n for he).
+    c = init_std(init, None, 1, 1) ** 2
+    law = f"{init} init: iid N(0, {c:g}/n)"
     fine = np.linspace(1, max(widths), 200)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(fine, 1 - 2.0**-fine, "k--", lw=1, label="closed form 1 - 2^-n")
@@ -620,14 +666,21 @@ def dead_coordinate_figure(
     ax.set(
         xlabel="width n",
         ylabel="P(some coordinate zeroed)",
-        title="Dead coordinates of one relu layer (W fresh N(0, 1/n) per sample)",
+        title=f"Dead coordinates of one relu layer (W fresh per sample, {law})",
         xticks=n_arr,
     )
     ax.title.set_fontsize(10)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.jacgeom_data = {"n": n_arr, "p": p, "lo": lo, "hi": hi, "theory": 1 - 2.0**-n_arr}
+    fig.jacgeom_data = {
+        "n": n_arr,
+        "p": p,
+        "lo": lo,
+        "hi": hi,
+        "theory": 1 - 2.0**-n_arr,
+        "init": init,
+    }
     return fig
 
 
@@ -709,7 +762,8 @@ def rank_depth_figure(
 
     Rows: mean exact rank / width (relu's closed form dashed); mean float64 rank / width
     (numpy's rule on the exact singular values); median log10 condition number with the
-    threshold log10(1 / (n eps)) above which the float64 rank drops. Bands and bars are 95%
+    threshold log10(1 / (n eps)) above which numpy's rule drops the float64 rank (n x n
+    Jacobians: max(m, n) = n = width). Bands and bars are 95%
     intervals; the sample count is in the title. The story: relu loses exact rank (dead
     units); leaky_relu, tanh, gelu and identity keep it and lose conditioning, which the
     float64 rank mistakes for rank loss; layer normalisation costs one dimension.
@@ -784,7 +838,14 @@ def rank_depth_figure(
 
     extra = [
         Line2D([], [], color="k", ls="--", label="closed form (relu, mean exact rank)"),
-        Line2D([], [], color="grey", ls=":", label="log10(1/(n eps)): float64 rank drops above"),
+        Line2D(
+            [],
+            [],
+            color="grey",
+            ls=":",
+            label=f"log10(1/({width} eps)) = {_numpy_rule_log10_threshold(width):.1f}: "
+            "numpy's float64-rank threshold",
+        ),
         Line2D([], [], color="k", marker="x", ls="none", mew=2, label="Lyapunov limit (identity)"),
     ]
     handles = axes[0, 0].get_legend_handles_labels()[0] + extra

@@ -60,7 +60,7 @@ class DistributionDict(TypedDict):
 
 @dataclasses.dataclass(frozen=True)
 class Distribution:
-    """Quantiles of a per-sample quantity over the probe batch.
+    """Quantiles of a per-sample quantity over the probe batch, every sample counted.
 
     Attributes
     ----------
@@ -68,9 +68,28 @@ class Distribution:
         Samples.
     infinite : int
         Samples where the value is +-inf (a log-volume of -inf, a log condition number of
-        +inf: exact rank lost); the quantiles are taken over the finite ones.
+        +inf: exact rank lost). They count in every quantile as the values they are: where
+        more than half the samples lost exact rank, the median log condition number is inf.
     min, q05, median, q95, max : float
-        NaN when no value is finite.
+        Quantiles over all ``count`` samples: linear interpolation between order
+        statistics, as ``numpy.quantile``'s default, with an infinite neighbour that has
+        weight taken as the value (so the median of [1, inf] is inf, as ``numpy.median``
+        says). NaN only where no sample was given, or where the two neighbours are -inf
+        and +inf.
+
+    Notes
+    -----
+    With the values sorted, v_0 <= ... <= v_{N-1}, quantile q sits at h = q (N - 1) and is
+    v_k + (h - k) (v_{k+1} - v_k) with k = floor(h): v_k itself where h = k, the infinite
+    neighbour where one of v_k, v_{k+1} is infinite and weighted.
+
+    Examples
+    --------
+    >>> d = Distribution.of([1.0, 2.0, 3.0, float("inf")])
+    >>> d.infinite, d.min, d.median, d.q95, d.max
+    (1, 1.0, 2.5, inf, inf)
+    >>> Distribution.of([float("-inf")] * 3).median
+    -inf
     """
 
     count: int
@@ -82,14 +101,26 @@ class Distribution:
     max: float
 
     @classmethod
-    def of(cls, values: NDArray[Any]) -> Distribution:
-        v = np.asarray(values, dtype=np.float64).ravel()
-        finite = v[np.isfinite(v)]
-        if finite.size == 0:
+    def of(cls, values: Any) -> Distribution:
+        """The distribution of ``values`` (any shape, flattened; NaN refused).
+
+        Raises
+        ------
+        ValueError
+            Where ``values`` holds NaN: a sample without a value cannot be placed among
+            the quantiles.
+        """
+        v = np.sort(np.asarray(values, dtype=np.float64).ravel())
+        if np.isnan(v).any():
+            raise ValueError(
+                f"values holds {int(np.isnan(v).sum())} NaN of {v.size}; a Distribution "
+                "takes numbers, infinities included"
+            )
+        if v.size == 0:
             nan = float("nan")
-            return cls(int(v.size), int(v.size), nan, nan, nan, nan, nan)
-        q = np.quantile(finite, [0.0, 0.05, 0.5, 0.95, 1.0])
-        return cls(int(v.size), int(v.size - finite.size), *(float(x) for x in q))
+            return cls(0, 0, nan, nan, nan, nan, nan)
+        q = [_quantile(v, p) for p in (0.0, 0.05, 0.5, 0.95, 1.0)]
+        return cls(int(v.size), int(np.count_nonzero(np.isinf(v))), *q)
 
     def as_dict(self) -> DistributionDict:
         return DistributionDict(
@@ -101,6 +132,24 @@ class Distribution:
             q95=self.q95,
             max=self.max,
         )
+
+
+def _quantile(v: FloatArray, q: float) -> float:
+    """The q-quantile of sorted ``v`` (no NaN, at least one value): numpy's linear rule,
+    with an infinite neighbour that has weight taken as the value rather than the NaN of
+    inf - inf or 0 * inf that the interpolation formula gives there."""
+    h = q * (v.size - 1)  # numpy's virtual index for the linear method
+    lo = math.floor(h)
+    hi = min(lo + 1, v.size - 1)
+    g = h - lo
+    a, b = float(v[lo]), float(v[hi])
+    if g == 0.0 or a == b:
+        return a
+    if math.isinf(a) or math.isinf(b):
+        if math.isinf(a) and math.isinf(b):
+            return float("nan")  # -inf and +inf: no value between them
+        return a if math.isinf(a) else b
+    return float(np.quantile(v, q))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,13 +247,10 @@ class LayerReport:
 
         Columns: dead (units dead on every sample), sat (saturated pairs), exact rank and
         float64 numerical rank (median [min]), log vol and log cond (natural logs, medians
-        over the samples that keep full exact rank; -inf and inf, their exact values, where
-        none does), inf (the samples whose exact rank is lost), verdict.
+        over all samples: a sample whose exact rank is lost counts as -inf and inf, so the
+        median is infinite where more than half of them lost it), inf (the samples whose
+        exact rank is lost), verdict.
         """
-
-        def median(d: Distribution, lost: str) -> str:
-            return f"{d.median:>9.3g}" if d.infinite < d.count else f"{lost:>9}"
-
         head = (
             f"{'layer':<5} {'activation':<10} {'shape':>9} {'dead':>6} {'sat':>6} "
             f"{'exact rank':>11} {'f64 rank':>11} {'log vol':>9} {'log cond':>9} "
@@ -220,13 +266,13 @@ class LayerReport:
                 f"{g.layer:<5} {g.activation:<10} {g.shape[0]:>4}x{g.shape[1]:<4} "
                 f"{g.dead_fraction:>6.3f} {g.saturated_fraction:>6.3f} "
                 f"{rank(g.exact_rank):>11} {rank(g.numerical_rank):>11} "
-                f"{median(g.log_volume, '-inf')} {median(g.log_condition, 'inf')} "
-                f"{g.log_condition.infinite:>4}  {g.verdict}"
+                f"{g.log_volume.median:>9.3g} {g.log_condition.median:>9.3g} "
+                f"{g.rank_lost_samples:>4}  {g.verdict}"
             )
         lines.append(
             f"{self.samples} samples; ranks: exact and float64 numerical (median [min]); "
-            "logs natural, medians over samples of full exact rank; inf: samples with exact "
-            "rank lost"
+            "log vol, log cond: natural logs, medians over all samples, a sample with exact "
+            "rank lost counting as -inf, inf; inf: samples with exact rank lost"
         )
         lines.extend(self.notes)
         return "\n".join(lines)

@@ -24,7 +24,12 @@ __all__ = ["GeometryMonitor", "MonitorRow"]
 
 
 class MonitorRow(TypedDict):
-    """One layer at one recorded step (medians over the probe batch; logs natural)."""
+    """One layer at one recorded step: medians over the whole probe batch, logs natural.
+
+    Every probe sample counts in the medians: a sample whose exact rank is lost has
+    log_volume -inf and log_condition +inf, so these medians are infinite where more than
+    half the samples lost exact rank (``rank_lost_samples`` says how many did).
+    """
 
     step: int
     layer: int
@@ -147,7 +152,8 @@ class GeometryMonitor:
         return rep
 
     def table(self) -> list[MonitorRow]:
-        """One row per (recorded step, layer): medians over the probe batch."""
+        """One row per (recorded step, layer): medians over the whole probe batch
+        (:class:`MonitorRow`; infinite where more than half the samples lost exact rank)."""
         rows: list[MonitorRow] = []
         for step, rep in self.reports:
             for g in rep.layers:
@@ -170,7 +176,11 @@ class GeometryMonitor:
         return rows
 
     def series(self, quantity: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """(steps (S,), values (S, L)) of one column of :meth:`table`, for plotting."""
+        """(steps (S,), values (S, L)) of one column of :meth:`table`, for plotting.
+
+        Values of log_volume and log_condition are -inf and +inf where more than half the
+        probe samples lost exact rank: matplotlib leaves such points out of a line, so mark
+        them (for instance at the axis edge) rather than let them vanish."""
         if quantity not in MonitorRow.__annotations__ or quantity in ("step", "layer"):
             raise ValueError(
                 f"unknown quantity {quantity!r}; valid choices: "
