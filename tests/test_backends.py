@@ -103,11 +103,13 @@ def test_bench_command_needs_a_checkout(
     assert "no benchmark suite" in capsys.readouterr().err
 
 
-_PIN_SCRIPT = """
-import json, threading, time
+# The scripts' shared start: OpenBLAS's thread counts, and a wait for them to settle.
+_BLAS_COUNTS = """
+import gc, json, signal, threading, time
 import numpy as np
 from threadpoolctl import threadpool_info
 import jacgeom
+from jacgeom import _backends
 
 def blas():
     return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
@@ -117,7 +119,11 @@ def settle(want):
     while blas() != want and time.monotonic() < deadline:
         time.sleep(0.01)
     return blas()
+"""
 
+_PIN_SCRIPT = (
+    _BLAS_COUNTS
+    + """
 W = np.random.default_rng(0).standard_normal((8, 8))
 call = lambda: jacgeom.masked_rank(W, np.ones((3, 8), bool))
 before = blas()
@@ -136,6 +142,7 @@ threads = [threading.Thread(target=lambda: [call() for _ in range(50)]) for _ in
 workers = settle(before)
 print(json.dumps([before, during, main, workers]))
 """
+)
 
 
 def test_blas_pin_is_lifted_after_kernels_return() -> None:
@@ -158,22 +165,9 @@ def test_blas_pin_is_lifted_after_kernels_return() -> None:
     assert main == workers == before
 
 
-_INTERRUPT_SCRIPT = """
-import gc, json, signal, time
-import numpy as np
-from threadpoolctl import threadpool_info
-import jacgeom
-from jacgeom import _backends
-
-def blas():
-    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
-def settle(want):
-    deadline = time.monotonic() + 5.0
-    while blas() != want and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return blas()
-
+_INTERRUPT_SCRIPT = (
+    _BLAS_COUNTS
+    + """
 before = blas()
 # a holder that never reaches its release (an interrupt between a kernel's return and the
 # release, or inside the bookkeeping) is dropped with its frame: the pin is lifted
@@ -210,6 +204,7 @@ signal.setitimer(signal.ITIMER_REAL, 0)
 gc.collect()
 print(json.dumps([before, pinned, dropped, settle(before), interrupts]))
 """
+)
 
 
 def test_blas_pin_is_lifted_after_interrupts() -> None:
