@@ -290,14 +290,18 @@ class _BlasPin:
     taken or released by the wrong thread, and the pin stayed on for the rest of the
     process, over the caller's own numpy work too. The holders are weakly referenced
     tokens, not a count: one whose release an interrupt skipped is dropped with the frame
-    that held it, and the pin thread, which polls while pinned, lifts the pin.
+    that held it, and the pin thread, which polls while pinned, lifts the pin. (An
+    interactive session keeps the last traceback, and with it that frame, until its next
+    error; until then the pin stays on.)
     """
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler or finaliser that calls a kernel while this thread
+        # is inside the bookkeeping enters again (a plain Lock deadlocked there).
+        self._lock = threading.RLock()
         # Weak references without callbacks (a WeakSet drops dead entries in a Python
         # callback, which an interrupt can break off); read and changed under the lock.
         self._holds: set[weakref.ref[_PinHold]] = set()
@@ -337,6 +341,11 @@ class _BlasPin:
                     self._waiters.remove(waiter)
                     raise
                 self._thread = thread
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            # Entered again from within this thread's own bookkeeping (a signal handler):
+            # the pin thread cannot take the lock until the outer call goes on, so this call
+            # runs without waiting for the pin (its kernels on a threaded BLAS, if any).
+            return hold
         try:
             self._bell.put(None)
             waiter.acquire()  # released by the pin thread once the pin is on, or has failed

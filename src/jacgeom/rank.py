@@ -109,8 +109,8 @@ def _scaling_loses_entries(W: FloatArray, c: int) -> bool:
     """Whether 2^-c W rounds some nonzero entry of W below the normal range (to a subnormal
     or to zero). Under a relative tolerance such entries, 2^-maxexp below the largest, are
     far below the threshold; an absolute tol (tol = 0 included) is in the caller's units and
-    may count them, so the rank is then taken unscaled by numpy.linalg.matrix_rank, whose
-    LAPACK SVD scales internally without losing them."""
+    may count them, so the rank is then numpy.linalg.matrix_rank's on the unscaled W (the
+    rank jacgeom's is defined as)."""
     nonzero = np.abs(W[W != 0])
     if c <= 0 or nonzero.size == 0:  # scaled up (c < 0): nothing moves towards zero
         return False

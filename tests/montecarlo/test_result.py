@@ -377,3 +377,35 @@ def test_relu_laws_hold_through_dead_layers_without_biases() -> None:
     a = s["active_fraction"]
     assert abs(a["mean"] - th["active_fraction"]) <= 5 * a["std"] / np.sqrt(s["samples"])
     assert th["active_fraction"] == pytest.approx(0.5 * (1 - 0.75**6) / 0.25 / 6, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("extra", "base"),
+    [
+        ({"sigma_w": 1.5}, {}),  # he init fixes the scale: sigma_w was accepted and unused
+        ({"sigma_b": 0.5, "init": "xavier"}, {"layer": "kernel"}),
+        ({"gamma": 2.0}, {}),
+        ({"manifold_dim": 3}, {}),
+    ],
+)
+def test_results_saved_with_unused_fields_still_load(
+    tmp_path: Path, extra: dict[str, object], base: dict[str, object]
+) -> None:
+    # Earlier versions accepted fields the experiment did not use; Spec now refuses them,
+    # but a result saved then describes the same experiment with them at their defaults.
+    import json
+
+    res = run(Spec(widths=(4, 4), samples=40, chunk_size=20, **base))  # type: ignore[arg-type]
+    path = tmp_path / "res.npz"
+    res.save(path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    old = json.loads(str(arrays["spec"]))
+    old.update(extra)
+    with pytest.raises(ValueError, match="leave them at their defaults|give sigma_w=None"):
+        Spec.from_dict(old)
+    arrays["spec"] = np.array(json.dumps(old))
+    np.savez(path, **arrays)
+    loaded = Result.load(path)
+    assert loaded.spec == res.spec
+    assert loaded.summary() == res.summary()

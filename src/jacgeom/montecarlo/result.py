@@ -381,7 +381,7 @@ class Result:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Result:
         with np.load(Path(path), allow_pickle=False) as f:
-            spec = Spec.from_dict(json.loads(str(f["spec"])))
+            spec = Spec.from_dict(json.loads(str(f["spec"])), saved=True)
             summary = {k[8:]: f[k] for k in f.files if k.startswith("summary_")}
             data = {k[5:]: f[k] for k in f.files if k.startswith("data_")}
         return cls(spec, Summary.from_arrays(spec, summary), data or None)

@@ -242,41 +242,9 @@ class Spec:
         """ValueError naming the fields that this experiment would not use (the command
         line refuses the same flags): a field given but ignored makes two specs of the same
         experiment compare unequal, and tells the reader of a spec something false."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-
-        def changed(*names: str) -> list[str]:
-            return [k for k in names if getattr(self, k) != defaults[k]]
-
-        if self.layer == "kernel":
-            ignored = changed("activation", "init", "sigma_w", "sigma_b")
-            if ignored:
-                raise ValueError(
-                    f"{', '.join(ignored)}: not used by kernel layers (layer='kernel' draws "
-                    "h -> A k(h)); leave them at their defaults"
-                )
-            if self.kernel == "polynomial" and self.gamma is not None:
-                raise ValueError(
-                    "gamma: not used by the polynomial kernel (x . c + 1)^3; give gamma=None"
-                )
-        else:
-            ignored = changed("kernel", "centers", "gamma")
-            if ignored:
-                raise ValueError(
-                    f"{', '.join(ignored)}: only for kernel layers; give layer='kernel' or "
-                    "leave them at their defaults"
-                )
-        if self.sigma_w is not None and self.init not in ("gaussian", "orthogonal"):
-            raise ValueError(
-                f"sigma_w is the gain of init='gaussian' or 'orthogonal'; init={self.init!r} "
-                "fixes the weights' scale itself: give sigma_w=None"
-            )
-        if self.inputs != "manifold":
-            ignored = changed("manifold_dim", "manifold")
-            if ignored:
-                raise ValueError(
-                    f"{', '.join(ignored)}: only with inputs='manifold' (inputs="
-                    f"{self.inputs!r}); leave them at their defaults"
-                )
+        unused = _unused_fields(dataclasses.asdict(self))
+        if unused:
+            raise ValueError(unused[0][1])
 
     def resolved_widths(self) -> tuple[int, ...]:
         """[n_0, ..., n_L] as a tuple."""
@@ -301,14 +269,23 @@ class Spec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Spec:
-        """The spec of :meth:`to_dict`'s fields; ValueError naming an unknown field."""
+    def from_dict(cls, d: dict[str, Any], saved: bool = False) -> Spec:
+        """The spec of :meth:`to_dict`'s fields; ValueError naming an unknown field.
+
+        ``saved=True`` reads a spec that an earlier version wrote, which accepted fields
+        the experiment did not use (sigma_w with he init, say): they are set back to their
+        defaults, which describes the same experiment."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
             raise ValueError(
                 f"unknown spec field {unknown[0]!r}; valid fields: {', '.join(sorted(fields))}"
             )
+        if saved:
+            defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            d = dict(d)
+            for names, _ in _unused_fields({**defaults, **d}):
+                d.update({k: defaults[k] for k in names})
         return cls(**d)
 
     def replace(self, **changes: Any) -> Spec:
@@ -325,6 +302,63 @@ class Spec:
                 d["widths"], d["width"], d["depth"] = None, width, depth
         d.update(changes)
         return Spec.from_dict(d)
+
+
+def _unused_fields(values: dict[str, Any]) -> list[tuple[list[str], str]]:
+    """The fields of a spec's ``values`` that its experiment would not use, each group with
+    the message that refuses it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Spec)}
+
+    def changed(*names: str) -> list[str]:
+        return [k for k in names if values[k] != defaults[k]]
+
+    out: list[tuple[list[str], str]] = []
+    if values["layer"] == "kernel":
+        ignored = changed("activation", "init", "sigma_w", "sigma_b")
+        if ignored:
+            out.append(
+                (
+                    ignored,
+                    f"{', '.join(ignored)}: not used by kernel layers (layer='kernel' draws "
+                    "h -> A k(h)); leave them at their defaults",
+                )
+            )
+        if values["kernel"] == "polynomial" and values["gamma"] is not None:
+            out.append(
+                (
+                    ["gamma"],
+                    "gamma: not used by the polynomial kernel (x . c + 1)^3; give gamma=None",
+                )
+            )
+    else:
+        ignored = changed("kernel", "centers", "gamma")
+        if ignored:
+            out.append(
+                (
+                    ignored,
+                    f"{', '.join(ignored)}: only for kernel layers; give layer='kernel' or "
+                    "leave them at their defaults",
+                )
+            )
+    if values["sigma_w"] is not None and values["init"] not in ("gaussian", "orthogonal"):
+        out.append(
+            (
+                ["sigma_w"],
+                f"sigma_w is the gain of init='gaussian' or 'orthogonal'; init="
+                f"{values['init']!r} fixes the weights' scale itself: give sigma_w=None",
+            )
+        )
+    if values["inputs"] != "manifold":
+        ignored = changed("manifold_dim", "manifold")
+        if ignored:
+            out.append(
+                (
+                    ignored,
+                    f"{', '.join(ignored)}: only with inputs='manifold' (inputs="
+                    f"{values['inputs']!r}); leave them at their defaults",
+                )
+            )
+    return out
 
 
 def layer_activations(spec: Spec) -> list[str]:
