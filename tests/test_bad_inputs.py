@@ -392,3 +392,36 @@ def test_absolute_tol_counts_entries_far_below_the_largest(
         W, np.ones(2, bool), tol=0.0, backend=backend, return_singular_values=True
     )
     np.testing.assert_allclose(values, [big, small], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "dtype"),
+    [
+        ("leaky_relu", {"alpha": 1.2e-44}, np.float32),  # stored as 1.26e-44: 5% off
+        ("leaky_relu", {"alpha": 1e-46}, np.float32),  # stored as 0: every unit dead
+        ("elu", {"alpha": 1e-40}, np.float32),
+        ("softplus", {"beta": 1e-46}, np.float32),  # beta = 0: NaN outputs
+        ("leaky_relu", {"alpha": 1e-320}, np.float64),
+    ],
+)
+def test_activation_parameter_below_the_dtypes_normal_range(
+    name: str, params: dict[str, float], dtype: type
+) -> None:
+    # The log-space methods used the parameter unrounded, jacobian the rounded one: 0.099
+    # nats apart at alpha = 1.2e-44, exact rank 2 against 0 at alpha = 1e-46.
+    act = jacgeom.activation(name, **params)
+    W = np.eye(2, dtype=dtype)
+    with pytest.raises(ValueError, match=f"underflows {np.dtype(dtype)}, the network's dtype"):
+        jacgeom.Network([W, W], activation=act)
+    with pytest.raises(ValueError, match=f"underflows {np.dtype(dtype)}, the dtype of W and X"):
+        jacgeom.layer_jacobian(W, np.ones((1, 2), dtype=dtype), activation=act)
+
+
+def test_activation_parameter_zero_and_normal_are_accepted() -> None:
+    W = np.eye(2, dtype=np.float32)
+    for alpha in (1.2e-38, 0.01):
+        act = jacgeom.activation("leaky_relu", alpha=alpha)
+        net = jacgeom.Network([W], activation=act)
+        np.testing.assert_allclose(
+            net.jacobian([-1.0, 1.0]), np.diag([np.float32(alpha), 1.0]), rtol=1e-6
+        )

@@ -327,6 +327,28 @@ def integer(name: str, value: Any) -> int:
     raise TypeError(f"{name} must be an int, got {type(value).__name__} {shown(value)}")
 
 
+def activation_parameter(act: Any, dtype: np.dtype[Any], owner: str) -> None:
+    """ValueError where ``act``'s parameter (alpha, beta) rounded to ``dtype``, as phi' uses
+    it, is not a normal number of that dtype: infinite (alpha = 1e39 in float32 makes phi'
+    infinite at finite inputs) or subnormal or zero where the parameter is not (beta =
+    1e-46 becomes 0 and softplus NaN; alpha = 1.2e-44 becomes 1.26e-44, a 5% change no
+    log-space computation of the unrounded value would agree with). ``owner`` names the
+    dtype's source in the message."""
+    with np.errstate(over="ignore", under="ignore"):
+        rounded = dtype.type(act.parameter)
+    if not np.isfinite(rounded):
+        raise ValueError(
+            f"the parameter of activation {act.name!r} ({act.parameter!r}) overflows "
+            f"{dtype}, {owner}; use float64 or a smaller parameter"
+        )
+    if act.parameter != 0 and abs(float(rounded)) < float(np.finfo(dtype).tiny):
+        raise ValueError(
+            f"the parameter of activation {act.name!r} ({act.parameter!r}) underflows "
+            f"{dtype}, {owner} (below its smallest normal number "
+            f"{float(np.finfo(dtype).tiny):.3g}); use float64 or a larger parameter"
+        )
+
+
 def flag(name: str, value: Any) -> bool:
     """A bool (Python or numpy) as bool; TypeError naming ``name`` (1, 1.0 and "no" are not
     flags)."""

@@ -56,14 +56,7 @@ class _Layer:
         self.finite_inputs = check_finite or _validation.all_finite(self.W, self.X, self.b)
         # phi' uses the parameter rounded to the working dtype: one finite in float64 only
         # (alpha = 1e39 in float32) would make phi' infinite at finite inputs.
-        with np.errstate(over="ignore"):
-            rounded = self.W.dtype.type(self.act.parameter)
-        if not np.isfinite(rounded):
-            raise ValueError(
-                f"the parameter of activation {self.act.name!r} ({self.act.parameter!r}) "
-                f"overflows {self.W.dtype}, the dtype of W and X; use float64 inputs or a "
-                "smaller parameter"
-            )
+        _validation.activation_parameter(self.act, self.W.dtype, "the dtype of W and X")
         self._Z: FloatArray | None = None
         self._D: FloatArray | None = None
         self._may_overflow: bool | None = None

@@ -214,14 +214,7 @@ class Network:
         )
         for i, act in enumerate(acts):
             # phi' uses the parameter rounded to the network's dtype, as the layer API does
-            with np.errstate(over="ignore"):
-                rounded = dtype.type(act.parameter)
-            if not np.isfinite(rounded):
-                raise ValueError(
-                    f"the parameter of layer {i}'s activation {act.name!r} "
-                    f"({act.parameter!r}) overflows {dtype}, the network's dtype; use float64 "
-                    "weights or a smaller parameter"
-                )
+            _validation.activation_parameter(act, dtype, f"the network's dtype (layer {i})")
         _validation.check_finite_arrays(
             check_finite,
             **{f"weights[{i}]": W for i, W in enumerate(Ws) if not kernel[i]},
