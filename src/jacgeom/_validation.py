@@ -126,9 +126,7 @@ def to_kernel_in_range(arr: FloatArray, dtype: np.dtype[Any], name: str, owner: 
 
 
 def check_finite_arrays(check: bool, **arrays: FloatArray | None) -> None:
-    if not isinstance(check, (bool, np.bool_)):  # None or "no" would switch the check off
-        raise TypeError(f"check_finite must be a bool, got {type(check).__name__}")
-    if not check:
+    if not flag("check_finite", check):  # None or "no" would switch the check off
         return
     for name, arr in arrays.items():
         if arr is not None and arr.size and not np.isfinite(arr).all():

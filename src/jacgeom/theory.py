@@ -229,9 +229,7 @@ def relu_mean_active_fraction(widths: Sequence[int], zero_bias: bool) -> float:
     0.4375
     """
     ws = _widths(widths)
-    if not isinstance(zero_bias, (bool, np.bool_)):
-        raise TypeError(f"zero_bias must be a bool, got {type(zero_bias).__name__}")
-    if not zero_bias:
+    if not _validation.flag("zero_bias", zero_bias):
         return 0.5
     alive, total = 1.0, 0.0
     for n in ws[1:]:

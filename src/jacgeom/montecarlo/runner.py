@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .. import _backends
+from .. import _backends, _validation
 from .checkpoint import directory_lock, load_chunk, prepare_directory, save_chunk, spec_hash
 from .records import records_match, remove_records_beyond, write_records
 from .result import Result
@@ -129,8 +129,7 @@ def check_run_arguments(
         raise TypeError(f"retries must be an int, got {type(retries).__name__}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
-    if not isinstance(records, (bool, np.bool_)):
-        raise TypeError(f"records must be a bool, got {type(records).__name__}")
+    _validation.flag("records", records)
     if records and out is not None:
         from .records import _pyarrow
 

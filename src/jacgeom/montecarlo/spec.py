@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import integer, real
+from .._validation import flag, integer, real
 from ..activations import activation as _lookup
 
 __all__ = [
@@ -146,7 +146,7 @@ class Spec:
         """Check every field's type (TypeError naming the field) and store plain Python
         values: numpy integers as int, numpy bools as bool, sequences as tuples."""
         for name in _BOOLS:
-            object.__setattr__(self, name, _boolean(name, getattr(self, name)))
+            object.__setattr__(self, name, flag(name, getattr(self, name)))
         for name in ("samples", "seed", "chunk_size", "manifold_dim"):
             object.__setattr__(self, name, integer(name, getattr(self, name)))
         for name in ("width", "depth", "centers"):
@@ -393,10 +393,3 @@ def memory_limit() -> int:
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.3g} GiB"
-
-
-def _boolean(name: str, value: Any) -> bool:
-    # "no", 0 and 1 are refused: a truthy string would silently switch the option on.
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
